@@ -1,0 +1,184 @@
+//! A machine's life in Registrar, as a state machine whose every step is recorded.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::facts::Facts;
+use super::mac::Mac;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Seen (DHCP, logs, import) but no facts yet.
+    Detected,
+    /// Booted into discovery; its report is awaited.
+    Discovering,
+    /// Facts arrived; a proposal is due.
+    Reported,
+    /// A proposal (branch + PR or local proposal) exists.
+    Proposed,
+    /// Merged into the base branch.
+    Approved,
+    /// The cluster holds the approved Hardware.
+    Applied,
+    /// Its provisioning Workflow succeeded.
+    Provisioned,
+    /// Its provisioning Workflow failed or timed out.
+    Failed,
+    /// Refused by a reviewer; its MAC is suppressed until someone lifts that.
+    Rejected,
+}
+
+impl State {
+    pub const ALL: [State; 9] = [
+        State::Detected, State::Discovering, State::Reported, State::Proposed, State::Approved,
+        State::Applied, State::Provisioned, State::Failed, State::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Detected => "detected",
+            State::Discovering => "discovering",
+            State::Reported => "reported",
+            State::Proposed => "proposed",
+            State::Approved => "approved",
+            State::Applied => "applied",
+            State::Provisioned => "provisioned",
+            State::Failed => "failed",
+            State::Rejected => "rejected",
+        }
+    }
+
+    /// Whether new facts for a machine in this state should (re)render its proposal.
+    /// Once approved, git holds the truth and a late report must not reopen the question.
+    pub fn accepts_facts(self) -> bool {
+        matches!(self, State::Detected | State::Discovering | State::Reported | State::Proposed)
+    }
+
+    /// The transitions Registrar allows; anything else is a bug or a stale event.
+    pub fn can_become(self, next: State) -> bool {
+        use State::*;
+        if self == next {
+            return false;
+        }
+        match (self, next) {
+            (_, Rejected) => !matches!(self, Applied | Provisioned),
+            (Detected, Discovering | Reported) => true,
+            (Discovering, Reported | Detected) => true,
+            (Reported, Proposed) => true,
+            // A reopened or rebuilt proposal goes back to reported before it is proposed again.
+            (Proposed, Reported | Approved) => true,
+            (Approved, Applied | Proposed) => true,
+            (Applied, Provisioned | Failed) => true,
+            (Failed, Provisioned | Applied) => true,
+            (Rejected, Detected | Reported | Proposed) => true,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for State {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        State::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown state {s:?}"))
+    }
+}
+
+/// Where Registrar first heard of a machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Report,
+    Dhcp,
+    Smee,
+    AutoDiscovery,
+    Import,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Report => "report",
+            Source::Dhcp => "dhcp",
+            Source::Smee => "smee",
+            Source::AutoDiscovery => "auto_discovery",
+            Source::Import => "import",
+        }
+    }
+}
+
+impl FromStr for Source {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Source::Report, Source::Dhcp, Source::Smee, Source::AutoDiscovery, Source::Import]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| format!("unknown source {s:?}"))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Machine {
+    pub mac: Mac,
+    pub state: State,
+    pub source: Source,
+    pub facts: Option<Facts>,
+    /// The name its Hardware got when last rendered.
+    pub name: Option<String>,
+    /// The provisioning workflow chosen for it (by rules, or by a reviewer).
+    pub workflow: Option<String>,
+    pub suppressed: bool,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub seen_count: u64,
+    /// Set while a change still has to reach git and the forge.
+    pub pending: bool,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Transition {
+    pub from: Option<State>,
+    pub to: State,
+    pub at: DateTime<Utc>,
+    pub cause: String,
+    pub actor: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::State::*;
+
+    #[test]
+    fn the_happy_path_is_allowed() {
+        for pair in [Detected, Discovering, Reported, Proposed, Approved, Applied, Provisioned].windows(2) {
+            assert!(pair[0].can_become(pair[1]), "{} -> {}", pair[0], pair[1]);
+        }
+    }
+
+    #[test]
+    fn no_way_back_from_provisioned_and_no_skipping_review() {
+        assert!(!Provisioned.can_become(Rejected));
+        assert!(!Reported.can_become(Approved));
+        assert!(!Detected.can_become(Proposed));
+        assert!(!Proposed.can_become(Proposed));
+        assert!(Proposed.can_become(Rejected));
+        assert!(Rejected.can_become(Detected));
+    }
+
+    #[test]
+    fn state_names_round_trip() {
+        for s in super::State::ALL {
+            assert_eq!(s.as_str().parse::<super::State>().unwrap(), s);
+        }
+    }
+}
