@@ -2,3 +2,5 @@
 //! proposes them for review in a GitOps repository. See `docs/design.md` for the flow.
 
 pub mod domain;
+pub mod config;
+pub mod render;

@@ -21,27 +21,19 @@ pub const MAX_ITEMS: usize = 64;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Facts {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub vendor: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub product: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
     /// Tinkerbell's spelling: `x86_64` or `aarch64`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub arch: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub uefi: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     #[serde(default)]
     pub cpus: Vec<Cpu>,
     /// Sum of enabled cores over all sockets (0 when unknown).
     #[serde(default)]
     pub cpu_cores: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
     #[serde(default)]
     pub disks: Vec<Disk>,
@@ -49,19 +41,14 @@ pub struct Facts {
     pub nics: Vec<Nic>,
     #[serde(default)]
     pub gpus: Vec<Gpu>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub bmc: Option<Bmc>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cpu {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub vendor: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cores: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<u32>,
 }
 
@@ -69,32 +56,23 @@ pub struct Cpu {
 pub struct Disk {
     /// `/dev/…`, as Tinkerbell's `spec.disks[].device` wants it.
     pub device: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Nic {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub mac: Mac,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub speed_mbps: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub link: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub driver: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Gpu {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub vendor: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub product: Option<String>,
 }
 

@@ -1,0 +1,336 @@
+//! One configuration file (YAML), environment overrides, and secrets from files or the
+//! environment. Secrets are `SecretString`s: they never reach a log line or a Debug dump.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Registrar's own state: the SQLite store, the git mirror and, on the embedded default,
+    /// the GitOps repository itself.
+    pub state_dir: PathBuf,
+    pub templates_dir: PathBuf,
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub gitops: GitopsConfig,
+    pub forge: ForgeConfig,
+    pub tinkerbell: TinkerbellConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes (a big server's `lshw -json` is ~300 KiB).
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Bearer token discovery machines send with reports. Prefer `report_token_file`.
+    pub report_token: Option<SecretString>,
+    pub report_token_file: Option<PathBuf>,
+    /// Bearer token for operators (API and CLI: list, approve, reject).
+    pub operator_token: Option<SecretString>,
+    pub operator_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GitopsConfig {
+    /// `file://…`, `http(s)://…` or a path. Empty: a bare repo in `state_dir/gitops.git`.
+    pub remote: String,
+    pub base_branch: String,
+    /// Where a machine's manifests go; `{name}` and `{mac}` (dashed) are replaced.
+    pub path: String,
+    pub author_name: String,
+    pub author_email: String,
+    /// HTTP(S) credentials for the remote.
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForgeConfig {
+    /// `local`: proposals are reviewed in Registrar's own API/UI.
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TinkerbellConfig {
+    /// Namespace of rendered objects: `tinkerbell` with the current chart, `tink-system` before.
+    pub namespace: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            state_dir: PathBuf::from(".registrar"),
+            templates_dir: PathBuf::from("hardware-templates"),
+            server: ServerConfig::default(),
+            auth: AuthConfig::default(),
+            gitops: GitopsConfig::default(),
+            forge: ForgeConfig::default(),
+            tinkerbell: TinkerbellConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { listen: "127.0.0.1:8080".parse().expect("valid"), max_body_bytes: 4 << 20 }
+    }
+}
+
+impl Default for GitopsConfig {
+    fn default() -> Self {
+        GitopsConfig {
+            remote: String::new(),
+            base_branch: "main".into(),
+            path: "hardware/{name}.yaml".into(),
+            author_name: "Registrar".into(),
+            author_email: "registrar@localhost".into(),
+            username: None,
+            password: None,
+            password_file: None,
+        }
+    }
+}
+
+impl Default for ForgeConfig {
+    fn default() -> Self {
+        ForgeConfig { kind: "local".into() }
+    }
+}
+
+impl Default for TinkerbellConfig {
+    fn default() -> Self {
+        TinkerbellConfig { namespace: "tinkerbell".into() }
+    }
+}
+
+impl Config {
+    /// Reads `path` (if given), then applies `REGISTRAR_*` environment overrides, then
+    /// resolves relative paths against the config file's directory.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let mut config = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
+                let mut c: Config = yaml_serde::from_str(&text).with_context(|| format!("config {}", p.display()))?;
+                let base = p.parent().filter(|b| !b.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                c.state_dir = base.join(&c.state_dir);
+                c.templates_dir = base.join(&c.templates_dir);
+                c
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        if let Some(v) = get("REGISTRAR_STATE_DIR") {
+            self.state_dir = v.into();
+        }
+        if let Some(v) = get("REGISTRAR_TEMPLATES_DIR") {
+            self.templates_dir = v.into();
+        }
+        if let Some(v) = get("REGISTRAR_LISTEN") {
+            self.server.listen = v.parse().with_context(|| format!("REGISTRAR_LISTEN={v:?}"))?;
+        }
+        if let Some(v) = get("REGISTRAR_GITOPS_REMOTE") {
+            self.gitops.remote = v;
+        }
+        if let Some(v) = get("REGISTRAR_BASE_BRANCH") {
+            self.gitops.base_branch = v;
+        }
+        if let Some(v) = get("REGISTRAR_NAMESPACE") {
+            self.tinkerbell.namespace = v;
+        }
+        if let Some(v) = get("REGISTRAR_REPORT_TOKEN") {
+            self.auth.report_token = Some(v.into());
+        }
+        if let Some(v) = get("REGISTRAR_OPERATOR_TOKEN") {
+            self.auth.operator_token = Some(v.into());
+        }
+        if let Some(v) = get("REGISTRAR_GITOPS_PASSWORD") {
+            self.gitops.password = Some(v.into());
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let p = &self.gitops.path;
+        if !p.contains("{name}") && !p.contains("{mac}") {
+            bail!("gitops.path {p:?} must contain {{name}} or {{mac}}, or every machine would share one file");
+        }
+        if p.starts_with('/') || p.split('/').any(|c| c == ".." || c.is_empty()) || !(p.ends_with(".yaml") || p.ends_with(".yml")) {
+            bail!("gitops.path {p:?} must be a relative path without '..' ending in .yaml");
+        }
+        if git2::Reference::is_valid_name(&format!("refs/heads/{}", self.gitops.base_branch)).not() {
+            bail!("gitops.base_branch {:?} is not a valid branch name", self.gitops.base_branch);
+        }
+        if self.forge.kind != "local" {
+            bail!("forge.kind {:?} is not available in this build (known: local)", self.forge.kind);
+        }
+        if !crate::render::names::is_dns1123(&self.tinkerbell.namespace) {
+            bail!("tinkerbell.namespace {:?} is not a valid namespace", self.tinkerbell.namespace);
+        }
+        if self.server.max_body_bytes < 1024 {
+            bail!("server.max_body_bytes must be at least 1024");
+        }
+        Ok(())
+    }
+
+    pub fn remote_url(&self) -> String {
+        if self.gitops.remote.is_empty() {
+            format!("file://{}", absolute(&self.state_dir.join("gitops.git")).display())
+        } else if self.gitops.remote.contains("://") {
+            self.gitops.remote.clone()
+        } else {
+            format!("file://{}", absolute(Path::new(&self.gitops.remote)).display())
+        }
+    }
+
+    /// The report and operator tokens: configured, or generated once into the state
+    /// directory (mode 0600) so the embedded default is never open.
+    pub fn tokens(&self) -> anyhow::Result<Tokens> {
+        Ok(Tokens {
+            report: resolve_secret(&self.auth.report_token, &self.auth.report_token_file, &self.state_dir.join("report-token"))?,
+            operator: resolve_secret(&self.auth.operator_token, &self.auth.operator_token_file, &self.state_dir.join("operator-token"))?,
+        })
+    }
+
+    pub fn git_password(&self) -> anyhow::Result<Option<SecretString>> {
+        if let Some(p) = &self.gitops.password {
+            return Ok(Some(p.clone()));
+        }
+        match &self.gitops.password_file {
+            Some(f) => Ok(Some(read_secret(f)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+trait Not {
+    fn not(self) -> bool;
+}
+impl Not for bool {
+    fn not(self) -> bool {
+        !self
+    }
+}
+
+#[derive(Clone)]
+pub struct Tokens {
+    pub report: SecretString,
+    pub operator: SecretString,
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn read_secret(path: &Path) -> anyhow::Result<SecretString> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading secret {}", path.display()))?;
+    let token = text.trim();
+    if token.len() < 16 {
+        bail!("secret in {} is shorter than 16 characters", path.display());
+    }
+    Ok(SecretString::from(token.to_string()))
+}
+
+fn resolve_secret(value: &Option<SecretString>, file: &Option<PathBuf>, generated: &Path) -> anyhow::Result<SecretString> {
+    if let Some(v) = value {
+        if v.expose_secret().len() < 16 {
+            bail!("tokens must be at least 16 characters");
+        }
+        return Ok(v.clone());
+    }
+    if let Some(f) = file {
+        return read_secret(f);
+    }
+    if generated.exists() {
+        return read_secret(generated);
+    }
+    if let Some(dir) = generated.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let token = hex::encode(rand::random::<[u8; 24]>());
+    write_private(generated, &token)?;
+    tracing::info!(path = %generated.display(), "generated a token; read it from this file");
+    Ok(SecretString::from(token))
+}
+
+fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(path).with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(content.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_values() {
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "REGISTRAR_LISTEN" => Some("0.0.0.0:9999".into()),
+            "REGISTRAR_BASE_BRANCH" => Some("trunk".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 9999);
+        assert_eq!(c.gitops.base_branch, "trunk");
+    }
+
+    #[test]
+    fn rejects_paths_that_escape_or_collide() {
+        for bad in ["hardware/all.yaml", "../x/{name}.yaml", "/abs/{name}.yaml", "hw/{name}.txt"] {
+            let mut c = Config::default();
+            c.gitops.path = bad.into();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        let mut c = Config::default();
+        c.auth.report_token = Some("super-secret-token-value".to_string().into());
+        assert!(!format!("{c:?}").contains("super-secret"));
+    }
+
+    #[test]
+    fn generated_tokens_are_stable_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config { state_dir: dir.path().to_path_buf(), ..Config::default() };
+        let a = c.tokens().unwrap();
+        let b = c.tokens().unwrap();
+        assert_eq!(a.report.expose_secret(), b.report.expose_secret());
+        assert_ne!(a.report.expose_secret(), a.operator.expose_secret());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("report-token")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
