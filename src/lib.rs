@@ -4,3 +4,4 @@
 pub mod domain;
 pub mod config;
 pub mod render;
+pub mod store;

@@ -3,7 +3,9 @@
 pub mod facts;
 pub mod mac;
 pub mod machine;
+pub mod proposal;
 
 pub use facts::Facts;
 pub use mac::{Mac, MacError};
 pub use machine::{Machine, Source, State, Transition};
+pub use proposal::{Proposal, ProposalState, branch_for};

@@ -1,0 +1,88 @@
+//! Registrar's own state: machines, their transitions, and proposals. A small trait so
+//! another database can stand in for the embedded SQLite one.
+//!
+//! Work to do is state, not a message: a machine whose `rev` is ahead of its `synced_rev`
+//! still has to reach git and the forge. A crash loses nothing because the worker finds it
+//! again, and a repeat costs nothing because git and the forge are updated idempotently.
+
+mod sqlite;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::domain::{Facts, Mac, Machine, Proposal, ProposalState, Source, State, Transition};
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no machine with MAC {0}")]
+    NotFound(Mac),
+    #[error("machine {mac} cannot go from {from} to {to}")]
+    Transition { mac: Mac, from: State, to: State },
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// What recording a report or detection did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recorded {
+    pub machine: Machine,
+    /// A new machine, as opposed to one seen before.
+    pub new: bool,
+    /// Whether this changed what must reach git (false for repeats and suppressed MACs).
+    pub queued: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MachineQuery {
+    pub state: Option<State>,
+    /// Free text over MAC, name, vendor, product and serial.
+    pub text: Option<String>,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+/// One unit of work for the proposer: the revision it must bring to git.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    pub mac: Mac,
+    pub rev: u64,
+}
+
+pub trait Store: Send + Sync + 'static {
+    /// Stores facts for `mac`, creating the machine if needed; queues a proposal when the
+    /// facts are new or changed and the machine is still under review.
+    fn record_facts(&self, mac: Mac, source: Source, facts: &Facts, now: DateTime<Utc>) -> Result<Recorded>;
+    /// Notes that `mac` was seen without facts (DHCP, logs, import).
+    fn record_detection(&self, mac: Mac, source: Source, now: DateTime<Utc>) -> Result<Recorded>;
+
+    fn machine(&self, mac: Mac) -> Result<Option<Machine>>;
+    fn machines(&self, query: &MachineQuery) -> Result<Vec<Machine>>;
+    fn count_by_state(&self) -> Result<Vec<(State, u64)>>;
+    fn transitions(&self, mac: Mac) -> Result<Vec<Transition>>;
+
+    /// Machines with unsynced revisions, oldest first.
+    fn pending(&self, limit: u32) -> Result<Vec<Pending>>;
+    /// Marks `rev` as synced; later revisions stay pending.
+    fn mark_synced(&self, work: Pending, proposal: Option<&Proposal>, name: Option<&str>, now: DateTime<Utc>) -> Result<()>;
+    fn set_error(&self, mac: Mac, error: Option<&str>) -> Result<()>;
+
+    /// Moves a machine to `to`, recording cause and actor; refuses what the state machine forbids.
+    fn transition(&self, mac: Mac, to: State, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<Machine>;
+    /// Rejects and suppresses in one step.
+    fn reject(&self, mac: Mac, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<Machine>;
+    /// Lifts a suppression; a machine with facts is proposed again.
+    fn unsuppress(&self, mac: Mac, actor: &str, now: DateTime<Utc>) -> Result<Machine>;
+    /// A reviewer's workflow choice; re-renders the proposal.
+    fn set_workflow(&self, mac: Mac, workflow: &str, actor: &str, now: DateTime<Utc>) -> Result<Machine>;
+    /// Which machine's Hardware already carries `name`, if any.
+    fn name_owner(&self, name: &str) -> Result<Option<Mac>>;
+
+    fn proposal(&self, mac: Mac) -> Result<Option<Proposal>>;
+    fn proposals(&self, state: Option<ProposalState>) -> Result<Vec<Proposal>>;
+    fn set_proposal_state(&self, mac: Mac, state: ProposalState, now: DateTime<Utc>) -> Result<()>;
+}
