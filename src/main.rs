@@ -1,1 +1,5 @@
-fn main() {}
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    registrar::cli::run(registrar::cli::Cli::parse())
+}

@@ -1,0 +1,227 @@
+//! The command line: `serve`, `render`, `check`, and review commands that talk to a
+//! running server's API.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::domain::Source;
+use crate::render::{RenderInput, Renderer};
+
+#[derive(Parser)]
+#[command(name = "registrar", version, about = "Discover bare-metal machines for Tinkerbell and register them the GitOps way")]
+pub struct Cli {
+    /// Configuration file (YAML). Without one, defaults apply: the embedded local forge.
+    #[arg(short, long, global = true, env = "REGISTRAR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the server: report webhook, API, proposal worker.
+    Serve,
+    /// Render the manifests for a report file, with no side effects.
+    Render {
+        /// A report body (`{"mac":..., "specs": <lshw -json>}`), bare `lshw -json`, or Tink Agent attributes.
+        facts: PathBuf,
+        /// The machine's MAC when the file does not name it.
+        #[arg(long)]
+        mac: Option<String>,
+        /// Pick a provisioning workflow instead of the rules' choice.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Print the proposal summary (Markdown) instead of the manifests.
+        #[arg(long)]
+        summary: bool,
+    },
+    /// Validate the configuration, the templates and the rules.
+    Check,
+    /// List machines, or show one.
+    Machines {
+        mac: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List proposals.
+    Proposals {
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Approve a machine's proposal (on the local forge: merge it into the base branch).
+    Approve {
+        mac: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Reject a machine: close its proposal and suppress its MAC.
+    Reject {
+        mac: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Lift a rejected MAC's suppression.
+    Unsuppress {
+        mac: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct Remote {
+    /// The server's URL (default: the configured listen address).
+    #[arg(long, env = "REGISTRAR_URL")]
+    pub url: Option<String>,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    init_tracing(cli.log_json);
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => serve(config),
+        Command::Render { facts, mac, workflow, summary } => render(&config, &facts, mac.as_deref(), workflow.as_deref(), summary),
+        Command::Check => check(&config),
+        Command::Machines { mac: Some(mac), remote, .. } => api(&config, &remote, reqwest::Method::GET, &format!("/api/v1/machines/{mac}"), None),
+        Command::Machines { mac: None, state, remote } => {
+            let q = state.map(|s| format!("?state={s}")).unwrap_or_default();
+            api(&config, &remote, reqwest::Method::GET, &format!("/api/v1/machines{q}"), None)
+        }
+        Command::Proposals { state, remote } => {
+            let q = state.map(|s| format!("?state={s}")).unwrap_or_default();
+            api(&config, &remote, reqwest::Method::GET, &format!("/api/v1/proposals{q}"), None)
+        }
+        Command::Approve { mac, remote } => api(&config, &remote, reqwest::Method::POST, &format!("/api/v1/machines/{mac}/approve"), Some(actor_body(""))),
+        Command::Reject { mac, reason, remote } => {
+            api(&config, &remote, reqwest::Method::POST, &format!("/api/v1/machines/{mac}/reject"), Some(actor_body(&reason)))
+        }
+        Command::Unsuppress { mac, remote } => api(&config, &remote, reqwest::Method::POST, &format!("/api/v1/machines/{mac}/unsuppress"), Some(actor_body(""))),
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REGISTRAR_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.server.listen;
+    let app = App::build(config)?;
+    tracing::info!(
+        %listen,
+        state_dir = %app.config.state_dir.display(),
+        gitops = %app.config.remote_url(),
+        forge = app.state.forge_kind,
+        "Registrar is starting"
+    );
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+        let (trigger, shutdown) = crate::shutdown::channel();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            trigger.fire();
+        });
+        app.serve(listener, shutdown).await
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn render(config: &Config, path: &Path, mac: Option<&str>, workflow: Option<&str>, summary: bool) -> anyhow::Result<()> {
+    let renderer = Renderer::load(&config.templates_dir, &config.tinkerbell.namespace)?;
+    let body = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let report = crate::sources::report::parse(&body, mac).with_context(|| format!("{}", path.display()))?;
+    let rendered = renderer.render(&RenderInput { mac: &report.mac, facts: &report.facts, source: Source::Report, workflow, force_mac_name: false })?;
+    if summary {
+        println!("{}", rendered.summary);
+    } else {
+        print!("{}", rendered.manifest);
+    }
+    Ok(())
+}
+
+/// Checks everything a start would, without starting: config, templates (syntax, with file
+/// and line), rules (conditions compile, referenced templates exist), and a sample render
+/// through the defaults and every rule.
+fn check(config: &Config) -> anyhow::Result<()> {
+    let renderer = Renderer::load(&config.templates_dir, &config.tinkerbell.namespace)?;
+    let sample = crate::domain::facts::Facts {
+        vendor: Some("Example".into()),
+        product: Some("Sample".into()),
+        serial: Some("SAMPLE1".into()),
+        ..Default::default()
+    };
+    let mac = crate::domain::Mac::parse("02:00:00:00:00:01")?;
+    let mut problems = Vec::new();
+    for workflow in std::iter::once(None).chain(renderer.workflows().map(Some)) {
+        if let Err(e) = renderer.render(&RenderInput { mac: &mac, facts: &sample, source: Source::Report, workflow, force_mac_name: false }) {
+            problems.push(format!("sample render with workflow {}: {e}", workflow.unwrap_or("(rules' choice)")));
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
+    println!(
+        "ok: config, {} workflow template(s) and rules in {} are valid",
+        renderer.workflows().count(),
+        config.templates_dir.display()
+    );
+    Ok(())
+}
+
+fn actor_body(reason: &str) -> serde_json::Value {
+    let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+    serde_json::json!({ "actor": format!("cli:{user}"), "reason": reason })
+}
+
+fn api(config: &Config, remote: &Remote, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<()> {
+    let base = remote.url.clone().unwrap_or_else(|| format!("http://{}", config.server.listen));
+    let token = config.tokens()?.operator;
+    runtime()?.block_on(async move {
+        let mut req = reqwest::Client::new().request(method, format!("{}{path}", base.trim_end_matches('/'))).bearer_auth(token.expose_secret());
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.with_context(|| format!("contacting Registrar at {base}"))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        let pretty = serde_json::from_str::<serde_json::Value>(&text).map(|v| serde_json::to_string_pretty(&v).unwrap_or(text.clone())).unwrap_or(text);
+        println!("{pretty}");
+        if !status.is_success() {
+            bail!("{status}");
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,74 @@
+//! Prometheus metrics. Names are part of the operator's interface (dashboards and alerts
+//! reference them), so they are declared here, in one place.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Reports received, by outcome: accepted, unchanged, suppressed, or the rejection reason.
+    pub reports: Family<ResultLabel, Counter>,
+    /// Proposal syncs, by outcome: pushed, unchanged, error.
+    pub syncs: Family<ResultLabel, Counter>,
+    /// Seconds from picking up a machine's work to its proposal being recorded.
+    pub sync_seconds: Histogram,
+    /// Machines whose latest change has not reached git and the forge yet.
+    pub queue_length: Gauge,
+    /// Machines per state.
+    pub machines: Family<StateLabel, Gauge>,
+    /// Requests refused for a missing or wrong token.
+    pub auth_failures: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("registrar");
+        let reports = Family::<ResultLabel, Counter>::default();
+        registry.register("reports", "Hardware reports received, by result", reports.clone());
+        let syncs = Family::<ResultLabel, Counter>::default();
+        registry.register("proposal_syncs", "Proposal syncs to git and the forge, by result", syncs.clone());
+        let sync_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register("proposal_sync_seconds", "Time to bring one machine's change to git and the forge", sync_seconds.clone());
+        let queue_length = Gauge::default();
+        registry.register("queue_length", "Machines whose change still has to reach git and the forge", queue_length.clone());
+        let machines = Family::<StateLabel, Gauge>::default();
+        registry.register("machines", "Machines known to Registrar, by state", machines.clone());
+        let auth_failures = Counter::default();
+        registry.register("auth_failures", "Requests refused for a missing or wrong token", auth_failures.clone());
+        Metrics { registry, reports, syncs, sync_seconds, queue_length, machines, auth_failures }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn report(&self, result: &str) {
+        self.reports.get_or_create(&ResultLabel { result: result.into() }).inc();
+    }
+
+    pub fn sync(&self, result: &str) {
+        self.syncs.get_or_create(&ResultLabel { result: result.into() }).inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,76 @@
+//! The `local` forge: no GitHub needed. A proposal is its branch in the GitOps repository
+//! plus Registrar's record of it; approving merges the branch into the base branch.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use git2::Oid;
+
+use super::{Draft, Forge, ForgeError, ForgeRef};
+use crate::domain::{Proposal, ProposalState};
+use crate::propose::git::{GitRepo, Merged};
+
+pub struct LocalForge {
+    git: Arc<GitRepo>,
+}
+
+impl LocalForge {
+    pub fn new(git: Arc<GitRepo>) -> Self {
+        LocalForge { git }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ForgeError> + Send + 'static) -> Result<T, ForgeError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ForgeError::Other(format!("git task failed: {e}")))?
+}
+
+#[async_trait]
+impl Forge for LocalForge {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    async fn open(&self, _draft: &Draft<'_>, existing: Option<&Proposal>) -> Result<ForgeRef, ForgeError> {
+        // The store numbers local proposals; the branch is the proposal.
+        Ok(ForgeRef { number: existing.and_then(|p| p.number), url: None })
+    }
+
+    async fn approve(&self, proposal: &Proposal, actor: &str) -> Result<(), ForgeError> {
+        let git = self.git.clone();
+        let branch = proposal.branch.clone();
+        let message = format!(
+            "Merge {branch}: {}\n\nApproved-by: {actor}\nRegistrar-Mac: {}\n",
+            proposal.title, proposal.mac
+        );
+        blocking(move || match git.merge(&branch, &message)? {
+            Merged::Merged(oid) => {
+                tracing::info!(%branch, commit = %oid, "merged proposal");
+                Ok(())
+            }
+            Merged::AlreadyMerged => Ok(()),
+        })
+        .await
+    }
+
+    async fn reject(&self, proposal: &Proposal, _actor: &str) -> Result<(), ForgeError> {
+        let git = self.git.clone();
+        let branch = proposal.branch.clone();
+        blocking(move || Ok(git.delete_branch(&branch)?)).await
+    }
+
+    async fn state(&self, proposal: &Proposal) -> Result<ProposalState, ForgeError> {
+        let git = self.git.clone();
+        let branch = proposal.branch.clone();
+        let head = Oid::from_str(&proposal.head).ok();
+        blocking(move || {
+            git.fetch()?;
+            if let Some(head) = head {
+                if git.is_in_base(head)? {
+                    return Ok(ProposalState::Merged);
+                }
+            }
+            Ok(if git.branch_head(&branch).is_some() { ProposalState::Open } else { ProposalState::Closed })
+        })
+        .await
+    }
+}

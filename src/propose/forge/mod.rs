@@ -1,0 +1,47 @@
+//! Where proposals are reviewed. The `local` forge is the embedded default: proposals are
+//! reviewed through Registrar's own API, approval is a real git merge. A GitHub forge maps
+//! the same calls onto pull requests.
+
+pub mod local;
+
+use async_trait::async_trait;
+
+use crate::domain::{Proposal, ProposalState};
+use crate::render::Rendered;
+
+pub use local::LocalForge;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForgeError {
+    #[error(transparent)]
+    Git(#[from] super::git::GitError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The forge's handle on a proposal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForgeRef {
+    pub number: Option<u64>,
+    pub url: Option<String>,
+}
+
+/// What a proposal says, for the forge to show.
+pub struct Draft<'a> {
+    pub branch: &'a str,
+    pub rendered: &'a Rendered,
+}
+
+#[async_trait]
+pub trait Forge: Send + Sync + 'static {
+    fn kind(&self) -> &'static str;
+    /// Called after the branch was pushed: makes sure one proposal exists for it, showing
+    /// `draft`. Must be idempotent: `existing` is what Registrar recorded, if anything.
+    async fn open(&self, draft: &Draft<'_>, existing: Option<&Proposal>) -> Result<ForgeRef, ForgeError>;
+    /// Approves (merges) a proposal on behalf of `actor`.
+    async fn approve(&self, proposal: &Proposal, actor: &str) -> Result<(), ForgeError>;
+    /// Rejects a proposal: closes it and removes its branch.
+    async fn reject(&self, proposal: &Proposal, actor: &str) -> Result<(), ForgeError>;
+    /// What the forge says about a proposal now, for the reconcile loop.
+    async fn state(&self, proposal: &Proposal) -> Result<ProposalState, ForgeError>;
+}

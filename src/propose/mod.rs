@@ -1,0 +1,334 @@
+//! The proposal queue: brings each machine's latest facts to git and the forge.
+//!
+//! Order of effects, so that a crash anywhere converges: (1) the store already holds the
+//! facts and a revision to sync; (2) render; (3) publish the branch (a no-op when it holds
+//! this content); (4) open or update the proposal on the forge (idempotent); (5) mark the
+//! revision synced. Reviews run the same way: intent first, then git, then the record.
+
+pub mod forge;
+pub mod git;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::Notify;
+
+use crate::domain::{Facts, Mac, Machine, Proposal, ProposalState, State, branch_for};
+use crate::metrics::Metrics;
+use crate::render::{RenderInput, Rendered, Renderer};
+use crate::store::{Pending, Store, StoreError};
+use forge::{Draft, Forge, ForgeError};
+use git::GitRepo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Render(#[from] crate::render::RenderError),
+    #[error(transparent)]
+    Git(#[from] git::GitError),
+    #[error(transparent)]
+    Forge(#[from] ForgeError),
+    #[error("no machine with MAC {0}")]
+    NotFound(Mac),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("background task failed: {0}")]
+    Join(String),
+}
+
+/// A place where a test can make the process die, to prove that restarts converge.
+/// Set with `REGISTRAR_CRASH_AT=before-push|after-push`; never set in production.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    BeforePush,
+    AfterPush,
+}
+
+impl CrashPoint {
+    pub fn from_env() -> Option<Self> {
+        match std::env::var("REGISTRAR_CRASH_AT").ok()?.as_str() {
+            "before-push" => Some(CrashPoint::BeforePush),
+            "after-push" => Some(CrashPoint::AfterPush),
+            _ => None,
+        }
+    }
+}
+
+pub struct Proposer {
+    store: Arc<dyn Store>,
+    renderer: Arc<Renderer>,
+    git: Arc<GitRepo>,
+    forge: Arc<dyn Forge>,
+    path_template: String,
+    metrics: Arc<Metrics>,
+    wake: Notify,
+    crash_at: Option<CrashPoint>,
+}
+
+async fn blocking<T: Send + 'static, E: Send + 'static>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ProposeError>
+where
+    ProposeError: From<E>,
+{
+    tokio::task::spawn_blocking(f).await.map_err(|e| ProposeError::Join(e.to_string()))?.map_err(ProposeError::from)
+}
+
+impl Proposer {
+    pub fn new(
+        store: Arc<dyn Store>,
+        renderer: Arc<Renderer>,
+        git: Arc<GitRepo>,
+        forge: Arc<dyn Forge>,
+        path_template: String,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Proposer { store, renderer, git, forge, path_template, metrics, wake: Notify::new(), crash_at: CrashPoint::from_env() }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn renderer(&self) -> &Arc<Renderer> {
+        &self.renderer
+    }
+
+    pub fn git(&self) -> &Arc<GitRepo> {
+        &self.git
+    }
+
+    /// Something was queued: wake the worker.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The worker: drains the queue whenever woken, and every `interval` anyway (so
+    /// failed work is retried and nothing depends on a wake-up being delivered).
+    pub async fn run(self: Arc<Self>, interval: Duration, shutdown: crate::shutdown::Shutdown) {
+        let mut since_reconcile = Instant::now();
+        if let Err(e) = self.reconcile().await {
+            tracing::warn!(error = %e, "reconcile failed");
+        }
+        loop {
+            if let Err(e) = self.drain().await {
+                tracing::warn!(error = %e, "proposal queue pass failed; retrying");
+            }
+            if since_reconcile.elapsed() > interval * 6 {
+                since_reconcile = Instant::now();
+                if let Err(e) = self.reconcile().await {
+                    tracing::warn!(error = %e, "reconcile failed");
+                }
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
+
+    /// Syncs every pending machine once. Returns how many were attempted.
+    pub async fn drain(&self) -> Result<usize, ProposeError> {
+        let store = self.store.clone();
+        let work = blocking(move || store.pending(1000)).await?;
+        self.metrics.queue_length.set(work.len() as i64);
+        if work.is_empty() {
+            return Ok(0);
+        }
+        let git = self.git.clone();
+        blocking(move || git.fetch()).await?;
+        let mut done = 0;
+        for item in &work {
+            done += 1;
+            let started = Instant::now();
+            match self.sync(*item).await {
+                Ok(changed) => self.metrics.sync(if changed { "pushed" } else { "unchanged" }),
+                Err(e) => {
+                    self.metrics.sync("error");
+                    tracing::warn!(mac = %item.mac, error = %e, "could not sync proposal");
+                    let store = self.store.clone();
+                    let (mac, msg) = (item.mac, e.to_string());
+                    blocking(move || store.set_error(mac, Some(&msg))).await?;
+                }
+            }
+            self.metrics.sync_seconds.observe(started.elapsed().as_secs_f64());
+            self.metrics.queue_length.set((work.len() - done) as i64);
+        }
+        Ok(done)
+    }
+
+    /// Brings one machine's revision to git and the forge. Returns whether git changed.
+    pub async fn sync(&self, work: Pending) -> Result<bool, ProposeError> {
+        let store = self.store.clone();
+        let (machine, existing) = blocking(move || Ok::<_, StoreError>((store.machine(work.mac)?, store.proposal(work.mac)?))).await?;
+        let Some(machine) = machine else { return Ok(false) };
+        let Some(facts) = machine.facts.clone().filter(|_| !machine.suppressed && machine.state.accepts_facts()) else {
+            let store = self.store.clone();
+            blocking(move || store.mark_synced(work, None, None, Utc::now())).await?;
+            return Ok(false);
+        };
+        let rendered = self.render_for(&machine, &facts).await?;
+        let branch = branch_for(&machine.mac);
+        let path = self.path_template.replace("{name}", &rendered.name).replace("{mac}", &machine.mac.dashed());
+        let message = commit_message(&rendered, &machine.mac, &facts);
+
+        if self.crash_at == Some(CrashPoint::BeforePush) {
+            tracing::error!("REGISTRAR_CRASH_AT=before-push: aborting");
+            std::process::abort();
+        }
+        let git = self.git.clone();
+        let (b, p, m, content) = (branch.clone(), path.clone(), message, rendered.manifest.clone().into_bytes());
+        let published = blocking(move || git.publish(&b, &p, &content, &m)).await?;
+        if self.crash_at == Some(CrashPoint::AfterPush) {
+            tracing::error!("REGISTRAR_CRASH_AT=after-push: aborting");
+            std::process::abort();
+        }
+
+        let forge_ref = self.forge.open(&Draft { branch: &branch, rendered: &rendered }, existing.as_ref()).await?;
+        let now = Utc::now();
+        let proposal = Proposal {
+            mac: machine.mac,
+            forge: self.forge.kind().to_string(),
+            number: forge_ref.number,
+            url: forge_ref.url,
+            branch,
+            path,
+            name: rendered.name.clone(),
+            title: rendered.title.clone(),
+            summary: rendered.summary.clone(),
+            head: published.commit.to_string(),
+            rule: rendered.decision.rule.clone(),
+            workflow: rendered.decision.workflow.clone(),
+            state: ProposalState::Open,
+            created_at: existing.as_ref().map(|e| e.created_at).unwrap_or(now),
+            updated_at: now,
+        };
+        let store = self.store.clone();
+        let name = rendered.name.clone();
+        blocking(move || store.mark_synced(work, Some(&proposal), Some(&name), now)).await?;
+        if published.changed {
+            tracing::info!(mac = %machine.mac, name = %rendered.name, commit = %published.commit, "proposal pushed");
+        }
+        Ok(published.changed)
+    }
+
+    /// Renders a machine as it would be proposed now, without touching git.
+    pub async fn render_for(&self, machine: &Machine, facts: &Facts) -> Result<Rendered, ProposeError> {
+        let input = RenderInput { mac: &machine.mac, facts, source: machine.source, workflow: machine.workflow.as_deref(), force_mac_name: false };
+        let mut rendered = self.renderer.render(&input)?;
+        // Two machines may claim one serial; the second one is named after its MAC.
+        let store = self.store.clone();
+        let name = rendered.name.clone();
+        let owner = blocking(move || store.name_owner(&name)).await?;
+        if owner.is_some_and(|m| m != machine.mac) {
+            rendered = self.renderer.render(&RenderInput { force_mac_name: true, ..input })?;
+        }
+        Ok(rendered)
+    }
+
+    /// Approves a machine's open proposal: record the intent, merge, record the result.
+    pub async fn approve(&self, mac: Mac, actor: &str) -> Result<Machine, ProposeError> {
+        let proposal = self.open_proposal(mac).await?;
+        let store = self.store.clone();
+        blocking(move || store.set_proposal_state(mac, ProposalState::Approving, Utc::now())).await?;
+        if let Err(e) = self.forge.approve(&proposal, actor).await {
+            let store = self.store.clone();
+            blocking(move || store.set_proposal_state(mac, ProposalState::Open, Utc::now())).await?;
+            return Err(match e {
+                ForgeError::Git(g @ git::GitError::Conflict { .. }) => ProposeError::Conflict(g.to_string()),
+                other => other.into(),
+            });
+        }
+        self.finish_approval(mac, &format!("{} merged", proposal.branch), actor).await
+    }
+
+    async fn finish_approval(&self, mac: Mac, cause: &str, actor: &str) -> Result<Machine, ProposeError> {
+        let store = self.store.clone();
+        let (cause, actor) = (cause.to_string(), actor.to_string());
+        blocking(move || {
+            store.set_proposal_state(mac, ProposalState::Merged, Utc::now())?;
+            let m = store.machine(mac)?.ok_or(StoreError::NotFound(mac))?;
+            if m.state == State::Approved { Ok(m) } else { store.transition(mac, State::Approved, &cause, &actor, Utc::now()) }
+        })
+        .await
+    }
+
+    /// Rejects a machine: suppress it first (so nothing re-proposes it), then close the proposal.
+    pub async fn reject(&self, mac: Mac, actor: &str, reason: &str) -> Result<Machine, ProposeError> {
+        let store = self.store.clone();
+        let (actor_s, reason) = (actor.to_string(), if reason.is_empty() { "rejected".to_string() } else { reason.to_string() });
+        let (machine, proposal) = blocking(move || {
+            let m = store.reject(mac, &reason, &actor_s, Utc::now())?;
+            Ok::<_, StoreError>((m, store.proposal(mac)?))
+        })
+        .await?;
+        if let Some(p) = proposal {
+            self.forge.reject(&p, actor).await?;
+        }
+        Ok(machine)
+    }
+
+    async fn open_proposal(&self, mac: Mac) -> Result<Proposal, ProposeError> {
+        let store = self.store.clone();
+        let p = blocking(move || store.proposal(mac)).await?.ok_or(ProposeError::NotFound(mac))?;
+        match p.state {
+            ProposalState::Open | ProposalState::Approving => Ok(p),
+            s => Err(ProposeError::Conflict(format!("the proposal for {mac} is {s}, not open"))),
+        }
+    }
+
+    /// Converges Registrar's records with what the forge and the repository say, so a crash
+    /// in the middle of a review, or a merge done outside Registrar, leaves nothing behind.
+    pub async fn reconcile(&self) -> Result<(), ProposeError> {
+        let store = self.store.clone();
+        let proposals = blocking(move || store.proposals(None)).await?;
+        for p in proposals {
+            let result: Result<(), ProposeError> = async {
+                match p.state {
+                    ProposalState::Merged => {}
+                    ProposalState::Closed => {
+                        // Rejected, but the branch may have outlived a crash.
+                        if self.forge.state(&p).await? == ProposalState::Open {
+                            self.forge.reject(&p, "registrar").await?;
+                        }
+                    }
+                    ProposalState::Approving => {
+                        if self.forge.state(&p).await? != ProposalState::Merged {
+                            self.forge.approve(&p, "registrar").await?;
+                        }
+                        self.finish_approval(p.mac, &format!("{} merged (resumed)", p.branch), "registrar").await?;
+                    }
+                    ProposalState::Open => match self.forge.state(&p).await? {
+                        ProposalState::Merged => {
+                            self.finish_approval(p.mac, &format!("{} found merged", p.branch), "registrar").await?;
+                        }
+                        ProposalState::Closed => {
+                            self.reject(p.mac, "registrar", &format!("{} was closed outside Registrar", p.branch)).await?;
+                        }
+                        _ => {}
+                    },
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(mac = %p.mac, error = %e, "reconcile of proposal failed");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The proposal commit's message carries the normalised facts, so the repository's history
+/// answers "what did this machine look like when it was approved".
+pub fn commit_message(rendered: &Rendered, mac: &Mac, facts: &Facts) -> String {
+    let facts_json = serde_json::to_string(facts).expect("facts serialise");
+    format!(
+        "{}\n\nProposed by Registrar: rule {}, workflow {}.\n\nRegistrar-Mac: {mac}\nRegistrar-Facts: {facts_json}\n",
+        rendered.title,
+        rendered.decision.rule,
+        rendered.decision.workflow.as_deref().unwrap_or("none"),
+    )
+}

@@ -1,0 +1,55 @@
+//! The HTTP edge: parses, authenticates and hands over. No business logic lives here.
+
+mod api;
+mod auth;
+pub mod error;
+mod health;
+mod reports;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+
+use crate::metrics::Metrics;
+use crate::propose::Proposer;
+pub use auth::TokenSet;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub proposer: Arc<Proposer>,
+    pub metrics: Arc<Metrics>,
+    pub tokens: Arc<TokenSet>,
+    pub max_body_bytes: usize,
+    pub forge_kind: &'static str,
+}
+
+pub fn router(state: AppState) -> Router {
+    let reports = Router::new()
+        .route("/api/v1/reports", post(reports::post_report))
+        .route("/register", post(reports::post_report))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .route_layer(from_fn_with_state(state.clone(), auth::reporter));
+    let operator = Router::new()
+        .route("/api/v1/machines", get(api::list_machines))
+        .route("/api/v1/machines/{mac}", get(api::get_machine))
+        .route("/api/v1/machines/{mac}/approve", post(api::approve))
+        .route("/api/v1/machines/{mac}/reject", post(api::reject))
+        .route("/api/v1/machines/{mac}/unsuppress", post(api::unsuppress))
+        .route("/api/v1/machines/{mac}/workflow", post(api::set_workflow))
+        .route("/api/v1/proposals", get(api::list_proposals))
+        .route("/api/v1/proposals/{mac}/approve", post(api::approve))
+        .route("/api/v1/proposals/{mac}/reject", post(api::reject))
+        .route("/api/v1/status", get(api::status))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .route_layer(from_fn_with_state(state.clone(), auth::operator));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .merge(reports)
+        .merge(operator)
+        .with_state(state)
+}

@@ -1,0 +1,75 @@
+//! `POST /api/v1/reports` (and `/register`): a discovery OS reports a machine's facts.
+//! Parse and bound first; store only what parsed; wake the proposer; answer at once.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::domain::Source;
+use crate::sources::report::{self, ReportError};
+
+#[derive(Deserialize)]
+pub struct ReportQuery {
+    mac: Option<String>,
+}
+
+pub async fn post_report(
+    State(state): State<AppState>,
+    Query(query): Query<ReportQuery>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            state.metrics.report("too_large");
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the report exceeds {} bytes", state.max_body_bytes))
+        } else {
+            state.metrics.report("unreadable");
+            ApiError::bad_request(format!("could not read the body: {e}"))
+        }
+    })?;
+    let header_mac = headers.get("x-registrar-mac").and_then(|v| v.to_str().ok()).map(str::to_string).or(query.mac);
+    let parsed = report::parse(&body, header_mac.as_deref()).map_err(|e| match e {
+        ReportError::Malformed(m) => {
+            state.metrics.report("malformed");
+            ApiError::bad_request(format!("the body is not valid JSON: {m}"))
+        }
+        ReportError::Invalid(m) => {
+            state.metrics.report("invalid");
+            ApiError::unprocessable(m)
+        }
+    })?;
+
+    let store = state.proposer.store().clone();
+    let recorded = tokio::task::spawn_blocking(move || store.record_facts(parsed.mac, Source::Report, &parsed.facts, Utc::now()))
+        .await
+        .map_err(ApiError::internal)??;
+    let result = if recorded.machine.suppressed {
+        "suppressed"
+    } else if recorded.queued {
+        "accepted"
+    } else {
+        "unchanged"
+    };
+    state.metrics.report(result);
+    if recorded.queued {
+        state.proposer.wake();
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "mac": recorded.machine.mac,
+            "state": recorded.machine.state,
+            "new": recorded.new,
+            "queued": recorded.queued,
+            "suppressed": recorded.machine.suppressed,
+        })),
+    ))
+}

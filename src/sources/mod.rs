@@ -1,0 +1,4 @@
+//! Turn the outside world into detections and facts. Sources decide nothing about
+//! proposals: they parse, bound and normalise, and hand over to the store.
+
+pub mod report;
