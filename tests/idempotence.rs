@@ -1,0 +1,44 @@
+//! The same machine seen many times, at once, yields one proposal and one commit.
+
+mod support;
+
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_concurrent_reports_make_one_proposal_and_one_commit() {
+    let r = Registrar::start().await;
+    let body = report_body("0C:42:A1:3D:BD:E0", lshw("supermicro-ssg-6029p-x11dph-t.json"));
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let (client, url, body) = (r.client.clone(), r.url.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            client.post(format!("{url}/api/v1/reports")).bearer_auth(REPORT_TOKEN).json(&body).send().await.unwrap().status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 202);
+    }
+    let m = r.wait_for_state("0c:42:a1:3d:bd:e0", "proposed").await;
+    assert_eq!(m["machine"]["seen_count"], 200);
+    // Give a straggling duplicate every chance to show up.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(r.get("/api/v1/proposals").await["proposals"].as_array().unwrap().len(), 1);
+    assert_eq!(r.remote.branches(), vec!["main".to_string(), "registrar/0c-42-a1-3d-bd-e0".to_string()]);
+    assert_eq!(r.remote.commits_ahead("main", "registrar/0c-42-a1-3d-bd-e0"), 1);
+    let transitions = m["transitions"].as_array().unwrap();
+    assert_eq!(transitions.len(), 2, "reported, proposed: {transitions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unchanged_repeat_pushes_nothing() {
+    let r = Registrar::start().await;
+    let body = report_body("b4:96:91:70:26:c8", lshw("packet-c3small-asrockrack-e3c246d4i-nl.json"));
+    r.report(&body).await;
+    r.wait_for_state("b4:96:91:70:26:c8", "proposed").await;
+    let head = r.remote.head("registrar/b4-96-91-70-26-c8");
+    for _ in 0..20 {
+        let resp: serde_json::Value = r.report(&body).await.json().await.unwrap();
+        assert_eq!(resp["queued"], false);
+    }
+    assert_eq!(r.remote.head("registrar/b4-96-91-70-26-c8"), head);
+}
