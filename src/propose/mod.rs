@@ -138,7 +138,13 @@ impl Proposer {
             return Ok(0);
         }
         let git = self.git.clone();
-        blocking(move || git.fetch()).await?;
+        if let Err(e) = blocking(move || git.fetch()).await {
+            // Say why on every waiting machine: "nothing happens" is what an operator sees.
+            self.metrics.sync("error");
+            let (store, msg, macs) = (self.store.clone(), e.to_string(), work.iter().map(|w| w.mac).collect::<Vec<_>>());
+            blocking(move || macs.into_iter().try_for_each(|m| store.set_error(m, Some(&msg)))).await?;
+            return Err(e);
+        }
         let mut done = 0;
         for item in &work {
             done += 1;

@@ -97,6 +97,7 @@ impl Renderer {
         env.add_filter("human_bytes", |v: Option<u64>| v.map(human_bytes).unwrap_or_else(|| "unknown".into()));
 
         let mut workflows = BTreeSet::new();
+        let mut broken = BTreeSet::new();
         for path in template_files(dir)? {
             let name = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().replace('\\', "/");
             let source = match std::fs::read_to_string(&path) {
@@ -115,6 +116,7 @@ impl Renderer {
             }
             if let Err(e) = env.add_template_owned(name.clone(), source) {
                 problems.push(template_error(dir, &e));
+                broken.insert(name);
             }
         }
         let rules = match rules::load(&dir.join(RULES_FILE)) {
@@ -125,21 +127,23 @@ impl Renderer {
             }
         };
         let renderer = Renderer { dir: dir.to_path_buf(), env, rules, workflows, namespace: namespace.to_string() };
-        problems.extend(renderer.check_references());
+        problems.extend(renderer.check_references(&broken));
         if !problems.is_empty() {
             anyhow::bail!("{} problem(s) in {}:\n  {}", problems.len(), dir.display(), problems.join("\n  "));
         }
         Ok(renderer)
     }
 
-    fn check_references(&self) -> Vec<String> {
+    /// `broken` templates exist but did not parse; they were reported already.
+    fn check_references(&self, broken: &BTreeSet<String>) -> Vec<String> {
         let mut problems = Vec::new();
+        let exists = |t: &str| broken.contains(t) || self.env.get_template(t).is_ok();
         let rules_path = self.dir.join(RULES_FILE);
         let choices = std::iter::once(("defaults".to_string(), &self.rules.defaults))
             .chain(self.rules.rules.iter().map(|r| (format!("rule {:?}", r.name), &r.choice)));
         for (who, choice) in choices {
             if let Some(t) = &choice.hardware {
-                if self.env.get_template(t).is_err() {
+                if !exists(t) {
                     problems.push(format!("{}: {who} references hardware template {t:?}, which does not exist", rules_path.display()));
                 }
             }
@@ -149,10 +153,10 @@ impl Renderer {
                 }
             }
         }
-        if self.rules.defaults.hardware.is_none() && self.env.get_template("hardware.yaml.j2").is_err() {
+        if self.rules.defaults.hardware.is_none() && !exists("hardware.yaml.j2") {
             problems.push(format!("{}: no defaults.hardware and no hardware.yaml.j2", self.dir.display()));
         }
-        if self.env.get_template(SUMMARY_TEMPLATE).is_err() {
+        if !exists(SUMMARY_TEMPLATE) {
             problems.push(format!("{}: {SUMMARY_TEMPLATE} is missing", self.dir.display()));
         }
         for rule in &self.rules.rules {

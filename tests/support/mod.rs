@@ -2,6 +2,8 @@
 //! helpers that read the repository the way a reviewer would.
 #![allow(dead_code)]
 
+pub mod git_http;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
