@@ -1,6 +1,7 @@
 //! The GitOps repository, through a bare mirror in Registrar's state directory.
 //!
 //! Commits are built in memory (no worktree): the base branch's tree with one file replaced.
+//! A `file://` remote is written in place; any other is reached through a bare mirror.
 //! Every operation is idempotent: publishing identical content pushes nothing, merging
 //! something already merged is a no-op, deleting a missing branch succeeds. Push results
 //! are checked per ref, because libgit2 reports a refused ref through a callback while
@@ -9,7 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use git2::{BranchType, Cred, FetchOptions, Oid, PushOptions, RemoteCallbacks, Repository, Signature};
+mod objects;
+
+use git2::{Cred, FetchOptions, Oid, PushOptions, RemoteCallbacks, Repository, Signature};
 use secrecy::{ExposeSecret, SecretString};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,8 +65,28 @@ pub enum Merged {
     AlreadyMerged,
 }
 
+/// How commits reach the remote.
+enum Transport {
+    /// A `file://` remote: Registrar writes into the bare repository itself and moves its
+    /// refs with compare-and-swap, as a local push would, without negotiating a pack (whose
+    /// walk over the base tree grows with the repository).
+    InPlace,
+    /// Any other remote: a bare mirror in the state directory, fetched and pushed.
+    Mirror,
+}
+
+/// One ref change: `new: None` deletes; `force: false` requires the ref to still be `old`.
+struct RefUpdate<'a> {
+    branch: &'a str,
+    old: Option<Oid>,
+    new: Option<Oid>,
+    force: bool,
+}
+
 pub struct GitRepo {
     repo: Mutex<Repository>,
+    trees: objects::TreeCache,
+    transport: Transport,
     settings: GitSettings,
     path: PathBuf,
 }
@@ -71,11 +94,17 @@ pub struct GitRepo {
 const REMOTE: &str = "origin";
 
 impl GitRepo {
-    /// Opens (or creates) the bare mirror at `path` and points it at the remote.
-    pub fn open(path: &Path, settings: GitSettings) -> Result<Self> {
-        let repo = match Repository::open_bare(path) {
+    /// Opens the repository Registrar works in: the remote itself for `file://` remotes,
+    /// otherwise a bare mirror at `mirror`, created and pointed at the remote as needed.
+    pub fn open(mirror: &Path, settings: GitSettings) -> Result<Self> {
+        if let Some(local) = settings.remote_url.strip_prefix("file://") {
+            let path = PathBuf::from(local);
+            let repo = Repository::open_bare(&path).ctx(|| format!("opening the GitOps repository {}", path.display()))?;
+            return Ok(GitRepo { repo: Mutex::new(repo), trees: Default::default(), transport: Transport::InPlace, settings, path });
+        }
+        let repo = match Repository::open_bare(mirror) {
             Ok(r) => r,
-            Err(_) => Repository::init_bare(path).ctx(|| format!("creating mirror {}", path.display()))?,
+            Err(_) => Repository::init_bare(mirror).ctx(|| format!("creating mirror {}", mirror.display()))?,
         };
         match repo.find_remote(REMOTE) {
             Ok(r) if r.url().ok() == Some(settings.remote_url.as_str()) => {}
@@ -84,19 +113,32 @@ impl GitRepo {
                 repo.remote_with_fetch(REMOTE, &settings.remote_url, "+refs/heads/*:refs/remotes/origin/*").ctx(|| "adding remote".into())?;
             }
         }
-        Ok(GitRepo { repo: Mutex::new(repo), settings, path: path.to_path_buf() })
+        Ok(GitRepo { repo: Mutex::new(repo), trees: Default::default(), transport: Transport::Mirror, settings, path: mirror.to_path_buf() })
     }
 
     pub fn base(&self) -> &str {
         &self.settings.base
     }
 
-    pub fn mirror_path(&self) -> &Path {
+    /// The repository Registrar writes objects into (the remote itself, or the mirror).
+    pub fn local_path(&self) -> &Path {
         &self.path
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Repository> {
         self.repo.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where the remote's `branch` is read from.
+    fn tracking(&self, branch: &str) -> String {
+        match self.transport {
+            Transport::InPlace => format!("refs/heads/{branch}"),
+            Transport::Mirror => format!("refs/remotes/{REMOTE}/{branch}"),
+        }
+    }
+
+    fn target(&self, repo: &Repository, branch: &str) -> Option<Oid> {
+        repo.refname_to_id(&self.tracking(branch)).ok()
     }
 
     fn callbacks(&self) -> RemoteCallbacks<'_> {
@@ -120,6 +162,9 @@ impl GitRepo {
 
     /// Brings the base branch and Registrar's branches up to date from the remote.
     pub fn fetch(&self) -> Result<()> {
+        if let Transport::InPlace = self.transport {
+            return Ok(());
+        }
         let repo = self.lock();
         let mut remote = repo.find_remote(REMOTE).ctx(|| "finding remote".into())?;
         let mut opts = FetchOptions::new();
@@ -131,22 +176,18 @@ impl GitRepo {
         Ok(())
     }
 
-    fn remote_ref(repo: &Repository, branch: &str) -> Option<Oid> {
-        repo.find_branch(&format!("origin/{branch}"), BranchType::Remote).ok().and_then(|b| b.get().target())
-    }
-
     pub fn base_head(&self) -> Result<Oid> {
-        Self::remote_ref(&self.lock(), &self.settings.base).ok_or_else(|| GitError::NoBase(self.settings.base.clone()))
+        self.target(&self.lock(), &self.settings.base).ok_or_else(|| GitError::NoBase(self.settings.base.clone()))
     }
 
     pub fn branch_head(&self, branch: &str) -> Option<Oid> {
-        Self::remote_ref(&self.lock(), branch)
+        self.target(&self.lock(), branch)
     }
 
-    /// The file at `path` on the remote-tracking `branch`, if both exist.
+    /// The file at `path` on the remote's `branch`, if both exist.
     pub fn read(&self, branch: &str, path: &str) -> Result<Option<Vec<u8>>> {
         let repo = self.lock();
-        let Some(head) = Self::remote_ref(&repo, branch) else { return Ok(None) };
+        let Some(head) = self.target(&repo, branch) else { return Ok(None) };
         let tree = repo.find_commit(head).and_then(|c| c.tree()).ctx(|| format!("reading {branch}"))?;
         let Ok(entry) = tree.get_path(Path::new(path)) else { return Ok(None) };
         let blob = repo.find_blob(entry.id()).ctx(|| format!("reading {path}"))?;
@@ -154,47 +195,39 @@ impl GitRepo {
     }
 
     /// Makes `branch` hold the base branch plus `content` at `path`, in one commit whose
-    /// message is `message`. Pushes only if that differs from what the branch holds.
+    /// message is `message`. Writes nothing if the branch already holds exactly that.
     pub fn publish(&self, branch: &str, path: &str, content: &[u8], message: &str) -> Result<Published> {
-        let commit = {
+        let (commit, old) = {
             let repo = self.lock();
             let blob = repo.blob(content).ctx(|| "writing blob".into())?;
-            if let Some(head) = Self::remote_ref(&repo, branch) {
+            let old = self.target(&repo, branch);
+            if let Some(head) = old {
                 let current = repo.find_commit(head).ctx(|| format!("reading {branch}"))?;
                 let same_blob = current.tree().ok().and_then(|t| t.get_path(Path::new(path)).ok()).map(|e| e.id()) == Some(blob);
                 if same_blob && current.message().ok() == Some(message) {
                     return Ok(Published { commit: head, changed: false });
                 }
             }
-            let base_oid = Self::remote_ref(&repo, &self.settings.base).ok_or_else(|| GitError::NoBase(self.settings.base.clone()))?;
+            let base_oid = self.target(&repo, &self.settings.base).ok_or_else(|| GitError::NoBase(self.settings.base.clone()))?;
             let base = repo.find_commit(base_oid).ctx(|| "reading base".into())?;
-            let base_tree = base.tree().ctx(|| "reading base tree".into())?;
-            let tree_oid = git2::build::TreeUpdateBuilder::new()
-                .upsert(path, blob, git2::FileMode::Blob)
-                .create_updated(&repo, &base_tree)
-                .ctx(|| format!("building tree with {path}"))?;
-            let tree = repo.find_tree(tree_oid).ctx(|| "reading new tree".into())?;
-            let sig = self.signature()?;
-            let oid = repo.commit(None, &sig, &sig, message, &tree, &[&base]).ctx(|| "committing".into())?;
-            repo.reference(&format!("refs/heads/{branch}"), oid, true, "registrar: publish").ctx(|| format!("updating {branch}"))?;
-            oid
+            let tree = objects::tree_with(&repo, &self.trees, base.tree_id(), path, blob).ctx(|| format!("building tree with {path}"))?;
+            let oid = objects::write_commit(&repo, tree, &[base_oid], &self.signature()?, message).ctx(|| "committing".into())?;
+            (oid, old)
         };
-        self.push(&[format!("+refs/heads/{branch}:refs/heads/{branch}")])?;
-        self.lock()
-            .reference(&format!("refs/remotes/origin/{branch}"), commit, true, "registrar: pushed")
-            .ctx(|| "updating remote-tracking ref".into())?;
+        self.update_refs(&[RefUpdate { branch, old, new: Some(commit), force: true }])?;
         Ok(Published { commit, changed: true })
     }
 
     /// Merges `branch` into the base branch with a merge commit, as a forge's merge button
     /// would, then deletes the branch. A conflict is reported, never forced.
     pub fn merge(&self, branch: &str, message: &str) -> Result<Merged> {
-        for attempt in 0.. {
+        let mut attempt = 0;
+        loop {
             self.fetch()?;
             let (merge_oid, base_oid) = {
                 let repo = self.lock();
-                let head = Self::remote_ref(&repo, branch).ok_or_else(|| GitError::NoBranch(branch.to_string()))?;
-                let base_oid = Self::remote_ref(&repo, &self.settings.base).ok_or_else(|| GitError::NoBase(self.settings.base.clone()))?;
+                let head = self.target(&repo, branch).ok_or_else(|| GitError::NoBranch(branch.to_string()))?;
+                let base_oid = self.target(&repo, &self.settings.base).ok_or_else(|| GitError::NoBase(self.settings.base.clone()))?;
                 if head == base_oid || repo.graph_descendant_of(base_oid, head).ctx(|| "comparing history".into())? {
                     drop(repo);
                     self.delete_branch(branch)?;
@@ -217,52 +250,80 @@ impl GitRepo {
                 let tree = repo.find_tree(tree_oid).ctx(|| "reading merged tree".into())?;
                 let sig = self.signature()?;
                 let oid = repo.commit(None, &sig, &sig, message, &tree, &[&ours, &theirs]).ctx(|| "committing merge".into())?;
-                let base = &self.settings.base;
-                repo.reference(&format!("refs/heads/{base}"), oid, true, "registrar: merge").ctx(|| "updating base".into())?;
                 (oid, base_oid)
             };
-            let base = self.settings.base.clone();
-            // Not forced: if someone pushed to the base meanwhile, the remote refuses and we retry.
-            match self.push(&[format!("refs/heads/{base}:refs/heads/{base}")]) {
+            // Not forced: if someone moved the base meanwhile, the update is refused and we retry.
+            match self.update_refs(&[RefUpdate { branch: &self.settings.base, old: Some(base_oid), new: Some(merge_oid), force: false }]) {
                 Ok(()) => {
-                    self.lock().reference(&format!("refs/remotes/origin/{base}"), merge_oid, true, "registrar: pushed").ctx(|| "updating base ref".into())?;
                     self.delete_branch(branch)?;
                     return Ok(Merged::Merged(merge_oid));
                 }
                 Err(GitError::Refused { .. }) if attempt < 3 => {
+                    attempt += 1;
                     tracing::info!(%branch, base = %base_oid, "base moved while merging; retrying");
-                    continue;
                 }
                 Err(e) => return Err(e),
             }
         }
-        unreachable!("the loop returns")
     }
 
     /// Deletes `branch` on the remote; a missing branch is fine.
     pub fn delete_branch(&self, branch: &str) -> Result<()> {
-        if self.branch_head(branch).is_none() {
-            return Ok(());
-        }
-        self.push(&[format!(":refs/heads/{branch}")])?;
+        let Some(old) = self.branch_head(branch) else { return Ok(()) };
+        self.update_refs(&[RefUpdate { branch, old: Some(old), new: None, force: true }])
+    }
+
+    /// Whether `commit` is contained in the base branch (as last fetched).
+    pub fn is_in_base(&self, commit: Oid) -> Result<bool> {
         let repo = self.lock();
-        for name in [format!("refs/remotes/origin/{branch}"), format!("refs/heads/{branch}")] {
-            if let Ok(mut r) = repo.find_reference(&name) {
-                r.delete().ctx(|| format!("deleting {name}"))?;
+        let Some(base) = self.target(&repo, &self.settings.base) else { return Ok(false) };
+        Ok(base == commit || repo.graph_descendant_of(base, commit).ctx(|| "comparing history".into())?)
+    }
+
+    fn update_refs(&self, updates: &[RefUpdate]) -> Result<()> {
+        match self.transport {
+            Transport::InPlace => self.update_in_place(updates),
+            Transport::Mirror => self.push(updates),
+        }
+    }
+
+    fn update_in_place(&self, updates: &[RefUpdate]) -> Result<()> {
+        let repo = self.lock();
+        for u in updates {
+            let name = format!("refs/heads/{}", u.branch);
+            let current = repo.refname_to_id(&name).ok();
+            if !u.force && current != u.old {
+                return Err(GitError::Refused { refname: name, message: "the ref moved (not a fast-forward from what Registrar read)".into() });
+            }
+            match (u.new, current) {
+                (Some(new), Some(cur)) if !u.force => {
+                    repo.reference_matching(&name, new, true, cur, "registrar").map_err(|e| GitError::Refused { refname: name.clone(), message: e.message().to_string() })?;
+                }
+                (Some(new), _) => {
+                    repo.reference(&name, new, true, "registrar").ctx(|| format!("updating {name}"))?;
+                }
+                (None, Some(_)) => {
+                    repo.find_reference(&name).and_then(|mut r| r.delete()).ctx(|| format!("deleting {name}"))?;
+                }
+                (None, None) => {}
             }
         }
         Ok(())
     }
 
-    /// Whether `commit` is contained in the base branch (as fetched).
-    pub fn is_in_base(&self, commit: Oid) -> Result<bool> {
+    fn push(&self, updates: &[RefUpdate]) -> Result<()> {
         let repo = self.lock();
-        let Some(base) = Self::remote_ref(&repo, &self.settings.base) else { return Ok(false) };
-        Ok(base == commit || repo.graph_descendant_of(base, commit).ctx(|| "comparing history".into())?)
-    }
-
-    fn push(&self, specs: &[String]) -> Result<()> {
-        let repo = self.lock();
+        let mut specs = Vec::new();
+        for u in updates {
+            let local = format!("refs/heads/{}", u.branch);
+            match u.new {
+                Some(new) => {
+                    repo.reference(&local, new, true, "registrar: to push").ctx(|| format!("updating {local}"))?;
+                    specs.push(format!("{}{local}:{local}", if u.force { "+" } else { "" }));
+                }
+                None => specs.push(format!(":{local}")),
+            }
+        }
         let mut remote = repo.find_remote(REMOTE).ctx(|| "finding remote".into())?;
         let refused = std::cell::RefCell::new(Vec::new());
         let mut cb = self.callbacks();
@@ -274,10 +335,26 @@ impl GitRepo {
         });
         let mut opts = PushOptions::new();
         opts.remote_callbacks(cb);
-        remote.push(specs, Some(&mut opts)).ctx(|| format!("pushing {} to {}", specs.join(" "), self.settings.remote_url))?;
+        remote.push(&specs, Some(&mut opts)).ctx(|| format!("pushing {} to {}", specs.join(" "), self.settings.remote_url))?;
         drop(opts);
         if let Some((refname, message)) = refused.into_inner().into_iter().next() {
             return Err(GitError::Refused { refname, message });
+        }
+        // The remote took it: record what it now holds.
+        for u in updates {
+            let tracking = self.tracking(u.branch);
+            match u.new {
+                Some(new) => {
+                    repo.reference(&tracking, new, true, "registrar: pushed").ctx(|| format!("updating {tracking}"))?;
+                }
+                None => {
+                    for name in [tracking, format!("refs/heads/{}", u.branch)] {
+                        if let Ok(mut r) = repo.find_reference(&name) {
+                            r.delete().ctx(|| format!("deleting {name}"))?;
+                        }
+                    }
+                }
+            }
         }
         Ok(())
     }
