@@ -153,3 +153,33 @@ async fn new_facts_update_the_same_proposal_and_a_reviewer_can_switch_workflow()
     let resp = r.post(&format!("/api/v1/machines/{mac}/workflow"), json!({"workflow": "../../etc"})).await;
     assert_eq!(resp.status(), 422);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_conflicting_base_is_reported_not_forced() {
+    let r = Registrar::start().await;
+    let mac = "b4:96:91:70:26:c8";
+    r.report(&report_body(mac, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json"))).await;
+    r.wait_for_state(mac, "proposed").await;
+    // Someone commits another file at the same path straight to main.
+    {
+        let repo = git2::Repository::open_bare(&r.remote.path).unwrap();
+        let main = repo.find_branch("main", git2::BranchType::Local).unwrap().get().peel_to_commit().unwrap();
+        let blob = repo.blob(b"# hand-written\n").unwrap();
+        let tree = git2::build::TreeUpdateBuilder::new()
+            .upsert("hardware/d5s0r8000105.yaml", blob, git2::FileMode::Blob)
+            .create_updated(&repo, &main.tree().unwrap())
+            .unwrap();
+        let sig = git2::Signature::now("human", "human@example.org").unwrap();
+        repo.commit(Some("refs/heads/main"), &sig, &sig, "by hand", &repo.find_tree(tree).unwrap(), &[&main]).unwrap();
+    }
+    let before = r.remote.head("main");
+    let resp = r.post(&format!("/api/v1/machines/{mac}/approve"), json!({})).await;
+    assert_eq!(resp.status(), 409);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("hardware/d5s0r8000105.yaml"), "{body}");
+    assert_eq!(r.remote.head("main"), before, "nothing forced onto main");
+    assert!(r.remote.head("registrar/b4-96-91-70-26-c8").is_some(), "the proposal survives for a retry");
+    let m = r.machine(mac).await.unwrap();
+    assert_eq!(m["machine"]["state"], "proposed");
+    assert_eq!(m["proposal"]["state"], "open");
+}
