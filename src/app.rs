@@ -7,6 +7,9 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::domain::{KnownMacs, Mac, Sighting, Source};
+use crate::propose::index::manifest_dir;
+use crate::sources::dhcp::{self, Debouncer, Snooper};
 use crate::metrics::Metrics;
 use crate::propose::Proposer;
 use crate::propose::forge::{Forge, LocalForge};
@@ -20,6 +23,9 @@ pub struct App {
     pub config: Config,
     pub proposer: Arc<Proposer>,
     pub state: AppState,
+    /// MACs that already have a home; sources skip them.
+    pub known: Arc<KnownMacs>,
+    dhcp_socket: Option<std::net::UdpSocket>,
 }
 
 impl App {
@@ -53,16 +59,102 @@ impl App {
             max_body_bytes: config.server.max_body_bytes,
             forge_kind: forge.kind(),
         };
-        Ok(App { config, proposer, state })
+        // Bound here, so a port that cannot be bound stops the start with a clear error.
+        let dhcp_socket = if config.dhcp.enabled {
+            Some(crate::sources::dhcp::listener::bind(config.dhcp.listen, config.dhcp.interface.as_deref())?)
+        } else {
+            None
+        };
+        Ok(App { config, proposer, state, known: Arc::new(KnownMacs::default()), dhcp_socket })
+    }
+
+    /// Snoops DHCP on an already bound socket (one made in another network namespace, say).
+    pub fn with_dhcp_socket(mut self, socket: std::net::UdpSocket) -> Self {
+        self.dhcp_socket = Some(socket);
+        self
     }
 
     /// Serves until `shutdown` fires; the proposal worker runs beside the server.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let worker = tokio::spawn(self.proposer.clone().run(Duration::from_secs(10), shutdown.clone()));
+        tokio::spawn(index_gitops(self.proposer.clone(), self.known.clone(), manifest_dir(&self.config.gitops.path).to_string(), shutdown.clone()));
+        if let Some(socket) = self.dhcp_socket {
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            let d = &self.config.dhcp;
+            let snooper = Snooper::new(
+                d.filters()?,
+                Debouncer::new(Duration::from_secs(d.debounce_seconds), d.max_tracked_macs, std::time::Instant::now()),
+                self.known.clone(),
+            );
+            let metrics = self.state.metrics.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(e) = dhcp::listener::run(socket, snooper, tx, metrics, stop).await {
+                    tracing::error!(error = %e, "DHCP snooping stopped");
+                }
+            });
+            tokio::spawn(record_sightings(self.proposer.clone(), self.state.metrics.clone(), rx));
+        }
         let router = server::router(self.state);
         let stop = shutdown.clone();
         axum::serve(listener, router).with_graceful_shutdown(async move { stop.wait().await }).await?;
         let _ = worker.await;
         Ok(())
+    }
+}
+
+/// Keeps the known-MAC set in step with the GitOps base branch, re-reading the manifests
+/// only when their directory's tree changed.
+async fn index_gitops(proposer: Arc<Proposer>, known: Arc<KnownMacs>, dir: String, shutdown: Shutdown) {
+    let mut last = None;
+    loop {
+        let (git, d) = (proposer.git().clone(), dir.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            git.fetch()?;
+            git.registered_macs(&d, last)
+        })
+        .await;
+        match result {
+            Ok(Ok(Some((tree, macs)))) => {
+                tracing::debug!(count = macs.len(), "indexed MACs on the base branch");
+                known.replace("gitops", macs);
+                last = Some(tree);
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not index the GitOps base branch"),
+            Err(e) => tracing::warn!(error = %e, "GitOps index task failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = shutdown.wait() => return,
+        }
+    }
+}
+
+/// Stores what the DHCP listener saw; one log line per machine it had never seen.
+async fn record_sightings(proposer: Arc<Proposer>, metrics: Arc<crate::metrics::Metrics>, mut rx: tokio::sync::mpsc::Receiver<(Mac, Sighting)>) {
+    while let Some((mac, sighting)) = rx.recv().await {
+        let store = proposer.store().clone();
+        let s = sighting.clone();
+        match tokio::task::spawn_blocking(move || store.record_detection(mac, Source::Dhcp, Some(&s), chrono::Utc::now())).await {
+            Ok(Ok(recorded)) => {
+                if recorded.new {
+                    metrics.dhcp_new_macs.inc();
+                    tracing::info!(
+                        %mac,
+                        arch = sighting.arch.as_deref().unwrap_or("unknown"),
+                        uefi = ?sighting.uefi,
+                        netboot = sighting.netboot,
+                        location = sighting.location().as_deref().unwrap_or("direct"),
+                        "new machine seen by DHCP"
+                    );
+                }
+                if recorded.queued {
+                    proposer.wake();
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record a DHCP sighting"),
+            Err(e) => tracing::warn!(%mac, error = %e, "DHCP sighting task failed"),
+        }
     }
 }

@@ -20,6 +20,58 @@ pub struct Config {
     pub gitops: GitopsConfig,
     pub forge: ForgeConfig,
     pub tinkerbell: TinkerbellConfig,
+    pub dhcp: DhcpConfig,
+}
+
+/// Passive DHCP snooping: notices machines by their DHCP requests; never answers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DhcpConfig {
+    pub enabled: bool,
+    /// Where to listen; 0.0.0.0:67 receives broadcast DISCOVERs on every interface.
+    pub listen: SocketAddr,
+    /// Only this interface (SO_BINDTODEVICE; needs CAP_NET_RAW).
+    pub interface: Option<String>,
+    /// A machine is passed on at most once per window while it keeps asking.
+    pub debounce_seconds: u64,
+    /// Bounds the debounce memory under a DHCP storm.
+    pub max_tracked_macs: usize,
+    /// Only PXE, UEFI HTTP boot and iPXE clients.
+    pub only_netboot: bool,
+    /// OUIs (`3c:ec:ef`) to accept exclusively, and to ignore.
+    pub oui_allow: Vec<String>,
+    pub oui_deny: Vec<String>,
+    /// Only requests relayed from these subnets (by giaddr), e.g. `10.1.0.0/16`.
+    pub relay_subnets: Vec<String>,
+}
+
+impl Default for DhcpConfig {
+    fn default() -> Self {
+        DhcpConfig {
+            enabled: false,
+            listen: "0.0.0.0:67".parse().expect("valid"),
+            interface: None,
+            debounce_seconds: 60,
+            max_tracked_macs: 65_536,
+            only_netboot: false,
+            oui_allow: vec![],
+            oui_deny: vec![],
+            relay_subnets: vec![],
+        }
+    }
+}
+
+impl DhcpConfig {
+    pub fn filters(&self) -> anyhow::Result<crate::sources::dhcp::Filters> {
+        use crate::sources::dhcp::parse_oui;
+        let ouis = |list: &[String]| list.iter().map(|o| parse_oui(o)).collect::<Result<Vec<_>, _>>();
+        Ok(crate::sources::dhcp::Filters {
+            only_netboot: self.only_netboot,
+            oui_allow: ouis(&self.oui_allow).map_err(|e| anyhow::anyhow!("dhcp.oui_allow: {e}"))?,
+            oui_deny: ouis(&self.oui_deny).map_err(|e| anyhow::anyhow!("dhcp.oui_deny: {e}"))?,
+            relay_subnets: self.relay_subnets.iter().map(|s| s.parse()).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("dhcp.relay_subnets: {e}"))?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -81,6 +133,7 @@ impl Default for Config {
             gitops: GitopsConfig::default(),
             forge: ForgeConfig::default(),
             tinkerbell: TinkerbellConfig::default(),
+            dhcp: DhcpConfig::default(),
         }
     }
 }
@@ -154,6 +207,10 @@ impl Config {
         if let Some(v) = get("REGISTRAR_BASE_BRANCH") {
             self.gitops.base_branch = v;
         }
+        if let Some(v) = get("REGISTRAR_DHCP_LISTEN") {
+            self.dhcp.listen = v.parse().with_context(|| format!("REGISTRAR_DHCP_LISTEN={v:?}"))?;
+            self.dhcp.enabled = true;
+        }
         if let Some(v) = get("REGISTRAR_NAMESPACE") {
             self.tinkerbell.namespace = v;
         }
@@ -185,6 +242,10 @@ impl Config {
         }
         if !crate::render::names::is_dns1123(&self.tinkerbell.namespace) {
             bail!("tinkerbell.namespace {:?} is not a valid namespace", self.tinkerbell.namespace);
+        }
+        self.dhcp.filters()?;
+        if self.dhcp.debounce_seconds == 0 || self.dhcp.max_tracked_macs == 0 {
+            bail!("dhcp.debounce_seconds and dhcp.max_tracked_macs must be positive");
         }
         if self.server.max_body_bytes < 1024 {
             bail!("server.max_body_bytes must be at least 1024");

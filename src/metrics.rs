@@ -32,6 +32,23 @@ pub struct Metrics {
     pub machines: Family<StateLabel, Gauge>,
     /// Requests refused for a missing or wrong token.
     pub auth_failures: Counter,
+    /// DHCP datagrams received by the snooping listener.
+    pub dhcp_packets: Counter,
+    /// DHCP datagrams that parsed.
+    pub dhcp_parsed: Counter,
+    /// DHCP datagrams not passed on, by reason (malformed, reply, repeat, known, filters…).
+    pub dhcp_dropped: Family<ReasonLabel, Counter>,
+    /// Machines the DHCP listener saw for the first time.
+    pub dhcp_new_macs: Counter,
+    /// MACs the DHCP debounce currently remembers (bounded).
+    pub dhcp_tracked_macs: Gauge,
+    /// 1 while the DHCP listener is receiving.
+    pub dhcp_listener_up: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
 }
 
 impl Metrics {
@@ -49,7 +66,22 @@ impl Metrics {
         registry.register("machines", "Machines known to Registrar, by state", machines.clone());
         let auth_failures = Counter::default();
         registry.register("auth_failures", "Requests refused for a missing or wrong token", auth_failures.clone());
-        Metrics { registry, reports, syncs, sync_seconds, queue_length, machines, auth_failures }
+        let dhcp_packets = Counter::default();
+        registry.register("dhcp_packets", "DHCP datagrams received by the snooping listener", dhcp_packets.clone());
+        let dhcp_parsed = Counter::default();
+        registry.register("dhcp_parsed", "DHCP datagrams that parsed", dhcp_parsed.clone());
+        let dhcp_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register("dhcp_dropped", "DHCP datagrams not passed on, by reason", dhcp_dropped.clone());
+        let dhcp_new_macs = Counter::default();
+        registry.register("dhcp_new_macs", "Machines the DHCP listener saw for the first time", dhcp_new_macs.clone());
+        let dhcp_tracked_macs = Gauge::default();
+        registry.register("dhcp_tracked_macs", "MACs the DHCP debounce currently remembers", dhcp_tracked_macs.clone());
+        let dhcp_listener_up = Gauge::default();
+        registry.register("dhcp_listener_up", "1 while the DHCP listener is receiving", dhcp_listener_up.clone());
+        Metrics {
+            registry, reports, syncs, sync_seconds, queue_length, machines, auth_failures,
+            dhcp_packets, dhcp_parsed, dhcp_dropped, dhcp_new_macs, dhcp_tracked_macs, dhcp_listener_up,
+        }
     }
 
     pub fn encode(&self) -> String {
@@ -60,6 +92,10 @@ impl Metrics {
 
     pub fn report(&self, result: &str) {
         self.reports.get_or_create(&ResultLabel { result: result.into() }).inc();
+    }
+
+    pub fn dhcp_dropped(&self, reason: &str) {
+        self.dhcp_dropped.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
     }
 
     pub fn sync(&self, result: &str) {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::facts::Facts;
 use super::mac::Mac;
+use super::sighting::Sighting;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -143,6 +144,8 @@ pub struct Machine {
     /// Set while a change still has to reach git and the forge.
     pub pending: bool,
     pub last_error: Option<String>,
+    /// What the network revealed (DHCP), if it was seen there.
+    pub sighting: Option<Sighting>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 
 pub mod forge;
 pub mod git;
+pub mod index;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -222,7 +223,7 @@ impl Proposer {
 
     /// Renders a machine as it would be proposed now, without touching git.
     pub async fn render_for(&self, machine: &Machine, facts: &Facts) -> Result<Rendered, ProposeError> {
-        let input = RenderInput { mac: &machine.mac, facts, source: machine.source, workflow: machine.workflow.as_deref(), force_mac_name: false };
+        let input = RenderInput { mac: &machine.mac, facts, source: machine.source, workflow: machine.workflow.as_deref(), force_mac_name: false, sighting: machine.sighting.as_ref() };
         let mut rendered = self.renderer.render(&input)?;
         // Two machines may claim one serial; the second one is named after its MAC.
         let store = self.store.clone();

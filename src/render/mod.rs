@@ -18,7 +18,7 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value as JValue};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::domain::{Facts, Mac, Source};
+use crate::domain::{Facts, Mac, Sighting, Source};
 pub use rules::{Decision, RulesFile};
 
 pub const RULES_FILE: &str = "rules.yaml";
@@ -52,6 +52,8 @@ pub struct RenderInput<'a> {
     pub workflow: Option<&'a str>,
     /// Set when the facts' name is taken by another machine.
     pub force_mac_name: bool,
+    /// What DHCP revealed; fills in arch, UEFI and UUID where the report is silent.
+    pub sighting: Option<&'a Sighting>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -219,11 +221,14 @@ impl Renderer {
 
     pub fn render(&self, input: &RenderInput) -> Result<Rendered, RenderError> {
         let name = self.name_for(input);
+        let facts = with_sighting(input.facts, input.sighting);
         let base = minijinja::context! {
             mac => input.mac.to_string(),
             mac_dashed => input.mac.dashed(),
-            facts => to_jinja(input.facts),
+            facts => to_jinja(&facts),
             source => input.source.as_str(),
+            seen => input.sighting.map(to_jinja),
+            location => input.sighting.and_then(Sighting::location),
         };
         let mut decision = self.decide(&base)?;
         if let Some(w) = input.workflow {
@@ -240,7 +245,7 @@ impl Renderer {
                 workflow => decision.workflow.as_deref(),
                 rule => &decision.rule,
                 values => to_jinja(&decision.values),
-                disk_total_bytes => input.facts.disk_total_bytes(),
+                disk_total_bytes => facts.disk_total_bytes(),
             }
         };
 
@@ -248,7 +253,7 @@ impl Renderer {
         if let Some(w) = &decision.workflow {
             templates.push(format!("workflows/{w}.yaml.j2"));
         }
-        if input.facts.bmc.is_some() && self.env.get_template(BMC_TEMPLATE).is_ok() {
+        if facts.bmc.is_some() && self.env.get_template(BMC_TEMPLATE).is_ok() {
             templates.push(BMC_TEMPLATE.to_string());
         }
         let mut manifest = String::new();
@@ -267,7 +272,7 @@ impl Renderer {
         if documents.first().and_then(|d| d["kind"].as_str()) != Some("Hardware") {
             return Err(RenderError::Invalid { document: decision.hardware.clone(), errors: vec!["the hardware template must render a Hardware".into()] });
         }
-        let title = proposal_title(&name, input.facts, input.mac);
+        let title = proposal_title(&name, &facts, input.mac);
         let summary = self.render_template(SUMMARY_TEMPLATE, &minijinja::context! { ..ctx, ..minijinja::context! { manifest => &manifest, title => &title } })?;
         let summary = cap_summary(summary);
         Ok(Rendered { name, title, decision, manifest, summary, documents })
@@ -318,6 +323,18 @@ impl Renderer {
         }
         if errors.is_empty() { Ok(()) } else { Err(RenderError::Invalid { document: template.to_string(), errors }) }
     }
+}
+
+/// The facts as reported, with what DHCP revealed filling the gaps: firmware tells UEFI
+/// and architecture more reliably than an OS-level inventory does.
+fn with_sighting(facts: &Facts, sighting: Option<&Sighting>) -> Facts {
+    let mut f = facts.clone();
+    if let Some(s) = sighting {
+        f.arch = f.arch.or_else(|| s.arch.clone());
+        f.uefi = f.uefi.or(s.uefi);
+        f.uuid = f.uuid.or_else(|| s.uuid.clone());
+    }
+    f
 }
 
 /// Forges cap PR bodies at 65,536 characters; stay well below and say so when cut.

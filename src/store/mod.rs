@@ -10,7 +10,7 @@ mod sqlite;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{Facts, Mac, Machine, Proposal, ProposalState, Source, State, Transition};
+use crate::domain::{Facts, Mac, Machine, Proposal, ProposalState, Sighting, Source, State, Transition};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +57,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stores facts for `mac`, creating the machine if needed; queues a proposal when the
     /// facts are new or changed and the machine is still under review.
     fn record_facts(&self, mac: Mac, source: Source, facts: &Facts, now: DateTime<Utc>) -> Result<Recorded>;
-    /// Notes that `mac` was seen without facts (DHCP, logs, import).
-    fn record_detection(&self, mac: Mac, source: Source, now: DateTime<Utc>) -> Result<Recorded>;
+    /// Notes that `mac` was seen without facts (DHCP, logs, import), keeping what the
+    /// sighting revealed; a changed sighting re-renders an open proposal.
+    fn record_detection(&self, mac: Mac, source: Source, sighting: Option<&Sighting>, now: DateTime<Utc>) -> Result<Recorded>;
 
     fn machine(&self, mac: Mac) -> Result<Option<Machine>>;
     fn machines(&self, query: &MachineQuery) -> Result<Vec<Machine>>;

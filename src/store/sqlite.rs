@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{MachineQuery, Pending, Recorded, Result, Store, StoreError};
-use crate::domain::{Facts, Mac, Machine, Proposal, ProposalState, Source, State, Transition};
+use crate::domain::{Facts, Mac, Machine, Proposal, ProposalState, Sighting, Source, State, Transition};
 
 /// Each entry runs once, in order; `PRAGMA user_version` remembers how far a file got.
 const MIGRATIONS: &[&str] = &[r#"
@@ -61,13 +61,15 @@ CREATE TABLE proposals (
     updated_at TEXT NOT NULL
 );
 CREATE INDEX proposals_state ON proposals(state);
+"#, r#"
+ALTER TABLE machines ADD COLUMN sighting TEXT;
 "#];
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
 
-const MACHINE_COLUMNS: &str = "mac, state, source, facts, name, workflow, suppressed, first_seen, last_seen, seen_count, rev > synced_rev, last_error";
+const MACHINE_COLUMNS: &str = "mac, state, source, facts, name, workflow, suppressed, first_seen, last_seen, seen_count, rev > synced_rev, last_error, sighting";
 
 impl SqliteStore {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
@@ -148,6 +150,7 @@ fn machine_from_row(r: &Row) -> rusqlite::Result<Machine> {
         seen_count: r.get::<_, i64>(9)? as u64,
         pending: r.get(10)?,
         last_error: r.get(11)?,
+        sighting: r.get::<_, Option<String>>(12)?.map(|s| conv(serde_json::from_str::<Sighting>(&s))).transpose()?,
     })
 }
 
@@ -248,21 +251,33 @@ impl Store for SqliteStore {
         })
     }
 
-    fn record_detection(&self, mac: Mac, source: Source, now: DateTime<Utc>) -> Result<Recorded> {
+    fn record_detection(&self, mac: Mac, source: Source, sighting: Option<&Sighting>, now: DateTime<Utc>) -> Result<Recorded> {
+        let json = sighting.map(|s| serde_json::to_string(s).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()?;
         self.with(|tx| {
-            let changed = tx.execute(
-                "UPDATE machines SET last_seen = ?2, seen_count = seen_count + 1 WHERE mac = ?1",
-                params![mac.to_string(), ts(now)],
-            )?;
-            let new = changed == 0;
-            if new {
-                tx.execute(
-                    "INSERT INTO machines (mac, state, source, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)",
-                    params![mac.to_string(), State::Detected.as_str(), source.as_str(), ts(now)],
-                )?;
-                log_transition(tx, mac, None, State::Detected, &format!("seen ({})", source.as_str()), "registrar", now)?;
+            let existing = get_machine(tx, mac)?;
+            let mut queued = false;
+            match &existing {
+                None => {
+                    tx.execute(
+                        "INSERT INTO machines (mac, state, source, sighting, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                        params![mac.to_string(), State::Detected.as_str(), source.as_str(), json, ts(now)],
+                    )?;
+                    log_transition(tx, mac, None, State::Detected, &format!("seen ({})", source.as_str()), "registrar", now)?;
+                }
+                Some(m) => {
+                    tx.execute(
+                        "UPDATE machines SET last_seen = ?2, seen_count = seen_count + 1, sighting = COALESCE(?3, sighting) WHERE mac = ?1",
+                        params![mac.to_string(), ts(now), json],
+                    )?;
+                    // What DHCP reveals (arch, UEFI) shapes the manifest: re-render an open proposal.
+                    let changed = sighting.is_some() && m.sighting.as_ref() != sighting;
+                    if changed && m.facts.is_some() && m.state.accepts_facts() && !m.suppressed {
+                        queue(tx, mac, now)?;
+                        queued = true;
+                    }
+                }
             }
-            Ok(Recorded { machine: must_get(tx, mac)?, new, queued: false })
+            Ok(Recorded { machine: must_get(tx, mac)?, new: existing.is_none(), queued })
         })
     }
 
@@ -506,8 +521,25 @@ mod tests {
     fn illegal_transitions_are_refused() {
         let s = SqliteStore::in_memory().unwrap();
         let m = mac("aa:bb:cc:dd:ee:04");
-        s.record_detection(m, Source::Dhcp, Utc::now()).unwrap();
+        s.record_detection(m, Source::Dhcp, None, Utc::now()).unwrap();
         assert!(matches!(s.transition(m, State::Approved, "x", "y", Utc::now()), Err(StoreError::Transition { .. })));
+    }
+
+    #[test]
+    fn a_dhcp_sighting_is_kept_and_a_change_rerenders_an_open_proposal() {
+        let s = SqliteStore::in_memory().unwrap();
+        let m = mac("aa:bb:cc:dd:ee:06");
+        let seen = Sighting { arch: Some("x86_64".into()), uefi: Some(false), ..Default::default() };
+        let r = s.record_detection(m, Source::Dhcp, Some(&seen), Utc::now()).unwrap();
+        assert!(r.new && !r.queued);
+        assert_eq!(r.machine.state, State::Detected);
+        let r = s.record_facts(m, Source::Report, &facts("A"), Utc::now()).unwrap();
+        assert_eq!(r.machine.state, State::Reported);
+        assert_eq!(r.machine.sighting, Some(seen.clone()));
+        s.mark_synced(s.pending(1).unwrap()[0], None, None, Utc::now()).unwrap();
+        assert!(!s.record_detection(m, Source::Dhcp, Some(&seen), Utc::now()).unwrap().queued);
+        let uefi = Sighting { uefi: Some(true), ..seen };
+        assert!(s.record_detection(m, Source::Dhcp, Some(&uefi), Utc::now()).unwrap().queued);
     }
 
     #[test]

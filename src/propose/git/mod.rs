@@ -273,6 +273,45 @@ impl GitRepo {
         self.update_refs(&[RefUpdate { branch, old: Some(old), new: None, force: true }])
     }
 
+    /// The text of every YAML file below `dir` on the base branch, with the directory's
+    /// tree id; `None` if that id is `unless_tree` (nothing changed since the last call).
+    pub fn yaml_files(&self, dir: &str, unless_tree: Option<Oid>) -> Result<Option<(Oid, Vec<String>)>> {
+        let repo = self.lock();
+        let Some(base) = self.target(&repo, &self.settings.base) else { return Ok(None) };
+        let root = repo.find_commit(base).and_then(|c| c.tree()).ctx(|| "reading base".into())?;
+        let tree = if dir.is_empty() {
+            root
+        } else {
+            match root.get_path(Path::new(dir)) {
+                Ok(e) => repo.find_tree(e.id()).ctx(|| format!("reading {dir}"))?,
+                Err(_) => return Ok(Some((Oid::ZERO_SHA1, Vec::new()))),
+            }
+        };
+        if Some(tree.id()) == unless_tree {
+            return Ok(None);
+        }
+        let mut files = Vec::new();
+        let mut failed = None;
+        tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+            let name = entry.name().unwrap_or_default();
+            if entry.kind() == Some(git2::ObjectType::Blob) && crate::propose::index::is_yaml(Path::new(name)) {
+                match repo.find_blob(entry.id()) {
+                    Ok(b) => files.push(String::from_utf8_lossy(b.content()).into_owned()),
+                    Err(e) => {
+                        failed = Some((format!("{parent}{name}"), e));
+                        return git2::TreeWalkResult::Abort;
+                    }
+                }
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .ok();
+        if let Some((path, e)) = failed {
+            return Err(GitError::Git { context: format!("reading {path}"), source: e });
+        }
+        Ok(Some((tree.id(), files)))
+    }
+
     /// Whether `commit` is contained in the base branch (as last fetched).
     pub fn is_in_base(&self, commit: Oid) -> Result<bool> {
         let repo = self.lock();

@@ -1,0 +1,30 @@
+//! MACs that already have a home — a Hardware in the cluster, a manifest on the GitOps
+//! base branch — and so must never be noticed as new. Each source replaces its own set.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
+
+use super::mac::Mac;
+
+#[derive(Default)]
+pub struct KnownMacs {
+    by_source: RwLock<HashMap<&'static str, HashSet<Mac>>>,
+}
+
+impl KnownMacs {
+    pub fn replace(&self, source: &'static str, macs: HashSet<Mac>) {
+        self.by_source.write().unwrap_or_else(|p| p.into_inner()).insert(source, macs);
+    }
+
+    pub fn contains(&self, mac: &Mac) -> bool {
+        self.by_source.read().unwrap_or_else(|p| p.into_inner()).values().any(|s| s.contains(mac))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_source.read().unwrap_or_else(|p| p.into_inner()).values().map(HashSet::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,79 @@
+//! The MACs the GitOps base branch already registers: every `spec.interfaces[].dhcp.mac` of
+//! every Hardware under the proposals' directory. Sources consult it so that a registered
+//! machine asking for an address is never noticed as new.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::git::GitRepo;
+use crate::domain::Mac;
+
+/// The directory proposals are written to: the fixed part of `gitops.path`.
+pub fn manifest_dir(path_template: &str) -> &str {
+    let fixed = &path_template[..path_template.find('{').unwrap_or(path_template.len())];
+    fixed.rfind('/').map(|i| &fixed[..i]).unwrap_or("")
+}
+
+/// MACs of the Hardware objects in one YAML file (any number of documents; anything that
+/// is not a Hardware, or not YAML, is skipped).
+pub fn hardware_macs(text: &str, out: &mut HashSet<Mac>) {
+    for doc in yaml_serde::Deserializer::from_str(text) {
+        let Ok(v) = Value::deserialize(doc) else { return };
+        if v["kind"] != "Hardware" {
+            continue;
+        }
+        for iface in v["spec"]["interfaces"].as_array().into_iter().flatten() {
+            if let Some(mac) = iface["dhcp"]["mac"].as_str().and_then(|m| Mac::parse(m).ok()) {
+                out.insert(mac);
+            }
+        }
+    }
+}
+
+impl GitRepo {
+    /// MACs registered on the base branch under `dir`, with the id of that directory's tree
+    /// (unchanged id ⇒ unchanged MACs, so callers can skip the parse).
+    pub fn registered_macs(&self, dir: &str, unless_tree: Option<git2::Oid>) -> Result<Option<(git2::Oid, HashSet<Mac>)>, super::git::GitError> {
+        let files = match self.yaml_files(dir, unless_tree)? {
+            None => return Ok(None),
+            Some(f) => f,
+        };
+        let mut macs = HashSet::new();
+        for text in &files.1 {
+            hardware_macs(text, &mut macs);
+        }
+        Ok(Some((files.0, macs)))
+    }
+}
+
+pub fn is_yaml(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "yaml" || e == "yml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_of_the_path_template() {
+        assert_eq!(manifest_dir("hardware/{name}.yaml"), "hardware");
+        assert_eq!(manifest_dir("clusters/a/tinkerbell/hardware/{mac}.yaml"), "clusters/a/tinkerbell/hardware");
+        assert_eq!(manifest_dir("{name}.yaml"), "");
+    }
+
+    #[test]
+    fn macs_of_every_hardware_document() {
+        let mut macs = HashSet::new();
+        hardware_macs(
+            "---\nkind: Hardware\nspec:\n  interfaces:\n    - dhcp: {mac: \"3c:ec:ef:4c:4f:54\"}\n    - dhcp: {mac: AA-BB-CC-DD-EE-01}\n---\nkind: Workflow\nspec: {hardwareMap: {device_1: \"02:00:00:00:00:09\"}}\n",
+            &mut macs,
+        );
+        hardware_macs(": not yaml [", &mut macs);
+        let mut got: Vec<String> = macs.iter().map(Mac::to_string).collect();
+        got.sort();
+        assert_eq!(got, ["3c:ec:ef:4c:4f:54", "aa:bb:cc:dd:ee:01"]);
+    }
+}
