@@ -77,7 +77,13 @@ impl App {
     /// Serves until `shutdown` fires; the proposal worker runs beside the server.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let worker = tokio::spawn(self.proposer.clone().run(Duration::from_secs(10), shutdown.clone()));
-        tokio::spawn(index_gitops(self.proposer.clone(), self.known.clone(), manifest_dir(&self.config.gitops.path).to_string(), shutdown.clone()));
+        tokio::spawn(index_gitops(
+            self.proposer.clone(),
+            self.known.clone(),
+            self.state.metrics.clone(),
+            manifest_dir(&self.config.gitops.path).to_string(),
+            shutdown.clone(),
+        ));
         if let Some(socket) = self.dhcp_socket {
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             let d = &self.config.dhcp;
@@ -105,7 +111,7 @@ impl App {
 
 /// Keeps the known-MAC set in step with the GitOps base branch, re-reading the manifests
 /// only when their directory's tree changed.
-async fn index_gitops(proposer: Arc<Proposer>, known: Arc<KnownMacs>, dir: String, shutdown: Shutdown) {
+async fn index_gitops(proposer: Arc<Proposer>, known: Arc<KnownMacs>, metrics: Arc<crate::metrics::Metrics>, dir: String, shutdown: Shutdown) {
     let mut last = None;
     loop {
         let (git, d) = (proposer.git().clone(), dir.clone());
@@ -118,6 +124,7 @@ async fn index_gitops(proposer: Arc<Proposer>, known: Arc<KnownMacs>, dir: Strin
             Ok(Ok(Some((tree, macs)))) => {
                 tracing::debug!(count = macs.len(), "indexed MACs on the base branch");
                 known.replace("gitops", macs);
+                metrics.known_macs.set(known.len() as i64);
                 last = Some(tree);
             }
             Ok(Ok(None)) => {}

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub dhcp_tracked_macs: Gauge,
     /// 1 while the DHCP listener is receiving.
     pub dhcp_listener_up: Gauge,
+    /// MACs known to have a home (GitOps base branch, cluster), which sources skip.
+    pub known_macs: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -78,7 +80,10 @@ impl Metrics {
         registry.register("dhcp_tracked_macs", "MACs the DHCP debounce currently remembers", dhcp_tracked_macs.clone());
         let dhcp_listener_up = Gauge::default();
         registry.register("dhcp_listener_up", "1 while the DHCP listener is receiving", dhcp_listener_up.clone());
+        let known_macs = Gauge::default();
+        registry.register("known_macs", "MACs known to have a home (GitOps base branch, cluster), skipped by sources", known_macs.clone());
         Metrics {
+            known_macs,
             registry, reports, syncs, sync_seconds, queue_length, machines, auth_failures,
             dhcp_packets, dhcp_parsed, dhcp_dropped, dhcp_new_macs, dhcp_tracked_macs, dhcp_listener_up,
         }

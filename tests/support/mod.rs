@@ -61,12 +61,17 @@ impl Registrar {
     }
 
     pub async fn start_in(dir: TempDir, config: Config) -> Self {
+        Self::start_app(dir, config, |app| app).await
+    }
+
+    /// Starts with a hook to adjust the built `App` (e.g. hand it a DHCP socket).
+    pub async fn start_app(dir: TempDir, config: Config, customize: impl FnOnce(App) -> App + Send + 'static) -> Self {
         let remote_path = if config.gitops.remote.is_empty() {
             config.state_dir.join("gitops.git")
         } else {
             PathBuf::from(config.gitops.remote.trim_start_matches("file://"))
         };
-        let app = tokio::task::spawn_blocking(move || App::build(config)).await.unwrap().unwrap();
+        let app = customize(tokio::task::spawn_blocking(move || App::build(config)).await.unwrap().unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (trigger, shutdown) = registrar::shutdown::channel();

@@ -1,0 +1,142 @@
+//! A real DHCP client in one network namespace, Registrar's listener in another, joined by
+//! a veth pair: the client's MAC is detected exactly once. Needs root and `ip` (iproute2)
+//! and busybox; CI runs as root and installs them. Without them the test says why and skips.
+
+mod support;
+
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+
+/// Namespaces and the veth pair, removed on drop — also when the test fails.
+struct Netns {
+    server: String,
+    client: String,
+}
+
+impl Netns {
+    fn create() -> Netns {
+        let id = std::process::id() % 100_000;
+        let n = Netns { server: format!("regsrv{id}"), client: format!("regcli{id}") };
+        let (vsrv, vcli) = (format!("rs{id}"), format!("rc{id}"));
+        n.run(&["netns", "add", &n.server]);
+        n.run(&["netns", "add", &n.client]);
+        n.run(&["link", "add", &vsrv, "type", "veth", "peer", "name", &vcli]);
+        n.run(&["link", "set", &vsrv, "netns", &n.server]);
+        n.run(&["link", "set", &vcli, "netns", &n.client]);
+        n.run(&["-n", &n.server, "link", "set", "lo", "up"]);
+        n.run(&["-n", &n.server, "link", "set", &vsrv, "up"]);
+        n.run(&["-n", &n.client, "link", "set", &vcli, "up"]);
+        n
+    }
+
+    fn run(&self, args: &[&str]) {
+        let out = Command::new("ip").args(args).output().expect("ip");
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn client_if(&self) -> String {
+        format!("rc{}", std::process::id() % 100_000)
+    }
+
+    fn client_mac(&self) -> String {
+        let out = Command::new("ip").args(["-n", &self.client, "-j", "link", "show", &self.client_if()]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0]["address"].as_str().unwrap().to_string()
+    }
+
+    /// Binds Registrar's snooping socket inside the server namespace. A socket stays in
+    /// the namespace it was created in, so a thread enters it just to create the socket.
+    fn bind_in_server(&self) -> std::net::UdpSocket {
+        let path = format!("/var/run/netns/{}", self.server);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            registrar::sources::dhcp::listener::bind("0.0.0.0:67".parse().unwrap(), None).unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespaces removes the veth pair with them.
+        for ns in [&self.server, &self.client] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+fn missing_prerequisite() -> Option<String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Some("needs root to create network namespaces".into());
+    }
+    for tool in ["ip", "busybox"] {
+        if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map(|o| !o.status.success()).unwrap_or(true) {
+            return Some(format!("needs `{tool}` (apt-get install iproute2 busybox)"));
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_dhcp_client_is_detected_exactly_once() {
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("SKIPPED a_real_dhcp_client_is_detected_exactly_once: {why}");
+        return;
+    }
+    let net = Netns::create();
+    let socket = net.bind_in_server();
+    let dir = tempfile::tempdir().unwrap();
+    let config = local_config(dir.path());
+    let r = Registrar::start_app(dir, config, move |app| app.with_dhcp_socket(socket)).await;
+    let mac = net.client_mac();
+
+    // busybox udhcpc: three DISCOVERs, no server answers, it gives up.
+    let iface = net.client_if();
+    let client = net.client.clone();
+    let udhcpc = tokio::task::spawn_blocking(move || {
+        Command::new("ip").args(["netns", "exec", &client, "busybox", "udhcpc", "-i", &iface, "-n", "-q", "-t", "3", "-T", "1", "-s", "/bin/true"]).output().unwrap()
+    });
+    udhcpc.await.unwrap();
+    // Then ISC dhclient, where installed: the same MAC, so still one machine.
+    let has_dhclient = Command::new("sh").args(["-c", "command -v dhclient"]).output().map(|o| o.status.success()).unwrap_or(false);
+    let dhclient = has_dhclient.then(|| {
+        let (client, iface, leases) = (net.client.clone(), net.client_if(), dir_path(&r).join("dhclient.leases"));
+        tokio::task::spawn_blocking(move || {
+            Command::new("ip")
+                .args(["netns", "exec", &client, "timeout", "4", "dhclient", "-1", "-d", "-lf", leases.to_str().unwrap(), "-pf", "/dev/null", "-sf", "/bin/true", &iface])
+                .output()
+                .unwrap()
+        })
+    });
+    if let Some(d) = dhclient {
+        d.await.unwrap();
+    }
+
+    let mut machines = serde_json::Value::Null;
+    for _ in 0..100 {
+        machines = r.get("/api/v1/machines").await["machines"].clone();
+        if !machines.as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let list = machines.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{machines:#}");
+    assert_eq!(list[0]["mac"], mac);
+    assert_eq!(list[0]["source"], "dhcp");
+    assert_eq!(list[0]["state"], "detected");
+    assert_eq!(list[0]["sighting"]["vendor_class"], "udhcp 1.35.0");
+    let metrics = r.client.get(format!("{}/metrics", r.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("registrar_dhcp_new_macs_total 1"), "{metrics}");
+    let packets: u64 = metrics.lines().find_map(|l| l.strip_prefix("registrar_dhcp_packets_total ")).unwrap().parse().unwrap();
+    assert!(packets >= 3, "the client's retries all arrived: {packets}");
+}
+
+fn dir_path(r: &Registrar) -> std::path::PathBuf {
+    r.dir.path().to_path_buf()
+}
