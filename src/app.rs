@@ -25,7 +25,7 @@ pub struct App {
     pub state: AppState,
     /// MACs that already have a home; sources skip them.
     pub known: Arc<KnownMacs>,
-    dhcp_socket: Option<std::net::UdpSocket>,
+    dhcp_input: Option<dhcp::listener::Input>,
 }
 
 impl App {
@@ -60,17 +60,25 @@ impl App {
             forge_kind: forge.kind(),
         };
         // Bound here, so a port that cannot be bound stops the start with a clear error.
-        let dhcp_socket = if config.dhcp.enabled {
-            Some(crate::sources::dhcp::listener::bind(config.dhcp.listen, config.dhcp.interface.as_deref())?)
-        } else {
-            None
+        let dhcp_input = match (config.dhcp.enabled, config.dhcp.capture) {
+            (false, _) => None,
+            (true, false) => Some(dhcp::listener::Input::Socket(dhcp::listener::bind(config.dhcp.listen, config.dhcp.interface.as_deref())?)),
+            #[cfg(target_os = "linux")]
+            (true, true) => Some(dhcp::listener::Input::Capture(dhcp::listener::capture(config.dhcp.interface.as_deref())?)),
+            #[cfg(not(target_os = "linux"))]
+            (true, true) => anyhow::bail!("dhcp.capture needs Linux (AF_PACKET)"),
         };
-        Ok(App { config, proposer, state, known: Arc::new(KnownMacs::default()), dhcp_socket })
+        Ok(App { config, proposer, state, known: Arc::new(KnownMacs::default()), dhcp_input })
     }
 
     /// Snoops DHCP on an already bound socket (one made in another network namespace, say).
-    pub fn with_dhcp_socket(mut self, socket: std::net::UdpSocket) -> Self {
-        self.dhcp_socket = Some(socket);
+    pub fn with_dhcp_socket(self, socket: std::net::UdpSocket) -> Self {
+        self.with_dhcp_input(dhcp::listener::Input::Socket(socket))
+    }
+
+    /// Snoops DHCP from an already opened socket or capture.
+    pub fn with_dhcp_input(mut self, input: dhcp::listener::Input) -> Self {
+        self.dhcp_input = Some(input);
         self
     }
 
@@ -84,7 +92,7 @@ impl App {
             manifest_dir(&self.config.gitops.path).to_string(),
             shutdown.clone(),
         ));
-        if let Some(socket) = self.dhcp_socket {
+        if let Some(input) = self.dhcp_input {
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             let d = &self.config.dhcp;
             let snooper = Snooper::new(
@@ -95,7 +103,7 @@ impl App {
             let metrics = self.state.metrics.clone();
             let stop = shutdown.clone();
             tokio::spawn(async move {
-                if let Err(e) = dhcp::listener::run(socket, snooper, tx, metrics, stop).await {
+                if let Err(e) = dhcp::listener::run(input, snooper, tx, metrics, stop).await {
                     tracing::error!(error = %e, "DHCP snooping stopped");
                 }
             });

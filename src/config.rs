@@ -32,6 +32,10 @@ pub struct DhcpConfig {
     pub listen: SocketAddr,
     /// Only this interface (SO_BINDTODEVICE; needs CAP_NET_RAW).
     pub interface: Option<String>,
+    /// Capture IPv4 packets to UDP port 67 (AF_PACKET, needs CAP_NET_RAW) instead of binding
+    /// the port: also sees requests relayed or unicast to another DHCP server, e.g. on a
+    /// mirror port, and needs no free port 67.
+    pub capture: bool,
     /// A machine is passed on at most once per window while it keeps asking.
     pub debounce_seconds: u64,
     /// Bounds the debounce memory under a DHCP storm.
@@ -51,6 +55,7 @@ impl Default for DhcpConfig {
             enabled: false,
             listen: "0.0.0.0:67".parse().expect("valid"),
             interface: None,
+            capture: false,
             debounce_seconds: 60,
             max_tracked_macs: 65_536,
             only_netboot: false,

@@ -14,13 +14,18 @@ use support::*;
 struct Netns {
     server: String,
     client: String,
+    vsrv: String,
+    vcli: String,
 }
+
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Netns {
     fn create() -> Netns {
-        let id = std::process::id() % 100_000;
-        let n = Netns { server: format!("regsrv{id}"), client: format!("regcli{id}") };
+        // Unique per process and per test (tests run in parallel); interface names ≤ 15 bytes.
+        let id = format!("{}x{}", std::process::id() % 100_000, NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
         let (vsrv, vcli) = (format!("rs{id}"), format!("rc{id}"));
+        let n = Netns { server: format!("regsrv{id}"), client: format!("regcli{id}"), vsrv: vsrv.clone(), vcli: vcli.clone() };
         n.run(&["netns", "add", &n.server]);
         n.run(&["netns", "add", &n.client]);
         n.run(&["link", "add", &vsrv, "type", "veth", "peer", "name", &vcli]);
@@ -38,7 +43,7 @@ impl Netns {
     }
 
     fn client_if(&self) -> String {
-        format!("rc{}", std::process::id() % 100_000)
+        self.vcli.clone()
     }
 
     fn client_mac(&self) -> String {
@@ -47,17 +52,26 @@ impl Netns {
         v[0]["address"].as_str().unwrap().to_string()
     }
 
-    /// Binds Registrar's snooping socket inside the server namespace. A socket stays in
-    /// the namespace it was created in, so a thread enters it just to create the socket.
-    fn bind_in_server(&self) -> std::net::UdpSocket {
-        let path = format!("/var/run/netns/{}", self.server);
+    /// Runs `f` on a thread inside namespace `ns`. Sockets stay in the namespace they were
+    /// created in, so this is how one is made there while the test itself stays outside.
+    fn inside<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{ns}");
         std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).unwrap();
-            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            registrar::sources::dhcp::listener::bind("0.0.0.0:67".parse().unwrap(), None).unwrap()
+            let file = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
         })
         .join()
         .unwrap()
+    }
+
+    /// Binds Registrar's snooping socket inside the server namespace.
+    fn bind_in_server(&self) -> std::net::UdpSocket {
+        Self::inside(&self.server, || registrar::sources::dhcp::listener::bind("0.0.0.0:67".parse().unwrap(), None).unwrap())
+    }
+
+    fn server_if(&self) -> String {
+        self.vsrv.clone()
     }
 }
 
@@ -135,6 +149,64 @@ async fn a_real_dhcp_client_is_detected_exactly_once() {
     assert!(metrics.contains("registrar_dhcp_new_macs_total 1"), "{metrics}");
     let packets: u64 = metrics.lines().find_map(|l| l.strip_prefix("registrar_dhcp_packets_total ")).unwrap().parse().unwrap();
     assert!(packets >= 3, "the client's retries all arrived: {packets}");
+}
+
+/// Capture mode sees what a bound socket cannot: a request relayed (unicast) to a DHCP
+/// server address where nothing listens on port 67.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_capture_sees_broadcast_and_relayed_unicast_requests() {
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("SKIPPED a_capture_sees_broadcast_and_relayed_unicast_requests: {why}");
+        return;
+    }
+    let net = Netns::create();
+    net.run(&["-n", &net.server, "addr", "add", "10.99.0.1/24", "dev", &net.server_if()]);
+    net.run(&["-n", &net.client, "addr", "add", "10.99.0.2/24", "dev", &net.client_if()]);
+    let ifname = net.server_if();
+    let capture = Netns::inside(&net.server, move || registrar::sources::dhcp::listener::capture(Some(&ifname)).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let config = local_config(dir.path());
+    let r = Registrar::start_app(dir, config, move |app| app.with_dhcp_input(registrar::sources::dhcp::listener::Input::Capture(capture))).await;
+
+    // A relay agent forwards a PXE request, unicast, to 10.99.0.1:67.
+    let mut relayed = vec![0u8; 236];
+    relayed[0] = 1;
+    relayed[1] = 1;
+    relayed[2] = 6;
+    relayed[24..28].copy_from_slice(&[10, 99, 0, 2]);
+    relayed[28..34].copy_from_slice(&[0x02, 0, 0, 0, 0x99, 0x01]);
+    relayed.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1, 93, 2, 0, 7, 82, 8, 1, 6]);
+    relayed.extend_from_slice(b"swp7/1");
+    relayed.push(255);
+    Netns::inside(&net.client, move || {
+        let s = std::net::UdpSocket::bind("10.99.0.2:0").unwrap();
+        for _ in 0..3 {
+            s.send_to(&relayed, "10.99.0.1:67").unwrap();
+        }
+    });
+    // And a broadcast DISCOVER from a real client.
+    let (client, iface) = (net.client.clone(), net.client_if());
+    tokio::task::spawn_blocking(move || {
+        Command::new("ip").args(["netns", "exec", &client, "busybox", "udhcpc", "-i", &iface, "-n", "-q", "-t", "2", "-T", "1", "-s", "/bin/true"]).output().unwrap()
+    })
+    .await
+    .unwrap();
+
+    let mut machines = serde_json::Value::Null;
+    for _ in 0..100 {
+        machines = r.get("/api/v1/machines").await["machines"].clone();
+        if machines.as_array().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let list = machines.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{machines:#}");
+    let relayed = list.iter().find(|m| m["mac"] == "02:00:00:00:99:01").expect("the relayed request");
+    assert_eq!(relayed["sighting"]["relay"]["address"], "10.99.0.2");
+    assert_eq!(relayed["sighting"]["relay"]["circuit_id"], "swp7/1");
+    assert_eq!(relayed["sighting"]["uefi"], true);
+    assert!(list.iter().any(|m| m["mac"] == net.client_mac()), "the broadcast DISCOVER");
 }
 
 fn dir_path(r: &Registrar) -> std::path::PathBuf {
