@@ -31,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/reports", post(reports::post_report))
         .route("/register", post(reports::post_report))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .route_layer(from_fn_with_state(state.clone(), reports::refuse_declared_oversize))
         .route_layer(from_fn_with_state(state.clone(), auth::reporter));
     let operator = Router::new()
         .route("/api/v1/machines", get(api::list_machines))

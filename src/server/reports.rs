@@ -5,7 +5,10 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -14,6 +17,22 @@ use super::AppState;
 use super::error::ApiError;
 use crate::domain::Source;
 use crate::sources::report::{self, ReportError};
+
+/// Refuses a body whose declared length is over the limit before reading any of it, so a
+/// client is told at once instead of after uploading megabytes. (Bodies without a length
+/// are cut off by the body limit while being read.)
+pub async fn refuse_declared_oversize(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
+        state.metrics.report("too_large");
+        return Err(too_large(&state));
+    }
+    Ok(next.run(req).await)
+}
+
+fn too_large(state: &AppState) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the report exceeds {} bytes", state.max_body_bytes))
+}
 
 #[derive(Deserialize)]
 pub struct ReportQuery {
@@ -29,7 +48,7 @@ pub async fn post_report(
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             state.metrics.report("too_large");
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the report exceeds {} bytes", state.max_body_bytes))
+            too_large(&state)
         } else {
             state.metrics.report("unreadable");
             ApiError::bad_request(format!("could not read the body: {e}"))
