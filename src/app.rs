@@ -12,6 +12,9 @@ use crate::propose::index::manifest_dir;
 use crate::sources::dhcp::{self, Debouncer, Snooper};
 use crate::metrics::Metrics;
 use crate::propose::Proposer;
+use crate::propose::forge::github::client::Pacing;
+use crate::propose::forge::github::events::GithubHooks;
+use crate::propose::forge::github::GithubForge;
 use crate::propose::forge::{Forge, LocalForge};
 use crate::propose::git::{self, GitRepo, GitSettings};
 use crate::render::Renderer;
@@ -39,20 +42,43 @@ impl App {
                 tracing::info!(path = %path.display(), "created the local GitOps repository");
             }
         }
+        let github = config.forge.kind == "github";
         let settings = GitSettings {
             remote_url: config.remote_url(),
             base: config.gitops.base_branch.clone(),
             author_name: config.gitops.author_name.clone(),
             author_email: config.gitops.author_email.clone(),
-            username: config.gitops.username.clone(),
+            // GitHub takes a token over HTTPS as the password of `x-access-token`.
+            username: config.gitops.username.clone().or_else(|| github.then(|| "x-access-token".to_string())),
             password: config.git_password()?,
         };
         let git = Arc::new(GitRepo::open(&config.state_dir.join("mirror.git"), settings)?);
-        let forge: Arc<dyn Forge> = Arc::new(LocalForge::new(git.clone()));
+        let github_forge = if github {
+            let g = &config.forge.github;
+            let pacing = Pacing {
+                mutation_interval: Duration::from_millis(g.mutation_interval_ms),
+                retry_base: Duration::from_millis(g.retry_base_ms),
+                retry_cap: Duration::from_millis(g.retry_base_ms.saturating_mul(60)),
+                max_attempts: 6,
+                timeout: Duration::from_secs(30),
+            };
+            Some(Arc::new(GithubForge::new(&g.api_url, config.github_token()?, &g.owner, &g.repo, &config.gitops.base_branch, pacing)?))
+        } else {
+            None
+        };
+        let forge: Arc<dyn Forge> = match &github_forge {
+            Some(g) => g.clone(),
+            None => Arc::new(LocalForge::new(git.clone())),
+        };
         let metrics = Arc::new(Metrics::new());
         let tokens = config.tokens()?;
         let proposer = Arc::new(Proposer::new(store, Arc::new(renderer), git, forge.clone(), config.gitops.path.clone(), metrics.clone()));
+        let hooks = match github_forge {
+            Some(f) => Some(Arc::new(GithubHooks::new(proposer.clone(), f, config.github_webhook_secret()?))),
+            None => None,
+        };
         let state = AppState {
+            github: hooks,
             proposer: proposer.clone(),
             metrics,
             tokens: Arc::new(TokenSet::new(&tokens.report, &tokens.operator)),
@@ -92,6 +118,9 @@ impl App {
             manifest_dir(&self.config.gitops.path).to_string(),
             shutdown.clone(),
         ));
+        if let Some(hooks) = self.state.github.clone() {
+            tokio::spawn(run_github(hooks, Duration::from_secs(self.config.forge.github.reconcile_seconds.max(1)), shutdown.clone()));
+        }
         if let Some(input) = self.dhcp_input {
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             let d = &self.config.dhcp;
@@ -170,6 +199,27 @@ async fn record_sightings(proposer: Arc<Proposer>, metrics: Arc<crate::metrics::
             }
             Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record a DHCP sighting"),
             Err(e) => tracing::warn!(%mac, error = %e, "DHCP sighting task failed"),
+        }
+    }
+}
+
+/// Creates the labels Registrar uses, then reconciles pull requests periodically.
+async fn run_github(hooks: Arc<GithubHooks>, every: Duration, shutdown: Shutdown) {
+    let mut labels_done = false;
+    loop {
+        if !labels_done {
+            match hooks.forge.ensure_labels(hooks.proposer.renderer().workflows()).await {
+                Ok(()) => labels_done = true,
+                Err(e) => tracing::warn!(error = %e, "could not create Registrar's labels; retrying"),
+            }
+        }
+        match hooks.reconcile().await {
+            Ok(n) => tracing::debug!(pull_requests = n, "reconciled with GitHub"),
+            Err(e) => tracing::warn!(error = %e, "reconcile with GitHub failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait() => return,
         }
     }
 }

@@ -117,8 +117,49 @@ pub struct GitopsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ForgeConfig {
-    /// `local`: proposals are reviewed in Registrar's own API/UI.
+    /// `local`: proposals are reviewed in Registrar's own API/UI; `github`: as pull requests.
     pub kind: String,
+    pub github: GithubConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GithubConfig {
+    /// REST API root: `https://api.github.com`, or `https://<host>/api/v3` for GitHub Enterprise.
+    pub api_url: String,
+    pub owner: String,
+    pub repo: String,
+    /// A token with contents and pull-requests write access (fine-grained PAT or an App
+    /// installation token). Prefer `token_file` or REGISTRAR_GITHUB_TOKEN.
+    pub token: Option<SecretString>,
+    pub token_file: Option<PathBuf>,
+    /// The webhook's secret: deliveries are verified with it before they are parsed.
+    pub webhook_secret: Option<SecretString>,
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Pause between content-creating requests (GitHub asks for ≥ 1 s; secondary limits
+    /// allow about 80 a minute).
+    pub mutation_interval_ms: u64,
+    /// Base delay of the exponential backoff (with full jitter) for retried requests.
+    pub retry_base_ms: u64,
+    /// How often the reconcile reads the open and recently closed pull requests.
+    pub reconcile_seconds: u64,
+}
+
+impl Default for GithubConfig {
+    fn default() -> Self {
+        GithubConfig {
+            api_url: "https://api.github.com".into(),
+            owner: String::new(),
+            repo: String::new(),
+            token: None,
+            token_file: None,
+            webhook_secret: None,
+            webhook_secret_file: None,
+            mutation_interval_ms: 1000,
+            retry_base_ms: 1000,
+            reconcile_seconds: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -166,7 +207,7 @@ impl Default for GitopsConfig {
 
 impl Default for ForgeConfig {
     fn default() -> Self {
-        ForgeConfig { kind: "local".into() }
+        ForgeConfig { kind: "local".into(), github: GithubConfig::default() }
     }
 }
 
@@ -225,6 +266,12 @@ impl Config {
         if let Some(v) = get("REGISTRAR_OPERATOR_TOKEN") {
             self.auth.operator_token = Some(v.into());
         }
+        if let Some(v) = get("REGISTRAR_GITHUB_TOKEN") {
+            self.forge.github.token = Some(v.into());
+        }
+        if let Some(v) = get("REGISTRAR_GITHUB_WEBHOOK_SECRET") {
+            self.forge.github.webhook_secret = Some(v.into());
+        }
         if let Some(v) = get("REGISTRAR_GITOPS_PASSWORD") {
             self.gitops.password = Some(v.into());
         }
@@ -242,8 +289,24 @@ impl Config {
         if git2::Reference::is_valid_name(&format!("refs/heads/{}", self.gitops.base_branch)).not() {
             bail!("gitops.base_branch {:?} is not a valid branch name", self.gitops.base_branch);
         }
-        if self.forge.kind != "local" {
-            bail!("forge.kind {:?} is not available in this build (known: local)", self.forge.kind);
+        match self.forge.kind.as_str() {
+            "local" => {}
+            "github" => {
+                let g = &self.forge.github;
+                if g.owner.is_empty() || g.repo.is_empty() {
+                    bail!("forge.github.owner and forge.github.repo are required with forge.kind: github");
+                }
+                if !g.api_url.starts_with("http://") && !g.api_url.starts_with("https://") {
+                    bail!("forge.github.api_url {:?} must be an http(s) URL", g.api_url);
+                }
+                if g.token.is_none() && g.token_file.is_none() {
+                    bail!("forge.kind github needs a token: forge.github.token_file or REGISTRAR_GITHUB_TOKEN");
+                }
+                if g.webhook_secret.is_none() && g.webhook_secret_file.is_none() {
+                    bail!("forge.kind github needs the webhook secret: forge.github.webhook_secret_file or REGISTRAR_GITHUB_WEBHOOK_SECRET");
+                }
+            }
+            other => bail!("forge.kind {other:?} is unknown (known: local, github)"),
         }
         if !crate::render::names::is_dns1123(&self.tinkerbell.namespace) {
             bail!("tinkerbell.namespace {:?} is not a valid namespace", self.tinkerbell.namespace);
@@ -259,6 +322,12 @@ impl Config {
     }
 
     pub fn remote_url(&self) -> String {
+        if self.gitops.remote.is_empty() && self.forge.kind == "github" {
+            // The repository behind the API: github.com's, or the Enterprise host's.
+            let g = &self.forge.github;
+            let web = g.api_url.trim_end_matches('/').replace("://api.github.com", "://github.com").trim_end_matches("/api/v3").to_string();
+            return format!("{web}/{}/{}.git", g.owner, g.repo);
+        }
         if self.gitops.remote.is_empty() {
             format!("file://{}", absolute(&self.state_dir.join("gitops.git")).display())
         } else if self.gitops.remote.contains("://") {
@@ -277,9 +346,31 @@ impl Config {
         })
     }
 
+    pub fn github_token(&self) -> anyhow::Result<SecretString> {
+        let g = &self.forge.github;
+        match (&g.token, &g.token_file) {
+            (Some(t), _) => Ok(t.clone()),
+            (None, Some(f)) => read_secret(f),
+            (None, None) => bail!("no GitHub token configured"),
+        }
+    }
+
+    pub fn github_webhook_secret(&self) -> anyhow::Result<SecretString> {
+        let g = &self.forge.github;
+        match (&g.webhook_secret, &g.webhook_secret_file) {
+            (Some(t), _) => Ok(t.clone()),
+            (None, Some(f)) => read_secret(f),
+            (None, None) => bail!("no GitHub webhook secret configured"),
+        }
+    }
+
     pub fn git_password(&self) -> anyhow::Result<Option<SecretString>> {
         if let Some(p) = &self.gitops.password {
             return Ok(Some(p.clone()));
+        }
+        if self.forge.kind == "github" && self.gitops.username.is_none() {
+            // Git over HTTPS with a GitHub token: user `x-access-token`, the token as password.
+            return self.github_token().map(Some);
         }
         match &self.gitops.password_file {
             Some(f) => Ok(Some(read_secret(f)?)),

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub machines: Family<StateLabel, Gauge>,
     /// Requests refused for a missing or wrong token.
     pub auth_failures: Counter,
+    /// GitHub webhook deliveries, by result (accepted, duplicate, ignored, bad_signature…).
+    pub webhooks: Family<ResultLabel, Counter>,
     /// DHCP datagrams received by the snooping listener.
     pub dhcp_packets: Counter,
     /// DHCP datagrams that parsed.
@@ -80,9 +82,12 @@ impl Metrics {
         registry.register("dhcp_tracked_macs", "MACs the DHCP debounce currently remembers", dhcp_tracked_macs.clone());
         let dhcp_listener_up = Gauge::default();
         registry.register("dhcp_listener_up", "1 while the DHCP listener is receiving", dhcp_listener_up.clone());
+        let webhooks = Family::<ResultLabel, Counter>::default();
+        registry.register("webhook_deliveries", "GitHub webhook deliveries, by result", webhooks.clone());
         let known_macs = Gauge::default();
         registry.register("known_macs", "MACs known to have a home (GitOps base branch, cluster), skipped by sources", known_macs.clone());
         Metrics {
+            webhooks,
             known_macs,
             registry, reports, syncs, sync_seconds, queue_length, machines, auth_failures,
             dhcp_packets, dhcp_parsed, dhcp_dropped, dhcp_new_macs, dhcp_tracked_macs, dhcp_listener_up,
@@ -97,6 +102,10 @@ impl Metrics {
 
     pub fn report(&self, result: &str) {
         self.reports.get_or_create(&ResultLabel { result: result.into() }).inc();
+    }
+
+    pub fn webhook(&self, result: &str) {
+        self.webhooks.get_or_create(&ResultLabel { result: result.into() }).inc();
     }
 
     pub fn dhcp_dropped(&self, reason: &str) {

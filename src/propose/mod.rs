@@ -251,7 +251,8 @@ impl Proposer {
         self.finish_approval(mac, &format!("{} merged", proposal.branch), actor).await
     }
 
-    async fn finish_approval(&self, mac: Mac, cause: &str, actor: &str) -> Result<Machine, ProposeError> {
+    /// Records an approval that happened on the forge (a merge).
+    pub async fn finish_approval(&self, mac: Mac, cause: &str, actor: &str) -> Result<Machine, ProposeError> {
         let store = self.store.clone();
         let (cause, actor) = (cause.to_string(), actor.to_string());
         blocking(move || {
@@ -275,6 +276,13 @@ impl Proposer {
             self.forge.reject(&p, actor).await?;
         }
         Ok(machine)
+    }
+
+    /// Records a rejection that happened on the forge (a pull request closed unmerged).
+    pub async fn record_rejection(&self, mac: Mac, cause: &str, actor: &str) -> Result<Machine, ProposeError> {
+        let store = self.store.clone();
+        let (cause, actor) = (cause.to_string(), actor.to_string());
+        blocking(move || store.reject(mac, &cause, &actor, Utc::now())).await
     }
 
     async fn open_proposal(&self, mac: Mac) -> Result<Proposal, ProposeError> {
@@ -307,6 +315,7 @@ impl Proposer {
                         }
                         self.finish_approval(p.mac, &format!("{} merged (resumed)", p.branch), "registrar").await?;
                     }
+                    ProposalState::Open if self.forge.lists_changes() => {}
                     ProposalState::Open => match self.forge.state(&p).await? {
                         ProposalState::Merged => {
                             self.finish_approval(p.mac, &format!("{} found merged", p.branch), "registrar").await?;

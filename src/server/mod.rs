@@ -3,6 +3,7 @@
 mod api;
 mod auth;
 pub mod error;
+mod github;
 mod health;
 mod reports;
 
@@ -24,6 +25,7 @@ pub struct AppState {
     pub tokens: Arc<TokenSet>,
     pub max_body_bytes: usize,
     pub forge_kind: &'static str,
+    pub github: Option<Arc<crate::propose::forge::github::events::GithubHooks>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -46,11 +48,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/status", get(api::status))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .route_layer(from_fn_with_state(state.clone(), auth::operator));
+    let webhooks = Router::new().route("/webhooks/github", post(github::webhook)).layer(DefaultBodyLimit::max(2 << 20));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .merge(reports)
         .merge(operator)
+        .merge(webhooks)
         .with_state(state)
 }

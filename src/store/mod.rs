@@ -83,6 +83,10 @@ pub trait Store: Send + Sync + 'static {
     /// Which machine's Hardware already carries `name`, if any.
     fn name_owner(&self, name: &str) -> Result<Option<Mac>>;
 
+    /// True the first time `key` is seen, false ever after: for webhook deliveries and
+    /// comments that must happen once.
+    fn remember_once(&self, key: &str, now: DateTime<Utc>) -> Result<bool>;
+
     fn proposal(&self, mac: Mac) -> Result<Option<Proposal>>;
     fn proposals(&self, state: Option<ProposalState>) -> Result<Vec<Proposal>>;
     fn set_proposal_state(&self, mac: Mac, state: ProposalState, now: DateTime<Utc>) -> Result<()>;

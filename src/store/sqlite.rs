@@ -63,6 +63,8 @@ CREATE TABLE proposals (
 CREATE INDEX proposals_state ON proposals(state);
 "#, r#"
 ALTER TABLE machines ADD COLUMN sighting TEXT;
+"#, r#"
+CREATE TABLE once (key TEXT PRIMARY KEY, at TEXT NOT NULL);
 "#];
 
 pub struct SqliteStore {
@@ -433,6 +435,10 @@ impl Store for SqliteStore {
             let mac: Option<String> = tx.query_row("SELECT mac FROM machines WHERE name = ?1 LIMIT 1", [name], |r| r.get(0)).optional()?;
             mac.map(|m| Mac::parse(&m).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()
         })
+    }
+
+    fn remember_once(&self, key: &str, now: DateTime<Utc>) -> Result<bool> {
+        self.with(|tx| Ok(tx.execute("INSERT OR IGNORE INTO once (key, at) VALUES (?1, ?2)", params![key, ts(now)])? == 1))
     }
 
     fn proposal(&self, mac: Mac) -> Result<Option<Proposal>> {

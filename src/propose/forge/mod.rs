@@ -2,6 +2,7 @@
 //! reviewed through Registrar's own API, approval is a real git merge. A GitHub forge maps
 //! the same calls onto pull requests.
 
+pub mod github;
 pub mod local;
 
 use async_trait::async_trait;
@@ -44,4 +45,9 @@ pub trait Forge: Send + Sync + 'static {
     async fn reject(&self, proposal: &Proposal, actor: &str) -> Result<(), ForgeError>;
     /// What the forge says about a proposal now, for the reconcile loop.
     async fn state(&self, proposal: &Proposal) -> Result<ProposalState, ForgeError>;
+    /// True when the forge reports changes in bulk (a listing, webhooks), so the reconcile
+    /// need not ask about every open proposal one by one.
+    fn lists_changes(&self) -> bool {
+        false
+    }
 }

@@ -1,0 +1,186 @@
+//! GitHub's side of the conversation: webhook deliveries and the periodic reconcile both
+//! end in `apply`, which makes Registrar's record agree with a pull request's current state.
+//! Being state-based, a replayed, reordered or lost delivery changes nothing that the next
+//! delivery or reconcile would not set right.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use hmac::{Hmac, Mac as _};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use sha2::Sha256;
+
+use super::{GithubForge, PullRequest, WORKFLOW_PREFIX};
+use crate::domain::{Mac, State};
+use crate::propose::{ProposeError, Proposer};
+use crate::store::StoreError;
+
+pub struct GithubHooks {
+    pub proposer: Arc<Proposer>,
+    pub forge: Arc<GithubForge>,
+    secret: SecretString,
+}
+
+/// `X-Hub-Signature-256` is `sha256=` and the lower-case hex HMAC-SHA256 of the raw body.
+pub fn signature_ok(secret: &SecretString, header: Option<&str>, body: &[u8]) -> bool {
+    let Some(hex_sig) = header.and_then(|h| h.strip_prefix("sha256=")) else { return false };
+    let Ok(sig) = hex::decode(hex_sig) else { return false };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes()).expect("HMAC takes any key");
+    mac.update(body);
+    // verify_slice compares in constant time and rejects wrong lengths.
+    mac.verify_slice(&sig).is_ok()
+}
+
+fn mac_of(branch: &str) -> Option<Mac> {
+    Mac::parse(branch.strip_prefix("registrar/")?).ok()
+}
+
+impl GithubHooks {
+    pub fn new(proposer: Arc<Proposer>, forge: Arc<GithubForge>, secret: SecretString) -> Self {
+        GithubHooks { proposer, forge, secret }
+    }
+
+    pub fn verify(&self, header: Option<&str>, body: &[u8]) -> bool {
+        signature_ok(&self.secret, header, body)
+    }
+
+    /// Whether a delivery is about the configured repository.
+    pub fn is_ours(&self, payload: &Value) -> bool {
+        payload["repository"]["full_name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(&self.forge.full_name()))
+    }
+
+    /// Handles one verified delivery. Events and actions Registrar does not use are ignored.
+    pub async fn handle(&self, event: &str, payload: &Value) -> Result<(), ProposeError> {
+        if event != "pull_request" {
+            return Ok(());
+        }
+        let Some(mut pr) = PullRequest::from_json(&payload["pull_request"]) else { return Ok(()) };
+        let action = payload["action"].as_str().unwrap_or_default();
+        let label = payload["label"]["name"].as_str();
+        // `unlabeled` payloads may still list the removed label: act on label.name.
+        if action == "unlabeled" {
+            if let Some(l) = label {
+                pr.labels.retain(|x| x != l);
+            }
+        }
+        let actor = format!("github:{}", payload["sender"]["login"].as_str().unwrap_or("unknown"));
+        self.apply(&pr, &actor, if action == "labeled" { label } else { None }).await
+    }
+
+    /// Makes Registrar's record of `pr`'s machine agree with the pull request.
+    pub async fn apply(&self, pr: &PullRequest, actor: &str, just_added: Option<&str>) -> Result<(), ProposeError> {
+        if pr.base_ref != self.proposer.git().base() {
+            return Ok(());
+        }
+        let Some(mac) = mac_of(&pr.head_ref) else { return Ok(()) };
+        let store = self.proposer.store().clone();
+        let machine = tokio::task::spawn_blocking(move || store.machine(mac)).await.map_err(|e| ProposeError::Join(e.to_string()))??;
+        let Some(machine) = machine else { return Ok(()) };
+        let number = pr.number;
+        if pr.merged {
+            if !matches!(machine.state, State::Approved | State::Applied | State::Provisioned | State::Failed) {
+                let who = pr.merged_by.as_deref().map(|l| format!("github:{l}")).unwrap_or_else(|| actor.to_string());
+                self.proposer.finish_approval(mac, &format!("pull request #{number} merged"), &who).await?;
+            }
+            return Ok(());
+        }
+        if !pr.open {
+            if machine.state != State::Rejected && machine.state.can_become(State::Rejected) {
+                self.proposer.record_rejection(mac, &format!("pull request #{number} closed"), actor).await?;
+            }
+            return Ok(());
+        }
+        if machine.state == State::Rejected {
+            // Reopened: propose it again, on the same pull request.
+            let (store, who) = (self.proposer.store().clone(), actor.to_string());
+            self.blocking(move || store.unsuppress(mac, &who, Utc::now())).await?;
+            self.proposer.wake();
+        }
+        self.follow_workflow_label(&machine, pr, actor, just_added).await
+    }
+
+    /// A `workflow/<name>` label chooses the provisioning workflow. The newly added label
+    /// wins; without an event, the one workflow label that differs from the current choice.
+    async fn follow_workflow_label(&self, machine: &crate::domain::Machine, pr: &PullRequest, actor: &str, just_added: Option<&str>) -> Result<(), ProposeError> {
+        let current = machine.workflow.clone().or_else(|| self.current_rule_workflow(machine));
+        let labelled: Vec<&str> = pr.labels.iter().filter_map(|l| l.strip_prefix(WORKFLOW_PREFIX)).collect();
+        let candidates: Vec<&str> = match just_added.and_then(|l| l.strip_prefix(WORKFLOW_PREFIX)) {
+            Some(added) => vec![added],
+            None => labelled.iter().copied().filter(|w| Some(*w) != current.as_deref()).collect(),
+        };
+        let choice = match candidates.as_slice() {
+            [] => return Ok(()),
+            [one] => *one,
+            several => {
+                let list = several.iter().map(|w| format!("`{WORKFLOW_PREFIX}{w}`")).collect::<Vec<_>>().join(", ");
+                let text = format!("Several workflow labels ({list}): keep exactly one and Registrar re-renders this proposal with it.");
+                return self.comment_once(pr.number, &format!("several:{}", several.join(",")), &text).await;
+            }
+        };
+        if Some(choice) == current.as_deref() {
+            return Ok(());
+        }
+        if !self.proposer.renderer().has_workflow(choice) {
+            let known = self.proposer.renderer().workflows().map(|w| format!("`{WORKFLOW_PREFIX}{w}`")).collect::<Vec<_>>().join(", ");
+            // The label name is shown in code so it cannot format, mention or link.
+            let text = format!(
+                "There is no workflow template for the label `{WORKFLOW_PREFIX}{}`, so nothing changed. Known: {known}.",
+                choice.replace('`', "'")
+            );
+            return self.comment_once(pr.number, &format!("unknown:{choice}"), &text).await;
+        }
+        let (store, mac, wf, who) = (self.proposer.store().clone(), machine.mac, choice.to_string(), actor.to_string());
+        self.blocking(move || store.set_workflow(mac, &wf, &who, Utc::now())).await?;
+        self.proposer.wake();
+        Ok(())
+    }
+
+    fn current_rule_workflow(&self, machine: &crate::domain::Machine) -> Option<String> {
+        // The proposal records what was rendered; the store is asked synchronously here as
+        // this runs rarely (label events).
+        self.proposer.store().proposal(machine.mac).ok().flatten().and_then(|p| p.workflow)
+    }
+
+    async fn comment_once(&self, number: u64, what: &str, text: &str) -> Result<(), ProposeError> {
+        let (store, key) = (self.proposer.store().clone(), format!("comment:{}#{number}:{what}", self.forge.full_name()));
+        if self.blocking(move || store.remember_once(&key, Utc::now())).await? {
+            self.forge.comment(number, text).await.map_err(|e| ProposeError::Forge(e.into()))?;
+        }
+        Ok(())
+    }
+
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, ProposeError> {
+        Ok(tokio::task::spawn_blocking(f).await.map_err(|e| ProposeError::Join(e.to_string()))??)
+    }
+
+    /// Never rely on webhooks alone: read Registrar's open and recently closed pull requests
+    /// and apply each, so a lost delivery is caught up.
+    pub async fn reconcile(&self) -> Result<usize, ProposeError> {
+        let prs = self.forge.list_recent().await.map_err(|e| ProposeError::Forge(e.into()))?;
+        for pr in &prs {
+            if let Err(e) = self.apply(pr, "github:reconcile", None).await {
+                tracing::warn!(number = pr.number, error = %e, "reconcile of pull request failed");
+            }
+        }
+        Ok(prs.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn githubs_test_vector() {
+        let secret = SecretString::from("It's a Secret to Everybody");
+        let good = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert!(signature_ok(&secret, Some(good), b"Hello, World!"));
+        assert!(!signature_ok(&secret, Some(good), b"Hello, World?"));
+        assert!(!signature_ok(&secret, None, b"Hello, World!"));
+        assert!(!signature_ok(&secret, Some("sha1=757107ea0eb2509fc211221cce984b8a37570b6d"), b"Hello, World!"));
+        assert!(!signature_ok(&secret, Some("sha256=zz"), b"Hello, World!"));
+        assert!(!signature_ok(&secret, Some(&good[..40]), b"Hello, World!"));
+        assert!(!signature_ok(&SecretString::from("old secret"), Some(good), b"Hello, World!"));
+    }
+}

@@ -1,0 +1,272 @@
+//! The `github` forge: one pull request per machine, on GitHub or GitHub Enterprise.
+//!
+//! The branch is pushed over git (no REST cost); then, for a new machine, at most three
+//! REST calls: a lookup by head branch (only when Registrar has no record), the create,
+//! and the labels. An unchanged repeat costs none.
+
+pub mod client;
+pub mod events;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::{Draft, Forge, ForgeError, ForgeRef};
+use crate::domain::{Proposal, ProposalState};
+use client::{Client, GhError, Kind, Pacing, segment};
+
+pub const REGISTRAR_LABEL: &str = "registrar";
+pub const WORKFLOW_PREFIX: &str = "workflow/";
+
+impl From<GhError> for ForgeError {
+    fn from(e: GhError) -> Self {
+        ForgeError::Other(e.to_string())
+    }
+}
+
+/// What Registrar needs to know of a pull request, from a listing, a GET or a webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    pub number: u64,
+    pub open: bool,
+    pub merged: bool,
+    pub head_ref: String,
+    pub head_sha: String,
+    pub head_repo: String,
+    pub base_ref: String,
+    pub labels: Vec<String>,
+    pub url: Option<String>,
+    pub merged_by: Option<String>,
+}
+
+impl PullRequest {
+    pub fn from_json(v: &Value) -> Option<Self> {
+        Some(PullRequest {
+            number: v["number"].as_u64()?,
+            open: v["state"].as_str()? == "open",
+            merged: v["merged"].as_bool().unwrap_or(false) || v["merged_at"].is_string(),
+            head_ref: v["head"]["ref"].as_str()?.to_string(),
+            head_sha: v["head"]["sha"].as_str().unwrap_or_default().to_string(),
+            head_repo: v["head"]["repo"]["full_name"].as_str().unwrap_or_default().to_string(),
+            base_ref: v["base"]["ref"].as_str().unwrap_or_default().to_string(),
+            labels: v["labels"].as_array().into_iter().flatten().filter_map(|l| l["name"].as_str().map(str::to_string)).collect(),
+            url: v["html_url"].as_str().map(str::to_string),
+            merged_by: v["merged_by"]["login"].as_str().map(str::to_string),
+        })
+    }
+}
+
+pub struct GithubForge {
+    client: Client,
+    owner: String,
+    repo: String,
+    base: String,
+}
+
+impl GithubForge {
+    pub fn new(api_url: &str, token: secrecy::SecretString, owner: &str, repo: &str, base: &str, pacing: Pacing) -> anyhow::Result<Self> {
+        let octo = octocrab::Octocrab::builder()
+            .base_uri(api_url)?
+            .personal_token(token)
+            // Never let the library resend a request: see client.rs.
+            .add_retry_config(octocrab::service::middleware::retry::RetryConfig::None)
+            .set_connect_timeout(Some(Duration::from_secs(10)))
+            .set_read_timeout(Some(pacing.timeout))
+            .build()?;
+        Ok(GithubForge { client: Client::new(octo, pacing), owner: owner.into(), repo: repo.into(), base: base.into() })
+    }
+
+    pub fn counters(&self) -> Arc<client::Counters> {
+        self.client.counters.clone()
+    }
+
+    pub fn full_name(&self) -> String {
+        format!("{}/{}", self.owner, self.repo)
+    }
+
+    fn path(&self, rest: &str) -> String {
+        format!("/repos/{}/{}{rest}", self.owner, self.repo)
+    }
+
+    /// Creates Registrar's labels (with colour and description) before anything uses them;
+    /// GitHub would otherwise create grey ones without a description.
+    pub async fn ensure_labels<'a>(&self, workflows: impl Iterator<Item = &'a str>) -> Result<(), GhError> {
+        let mut wanted = vec![(REGISTRAR_LABEL.to_string(), "5319e7".to_string(), "A machine proposed by Registrar".to_string())];
+        wanted.extend(workflows.map(|w| (format!("{WORKFLOW_PREFIX}{w}"), "0e8a16".to_string(), format!("Provision with the {w} workflow"))));
+        let existing = self.client.get(&self.path("/labels?per_page=100")).await?.body;
+        let have: Vec<&str> = existing.as_array().into_iter().flatten().filter_map(|l| l["name"].as_str()).collect();
+        for (name, color, description) in wanted.iter().filter(|(n, _, _)| !have.contains(&n.as_str())) {
+            let body = json!({"name": name, "color": color, "description": description});
+            match self.client.call(Method::POST, &self.path("/labels"), Some(&body), Kind::Idempotent).await {
+                Ok(_) => {}
+                // already_exists: someone made it meanwhile.
+                Err(e) if e.status() == Some(StatusCode::UNPROCESSABLE_ENTITY) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The pull request whose head is `branch` in this repository: the open one, else the
+    /// newest. GitHub needs `owner:` in `head`, and its answer is re-checked here.
+    pub async fn find(&self, branch: &str) -> Result<Option<PullRequest>, GhError> {
+        let head = format!("{}:{branch}", self.owner);
+        let reply = self.client.get(&self.path(&format!("/pulls?head={}&state=all&per_page=100", segment(&head)))).await?;
+        let mut prs: Vec<PullRequest> = reply
+            .body
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(PullRequest::from_json)
+            .filter(|p| p.head_ref == branch && p.base_ref == self.base && (p.head_repo.is_empty() || p.head_repo.eq_ignore_ascii_case(&self.full_name())))
+            .collect();
+        prs.sort_by_key(|p| (p.open, p.number));
+        Ok(prs.pop())
+    }
+
+    pub async fn get(&self, number: u64) -> Result<PullRequest, GhError> {
+        let reply = self.client.get(&self.path(&format!("/pulls/{number}"))).await?;
+        PullRequest::from_json(&reply.body).ok_or_else(|| GhError::GaveUp { method: Method::GET, path: format!("/pulls/{number}"), detail: "unreadable pull request".into() })
+    }
+
+    /// Registrar's pull requests: every open one, and the most recently updated closed ones.
+    pub async fn list_recent(&self) -> Result<Vec<PullRequest>, GhError> {
+        let mut out = Vec::new();
+        for state in ["open", "closed"] {
+            for page in 1..=10 {
+                let reply = self.client.get(&self.path(&format!("/pulls?state={state}&sort=updated&direction=desc&per_page=100&page={page}"))).await?;
+                let items = reply.body.as_array().cloned().unwrap_or_default();
+                out.extend(items.iter().filter_map(PullRequest::from_json).filter(|p| p.head_ref.starts_with("registrar/")));
+                // Closed ones: the newest page is enough between two passes.
+                if items.len() < 100 || state == "closed" {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn comment(&self, number: u64, body: &str) -> Result<(), GhError> {
+        self.client.call(Method::POST, &self.path(&format!("/issues/{number}/comments")), Some(&json!({"body": body})), Kind::Create).await?;
+        Ok(())
+    }
+
+    async fn set_workflow_label(&self, number: u64, old: Option<&str>, new: Option<&str>) -> Result<(), GhError> {
+        if let Some(new) = new {
+            let body = json!({"labels": [format!("{WORKFLOW_PREFIX}{new}")]});
+            self.client.call(Method::POST, &self.path(&format!("/issues/{number}/labels")), Some(&body), Kind::Idempotent).await?;
+        }
+        if let Some(old) = old.filter(|o| Some(*o) != new) {
+            let name = segment(&format!("{WORKFLOW_PREFIX}{old}"));
+            match self.client.call(Method::DELETE, &self.path(&format!("/issues/{number}/labels/{name}")), None, Kind::Idempotent).await {
+                Ok(_) => {}
+                Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the pull request for `branch`, or adopts the one that exists: a create that
+    /// failed ambiguously, or a 422 "already exists", is resolved by looking it up.
+    async fn create(&self, draft: &Draft<'_>) -> Result<PullRequest, ForgeError> {
+        let body = json!({
+            "title": draft.rendered.title,
+            "head": draft.branch,
+            "base": self.base,
+            "body": draft.rendered.summary,
+            "maintainer_can_modify": false,
+        });
+        for _ in 0..3 {
+            if let Some(pr) = self.find(draft.branch).await? {
+                return Ok(pr);
+            }
+            match self.client.call(Method::POST, &self.path("/pulls"), Some(&body), Kind::Create).await {
+                Ok(reply) => {
+                    return PullRequest::from_json(&reply.body).ok_or_else(|| ForgeError::Other("GitHub's answer to the create is not a pull request".into()));
+                }
+                Err(e @ GhError::Status { .. }) if e.status() == Some(StatusCode::UNPROCESSABLE_ENTITY) => {
+                    let messages = e.validation_messages().join("; ");
+                    if messages.contains("already exists") {
+                        continue; // adopt it: the next lookup finds it
+                    }
+                    return Err(ForgeError::Other(format!("GitHub refused the pull request for {}: {messages}", draft.branch)));
+                }
+                Err(GhError::Ambiguous { detail, .. }) => {
+                    tracing::warn!(branch = draft.branch, %detail, "pull request create unanswered; looking it up before trying again");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.find(draft.branch).await?.ok_or_else(|| ForgeError::Other(format!("could not open a pull request for {}", draft.branch)))
+    }
+}
+
+#[async_trait]
+impl Forge for GithubForge {
+    fn kind(&self) -> &'static str {
+        "github"
+    }
+
+    fn lists_changes(&self) -> bool {
+        true
+    }
+
+    async fn open(&self, draft: &Draft<'_>, existing: Option<&Proposal>) -> Result<ForgeRef, ForgeError> {
+        let workflow = draft.rendered.decision.workflow.as_deref();
+        if let Some(p) = existing.filter(|p| p.number.is_some() && p.forge == "github") {
+            let number = p.number.expect("filtered");
+            if p.title != draft.rendered.title || p.summary != draft.rendered.summary {
+                let body = json!({"title": draft.rendered.title, "body": draft.rendered.summary});
+                self.client.call(Method::PATCH, &self.path(&format!("/pulls/{number}")), Some(&body), Kind::Idempotent).await?;
+            }
+            if p.workflow.as_deref() != workflow {
+                self.set_workflow_label(number, p.workflow.as_deref(), workflow).await?;
+            }
+            return Ok(ForgeRef { number: Some(number), url: p.url.clone() });
+        }
+        let pr = self.create(draft).await?;
+        let mut labels = vec![REGISTRAR_LABEL.to_string()];
+        labels.extend(workflow.map(|w| format!("{WORKFLOW_PREFIX}{w}")));
+        if !labels.iter().all(|l| pr.labels.contains(l)) {
+            self.client.call(Method::POST, &self.path(&format!("/issues/{}/labels", pr.number)), Some(&json!({"labels": labels})), Kind::Idempotent).await?;
+        }
+        Ok(ForgeRef { number: Some(pr.number), url: pr.url })
+    }
+
+    async fn approve(&self, proposal: &Proposal, actor: &str) -> Result<(), ForgeError> {
+        let number = proposal.number.ok_or_else(|| ForgeError::Other("the proposal has no pull request".into()))?;
+        let body = json!({"merge_method": "merge", "commit_title": format!("Merge {}: {}", proposal.branch, proposal.title), "commit_message": format!("Approved-by: {actor}")});
+        match self.client.call(Method::PUT, &self.path(&format!("/pulls/{number}/merge")), Some(&body), Kind::Idempotent).await {
+            Ok(_) => Ok(()),
+            // 405: not mergeable (branch protection, conflicts); say so, the PR stays the record.
+            Err(e) => Err(ForgeError::Other(e.to_string())),
+        }
+    }
+
+    async fn reject(&self, proposal: &Proposal, _actor: &str) -> Result<(), ForgeError> {
+        let Some(number) = proposal.number else { return Ok(()) };
+        let pr = self.get(number).await?;
+        if pr.open {
+            // The branch stays, so that reopening the pull request brings the machine back.
+            self.client.call(Method::PATCH, &self.path(&format!("/pulls/{number}")), Some(&json!({"state": "closed"})), Kind::Idempotent).await?;
+        }
+        Ok(())
+    }
+
+    async fn state(&self, proposal: &Proposal) -> Result<ProposalState, ForgeError> {
+        let Some(number) = proposal.number else { return Ok(ProposalState::Open) };
+        let pr = self.get(number).await?;
+        Ok(if pr.merged {
+            ProposalState::Merged
+        } else if pr.open {
+            ProposalState::Open
+        } else {
+            ProposalState::Closed
+        })
+    }
+}
