@@ -60,7 +60,7 @@ impl App {
                 retry_base: Duration::from_millis(g.retry_base_ms),
                 retry_cap: Duration::from_millis(g.retry_base_ms.saturating_mul(60)),
                 max_attempts: 6,
-                timeout: Duration::from_secs(30),
+                timeout: Duration::from_millis(g.request_timeout_ms.max(1)),
             };
             Some(Arc::new(GithubForge::new(&g.api_url, config.github_token()?, &g.owner, &g.repo, &config.gitops.base_branch, pacing)?))
         } else {

@@ -143,6 +143,8 @@ pub struct GithubConfig {
     pub retry_base_ms: u64,
     /// How often the reconcile reads the open and recently closed pull requests.
     pub reconcile_seconds: u64,
+    /// How long to wait for an answer; a create that times out is looked up, not resent.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for GithubConfig {
@@ -158,6 +160,7 @@ impl Default for GithubConfig {
             mutation_interval_ms: 1000,
             retry_base_ms: 1000,
             reconcile_seconds: 300,
+            request_timeout_ms: 30_000,
         }
     }
 }

@@ -42,6 +42,13 @@ impl GitHttpServer {
 }
 
 async fn cgi(State(b): State<Backend>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    serve(&b.root, &b.user, &b.password, method, uri, headers, body).await
+}
+
+/// Serves one smart-HTTP request for the bare repositories under `root`, as `git
+/// http-backend` would behind a web server, requiring basic auth `user`:`password`.
+pub async fn serve(root: &std::path::Path, user: &str, password: &str, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let b = Backend { root: root.to_path_buf(), user: user.into(), password: password.into() };
     let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", b.user, b.password)));
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
         return Response::builder()

@@ -2,6 +2,7 @@
 //! helpers that read the repository the way a reviewer would.
 #![allow(dead_code)]
 
+pub mod fake_github;
 pub mod git_http;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,214 @@
+//! Registrar on the GitHub forge, against a stateful fake GitHub whose branches live in a
+//! real bare repository pushed to over smart HTTP, with webhooks signed as GitHub signs them.
+
+mod support;
+
+use std::time::Duration;
+
+use support::fake_github::{self, FakeGithub, OWNER, REPO, SECRET, TOKEN};
+use support::*;
+
+async fn start_with(edit: impl FnOnce(&mut registrar::config::Config) + Send + 'static) -> (FakeGithub, Registrar) {
+    let gh = FakeGithub::start().await;
+    let (api, git) = (gh.url.clone(), gh.git_url());
+    let r = Registrar::start_with(move |c| {
+        c.forge.kind = "github".into();
+        c.forge.github.api_url = api;
+        c.forge.github.owner = OWNER.into();
+        c.forge.github.repo = REPO.into();
+        c.forge.github.token = Some(TOKEN.to_string().into());
+        c.forge.github.webhook_secret = Some(SECRET.to_string().into());
+        c.forge.github.mutation_interval_ms = 0;
+        c.forge.github.retry_base_ms = 5;
+        c.forge.github.reconcile_seconds = 3600;
+        c.gitops.remote = git;
+        edit(c);
+    })
+    .await;
+    *gh.hook_url.lock().unwrap() = Some(format!("{}/webhooks/github", r.url));
+    (gh, r)
+}
+
+async fn start() -> (FakeGithub, Registrar) {
+    start_with(|_| {}).await
+}
+
+async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..200 {
+        if let Some(v) = f() {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+const MAC: &str = "3c:ec:ef:4c:4f:54";
+const BRANCH: &str = "registrar/3c-ec-ef-4c-4f-54";
+
+async fn propose_one(gh: &FakeGithub, r: &Registrar) -> u64 {
+    r.report(&report_body(MAC, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json"))).await;
+    let m = r.wait_for_state(MAC, "proposed").await;
+    assert_eq!(gh.pulls().len(), 1);
+    m["proposal"]["number"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_opens_one_pull_request_with_body_and_labels_at_three_calls() {
+    let (gh, r) = start().await;
+    // Labels are created at start, with colour and description.
+    eventually("labels", || gh.state.lock().unwrap().labels.get("workflow/ubuntu-2404").filter(|(c, _)| c != "ededed").cloned()).await;
+    let before = gh.requests().len();
+    let n = propose_one(&gh, &r).await;
+    let pull = gh.pull(n);
+    assert_eq!(pull.title, "Register d5s0r8000105 (Packet c3.small.x86, 3c:ec:ef:4c:4f:54)");
+    assert_eq!(pull.head, BRANCH);
+    assert_eq!(pull.base, "main");
+    assert!(pull.body.contains("| Memory | 32\\.0 GiB |"), "{}", pull.body);
+    assert_eq!(pull.labels, ["registrar", "workflow/ubuntu-2404"]);
+    assert!(gh.repo().read(BRANCH, "hardware/d5s0r8000105.yaml").is_some(), "pushed over smart HTTP");
+    let calls: Vec<_> = gh.requests()[before..].to_vec();
+    assert_eq!(calls.len(), 3, "lookup, create, labels: {calls:?}");
+    assert_eq!(calls.iter().filter(|(m, _)| m != "GET").count(), 2, "{calls:?}");
+
+    // The same report again: the same pull request, no REST call at all.
+    let before = gh.requests().len();
+    r.report(&report_body(MAC, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json"))).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gh.pulls().len(), 1);
+    assert_eq!(gh.requests().len(), before, "{:?}", &gh.requests()[before..]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workflow_label_re_renders_and_an_unknown_one_gets_one_comment() {
+    let (gh, r) = start().await;
+    let n = propose_one(&gh, &r).await;
+    let first = gh.repo().head(BRANCH).unwrap();
+    assert_eq!(gh.label(n, "workflow/ubuntu-2204", "alice").await.status(), 202);
+    let yaml = eventually("re-render", || {
+        gh.repo().read(BRANCH, "hardware/d5s0r8000105.yaml").filter(|y| y.contains("templateRef: \"ubuntu-2204\""))
+    })
+    .await;
+    assert!(yaml.contains("kind: Workflow"));
+    assert_ne!(gh.repo().head(BRANCH).unwrap(), first);
+    assert_eq!(gh.repo().commits_ahead("main", BRANCH), 1, "rebuilt as one commit on the base");
+    eventually("old label removed", || (gh.pull(n).labels == ["registrar", "workflow/ubuntu-2204"]).then_some(())).await;
+    let m = r.machine(MAC).await.unwrap();
+    assert_eq!(m["machine"]["workflow"], "ubuntu-2204");
+    assert!(m["transitions"].as_array().unwrap().iter().any(|t| t["actor"] == "github:alice"));
+
+    // Unknown workflow: one explanatory comment, however often it is said.
+    gh.label(n, "workflow/../../etc/passwd", "mallory").await;
+    eventually("comment", || (gh.comments(n).len() == 1).then_some(())).await;
+    let payload = gh.payload("labeled", n, "mallory", Some("workflow/../../etc/passwd"));
+    gh.deliver("pull_request", &fake_github::uuid(), serde_json::to_vec(&payload).unwrap(), Some(SECRET)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let comments = gh.comments(n);
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    assert!(comments[0].contains("`workflow/../../etc/passwd`") && comments[0].contains("nothing changed"), "{}", comments[0]);
+    assert_eq!(r.machine(MAC).await.unwrap()["machine"]["workflow"], "ubuntu-2204");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn merge_approves_close_rejects_reopen_proposes_again() {
+    let (gh, r) = start().await;
+    let n = propose_one(&gh, &r).await;
+    assert_eq!(gh.close(n, "bob").await.status(), 202);
+    let m = r.wait_for_state(MAC, "rejected").await;
+    assert_eq!(m["machine"]["suppressed"], true);
+    assert!(m["transitions"].as_array().unwrap().iter().any(|t| t["actor"] == "github:bob" && t["to"] == "rejected"));
+    // Suppressed: a new report opens nothing.
+    r.report(&report_body(MAC, lshw("supermicro-ssg-6029p-x11dph-t.json"))).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(gh.pulls().len(), 1);
+
+    assert_eq!(gh.reopen(n, "bob").await.status(), 202);
+    r.wait_for_state(MAC, "proposed").await;
+    assert_eq!(gh.pulls().len(), 1, "the same pull request, reopened");
+
+    assert_eq!(gh.merge(n, "carol").await.status(), 202);
+    let m = r.wait_for_state(MAC, "approved").await;
+    assert!(m["transitions"].as_array().unwrap().iter().any(|t| t["actor"] == "github:carol" && t["to"] == "approved"));
+    // The report sent while suppressed was not taken: the merged manifest is the reviewed one.
+    assert!(gh.repo().read("main", "hardware/d5s0r8000105.yaml").is_some(), "{:?}", gh.repo().files("main"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_signatures_are_refused_and_replays_change_nothing() {
+    let (gh, r) = start().await;
+    let n = propose_one(&gh, &r).await;
+    gh.state.lock().unwrap().pulls[0].open = false;
+    let body = serde_json::to_vec(&gh.payload("closed", n, "eve", None)).unwrap();
+    for (what, secret) in [("missing", None), ("wrong", Some("not-the-secret")), ("stale (rotated-out) secret", Some("webhook-secret-of-last-year"))] {
+        let resp = gh.deliver("pull_request", &fake_github::uuid(), body.clone(), secret).await;
+        assert_eq!(resp.status(), 401, "{what}");
+    }
+    // A body altered after signing.
+    let resp = r
+        .client
+        .post(format!("{}/webhooks/github", r.url))
+        .header("x-github-event", "pull_request")
+        .header("x-github-delivery", fake_github::uuid())
+        .header("x-hub-signature-256", fake_github::sign(SECRET, &body))
+        .body([&body[..], b" "].concat())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(r.machine(MAC).await.unwrap()["machine"]["state"], "proposed", "nothing changed");
+
+    // A genuine delivery, then the same delivery replayed after the machine was reopened.
+    let delivery = fake_github::uuid();
+    assert_eq!(gh.deliver("pull_request", &delivery, body.clone(), Some(SECRET)).await.status(), 202);
+    r.wait_for_state(MAC, "rejected").await;
+    gh.state.lock().unwrap().pulls[0].open = true;
+    gh.reopen(n, "bob").await;
+    r.wait_for_state(MAC, "proposed").await;
+    let resp = gh.deliver("pull_request", &delivery, body, Some(SECRET)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["duplicate"], delivery);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(r.machine(MAC).await.unwrap()["machine"]["state"], "proposed");
+
+    // Ping, and deliveries about other repositories.
+    assert_eq!(gh.deliver("ping", &fake_github::uuid(), br#"{"zen": "Keep it logically awesome."}"#.to_vec(), Some(SECRET)).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_delivery_is_caught_up_by_the_reconcile() {
+    let (gh, r) = start_with(|c| c.forge.github.reconcile_seconds = 1).await;
+    let n = propose_one(&gh, &r).await;
+    gh.merge_quietly(n, "dave");
+    let m = r.wait_for_state(MAC, "approved").await;
+    assert!(m["transitions"].as_array().unwrap().iter().any(|t| t["to"] == "approved" && t["actor"] == "github:dave"), "{m:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recorded_github_payloads_parse_and_other_repositories_are_ignored() {
+    let (gh, r) = start().await;
+    let dir = shared().join("fixtures/github/webhooks");
+    let mut pull_requests = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let body = std::fs::read(&path).unwrap();
+        let payload: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let event = name.split('.').next().unwrap();
+        if event == "pull_request" {
+            let pr = registrar::propose::forge::github::PullRequest::from_json(&payload["pull_request"]).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(pr.number, payload["number"].as_u64().unwrap());
+            pull_requests += 1;
+        }
+        let resp = gh.deliver(event, &fake_github::uuid(), body, Some(SECRET)).await;
+        let status = resp.status().as_u16();
+        if event == "ping" {
+            assert_eq!(status, 200, "{name}");
+        } else {
+            assert_eq!(status, 202, "{name}");
+            assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["ignored"], "another repository", "{name}");
+        }
+    }
+    assert!(pull_requests >= 10);
+    assert_eq!(r.machine_count().await, 0);
+}

@@ -1,0 +1,446 @@
+//! A stateful fake GitHub: pull requests, labels and comments behind the REST paths
+//! Registrar calls, branches in real bare repositories served over smart HTTP, webhook
+//! deliveries signed exactly as GitHub signs them, and faults injected on demand. Tests
+//! drive it like a person on github.com: merge, close, reopen, label.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, Mac as _};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+pub const OWNER: &str = "acme";
+pub const REPO: &str = "gitops";
+pub const TOKEN: &str = "ghs_fake_installation_token_0123456789";
+pub const SECRET: &str = "webhook-secret-for-tests";
+
+#[derive(Debug, Clone)]
+pub struct Pull {
+    pub number: u64,
+    pub title: String,
+    pub body: String,
+    pub head: String,
+    pub base: String,
+    pub open: bool,
+    pub merged: bool,
+    pub merged_by: Option<String>,
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Answer this share of requests with 502 — for creates, after carrying them out.
+    pub server_errors: f64,
+    /// Answer this share of mutations with a secondary-rate-limit 403 and `Retry-After: 1`.
+    pub secondary_limits: f64,
+    /// Hold this share of requests longer than the client waits.
+    pub timeouts: f64,
+    pub timeout_for: Duration,
+}
+
+#[derive(Default)]
+pub struct GhState {
+    pub pulls: Vec<Pull>,
+    pub labels: BTreeMap<String, (String, String)>,
+    pub comments: BTreeMap<u64, Vec<String>>,
+    /// Every REST request: (method, path).
+    pub requests: Vec<(String, String)>,
+    pub faults: Faults,
+    pub secondary_limit_hits: u64,
+}
+
+#[derive(Clone)]
+pub struct FakeGithub {
+    pub url: String,
+    pub root: PathBuf,
+    pub state: Arc<Mutex<GhState>>,
+    /// Where deliveries go (Registrar's webhook URL), once known.
+    pub hook_url: Arc<Mutex<Option<String>>>,
+    client: reqwest::Client,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+impl FakeGithub {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        registrar::propose::git::init_local_remote(&root.join(OWNER).join(format!("{REPO}.git")), "main").unwrap();
+        let state = Arc::new(Mutex::new(GhState::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let fake = FakeGithub { url, root, state, hook_url: Arc::new(Mutex::new(None)), client: reqwest::Client::new(), _dir: Arc::new(dir) };
+        let app = Router::new().fallback(route).with_state(fake.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        fake
+    }
+
+    pub fn git_url(&self) -> String {
+        format!("{}/{OWNER}/{REPO}.git", self.url)
+    }
+
+    pub fn repo(&self) -> super::Repo {
+        super::Repo::at(&self.root.join(OWNER).join(format!("{REPO}.git")))
+    }
+
+    pub fn pulls(&self) -> Vec<Pull> {
+        self.state.lock().unwrap().pulls.clone()
+    }
+
+    pub fn pull(&self, number: u64) -> Pull {
+        self.pulls().into_iter().find(|p| p.number == number).unwrap()
+    }
+
+    pub fn comments(&self, number: u64) -> Vec<String> {
+        self.state.lock().unwrap().comments.get(&number).cloned().unwrap_or_default()
+    }
+
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.state.lock().unwrap().faults = faults;
+    }
+
+    // --- what people do on github.com; each sends the webhook GitHub would ---
+
+    pub async fn merge(&self, number: u64, by: &str) -> reqwest::Response {
+        self.merge_quietly(number, by);
+        self.deliver_pr("closed", number, by, None).await
+    }
+
+    /// Merges without delivering the webhook (a lost delivery).
+    pub fn merge_quietly(&self, number: u64, by: &str) {
+        let pull = self.pull(number);
+        merge_in_repo(&self.repo().path, &pull.head, &pull.base, &format!("Merge pull request #{number}"));
+        let mut st = self.state.lock().unwrap();
+        let p = st.pulls.iter_mut().find(|p| p.number == number).unwrap();
+        p.open = false;
+        p.merged = true;
+        p.merged_by = Some(by.into());
+    }
+
+    pub async fn close(&self, number: u64, by: &str) -> reqwest::Response {
+        self.state.lock().unwrap().pulls.iter_mut().find(|p| p.number == number).unwrap().open = false;
+        self.deliver_pr("closed", number, by, None).await
+    }
+
+    pub async fn reopen(&self, number: u64, by: &str) -> reqwest::Response {
+        self.state.lock().unwrap().pulls.iter_mut().find(|p| p.number == number).unwrap().open = true;
+        self.deliver_pr("reopened", number, by, None).await
+    }
+
+    pub async fn label(&self, number: u64, label: &str, by: &str) -> reqwest::Response {
+        {
+            let mut st = self.state.lock().unwrap();
+            st.labels.entry(label.into()).or_insert(("ededed".into(), String::new()));
+            let p = st.pulls.iter_mut().find(|p| p.number == number).unwrap();
+            if !p.labels.iter().any(|l| l == label) {
+                p.labels.push(label.into());
+            }
+        }
+        self.deliver_pr("labeled", number, by, Some(label)).await
+    }
+
+    pub fn payload(&self, action: &str, number: u64, by: &str, label: Option<&str>) -> Value {
+        let pr = pull_json(&self.pull(number), &self.repo().path);
+        let mut v = json!({
+            "action": action,
+            "number": number,
+            "pull_request": pr,
+            "repository": {"full_name": format!("{OWNER}/{REPO}"), "name": REPO, "owner": {"login": OWNER}},
+            "sender": {"login": by, "type": "User"},
+            "installation": {"id": 42},
+        });
+        if let Some(l) = label {
+            v["label"] = json!({"name": l});
+        }
+        v
+    }
+
+    async fn deliver_pr(&self, action: &str, number: u64, by: &str, label: Option<&str>) -> reqwest::Response {
+        let payload = self.payload(action, number, by, label);
+        self.deliver("pull_request", &uuid(), serde_json::to_vec(&payload).unwrap(), Some(SECRET)).await
+    }
+
+    /// Posts a delivery to Registrar, signed with `secret` (None: unsigned).
+    pub async fn deliver(&self, event: &str, delivery: &str, body: Vec<u8>, secret: Option<&str>) -> reqwest::Response {
+        let url = self.hook_url.lock().unwrap().clone().expect("hook_url");
+        let mut req = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("user-agent", "GitHub-Hookshot/fake")
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("x-github-hook-id", "1");
+        if let Some(s) = secret {
+            req = req.header("x-hub-signature-256", sign(s, &body));
+        }
+        req.body(body).send().await.unwrap()
+    }
+}
+
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+pub fn uuid() -> String {
+    let b: [u8; 16] = rand::random();
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+fn head_sha(repo: &std::path::Path, branch: &str) -> String {
+    git2::Repository::open_bare(repo)
+        .ok()
+        .and_then(|r| r.refname_to_id(&format!("refs/heads/{branch}")).ok())
+        .map(|o| o.to_string())
+        .unwrap_or_default()
+}
+
+fn pull_json(p: &Pull, repo: &std::path::Path) -> Value {
+    json!({
+        "url": format!("https://api.example/repos/{OWNER}/{REPO}/pulls/{}", p.number),
+        "html_url": format!("https://github.example/{OWNER}/{REPO}/pull/{}", p.number),
+        "number": p.number,
+        "state": if p.open { "open" } else { "closed" },
+        "title": p.title,
+        "body": p.body,
+        "merged": p.merged,
+        "merged_at": if p.merged { json!("2026-11-25T12:00:00Z") } else { Value::Null },
+        "merged_by": p.merged_by.as_ref().map(|l| json!({"login": l})).unwrap_or(Value::Null),
+        "head": {"ref": p.head, "sha": head_sha(repo, &p.head), "repo": {"full_name": format!("{OWNER}/{REPO}")}},
+        "base": {"ref": p.base, "repo": {"full_name": format!("{OWNER}/{REPO}")}},
+        "labels": p.labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>(),
+        "user": {"login": "registrar[bot]", "type": "Bot"},
+    })
+}
+
+fn merge_in_repo(path: &std::path::Path, head: &str, base: &str, message: &str) {
+    let repo = git2::Repository::open_bare(path).unwrap();
+    let ours = repo.find_branch(base, git2::BranchType::Local).unwrap().get().peel_to_commit().unwrap();
+    let theirs = repo.find_branch(head, git2::BranchType::Local).unwrap().get().peel_to_commit().unwrap();
+    let mut index = repo.merge_commits(&ours, &theirs, None).unwrap();
+    assert!(!index.has_conflicts(), "the fake merges only clean pull requests");
+    let tree = repo.find_tree(index.write_tree_to(&repo).unwrap()).unwrap();
+    let sig = git2::Signature::now("GitHub", "noreply@github.example").unwrap();
+    repo.commit(Some(&format!("refs/heads/{base}")), &sig, &sig, message, &tree, &[&ours, &theirs]).unwrap();
+}
+
+fn reply(status: StatusCode, body: Value) -> Response {
+    (status, [("content-type", "application/json; charset=utf-8"), ("x-ratelimit-remaining", "4999")], body.to_string()).into_response()
+}
+
+fn query(uri: &Uri) -> BTreeMap<String, String> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), percent_decode(v)))
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn route(State(gh): State<FakeGithub>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let path = uri.path().to_string();
+    if path.starts_with(&format!("/{OWNER}/{REPO}.git/")) {
+        return super::git_http::serve(&gh.root, "x-access-token", TOKEN, method, uri, headers, body).await;
+    }
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {TOKEN}")) {
+        return reply(StatusCode::UNAUTHORIZED, json!({"message": "Bad credentials"}));
+    }
+    let Some(rest) = path.strip_prefix(&format!("/repos/{OWNER}/{REPO}")) else {
+        return reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"}));
+    };
+    let rest = rest.to_string();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // Faults, decided before the request is carried out (except the 5xx-after-create).
+    let (fault_5xx, fault_limit, fault_timeout, timeout_for) = {
+        let mut st = gh.state.lock().unwrap();
+        st.requests.push((method.to_string(), path.clone()));
+        let f = st.faults.clone();
+        let limit = method != Method::GET && rand::random::<f64>() < f.secondary_limits;
+        if limit {
+            st.secondary_limit_hits += 1;
+        }
+        (rand::random::<f64>() < f.server_errors, limit, rand::random::<f64>() < f.timeouts, f.timeout_for)
+    };
+    if fault_limit {
+        return (
+            StatusCode::FORBIDDEN,
+            [("content-type", "application/json"), ("retry-after", "1")],
+            json!({"message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."}).to_string(),
+        )
+            .into_response();
+    }
+    if fault_timeout {
+        tokio::time::sleep(timeout_for).await;
+    }
+    let is_create = method == Method::POST && rest == "/pulls";
+    if fault_5xx && !is_create {
+        return reply(StatusCode::BAD_GATEWAY, json!({"message": "Server Error"}));
+    }
+    let response = handle(&gh, &method, &rest, &uri, &body);
+    if fault_5xx && is_create {
+        // The pull request was created, but the answer is lost: the ambiguous case.
+        return reply(StatusCode::BAD_GATEWAY, json!({"message": "Server Error"}));
+    }
+    response
+}
+
+fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, body: &Value) -> Response {
+    let repo_path = gh.repo().path;
+    let mut st = gh.state.lock().unwrap();
+    let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+    match (method.as_str(), segments.as_slice()) {
+        ("GET", ["pulls"]) => {
+            let q = query(uri);
+            let state = q.get("state").map(String::as_str).unwrap_or("open");
+            // Like GitHub: `head` filters only in `owner:branch` form.
+            let head = q.get("head").and_then(|h| h.split_once(':')).map(|(_, b)| b.to_string());
+            let mut list: Vec<&Pull> = st
+                .pulls
+                .iter()
+                .filter(|p| state == "all" || (state == "open") == p.open)
+                .filter(|p| head.as_ref().is_none_or(|h| &p.head == h))
+                .collect();
+            list.sort_by_key(|p| std::cmp::Reverse(p.number));
+            let per_page: usize = q.get("per_page").and_then(|v| v.parse().ok()).unwrap_or(30);
+            let page: usize = q.get("page").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let items: Vec<Value> = list.into_iter().skip((page - 1) * per_page).take(per_page).map(|p| pull_json(p, &repo_path)).collect();
+            reply(StatusCode::OK, Value::Array(items))
+        }
+        ("POST", ["pulls"]) => {
+            let head = body["head"].as_str().unwrap_or_default().to_string();
+            let base = body["base"].as_str().unwrap_or_default().to_string();
+            if head_sha(&repo_path, &head).is_empty() {
+                return reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "field": "head", "code": "invalid"}]}));
+            }
+            if st.pulls.iter().any(|p| p.open && p.head == head) {
+                return reply(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "code": "custom", "message": format!("A pull request already exists for {OWNER}:{head}.")}]}),
+                );
+            }
+            let number = st.pulls.iter().map(|p| p.number).max().unwrap_or(0) + 1;
+            let pull = Pull {
+                number,
+                title: body["title"].as_str().unwrap_or_default().into(),
+                body: body["body"].as_str().unwrap_or_default().into(),
+                head,
+                base,
+                open: true,
+                merged: false,
+                merged_by: None,
+                labels: vec![],
+            };
+            st.pulls.push(pull.clone());
+            reply(StatusCode::CREATED, pull_json(&pull, &repo_path))
+        }
+        ("GET", ["pulls", n]) => match st.pulls.iter().find(|p| p.number.to_string() == *n) {
+            Some(p) => reply(StatusCode::OK, pull_json(p, &repo_path)),
+            None => reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"})),
+        },
+        ("PATCH", ["pulls", n]) => {
+            let Some(p) = st.pulls.iter_mut().find(|p| p.number.to_string() == *n) else {
+                return reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"}));
+            };
+            if let Some(t) = body["title"].as_str() {
+                p.title = t.into();
+            }
+            if let Some(b) = body["body"].as_str() {
+                p.body = b.into();
+            }
+            if let Some(s) = body["state"].as_str() {
+                p.open = s == "open";
+            }
+            let p = p.clone();
+            reply(StatusCode::OK, pull_json(&p, &repo_path))
+        }
+        ("PUT", ["pulls", n, "merge"]) => {
+            let Some(p) = st.pulls.iter_mut().find(|p| p.number.to_string() == *n) else {
+                return reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"}));
+            };
+            if p.merged {
+                return reply(StatusCode::METHOD_NOT_ALLOWED, json!({"message": "Pull Request is not mergeable"}));
+            }
+            merge_in_repo(&repo_path, &p.head, &p.base, body["commit_title"].as_str().unwrap_or("merge"));
+            p.merged = true;
+            p.open = false;
+            reply(StatusCode::OK, json!({"merged": true, "message": "Pull Request successfully merged"}))
+        }
+        ("GET", ["labels"]) => reply(
+            StatusCode::OK,
+            Value::Array(st.labels.iter().map(|(n, (c, d))| json!({"name": n, "color": c, "description": d})).collect()),
+        ),
+        ("POST", ["labels"]) => {
+            let name = body["name"].as_str().unwrap_or_default().to_string();
+            if st.labels.contains_key(&name) {
+                return reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"message": "Validation Failed", "errors": [{"resource": "Label", "code": "already_exists", "field": "name"}]}));
+            }
+            st.labels.insert(name.clone(), (body["color"].as_str().unwrap_or("ededed").into(), body["description"].as_str().unwrap_or_default().into()));
+            reply(StatusCode::CREATED, json!({"name": name}))
+        }
+        ("POST", ["issues", n, "labels"]) => {
+            let names: Vec<String> = body["labels"].as_array().into_iter().flatten().filter_map(|l| l.as_str().map(str::to_string)).collect();
+            for l in &names {
+                // Unknown names become grey labels without a description, as on GitHub.
+                st.labels.entry(l.clone()).or_insert(("ededed".into(), String::new()));
+            }
+            let Some(p) = st.pulls.iter_mut().find(|p| p.number.to_string() == *n) else {
+                return reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"}));
+            };
+            for l in names {
+                if !p.labels.contains(&l) {
+                    p.labels.push(l);
+                }
+            }
+            reply(StatusCode::OK, Value::Array(p.labels.iter().map(|l| json!({"name": l})).collect()))
+        }
+        ("DELETE", ["issues", n, "labels", name]) => {
+            let name = percent_decode(name);
+            let Some(p) = st.pulls.iter_mut().find(|p| p.number.to_string() == *n) else {
+                return reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"}));
+            };
+            if !p.labels.contains(&name) {
+                return reply(StatusCode::NOT_FOUND, json!({"message": "Label does not exist"}));
+            }
+            p.labels.retain(|l| *l != name);
+            reply(StatusCode::OK, Value::Array(p.labels.iter().map(|l| json!({"name": l})).collect()))
+        }
+        ("POST", ["issues", n, "comments"]) => {
+            let number: u64 = n.parse().unwrap_or(0);
+            st.comments.entry(number).or_default().push(body["body"].as_str().unwrap_or_default().into());
+            reply(StatusCode::CREATED, json!({"id": rand::random::<u32>(), "body": body["body"]}))
+        }
+        _ => reply(StatusCode::NOT_FOUND, json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})),
+    }
+}
