@@ -110,7 +110,7 @@ impl App {
 
     /// Serves until `shutdown` fires; the proposal worker runs beside the server.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-        let worker = tokio::spawn(self.proposer.clone().run(Duration::from_secs(10), shutdown.clone()));
+        let worker = tokio::spawn(self.proposer.clone().run(Duration::from_secs(self.config.queue.retry_seconds.max(1)), shutdown.clone()));
         tokio::spawn(index_gitops(
             self.proposer.clone(),
             self.known.clone(),

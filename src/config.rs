@@ -21,6 +21,21 @@ pub struct Config {
     pub forge: ForgeConfig,
     pub tinkerbell: TinkerbellConfig,
     pub dhcp: DhcpConfig,
+    pub queue: QueueConfig,
+}
+
+/// The proposal queue's worker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Work that failed (forge or remote down) is retried this often; new work starts at once.
+    pub retry_seconds: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig { retry_seconds: 10 }
+    }
 }
 
 /// Passive DHCP snooping: notices machines by their DHCP requests; never answers.
@@ -183,6 +198,7 @@ impl Default for Config {
             forge: ForgeConfig::default(),
             tinkerbell: TinkerbellConfig::default(),
             dhcp: DhcpConfig::default(),
+            queue: QueueConfig::default(),
         }
     }
 }

@@ -212,3 +212,53 @@ async fn recorded_github_payloads_parse_and_other_repositories_are_ignored() {
     assert!(pull_requests >= 10);
     assert_eq!(r.machine_count().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_faults_a_hundred_machines_get_exactly_a_hundred_pull_requests() {
+    let (gh, r) = start_with(|c| {
+        c.forge.github.request_timeout_ms = 300;
+        c.queue.retry_seconds = 1;
+    })
+    .await;
+    eventually("labels", || gh.state.lock().unwrap().labels.contains_key("registrar").then_some(())).await;
+    gh.set_faults(fake_github::Faults { server_errors: 0.2, secondary_limits: 0.03, timeouts: 0.05, timeout_for: Duration::from_millis(600) });
+    let macs: Vec<String> = (0..100).map(|i| format!("02:00:00:00:01:{i:02x}")).collect();
+    for (i, mac) in macs.iter().enumerate() {
+        let mut specs = lshw("packet-c3small-asrockrack-e3c246d4i-nl.json");
+        specs[0]["serial"] = serde_json::Value::String(format!("FAULT{i:03}"));
+        assert_eq!(r.report(&report_body(mac, specs)).await.status(), 202);
+    }
+    for mac in &macs {
+        let m = r.wait_for_state(mac, "proposed").await;
+        assert!(m["proposal"]["number"].is_u64());
+    }
+    gh.set_faults(fake_github::Faults::default());
+    let pulls = gh.pulls();
+    assert_eq!(pulls.len(), 100, "exactly one pull request per machine");
+    let mut heads: Vec<&str> = pulls.iter().map(|p| p.head.as_str()).collect();
+    heads.sort();
+    heads.dedup();
+    assert_eq!(heads.len(), 100);
+    assert!(pulls.iter().all(|p| p.labels == ["registrar", "workflow/ubuntu-2404"]), "{:?}", pulls.iter().map(|p| &p.labels).collect::<Vec<_>>());
+    let st = gh.state.lock().unwrap();
+    assert!(st.secondary_limit_hits > 0, "the faults did fire");
+    drop(st);
+    // Every record points at its own pull request.
+    for mac in &macs {
+        let m = r.machine(mac).await.unwrap();
+        let n = m["proposal"]["number"].as_u64().unwrap();
+        assert_eq!(gh.pull(n).head, format!("registrar/{}", mac.replace(':', "-")));
+    }
+    // Reviews over webhooks: half merged, half closed.
+    for (i, mac) in macs.iter().enumerate().take(20) {
+        let n = r.machine(mac).await.unwrap()["proposal"]["number"].as_u64().unwrap();
+        if i % 2 == 0 {
+            gh.merge(n, "ops").await;
+        } else {
+            gh.close(n, "ops").await;
+        }
+    }
+    for (i, mac) in macs.iter().enumerate().take(20) {
+        r.wait_for_state(mac, if i % 2 == 0 { "approved" } else { "rejected" }).await;
+    }
+}
