@@ -57,6 +57,10 @@ impl App {
             let g = &config.forge.github;
             let pacing = Pacing {
                 mutation_interval: Duration::from_millis(g.mutation_interval_ms),
+                per_minute: g.max_mutations_per_minute,
+                per_hour: g.max_mutations_per_hour,
+                minute: Duration::from_secs(60),
+                hour: Duration::from_secs(3600),
                 retry_base: Duration::from_millis(g.retry_base_ms),
                 retry_cap: Duration::from_millis(g.retry_base_ms.saturating_mul(60)),
                 max_attempts: 6,

@@ -154,6 +154,9 @@ pub struct GithubConfig {
     /// Pause between content-creating requests (GitHub asks for ≥ 1 s; secondary limits
     /// allow about 80 a minute).
     pub mutation_interval_ms: u64,
+    /// Budgets for mutations, under GitHub's secondary limits (80/minute, 500/hour).
+    pub max_mutations_per_minute: usize,
+    pub max_mutations_per_hour: usize,
     /// Base delay of the exponential backoff (with full jitter) for retried requests.
     pub retry_base_ms: u64,
     /// How often the reconcile reads the open and recently closed pull requests.
@@ -173,6 +176,8 @@ impl Default for GithubConfig {
             webhook_secret: None,
             webhook_secret_file: None,
             mutation_interval_ms: 1000,
+            max_mutations_per_minute: 60,
+            max_mutations_per_hour: 400,
             retry_base_ms: 1000,
             reconcile_seconds: 300,
             request_timeout_ms: 30_000,

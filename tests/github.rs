@@ -19,6 +19,8 @@ async fn start_with(edit: impl FnOnce(&mut registrar::config::Config) + Send + '
         c.forge.github.token = Some(TOKEN.to_string().into());
         c.forge.github.webhook_secret = Some(SECRET.to_string().into());
         c.forge.github.mutation_interval_ms = 0;
+        c.forge.github.max_mutations_per_minute = 0; // 0: no budget (the pacing has its own test)
+        c.forge.github.max_mutations_per_hour = 0;
         c.forge.github.retry_base_ms = 5;
         c.forge.github.reconcile_seconds = 3600;
         c.gitops.remote = git;
