@@ -264,3 +264,36 @@ async fn under_faults_a_hundred_machines_get_exactly_a_hundred_pull_requests() {
         r.wait_for_state(mac, if i % 2 == 0 { "approved" } else { "rejected" }).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_human_push_is_respected_and_said_once() {
+    let (gh, r) = start().await;
+    let n = propose_one(&gh, &r).await;
+    // A person fixes something on the branch.
+    let human = {
+        let repo = git2::Repository::open_bare(&gh.repo().path).unwrap();
+        let head = repo.find_branch(BRANCH, git2::BranchType::Local).unwrap().get().peel_to_commit().unwrap();
+        let blob = repo.blob(b"# reviewed by hand\n").unwrap();
+        let tree = git2::build::TreeUpdateBuilder::new().upsert("hardware/NOTES.md", blob, git2::FileMode::Blob).create_updated(&repo, &head.tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("Alice", "alice@example.org").unwrap();
+        repo.commit(Some(&format!("refs/heads/{BRANCH}")), &sig, &sig, "hand edit", &repo.find_tree(tree).unwrap(), &[&head]).unwrap()
+    };
+    let payload = gh.payload("synchronize", n, "alice", None);
+    assert_eq!(gh.deliver("pull_request", &fake_github::uuid(), serde_json::to_vec(&payload).unwrap(), Some(SECRET)).await.status(), 202);
+    eventually("the comment", || (gh.comments(n).len() == 1).then_some(())).await;
+    assert!(gh.comments(n)[0].contains("will not update this branch"), "{:?}", gh.comments(n));
+
+    // New facts and a workflow label no longer rewrite the branch, and nothing is said twice.
+    r.report(&report_body(MAC, lshw("supermicro-ssg-6029p-x11dph-t.json"))).await;
+    gh.label(n, "workflow/ubuntu-2204", "alice").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(gh.repo().head(BRANCH), Some(human), "the person's commit stays the head");
+    assert_eq!(gh.comments(n).len(), 1);
+    let m = r.machine(MAC).await.unwrap();
+    assert_eq!(m["proposal"]["hands_off"], true);
+    assert_eq!(m["machine"]["pending"], false);
+
+    // Merging still approves.
+    gh.merge(n, "alice").await;
+    r.wait_for_state(MAC, "approved").await;
+}

@@ -10,6 +10,6 @@ pub mod sighting;
 pub use facts::Facts;
 pub use mac::{Mac, MacError};
 pub use machine::{Machine, Source, State, Transition};
-pub use proposal::{Proposal, ProposalState, branch_for};
+pub use proposal::{Proposal, ProposalState, branch_for, pushed_key};
 pub use known::KnownMacs;
 pub use sighting::{Relay, Sighting};

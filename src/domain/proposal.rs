@@ -66,6 +66,14 @@ pub struct Proposal {
     pub state: ProposalState,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// A person pushed to the branch: Registrar no longer rewrites it.
+    #[serde(default)]
+    pub hands_off: bool,
+}
+
+/// The `once`-key recording that Registrar itself pushed `commit`.
+pub fn pushed_key(commit: &str) -> String {
+    format!("pushed:{commit}")
 }
 
 /// `registrar/aa-bb-cc-dd-ee-ff`: one branch per machine, since `:` is illegal in refs.

@@ -181,6 +181,16 @@ impl Proposer {
         let path = self.path_template.replace("{name}", &rendered.name).replace("{mac}", &machine.mac.dashed());
         let message = commit_message(&rendered, &machine.mac, &facts);
 
+        if let Some(p) = existing.as_ref().filter(|p| matches!(p.state, ProposalState::Open | ProposalState::Approving)) {
+            let remote = self.git.branch_head(&branch).map(|o| o.to_string());
+            let foreign = match &remote {
+                Some(head) => self.is_foreign_head(p, head).await?,
+                None => false,
+            };
+            if p.hands_off || foreign {
+                return self.keep_hands_off(work, p, remote.as_deref().unwrap_or_default()).await;
+            }
+        }
         if self.crash_at == Some(CrashPoint::BeforePush) {
             tracing::error!("REGISTRAR_CRASH_AT=before-push: aborting");
             std::process::abort();
@@ -193,6 +203,10 @@ impl Proposer {
             std::process::abort();
         }
 
+        if published.changed {
+            let (store, key) = (self.store.clone(), crate::domain::pushed_key(&published.commit.to_string()));
+            blocking(move || store.remember_once(&key, Utc::now())).await?;
+        }
         let forge_ref = self.forge.open(&Draft { branch: &branch, rendered: &rendered }, existing.as_ref()).await?;
         let now = Utc::now();
         let proposal = Proposal {
@@ -211,6 +225,7 @@ impl Proposer {
             state: ProposalState::Open,
             created_at: existing.as_ref().map(|e| e.created_at).unwrap_or(now),
             updated_at: now,
+            hands_off: false,
         };
         let store = self.store.clone();
         let name = rendered.name.clone();
@@ -219,6 +234,37 @@ impl Proposer {
             tracing::info!(mac = %machine.mac, name = %rendered.name, commit = %published.commit, "proposal pushed");
         }
         Ok(published.changed)
+    }
+
+    /// Someone else pushed to the branch: never overwrite their work. Record it, say so once
+    /// on the forge, and consider this revision done (merge and close are still followed).
+    async fn keep_hands_off(&self, work: Pending, proposal: &Proposal, head: &str) -> Result<bool, ProposeError> {
+        self.hands_off(proposal, head).await?;
+        let store = self.store.clone();
+        blocking(move || store.mark_synced(work, None, None, Utc::now())).await?;
+        Ok(false)
+    }
+
+    /// Marks a proposal whose branch someone else pushed to, and tells the reviewers once.
+    /// The mark is stored first: after a crash, a missed comment beats a repeated one.
+    pub async fn hands_off(&self, proposal: &Proposal, head: &str) -> Result<(), ProposeError> {
+        if proposal.hands_off {
+            return Ok(());
+        }
+        tracing::warn!(mac = %proposal.mac, branch = %proposal.branch, %head, "someone pushed to the proposal branch; Registrar stops updating it");
+        let (store, mac) = (self.store.clone(), proposal.mac);
+        blocking(move || store.set_hands_off(mac, Utc::now())).await?;
+        self.forge.note_hands_off(proposal, head).await?;
+        Ok(())
+    }
+
+    /// Whether `head` is a commit someone other than Registrar pushed to `proposal`'s branch.
+    pub async fn is_foreign_head(&self, proposal: &Proposal, head: &str) -> Result<bool, ProposeError> {
+        if head.is_empty() || head == proposal.head {
+            return Ok(false);
+        }
+        let (store, key) = (self.store.clone(), crate::domain::pushed_key(head));
+        Ok(!blocking(move || store.was_remembered(&key)).await?)
     }
 
     /// Renders a machine as it would be proposed now, without touching git.

@@ -87,6 +87,10 @@ pub trait Store: Send + Sync + 'static {
     /// comments that must happen once.
     fn remember_once(&self, key: &str, now: DateTime<Utc>) -> Result<bool>;
 
+    fn was_remembered(&self, key: &str) -> Result<bool>;
+    /// Someone else pushed to the proposal's branch: Registrar stops updating it.
+    fn set_hands_off(&self, mac: Mac, now: DateTime<Utc>) -> Result<()>;
+
     fn proposal(&self, mac: Mac) -> Result<Option<Proposal>>;
     fn proposals(&self, state: Option<ProposalState>) -> Result<Vec<Proposal>>;
     fn set_proposal_state(&self, mac: Mac, state: ProposalState, now: DateTime<Utc>) -> Result<()>;

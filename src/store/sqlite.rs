@@ -65,6 +65,8 @@ CREATE INDEX proposals_state ON proposals(state);
 ALTER TABLE machines ADD COLUMN sighting TEXT;
 "#, r#"
 CREATE TABLE once (key TEXT PRIMARY KEY, at TEXT NOT NULL);
+"#, r#"
+ALTER TABLE proposals ADD COLUMN hands_off INTEGER NOT NULL DEFAULT 0;
 "#];
 
 pub struct SqliteStore {
@@ -173,10 +175,12 @@ fn proposal_from_row(r: &Row) -> rusqlite::Result<Proposal> {
         state: conv(r.get::<_, String>(12)?.parse::<ProposalState>().map_err(Msg))?,
         created_at: parse_ts(&r.get::<_, String>(13)?)?,
         updated_at: parse_ts(&r.get::<_, String>(14)?)?,
+        hands_off: r.get(15)?,
     })
 }
 
 const PROPOSAL_COLUMNS: &str = "mac, forge, number, url, branch, path, name, title, summary, head, rule, workflow, state, created_at, updated_at";
+const PROPOSAL_SELECT: &str = "mac, forge, number, url, branch, path, name, title, summary, head, rule, workflow, state, created_at, updated_at, hands_off";
 
 fn get_machine(tx: &rusqlite::Transaction, mac: Mac) -> Result<Option<Machine>> {
     Ok(tx
@@ -441,17 +445,28 @@ impl Store for SqliteStore {
         self.with(|tx| Ok(tx.execute("INSERT OR IGNORE INTO once (key, at) VALUES (?1, ?2)", params![key, ts(now)])? == 1))
     }
 
+    fn was_remembered(&self, key: &str) -> Result<bool> {
+        self.with(|tx| Ok(tx.query_row("SELECT 1 FROM once WHERE key = ?1", [key], |_| Ok(())).optional()?.is_some()))
+    }
+
+    fn set_hands_off(&self, mac: Mac, now: DateTime<Utc>) -> Result<()> {
+        self.with(|tx| {
+            tx.execute("UPDATE proposals SET hands_off = 1, updated_at = ?2 WHERE mac = ?1", params![mac.to_string(), ts(now)])?;
+            Ok(())
+        })
+    }
+
     fn proposal(&self, mac: Mac) -> Result<Option<Proposal>> {
         self.with(|tx| {
             Ok(tx
-                .query_row(&format!("SELECT {PROPOSAL_COLUMNS} FROM proposals WHERE mac = ?1"), [mac.to_string()], proposal_from_row)
+                .query_row(&format!("SELECT {PROPOSAL_SELECT} FROM proposals WHERE mac = ?1"), [mac.to_string()], proposal_from_row)
                 .optional()?)
         })
     }
 
     fn proposals(&self, state: Option<ProposalState>) -> Result<Vec<Proposal>> {
         self.with(|tx| {
-            let mut stmt = tx.prepare_cached(&format!("SELECT {PROPOSAL_COLUMNS} FROM proposals WHERE (?1 IS NULL OR state = ?1) ORDER BY id"))?;
+            let mut stmt = tx.prepare_cached(&format!("SELECT {PROPOSAL_SELECT} FROM proposals WHERE (?1 IS NULL OR state = ?1) ORDER BY id"))?;
             let rows = stmt.query_map([state.map(ProposalState::as_str)], proposal_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })

@@ -45,6 +45,10 @@ pub trait Forge: Send + Sync + 'static {
     async fn reject(&self, proposal: &Proposal, actor: &str) -> Result<(), ForgeError>;
     /// What the forge says about a proposal now, for the reconcile loop.
     async fn state(&self, proposal: &Proposal) -> Result<ProposalState, ForgeError>;
+    /// Tells reviewers, once, that Registrar stopped updating a branch someone pushed to.
+    async fn note_hands_off(&self, _proposal: &Proposal, _head: &str) -> Result<(), ForgeError> {
+        Ok(())
+    }
     /// True when the forge reports changes in bulk (a listing, webhooks), so the reconcile
     /// need not ask about every open proposal one by one.
     fn lists_changes(&self) -> bool {

@@ -91,6 +91,13 @@ impl GithubHooks {
             }
             return Ok(());
         }
+        let store = self.proposer.store().clone();
+        let proposal = self.blocking(move || store.proposal(mac)).await?;
+        if let Some(p) = proposal.filter(|p| !p.hands_off && p.number == Some(number)) {
+            if self.proposer.is_foreign_head(&p, &pr.head_sha).await? {
+                self.proposer.hands_off(&p, &pr.head_sha).await?;
+            }
+        }
         if machine.state == State::Rejected {
             // Reopened: propose it again, on the same pull request.
             let (store, who) = (self.proposer.store().clone(), actor.to_string());

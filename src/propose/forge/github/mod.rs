@@ -216,6 +216,20 @@ impl Forge for GithubForge {
         true
     }
 
+    async fn note_hands_off(&self, proposal: &Proposal, head: &str) -> Result<(), ForgeError> {
+        let Some(number) = proposal.number else { return Ok(()) };
+        let short: String = head.chars().take(12).collect();
+        self.comment(
+            number,
+            &format!(
+                "Someone pushed `{short}` to `{}`, so Registrar will not update this branch any more (new facts or workflow labels no longer change it). Merging still registers the machine and closing still rejects it. To hand the branch back to Registrar, close this pull request and delete the branch.",
+                proposal.branch
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn open(&self, draft: &Draft<'_>, existing: Option<&Proposal>) -> Result<ForgeRef, ForgeError> {
         let workflow = draft.rendered.decision.workflow.as_deref();
         if let Some(p) = existing.filter(|p| p.number.is_some() && p.forge == "github") {
