@@ -67,6 +67,10 @@ pub struct Proposer {
     metrics: Arc<Metrics>,
     wake: Notify,
     crash_at: Option<CrashPoint>,
+    /// One lane for everything that writes a proposal's branch or record (sync, approve,
+    /// reject, forge events), so a background sync never re-pushes a branch that a review
+    /// is merging or closing at the same moment.
+    lane: tokio::sync::Mutex<()>,
 }
 
 async fn blocking<T: Send + 'static, E: Send + 'static>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ProposeError>
@@ -85,7 +89,7 @@ impl Proposer {
         path_template: String,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Proposer { store, renderer, git, forge, path_template, metrics, wake: Notify::new(), crash_at: CrashPoint::from_env() }
+        Proposer { store, renderer, git, forge, path_template, metrics, wake: Notify::new(), crash_at: CrashPoint::from_env(), lane: tokio::sync::Mutex::new(()) }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -168,6 +172,11 @@ impl Proposer {
 
     /// Brings one machine's revision to git and the forge. Returns whether git changed.
     pub async fn sync(&self, work: Pending) -> Result<bool, ProposeError> {
+        let _lane = self.lane.lock().await;
+        self.sync_inner(work).await
+    }
+
+    async fn sync_inner(&self, work: Pending) -> Result<bool, ProposeError> {
         let store = self.store.clone();
         let (machine, existing) = blocking(move || Ok::<_, StoreError>((store.machine(work.mac)?, store.proposal(work.mac)?))).await?;
         let Some(machine) = machine else { return Ok(false) };
@@ -196,8 +205,13 @@ impl Proposer {
             std::process::abort();
         }
         let git = self.git.clone();
-        let (b, p, m, content) = (branch.clone(), path.clone(), message, rendered.manifest.clone().into_bytes());
-        let published = blocking(move || git.publish(&b, &p, &content, &m)).await?;
+        let files = self.files_for(&path, &rendered).await?;
+        let (b, m) = (branch.clone(), message);
+        let published = blocking(move || {
+            let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (p.as_str(), c.as_slice())).collect();
+            git.publish(&b, &refs, &m)
+        })
+        .await?;
         if self.crash_at == Some(CrashPoint::AfterPush) {
             tracing::error!("REGISTRAR_CRASH_AT=after-push: aborting");
             std::process::abort();
@@ -239,7 +253,7 @@ impl Proposer {
     /// Someone else pushed to the branch: never overwrite their work. Record it, say so once
     /// on the forge, and consider this revision done (merge and close are still followed).
     async fn keep_hands_off(&self, work: Pending, proposal: &Proposal, head: &str) -> Result<bool, ProposeError> {
-        self.hands_off(proposal, head).await?;
+        self.hands_off_inner(proposal, head).await?;
         let store = self.store.clone();
         blocking(move || store.mark_synced(work, None, None, Utc::now())).await?;
         Ok(false)
@@ -248,6 +262,11 @@ impl Proposer {
     /// Marks a proposal whose branch someone else pushed to, and tells the reviewers once.
     /// The mark is stored first: after a crash, a missed comment beats a repeated one.
     pub async fn hands_off(&self, proposal: &Proposal, head: &str) -> Result<(), ProposeError> {
+        let _lane = self.lane.lock().await;
+        self.hands_off_inner(proposal, head).await
+    }
+
+    async fn hands_off_inner(&self, proposal: &Proposal, head: &str) -> Result<(), ProposeError> {
         if proposal.hands_off {
             return Ok(());
         }
@@ -267,6 +286,64 @@ impl Proposer {
         Ok(!blocking(move || store.was_remembered(&key)).await?)
     }
 
+    /// The files a proposal writes: its manifest, and — where its directory on the base has
+    /// a kustomization — that kustomization with the manifest added to `resources`.
+    async fn files_for(&self, path: &str, rendered: &Rendered) -> Result<Vec<(String, Vec<u8>)>, ProposeError> {
+        let mut files = vec![(path.to_string(), rendered.manifest.clone().into_bytes())];
+        let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
+        let git = self.git.clone();
+        let d = dir.to_string();
+        let found = blocking(move || {
+            for name in index::KUSTOMIZATION_FILES {
+                let p = if d.is_empty() { name.to_string() } else { format!("{d}/{name}") };
+                if let Some(text) = git.read(git.base(), &p)? {
+                    return Ok::<_, git::GitError>(Some((p, text)));
+                }
+            }
+            Ok(None)
+        })
+        .await?;
+        if let Some((kpath, text)) = found {
+            let updated = index::with_resource(&String::from_utf8_lossy(&text), file).map_err(|e| ProposeError::Conflict(format!("{kpath}: {e}")))?;
+            files.push((kpath, updated.into_bytes()));
+        }
+        Ok(files)
+    }
+
+    /// After the base moved (a merge), proposals whose directory has a kustomization are
+    /// regenerated on the new base, so reviewers never resolve conflicts by hand.
+    pub async fn rebuild_stale(&self) -> Result<usize, ProposeError> {
+        let dir = index::manifest_dir(&self.path_template).to_string();
+        let git = self.git.clone();
+        let has_kustomization = blocking(move || {
+            for name in index::KUSTOMIZATION_FILES {
+                let p = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
+                if git.read(git.base(), &p)?.is_some() {
+                    return Ok::<_, git::GitError>(true);
+                }
+            }
+            Ok(false)
+        })
+        .await?;
+        if !has_kustomization {
+            return Ok(0);
+        }
+        let store = self.store.clone();
+        let open = blocking(move || store.proposals(Some(ProposalState::Open))).await?;
+        let mut queued = 0;
+        for p in open.into_iter().filter(|p| !p.hands_off) {
+            if !self.git.is_on_base(&p.branch) {
+                let store = self.store.clone();
+                blocking(move || store.requeue(p.mac, Utc::now())).await?;
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            self.wake();
+        }
+        Ok(queued)
+    }
+
     /// Renders a machine as it would be proposed now, without touching git.
     pub async fn render_for(&self, machine: &Machine, facts: &Facts) -> Result<Rendered, ProposeError> {
         let input = RenderInput { mac: &machine.mac, facts, source: machine.source, workflow: machine.workflow.as_deref(), force_mac_name: false, sighting: machine.sighting.as_ref() };
@@ -283,7 +360,22 @@ impl Proposer {
 
     /// Approves a machine's open proposal: record the intent, merge, record the result.
     pub async fn approve(&self, mac: Mac, actor: &str) -> Result<Machine, ProposeError> {
-        let proposal = self.open_proposal(mac).await?;
+        let _lane = self.lane.lock().await;
+        let mut proposal = self.open_proposal(mac).await?;
+        // A proposal behind the base (another one merged meanwhile) is rebuilt first, so a
+        // shared kustomization never conflicts.
+        if !proposal.hands_off && !self.git.is_on_base(&proposal.branch) {
+            let store = self.store.clone();
+            let work = blocking(move || {
+                store.requeue(mac, Utc::now())?;
+                Ok::<_, StoreError>(store.pending(100_000)?.into_iter().find(|w| w.mac == mac))
+            })
+            .await?;
+            if let Some(work) = work {
+                self.sync_inner(work).await?;
+            }
+            proposal = self.open_proposal(mac).await?;
+        }
         let store = self.store.clone();
         blocking(move || store.set_proposal_state(mac, ProposalState::Approving, Utc::now())).await?;
         if let Err(e) = self.forge.approve(&proposal, actor).await {
@@ -294,23 +386,40 @@ impl Proposer {
                 other => other.into(),
             });
         }
-        self.finish_approval(mac, &format!("{} merged", proposal.branch), actor).await
+        self.finish_approval_inner(mac, &format!("{} merged", proposal.branch), actor).await
     }
 
     /// Records an approval that happened on the forge (a merge).
     pub async fn finish_approval(&self, mac: Mac, cause: &str, actor: &str) -> Result<Machine, ProposeError> {
+        let _lane = self.lane.lock().await;
+        self.finish_approval_inner(mac, cause, actor).await
+    }
+
+    async fn finish_approval_inner(&self, mac: Mac, cause: &str, actor: &str) -> Result<Machine, ProposeError> {
         let store = self.store.clone();
         let (cause, actor) = (cause.to_string(), actor.to_string());
-        blocking(move || {
+        let machine = blocking(move || {
             store.set_proposal_state(mac, ProposalState::Merged, Utc::now())?;
             let m = store.machine(mac)?.ok_or(StoreError::NotFound(mac))?;
             if m.state == State::Approved { Ok(m) } else { store.transition(mac, State::Approved, &cause, &actor, Utc::now()) }
         })
-        .await
+        .await?;
+        // The base moved: proposals sharing a kustomization are rebuilt on it.
+        let git = self.git.clone();
+        blocking(move || git.fetch()).await?;
+        if let Err(e) = self.rebuild_stale().await {
+            tracing::warn!(error = %e, "could not rebuild proposals on the new base");
+        }
+        Ok(machine)
     }
 
     /// Rejects a machine: suppress it first (so nothing re-proposes it), then close the proposal.
     pub async fn reject(&self, mac: Mac, actor: &str, reason: &str) -> Result<Machine, ProposeError> {
+        let _lane = self.lane.lock().await;
+        self.reject_inner(mac, actor, reason).await
+    }
+
+    async fn reject_inner(&self, mac: Mac, actor: &str, reason: &str) -> Result<Machine, ProposeError> {
         let store = self.store.clone();
         let (actor_s, reason) = (actor.to_string(), if reason.is_empty() { "rejected".to_string() } else { reason.to_string() });
         let (machine, proposal) = blocking(move || {
@@ -326,6 +435,7 @@ impl Proposer {
 
     /// Records a rejection that happened on the forge (a pull request closed unmerged).
     pub async fn record_rejection(&self, mac: Mac, cause: &str, actor: &str) -> Result<Machine, ProposeError> {
+        let _lane = self.lane.lock().await;
         let store = self.store.clone();
         let (cause, actor) = (cause.to_string(), actor.to_string());
         blocking(move || store.reject(mac, &cause, &actor, Utc::now())).await
@@ -379,6 +489,7 @@ impl Proposer {
                 tracing::warn!(mac = %p.mac, error = %e, "reconcile of proposal failed");
             }
         }
+        self.rebuild_stale().await?;
         Ok(())
     }
 }

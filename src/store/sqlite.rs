@@ -380,6 +380,10 @@ impl Store for SqliteStore {
         })
     }
 
+    fn requeue(&self, mac: Mac, now: DateTime<Utc>) -> Result<()> {
+        self.with(|tx| queue(tx, mac, now))
+    }
+
     fn transition(&self, mac: Mac, to: State, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<Machine> {
         self.with(|tx| {
             let m = must_get(tx, mac)?;

@@ -194,28 +194,39 @@ impl GitRepo {
         Ok(Some(blob.content().to_vec()))
     }
 
-    /// Makes `branch` hold the base branch plus `content` at `path`, in one commit whose
+    /// Makes `branch` hold the base branch plus `files` (path, content), in one commit whose
     /// message is `message`. Writes nothing if the branch already holds exactly that.
-    pub fn publish(&self, branch: &str, path: &str, content: &[u8], message: &str) -> Result<Published> {
+    pub fn publish(&self, branch: &str, files: &[(&str, &[u8])], message: &str) -> Result<Published> {
         let (commit, old) = {
             let repo = self.lock();
-            let blob = repo.blob(content).ctx(|| "writing blob".into())?;
+            let blobs = files.iter().map(|(p, c)| Ok((*p, repo.blob(c).ctx(|| format!("writing {p}"))?))).collect::<Result<Vec<_>>>()?;
             let old = self.target(&repo, branch);
             if let Some(head) = old {
                 let current = repo.find_commit(head).ctx(|| format!("reading {branch}"))?;
-                let same_blob = current.tree().ok().and_then(|t| t.get_path(Path::new(path)).ok()).map(|e| e.id()) == Some(blob);
-                if same_blob && current.message().ok() == Some(message) {
+                let tree = current.tree().ok();
+                let same = blobs.iter().all(|(p, b)| tree.as_ref().and_then(|t| t.get_path(Path::new(p)).ok()).map(|e| e.id()) == Some(*b));
+                if same && current.message().ok() == Some(message) {
                     return Ok(Published { commit: head, changed: false });
                 }
             }
             let base_oid = self.target(&repo, &self.settings.base).ok_or_else(|| GitError::NoBase(self.settings.base.clone()))?;
             let base = repo.find_commit(base_oid).ctx(|| "reading base".into())?;
-            let tree = objects::tree_with(&repo, &self.trees, base.tree_id(), path, blob).ctx(|| format!("building tree with {path}"))?;
+            let mut tree = base.tree_id();
+            for (path, blob) in &blobs {
+                tree = objects::tree_with(&repo, &self.trees, tree, path, *blob).ctx(|| format!("building tree with {path}"))?;
+            }
             let oid = objects::write_commit(&repo, tree, &[base_oid], &self.signature()?, message).ctx(|| "committing".into())?;
             (oid, old)
         };
         self.update_refs(&[RefUpdate { branch, old, new: Some(commit), force: true }])?;
         Ok(Published { commit, changed: true })
+    }
+
+    /// Whether `branch` was built on the current base head (false if either is missing).
+    pub fn is_on_base(&self, branch: &str) -> bool {
+        let repo = self.lock();
+        let (Some(head), Some(base)) = (self.target(&repo, branch), self.target(&repo, &self.settings.base)) else { return false };
+        repo.find_commit(head).ok().is_some_and(|c| c.parent_ids().any(|p| p == base))
     }
 
     /// Merges `branch` into the base branch with a merge commit, as a forge's merge button

@@ -52,6 +52,15 @@ impl GithubHooks {
 
     /// Handles one verified delivery. Events and actions Registrar does not use are ignored.
     pub async fn handle(&self, event: &str, payload: &Value) -> Result<(), ProposeError> {
+        if event == "push" {
+            // Someone moved the base: rebuild proposals that share a kustomization with it.
+            if payload["ref"].as_str() == Some(&format!("refs/heads/{}", self.proposer.git().base())) {
+                let git = self.proposer.git().clone();
+                tokio::task::spawn_blocking(move || git.fetch()).await.map_err(|e| ProposeError::Join(e.to_string()))??;
+                self.proposer.rebuild_stale().await?;
+            }
+            return Ok(());
+        }
         if event != "pull_request" {
             return Ok(());
         }
