@@ -14,9 +14,9 @@ use crate::metrics::Metrics;
 use crate::propose::Proposer;
 use crate::propose::forge::github::client::Pacing;
 use crate::propose::forge::github::events::GithubHooks;
-use crate::propose::forge::github::GithubForge;
+use crate::propose::forge::github::{GithubAuth, GithubForge};
 use crate::propose::forge::{Forge, LocalForge};
-use crate::propose::git::{self, GitRepo, GitSettings};
+use crate::propose::git::{self, GitRepo, GitSettings, Password};
 use crate::render::Renderer;
 use crate::server::{self, AppState, TokenSet};
 use crate::shutdown::Shutdown;
@@ -50,7 +50,7 @@ impl App {
             author_email: config.gitops.author_email.clone(),
             // GitHub takes a token over HTTPS as the password of `x-access-token`.
             username: config.gitops.username.clone().or_else(|| github.then(|| "x-access-token".to_string())),
-            password: config.git_password()?,
+            password: Password::fixed(config.git_password()?),
         };
         let git = Arc::new(GitRepo::open(&config.state_dir.join("mirror.git"), settings)?);
         let github_forge = if github {
@@ -59,14 +59,23 @@ impl App {
                 mutation_interval: Duration::from_millis(g.mutation_interval_ms),
                 per_minute: g.max_mutations_per_minute,
                 per_hour: g.max_mutations_per_hour,
-                minute: Duration::from_secs(60),
-                hour: Duration::from_secs(3600),
+                minute: Duration::from_millis(g.budget_minute_ms.max(1)),
+                hour: Duration::from_millis(g.budget_hour_ms.max(1)),
                 retry_base: Duration::from_millis(g.retry_base_ms),
                 retry_cap: Duration::from_millis(g.retry_base_ms.saturating_mul(60)),
                 max_attempts: 6,
                 timeout: Duration::from_millis(g.request_timeout_ms.max(1)),
             };
-            Some(Arc::new(GithubForge::new(&g.api_url, config.github_token()?, &g.owner, &g.repo, &config.gitops.base_branch, pacing)?))
+            let auth = match g.app_id {
+                Some(app_id) => {
+                    let key = g.app_private_key_file.as_ref().ok_or_else(|| anyhow::anyhow!("forge.github.app_id needs app_private_key_file"))?;
+                    let pem = std::fs::read(key).with_context(|| format!("reading the GitHub App key {}", key.display()))?;
+                    let installation_id = g.installation_id.ok_or_else(|| anyhow::anyhow!("forge.github.app_id needs installation_id"))?;
+                    GithubAuth::App { app_id, key_pem: pem, installation_id }
+                }
+                None => GithubAuth::Token(config.github_token()?),
+            };
+            Some(Arc::new(GithubForge::new(&g.api_url, auth, &g.owner, &g.repo, &config.gitops.base_branch, pacing)?))
         } else {
             None
         };
@@ -123,6 +132,8 @@ impl App {
             shutdown.clone(),
         ));
         if let Some(hooks) = self.state.github.clone() {
+            // An App's installation token is what git pushes with: have one before the first push.
+            refresh_git_token(&hooks).await;
             tokio::spawn(run_github(hooks, Duration::from_secs(self.config.forge.github.reconcile_seconds.max(1)), shutdown.clone()));
         }
         if let Some(input) = self.dhcp_input {
@@ -207,10 +218,24 @@ async fn record_sightings(proposer: Arc<Proposer>, metrics: Arc<crate::metrics::
     }
 }
 
-/// Creates the labels Registrar uses, then reconciles pull requests periodically.
+async fn refresh_git_token(hooks: &GithubHooks) {
+    match hooks.forge.installation_token().await {
+        Ok(Some(token)) => hooks.proposer.git().set_password(token),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not get a GitHub App installation token for git"),
+    }
+}
+
+/// Creates the labels Registrar uses, then reconciles pull requests periodically, and keeps
+/// a GitHub App's git token fresh (they expire after an hour).
 async fn run_github(hooks: Arc<GithubHooks>, every: Duration, shutdown: Shutdown) {
     let mut labels_done = false;
+    let mut token_at = std::time::Instant::now();
     loop {
+        if token_at.elapsed() > Duration::from_secs(40 * 60) {
+            refresh_git_token(&hooks).await;
+            token_at = std::time::Instant::now();
+        }
         if !labels_done {
             match hooks.forge.ensure_labels(hooks.proposer.renderer().workflows()).await {
                 Ok(()) => labels_done = true,

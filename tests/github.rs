@@ -223,7 +223,7 @@ async fn under_faults_a_hundred_machines_get_exactly_a_hundred_pull_requests() {
     })
     .await;
     eventually("labels", || gh.state.lock().unwrap().labels.contains_key("registrar").then_some(())).await;
-    gh.set_faults(fake_github::Faults { server_errors: 0.2, secondary_limits: 0.03, timeouts: 0.05, timeout_for: Duration::from_millis(600) });
+    gh.set_faults(fake_github::Faults { server_errors: 0.2, secondary_limits: 0.03, timeouts: 0.05, timeout_for: Duration::from_millis(600), ..Default::default() });
     let macs: Vec<String> = (0..100).map(|i| format!("02:00:00:00:01:{i:02x}")).collect();
     for (i, mac) in macs.iter().enumerate() {
         let mut specs = lshw("packet-c3small-asrockrack-e3c246d4i-nl.json");
@@ -296,4 +296,30 @@ async fn a_human_push_is_respected_and_said_once() {
     // Merging still approves.
     gh.merge(n, "alice").await;
     r.wait_for_state(MAC, "approved").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn as_a_github_app_with_installation_tokens() {
+    let gh = FakeGithub::start().await;
+    let fixtures = manifest_dir().join("tests/fixtures");
+    gh.state.lock().unwrap().app = Some((4242, std::fs::read(fixtures.join("github-app-test-key.pub.pem")).unwrap()));
+    let (api, git, key) = (gh.url.clone(), gh.git_url(), fixtures.join("github-app-test-key.pem"));
+    let r = Registrar::start_with(move |c| {
+        c.forge.kind = "github".into();
+        c.forge.github.api_url = api;
+        c.forge.github.owner = OWNER.into();
+        c.forge.github.repo = REPO.into();
+        c.forge.github.app_id = Some(4242);
+        c.forge.github.app_private_key_file = Some(key);
+        c.forge.github.installation_id = Some(42);
+        c.forge.github.webhook_secret = Some(SECRET.to_string().into());
+        c.forge.github.mutation_interval_ms = 0;
+        c.gitops.remote = git;
+    })
+    .await;
+    *gh.hook_url.lock().unwrap() = Some(format!("{}/webhooks/github", r.url));
+    let n = propose_one(&gh, &r).await;
+    assert_eq!(gh.pull(n).labels, ["registrar", "workflow/ubuntu-2404"]);
+    assert!(gh.repo().read(BRANCH, "hardware/d5s0r8000105.yaml").is_some(), "pushed with an installation token");
+    assert!(!gh.state.lock().unwrap().installation_tokens.is_empty(), "a JWT bought an installation token");
 }

@@ -44,6 +44,8 @@ pub struct Faults {
     /// Hold this share of requests longer than the client waits.
     pub timeouts: f64,
     pub timeout_for: Duration,
+    /// Enforce GitHub's secondary limits on mutations: (per minute, minute, per hour, hour).
+    pub secondary_budget: Option<(usize, Duration, usize, Duration)>,
 }
 
 #[derive(Default)]
@@ -55,6 +57,11 @@ pub struct GhState {
     pub requests: Vec<(String, String)>,
     pub faults: Faults,
     pub secondary_limit_hits: u64,
+    /// When mutations arrived, for the enforced budget.
+    pub mutation_times: Vec<std::time::Instant>,
+    /// A GitHub App: its id and public key (PEM); installation tokens it has issued.
+    pub app: Option<(u64, Vec<u8>)>,
+    pub installation_tokens: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -269,12 +276,54 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+impl GhState {
+    fn token_ok(&self, token: &str) -> bool {
+        token == TOKEN || self.installation_tokens.iter().any(|t| t == token)
+    }
+}
+
+/// `POST /app/installations/{id}/access_tokens`: the App proves itself with an RS256 JWT.
+fn access_token(gh: &FakeGithub, headers: &HeaderMap) -> Response {
+    let mut st = gh.state.lock().unwrap();
+    let Some((app_id, public_pem)) = st.app.clone() else { return reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"})) };
+    let jwt = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default();
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(&public_pem).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    // GitHub's iss is the App id as a number; it is checked below.
+    validation.set_required_spec_claims(&["exp", "iat"]);
+    validation.validate_aud = false;
+    match jsonwebtoken::decode::<Value>(jwt, &key, &validation) {
+        Ok(data) if data.claims["iss"].as_u64() == Some(app_id) || data.claims["iss"].as_str() == Some(&app_id.to_string()) => {
+            let token = format!("ghs_{}", hex::encode(rand::random::<[u8; 16]>()));
+            st.installation_tokens.push(token.clone());
+            let expires = chrono::Utc::now() + chrono::Duration::hours(1);
+            reply(StatusCode::CREATED, json!({"token": token, "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "permissions": {}, "repository_selection": "all"}))
+        }
+        other => reply(StatusCode::UNAUTHORIZED, json!({"message": format!("A JSON web token could not be decoded: {other:?}")})),
+    }
+}
+
 async fn route(State(gh): State<FakeGithub>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path().to_string();
     if path.starts_with(&format!("/{OWNER}/{REPO}.git/")) {
-        return super::git_http::serve(&gh.root, "x-access-token", TOKEN, method, uri, headers, body).await;
+        // Git over HTTPS: basic auth, `x-access-token` and a token as the password.
+        use base64::Engine;
+        let presented = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|up| up.split_once(':').map(|(_, p)| p.to_string()))
+            .unwrap_or_default();
+        let password = if gh.state.lock().unwrap().token_ok(&presented) { presented } else { TOKEN.to_string() };
+        return super::git_http::serve(&gh.root, "x-access-token", &password, method, uri, headers, body).await;
     }
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {TOKEN}")) {
+    if method == Method::POST && path.starts_with("/app/installations/") && path.ends_with("/access_tokens") {
+        return access_token(&gh, &headers);
+    }
+    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default().to_string();
+    if !gh.state.lock().unwrap().token_ok(&bearer) {
         return reply(StatusCode::UNAUTHORIZED, json!({"message": "Bad credentials"}));
     }
     let Some(rest) = path.strip_prefix(&format!("/repos/{OWNER}/{REPO}")) else {
@@ -287,7 +336,16 @@ async fn route(State(gh): State<FakeGithub>, method: Method, uri: Uri, headers: 
         let mut st = gh.state.lock().unwrap();
         st.requests.push((method.to_string(), path.clone()));
         let f = st.faults.clone();
-        let limit = method != Method::GET && rand::random::<f64>() < f.secondary_limits;
+        let mut limit = method != Method::GET && rand::random::<f64>() < f.secondary_limits;
+        if let (Some((per_minute, minute, per_hour, hour)), true) = (f.secondary_budget, method != Method::GET) {
+            let now = std::time::Instant::now();
+            let in_window = |w: Duration| st.mutation_times.iter().filter(|t| now.duration_since(**t) < w).count();
+            if in_window(minute) >= per_minute || in_window(hour) >= per_hour {
+                limit = true;
+            } else {
+                st.mutation_times.push(now);
+            }
+        }
         if limit {
             st.secondary_limit_hits += 1;
         }

@@ -8,7 +8,7 @@
 //! `push()` itself may still succeed.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 mod objects;
 
@@ -40,6 +40,23 @@ impl<T> Ctx<T> for std::result::Result<T, git2::Error> {
     }
 }
 
+/// A password that may change while Registrar runs (a GitHub App's installation token
+/// expires after an hour and is refreshed before that).
+#[derive(Clone, Default)]
+pub struct Password(Arc<std::sync::RwLock<Option<SecretString>>>);
+
+impl Password {
+    pub fn fixed(secret: Option<SecretString>) -> Self {
+        Password(Arc::new(std::sync::RwLock::new(secret)))
+    }
+    pub fn set(&self, secret: SecretString) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(secret);
+    }
+    pub fn get(&self) -> Option<SecretString> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 #[derive(Clone)]
 pub struct GitSettings {
     pub remote_url: String,
@@ -47,7 +64,7 @@ pub struct GitSettings {
     pub author_name: String,
     pub author_email: String,
     pub username: Option<String>,
-    pub password: Option<SecretString>,
+    pub password: Password,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +137,11 @@ impl GitRepo {
         &self.settings.base
     }
 
+    /// Replaces the remote's password (a refreshed token).
+    pub fn set_password(&self, secret: SecretString) {
+        self.settings.password.set(secret);
+    }
+
     /// The repository Registrar writes objects into (the remote itself, or the mirror).
     pub fn local_path(&self) -> &Path {
         &self.path
@@ -144,7 +166,7 @@ impl GitRepo {
     fn callbacks(&self) -> RemoteCallbacks<'_> {
         let mut cb = RemoteCallbacks::new();
         let user = self.settings.username.clone();
-        let pass = self.settings.password.clone();
+        let pass = self.settings.password.get();
         let mut tries = 0;
         cb.credentials(move |_url, username_from_url, _allowed| {
             tries += 1;

@@ -59,24 +59,49 @@ impl PullRequest {
     }
 }
 
+/// How Registrar authenticates to GitHub.
+pub enum GithubAuth {
+    /// A token (fine-grained personal access token, or one minted elsewhere).
+    Token(secrecy::SecretString),
+    /// A GitHub App: a JWT signed with its key buys installation tokens, which octocrab
+    /// refreshes before they expire.
+    App { app_id: u64, key_pem: Vec<u8>, installation_id: u64 },
+}
+
 pub struct GithubForge {
     client: Client,
+    /// The App-level client and installation, to mint tokens for git.
+    app: Option<(octocrab::Octocrab, u64)>,
     owner: String,
     repo: String,
     base: String,
 }
 
 impl GithubForge {
-    pub fn new(api_url: &str, token: secrecy::SecretString, owner: &str, repo: &str, base: &str, pacing: Pacing) -> anyhow::Result<Self> {
-        let octo = octocrab::Octocrab::builder()
+    pub fn new(api_url: &str, auth: GithubAuth, owner: &str, repo: &str, base: &str, pacing: Pacing) -> anyhow::Result<Self> {
+        let builder = octocrab::Octocrab::builder()
             .base_uri(api_url)?
-            .personal_token(token)
             // Never let the library resend a request: see client.rs.
             .add_retry_config(octocrab::service::middleware::retry::RetryConfig::None)
             .set_connect_timeout(Some(Duration::from_secs(10)))
-            .set_read_timeout(Some(pacing.timeout))
-            .build()?;
-        Ok(GithubForge { client: Client::new(octo, pacing), owner: owner.into(), repo: repo.into(), base: base.into() })
+            .set_read_timeout(Some(pacing.timeout));
+        let (octo, app) = match auth {
+            GithubAuth::Token(token) => (builder.personal_token(token).build()?, None),
+            GithubAuth::App { app_id, key_pem, installation_id } => {
+                let key = jsonwebtoken::EncodingKey::from_rsa_pem(&key_pem).map_err(|e| anyhow::anyhow!("the GitHub App key is not an RSA PEM key: {e}"))?;
+                let app_client = builder.app(octocrab::models::AppId(app_id), key).build()?;
+                let installation = app_client.installation(octocrab::models::InstallationId(installation_id))?;
+                (installation, Some((app_client, installation_id)))
+            }
+        };
+        Ok(GithubForge { client: Client::new(octo, pacing), app, owner: owner.into(), repo: repo.into(), base: base.into() })
+    }
+
+    /// A fresh installation token for git, when authenticating as an App.
+    pub async fn installation_token(&self) -> anyhow::Result<Option<secrecy::SecretString>> {
+        let Some((app, id)) = &self.app else { return Ok(None) };
+        let (_, token) = app.installation_and_token(octocrab::models::InstallationId(*id)).await?;
+        Ok(Some(token))
     }
 
     pub fn counters(&self) -> Arc<client::Counters> {

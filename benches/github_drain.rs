@@ -1,0 +1,117 @@
+//! A 1,000-machine backlog drained into pull requests on (a fake) GitHub under the
+//! secondary-limit budgets, with the fake enforcing those limits: REST calls per machine,
+//! the drain rate as a share of what the budgets allow, and secondary-limit errors (must be
+//! none). Time runs 60× faster than GitHub's (a "minute" is 1 s, an "hour" 60 s), the
+//! budgets are GitHub's: 80 mutations a minute, 500 an hour.
+//!
+//! Run: `cargo bench --bench github_drain` (options: `-- --machines N`); takes ~4 minutes.
+
+#[path = "../tests/support/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod support;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use registrar::propose::forge::github::client::Pacing;
+use support::fake_github::{FakeGithub, Faults, OWNER, REPO, SECRET, TOKEN};
+use support::*;
+
+const SCALE: u32 = 60;
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The least time `n` mutations can take under the budgets: the ideal scheduler.
+fn ideal(pacing: &Pacing, n: usize) -> Duration {
+    let t0 = Instant::now();
+    let mut sent = VecDeque::new();
+    let mut at = t0;
+    for _ in 0..n {
+        at = pacing.next_slot(&mut sent, at);
+        sent.push_back(at);
+    }
+    at - t0
+}
+
+fn main() {
+    let machines = arg("--machines", 1000);
+    let minute = Duration::from_secs(60) / SCALE;
+    let hour = Duration::from_secs(3600) / SCALE;
+    let (per_minute, per_hour) = (80usize, 500usize);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let gh = FakeGithub::start().await;
+        let (api, git) = (gh.url.clone(), gh.git_url());
+        let r = Registrar::start_with(move |c| {
+            c.forge.kind = "github".into();
+            c.forge.github.api_url = api;
+            c.forge.github.owner = OWNER.into();
+            c.forge.github.repo = REPO.into();
+            c.forge.github.token = Some(TOKEN.to_string().into());
+            c.forge.github.webhook_secret = Some(SECRET.to_string().into());
+            c.forge.github.mutation_interval_ms = (1000 / SCALE) as u64;
+            c.forge.github.max_mutations_per_minute = per_minute;
+            c.forge.github.max_mutations_per_hour = per_hour;
+            c.forge.github.budget_minute_ms = minute.as_millis() as u64;
+            c.forge.github.budget_hour_ms = hour.as_millis() as u64;
+            c.gitops.remote = git;
+            c.queue.retry_seconds = 1;
+        })
+        .await;
+        *gh.hook_url.lock().unwrap() = Some(format!("{}/webhooks/github", r.url));
+        // GitHub enforces its limits whatever Registrar believes.
+        gh.set_faults(Faults { secondary_budget: Some((per_minute, minute, per_hour, hour)), ..Faults::default() });
+        // Wait for the start-up label creation, then build the backlog.
+        while !gh.state.lock().unwrap().labels.contains_key("registrar") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let requests_before = gh.requests().len();
+        let started = Instant::now();
+        let template = lshw("packet-c3small-asrockrack-e3c246d4i-nl.json");
+        for i in 0..machines {
+            let mut specs = template.clone();
+            specs[0]["serial"] = serde_json::Value::String(format!("DRAIN{i:05}"));
+            let mac = format!("02:00:00:{:02x}:{:02x}:{:02x}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
+            assert_eq!(r.report(&report_body(&mac, specs)).await.status(), 202);
+        }
+        loop {
+            if gh.pulls().len() == machines && gh.pulls().iter().all(|p| p.labels.len() == 2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let took = started.elapsed();
+        let calls: Vec<(String, String)> = gh.requests()[requests_before..].to_vec();
+        let mutations = calls.iter().filter(|(m, _)| m != "GET").count();
+        let reads = calls.len() - mutations;
+        let creates = calls.iter().filter(|(m, p)| m == "POST" && p.ends_with("/pulls")).count();
+        let hits = gh.state.lock().unwrap().secondary_limit_hits;
+        let pacing = Pacing {
+            mutation_interval: Duration::from_millis((1000 / SCALE) as u64),
+            per_minute,
+            per_hour,
+            minute,
+            hour,
+            retry_base: Duration::ZERO,
+            retry_cap: Duration::ZERO,
+            max_attempts: 1,
+            timeout: Duration::from_secs(1),
+        };
+        let best = ideal(&pacing, mutations);
+        println!("| machines | REST calls | per machine | reads | mutations (of which PR creates) | secondary-limit errors | drain time | ideal under the budgets | share of the ceiling |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "| {machines} | {} | {:.2} | {reads} | {mutations} ({creates}) | {hits} | {:.1} s | {:.1} s | {:.1} % |",
+            calls.len(),
+            calls.len() as f64 / machines as f64,
+            took.as_secs_f64(),
+            best.as_secs_f64(),
+            100.0 * best.as_secs_f64() / took.as_secs_f64()
+        );
+        println!();
+        println!("Time scale: 1/{SCALE} (a budget minute is {minute:?}, an hour {hour:?}); at GitHub's own pace the same drain takes {:.1} h.", took.as_secs_f64() * SCALE as f64 / 3600.0);
+    });
+}
