@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use registrar::propose::forge::github::client::Pacing;
-use support::fake_github::{FakeGithub, Faults, OWNER, REPO, SECRET, TOKEN};
+use support::fake_github::{FakeGithub, Faults};
 use support::*;
 
 const SCALE: u32 = 60;
@@ -46,18 +46,12 @@ fn main() {
         let gh = FakeGithub::start().await;
         let (api, git) = (gh.url.clone(), gh.git_url());
         let r = Registrar::start_with(move |c| {
-            c.forge.kind = "github".into();
-            c.forge.github.api_url = api;
-            c.forge.github.owner = OWNER.into();
-            c.forge.github.repo = REPO.into();
-            c.forge.github.token = Some(TOKEN.to_string().into());
-            c.forge.github.webhook_secret = Some(SECRET.to_string().into());
+            support::fake_github::configure(c, &api, &git);
             c.forge.github.mutation_interval_ms = (1000 / SCALE) as u64;
             c.forge.github.max_mutations_per_minute = per_minute;
             c.forge.github.max_mutations_per_hour = per_hour;
             c.forge.github.budget_minute_ms = minute.as_millis() as u64;
             c.forge.github.budget_hour_ms = hour.as_millis() as u64;
-            c.gitops.remote = git;
             c.queue.retry_seconds = 1;
         })
         .await;

@@ -5,25 +5,15 @@ mod support;
 
 use std::time::Duration;
 
-use support::fake_github::{self, FakeGithub, OWNER, REPO, SECRET, TOKEN};
+use support::fake_github::{self, FakeGithub, SECRET};
 use support::*;
 
 async fn start_with(edit: impl FnOnce(&mut registrar::config::Config) + Send + 'static) -> (FakeGithub, Registrar) {
     let gh = FakeGithub::start().await;
     let (api, git) = (gh.url.clone(), gh.git_url());
     let r = Registrar::start_with(move |c| {
-        c.forge.kind = "github".into();
-        c.forge.github.api_url = api;
-        c.forge.github.owner = OWNER.into();
-        c.forge.github.repo = REPO.into();
-        c.forge.github.token = Some(TOKEN.to_string().into());
-        c.forge.github.webhook_secret = Some(SECRET.to_string().into());
-        c.forge.github.mutation_interval_ms = 0;
-        c.forge.github.max_mutations_per_minute = 0; // 0: no budget (the pacing has its own test)
-        c.forge.github.max_mutations_per_hour = 0;
-        c.forge.github.retry_base_ms = 5;
+        fake_github::configure(c, &api, &git);
         c.forge.github.reconcile_seconds = 3600;
-        c.gitops.remote = git;
         edit(c);
     })
     .await;
@@ -305,16 +295,11 @@ async fn as_a_github_app_with_installation_tokens() {
     gh.state.lock().unwrap().app = Some((4242, std::fs::read(fixtures.join("github-app-test-key.pub.pem")).unwrap()));
     let (api, git, key) = (gh.url.clone(), gh.git_url(), fixtures.join("github-app-test-key.pem"));
     let r = Registrar::start_with(move |c| {
-        c.forge.kind = "github".into();
-        c.forge.github.api_url = api;
-        c.forge.github.owner = OWNER.into();
-        c.forge.github.repo = REPO.into();
+        fake_github::configure(c, &api, &git);
+        c.forge.github.token = None;
         c.forge.github.app_id = Some(4242);
         c.forge.github.app_private_key_file = Some(key);
         c.forge.github.installation_id = Some(42);
-        c.forge.github.webhook_secret = Some(SECRET.to_string().into());
-        c.forge.github.mutation_interval_ms = 0;
-        c.gitops.remote = git;
     })
     .await;
     *gh.hook_url.lock().unwrap() = Some(format!("{}/webhooks/github", r.url));

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rand::seq::SliceRandom;
 use serde_json::json;
-use support::fake_github::{FakeGithub, OWNER, REPO, SECRET, TOKEN};
+use support::fake_github::{self, FakeGithub};
 use support::*;
 
 const KUSTOMIZATION: &str = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: tinkerbell\nresources:\n  - existing.yaml\n";
@@ -77,19 +77,7 @@ async fn github_ten_pull_requests_merge_in_any_order() {
     let gh = FakeGithub::start().await;
     seed(&gh.repo().path);
     let (api, git) = (gh.url.clone(), gh.git_url());
-    let r = Registrar::start_with(move |c| {
-        c.forge.kind = "github".into();
-        c.forge.github.api_url = api;
-        c.forge.github.owner = OWNER.into();
-        c.forge.github.repo = REPO.into();
-        c.forge.github.token = Some(TOKEN.to_string().into());
-        c.forge.github.webhook_secret = Some(SECRET.to_string().into());
-        c.forge.github.mutation_interval_ms = 0;
-        c.forge.github.max_mutations_per_minute = 0;
-        c.forge.github.max_mutations_per_hour = 0;
-        c.gitops.remote = git;
-    })
-    .await;
+    let r = Registrar::start_with(move |c| fake_github::configure(c, &api, &git)).await;
     *gh.hook_url.lock().unwrap() = Some(format!("{}/webhooks/github", r.url));
     report_all(&r).await;
     let mut numbers: Vec<u64> = gh.pulls().iter().map(|p| p.number).collect();

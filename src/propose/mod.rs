@@ -291,41 +291,32 @@ impl Proposer {
     async fn files_for(&self, path: &str, rendered: &Rendered) -> Result<Vec<(String, Vec<u8>)>, ProposeError> {
         let mut files = vec![(path.to_string(), rendered.manifest.clone().into_bytes())];
         let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
-        let git = self.git.clone();
-        let d = dir.to_string();
-        let found = blocking(move || {
-            for name in index::KUSTOMIZATION_FILES {
-                let p = if d.is_empty() { name.to_string() } else { format!("{d}/{name}") };
-                if let Some(text) = git.read(git.base(), &p)? {
-                    return Ok::<_, git::GitError>(Some((p, text)));
-                }
-            }
-            Ok(None)
-        })
-        .await?;
-        if let Some((kpath, text)) = found {
+        if let Some((kpath, text)) = self.base_kustomization(dir).await? {
             let updated = index::with_resource(&String::from_utf8_lossy(&text), file).map_err(|e| ProposeError::Conflict(format!("{kpath}: {e}")))?;
             files.push((kpath, updated.into_bytes()));
         }
         Ok(files)
     }
 
+    /// The kustomization file in `dir` on the base branch, if any: (path, content).
+    async fn base_kustomization(&self, dir: &str) -> Result<Option<(String, Vec<u8>)>, ProposeError> {
+        let (git, dir) = (self.git.clone(), dir.to_string());
+        blocking(move || {
+            for name in index::KUSTOMIZATION_FILES {
+                let p = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
+                if let Some(text) = git.read(git.base(), &p)? {
+                    return Ok::<_, git::GitError>(Some((p, text)));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
     /// After the base moved (a merge), proposals whose directory has a kustomization are
     /// regenerated on the new base, so reviewers never resolve conflicts by hand.
     pub async fn rebuild_stale(&self) -> Result<usize, ProposeError> {
-        let dir = index::manifest_dir(&self.path_template).to_string();
-        let git = self.git.clone();
-        let has_kustomization = blocking(move || {
-            for name in index::KUSTOMIZATION_FILES {
-                let p = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
-                if git.read(git.base(), &p)?.is_some() {
-                    return Ok::<_, git::GitError>(true);
-                }
-            }
-            Ok(false)
-        })
-        .await?;
-        if !has_kustomization {
+        if self.base_kustomization(index::manifest_dir(&self.path_template)).await?.is_none() {
             return Ok(0);
         }
         let store = self.store.clone();

@@ -244,6 +244,7 @@ impl Renderer {
                 namespace => &self.namespace,
                 workflow => decision.workflow.as_deref(),
                 rule => &decision.rule,
+                workflows => self.workflows.iter().cloned().collect::<Vec<String>>(),
                 values => to_jinja(&decision.values),
                 disk_total_bytes => facts.disk_total_bytes(),
             }

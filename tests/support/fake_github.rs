@@ -196,6 +196,22 @@ impl FakeGithub {
     }
 }
 
+/// Points a Registrar configuration at this fake: the github forge with a token, no
+/// pacing (tests that measure pacing set their own), and the repository over smart HTTP.
+pub fn configure(c: &mut registrar::config::Config, api_url: &str, git_url: &str) {
+    c.forge.kind = "github".into();
+    c.forge.github.api_url = api_url.into();
+    c.forge.github.owner = OWNER.into();
+    c.forge.github.repo = REPO.into();
+    c.forge.github.token = Some(TOKEN.to_string().into());
+    c.forge.github.webhook_secret = Some(SECRET.to_string().into());
+    c.forge.github.mutation_interval_ms = 0;
+    c.forge.github.max_mutations_per_minute = 0; // 0: no budget
+    c.forge.github.max_mutations_per_hour = 0;
+    c.forge.github.retry_base_ms = 5;
+    c.gitops.remote = git_url.into();
+}
+
 pub fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
