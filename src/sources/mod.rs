@@ -3,3 +3,4 @@
 
 pub mod dhcp;
 pub mod report;
+pub mod smee;
