@@ -29,6 +29,7 @@ pub struct App {
     /// MACs that already have a home; sources skip them.
     pub known: Arc<KnownMacs>,
     dhcp_input: Option<dhcp::listener::Input>,
+    kube: Option<kube::Client>,
 }
 
 impl App {
@@ -85,12 +86,14 @@ impl App {
         };
         let metrics = Arc::new(Metrics::new());
         let tokens = config.tokens()?;
-        let proposer = Arc::new(Proposer::new(store, Arc::new(renderer), git, forge.clone(), config.gitops.path.clone(), metrics.clone()));
+        let known = Arc::new(KnownMacs::default());
+        let proposer = Arc::new(Proposer::new(store, Arc::new(renderer), git, forge.clone(), config.gitops.path.clone(), metrics.clone()).with_known(known.clone()));
         let hooks = match github_forge {
             Some(f) => Some(Arc::new(GithubHooks::new(proposer.clone(), f, config.github_webhook_secret()?))),
             None => None,
         };
         let state = AppState {
+            known: known.clone(),
             github: hooks,
             proposer: proposer.clone(),
             metrics,
@@ -107,7 +110,13 @@ impl App {
             #[cfg(not(target_os = "linux"))]
             (true, true) => anyhow::bail!("dhcp.capture needs Linux (AF_PACKET)"),
         };
-        Ok(App { config, proposer, state, known: Arc::new(KnownMacs::default()), dhcp_input })
+        Ok(App { config, proposer, state, known, dhcp_input, kube: None })
+    }
+
+    /// Talks to this cluster (a test's API server, say) instead of the configured one.
+    pub fn with_kube_client(mut self, client: kube::Client) -> Self {
+        self.kube = Some(client);
+        self
     }
 
     /// Snoops DHCP on an already bound socket (one made in another network namespace, say).
@@ -131,6 +140,17 @@ impl App {
             manifest_dir(&self.config.gitops.path).to_string(),
             shutdown.clone(),
         ));
+        let kube = match (self.kube, self.config.cluster.enabled) {
+            (Some(c), _) => Some(c),
+            (None, true) => Some(kube::Client::try_default().await.context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?),
+            (None, false) => None,
+        };
+        if let Some(client) = kube {
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            let ns = Some(self.config.cluster.watch_namespace.clone()).filter(|n| !n.is_empty());
+            tokio::spawn(crate::cluster::hardware::watch(client, ns, self.known.clone(), tx, shutdown.clone()));
+            tokio::spawn(record_discovered(self.proposer.clone(), rx));
+        }
         if let Some(hooks) = self.state.github.clone() {
             // An App's installation token is what git pushes with: have one before the first push.
             refresh_git_token(&hooks).await;
@@ -249,6 +269,25 @@ async fn run_github(hooks: Arc<GithubHooks>, every: Duration, shutdown: Shutdown
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.wait() => return,
+        }
+    }
+}
+
+/// Stores what Tinkerbell's auto discovery found, as a report.
+async fn record_discovered(proposer: Arc<Proposer>, mut rx: tokio::sync::mpsc::Receiver<(Mac, crate::domain::Facts)>) {
+    while let Some((mac, facts)) = rx.recv().await {
+        let store = proposer.store().clone();
+        match tokio::task::spawn_blocking(move || store.record_facts(mac, Source::AutoDiscovery, &facts, chrono::Utc::now())).await {
+            Ok(Ok(r)) => {
+                if r.new {
+                    tracing::info!(%mac, "machine found by Tinkerbell's auto discovery");
+                }
+                if r.queued {
+                    proposer.wake();
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record an auto-discovered machine"),
+            Err(e) => tracing::warn!(%mac, error = %e, "auto discovery task failed"),
         }
     }
 }

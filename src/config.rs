@@ -22,6 +22,24 @@ pub struct Config {
     pub tinkerbell: TinkerbellConfig,
     pub dhcp: DhcpConfig,
     pub queue: QueueConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// The Kubernetes cluster Tinkerbell runs in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Watch Hardware (known MACs, Tinkerbell's auto discovery). Uses the in-cluster
+    /// service account, or KUBECONFIG / ~/.kube/config outside a cluster.
+    pub enabled: bool,
+    /// The namespace whose Hardware is watched; empty: all namespaces.
+    pub watch_namespace: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { enabled: false, watch_namespace: String::new() }
+    }
 }
 
 /// The proposal queue's worker.
@@ -218,6 +236,7 @@ impl Default for Config {
             tinkerbell: TinkerbellConfig::default(),
             dhcp: DhcpConfig::default(),
             queue: QueueConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }

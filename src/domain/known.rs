@@ -24,6 +24,13 @@ impl KnownMacs {
         self.by_source.read().unwrap_or_else(|p| p.into_inner()).values().map(HashSet::len).sum()
     }
 
+    /// How many MACs each source holds, for the status page.
+    pub fn counts(&self) -> Vec<(&'static str, usize)> {
+        let mut out: Vec<_> = self.by_source.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (*k, v.len())).collect();
+        out.sort();
+        out
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

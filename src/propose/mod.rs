@@ -71,6 +71,8 @@ pub struct Proposer {
     /// reject, forge events), so a background sync never re-pushes a branch that a review
     /// is merging or closing at the same moment.
     lane: tokio::sync::Mutex<()>,
+    /// MACs that already have a home (cluster Hardware, base-branch manifests).
+    known: Arc<crate::domain::KnownMacs>,
 }
 
 async fn blocking<T: Send + 'static, E: Send + 'static>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ProposeError>
@@ -89,7 +91,14 @@ impl Proposer {
         path_template: String,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Proposer { store, renderer, git, forge, path_template, metrics, wake: Notify::new(), crash_at: CrashPoint::from_env(), lane: tokio::sync::Mutex::new(()) }
+        Proposer { store, renderer, git, forge, path_template, metrics, wake: Notify::new(), crash_at: CrashPoint::from_env(), lane: tokio::sync::Mutex::new(()), known: Default::default() }
+    }
+
+    /// Shares the known-MAC index the sources fill: a machine already registered is never
+    /// proposed again.
+    pub fn with_known(mut self, known: Arc<crate::domain::KnownMacs>) -> Self {
+        self.known = known;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -185,6 +194,16 @@ impl Proposer {
             blocking(move || store.mark_synced(work, None, None, Utc::now())).await?;
             return Ok(false);
         };
+        if existing.is_none() && self.known.contains(&machine.mac) {
+            // A Hardware in the cluster or a manifest on the base already holds this MAC.
+            let store = self.store.clone();
+            blocking(move || {
+                store.mark_synced(work, None, None, Utc::now())?;
+                store.set_error(work.mac, Some("not proposed: a Hardware in the cluster or a manifest on the base branch already holds this MAC"))
+            })
+            .await?;
+            return Ok(false);
+        }
         let rendered = self.render_for(&machine, &facts).await?;
         let branch = branch_for(&machine.mac);
         let path = self.path_template.replace("{name}", &rendered.name).replace("{mac}", &machine.mac.dashed());

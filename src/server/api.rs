@@ -119,5 +119,6 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         "forge": state.forge_kind,
         "gitops": { "base_branch": state.proposer.git().base() },
         "workflows": state.proposer.renderer().workflows().collect::<Vec<_>>(),
+        "known_macs": state.known.counts().into_iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
     })))
 }

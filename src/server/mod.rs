@@ -26,6 +26,7 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub forge_kind: &'static str,
     pub github: Option<Arc<crate::propose::forge::github::events::GithubHooks>>,
+    pub known: Arc<crate::domain::KnownMacs>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -1,0 +1,232 @@
+//! An in-process fake Kubernetes API server over real HTTP, for Tinkerbell's Hardware:
+//! list (label selectors), watch (chunked JSON events from a resourceVersion), get, create
+//! and delete, every created object validated against the upstream CRD schema the way a
+//! strict apiserver does. Tests can drop every open watch or expire the history, so the
+//! next watch gets 410 Gone, to prove the client recovers without missing an object.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+const PREFIX: &str = "/apis/tinkerbell.org/v1alpha1";
+
+pub struct KubeState {
+    rv: u64,
+    /// "namespace/name" → object.
+    objects: BTreeMap<String, Value>,
+    history: Vec<(u64, &'static str, Value)>,
+    /// Watches from before this resourceVersion get 410 Gone.
+    oldest: u64,
+    /// Every request: (method, path without query).
+    pub requests: Vec<(String, String)>,
+}
+
+#[derive(Clone)]
+pub struct FakeKube {
+    pub url: String,
+    pub state: Arc<Mutex<KubeState>>,
+    events: broadcast::Sender<(u64, &'static str, Value)>,
+    drops: broadcast::Sender<()>,
+    schema: Arc<super::UpstreamSchema>,
+}
+
+fn status(code: StatusCode, reason: &str, message: &str) -> Response {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()});
+    (code, [("content-type", "application/json")], body.to_string()).into_response()
+}
+
+fn query(uri: &Uri) -> BTreeMap<String, String> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.replace("%3D", "=").replace("%2C", ",").replace("%2F", "/")))
+        .collect()
+}
+
+/// `key=value` and `key` terms, comma-separated (what Registrar and kube-runtime send).
+fn matches_selector(obj: &Value, selector: Option<&String>) -> bool {
+    let Some(sel) = selector.filter(|s| !s.is_empty()) else { return true };
+    sel.split(',').all(|term| match term.split_once('=') {
+        Some((k, v)) => obj["metadata"]["labels"][k.trim_end_matches('=')].as_str() == Some(v.trim_start_matches('=')),
+        None => obj["metadata"]["labels"].get(term).is_some(),
+    })
+}
+
+impl FakeKube {
+    pub async fn start() -> Self {
+        let (events, _) = broadcast::channel(1024);
+        let (drops, _) = broadcast::channel(16);
+        let state = Arc::new(Mutex::new(KubeState { rv: 100, objects: BTreeMap::new(), history: vec![], oldest: 0, requests: vec![] }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let fake = FakeKube { url, state, events, drops, schema: Arc::new(super::UpstreamSchema::load("tinkerbell.org_hardware.yaml")) };
+        let app = Router::new().fallback(route).with_state(fake.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        fake
+    }
+
+    pub fn client(&self) -> kube::Client {
+        let config = kube::Config::new(self.url.parse().unwrap());
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// Creates an object as `kubectl apply` of a new object would; panics if invalid.
+    pub fn create(&self, obj: Value) {
+        let errors = self.schema.errors(&obj);
+        assert!(errors.is_empty(), "invalid Hardware: {errors:?}");
+        self.write("ADDED", obj);
+    }
+
+    fn write(&self, kind: &'static str, mut obj: Value) -> Value {
+        let mut st = self.state.lock().unwrap();
+        st.rv += 1;
+        let rv = st.rv;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        obj["metadata"]["uid"] = json!(format!("uid-{rv}"));
+        let key = format!("{}/{}", obj["metadata"]["namespace"].as_str().unwrap_or("default"), obj["metadata"]["name"].as_str().unwrap_or(""));
+        if kind == "DELETED" {
+            st.objects.remove(&key);
+        } else {
+            st.objects.insert(key, obj.clone());
+        }
+        st.history.push((rv, kind, obj.clone()));
+        let _ = self.events.send((rv, kind, obj.clone()));
+        obj
+    }
+
+    pub fn delete(&self, namespace: &str, name: &str) {
+        let obj = self.state.lock().unwrap().objects.get(&format!("{namespace}/{name}")).cloned();
+        if let Some(obj) = obj {
+            self.write("DELETED", obj);
+        }
+    }
+
+    /// Closes every open watch, as a load balancer or apiserver restart would.
+    pub fn drop_watches(&self) {
+        let _ = self.drops.send(());
+    }
+
+    /// Forgets the event history: a watch resuming from before now gets 410 Gone.
+    pub fn expire_history(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.oldest = st.rv + 1;
+        st.history.clear();
+    }
+
+    pub fn watch_count(&self) -> usize {
+        self.state.lock().unwrap().requests.iter().filter(|(m, p)| m == "WATCH" && p.ends_with("/hardware")).count()
+    }
+}
+
+async fn route(State(k): State<FakeKube>, method: Method, uri: Uri, body: Bytes) -> Response {
+    let path = uri.path().to_string();
+    let q = query(&uri);
+    let watching = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    k.state.lock().unwrap().requests.push((if watching { "WATCH".into() } else { method.to_string() }, path.clone()));
+    let Some(rest) = path.strip_prefix(PREFIX) else { return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource") };
+    let segs: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+    let (namespace, plural, name) = match segs.as_slice() {
+        ["hardware"] => (None, "hardware", None),
+        ["namespaces", ns, "hardware"] => (Some(ns.to_string()), "hardware", None),
+        ["namespaces", ns, "hardware", name] => (Some(ns.to_string()), "hardware", Some(name.to_string())),
+        _ => return status(StatusCode::NOT_FOUND, "NotFound", "unknown resource"),
+    };
+    let _ = plural;
+    let in_ns = |obj: &Value| namespace.as_deref().is_none_or(|ns| obj["metadata"]["namespace"].as_str() == Some(ns));
+    match (method, name) {
+        (Method::GET, None) if watching => watch(k, q, namespace).await,
+        (Method::GET, None) => {
+            let st = k.state.lock().unwrap();
+            let items: Vec<Value> = st.objects.values().filter(|o| in_ns(o) && matches_selector(o, q.get("labelSelector"))).cloned().collect();
+            let body = json!({"apiVersion": "tinkerbell.org/v1alpha1", "kind": "HardwareList", "metadata": {"resourceVersion": st.rv.to_string()}, "items": items});
+            (StatusCode::OK, [("content-type", "application/json")], body.to_string()).into_response()
+        }
+        (Method::GET, Some(name)) => {
+            let st = k.state.lock().unwrap();
+            match st.objects.get(&format!("{}/{name}", namespace.unwrap_or_default())) {
+                Some(o) => (StatusCode::OK, [("content-type", "application/json")], o.to_string()).into_response(),
+                None => status(StatusCode::NOT_FOUND, "NotFound", &format!("hardware.tinkerbell.org \"{name}\" not found")),
+            }
+        }
+        (Method::POST, None) => {
+            let Ok(mut obj) = serde_json::from_slice::<Value>(&body) else { return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON") };
+            obj["metadata"]["namespace"] = json!(namespace.clone().unwrap_or_else(|| "default".into()));
+            let errors = k.schema.errors(&obj);
+            if !errors.is_empty() {
+                return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &errors.join("; "));
+            }
+            let key = format!("{}/{}", namespace.unwrap_or_default(), obj["metadata"]["name"].as_str().unwrap_or(""));
+            if k.state.lock().unwrap().objects.contains_key(&key) {
+                return status(StatusCode::CONFLICT, "AlreadyExists", "already exists");
+            }
+            let obj = k.write("ADDED", obj);
+            (StatusCode::CREATED, [("content-type", "application/json")], obj.to_string()).into_response()
+        }
+        (Method::DELETE, Some(name)) => {
+            let ns = namespace.unwrap_or_default();
+            if !k.state.lock().unwrap().objects.contains_key(&format!("{ns}/{name}")) {
+                return status(StatusCode::NOT_FOUND, "NotFound", "not found");
+            }
+            k.delete(&ns, &name);
+            (StatusCode::OK, [("content-type", "application/json")], json!({"kind": "Status", "status": "Success"}).to_string()).into_response()
+        }
+        _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "not supported by the fake"),
+    }
+}
+
+async fn watch(k: FakeKube, q: BTreeMap<String, String>, namespace: Option<String>) -> Response {
+    let from: u64 = q.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let selector = q.get("labelSelector").cloned();
+    // Subscribe before reading the history, so nothing falls between the two.
+    let mut live = k.events.subscribe();
+    let mut drops = k.drops.subscribe();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);
+    let (backlog, gone) = {
+        let st = k.state.lock().unwrap();
+        if from != 0 && from < st.oldest {
+            (vec![], true)
+        } else {
+            (st.history.iter().filter(|(rv, _, _)| *rv > from).cloned().collect::<Vec<_>>(), false)
+        }
+    };
+    let keep = move |obj: &Value| namespace.as_deref().is_none_or(|ns| obj["metadata"]["namespace"].as_str() == Some(ns)) && matches_selector(obj, selector.as_ref());
+    tokio::spawn(async move {
+        let line = |kind: &str, obj: &Value| Ok(Bytes::from(format!("{}\n", json!({"type": kind, "object": obj}))));
+        if gone {
+            let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410});
+            let _ = tx.send(line("ERROR", &status)).await;
+            return;
+        }
+        let mut last = from;
+        for (rv, kind, obj) in backlog {
+            if keep(&obj) && tx.send(line(kind, &obj)).await.is_err() {
+                return;
+            }
+            last = rv;
+        }
+        loop {
+            tokio::select! {
+                ev = live.recv() => match ev {
+                    Ok((rv, kind, obj)) if rv > last => {
+                        last = rv;
+                        if keep(&obj) && tx.send(line(kind, &obj)).await.is_err() { return; }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                },
+                _ = drops.recv() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(290)) => return,
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    Response::builder().status(StatusCode::OK).header("content-type", "application/json").body(Body::from_stream(stream)).unwrap()
+}
