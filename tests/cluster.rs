@@ -33,8 +33,10 @@ async fn is_known(r: &Registrar, mac: &str) -> bool {
     r.report(&report_body(mac, json!({"class": "system", "serial": format!("S{}", mac.replace(':', ""))}))).await;
     for _ in 0..100 {
         if let Some(m) = r.machine(mac).await {
-            if m["machine"]["pending"] == false {
-                return m["proposal"].is_null() && m["machine"]["last_error"].as_str().is_some_and(|e| e.contains("already holds this MAC"));
+            // Settled: either proposed, or refused with the reason.
+            let refused = m["machine"]["last_error"].as_str().is_some_and(|e| e.contains("already holds this MAC"));
+            if m["machine"]["pending"] == false && (refused || !m["proposal"].is_null()) {
+                return refused && m["proposal"].is_null();
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -97,12 +99,26 @@ async fn the_watch_recovers_from_drops_and_410_gone_without_missing_a_mac() {
     eventually_known(&r, &kube, "02:00:00:00:0b:02", 2).await;
 
     // History expired and the watch drops: resuming gets 410 Gone, and a relist follows.
-    let watches = kube.watch_count();
+    let lists = || kube.state.lock().unwrap().requests.iter().filter(|(m, p)| m == "GET" && p.ends_with("/hardware")).count();
+    assert_eq!(lists(), 1);
     kube.expire_history();
     kube.drop_watches();
+    for _ in 0..200 {
+        if lists() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(lists() >= 2, "410 Gone led to a relist ({} lists)", lists());
     kube.create(hardware("node-c", "02:00:00:00:0b:03"));
     eventually_known(&r, &kube, "02:00:00:00:0b:03", 3).await;
-    assert!(kube.watch_count() > watches, "the client watched again");
-    let lists = kube.state.lock().unwrap().requests.iter().filter(|(m, p)| m == "GET" && p.ends_with("/hardware")).count();
-    assert!(lists >= 2, "410 Gone led to a relist ({lists} lists)");
+    // And a deletion is seen too: the MAC is free again.
+    kube.delete("tinkerbell", "node-a");
+    for _ in 0..200 {
+        if r.get("/api/v1/status").await["known_macs"]["cluster"] == 2 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the deletion was never seen");
 }
