@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
     let reports = Router::new()
         .route("/api/v1/reports", post(reports::post_report))
         .route("/register", post(reports::post_report))
+        .route("/api/v1/reports/{mac}", axum::routing::get(reports::report_state))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .route_layer(from_fn_with_state(state.clone(), reports::refuse_declared_oversize))
         .route_layer(from_fn_with_state(state.clone(), auth::reporter));

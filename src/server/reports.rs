@@ -92,3 +92,19 @@ pub async fn post_report(
         })),
     ))
 }
+
+/// `GET /api/v1/reports/{mac}`: what became of a machine's report, for the discovery action
+/// that waits to reboot (approved) or power off (rejected). Only the state: a reporter
+/// learns nothing else about any machine.
+pub async fn report_state(State(state): State<AppState>, axum::extract::Path(mac): axum::extract::Path<String>) -> Result<Json<Value>, ApiError> {
+    let mac = crate::domain::Mac::parse(&mac).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let store = state.proposer.store().clone();
+    let machine = tokio::task::spawn_blocking(move || store.machine(mac)).await.map_err(ApiError::internal)??;
+    let machine = machine.ok_or_else(|| ApiError::not_found(format!("no report for {mac}")))?;
+    let next = match machine.state {
+        crate::domain::State::Approved | crate::domain::State::Applied | crate::domain::State::Provisioned => "reboot",
+        crate::domain::State::Rejected => "poweroff",
+        _ => "wait",
+    };
+    Ok(Json(json!({"mac": mac, "state": machine.state, "next": next})))
+}
