@@ -343,7 +343,7 @@ impl Config {
         if p.starts_with('/') || p.split('/').any(|c| c == ".." || c.is_empty()) || !(p.ends_with(".yaml") || p.ends_with(".yml")) {
             bail!("gitops.path {p:?} must be a relative path without '..' ending in .yaml");
         }
-        if git2::Reference::is_valid_name(&format!("refs/heads/{}", self.gitops.base_branch)).not() {
+        if !git2::Reference::is_valid_name(&format!("refs/heads/{}", self.gitops.base_branch)) {
             bail!("gitops.base_branch {:?} is not a valid branch name", self.gitops.base_branch);
         }
         match self.forge.kind.as_str() {
@@ -440,15 +440,6 @@ impl Config {
             Some(f) => Ok(Some(read_secret(f)?)),
             None => Ok(None),
         }
-    }
-}
-
-trait Not {
-    fn not(self) -> bool;
-}
-impl Not for bool {
-    fn not(self) -> bool {
-        !self
     }
 }
 

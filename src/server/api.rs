@@ -111,10 +111,10 @@ pub async fn list_proposals(State(state): State<AppState>, Query(q): Query<Propo
 
 pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let store = state.proposer.store().clone();
-    let (pending, counts) = run(move || Ok((store.pending(10_000)?, store.count_by_state()?))).await?;
+    let ((queued, oldest), counts) = run(move || Ok((store.queue_summary()?, store.count_by_state()?))).await?;
     let counts: serde_json::Map<String, Value> = counts.into_iter().map(|(s, n)| (s.to_string(), json!(n))).collect();
     Ok(Json(json!({
-        "queue": { "length": pending.len() },
+        "queue": { "length": queued, "oldest_since": oldest },
         "machines": counts,
         "forge": state.forge_kind,
         "gitops": { "base_branch": state.proposer.git().base() },

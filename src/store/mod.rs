@@ -68,6 +68,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Machines with unsynced revisions, oldest first.
     fn pending(&self, limit: u32) -> Result<Vec<Pending>>;
+    /// How many machines wait, and since when the oldest does.
+    fn queue_summary(&self) -> Result<(u64, Option<DateTime<Utc>>)>;
     /// Marks `rev` as synced; later revisions stay pending.
     fn mark_synced(&self, work: Pending, proposal: Option<&Proposal>, name: Option<&str>, now: DateTime<Utc>) -> Result<()>;
     fn set_error(&self, mac: Mac, error: Option<&str>) -> Result<()>;

@@ -343,6 +343,14 @@ impl Store for SqliteStore {
         })
     }
 
+    fn queue_summary(&self) -> Result<(u64, Option<DateTime<Utc>>)> {
+        self.with(|tx| {
+            let (n, oldest): (i64, Option<String>) =
+                tx.query_row("SELECT COUNT(*), MIN(pending_since) FROM machines WHERE rev > synced_rev", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok((n as u64, oldest.map(|o| parse_ts(&o)).transpose()?))
+        })
+    }
+
     fn mark_synced(&self, work: Pending, proposal: Option<&Proposal>, name: Option<&str>, now: DateTime<Utc>) -> Result<()> {
         self.with(|tx| {
             let m = must_get(tx, work.mac)?;

@@ -119,7 +119,14 @@ impl GithubHooks {
     /// A `workflow/<name>` label chooses the provisioning workflow. The newly added label
     /// wins; without an event, the one workflow label that differs from the current choice.
     async fn follow_workflow_label(&self, machine: &crate::domain::Machine, pr: &PullRequest, actor: &str, just_added: Option<&str>) -> Result<(), ProposeError> {
-        let current = machine.workflow.clone().or_else(|| self.current_rule_workflow(machine));
+        let current = match machine.workflow.clone() {
+            Some(w) => Some(w),
+            // The rules' choice, as the proposal recorded it.
+            None => {
+                let (store, mac) = (self.proposer.store().clone(), machine.mac);
+                self.blocking(move || store.proposal(mac)).await?.and_then(|p| p.workflow)
+            }
+        };
         let labelled: Vec<&str> = pr.labels.iter().filter_map(|l| l.strip_prefix(WORKFLOW_PREFIX)).collect();
         let candidates: Vec<&str> = match just_added.and_then(|l| l.strip_prefix(WORKFLOW_PREFIX)) {
             Some(added) => vec![added],
@@ -150,12 +157,6 @@ impl GithubHooks {
         self.blocking(move || store.set_workflow(mac, &wf, &who, Utc::now())).await?;
         self.proposer.wake();
         Ok(())
-    }
-
-    fn current_rule_workflow(&self, machine: &crate::domain::Machine) -> Option<String> {
-        // The proposal records what was rendered; the store is asked synchronously here as
-        // this runs rarely (label events).
-        self.proposer.store().proposal(machine.mac).ok().flatten().and_then(|p| p.workflow)
     }
 
     async fn comment_once(&self, number: u64, what: &str, text: &str) -> Result<(), ProposeError> {
