@@ -56,4 +56,8 @@ async fn wrong_credentials_leave_the_report_queued_with_a_readable_error() {
     assert!(!error.contains("wrong-password"), "a secret leaked into an error");
     assert_eq!(last["machine"]["pending"], true, "the work stays queued for a retry");
     assert_eq!(last["machine"]["state"], "reported");
+    // What an operator checks when "nothing happens".
+    let status = r.get("/api/v1/status").await;
+    assert_eq!(status["queue"]["length"], 1);
+    assert!(status["queue"]["oldest_since"].is_string());
 }
