@@ -36,6 +36,18 @@ fn registrar(templates: &Path, args: &[&str]) -> (bool, String, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
+/// `registrar check` on a copy of the shipped templates after `edit(file, text) -> text`
+/// changed one file: (success, stderr).
+fn check_edited(file: &str, edit: impl FnOnce(String) -> String) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    copy_templates(dir.path());
+    let path = dir.path().join(file);
+    let edited = edit(std::fs::read_to_string(&path).unwrap());
+    std::fs::write(&path, &edited).unwrap();
+    let (ok, _, stderr) = registrar(dir.path(), &["check"]);
+    (ok, stderr, edited)
+}
+
 #[test]
 fn the_shipped_templates_pass() {
     let (ok, stdout, stderr) = registrar(&manifest_dir().join("hardware-templates"), &["check"]);
@@ -45,14 +57,8 @@ fn the_shipped_templates_pass() {
 
 #[test]
 fn a_broken_template_is_named_with_its_line() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_templates(dir.path());
-    let path = dir.path().join("hardware.yaml.j2");
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text = text.replacen("  interfaces:", "  interfaces: {% if %}", 1);
-    std::fs::write(&path, &text).unwrap();
+    let (ok, stderr, text) = check_edited("hardware.yaml.j2", |t| t.replacen("  interfaces:", "  interfaces: {% if %}", 1));
     let line = text.lines().position(|l| l.contains("{% if %}")).unwrap() + 1;
-    let (ok, _, stderr) = registrar(dir.path(), &["check"]);
     assert!(!ok);
     assert!(stderr.contains(&format!("hardware.yaml.j2:{line}")), "{stderr}");
     assert!(stderr.contains("syntax error"), "{stderr}");
@@ -60,12 +66,7 @@ fn a_broken_template_is_named_with_its_line() {
 
 #[test]
 fn rules_that_reference_a_missing_template_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_templates(dir.path());
-    let rules = dir.path().join("rules.yaml");
-    let text = std::fs::read_to_string(&rules).unwrap().replace("  - name: gpu\n", "  - name: gpu\n    hardware: gpu-hardware.yaml.j2\n    workflow: ubuntu-2604\n");
-    std::fs::write(&rules, text).unwrap();
-    let (ok, _, stderr) = registrar(dir.path(), &["check"]);
+    let (ok, stderr, _) = check_edited("rules.yaml", |t| t.replace("  - name: gpu\n", "  - name: gpu\n    hardware: gpu-hardware.yaml.j2\n    workflow: ubuntu-2604\n"));
     assert!(!ok);
     assert!(stderr.contains("rule \"gpu\" references hardware template \"gpu-hardware.yaml.j2\", which does not exist"), "{stderr}");
     assert!(stderr.contains("workflows/ubuntu-2604.yaml.j2 does not exist"), "{stderr}");
@@ -73,24 +74,14 @@ fn rules_that_reference_a_missing_template_are_refused() {
 
 #[test]
 fn a_rule_condition_that_does_not_compile_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_templates(dir.path());
-    let rules = dir.path().join("rules.yaml");
-    let text = std::fs::read_to_string(&rules).unwrap().replace("facts.gpus | length > 0", "facts.gpus |");
-    std::fs::write(&rules, text).unwrap();
-    let (ok, _, stderr) = registrar(dir.path(), &["check"]);
+    let (ok, stderr, _) = check_edited("rules.yaml", |t| t.replace("facts.gpus | length > 0", "facts.gpus |"));
     assert!(!ok);
     assert!(stderr.contains("rule \"gpu\""), "{stderr}");
 }
 
 #[test]
 fn an_undefined_variable_fails_the_sample_render() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_templates(dir.path());
-    let path = dir.path().join("workflows/ubuntu-2204.yaml.j2");
-    let text = std::fs::read_to_string(&path).unwrap().replace("templateRef: {{ workflow }}", "templateRef: {{ wrokflow }}");
-    std::fs::write(&path, text).unwrap();
-    let (ok, _, stderr) = registrar(dir.path(), &["check"]);
+    let (ok, stderr, _) = check_edited("workflows/ubuntu-2204.yaml.j2", |t| t.replace("templateRef: {{ workflow }}", "templateRef: {{ wrokflow }}"));
     assert!(!ok);
     assert!(stderr.contains("ubuntu-2204.yaml.j2"), "{stderr}");
     assert!(stderr.contains("undefined"), "{stderr}");
