@@ -146,6 +146,7 @@ impl App {
             (None, false) => None,
         };
         if let Some(client) = kube {
+            self.proposer.set_cluster(crate::cluster::Cluster::new(client.clone()));
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             let ns = Some(self.config.cluster.watch_namespace.clone()).filter(|n| !n.is_empty());
             tokio::spawn(crate::cluster::hardware::watch(client, ns, self.known.clone(), tx, shutdown.clone()));
@@ -273,9 +274,20 @@ async fn run_github(hooks: Arc<GithubHooks>, every: Duration, shutdown: Shutdown
     }
 }
 
-/// Stores what Tinkerbell's auto discovery found, as a report.
-async fn record_discovered(proposer: Arc<Proposer>, mut rx: tokio::sync::mpsc::Receiver<(Mac, crate::domain::Facts)>) {
-    while let Some((mac, facts)) = rx.recv().await {
+/// Stores what the Hardware watch noticed: auto-discovered machines as reports, and
+/// approved machines whose Hardware is now in the cluster as applied.
+async fn record_discovered(proposer: Arc<Proposer>, mut rx: tokio::sync::mpsc::Receiver<crate::cluster::hardware::Noticed>) {
+    use crate::cluster::hardware::Noticed;
+    while let Some(noticed) = rx.recv().await {
+        let (mac, facts) = match noticed {
+            Noticed::Discovered(mac, facts) => (mac, facts),
+            Noticed::Registered { macs, hardware } => {
+                for mac in macs {
+                    mark_applied(&proposer, mac, &hardware).await;
+                }
+                continue;
+            }
+        };
         let store = proposer.store().clone();
         match tokio::task::spawn_blocking(move || store.record_facts(mac, Source::AutoDiscovery, &facts, chrono::Utc::now())).await {
             Ok(Ok(r)) => {
@@ -289,5 +301,30 @@ async fn record_discovered(proposer: Arc<Proposer>, mut rx: tokio::sync::mpsc::R
             Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record an auto-discovered machine"),
             Err(e) => tracing::warn!(%mac, error = %e, "auto discovery task failed"),
         }
+    }
+}
+
+async fn mark_applied(proposer: &Arc<Proposer>, mac: Mac, hardware: &str) {
+    let store = proposer.store().clone();
+    let cause = format!("Hardware {hardware} is in the cluster");
+    let result = tokio::task::spawn_blocking(move || -> Result<bool, crate::store::StoreError> {
+        match store.machine(mac)? {
+            Some(m) if m.state == crate::domain::State::Approved => {
+                store.transition(mac, crate::domain::State::Applied, &cause, "registrar", chrono::Utc::now())?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok(true)) => {
+            tracing::info!(%mac, %hardware, "approved machine applied");
+            // The safety net: its discovery objects must not outlive the real Hardware.
+            proposer.remove_discovery_objects(mac).await;
+        }
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record an applied machine"),
+        Err(e) => tracing::warn!(%mac, error = %e, "applied-machine task failed"),
     }
 }

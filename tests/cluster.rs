@@ -122,3 +122,35 @@ async fn the_watch_recovers_from_drops_and_410_gone_without_missing_a_mac() {
     }
     panic!("the deletion was never seen");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approval_removes_the_discovery_hardware_and_the_applied_hardware_is_followed() {
+    let (kube, r) = start().await;
+    let mac = "b0:7b:25:de:ad:02";
+    let attrs = json!({"product": {"vendor": "Dell Inc.", "name": "PowerEdge R650", "serialNumber": "7XK2N14"}}).to_string();
+    let discovered = |name: &str, mac: &str| json!({
+        "apiVersion": "tinkerbell.org/v1alpha1", "kind": "Hardware",
+        "metadata": {"name": name, "namespace": "tinkerbell",
+                     "labels": {"tinkerbell.org/auto-discovered": "true"},
+                     "annotations": {"tinkerbell.org/agent-attributes": attrs}},
+        "spec": {"agentID": mac, "interfaces": [{"dhcp": {"mac": mac}}]}
+    });
+    kube.create(discovered("discovery-b0-7b-25-de-ad-02", mac));
+    kube.create(discovered("discovery-b0-7b-25-de-ad-03", "b0:7b:25:de:ad:03"));
+    r.wait_for_state(mac, "proposed").await;
+
+    let resp = r.post(&format!("/api/v1/machines/{mac}/approve"), json!({"actor": "ops"})).await;
+    assert_eq!(resp.status(), 200);
+    let names = || kube.state.lock().unwrap().requests.iter().filter(|(m, p)| m == "DELETE" && p.ends_with("/discovery-b0-7b-25-de-ad-02")).count();
+    assert_eq!(names(), 1, "the discovery Hardware is deleted at approval, before anything applies the approved one");
+
+    // Flux applies what merged: the machine is followed to "applied".
+    let yaml = r.remote.read("main", "hardware/7xk2n14.yaml").expect("merged");
+    let approved = documents(&yaml).remove(0);
+    kube.create(approved);
+    let m = r.wait_for_state(mac, "applied").await;
+    assert!(m["transitions"].as_array().unwrap().iter().any(|t| t["to"] == "applied" && t["cause"].as_str().unwrap().contains("tinkerbell/7xk2n14")));
+    // The other machine's discovery Hardware is untouched.
+    let other = kube.state.lock().unwrap().requests.iter().filter(|(m, p)| m == "DELETE" && p.ends_with("/discovery-b0-7b-25-de-ad-03")).count();
+    assert_eq!(other, 0);
+}

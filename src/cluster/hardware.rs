@@ -57,8 +57,15 @@ pub fn classify(obj: &Value) -> Seen {
     Seen::Discovered { mac, facts }
 }
 
-/// Receives auto-discovered machines.
-pub type DiscoveredSink = tokio::sync::mpsc::Sender<(Mac, Facts)>;
+/// What the watch passes on: machines Tinkerbell discovered, and MACs that a registered
+/// Hardware holds (so an approved machine can be followed to "applied").
+#[derive(Debug, Clone)]
+pub enum Noticed {
+    Discovered(Mac, Facts),
+    Registered { macs: Vec<Mac>, hardware: String },
+}
+
+pub type DiscoveredSink = tokio::sync::mpsc::Sender<Noticed>;
 
 /// Watches Hardware until shutdown, keeping `known`'s "cluster" set equal to the MACs of
 /// registered Hardware and passing auto-discovered machines to `discovered`.
@@ -94,11 +101,12 @@ pub async fn watch(client: kube::Client, namespace: Option<String>, known: Arc<K
             let value = serde_json::to_value(obj).unwrap_or_default();
             match classify(&value) {
                 Seen::Registered(macs) => {
+                    let _ = discovered.try_send(Noticed::Registered { macs: macs.clone(), hardware: key.clone() });
                     into.insert(key, macs);
                 }
                 Seen::Discovered { mac, facts } => {
                     into.remove(&key);
-                    if discovered.try_send((mac, facts)).is_err() {
+                    if discovered.try_send(Noticed::Discovered(mac, facts)).is_err() {
                         tracing::warn!(%mac, "auto-discovered machine dropped: backlog full; the next relist brings it again");
                     }
                 }

@@ -6,7 +6,9 @@
 
 pub mod hardware;
 
-use kube::api::ApiResource;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams};
+
+use crate::domain::Mac;
 
 /// Tinkerbell's `Hardware` (`hardware.tinkerbell.org/v1alpha1`), read as dynamic objects.
 pub fn hardware_resource() -> ApiResource {
@@ -25,3 +27,49 @@ pub const AUTO_DISCOVERED: &str = "tinkerbell.org/auto-discovered";
 pub const AGENT_ATTRIBUTES: &str = "tinkerbell.org/agent-attributes";
 /// Marks Registrar's own temporary discovery Hardware.
 pub const TEMPORARY: &str = "registrar.dev/temporary";
+
+/// Registrar's label carrying a machine's MAC (dashed: `:` is illegal in label values).
+pub const MAC_LABEL: &str = "registrar.dev/mac";
+
+/// Writes to the cluster on a machine's behalf.
+#[derive(Clone)]
+pub struct Cluster {
+    client: kube::Client,
+}
+
+impl Cluster {
+    pub fn new(client: kube::Client) -> Self {
+        Cluster { client }
+    }
+
+    /// Deletes the objects that only existed to discover `mac`: Registrar's temporary
+    /// Hardware and Tinkerbell's auto-discovered one. They must go before the approved
+    /// Hardware is applied, or Smee finds two Hardware with one MAC and answers neither.
+    pub async fn remove_discovery_objects(&self, mac: Mac) -> Result<usize, kube::Error> {
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &hardware_resource());
+        let mut removed = 0;
+        let temporary = ListParams::default().labels(&format!("{MAC_LABEL}={},{TEMPORARY}=true", mac.dashed()));
+        let discovered = ListParams::default().labels(&format!("{AUTO_DISCOVERED}=true"));
+        for params in [temporary, discovered] {
+            for obj in api.list(&params).await?.items {
+                let value = serde_json::to_value(&obj).unwrap_or_default();
+                let ours = match hardware::classify(&value) {
+                    hardware::Seen::Discovered { mac: m, .. } => m == mac,
+                    _ => value["metadata"]["labels"][MAC_LABEL] == mac.dashed(),
+                };
+                if !ours {
+                    continue;
+                }
+                let (Some(name), Some(ns)) = (obj.metadata.name.clone(), obj.metadata.namespace.clone()) else { continue };
+                let namespaced: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &ns, &hardware_resource());
+                match namespaced.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => removed += 1,
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+                tracing::info!(%mac, hardware = %format!("{ns}/{name}"), "removed a discovery Hardware");
+            }
+        }
+        Ok(removed)
+    }
+}

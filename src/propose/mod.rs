@@ -73,6 +73,8 @@ pub struct Proposer {
     lane: tokio::sync::Mutex<()>,
     /// MACs that already have a home (cluster Hardware, base-branch manifests).
     known: Arc<crate::domain::KnownMacs>,
+    /// The cluster, when configured: approval removes the machine's discovery objects.
+    cluster: std::sync::OnceLock<crate::cluster::Cluster>,
 }
 
 async fn blocking<T: Send + 'static, E: Send + 'static>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ProposeError>
@@ -91,7 +93,7 @@ impl Proposer {
         path_template: String,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Proposer { store, renderer, git, forge, path_template, metrics, wake: Notify::new(), crash_at: CrashPoint::from_env(), lane: tokio::sync::Mutex::new(()), known: Default::default() }
+        Proposer { store, renderer, git, forge, path_template, metrics, wake: Notify::new(), crash_at: CrashPoint::from_env(), lane: tokio::sync::Mutex::new(()), known: Default::default(), cluster: std::sync::OnceLock::new() }
     }
 
     /// Shares the known-MAC index the sources fill: a machine already registered is never
@@ -99,6 +101,21 @@ impl Proposer {
     pub fn with_known(mut self, known: Arc<crate::domain::KnownMacs>) -> Self {
         self.known = known;
         self
+    }
+
+    /// Connects the cluster (once, when the server starts).
+    pub fn set_cluster(&self, cluster: crate::cluster::Cluster) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// Removes an approved machine's discovery objects; the Hardware watch repeats this when
+    /// the approved Hardware appears, so a failure here is retried there.
+    pub async fn remove_discovery_objects(&self, mac: Mac) {
+        if let Some(cluster) = self.cluster.get() {
+            if let Err(e) = cluster.remove_discovery_objects(mac).await {
+                tracing::warn!(%mac, error = %e, "could not remove the discovery objects; retried when the approved Hardware appears");
+            }
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -414,6 +431,7 @@ impl Proposer {
             if m.state == State::Approved { Ok(m) } else { store.transition(mac, State::Approved, &cause, &actor, Utc::now()) }
         })
         .await?;
+        self.remove_discovery_objects(mac).await;
         // The base moved: proposals sharing a kustomization are rebuilt on it.
         let git = self.git.clone();
         blocking(move || git.fetch()).await?;
