@@ -145,8 +145,22 @@ impl App {
             (None, true) => Some(kube::Client::try_default().await.context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?),
             (None, false) => None,
         };
+        let mut discovery = None;
         if let Some(client) = kube {
             self.proposer.set_cluster(crate::cluster::Cluster::new(client.clone()));
+            let d = &self.config.cluster.discovery;
+            if d.enabled {
+                let settings = crate::cluster::discovery::DiscoverySettings {
+                    namespace: self.config.tinkerbell.namespace.clone(),
+                    template: d.template.clone(),
+                    report_url: d.report_url.clone(),
+                    max_machines: d.max_machines,
+                    ttl: chrono::Duration::seconds(d.ttl_seconds as i64),
+                };
+                let disc = Arc::new(crate::cluster::discovery::Discovery::new(client.clone(), settings));
+                tokio::spawn(sweep_discovery(self.proposer.clone(), disc.clone(), shutdown.clone()));
+                discovery = Some(disc);
+            }
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             let ns = Some(self.config.cluster.watch_namespace.clone()).filter(|n| !n.is_empty());
             tokio::spawn(crate::cluster::hardware::watch(client, ns, self.known.clone(), tx, shutdown.clone()));
@@ -172,7 +186,7 @@ impl App {
                     tracing::error!(error = %e, "DHCP snooping stopped");
                 }
             });
-            tokio::spawn(record_sightings(self.proposer.clone(), self.state.metrics.clone(), rx));
+            tokio::spawn(record_sightings(self.proposer.clone(), self.state.metrics.clone(), discovery.clone(), rx));
         }
         let router = server::router(self.state);
         let stop = shutdown.clone();
@@ -212,7 +226,12 @@ async fn index_gitops(proposer: Arc<Proposer>, known: Arc<KnownMacs>, metrics: A
 }
 
 /// Stores what the DHCP listener saw; one log line per machine it had never seen.
-async fn record_sightings(proposer: Arc<Proposer>, metrics: Arc<crate::metrics::Metrics>, mut rx: tokio::sync::mpsc::Receiver<(Mac, Sighting)>) {
+async fn record_sightings(
+    proposer: Arc<Proposer>,
+    metrics: Arc<crate::metrics::Metrics>,
+    discovery: Option<Arc<crate::cluster::discovery::Discovery>>,
+    mut rx: tokio::sync::mpsc::Receiver<(Mac, Sighting)>,
+) {
     while let Some((mac, sighting)) = rx.recv().await {
         let store = proposer.store().clone();
         let s = sighting.clone();
@@ -231,6 +250,14 @@ async fn record_sightings(proposer: Arc<Proposer>, metrics: Arc<crate::metrics::
                 }
                 if recorded.queued {
                     proposer.wake();
+                }
+                let m = &recorded.machine;
+                if let Some(d) = &discovery {
+                    if m.state == crate::domain::State::Detected && m.facts.is_none() && !m.suppressed {
+                        if let Err(e) = begin_discovery(&proposer, d, mac, &sighting).await {
+                            tracing::warn!(%mac, error = %e, "could not create discovery objects");
+                        }
+                    }
                 }
             }
             Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record a DHCP sighting"),
@@ -326,5 +353,62 @@ async fn mark_applied(proposer: &Arc<Proposer>, mac: Mac, hardware: &str) {
         Ok(Ok(false)) => {}
         Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record an applied machine"),
         Err(e) => tracing::warn!(%mac, error = %e, "applied-machine task failed"),
+    }
+}
+
+/// Boots an unknown machine into discovery: a per-machine token (stored, as a hash, before
+/// anything is created), then the temporary Hardware and Workflow.
+async fn begin_discovery(proposer: &Arc<Proposer>, discovery: &crate::cluster::discovery::Discovery, mac: Mac, sighting: &Sighting) -> anyhow::Result<()> {
+    if discovery.count().await? >= discovery.settings().max_machines {
+        tracing::info!(%mac, "discovery is at its limit of machines; this one waits");
+        return Ok(());
+    }
+    let token = hex::encode(rand::random::<[u8; 24]>());
+    let expires = chrono::Utc::now() + discovery.settings().ttl;
+    let (store, hash) = (proposer.store().clone(), crate::server::digest_hex(&token));
+    tokio::task::spawn_blocking(move || store.add_report_token(mac, &hash, expires)).await??;
+    discovery.create(&mac, Some(sighting), &token, expires).await?;
+    let store = proposer.store().clone();
+    tokio::task::spawn_blocking(move || {
+        if store.machine(mac)?.is_some_and(|m| m.state == crate::domain::State::Detected) {
+            store.transition(mac, crate::domain::State::Discovering, "discovery objects created", "registrar", chrono::Utc::now())?;
+        }
+        Ok::<_, crate::store::StoreError>(())
+    })
+    .await??;
+    tracing::info!(%mac, "booting into discovery");
+    Ok(())
+}
+
+/// Removes discovery objects past their time to live; the machine goes back to detected.
+async fn sweep_discovery(proposer: Arc<Proposer>, discovery: Arc<crate::cluster::discovery::Discovery>, shutdown: Shutdown) {
+    let every = (discovery.settings().ttl / 10).to_std().unwrap_or(Duration::from_secs(60)).clamp(Duration::from_secs(1), Duration::from_secs(300));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait() => return,
+        }
+        let expired = match discovery.expired(chrono::Utc::now()).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list discovery objects");
+                continue;
+            }
+        };
+        for mac in expired {
+            if let Err(e) = discovery.remove(&mac).await {
+                tracing::warn!(%mac, error = %e, "could not remove expired discovery objects");
+                continue;
+            }
+            let store = proposer.store().clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if store.machine(mac)?.is_some_and(|m| m.state == crate::domain::State::Discovering) {
+                    store.transition(mac, crate::domain::State::Detected, "discovery expired without a report", "registrar", chrono::Utc::now())?;
+                }
+                Ok::<_, crate::store::StoreError>(())
+            })
+            .await;
+            tracing::info!(%mac, "discovery expired");
+        }
     }
 }

@@ -34,11 +34,33 @@ pub struct ClusterConfig {
     pub enabled: bool,
     /// The namespace whose Hardware is watched; empty: all namespaces.
     pub watch_namespace: String,
+    pub discovery: DiscoveryConfig,
+}
+
+/// Temporary discovery objects for unknown machines (in `tinkerbell.namespace`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    pub enabled: bool,
+    /// The discovery Template (`deploy/discovery/template.yaml`).
+    pub template: String,
+    /// Registrar's URL as a machine on the provisioning network reaches it.
+    pub report_url: String,
+    /// At most this many machines in discovery at once.
+    pub max_machines: usize,
+    /// Temporary objects (and their report tokens) expire after this long.
+    pub ttl_seconds: u64,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig { enabled: false, template: "registrar-discovery".into(), report_url: String::new(), max_machines: 20, ttl_seconds: 3600 }
+    }
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        ClusterConfig { enabled: false, watch_namespace: String::new() }
+        ClusterConfig { enabled: false, watch_namespace: String::new(), discovery: DiscoveryConfig::default() }
     }
 }
 
@@ -372,6 +394,9 @@ impl Config {
             bail!("tinkerbell.namespace {:?} is not a valid namespace", self.tinkerbell.namespace);
         }
         self.dhcp.filters()?;
+        if self.cluster.discovery.enabled && !self.cluster.discovery.report_url.starts_with("http") {
+            bail!("cluster.discovery.report_url must be Registrar's http(s) URL as machines reach it");
+        }
         if self.dhcp.debounce_seconds == 0 || self.dhcp.max_tracked_macs == 0 {
             bail!("dhcp.debounce_seconds and dhcp.max_tracked_macs must be positive");
         }

@@ -154,3 +154,98 @@ async fn approval_removes_the_discovery_hardware_and_the_applied_hardware_is_fol
     let other = kube.state.lock().unwrap().requests.iter().filter(|(m, p)| m == "DELETE" && p.ends_with("/discovery-b0-7b-25-de-ad-03")).count();
     assert_eq!(other, 0);
 }
+
+/// A DHCP socket on loopback and the discovery side on, bounded to `max` machines.
+async fn start_discovery(max: usize, ttl_seconds: u64) -> (FakeKube, Registrar, std::net::SocketAddr) {
+    let kube = FakeKube::start().await;
+    let client = kube.client();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = local_config(dir.path());
+    config.cluster.watch_namespace = "tinkerbell".into();
+    config.cluster.discovery.enabled = true;
+    config.cluster.discovery.report_url = "http://registrar.tinkerbell.svc:8080".into();
+    config.cluster.discovery.max_machines = max;
+    config.cluster.discovery.ttl_seconds = ttl_seconds;
+    let socket = registrar::sources::dhcp::listener::bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let r = Registrar::start_app(dir, config, move |app| app.with_kube_client(client).with_dhcp_socket(socket)).await;
+    (kube, r, addr)
+}
+
+fn pxe_discover(mac: [u8; 6]) -> Vec<u8> {
+    let mut b = vec![0u8; 236];
+    b[0] = 1;
+    b[1] = 1;
+    b[2] = 6;
+    b[28..34].copy_from_slice(&mac);
+    b.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1, 93, 2, 0, 11, 255]);
+    b
+}
+
+async fn wait_objects(kube: &FakeKube, plural: &str, n: usize) -> Vec<Value> {
+    for _ in 0..200 {
+        let objs = kube.objects(plural);
+        if objs.len() == n {
+            return objs;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("expected {n} {plural}, have {:?}", kube.objects(plural));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_machine_is_booted_into_discovery_with_its_own_token() {
+    let (kube, r, dhcp) = start_discovery(5, 3600).await;
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mac = "02:00:00:00:0c:01";
+    sender.send_to(&pxe_discover([2, 0, 0, 0, 0x0c, 1]), dhcp).unwrap();
+    let hardware = wait_objects(&kube, "hardware", 1).await;
+    let workflows = wait_objects(&kube, "workflows", 1).await;
+    let (hw, wf) = (&hardware[0], &workflows[0]);
+    // Valid against the CRDs (the fake refuses anything else), temporary, and bootable.
+    assert_eq!(hw["metadata"]["labels"]["registrar.dev/temporary"], "true");
+    assert_eq!(hw["spec"]["agentID"], mac);
+    assert_eq!(hw["spec"]["interfaces"][0]["dhcp"]["arch"], "aarch64", "what DHCP revealed");
+    assert_eq!(hw["spec"]["interfaces"][0]["netboot"]["allowPXE"], true);
+    assert_eq!(wf["spec"]["templateRef"], "registrar-discovery");
+    assert_eq!(wf["spec"]["hardwareRef"], hw["metadata"]["name"]);
+    assert_eq!(wf["spec"]["hardwareMap"]["device_1"], mac);
+    let token = wf["spec"]["hardwareMap"]["report_token"].as_str().unwrap().to_string();
+    r.wait_for_state(mac, "discovering").await;
+
+    // The same machine asking again makes nothing new.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sender.send_to(&pxe_discover([2, 0, 0, 0, 0x0c, 1]), dhcp).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(kube.objects("hardware").len(), 1);
+
+    // Its token reports for it, and for no other machine.
+    let post = |m: &str, t: &str| {
+        r.client.post(format!("{}/api/v1/reports", r.url)).bearer_auth(t.to_string()).json(&report_body(m, json!({"class": "system", "serial": "DISC1"}))).send()
+    };
+    assert_eq!(post("02:00:00:00:0c:02", &token).await.unwrap().status(), 403);
+    assert_eq!(post(mac, &token).await.unwrap().status(), 202);
+    r.wait_for_state(mac, "proposed").await;
+
+    // Approval removes the temporary objects.
+    assert_eq!(r.post(&format!("/api/v1/machines/{mac}/approve"), json!({})).await.status(), 200);
+    wait_objects(&kube, "hardware", 0).await;
+    wait_objects(&kube, "workflows", 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discovery_is_bounded_and_expires() {
+    let (kube, r, dhcp) = start_discovery(1, 1).await;
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sender.send_to(&pxe_discover([2, 0, 0, 0, 0x0d, 1]), dhcp).unwrap();
+    wait_objects(&kube, "hardware", 1).await;
+    sender.send_to(&pxe_discover([2, 0, 0, 0, 0x0d, 2]), dhcp).unwrap();
+    let second = r.wait_for_state("02:00:00:00:0d:02", "detected").await;
+    assert_eq!(second["machine"]["state"], "detected", "over the limit: it waits");
+    assert_eq!(kube.objects("hardware").len(), 1);
+    // After the time to live the objects go, and the machine is back to detected.
+    wait_objects(&kube, "hardware", 0).await;
+    wait_objects(&kube, "workflows", 0).await;
+    let m = r.wait_for_state("02:00:00:00:0d:01", "detected").await;
+    assert!(m["transitions"].as_array().unwrap().iter().any(|t| t["cause"] == "discovery expired without a report"));
+}

@@ -4,6 +4,7 @@
 //! Hardware is read through a kube-runtime watcher: it lists, then watches, and relists on
 //! its own after a dropped watch or a 410 Gone, so the index never misses a MAC for long.
 
+pub mod discovery;
 pub mod hardware;
 
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams};
@@ -68,6 +69,17 @@ impl Cluster {
                     Err(e) => return Err(e),
                 }
                 tracing::info!(%mac, hardware = %format!("{ns}/{name}"), "removed a discovery Hardware");
+            }
+        }
+        // Registrar's temporary Workflow goes with its Hardware.
+        let workflows: Api<DynamicObject> = Api::all_with(self.client.clone(), &discovery::workflow_resource());
+        for obj in workflows.list(&ListParams::default().labels(&format!("{MAC_LABEL}={},{TEMPORARY}=true", mac.dashed()))).await?.items {
+            let (Some(name), Some(ns)) = (obj.metadata.name.clone(), obj.metadata.namespace.clone()) else { continue };
+            let namespaced: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &ns, &discovery::workflow_resource());
+            match namespaced.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(removed)

@@ -458,6 +458,7 @@ impl Proposer {
         if let Some(p) = proposal {
             self.forge.reject(&p, actor).await?;
         }
+        self.remove_discovery_objects(mac).await;
         Ok(machine)
     }
 
@@ -466,7 +467,9 @@ impl Proposer {
         let _lane = self.lane.lock().await;
         let store = self.store.clone();
         let (cause, actor) = (cause.to_string(), actor.to_string());
-        blocking(move || store.reject(mac, &cause, &actor, Utc::now())).await
+        let machine = blocking(move || store.reject(mac, &cause, &actor, Utc::now())).await?;
+        self.remove_discovery_objects(mac).await;
+        Ok(machine)
     }
 
     async fn open_proposal(&self, mac: Mac) -> Result<Proposal, ProposeError> {

@@ -26,6 +26,14 @@ pub struct TokenSet {
     operator: [u8; 32],
 }
 
+/// A per-machine token's MAC, set on requests that carried one.
+#[derive(Clone, Copy, Debug)]
+pub struct MachineToken(pub crate::domain::Mac);
+
+pub fn digest_hex(s: &str) -> String {
+    hex::encode(digest(s))
+}
+
 fn digest(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()
 }
@@ -54,8 +62,20 @@ fn bearer(req: &Request) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-async fn require(state: &AppState, req: Request, next: Next, needed: Role) -> Result<Response, ApiError> {
-    let role = bearer(&req).and_then(|t| state.tokens.role(t));
+async fn require(state: &AppState, mut req: Request, next: Next, needed: Role) -> Result<Response, ApiError> {
+    let presented = bearer(&req).map(str::to_string);
+    let mut role = presented.as_deref().and_then(|t| state.tokens.role(t));
+    // A per-machine token (from a discovery Workflow) may report for its own MAC only.
+    if role.is_none() && needed == Role::Reporter {
+        if let Some(token) = presented {
+            let store = state.proposer.store().clone();
+            let hash = digest_hex(&token);
+            if let Ok(Ok(Some(mac))) = tokio::task::spawn_blocking(move || store.report_token_mac(&hash, chrono::Utc::now())).await {
+                req.extensions_mut().insert(MachineToken(mac));
+                role = Some(Role::Reporter);
+            }
+        }
+    }
     match (role, needed) {
         (Some(Role::Operator), _) | (Some(Role::Reporter), Role::Reporter) => Ok(next.run(req).await),
         (Some(Role::Reporter), Role::Operator) => {

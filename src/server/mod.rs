@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 
 use crate::metrics::Metrics;
 use crate::propose::Proposer;
-pub use auth::TokenSet;
+pub use auth::{TokenSet, digest_hex};
 
 #[derive(Clone)]
 pub struct AppState {

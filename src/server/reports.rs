@@ -42,6 +42,7 @@ pub struct ReportQuery {
 pub async fn post_report(
     State(state): State<AppState>,
     Query(query): Query<ReportQuery>,
+    machine_token: Option<axum::Extension<super::auth::MachineToken>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -66,6 +67,12 @@ pub async fn post_report(
         }
     })?;
 
+    if let Some(axum::Extension(super::auth::MachineToken(allowed))) = machine_token {
+        if allowed != parsed.mac {
+            state.metrics.report("wrong_machine");
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this token was issued for {allowed}, not {}", parsed.mac)));
+        }
+    }
     let store = state.proposer.store().clone();
     let recorded = tokio::task::spawn_blocking(move || store.record_facts(parsed.mac, Source::Report, &parsed.facts, Utc::now()))
         .await

@@ -92,6 +92,10 @@ pub trait Store: Send + Sync + 'static {
     fn remember_once(&self, key: &str, now: DateTime<Utc>) -> Result<bool>;
 
     fn was_remembered(&self, key: &str) -> Result<bool>;
+    /// A per-machine report token (by its SHA-256), valid until `expires_at`.
+    fn add_report_token(&self, mac: Mac, hash: &str, expires_at: DateTime<Utc>) -> Result<()>;
+    /// The MAC an unexpired per-machine token was issued for.
+    fn report_token_mac(&self, hash: &str, now: DateTime<Utc>) -> Result<Option<Mac>>;
     /// Someone else pushed to the proposal's branch: Registrar stops updating it.
     fn set_hands_off(&self, mac: Mac, now: DateTime<Utc>) -> Result<()>;
 

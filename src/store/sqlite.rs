@@ -67,6 +67,8 @@ ALTER TABLE machines ADD COLUMN sighting TEXT;
 CREATE TABLE once (key TEXT PRIMARY KEY, at TEXT NOT NULL);
 "#, r#"
 ALTER TABLE proposals ADD COLUMN hands_off INTEGER NOT NULL DEFAULT 0;
+"#, r#"
+CREATE TABLE report_tokens (hash TEXT PRIMARY KEY, mac TEXT NOT NULL, expires_at TEXT NOT NULL);
 "#];
 
 pub struct SqliteStore {
@@ -455,6 +457,23 @@ impl Store for SqliteStore {
 
     fn remember_once(&self, key: &str, now: DateTime<Utc>) -> Result<bool> {
         self.with(|tx| Ok(tx.execute("INSERT OR IGNORE INTO once (key, at) VALUES (?1, ?2)", params![key, ts(now)])? == 1))
+    }
+
+    fn add_report_token(&self, mac: Mac, hash: &str, expires_at: DateTime<Utc>) -> Result<()> {
+        self.with(|tx| {
+            tx.execute("DELETE FROM report_tokens WHERE expires_at < ?1", [ts(Utc::now())])?;
+            tx.execute("INSERT OR REPLACE INTO report_tokens (hash, mac, expires_at) VALUES (?1, ?2, ?3)", params![hash, mac.to_string(), ts(expires_at)])?;
+            Ok(())
+        })
+    }
+
+    fn report_token_mac(&self, hash: &str, now: DateTime<Utc>) -> Result<Option<Mac>> {
+        self.with(|tx| {
+            let mac: Option<String> = tx
+                .query_row("SELECT mac FROM report_tokens WHERE hash = ?1 AND expires_at >= ?2", params![hash, ts(now)], |r| r.get(0))
+                .optional()?;
+            mac.map(|m| Mac::parse(&m).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()
+        })
     }
 
     fn was_remembered(&self, key: &str) -> Result<bool> {

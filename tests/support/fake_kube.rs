@@ -34,7 +34,8 @@ pub struct FakeKube {
     pub state: Arc<Mutex<KubeState>>,
     events: broadcast::Sender<(u64, &'static str, Value)>,
     drops: broadcast::Sender<()>,
-    schema: Arc<super::UpstreamSchema>,
+    /// CRD schema per plural (hardware, workflows).
+    schemas: Arc<std::collections::HashMap<&'static str, super::UpstreamSchema>>,
 }
 
 fn status(code: StatusCode, reason: &str, message: &str) -> Response {
@@ -67,7 +68,11 @@ impl FakeKube {
         let state = Arc::new(Mutex::new(KubeState { rv: 100, objects: BTreeMap::new(), history: vec![], oldest: 0, requests: vec![] }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let fake = FakeKube { url, state, events, drops, schema: Arc::new(super::UpstreamSchema::load("tinkerbell.org_hardware.yaml")) };
+        let schemas = [("hardware", "tinkerbell.org_hardware.yaml"), ("workflows", "tinkerbell.org_workflows.yaml")]
+            .into_iter()
+            .map(|(plural, file)| (plural, super::UpstreamSchema::load(file)))
+            .collect();
+        let fake = FakeKube { url, state, events, drops, schemas: Arc::new(schemas) };
         let app = Router::new().fallback(route).with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         fake
@@ -80,32 +85,44 @@ impl FakeKube {
 
     /// Creates an object as `kubectl apply` of a new object would; panics if invalid.
     pub fn create(&self, obj: Value) {
-        let errors = self.schema.errors(&obj);
+        let errors = self.schemas["hardware"].errors(&obj);
         assert!(errors.is_empty(), "invalid Hardware: {errors:?}");
-        self.write("ADDED", obj);
+        self.write("ADDED", "hardware", obj);
     }
 
-    fn write(&self, kind: &'static str, mut obj: Value) -> Value {
+    /// Objects of a kind (`hardware`, `workflows`), as stored.
+    pub fn objects(&self, plural: &str) -> Vec<Value> {
+        self.state.lock().unwrap().objects.iter().filter(|(k, _)| k.starts_with(&format!("{plural}/"))).map(|(_, v)| v.clone()).collect()
+    }
+
+    fn write(&self, kind: &'static str, plural: &str, mut obj: Value) -> Value {
         let mut st = self.state.lock().unwrap();
         st.rv += 1;
         let rv = st.rv;
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         obj["metadata"]["uid"] = json!(format!("uid-{rv}"));
-        let key = format!("{}/{}", obj["metadata"]["namespace"].as_str().unwrap_or("default"), obj["metadata"]["name"].as_str().unwrap_or(""));
+        let key = format!("{plural}/{}/{}", obj["metadata"]["namespace"].as_str().unwrap_or("default"), obj["metadata"]["name"].as_str().unwrap_or(""));
         if kind == "DELETED" {
             st.objects.remove(&key);
         } else {
             st.objects.insert(key, obj.clone());
         }
-        st.history.push((rv, kind, obj.clone()));
-        let _ = self.events.send((rv, kind, obj.clone()));
+        // Only Hardware is watched.
+        if plural == "hardware" {
+            st.history.push((rv, kind, obj.clone()));
+            let _ = self.events.send((rv, kind, obj.clone()));
+        }
         obj
     }
 
     pub fn delete(&self, namespace: &str, name: &str) {
-        let obj = self.state.lock().unwrap().objects.get(&format!("{namespace}/{name}")).cloned();
+        self.delete_of("hardware", namespace, name);
+    }
+
+    fn delete_of(&self, plural: &str, namespace: &str, name: &str) {
+        let obj = self.state.lock().unwrap().objects.get(&format!("{plural}/{namespace}/{name}")).cloned();
         if let Some(obj) = obj {
-            self.write("DELETED", obj);
+            self.write("DELETED", plural, obj);
         }
     }
 
@@ -133,25 +150,30 @@ async fn route(State(k): State<FakeKube>, method: Method, uri: Uri, body: Bytes)
     k.state.lock().unwrap().requests.push((if watching { "WATCH".into() } else { method.to_string() }, path.clone()));
     let Some(rest) = path.strip_prefix(PREFIX) else { return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource") };
     let segs: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+    let known = |p: &str| p == "hardware" || p == "workflows";
     let (namespace, plural, name) = match segs.as_slice() {
-        ["hardware"] => (None, "hardware", None),
-        ["namespaces", ns, "hardware"] => (Some(ns.to_string()), "hardware", None),
-        ["namespaces", ns, "hardware", name] => (Some(ns.to_string()), "hardware", Some(name.to_string())),
+        [p] if known(p) => (None, p.to_string(), None),
+        ["namespaces", ns, p] if known(p) => (Some(ns.to_string()), p.to_string(), None),
+        ["namespaces", ns, p, name] if known(p) => (Some(ns.to_string()), p.to_string(), Some(name.to_string())),
         _ => return status(StatusCode::NOT_FOUND, "NotFound", "unknown resource"),
     };
-    let _ = plural;
+    if watching && plural != "hardware" {
+        return status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "the fake watches Hardware only");
+    }
+    let of_kind = |key: &str| key.starts_with(&format!("{plural}/"));
     let in_ns = |obj: &Value| namespace.as_deref().is_none_or(|ns| obj["metadata"]["namespace"].as_str() == Some(ns));
     match (method, name) {
         (Method::GET, None) if watching => watch(k, q, namespace).await,
         (Method::GET, None) => {
             let st = k.state.lock().unwrap();
-            let items: Vec<Value> = st.objects.values().filter(|o| in_ns(o) && matches_selector(o, q.get("labelSelector"))).cloned().collect();
-            let body = json!({"apiVersion": "tinkerbell.org/v1alpha1", "kind": "HardwareList", "metadata": {"resourceVersion": st.rv.to_string()}, "items": items});
+            let items: Vec<Value> = st.objects.iter().filter(|(k, o)| of_kind(k) && in_ns(o) && matches_selector(o, q.get("labelSelector"))).map(|(_, o)| o.clone()).collect();
+            let list_kind = if plural == "hardware" { "HardwareList" } else { "WorkflowList" };
+            let body = json!({"apiVersion": "tinkerbell.org/v1alpha1", "kind": list_kind, "metadata": {"resourceVersion": st.rv.to_string()}, "items": items});
             (StatusCode::OK, [("content-type", "application/json")], body.to_string()).into_response()
         }
         (Method::GET, Some(name)) => {
             let st = k.state.lock().unwrap();
-            match st.objects.get(&format!("{}/{name}", namespace.unwrap_or_default())) {
+            match st.objects.get(&format!("{plural}/{}/{name}", namespace.unwrap_or_default())) {
                 Some(o) => (StatusCode::OK, [("content-type", "application/json")], o.to_string()).into_response(),
                 None => status(StatusCode::NOT_FOUND, "NotFound", &format!("hardware.tinkerbell.org \"{name}\" not found")),
             }
@@ -159,23 +181,23 @@ async fn route(State(k): State<FakeKube>, method: Method, uri: Uri, body: Bytes)
         (Method::POST, None) => {
             let Ok(mut obj) = serde_json::from_slice::<Value>(&body) else { return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON") };
             obj["metadata"]["namespace"] = json!(namespace.clone().unwrap_or_else(|| "default".into()));
-            let errors = k.schema.errors(&obj);
+            let errors = k.schemas[plural.as_str()].errors(&obj);
             if !errors.is_empty() {
                 return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &errors.join("; "));
             }
-            let key = format!("{}/{}", namespace.unwrap_or_default(), obj["metadata"]["name"].as_str().unwrap_or(""));
+            let key = format!("{plural}/{}/{}", namespace.unwrap_or_default(), obj["metadata"]["name"].as_str().unwrap_or(""));
             if k.state.lock().unwrap().objects.contains_key(&key) {
                 return status(StatusCode::CONFLICT, "AlreadyExists", "already exists");
             }
-            let obj = k.write("ADDED", obj);
+            let obj = k.write("ADDED", &plural, obj);
             (StatusCode::CREATED, [("content-type", "application/json")], obj.to_string()).into_response()
         }
         (Method::DELETE, Some(name)) => {
             let ns = namespace.unwrap_or_default();
-            if !k.state.lock().unwrap().objects.contains_key(&format!("{ns}/{name}")) {
+            if !k.state.lock().unwrap().objects.contains_key(&format!("{plural}/{ns}/{name}")) {
                 return status(StatusCode::NOT_FOUND, "NotFound", "not found");
             }
-            k.delete(&ns, &name);
+            k.delete_of(&plural, &ns, &name);
             (StatusCode::OK, [("content-type", "application/json")], json!({"kind": "Status", "status": "Success"}).to_string()).into_response()
         }
         _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "not supported by the fake"),
