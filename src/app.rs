@@ -147,7 +147,9 @@ impl App {
         };
         let mut discovery = None;
         if let Some(client) = kube {
-            self.proposer.set_cluster(crate::cluster::Cluster::new(client.clone()));
+            let cluster = crate::cluster::Cluster::new(client.clone());
+            self.proposer.set_cluster(cluster.clone());
+            tokio::spawn(follow_provisioning(self.proposer.clone(), cluster, self.config.tinkerbell.namespace.clone(), shutdown.clone()));
             let d = &self.config.cluster.discovery;
             if d.enabled {
                 let settings = crate::cluster::discovery::DiscoverySettings {
@@ -409,6 +411,48 @@ async fn sweep_discovery(proposer: Arc<Proposer>, discovery: Arc<crate::cluster:
             })
             .await;
             tracing::info!(%mac, "discovery expired");
+        }
+    }
+}
+
+/// Follows applied machines' provisioning Workflows (named like their Hardware) to
+/// provisioned, or failed with the reason. Polled: few machines are provisioning at once.
+async fn follow_provisioning(proposer: Arc<Proposer>, cluster: crate::cluster::Cluster, namespace: String, shutdown: Shutdown) {
+    use crate::cluster::{Provisioning, provisioning_of};
+    use crate::domain::State;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.wait() => return,
+        }
+        let store = proposer.store().clone();
+        let applied = tokio::task::spawn_blocking(move || {
+            store.machines(&crate::store::MachineQuery { state: Some(State::Applied), limit: 1000, ..Default::default() })
+        })
+        .await;
+        let Ok(Ok(applied)) = applied else { continue };
+        for m in applied {
+            let Some(name) = m.name.clone() else { continue };
+            let workflow = match cluster.workflow(&namespace, &name).await {
+                Ok(Some(w)) => w,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(mac = %m.mac, error = %e, "could not read the provisioning Workflow");
+                    continue;
+                }
+            };
+            let (to, cause) = match provisioning_of(&workflow) {
+                Provisioning::Running => continue,
+                Provisioning::Succeeded => (State::Provisioned, format!("Workflow {namespace}/{name} succeeded")),
+                Provisioning::Failed(why) => (State::Failed, format!("Workflow {namespace}/{name} failed: {why}")),
+            };
+            let store = proposer.store().clone();
+            let mac = m.mac;
+            match tokio::task::spawn_blocking(move || store.transition(mac, to, &cause, "registrar", chrono::Utc::now())).await {
+                Ok(Ok(_)) => tracing::info!(%mac, state = %to, "provisioning finished"),
+                Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record provisioning"),
+                Err(e) => tracing::warn!(%mac, error = %e, "provisioning task failed"),
+            }
         }
     }
 }

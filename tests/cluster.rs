@@ -150,6 +150,15 @@ async fn approval_removes_the_discovery_hardware_and_the_applied_hardware_is_fol
     kube.create(approved);
     let m = r.wait_for_state(mac, "applied").await;
     assert!(m["transitions"].as_array().unwrap().iter().any(|t| t["to"] == "applied" && t["cause"].as_str().unwrap().contains("tinkerbell/7xk2n14")));
+    // And its Workflow, which merged with it, is followed until it fails or succeeds.
+    let workflow = documents(&yaml).remove(1);
+    kube.create_workflow(workflow);
+    kube.set_workflow_status("tinkerbell", "7xk2n14", json!({"state": "RUNNING"}));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(r.machine(mac).await.unwrap()["machine"]["state"], "applied");
+    kube.set_workflow_status("tinkerbell", "7xk2n14", json!({"state": "SUCCESS"}));
+    let m = r.wait_for_state(mac, "provisioned").await;
+    assert!(m["transitions"].as_array().unwrap().iter().any(|t| t["to"] == "provisioned" && t["cause"] == "Workflow tinkerbell/7xk2n14 succeeded"));
     // The other machine's discovery Hardware is untouched.
     let other = kube.state.lock().unwrap().requests.iter().filter(|(m, p)| m == "DELETE" && p.ends_with("/discovery-b0-7b-25-de-ad-03")).count();
     assert_eq!(other, 0);

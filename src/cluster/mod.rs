@@ -32,6 +32,36 @@ pub const TEMPORARY: &str = "registrar.dev/temporary";
 /// Registrar's label carrying a machine's MAC (dashed: `:` is illegal in label values).
 pub const MAC_LABEL: &str = "registrar.dev/mac";
 
+/// Where a provisioning Workflow stands, from its `status.state` (monorepo names, with the
+/// legacy `STATE_` prefix accepted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provisioning {
+    Running,
+    Succeeded,
+    Failed(String),
+}
+
+pub fn provisioning_of(workflow: &serde_json::Value) -> Provisioning {
+    let state = workflow["status"]["state"].as_str().unwrap_or_default();
+    match state.trim_start_matches("STATE_") {
+        "SUCCESS" => Provisioning::Succeeded,
+        s @ ("FAILED" | "TIMEOUT") => {
+            // The failing action says why; fall back to the workflow's state.
+            let why = workflow["status"]["tasks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|t| t["actions"].as_array().cloned().unwrap_or_default())
+                .find(|a| matches!(a["state"].as_str(), Some("FAILED" | "TIMEOUT" | "STATE_FAILED" | "STATE_TIMEOUT")))
+                .map(|a| format!("action {} {}: {}", a["name"].as_str().unwrap_or("?"), a["state"].as_str().unwrap_or(s), a["message"].as_str().unwrap_or("")))
+                .unwrap_or_else(|| format!("workflow {s}"));
+            Provisioning::Failed(why)
+        }
+        _ if workflow["status"]["templateRendering"] == "failed" => Provisioning::Failed("the Template did not render".into()),
+        _ => Provisioning::Running,
+    }
+}
+
 /// Writes to the cluster on a machine's behalf.
 #[derive(Clone)]
 pub struct Cluster {
@@ -41,6 +71,12 @@ pub struct Cluster {
 impl Cluster {
     pub fn new(client: kube::Client) -> Self {
         Cluster { client }
+    }
+
+    /// The provisioning Workflow `name` in `namespace`, if it exists.
+    pub async fn workflow(&self, namespace: &str, name: &str) -> Result<Option<serde_json::Value>, kube::Error> {
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &discovery::workflow_resource());
+        Ok(api.get_opt(name).await?.map(|o| serde_json::to_value(o).unwrap_or_default()))
     }
 
     /// Deletes the objects that only existed to discover `mac`: Registrar's temporary
@@ -83,5 +119,22 @@ impl Cluster {
             }
         }
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn workflow_states() {
+        assert_eq!(provisioning_of(&json!({"status": {"state": "RUNNING"}})), Provisioning::Running);
+        assert_eq!(provisioning_of(&json!({})), Provisioning::Running);
+        assert_eq!(provisioning_of(&json!({"status": {"state": "STATE_SUCCESS"}})), Provisioning::Succeeded);
+        let failed = json!({"status": {"state": "FAILED", "tasks": [{"actions": [{"name": "stream-image", "state": "SUCCESS"}, {"name": "kexec", "state": "FAILED", "message": "no kernel"}]}]}});
+        assert_eq!(provisioning_of(&failed), Provisioning::Failed("action kexec FAILED: no kernel".into()));
+        assert_eq!(provisioning_of(&json!({"status": {"state": "TIMEOUT"}})), Provisioning::Failed("workflow TIMEOUT".into()));
+        assert_eq!(provisioning_of(&json!({"status": {"templateRendering": "failed"}})), Provisioning::Failed("the Template did not render".into()));
     }
 }

@@ -90,6 +90,21 @@ impl FakeKube {
         self.write("ADDED", "hardware", obj);
     }
 
+    /// Creates a Workflow (validated), as Flux would apply one.
+    pub fn create_workflow(&self, obj: Value) {
+        let errors = self.schemas["workflows"].errors(&obj);
+        assert!(errors.is_empty(), "invalid Workflow: {errors:?}");
+        self.write("ADDED", "workflows", obj);
+    }
+
+    /// Sets a Workflow's status, as tink-controller does.
+    pub fn set_workflow_status(&self, namespace: &str, name: &str, status: Value) {
+        let obj = self.state.lock().unwrap().objects.get(&format!("workflows/{namespace}/{name}")).cloned().expect("workflow");
+        let mut obj = obj;
+        obj["status"] = status;
+        self.write("MODIFIED", "workflows", obj);
+    }
+
     /// Objects of a kind (`hardware`, `workflows`), as stored.
     pub fn objects(&self, plural: &str) -> Vec<Value> {
         self.state.lock().unwrap().objects.iter().filter(|(k, _)| k.starts_with(&format!("{plural}/"))).map(|(_, v)| v.clone()).collect()
