@@ -163,6 +163,13 @@ impl App {
                 tokio::spawn(sweep_discovery(self.proposer.clone(), disc.clone(), shutdown.clone()));
                 discovery = Some(disc);
             }
+            let sl = &self.config.cluster.smee_logs;
+            if sl.enabled {
+                let settings = crate::cluster::smee_logs::SmeeLogs { namespace: sl.namespace.clone(), label_selector: sl.label_selector.clone(), container: sl.container.clone() };
+                let (tx, rx) = tokio::sync::mpsc::channel(1024);
+                tokio::spawn(crate::cluster::smee_logs::follow(client.clone(), settings, tx, shutdown.clone()));
+                tokio::spawn(record_smee(self.proposer.clone(), self.known.clone(), discovery.clone(), rx));
+            }
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             let ns = Some(self.config.cluster.watch_namespace.clone()).filter(|n| !n.is_empty());
             tokio::spawn(crate::cluster::hardware::watch(client, ns, self.known.clone(), tx, shutdown.clone()));
@@ -453,6 +460,40 @@ async fn follow_provisioning(proposer: Arc<Proposer>, cluster: crate::cluster::C
                 Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record provisioning"),
                 Err(e) => tracing::warn!(%mac, error = %e, "provisioning task failed"),
             }
+        }
+    }
+}
+
+/// Stores the machines Smee could not find Hardware for, debounced per MAC.
+async fn record_smee(
+    proposer: Arc<Proposer>,
+    known: Arc<KnownMacs>,
+    discovery: Option<Arc<crate::cluster::discovery::Discovery>>,
+    mut rx: tokio::sync::mpsc::Receiver<Mac>,
+) {
+    let mut debounce = Debouncer::new(Duration::from_secs(60), 65_536, std::time::Instant::now());
+    while let Some(mac) = rx.recv().await {
+        if !debounce.admit(mac, std::time::Instant::now()) || known.contains(&mac) {
+            continue;
+        }
+        let store = proposer.store().clone();
+        match tokio::task::spawn_blocking(move || store.record_detection(mac, Source::Smee, None, chrono::Utc::now())).await {
+            Ok(Ok(recorded)) => {
+                if recorded.new {
+                    tracing::info!(%mac, "new machine in Smee's log");
+                }
+                let m = &recorded.machine;
+                if let Some(d) = &discovery {
+                    if m.state == crate::domain::State::Detected && m.facts.is_none() && !m.suppressed {
+                        let seen = m.sighting.clone().unwrap_or_default();
+                        if let Err(e) = begin_discovery(&proposer, d, mac, &seen).await {
+                            tracing::warn!(%mac, error = %e, "could not create discovery objects");
+                        }
+                    }
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record a machine from Smee's log"),
+            Err(e) => tracing::warn!(%mac, error = %e, "Smee log task failed"),
         }
     }
 }

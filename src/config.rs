@@ -35,6 +35,26 @@ pub struct ClusterConfig {
     /// The namespace whose Hardware is watched; empty: all namespaces.
     pub watch_namespace: String,
     pub discovery: DiscoveryConfig,
+    pub smee_logs: SmeeLogsConfig,
+}
+
+/// Follow Smee's logs for MACs it has no Hardware for (Smee logs them in its proxy and
+/// auto-proxy DHCP modes only; in reservation mode use DHCP snooping).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmeeLogsConfig {
+    pub enabled: bool,
+    pub namespace: String,
+    /// `app=tinkerbell` for the current chart, `app=smee` for the legacy stack.
+    pub label_selector: String,
+    /// `tinkerbell` or `smee`.
+    pub container: String,
+}
+
+impl Default for SmeeLogsConfig {
+    fn default() -> Self {
+        SmeeLogsConfig { enabled: false, namespace: "tinkerbell".into(), label_selector: "app=tinkerbell".into(), container: "tinkerbell".into() }
+    }
 }
 
 /// Temporary discovery objects for unknown machines (in `tinkerbell.namespace`).
@@ -60,7 +80,7 @@ impl Default for DiscoveryConfig {
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        ClusterConfig { enabled: false, watch_namespace: String::new(), discovery: DiscoveryConfig::default() }
+        ClusterConfig { enabled: false, watch_namespace: String::new(), discovery: DiscoveryConfig::default(), smee_logs: SmeeLogsConfig::default() }
     }
 }
 

@@ -258,3 +258,48 @@ async fn discovery_is_bounded_and_expires() {
     let m = r.wait_for_state("02:00:00:00:0d:01", "detected").await;
     assert!(m["transitions"].as_array().unwrap().iter().any(|t| t["cause"] == "discovery expired without a report"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smees_log_reports_unknown_machines_across_pod_restarts() {
+    let kube = FakeKube::start().await;
+    kube.add_pod("tinkerbell", "tinkerbell-6d9f", json!({"app": "tinkerbell"}));
+    kube.create(hardware("node01", "3c:ec:ef:4c:4f:54"));
+    let client = kube.client();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = local_config(dir.path());
+    config.cluster.watch_namespace = "tinkerbell".into();
+    config.cluster.smee_logs.enabled = true;
+    let r = Registrar::start_app(dir, config, move |app| app.with_kube_client(client)).await;
+    let line = |mac: &str| {
+        format!(r#"{{"time":"2026-08-20T10:00:00.1Z","level":"0","msg":"Ignoring packet","logger":"smee","mac":"{mac}","xid":"0x1","error":"hardware not found: in all namespaces with MAC \"{mac}\""}}"#)
+    };
+    // Wait until someone follows the log, then log.
+    let say = |mac: &str| {
+        let text = line(mac);
+        let kube = kube.clone();
+        async move {
+            for _ in 0..200 {
+                if kube.log("tinkerbell-6d9f", &text) > 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("nobody follows the log");
+        }
+    };
+    for _ in 0..100 {
+        if r.get("/api/v1/status").await["known_macs"]["cluster"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    say("3c:ec:ef:4c:4f:54").await; // has Hardware: not a new machine
+    say("02:00:00:00:0e:01").await;
+    let m = r.wait_for_state("02:00:00:00:0e:01", "detected").await;
+    assert_eq!(m["machine"]["source"], "smee");
+    // The container restarts; following resumes and the next machine is seen.
+    kube.restart_pod("tinkerbell-6d9f");
+    say("02:00:00:00:0e:02").await;
+    r.wait_for_state("02:00:00:00:0e:02", "detected").await;
+    assert!(r.machine("3c:ec:ef:4c:4f:54").await.is_none(), "a registered MAC in Smee's log is not a machine to notice");
+}

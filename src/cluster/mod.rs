@@ -6,6 +6,7 @@
 
 pub mod discovery;
 pub mod hardware;
+pub mod smee_logs;
 
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams};
 

@@ -34,6 +34,13 @@ pub struct FakeKube {
     pub state: Arc<Mutex<KubeState>>,
     events: broadcast::Sender<(u64, &'static str, Value)>,
     drops: broadcast::Sender<()>,
+    /// Pods (namespace, name, labels) and their log streams: `None` ends a stream, as a
+    /// restart would.
+    pods: Arc<Mutex<Vec<(String, String, Value)>>>,
+    logs: Arc<Mutex<std::collections::HashMap<String, broadcast::Sender<Option<String>>>>>,
+    /// Every line a pod logged: a follower asking for `sinceSeconds` gets them replayed, as
+    /// the kubelet does.
+    log_history: Arc<Mutex<std::collections::HashMap<String, Vec<String>>>>,
     /// CRD schema per plural (hardware, workflows).
     schemas: Arc<std::collections::HashMap<&'static str, super::UpstreamSchema>>,
 }
@@ -72,7 +79,7 @@ impl FakeKube {
             .into_iter()
             .map(|(plural, file)| (plural, super::UpstreamSchema::load(file)))
             .collect();
-        let fake = FakeKube { url, state, events, drops, schemas: Arc::new(schemas) };
+        let fake = FakeKube { url, state, events, drops, schemas: Arc::new(schemas), pods: Arc::default(), logs: Arc::default(), log_history: Arc::default() };
         let app = Router::new().fallback(route).with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         fake
@@ -88,6 +95,22 @@ impl FakeKube {
         let errors = self.schemas["hardware"].errors(&obj);
         assert!(errors.is_empty(), "invalid Hardware: {errors:?}");
         self.write("ADDED", "hardware", obj);
+    }
+
+    pub fn add_pod(&self, namespace: &str, name: &str, labels: Value) {
+        self.pods.lock().unwrap().push((namespace.into(), name.into(), labels));
+        self.logs.lock().unwrap().insert(name.into(), broadcast::channel(256).0);
+    }
+
+    /// Writes a line to a pod's log (to every open follower).
+    pub fn log(&self, pod: &str, line: &str) -> usize {
+        self.log_history.lock().unwrap().entry(pod.into()).or_default().push(line.into());
+        self.logs.lock().unwrap()[pod].send(Some(line.into())).unwrap_or(0)
+    }
+
+    /// Ends every open log stream of a pod, as a container restart does.
+    pub fn restart_pod(&self, pod: &str) {
+        let _ = self.logs.lock().unwrap()[pod].send(None);
     }
 
     /// Creates a Workflow (validated), as Flux would apply one.
@@ -163,6 +186,9 @@ async fn route(State(k): State<FakeKube>, method: Method, uri: Uri, body: Bytes)
     let q = query(&uri);
     let watching = q.get("watch").is_some_and(|w| w == "true" || w == "1");
     k.state.lock().unwrap().requests.push((if watching { "WATCH".into() } else { method.to_string() }, path.clone()));
+    if let Some(rest) = path.strip_prefix("/api/v1/namespaces/") {
+        return core(&k, rest, &q);
+    }
     let Some(rest) = path.strip_prefix(PREFIX) else { return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource") };
     let segs: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
     let known = |p: &str| p == "hardware" || p == "workflows";
@@ -266,4 +292,42 @@ async fn watch(k: FakeKube, q: BTreeMap<String, String>, namespace: Option<Strin
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
     Response::builder().status(StatusCode::OK).header("content-type", "application/json").body(Body::from_stream(stream)).unwrap()
+}
+
+/// Pods and their logs (`/api/v1/namespaces/{ns}/pods[/{name}/log]`).
+fn core(k: &FakeKube, rest: &str, q: &BTreeMap<String, String>) -> Response {
+    let segs: Vec<&str> = rest.split('/').collect();
+    match segs.as_slice() {
+        [ns, "pods"] => {
+            let items: Vec<Value> = k
+                .pods
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(n, _, labels)| n == ns && matches_selector(&json!({"metadata": {"labels": labels}}), q.get("labelSelector")))
+                .map(|(n, name, labels)| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": n, "labels": labels}, "status": {"phase": "Running"}}))
+                .collect();
+            (StatusCode::OK, [("content-type", "application/json")], json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items}).to_string()).into_response()
+        }
+        [_, "pods", name, "log"] => {
+            let Some(sender) = k.logs.lock().unwrap().get(*name).cloned() else { return status(StatusCode::NOT_FOUND, "NotFound", "no such pod") };
+            let rx = sender.subscribe();
+            let replay: std::collections::VecDeque<String> = if q.contains_key("sinceSeconds") {
+                k.log_history.lock().unwrap().get(*name).cloned().unwrap_or_default().into()
+            } else {
+                Default::default()
+            };
+            let body = futures::stream::unfold((replay, rx), |(mut replay, mut rx)| async move {
+                if let Some(line) = replay.pop_front() {
+                    return Some((Ok::<_, std::io::Error>(Bytes::from(format!("{line}\n"))), (replay, rx)));
+                }
+                match rx.recv().await {
+                    Ok(Some(line)) => Some((Ok(Bytes::from(format!("{line}\n"))), (replay, rx))),
+                    _ => None,
+                }
+            });
+            Response::builder().status(StatusCode::OK).header("content-type", "text/plain").body(Body::from_stream(body)).unwrap()
+        }
+        _ => status(StatusCode::NOT_FOUND, "NotFound", "unknown core resource"),
+    }
 }
