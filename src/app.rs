@@ -147,7 +147,7 @@ impl App {
         };
         let mut discovery = None;
         if let Some(client) = kube {
-            let cluster = crate::cluster::Cluster::new(client.clone());
+            let cluster = crate::cluster::Cluster::new(client.clone(), &self.config.tinkerbell.namespace);
             self.proposer.set_cluster(cluster.clone());
             tokio::spawn(follow_provisioning(self.proposer.clone(), cluster, self.config.tinkerbell.namespace.clone(), shutdown.clone()));
             let d = &self.config.cluster.discovery;
@@ -440,7 +440,7 @@ async fn follow_provisioning(proposer: Arc<Proposer>, cluster: crate::cluster::C
         let Ok(Ok(applied)) = applied else { continue };
         for m in applied {
             let Some(name) = m.name.clone() else { continue };
-            let workflow = match cluster.workflow(&namespace, &name).await {
+            let workflow = match cluster.workflow(&name).await {
                 Ok(Some(w)) => w,
                 Ok(None) => continue,
                 Err(e) => {

@@ -303,3 +303,59 @@ async fn smees_log_reports_unknown_machines_across_pod_restarts() {
     r.wait_for_state("02:00:00:00:0e:02", "detected").await;
     assert!(r.machine("3c:ec:ef:4c:4f:54").await.is_none(), "a registered MAC in Smee's log is not a machine to notice");
 }
+
+/// Everything Registrar does in a cluster, in one run, and the RBAC in `deploy/` must grant
+/// exactly those verbs: no more, no less.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_rbac_grants_exactly_what_the_code_uses() {
+    let (kube, r, dhcp) = start_discovery(5, 3600).await;
+    // (start_discovery does not follow Smee's log; a second Registrar on the same API does.)
+    kube.add_pod("tinkerbell", "tinkerbell-1", json!({"app": "tinkerbell"}));
+    let client = kube.client();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = local_config(dir.path());
+    config.cluster.watch_namespace = "tinkerbell".into();
+    config.cluster.smee_logs.enabled = true;
+    let _smee = Registrar::start_app(dir, config, move |app| app.with_kube_client(client)).await;
+
+    // Discovery objects, a report with the machine's token, approval (deletions), the merged
+    // Hardware and Workflow applied, provisioning followed.
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sender.send_to(&pxe_discover([2, 0, 0, 0, 0x0f, 1]), dhcp).unwrap();
+    let wf = wait_objects(&kube, "workflows", 1).await.remove(0);
+    let token = wf["spec"]["hardwareMap"]["report_token"].as_str().unwrap().to_string();
+    let mac = "02:00:00:00:0f:01";
+    let resp = r.client.post(format!("{}/api/v1/reports", r.url)).bearer_auth(token).json(&report_body(mac, json!({"class": "system", "serial": "RBAC1"}))).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    r.wait_for_state(mac, "proposed").await;
+    assert_eq!(r.post(&format!("/api/v1/machines/{mac}/approve"), json!({})).await.status(), 200);
+    let docs = documents(&r.remote.read("main", "hardware/rbac1.yaml").unwrap());
+    kube.create(docs[0].clone());
+    kube.create_workflow(docs[1].clone());
+    kube.set_workflow_status("tinkerbell", "rbac1", json!({"state": "SUCCESS"}));
+    r.wait_for_state(mac, "provisioned").await;
+    for _ in 0..200 {
+        if kube.rbac_used().iter().any(|(_, res, _)| res == "pods/log") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    let text = std::fs::read_to_string(manifest_dir().join("deploy/rbac/rbac.yaml")).unwrap();
+    let mut granted = std::collections::BTreeSet::new();
+    for doc in text.split("\n---\n") {
+        let v: Value = yaml_serde::from_str(doc).unwrap();
+        if v["kind"] == "Role" {
+            for rule in v["rules"].as_array().unwrap() {
+                for g in rule["apiGroups"].as_array().unwrap() {
+                    for res in rule["resources"].as_array().unwrap() {
+                        for verb in rule["verbs"].as_array().unwrap() {
+                            granted.insert((g.as_str().unwrap().to_string(), res.as_str().unwrap().to_string(), verb.as_str().unwrap().to_string()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(kube.rbac_used(), granted, "deploy/rbac/rbac.yaml must grant exactly what Registrar uses");
+}

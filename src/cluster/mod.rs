@@ -67,16 +67,18 @@ pub fn provisioning_of(workflow: &serde_json::Value) -> Provisioning {
 #[derive(Clone)]
 pub struct Cluster {
     client: kube::Client,
+    /// Tinkerbell's namespace: Registrar's objects, and where auto discovery puts its own.
+    namespace: String,
 }
 
 impl Cluster {
-    pub fn new(client: kube::Client) -> Self {
-        Cluster { client }
+    pub fn new(client: kube::Client, namespace: &str) -> Self {
+        Cluster { client, namespace: namespace.to_string() }
     }
 
-    /// The provisioning Workflow `name` in `namespace`, if it exists.
-    pub async fn workflow(&self, namespace: &str, name: &str) -> Result<Option<serde_json::Value>, kube::Error> {
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &discovery::workflow_resource());
+    /// The provisioning Workflow `name`, if it exists.
+    pub async fn workflow(&self, name: &str) -> Result<Option<serde_json::Value>, kube::Error> {
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.namespace, &discovery::workflow_resource());
         Ok(api.get_opt(name).await?.map(|o| serde_json::to_value(o).unwrap_or_default()))
     }
 
@@ -84,7 +86,7 @@ impl Cluster {
     /// Hardware and Tinkerbell's auto-discovered one. They must go before the approved
     /// Hardware is applied, or Smee finds two Hardware with one MAC and answers neither.
     pub async fn remove_discovery_objects(&self, mac: Mac) -> Result<usize, kube::Error> {
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &hardware_resource());
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.namespace, &hardware_resource());
         let mut removed = 0;
         let temporary = ListParams::default().labels(&format!("{MAC_LABEL}={},{TEMPORARY}=true", mac.dashed()));
         let discovered = ListParams::default().labels(&format!("{AUTO_DISCOVERED}=true"));
@@ -98,22 +100,20 @@ impl Cluster {
                 if !ours {
                     continue;
                 }
-                let (Some(name), Some(ns)) = (obj.metadata.name.clone(), obj.metadata.namespace.clone()) else { continue };
-                let namespaced: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &ns, &hardware_resource());
-                match namespaced.delete(&name, &DeleteParams::default()).await {
+                let Some(name) = obj.metadata.name.clone() else { continue };
+                match api.delete(&name, &DeleteParams::default()).await {
                     Ok(_) => removed += 1,
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
                     Err(e) => return Err(e),
                 }
-                tracing::info!(%mac, hardware = %format!("{ns}/{name}"), "removed a discovery Hardware");
+                tracing::info!(%mac, hardware = %format!("{}/{name}", self.namespace), "removed a discovery Hardware");
             }
         }
         // Registrar's temporary Workflow goes with its Hardware.
-        let workflows: Api<DynamicObject> = Api::all_with(self.client.clone(), &discovery::workflow_resource());
+        let workflows: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.namespace, &discovery::workflow_resource());
         for obj in workflows.list(&ListParams::default().labels(&format!("{MAC_LABEL}={},{TEMPORARY}=true", mac.dashed()))).await?.items {
-            let (Some(name), Some(ns)) = (obj.metadata.name.clone(), obj.metadata.namespace.clone()) else { continue };
-            let namespaced: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &ns, &discovery::workflow_resource());
-            match namespaced.delete(&name, &DeleteParams::default()).await {
+            let Some(name) = obj.metadata.name.clone() else { continue };
+            match workflows.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(e),

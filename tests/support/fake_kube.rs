@@ -176,6 +176,39 @@ impl FakeKube {
         st.history.clear();
     }
 
+    /// What the client did, as RBAC sees it: (apiGroup, resource, verb).
+    pub fn rbac_used(&self) -> std::collections::BTreeSet<(String, String, String)> {
+        let mut used = std::collections::BTreeSet::new();
+        for (method, path) in &self.state.lock().unwrap().requests {
+            let (group, rest) = if let Some(r) = path.strip_prefix(&format!("{PREFIX}/")) {
+                ("tinkerbell.org", r)
+            } else if let Some(r) = path.strip_prefix("/api/v1/") {
+                ("", r)
+            } else {
+                continue;
+            };
+            let segs: Vec<&str> = rest.split('/').collect();
+            let (resource, named) = match segs.as_slice() {
+                ["namespaces", _, res] | [res] => (res.to_string(), false),
+                ["namespaces", _, res, _] => (res.to_string(), true),
+                ["namespaces", _, res, _, sub] => (format!("{res}/{sub}"), true),
+                _ => continue,
+            };
+            let verb = match (method.as_str(), named) {
+                ("WATCH", _) => "watch",
+                ("GET", false) => "list",
+                ("GET", true) => "get",
+                ("POST", _) => "create",
+                ("DELETE", _) => "delete",
+                ("PATCH", _) => "patch",
+                ("PUT", _) => "update",
+                _ => continue,
+            };
+            used.insert((group.to_string(), resource, verb.to_string()));
+        }
+        used
+    }
+
     pub fn watch_count(&self) -> usize {
         self.state.lock().unwrap().requests.iter().filter(|(m, p)| m == "WATCH" && p.ends_with("/hardware")).count()
     }
