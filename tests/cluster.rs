@@ -240,6 +240,19 @@ async fn an_unknown_machine_is_booted_into_discovery_with_its_own_token() {
     assert_eq!(r.post(&format!("/api/v1/machines/{mac}/approve"), json!({})).await.status(), 200);
     wait_objects(&kube, "hardware", 0).await;
     wait_objects(&kube, "workflows", 0).await;
+
+    // A machine the cluster already has Hardware for gets nothing.
+    kube.create(hardware("node-known", "02:00:00:00:0c:09"));
+    for _ in 0..200 {
+        if r.get("/api/v1/status").await["known_macs"]["cluster"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    sender.send_to(&pxe_discover([2, 0, 0, 0, 0x0c, 9]), dhcp).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(kube.objects("workflows").len(), 0);
+    assert!(r.machine("02:00:00:00:0c:09").await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]
