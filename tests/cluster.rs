@@ -208,9 +208,9 @@ async fn an_unknown_machine_is_booted_into_discovery_with_its_own_token() {
     let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let mac = "02:00:00:00:0c:01";
     sender.send_to(&pxe_discover([2, 0, 0, 0, 0x0c, 1]), dhcp).unwrap();
-    let hardware = wait_objects(&kube, "hardware", 1).await;
+    let hardware_objects = wait_objects(&kube, "hardware", 1).await;
     let workflows = wait_objects(&kube, "workflows", 1).await;
-    let (hw, wf) = (&hardware[0], &workflows[0]);
+    let (hw, wf) = (&hardware_objects[0], &workflows[0]);
     // Valid against the CRDs (the fake refuses anything else), temporary, and bootable.
     assert_eq!(hw["metadata"]["labels"]["registrar.dev/temporary"], "true");
     assert_eq!(hw["spec"]["agentID"], mac);
