@@ -260,14 +260,7 @@ async fn record_sightings(
                 if recorded.queued {
                     proposer.wake();
                 }
-                let m = &recorded.machine;
-                if let Some(d) = &discovery {
-                    if m.state == crate::domain::State::Detected && m.facts.is_none() && !m.suppressed {
-                        if let Err(e) = begin_discovery(&proposer, d, mac, &sighting).await {
-                            tracing::warn!(%mac, error = %e, "could not create discovery objects");
-                        }
-                    }
-                }
+                maybe_discover(&proposer, discovery.as_deref(), &recorded.machine).await;
             }
             Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record a DHCP sighting"),
             Err(e) => tracing::warn!(%mac, error = %e, "DHCP sighting task failed"),
@@ -362,6 +355,19 @@ async fn mark_applied(proposer: &Arc<Proposer>, mac: Mac, hardware: &str) {
         Ok(Ok(false)) => {}
         Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record an applied machine"),
         Err(e) => tracing::warn!(%mac, error = %e, "applied-machine task failed"),
+    }
+}
+
+/// Boots a machine into discovery when discovery is on and the machine is merely detected
+/// (no facts yet, not suppressed). Shared by every source that notices machines.
+async fn maybe_discover(proposer: &Arc<Proposer>, discovery: Option<&crate::cluster::discovery::Discovery>, m: &crate::domain::Machine) {
+    let Some(d) = discovery else { return };
+    if m.state != crate::domain::State::Detected || m.facts.is_some() || m.suppressed {
+        return;
+    }
+    let seen = m.sighting.clone().unwrap_or_default();
+    if let Err(e) = begin_discovery(proposer, d, m.mac, &seen).await {
+        tracing::warn!(mac = %m.mac, error = %e, "could not create discovery objects");
     }
 }
 
@@ -482,15 +488,7 @@ async fn record_smee(
                 if recorded.new {
                     tracing::info!(%mac, "new machine in Smee's log");
                 }
-                let m = &recorded.machine;
-                if let Some(d) = &discovery {
-                    if m.state == crate::domain::State::Detected && m.facts.is_none() && !m.suppressed {
-                        let seen = m.sighting.clone().unwrap_or_default();
-                        if let Err(e) = begin_discovery(&proposer, d, mac, &seen).await {
-                            tracing::warn!(%mac, error = %e, "could not create discovery objects");
-                        }
-                    }
-                }
+                maybe_discover(&proposer, discovery.as_deref(), &recorded.machine).await;
             }
             Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record a machine from Smee's log"),
             Err(e) => tracing::warn!(%mac, error = %e, "Smee log task failed"),

@@ -6,18 +6,25 @@ use serde_json::json;
 use support::git_http::GitHttpServer;
 use support::*;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn proposals_and_approvals_over_smart_http() {
+/// A git host serving `hw.git` over smart HTTP that takes `registrar`:`server_password`,
+/// and a Registrar pushing to it with `client_password`.
+async fn hosted(server_password: &str, client_password: &str) -> (tempfile::TempDir, GitHttpServer, Registrar) {
     let hosting = tempfile::tempdir().unwrap();
     registrar::propose::git::init_local_remote(&hosting.path().join("hw.git"), "main").unwrap();
-    let server = GitHttpServer::start(hosting.path().to_path_buf(), "registrar", "s3cret-password").await;
-    let url = server.url("hw.git");
-    let r = Registrar::start_with(|c| {
-        c.gitops.remote = url.clone();
+    let server = GitHttpServer::start(hosting.path().to_path_buf(), "registrar", server_password).await;
+    let (url, password) = (server.url("hw.git"), client_password.to_string());
+    let r = Registrar::start_with(move |c| {
+        c.gitops.remote = url;
         c.gitops.username = Some("registrar".into());
-        c.gitops.password = Some("s3cret-password".to_string().into());
+        c.gitops.password = Some(password.into());
     })
     .await;
+    (hosting, server, r)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proposals_and_approvals_over_smart_http() {
+    let (hosting, _server, r) = hosted("s3cret-password", "s3cret-password").await;
     let remote = Repo::at(&hosting.path().join("hw.git"));
     let mac = "b4:96:91:70:26:c8";
     r.report(&report_body(mac, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json"))).await;
@@ -31,16 +38,7 @@ async fn proposals_and_approvals_over_smart_http() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_credentials_leave_the_report_queued_with_a_readable_error() {
-    let hosting = tempfile::tempdir().unwrap();
-    registrar::propose::git::init_local_remote(&hosting.path().join("hw.git"), "main").unwrap();
-    let server = GitHttpServer::start(hosting.path().to_path_buf(), "registrar", "right-password").await;
-    let url = server.url("hw.git");
-    let r = Registrar::start_with(|c| {
-        c.gitops.remote = url.clone();
-        c.gitops.username = Some("registrar".into());
-        c.gitops.password = Some("wrong-password".to_string().into());
-    })
-    .await;
+    let (_hosting, _server, r) = hosted("right-password", "wrong-password").await;
     let mac = "b4:96:91:70:26:c8";
     assert_eq!(r.report(&report_body(mac, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json"))).await.status(), 202);
     let mut last = serde_json::Value::Null;

@@ -361,7 +361,7 @@ impl Proposer {
         for p in open.into_iter().filter(|p| !p.hands_off) {
             if !self.git.is_on_base(&p.branch) {
                 let store = self.store.clone();
-                blocking(move || store.requeue(p.mac, Utc::now())).await?;
+                blocking(move || store.requeue(p.mac, Utc::now()).map(|_| ())).await?;
                 queued += 1;
             }
         }
@@ -393,14 +393,8 @@ impl Proposer {
         // shared kustomization never conflicts.
         if !proposal.hands_off && !self.git.is_on_base(&proposal.branch) {
             let store = self.store.clone();
-            let work = blocking(move || {
-                store.requeue(mac, Utc::now())?;
-                Ok::<_, StoreError>(store.pending(100_000)?.into_iter().find(|w| w.mac == mac))
-            })
-            .await?;
-            if let Some(work) = work {
-                self.sync_inner(work).await?;
-            }
+            let work = blocking(move || store.requeue(mac, Utc::now())).await?;
+            self.sync_inner(work).await?;
             proposal = self.open_proposal(mac).await?;
         }
         let store = self.store.clone();

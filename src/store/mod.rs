@@ -73,8 +73,8 @@ pub trait Store: Send + Sync + 'static {
     /// Marks `rev` as synced; later revisions stay pending.
     fn mark_synced(&self, work: Pending, proposal: Option<&Proposal>, name: Option<&str>, now: DateTime<Utc>) -> Result<()>;
     fn set_error(&self, mac: Mac, error: Option<&str>) -> Result<()>;
-    /// Queues a machine's proposal to be built again (e.g. on a new base).
-    fn requeue(&self, mac: Mac, now: DateTime<Utc>) -> Result<()>;
+    /// Queues a machine's proposal to be built again (e.g. on a new base); returns that work.
+    fn requeue(&self, mac: Mac, now: DateTime<Utc>) -> Result<Pending>;
 
     /// Moves a machine to `to`, recording cause and actor; refuses what the state machine forbids.
     fn transition(&self, mac: Mac, to: State, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<Machine>;

@@ -390,8 +390,12 @@ impl Store for SqliteStore {
         })
     }
 
-    fn requeue(&self, mac: Mac, now: DateTime<Utc>) -> Result<()> {
-        self.with(|tx| queue(tx, mac, now))
+    fn requeue(&self, mac: Mac, now: DateTime<Utc>) -> Result<Pending> {
+        self.with(|tx| {
+            queue(tx, mac, now)?;
+            let rev: i64 = tx.query_row("SELECT rev FROM machines WHERE mac = ?1", [mac.to_string()], |r| r.get(0)).optional()?.ok_or(StoreError::NotFound(mac))?;
+            Ok(Pending { mac, rev: rev as u64 })
+        })
     }
 
     fn transition(&self, mac: Mac, to: State, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<Machine> {
