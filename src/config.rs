@@ -23,6 +23,42 @@ pub struct Config {
     pub dhcp: DhcpConfig,
     pub queue: QueueConfig,
     pub cluster: ClusterConfig,
+    pub ui: UiConfig,
+    pub discovery: ReviewConfig,
+}
+
+/// The web console at `/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// Reading and acting need a login: the operator token in the login form, or a trusted
+    /// reverse proxy's header. Off only for a console bound to loopback on a workstation.
+    pub auth: bool,
+    /// A header naming the user, set by a reverse proxy such as oauth2-proxy
+    /// (`X-Forwarded-Email`); honoured only from `trusted_proxies`.
+    pub proxy_header: Option<String>,
+    /// Addresses or CIDRs of the reverse proxies allowed to set `proxy_header`.
+    pub trusted_proxies: Vec<String>,
+    /// A session lasts this long after login.
+    pub session_hours: u64,
+    /// Mark the session cookie `Secure` (set when the console is served over TLS, directly
+    /// or behind a TLS-terminating ingress).
+    pub secure_cookie: bool,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig { auth: true, proxy_header: None, trusted_proxies: vec![], session_hours: 12, secure_cookie: false }
+    }
+}
+
+/// What reaches the review queue.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReviewConfig {
+    /// Only machines imported as expected are proposed; others are recorded and shown, never
+    /// proposed, so a rogue machine on the provisioning network gets no pull request.
+    pub only_expected: bool,
 }
 
 /// The Kubernetes cluster Tinkerbell runs in.
@@ -279,6 +315,8 @@ impl Default for Config {
             dhcp: DhcpConfig::default(),
             queue: QueueConfig::default(),
             cluster: ClusterConfig::default(),
+            ui: UiConfig::default(),
+            discovery: ReviewConfig::default(),
         }
     }
 }

@@ -48,6 +48,20 @@ pub struct Metrics {
     pub dhcp_listener_up: Gauge,
     /// MACs known to have a home (GitOps base branch, cluster), which sources skip.
     pub known_macs: Gauge,
+    /// Seconds the oldest machine in the proposal queue has waited (0 when empty).
+    pub queue_oldest_seconds: Gauge,
+    /// Forge calls that failed, by kind: error (any failure) or rate_limited (primary or
+    /// secondary limit answers, which the client waits out).
+    pub forge_errors: Family<KindLabel, Counter>,
+    /// Requests left in the forge's primary rate-limit window (-1 when not known).
+    pub forge_rate_limit_remaining: Gauge,
+    /// 1 while the Hardware watch on the cluster is connected and listing or watching.
+    pub cluster_watch_up: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -86,7 +100,17 @@ impl Metrics {
         registry.register("webhook_deliveries", "GitHub webhook deliveries, by result", webhooks.clone());
         let known_macs = Gauge::default();
         registry.register("known_macs", "MACs known to have a home (GitOps base branch, cluster), skipped by sources", known_macs.clone());
+        let queue_oldest_seconds = Gauge::default();
+        registry.register("queue_oldest_seconds", "Seconds the oldest machine in the proposal queue has waited", queue_oldest_seconds.clone());
+        let forge_errors = Family::<KindLabel, Counter>::default();
+        registry.register("forge_errors", "Forge calls that failed, by kind (error, rate_limited)", forge_errors.clone());
+        let forge_rate_limit_remaining = Gauge::default();
+        forge_rate_limit_remaining.set(-1);
+        registry.register("forge_rate_limit_remaining", "Requests left in the forge's rate-limit window, -1 when unknown", forge_rate_limit_remaining.clone());
+        let cluster_watch_up = Gauge::default();
+        registry.register("cluster_watch_up", "1 while the cluster's Hardware watch is connected", cluster_watch_up.clone());
         Metrics {
+            queue_oldest_seconds, forge_errors, forge_rate_limit_remaining, cluster_watch_up,
             webhooks,
             known_macs,
             registry, reports, syncs, sync_seconds, queue_length, machines, auth_failures,
@@ -110,6 +134,10 @@ impl Metrics {
 
     pub fn dhcp_dropped(&self, reason: &str) {
         self.dhcp_dropped.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
+    }
+
+    pub fn forge_error(&self, kind: &str) {
+        self.forge_errors.get_or_create(&KindLabel { kind: kind.into() }).inc();
     }
 
     pub fn sync(&self, result: &str) {
