@@ -87,7 +87,11 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let tokens = config.tokens()?;
         let known = Arc::new(KnownMacs::default());
-        let proposer = Arc::new(Proposer::new(store, Arc::new(renderer), git, forge.clone(), config.gitops.path.clone(), metrics.clone()).with_known(known.clone()));
+        let proposer = Arc::new(
+            Proposer::new(store, Arc::new(renderer), git, forge.clone(), config.gitops.path.clone(), metrics.clone())
+                .with_known(known.clone())
+                .with_only_expected(config.discovery.only_expected),
+        );
         let hooks = match github_forge {
             Some(f) => Some(Arc::new(GithubHooks::new(proposer.clone(), f, config.github_webhook_secret()?))),
             None => None,
@@ -100,6 +104,8 @@ impl App {
             tokens: Arc::new(TokenSet::new(&tokens.report, &tokens.operator)),
             max_body_bytes: config.server.max_body_bytes,
             forge_kind: forge.kind(),
+            console: Arc::new(crate::server::console::Console::new(&config.ui, config.cluster.enabled)?),
+            shutdown: None,
         };
         // Bound here, so a port that cannot be bound stops the start with a clear error.
         let dhcp_input = match (config.dhcp.enabled, config.dhcp.capture) {
@@ -197,9 +203,14 @@ impl App {
             });
             tokio::spawn(record_sightings(self.proposer.clone(), self.state.metrics.clone(), discovery.clone(), rx));
         }
-        let router = server::router(self.state);
+        let mut state = self.state;
+        state.shutdown = Some(shutdown.clone());
+        let router = server::router(state);
         let stop = shutdown.clone();
-        axum::serve(listener, router).with_graceful_shutdown(async move { stop.wait().await }).await?;
+        // The peer address decides whether a proxy's user header is trusted.
+        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(async move { stop.wait().await })
+            .await?;
         let _ = worker.await;
         Ok(())
     }

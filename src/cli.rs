@@ -163,7 +163,7 @@ fn render(config: &Config, path: &Path, mac: Option<&str>, workflow: Option<&str
     let renderer = Renderer::load(&config.templates_dir, &config.tinkerbell.namespace)?;
     let body = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let report = crate::sources::report::parse(&body, mac).with_context(|| format!("{}", path.display()))?;
-    let rendered = renderer.render(&RenderInput { mac: &report.mac, facts: &report.facts, source: Source::Report, workflow, force_mac_name: false, sighting: None })?;
+    let rendered = renderer.render(&RenderInput { mac: &report.mac, facts: &report.facts, source: Source::Report, workflow, force_mac_name: false, sighting: None, expected: None })?;
     if summary {
         println!("{}", rendered.summary);
     } else {
@@ -186,7 +186,7 @@ fn check(config: &Config) -> anyhow::Result<()> {
     let mac = crate::domain::Mac::parse("02:00:00:00:00:01")?;
     let mut problems = Vec::new();
     for workflow in std::iter::once(None).chain(renderer.workflows().map(Some)) {
-        if let Err(e) = renderer.render(&RenderInput { mac: &mac, facts: &sample, source: Source::Report, workflow, force_mac_name: false, sighting: None }) {
+        if let Err(e) = renderer.render(&RenderInput { mac: &mac, facts: &sample, source: Source::Report, workflow, force_mac_name: false, sighting: None, expected: None }) {
             problems.push(format!("sample render with workflow {}: {e}", workflow.unwrap_or("(rules' choice)")));
         }
     }

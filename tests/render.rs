@@ -21,7 +21,7 @@ fn mac() -> Mac {
 }
 
 fn render(facts: &Facts) -> registrar::render::Rendered {
-    renderer().render(&RenderInput { mac: &mac(), facts, source: Source::Report, workflow: None, force_mac_name: false, sighting: None }).unwrap()
+    renderer().render(&RenderInput { mac: &mac(), facts, source: Source::Report, workflow: None, force_mac_name: false, sighting: None, expected: None }).unwrap()
 }
 
 #[test]
@@ -64,10 +64,10 @@ fn rules_choose_by_facts_first_match_wins() {
 fn a_reviewer_may_pick_only_workflows_that_exist() {
     let r = renderer();
     let f = lshw("supermicro-ssg-6029p-x11dph-t.json");
-    let ok = r.render(&RenderInput { mac: &mac(), facts: &f, source: Source::Report, workflow: Some("ubuntu-2204"), force_mac_name: false, sighting: None }).unwrap();
+    let ok = r.render(&RenderInput { mac: &mac(), facts: &f, source: Source::Report, workflow: Some("ubuntu-2204"), force_mac_name: false, sighting: None, expected: None }).unwrap();
     assert_eq!(ok.documents[1]["spec"]["templateRef"], "ubuntu-2204");
     for bad in ["../../etc/passwd", "nope", "workflows/ubuntu-2404"] {
-        let err = r.render(&RenderInput { mac: &mac(), facts: &f, source: Source::Report, workflow: Some(bad), force_mac_name: false, sighting: None }).unwrap_err();
+        let err = r.render(&RenderInput { mac: &mac(), facts: &f, source: Source::Report, workflow: Some(bad), force_mac_name: false, sighting: None, expected: None }).unwrap_err();
         assert!(err.to_string().contains("no workflow template"), "{err}");
     }
 }

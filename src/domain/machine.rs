@@ -146,6 +146,9 @@ pub struct Machine {
     pub last_error: Option<String>,
     /// What the network revealed (DHCP), if it was seen there.
     pub sighting: Option<Sighting>,
+    /// What an operator imported for it, if it was expected.
+    #[serde(default)]
+    pub expected: Option<super::Expected>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

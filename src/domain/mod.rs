@@ -1,5 +1,6 @@
 //! Plain types and pure functions: no I/O, no async, no HTTP, no SQL.
 
+pub mod expected;
 pub mod facts;
 pub mod known;
 pub mod mac;
@@ -7,6 +8,7 @@ pub mod machine;
 pub mod proposal;
 pub mod sighting;
 
+pub use expected::{Expected, ImportMode};
 pub use facts::Facts;
 pub use mac::{Mac, MacError};
 pub use machine::{Machine, Source, State, Transition};

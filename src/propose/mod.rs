@@ -7,7 +7,10 @@
 
 pub mod forge;
 pub mod git;
+mod import;
 pub mod index;
+
+pub use import::{ImportOutcome, PreviewRow};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,6 +78,8 @@ pub struct Proposer {
     known: Arc<crate::domain::KnownMacs>,
     /// The cluster, when configured: approval removes the machine's discovery objects.
     cluster: std::sync::OnceLock<crate::cluster::Cluster>,
+    /// `discovery.only_expected`: unexpected machines are recorded and shown, never proposed.
+    only_expected: bool,
 }
 
 async fn blocking<T: Send + 'static, E: Send + 'static>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ProposeError>
@@ -93,7 +98,7 @@ impl Proposer {
         path_template: String,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Proposer { store, renderer, git, forge, path_template, metrics, wake: Notify::new(), crash_at: CrashPoint::from_env(), lane: tokio::sync::Mutex::new(()), known: Default::default(), cluster: std::sync::OnceLock::new() }
+        Proposer { store, renderer, git, forge, path_template, metrics, wake: Notify::new(), crash_at: CrashPoint::from_env(), lane: tokio::sync::Mutex::new(()), known: Default::default(), cluster: std::sync::OnceLock::new(), only_expected: false }
     }
 
     /// Shares the known-MAC index the sources fill: a machine already registered is never
@@ -101,6 +106,25 @@ impl Proposer {
     pub fn with_known(mut self, known: Arc<crate::domain::KnownMacs>) -> Self {
         self.known = known;
         self
+    }
+
+    /// Keeps machines nobody imported out of the review queue.
+    pub fn with_only_expected(mut self, only_expected: bool) -> Self {
+        self.only_expected = only_expected;
+        self
+    }
+
+    /// Where a machine's manifests go in the GitOps repository.
+    pub fn path_for(&self, name: &str, mac: &Mac) -> String {
+        self.path_template.replace("{name}", name).replace("{mac}", &mac.dashed())
+    }
+
+    pub fn known(&self) -> &Arc<crate::domain::KnownMacs> {
+        &self.known
+    }
+
+    pub fn forge_kind(&self) -> &'static str {
+        self.forge.kind()
     }
 
     /// Connects the cluster (once, when the server starts).
@@ -211,6 +235,15 @@ impl Proposer {
             blocking(move || store.mark_synced(work, None, None, Utc::now())).await?;
             return Ok(false);
         };
+        if existing.is_none() && self.only_expected && machine.expected.is_none() {
+            let store = self.store.clone();
+            blocking(move || {
+                store.mark_synced(work, None, None, Utc::now())?;
+                store.set_error(work.mac, Some("not proposed: not expected (discovery.only_expected is on); import it as expected to propose it"))
+            })
+            .await?;
+            return Ok(false);
+        }
         if existing.is_none() && self.known.contains(&machine.mac) {
             // A Hardware in the cluster or a manifest on the base already holds this MAC.
             let store = self.store.clone();
@@ -373,7 +406,7 @@ impl Proposer {
 
     /// Renders a machine as it would be proposed now, without touching git.
     pub async fn render_for(&self, machine: &Machine, facts: &Facts) -> Result<Rendered, ProposeError> {
-        let input = RenderInput { mac: &machine.mac, facts, source: machine.source, workflow: machine.workflow.as_deref(), force_mac_name: false, sighting: machine.sighting.as_ref() };
+        let input = RenderInput { mac: &machine.mac, facts, source: machine.source, workflow: machine.workflow.as_deref(), force_mac_name: false, sighting: machine.sighting.as_ref(), expected: machine.expected.as_ref() };
         let mut rendered = self.renderer.render(&input)?;
         // Two machines may claim one serial; the second one is named after its MAC.
         let store = self.store.clone();
@@ -491,10 +524,12 @@ impl Proposer {
                         }
                     }
                     ProposalState::Approving => {
+                        // In the lane, so no background sync pushes the branch mid-merge.
+                        let _lane = self.lane.lock().await;
                         if self.forge.state(&p).await? != ProposalState::Merged {
                             self.forge.approve(&p, "registrar").await?;
                         }
-                        self.finish_approval(p.mac, &format!("{} merged (resumed)", p.branch), "registrar").await?;
+                        self.finish_approval_inner(p.mac, &format!("{} merged (resumed)", p.branch), "registrar").await?;
                     }
                     ProposalState::Open if self.forge.lists_changes() => {}
                     ProposalState::Open => match self.forge.state(&p).await? {

@@ -54,6 +54,8 @@ pub struct RenderInput<'a> {
     pub force_mac_name: bool,
     /// What DHCP revealed; fills in arch, UEFI and UUID where the report is silent.
     pub sighting: Option<&'a Sighting>,
+    /// What an operator imported for this machine: wins over what it says of itself.
+    pub expected: Option<&'a crate::domain::Expected>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -182,6 +184,11 @@ impl Renderer {
         self.workflows.contains(name)
     }
 
+    /// The condition of the rule named `name`, to show why a machine matched it.
+    pub fn rule_condition(&self, name: &str) -> Option<&str> {
+        self.rules.rules.iter().find(|r| r.name == name).map(|r| r.when.as_str())
+    }
+
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
@@ -203,6 +210,10 @@ impl Renderer {
         if input.force_mac_name {
             return names::mac_name(input.mac);
         }
+        // An operator's hostname names the machine better than any serial number.
+        if let Some(short) = input.expected.and_then(|e| e.hostname.as_deref()).and_then(|h| h.split('.').next()).and_then(names::dns1123) {
+            return short;
+        }
         // The name template sees the facts leniently: a missing serial renders empty.
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Chainable);
@@ -221,7 +232,10 @@ impl Renderer {
 
     pub fn render(&self, input: &RenderInput) -> Result<Rendered, RenderError> {
         let name = self.name_for(input);
-        let facts = with_sighting(input.facts, input.sighting);
+        let mut facts = with_sighting(input.facts, input.sighting);
+        if let Some(addr) = input.expected.and_then(|e| e.bmc_address.clone()) {
+            facts.bmc = Some(crate::domain::facts::Bmc { address: addr });
+        }
         let base = minijinja::context! {
             mac => input.mac.to_string(),
             mac_dashed => input.mac.dashed(),
@@ -229,9 +243,14 @@ impl Renderer {
             source => input.source.as_str(),
             seen => input.sighting.map(to_jinja),
             location => input.sighting.and_then(Sighting::location),
+            expected => input.expected.map(to_jinja),
         };
         let mut decision = self.decide(&base)?;
-        if let Some(w) = input.workflow {
+        if let Some(h) = input.expected.and_then(|e| e.hostname.clone()) {
+            decision.values.insert("hostname".into(), Value::String(h));
+        }
+        let workflow = input.workflow.or_else(|| input.expected.and_then(|e| e.workflow.as_deref()));
+        if let Some(w) = workflow {
             if !self.has_workflow(w) {
                 return Err(RenderError::UnknownWorkflow(w.to_string()));
             }

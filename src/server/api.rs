@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::domain::{Mac, ProposalState, State as MachineState};
-use crate::store::MachineQuery;
+use crate::domain::{Mac, ProposalState, Source, State as MachineState};
+use crate::store::{MachineQuery, Sort};
 
 fn parse_mac(raw: &str) -> Result<Mac, ApiError> {
     Mac::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))
@@ -18,25 +18,57 @@ async fn run<T: Send + 'static>(f: impl FnOnce() -> Result<T, crate::store::Stor
     Ok(tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)??)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default, Clone)]
 pub struct ListQuery {
-    state: Option<String>,
-    q: Option<String>,
-    limit: Option<u32>,
-    offset: Option<u32>,
+    pub state: Option<String>,
+    pub source: Option<String>,
+    pub expected: Option<String>,
+    pub q: Option<String>,
+    pub sort: Option<String>,
+    /// `asc` or `desc`.
+    pub order: Option<String>,
+    pub limit: Option<u32>,
+    pub offset: Option<u32>,
+}
+
+impl ListQuery {
+    /// The store query, or a sentence naming the parameter that is wrong.
+    pub fn to_query(&self) -> Result<MachineQuery, String> {
+        let empty = |o: &Option<String>| o.clone().filter(|s| !s.is_empty());
+        let sort = match empty(&self.sort) {
+            None => Sort::LastSeen,
+            Some(s) => Sort::parse(&s).ok_or_else(|| format!("sort must be one of {}", Sort::ALL.map(|(_, n)| n).join(", ")))?,
+        };
+        let descending = match empty(&self.order).as_deref() {
+            None => matches!(sort, Sort::LastSeen | Sort::FirstSeen),
+            Some("desc") => true,
+            Some("asc") => false,
+            Some(_) => return Err("order must be asc or desc".into()),
+        };
+        Ok(MachineQuery {
+            state: empty(&self.state).map(|s| s.parse::<MachineState>()).transpose()?,
+            source: empty(&self.source).map(|s| s.parse::<Source>()).transpose()?,
+            expected: match empty(&self.expected).as_deref() {
+                None => None,
+                Some("true" | "yes" | "1") => Some(true),
+                Some("false" | "no" | "0") => Some(false),
+                Some(_) => return Err("expected must be true or false".into()),
+            },
+            text: empty(&self.q).map(|t| t.chars().take(100).collect()),
+            sort,
+            descending,
+            limit: self.limit.unwrap_or(100).clamp(1, 1000),
+            offset: self.offset.unwrap_or(0),
+        })
+    }
 }
 
 pub async fn list_machines(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
-    let filter = MachineQuery {
-        state: q.state.as_deref().map(str::parse::<MachineState>).transpose().map_err(ApiError::bad_request)?,
-        text: q.q.filter(|t| !t.is_empty()).map(|t| t.chars().take(100).collect()),
-        limit: q.limit.unwrap_or(100),
-        offset: q.offset.unwrap_or(0),
-    };
+    let filter = q.to_query().map_err(ApiError::bad_request)?;
     let store = state.proposer.store().clone();
-    let (machines, counts) = run(move || Ok((store.machines(&filter)?, store.count_by_state()?))).await?;
+    let (machines, total, counts) = run(move || Ok((store.machines(&filter)?, store.count_machines(&filter)?, store.count_by_state()?))).await?;
     let counts: serde_json::Map<String, Value> = counts.into_iter().map(|(s, n)| (s.to_string(), json!(n))).collect();
-    Ok(Json(json!({ "machines": machines, "counts": counts })))
+    Ok(Json(json!({ "machines": machines, "total": total, "counts": counts })))
 }
 
 pub async fn get_machine(State(state): State<AppState>, Path(mac): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -121,4 +153,80 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         "workflows": state.proposer.renderer().workflows().collect::<Vec<_>>(),
         "known_macs": state.known.counts().into_iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
     })))
+}
+
+#[derive(Deserialize, Default)]
+pub struct ImportQuery {
+    mode: Option<String>,
+    dry_run: Option<bool>,
+    /// Store the valid rows even when others are invalid (the preview's "import the rest").
+    skip_invalid: Option<bool>,
+    name: Option<String>,
+}
+
+pub async fn refuse_oversize_import(req: axum::extract::Request, next: axum::middleware::Next) -> Result<axum::response::Response, ApiError> {
+    let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > super::console::MAX_IMPORT_BYTES as u64) {
+        return Err(too_large_import());
+    }
+    Ok(next.run(req).await)
+}
+
+fn too_large_import() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("an import may be at most {} MiB; split the file", super::console::MAX_IMPORT_BYTES >> 20),
+    )
+}
+
+/// `POST /api/v1/imports`: a CSV (`text/csv`) or JSON rows; `?dry_run=true` previews.
+/// A file-level problem is 422 and stores nothing; row problems are listed by line, and
+/// unless `skip_invalid=true` a file with any bad row stores nothing either.
+pub async fn post_import(
+    State(state): State<AppState>,
+    Query(q): Query<ImportQuery>,
+    session: Option<axum::Extension<super::console::session::Operator>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    let bytes = axum::body::to_bytes(body, super::console::MAX_IMPORT_BYTES).await.map_err(|_| too_large_import())?;
+    let mode: crate::domain::ImportMode = q.mode.as_deref().unwrap_or("expected").parse().map_err(ApiError::bad_request)?;
+    let is_json = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.contains("json"));
+    let parsed = if is_json { crate::sources::import::parse_json(&bytes) } else { crate::sources::import::parse_csv(&bytes) };
+    let rows = parsed.map_err(|e| ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "invalid_import", e.to_string()))?;
+    let who = match &session {
+        Some(s) => format!("console:{}", s.user),
+        None => "api:operator".to_string(),
+    };
+    let name: String = q.name.unwrap_or_else(|| format!("{} import", chrono::Utc::now().format("%Y-%m-%d %H:%M"))).chars().filter(|c| !c.is_control()).take(64).collect();
+    let dry_run = q.dry_run.unwrap_or(false);
+    let outcome = state.proposer.import(rows, mode, &name, &who, dry_run, q.skip_invalid.unwrap_or(false)).await?;
+    let status = if outcome.batch.is_some() {
+        axum::http::StatusCode::CREATED
+    } else if outcome.invalid > 0 && !dry_run {
+        axum::http::StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        axum::http::StatusCode::OK
+    };
+    Ok((status, Json(json!({
+        "dry_run": dry_run,
+        "stored": outcome.batch.is_some(),
+        "valid": outcome.valid,
+        "invalid": outcome.invalid,
+        "rows": outcome.rows,
+        "batch": outcome.batch,
+    }))))
+}
+
+pub async fn list_imports(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let store = state.proposer.store().clone();
+    let batches = run(move || store.batches(100)).await?;
+    Ok(Json(json!({ "imports": batches })))
+}
+
+pub async fn get_import(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    let store = state.proposer.store().clone();
+    let batch = run(move || store.batch(id)).await?.ok_or_else(|| ApiError::not_found(format!("no import batch {id}")))?;
+    Ok(Json(json!({ "import": batch })))
 }

@@ -98,6 +98,11 @@ pub async fn reporter(State(state): State<AppState>, req: Request, next: Next) -
     require(&state, req, next, Role::Reporter).await
 }
 
+/// Operators come with the operator token, or from the console with a session (and then
+/// a CSRF token on anything that changes state).
 pub async fn operator(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+    if bearer(&req).is_none() {
+        return super::console::session::checked_session(&state, req, next).await;
+    }
     require(&state, req, next, Role::Operator).await
 }

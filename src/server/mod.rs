@@ -1,7 +1,8 @@
 //! The HTTP edge: parses, authenticates and hands over. No business logic lives here.
 
-mod api;
+pub mod api;
 mod auth;
+pub mod console;
 pub mod error;
 mod github;
 mod health;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 
 use crate::metrics::Metrics;
@@ -27,6 +28,9 @@ pub struct AppState {
     pub forge_kind: &'static str,
     pub github: Option<Arc<crate::propose::forge::github::events::GithubHooks>>,
     pub known: Arc<crate::domain::KnownMacs>,
+    pub console: Arc<console::Console>,
+    /// Set while serving: long-lived responses (server-sent events) end with it.
+    pub shutdown: Option<crate::shutdown::Shutdown>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -48,7 +52,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/proposals/{mac}/approve", post(api::approve))
         .route("/api/v1/proposals/{mac}/reject", post(api::reject))
         .route("/api/v1/status", get(api::status))
+        .route("/api/v1/imports", get(api::list_imports))
+        .route("/api/v1/imports/{id}", get(api::get_import))
         .layer(DefaultBodyLimit::max(64 * 1024))
+        .route_layer(from_fn_with_state(state.clone(), auth::operator));
+    // Imports are bigger than any other API body: their own limit, checked before reading.
+    let imports = Router::new()
+        .route("/api/v1/imports", post(api::post_import))
+        .layer(DefaultBodyLimit::max(console::MAX_IMPORT_BYTES))
+        .route_layer(from_fn_with_state(state.clone(), api::refuse_oversize_import))
         .route_layer(from_fn_with_state(state.clone(), auth::operator));
     let webhooks = Router::new().route("/webhooks/github", post(github::webhook)).layer(DefaultBodyLimit::max(2 << 20));
     Router::new()
@@ -56,7 +68,22 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .merge(reports)
+        .merge(imports)
         .merge(operator)
         .merge(webhooks)
+        .merge(console::router(state.clone()))
+        .layer(from_fn(security_headers))
         .with_state(state)
+}
+
+/// Headers every answer carries; the CSP matters for the console, and costs the API nothing.
+async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let mut response = next.run(req).await;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(console::CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    response
 }

@@ -2,5 +2,6 @@
 //! proposals: they parse, bound and normalise, and hand over to the store.
 
 pub mod dhcp;
+pub mod import;
 pub mod report;
 pub mod smee;

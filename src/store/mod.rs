@@ -10,7 +10,7 @@ mod sqlite;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{Facts, Mac, Machine, Proposal, ProposalState, Sighting, Source, State, Transition};
+use crate::domain::{Expected, Facts, ImportMode, Mac, Machine, Proposal, ProposalState, Sighting, Source, State, Transition};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,10 +40,61 @@ pub struct Recorded {
 #[derive(Debug, Clone, Default)]
 pub struct MachineQuery {
     pub state: Option<State>,
+    pub source: Option<Source>,
+    /// Only machines imported as expected (true), or only unexpected ones (false).
+    pub expected: Option<bool>,
     /// Free text over MAC, name, vendor, product and serial.
     pub text: Option<String>,
+    pub sort: Sort,
+    pub descending: bool,
     pub limit: u32,
     pub offset: u32,
+}
+
+/// Columns a machine list can be ordered by; each has an index.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Sort {
+    #[default]
+    LastSeen,
+    FirstSeen,
+    Mac,
+    Name,
+    State,
+}
+
+impl Sort {
+    pub const ALL: [(Sort, &'static str); 5] =
+        [(Sort::LastSeen, "last_seen"), (Sort::FirstSeen, "first_seen"), (Sort::Mac, "mac"), (Sort::Name, "name"), (Sort::State, "state")];
+
+    pub fn parse(s: &str) -> Option<Sort> {
+        Self::ALL.iter().find(|(_, n)| *n == s).map(|(k, _)| *k)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::ALL.iter().find(|(k, _)| *k == self).map(|(_, n)| *n).unwrap_or("last_seen")
+    }
+}
+
+/// An import batch and what became of each of its rows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Batch {
+    pub id: i64,
+    pub name: String,
+    pub mode: ImportMode,
+    pub actor: String,
+    pub created_at: DateTime<Utc>,
+    pub rows: Vec<BatchRow>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct BatchRow {
+    pub line: u32,
+    pub mac: Option<Mac>,
+    /// Why the row was not imported; `None` for imported rows.
+    pub error: Option<String>,
+    /// The imported machine's state now (filled in when the batch is read).
+    #[serde(default)]
+    pub state: Option<State>,
 }
 
 /// One unit of work for the proposer: the revision it must bring to git.
@@ -102,4 +153,17 @@ pub trait Store: Send + Sync + 'static {
     fn proposal(&self, mac: Mac) -> Result<Option<Proposal>>;
     fn proposals(&self, state: Option<ProposalState>) -> Result<Vec<Proposal>>;
     fn set_proposal_state(&self, mac: Mac, state: ProposalState, now: DateTime<Utc>) -> Result<()>;
+
+    /// How many machines match `query` (ignoring its paging).
+    fn count_machines(&self, query: &MachineQuery) -> Result<u64>;
+    /// Stores an import batch in one transaction: every row in `imported` becomes an
+    /// expected machine (proposed right away in `propose` mode), or none does. `skipped`
+    /// rows are kept with the batch, with their reasons, for the record.
+    fn import(&self, name: &str, mode: ImportMode, actor: &str, imported: &[(Mac, Expected)], skipped: &[BatchRow], now: DateTime<Utc>) -> Result<Batch>;
+    fn batches(&self, limit: u32) -> Result<Vec<Batch>>;
+    fn batch(&self, id: i64) -> Result<Option<Batch>>;
+    /// Removes a machine and its records, so that it is noticed afresh next time.
+    fn forget(&self, mac: Mac, actor: &str, now: DateTime<Utc>) -> Result<()>;
+    /// A counter that moves whenever anything changed: the console's live updates.
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
 }

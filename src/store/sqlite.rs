@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{MachineQuery, Pending, Recorded, Result, Store, StoreError};
-use crate::domain::{Facts, Mac, Machine, Proposal, ProposalState, Sighting, Source, State, Transition};
+use super::{Batch, BatchRow, MachineQuery, Pending, Recorded, Result, Sort, Store, StoreError};
+use crate::domain::{Expected, Facts, ImportMode, Mac, Machine, Proposal, ProposalState, Sighting, Source, State, Transition};
 
 /// Each entry runs once, in order; `PRAGMA user_version` remembers how far a file got.
 const MIGRATIONS: &[&str] = &[r#"
@@ -69,13 +69,27 @@ CREATE TABLE once (key TEXT PRIMARY KEY, at TEXT NOT NULL);
 ALTER TABLE proposals ADD COLUMN hands_off INTEGER NOT NULL DEFAULT 0;
 "#, r#"
 CREATE TABLE report_tokens (hash TEXT PRIMARY KEY, mac TEXT NOT NULL, expires_at TEXT NOT NULL);
+"#, r#"
+ALTER TABLE machines ADD COLUMN expected TEXT;
+CREATE TABLE import_batches (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    mode       TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    rows       TEXT NOT NULL
+);
+CREATE INDEX machines_last_seen ON machines(last_seen);
+CREATE INDEX machines_first_seen ON machines(first_seen);
+CREATE INDEX machines_source ON machines(source);
 "#];
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
-const MACHINE_COLUMNS: &str = "mac, state, source, facts, name, workflow, suppressed, first_seen, last_seen, seen_count, rev > synced_rev, last_error, sighting";
+const MACHINE_COLUMNS: &str = "mac, state, source, facts, name, workflow, suppressed, first_seen, last_seen, seen_count, rev > synced_rev, last_error, sighting, expected";
 
 impl SqliteStore {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
@@ -106,14 +120,18 @@ impl SqliteStore {
             tx.pragma_update(None, "user_version", i + 1)?;
             tx.commit()?;
         }
-        Ok(SqliteStore { conn: Mutex::new(conn) })
+        Ok(SqliteStore { conn: Mutex::new(conn), changes: tokio::sync::watch::Sender::new(0) })
     }
 
     fn with<T>(&self, f: impl FnOnce(&rusqlite::Transaction) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let before = conn.total_changes();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
+        if conn.total_changes() != before {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
         Ok(out)
     }
 }
@@ -157,6 +175,7 @@ fn machine_from_row(r: &Row) -> rusqlite::Result<Machine> {
         pending: r.get(10)?,
         last_error: r.get(11)?,
         sighting: r.get::<_, Option<String>>(12)?.map(|s| conv(serde_json::from_str::<Sighting>(&s))).transpose()?,
+        expected: r.get::<_, Option<String>>(13)?.map(|s| conv(serde_json::from_str::<Expected>(&s))).transpose()?,
     })
 }
 
@@ -183,6 +202,44 @@ fn proposal_from_row(r: &Row) -> rusqlite::Result<Proposal> {
 
 const PROPOSAL_COLUMNS: &str = "mac, forge, number, url, branch, path, name, title, summary, head, rule, workflow, state, created_at, updated_at";
 const PROPOSAL_SELECT: &str = "mac, forge, number, url, branch, path, name, title, summary, head, rule, workflow, state, created_at, updated_at, hands_off";
+
+/// The WHERE clause for a machine list and its arguments; values are always bound, never
+/// spliced into the SQL.
+fn machine_filter(q: &MachineQuery) -> (String, Vec<Option<String>>) {
+    let like = q.text.as_ref().map(|t| format!("%{}%", t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+    let expected = q.expected.map(|e| if e { "1" } else { "0" }.to_string());
+    (
+        "(?1 IS NULL OR state = ?1)
+         AND (?2 IS NULL OR source = ?2)
+         AND (?3 IS NULL OR (expected IS NOT NULL) = (?3 = '1'))
+         AND (?4 IS NULL OR mac LIKE ?4 ESCAPE '\\' OR name LIKE ?4 ESCAPE '\\' OR facts LIKE ?4 ESCAPE '\\' OR expected LIKE ?4 ESCAPE '\\')"
+            .to_string(),
+        vec![q.state.map(|s| s.as_str().to_string()), q.source.map(|s| s.as_str().to_string()), expected, like],
+    )
+}
+
+fn batch_from_row(r: &Row) -> rusqlite::Result<Batch> {
+    Ok(Batch {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        mode: conv(r.get::<_, String>(2)?.parse::<ImportMode>().map_err(Msg))?,
+        actor: r.get(3)?,
+        created_at: parse_ts(&r.get::<_, String>(4)?)?,
+        rows: conv(serde_json::from_str::<Vec<BatchRow>>(&r.get::<_, String>(5)?))?,
+    })
+}
+
+/// Fills in each imported row's current state.
+fn with_fates(tx: &rusqlite::Transaction, mut b: Batch) -> Result<Batch> {
+    let mut stmt = tx.prepare_cached("SELECT state FROM machines WHERE mac = ?1")?;
+    for row in b.rows.iter_mut().filter(|r| r.error.is_none()) {
+        if let Some(mac) = row.mac {
+            let state: Option<String> = stmt.query_row([mac.to_string()], |r| r.get(0)).optional()?;
+            row.state = state.and_then(|s| s.parse().ok());
+        }
+    }
+    Ok(b)
+}
 
 fn get_machine(tx: &rusqlite::Transaction, mac: Mac) -> Result<Option<Machine>> {
     Ok(tx
@@ -295,15 +352,21 @@ impl Store for SqliteStore {
 
     fn machines(&self, q: &MachineQuery) -> Result<Vec<Machine>> {
         self.with(|tx| {
-            let like = q.text.as_ref().map(|t| format!("%{}%", t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+            let (filter, args) = machine_filter(q);
+            let order = match q.sort {
+                Sort::LastSeen => "last_seen",
+                Sort::FirstSeen => "first_seen",
+                Sort::Mac => "mac",
+                Sort::Name => "name",
+                Sort::State => "state",
+            };
+            let dir = if q.descending { "DESC" } else { "ASC" };
             let limit = if q.limit == 0 { 100 } else { q.limit.min(1000) };
             let mut stmt = tx.prepare_cached(&format!(
-                "SELECT {MACHINE_COLUMNS} FROM machines
-                 WHERE (?1 IS NULL OR state = ?1)
-                   AND (?2 IS NULL OR mac LIKE ?2 ESCAPE '\\' OR name LIKE ?2 ESCAPE '\\' OR facts LIKE ?2 ESCAPE '\\')
-                 ORDER BY last_seen DESC, mac LIMIT ?3 OFFSET ?4"
+                "SELECT {MACHINE_COLUMNS} FROM machines WHERE {filter} ORDER BY {order} {dir}, mac {dir} LIMIT {limit} OFFSET {}",
+                q.offset
             ))?;
-            let rows = stmt.query_map(params![q.state.map(State::as_str), like, limit, q.offset], machine_from_row)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), machine_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
@@ -512,6 +575,109 @@ impl Store for SqliteStore {
             tx.execute("UPDATE proposals SET state = ?2, updated_at = ?3 WHERE mac = ?1", params![mac.to_string(), state.as_str(), ts(now)])?;
             Ok(())
         })
+    }
+
+    fn count_machines(&self, q: &MachineQuery) -> Result<u64> {
+        self.with(|tx| {
+            let (filter, args) = machine_filter(q);
+            let n: i64 = tx.query_row(&format!("SELECT COUNT(*) FROM machines WHERE {filter}"), rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
+            Ok(n as u64)
+        })
+    }
+
+    fn import(&self, name: &str, mode: ImportMode, actor: &str, imported: &[(Mac, Expected)], skipped: &[BatchRow], now: DateTime<Utc>) -> Result<Batch> {
+        self.with(|tx| {
+            tx.execute(
+                "INSERT INTO import_batches (name, mode, actor, created_at, rows) VALUES (?1, ?2, ?3, ?4, '[]')",
+                params![name, mode.as_str(), actor, ts(now)],
+            )?;
+            let id = tx.last_insert_rowid();
+            let mut rows: Vec<BatchRow> = skipped.to_vec();
+            for (mac, values) in imported {
+                let expected = Expected { batch_id: id, batch: name.to_string(), mode, ..values.clone() };
+                let json = serde_json::to_string(&expected).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let cause = format!("imported as {} ({})", mode, expected.provenance());
+                match get_machine(tx, *mac)? {
+                    None => {
+                        // In propose mode the imported values alone make the proposal; the
+                        // empty facts are replaced when the machine reports.
+                        let (state, facts) = match mode {
+                            ImportMode::Expected => (State::Detected, None),
+                            ImportMode::Propose => (State::Reported, Some("{}")),
+                        };
+                        tx.execute(
+                            "INSERT INTO machines (mac, state, source, facts, workflow, expected, first_seen, last_seen, seen_count)
+                             VALUES (?1, ?2, 'import', ?3, ?4, ?5, ?6, ?6, 0)",
+                            params![mac.to_string(), state.as_str(), facts, expected.workflow, json, ts(now)],
+                        )?;
+                        log_transition(tx, *mac, None, state, &cause, actor, now)?;
+                        if mode == ImportMode::Propose {
+                            queue(tx, *mac, now)?;
+                        }
+                    }
+                    Some(m) => {
+                        tx.execute(
+                            "UPDATE machines SET expected = ?2, workflow = COALESCE(?3, workflow) WHERE mac = ?1",
+                            params![mac.to_string(), json, expected.workflow],
+                        )?;
+                        let mut m = m;
+                        if mode == ImportMode::Propose && m.facts.is_none() && matches!(m.state, State::Detected | State::Discovering) {
+                            tx.execute("UPDATE machines SET facts = '{}' WHERE mac = ?1", [mac.to_string()])?;
+                            move_to(tx, &m, State::Reported, &cause, actor, now)?;
+                            m = must_get(tx, *mac)?;
+                        } else {
+                            log_transition(tx, *mac, Some(m.state), m.state, &cause, actor, now)?;
+                        }
+                        if m.facts.is_some() && m.state.accepts_facts() && !m.suppressed {
+                            queue(tx, *mac, now)?;
+                        }
+                    }
+                }
+                rows.push(BatchRow { line: expected.row, mac: Some(*mac), error: None, state: None });
+            }
+            rows.sort_by_key(|r| r.line);
+            let json = serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            tx.execute("UPDATE import_batches SET rows = ?2 WHERE id = ?1", params![id, json])?;
+            let batch = tx.query_row("SELECT id, name, mode, actor, created_at, rows FROM import_batches WHERE id = ?1", [id], batch_from_row)?;
+            with_fates(tx, batch)
+        })
+    }
+
+    fn batches(&self, limit: u32) -> Result<Vec<Batch>> {
+        self.with(|tx| {
+            let mut stmt = tx.prepare_cached("SELECT id, name, mode, actor, created_at, rows FROM import_batches ORDER BY id DESC LIMIT ?1")?;
+            let batches = stmt.query_map([limit], batch_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            batches.into_iter().map(|b| with_fates(tx, b)).collect()
+        })
+    }
+
+    fn batch(&self, id: i64) -> Result<Option<Batch>> {
+        self.with(|tx| {
+            let b = tx.query_row("SELECT id, name, mode, actor, created_at, rows FROM import_batches WHERE id = ?1", [id], batch_from_row).optional()?;
+            b.map(|b| with_fates(tx, b)).transpose()
+        })
+    }
+
+    fn forget(&self, mac: Mac, actor: &str, now: DateTime<Utc>) -> Result<()> {
+        self.with(|tx| {
+            let m = must_get(tx, mac)?;
+            let open: Option<String> = tx
+                .query_row("SELECT state FROM proposals WHERE mac = ?1 AND state IN ('open', 'approving')", [mac.to_string()], |r| r.get(0))
+                .optional()?;
+            if open.is_some() || matches!(m.state, State::Approved | State::Applied | State::Provisioned | State::Failed) {
+                // Git holds it (or is about to): forgetting would hide it, not remove it.
+                return Err(StoreError::Transition { mac, from: m.state, to: State::Detected });
+            }
+            tracing::info!(%mac, actor, at = %ts(now), "machine forgotten");
+            tx.execute("DELETE FROM machines WHERE mac = ?1", [mac.to_string()])?;
+            tx.execute("DELETE FROM transitions WHERE mac = ?1", [mac.to_string()])?;
+            tx.execute("DELETE FROM proposals WHERE mac = ?1", [mac.to_string()])?;
+            Ok(())
+        })
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 }
 

@@ -1,0 +1,274 @@
+//! Console sessions: who is looking, and proof that a form came from a page we served.
+//!
+//! A session starts with the operator token typed into the login form, or with a trusted
+//! reverse proxy's user header (oauth2-proxy's `X-Forwarded-Email`), or, with `ui.auth`
+//! off, by itself. The cookie holds a random id; the server keeps only its SHA-256, so a
+//! leaked memory dump or log names no live session. Sessions live in memory: a restart
+//! asks everyone to log in again, which is cheaper than a session table to keep safe.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use rand::RngCore;
+use subtle::ConstantTimeEq;
+
+use crate::server::AppState;
+use crate::server::error::ApiError;
+
+pub const COOKIE: &str = "registrar_session";
+/// Most sessions kept at once; the oldest go first. Bounds memory under a login storm.
+const MAX_SESSIONS: usize = 10_000;
+
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub user: String,
+    pub csrf: String,
+    expires: Instant,
+}
+
+/// The acting user of a request that came with a session.
+#[derive(Clone, Debug)]
+pub struct Operator {
+    pub user: String,
+    pub csrf: String,
+}
+
+pub struct Sessions {
+    by_hash: Mutex<HashMap<[u8; 32], Session>>,
+    ttl: Duration,
+    pub auth: bool,
+    pub secure_cookie: bool,
+    proxy_header: Option<header::HeaderName>,
+    trusted_proxies: Vec<Cidr>,
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn hash(id: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(id.as_bytes()).into()
+}
+
+impl Sessions {
+    pub fn new(config: &crate::config::UiConfig) -> anyhow::Result<Self> {
+        let proxy_header = config
+            .proxy_header
+            .as_deref()
+            .map(|h| header::HeaderName::from_bytes(h.as_bytes()).map_err(|e| anyhow::anyhow!("ui.proxy_header {h:?}: {e}")))
+            .transpose()?;
+        let trusted_proxies = config
+            .trusted_proxies
+            .iter()
+            .map(|p| Cidr::parse(p).ok_or_else(|| anyhow::anyhow!("ui.trusted_proxies {p:?}: not an address or CIDR")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if proxy_header.is_some() && trusted_proxies.is_empty() {
+            anyhow::bail!("ui.proxy_header needs ui.trusted_proxies: the header is honoured only from those addresses");
+        }
+        Ok(Sessions {
+            by_hash: Mutex::new(HashMap::new()),
+            ttl: Duration::from_secs(config.session_hours.max(1) * 3600),
+            auth: config.auth,
+            secure_cookie: config.secure_cookie,
+            proxy_header,
+            trusted_proxies,
+        })
+    }
+
+    /// Starts a session for `user`; returns the cookie id (shown to the browser only).
+    pub fn start(&self, user: &str) -> (String, Session) {
+        let id = random_token();
+        let session = Session { user: user.chars().filter(|c| !c.is_control()).take(128).collect(), csrf: random_token(), expires: Instant::now() + self.ttl };
+        let mut map = self.by_hash.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        map.retain(|_, s| s.expires > now);
+        if map.len() >= MAX_SESSIONS {
+            if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k) {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(hash(&id), session.clone());
+        (id, session)
+    }
+
+    pub fn get(&self, id: &str) -> Option<Session> {
+        let map = self.by_hash.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&hash(id)).filter(|s| s.expires > Instant::now()).cloned()
+    }
+
+    pub fn end(&self, id: &str) {
+        self.by_hash.lock().unwrap_or_else(|p| p.into_inner()).remove(&hash(id));
+    }
+
+    pub fn cookie(&self, id: &str) -> HeaderValue {
+        let secure = if self.secure_cookie { "; Secure" } else { "" };
+        HeaderValue::from_str(&format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}", self.ttl.as_secs())).expect("hex and ascii")
+    }
+
+    pub fn clear_cookie(&self) -> HeaderValue {
+        let secure = if self.secure_cookie { "; Secure" } else { "" };
+        HeaderValue::from_str(&format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}")).expect("ascii")
+    }
+
+    /// The user a trusted reverse proxy names, if this request came through one.
+    fn proxy_user(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<String> {
+        let name = self.proxy_header.as_ref()?;
+        let peer = peer?;
+        let peer = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
+            v4 => v4,
+        };
+        if !self.trusted_proxies.iter().any(|n| n.contains(peer)) {
+            return None;
+        }
+        let user = headers.get(name)?.to_str().ok()?.trim();
+        (!user.is_empty()).then(|| user.to_string())
+    }
+}
+
+/// An address range, v4 or v6.
+#[derive(Debug, Clone, Copy)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (s.parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Cidr { net: addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let m = if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) };
+                u32::from(n) & m == u32::from(a) & m
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let m = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix)) };
+                u128::from(n) & m == u128::from(a) & m
+            }
+            _ => false,
+        }
+    }
+}
+
+pub fn cookie_id(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k == COOKIE && !v.is_empty()).then(|| v.to_string())
+    })
+}
+
+fn peer(req: &Request) -> Option<IpAddr> {
+    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// The session a request carries, starting one where the configuration allows that
+/// without a login. Returns a cookie to set when a session was started.
+pub fn resolve(state: &AppState, req: &Request) -> (Option<Operator>, Option<HeaderValue>) {
+    let sessions = &state.console.sessions;
+    let id = cookie_id(req.headers());
+    let existing = id.as_deref().and_then(|id| sessions.get(id));
+    if let Some(proxy_user) = sessions.proxy_user(req.headers(), peer(req)) {
+        // The proxy is the authority: a session for someone else is replaced.
+        if let Some(s) = existing.filter(|s| s.user == proxy_user) {
+            return (Some(Operator { user: s.user, csrf: s.csrf }), None);
+        }
+        let (id, s) = sessions.start(&proxy_user);
+        return (Some(Operator { user: s.user, csrf: s.csrf }), Some(sessions.cookie(&id)));
+    }
+    if let Some(s) = existing {
+        return (Some(Operator { user: s.user, csrf: s.csrf }), None);
+    }
+    if !sessions.auth {
+        let (id, s) = sessions.start("local");
+        return (Some(Operator { user: s.user, csrf: s.csrf }), Some(sessions.cookie(&id)));
+    }
+    (None, None)
+}
+
+fn csrf_matches(expected: &str, presented: Option<&str>) -> bool {
+    presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(expected.as_bytes())))
+}
+
+/// The CSRF token a state-changing request presents: the `X-CSRF-Token` header, or the
+/// `csrf` field of a form (the query string for uploads, whose body the handler streams).
+async fn presented_csrf(req: Request) -> (Option<String>, Request) {
+    if let Some(h) = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()) {
+        let h = h.to_string();
+        return (Some(h), req);
+    }
+    let from_query = req.uri().query().and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "csrf").map(|(_, v)| v.into_owned()));
+    let is_form = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return (from_query, req);
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return (None, Request::from_parts(parts, axum::body::Body::empty()));
+    };
+    let field = form_urlencoded::parse(&bytes).find(|(k, _)| k == "csrf").map(|(_, v)| v.into_owned());
+    (field.or(from_query), Request::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
+/// Guards console pages: no session → the login page; a state-changing request without
+/// the session's CSRF token → 403.
+pub async fn page_guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (operator, set_cookie) = resolve(&state, &req);
+    let Some(operator) = operator else {
+        let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let next_param: String = form_urlencoded::byte_serialize(target.as_bytes()).collect();
+        return Redirect::to(&format!("/login?next={next_param}")).into_response();
+    };
+    guarded(req, next, operator, set_cookie).await
+}
+
+/// Guards the API for browser sessions: no bearer token and no session → 401; a session
+/// without the CSRF token on a state-changing request → 403. Bearer tokens are checked by
+/// the API's own middleware.
+pub async fn checked_session(state: &AppState, req: Request, next: Next) -> Result<Response, ApiError> {
+    let (operator, set_cookie) = resolve(state, &req);
+    let Some(operator) = operator else {
+        state.metrics.auth_failures.inc();
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong token: send 'Authorization: Bearer <operator token>', or log in to the console",
+        ));
+    };
+    Ok(guarded(req, next, operator, set_cookie).await)
+}
+
+async fn guarded(req: Request, next: Next, operator: Operator, set_cookie: Option<HeaderValue>) -> Response {
+    let mut req = req;
+    if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        let (presented, r) = presented_csrf(req).await;
+        req = r;
+        if !csrf_matches(&operator.csrf, presented.as_deref()) {
+            return (StatusCode::FORBIDDEN, "403 Forbidden: this form is stale or did not come from Registrar's console (CSRF token missing or wrong). Reload the page and try again.\n")
+                .into_response();
+        }
+    }
+    req.extensions_mut().insert(operator);
+    let mut response = next.run(req).await;
+    if let Some(c) = set_cookie {
+        response.headers_mut().append(header::SET_COOKIE, c);
+    }
+    response
+}
