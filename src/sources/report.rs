@@ -6,6 +6,22 @@
 //! - a bare `lshw -json` or attributes document, with the MAC in `X-Registrar-Mac` or `?mac=`.
 //!
 //! Optional fields `hostname`, `arch`, `uefi` and `bmc_address` state what lshw cannot see.
+//!
+//! Optional fields with what a discovery script probed besides (each in its tool's own
+//! shape, absent or `null` when the tool is missing; `deploy/discovery/registrar-discover.sh`
+//! sends them all; see `domain::facts::probes` for how each is read):
+//!
+//! - `ip_link`: the array `ip -j link` (or `ip -j -d link`) prints → the NICs' link state, and
+//!   Ethernet NICs lshw missed (loopback and virtual devices are skipped);
+//! - `dmidecode`: an object of `dmidecode -s <keyword>` answers, e.g.
+//!   `{"system-manufacturer": "…", "system-product-name": "…", "system-serial-number": "…",
+//!   "system-uuid": "…", "baseboard-serial-number": "…", "chassis-serial-number": "…"}` →
+//!   vendor, product, serial and UUID where lshw saw none or a placeholder;
+//! - `lldp`: what `lldpctl -f json` (or `-f json0`) prints → `facts.lldp`, the switch and port
+//!   each interface is cabled to.
+//!
+//! They are applied in that order, after lshw or the attributes and before the stated fields
+//! above. A value of the wrong type is refused (422) with the field named.
 
 use serde_json::Value;
 
@@ -90,9 +106,25 @@ pub fn parse(body: &[u8], header_mac: Option<&str>) -> Result<Report, ReportErro
     };
 
     if let Some(map) = extras {
+        probed_facts(map, &mut facts)?;
         facts.overlay(stated_facts(map)?);
     }
     Ok(Report { mac, facts })
+}
+
+/// What the script probed besides lshw: `ip_link`, `dmidecode`, `lldp` (see the module doc).
+fn probed_facts(map: &serde_json::Map<String, Value>, f: &mut Facts) -> Result<(), ReportError> {
+    let present = |k: &str| map.get(k).filter(|v| !v.is_null());
+    if let Some(v) = present("ip_link") {
+        facts::apply_ip_link(f, v).map_err(invalid)?;
+    }
+    if let Some(v) = present("dmidecode") {
+        facts::apply_dmidecode(f, v).map_err(invalid)?;
+    }
+    if let Some(v) = present("lldp") {
+        f.lldp = facts::lldp_neighbors(v).map_err(invalid)?;
+    }
+    Ok(())
 }
 
 /// Facts the report states outright, which override what was read from lshw.
@@ -167,6 +199,52 @@ mod tests {
         assert_eq!(r.facts.uefi, Some(false));
         assert_eq!(r.facts.bmc.unwrap().address, "10.0.0.9");
         assert!(parse(br#"{"mac": "aa:bb:cc:dd:ee:04", "specs": {}, "bmc_address": "x\ny"}"#, None).is_err());
+    }
+
+    #[test]
+    fn probed_facts_fill_what_lshw_missed() {
+        let body = serde_json::json!({
+            "mac": "ac:1f:6b:dc:19:c2",
+            "specs": {"class": "system", "serial": "To Be Filled By O.E.M.", "children": [
+                {"class": "network", "logicalname": "eno1", "serial": "ac:1f:6b:dc:19:c2", "configuration": {"link": "no"}}]},
+            "ip_link": [
+                {"ifname": "eno1", "flags": ["UP", "LOWER_UP"], "operstate": "UP", "link_type": "ether", "address": "ac:1f:6b:dc:19:c2"},
+                {"ifname": "eno2", "flags": ["UP", "NO-CARRIER"], "operstate": "DOWN", "link_type": "ether", "address": "ac:1f:6b:dc:19:c3"},
+                {"ifname": "docker0", "flags": ["UP"], "operstate": "DOWN", "link_type": "ether", "address": "02:42:ac:11:00:01"}],
+            "dmidecode": {"system-serial-number": "A401031X0502795", "system-uuid": null},
+            "lldp": {"lldp": {"interface": {"eno1": {"chassis": {"leaf-01": {"id": {"type": "mac", "value": "44:4c:a8:00:00:01"}}}, "port": {"id": {"type": "ifname", "value": "Ethernet12"}}}}}},
+            "hostname": "stated-wins"
+        });
+        let r = parse(body.to_string().as_bytes(), None).unwrap();
+        assert_eq!(r.facts.serial.as_deref(), Some("A401031X0502795"));
+        assert_eq!(r.facts.nics.iter().map(|n| (n.name.as_deref().unwrap(), n.link)).collect::<Vec<_>>(), vec![("eno1", Some(true)), ("eno2", Some(false))]);
+        assert_eq!(r.facts.lldp.len(), 1);
+        assert_eq!((r.facts.lldp[0].switch.as_deref(), r.facts.lldp[0].port.as_deref()), (Some("leaf-01"), Some("Ethernet12")));
+        assert_eq!(r.facts.hostname.as_deref(), Some("stated-wins"));
+        // Null is absent; the old report shape is unchanged.
+        let r = parse(br#"{"mac": "aa:bb:cc:dd:ee:07", "specs": {}, "ip_link": null, "dmidecode": null, "lldp": null}"#, None).unwrap();
+        assert_eq!(r.facts, Facts::default());
+        // They add to agent attributes too.
+        let r = parse(br#"{"mac": "aa:bb:cc:dd:ee:08", "attributes": {"product": {}}, "dmidecode": {"system-serial-number": "AG1"}}"#, None).unwrap();
+        assert_eq!(r.facts.serial.as_deref(), Some("AG1"));
+    }
+
+    #[test]
+    fn probed_facts_of_the_wrong_type_are_refused_by_name() {
+        for (extra, needle) in [
+            (r#""ip_link": {"eno1": "UP"}"#, "ip_link must be the array"),
+            (r#""ip_link": [{"ifname": ["eno1"]}]"#, "ip_link[0].ifname must be a string"),
+            (r#""dmidecode": "A401031X0502795""#, "dmidecode must be an object"),
+            (r#""dmidecode": {"system-serial-number": 42}"#, "dmidecode.system-serial-number must be a string"),
+            (r#""lldp": [1]"#, "lldp must be the object that `lldpctl -f json` prints"),
+            (r#""lldp": {"lldp": {"interface": {"eno1": {"port": 7}}}}"#, "lldp.lldp.interface.eno1.port must be an object"),
+        ] {
+            let body = format!(r#"{{"mac": "aa:bb:cc:dd:ee:09", "specs": {{}}, {extra}}}"#);
+            match parse(body.as_bytes(), None) {
+                Err(ReportError::Invalid(msg)) => assert!(msg.contains(needle), "{extra} -> {msg}"),
+                other => panic!("{extra} -> {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -3,12 +3,19 @@
 //! Everything here came from a machine anyone can boot, so normalisation also bounds it:
 //! strings are trimmed, stripped of control and bidi characters and capped; lists are capped;
 //! placeholders such as `To Be Filled By O.E.M.` become `None` so they never name a machine.
+//!
+//! Sources: `lshw -json` ([`from_lshw`]) or Tink Agent attributes ([`from_agent_attributes`]),
+//! then what a discovery script probed besides ([`probes`]): `ip -j link` (link state, NICs
+//! lshw missed), `dmidecode -s` answers (DMI identity lshw left open) and `lldpctl -f json`
+//! (the switch ports the machine is cabled to, in [`Facts::lldp`]).
 
 mod agent;
 mod lshw;
+pub mod probes;
 
 pub use agent::from_agent_attributes;
 pub use lshw::from_lshw;
+pub use probes::{apply_dmidecode, apply_ip_link, lldp_neighbors};
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +49,11 @@ pub struct Facts {
     #[serde(default)]
     pub gpus: Vec<Gpu>,
     pub bmc: Option<Bmc>,
+    /// Where the machine is cabled, as its switches advertise it over LLDP. Omitted when
+    /// empty, so the facts (and fingerprints) of machines reported without LLDP stay as
+    /// they were; rows stored before the field existed read as empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lldp: Vec<LldpNeighbor>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -74,6 +86,18 @@ pub struct Nic {
 pub struct Gpu {
     pub vendor: Option<String>,
     pub product: Option<String>,
+}
+
+/// One LLDP neighbor: this machine's `interface` hears `switch` on its `port`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LldpNeighbor {
+    /// This machine's interface (`eno1`).
+    pub interface: String,
+    /// The switch's system name, else its chassis ID (often a MAC address).
+    pub switch: Option<String>,
+    /// The switch's port ID (`Ethernet12`, `Gi1/0/12`), or its description when the ID is
+    /// only a MAC address.
+    pub port: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -234,6 +258,20 @@ mod tests {
         assert_eq!(clean("x\nspec: {}").as_deref(), Some("x spec: {}"));
         assert_eq!(clean("a\u{202e}b\u{200b}c").as_deref(), Some("abc"));
         assert_eq!(clean(&"z".repeat(10_000)).unwrap().chars().count(), MAX_FACT_CHARS);
+    }
+
+    #[test]
+    fn facts_without_lldp_serialise_and_fingerprint_as_before() {
+        let f = Facts { serial: Some("S1".into()), ..Facts::default() };
+        let json = serde_json::to_value(&f).unwrap();
+        assert!(json.get("lldp").is_none(), "an empty list is left out: {json}");
+        // A row stored before the field existed reads back.
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("lldp");
+        assert_eq!(serde_json::from_value::<Facts>(old).unwrap(), f);
+        let with = Facts { lldp: vec![LldpNeighbor { interface: "eno1".into(), switch: Some("sw1".into()), port: Some("Ethernet1".into()) }], ..f.clone() };
+        assert_ne!(with.fingerprint(), f.fingerprint());
+        assert_eq!(serde_json::from_value::<Facts>(serde_json::to_value(&with).unwrap()).unwrap(), with);
     }
 
     #[test]
