@@ -1,0 +1,304 @@
+//! The console over real HTTP: login, sessions, CSRF, escaping, and bulk import as an
+//! operator (or a hostile machine) meets them. The browser walk is in `console_browser.rs`.
+
+mod support;
+
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
+use serde_json::{Value, json};
+use support::{OPERATOR_TOKEN, Registrar, lshw, report_body};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(Policy::none()).build().unwrap()
+}
+
+/// Logs in through the form; returns the session cookie pair and the Set-Cookie line.
+async fn login(r: &Registrar) -> (String, String) {
+    let resp = client().post(format!("{}/login", r.url)).form(&[("token", OPERATOR_TOKEN), ("name", "alice"), ("next", "/")]).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let set = resp.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+    (set.split(';').next().unwrap().to_string(), set)
+}
+
+async fn page(r: &Registrar, cookie: &str, path: &str) -> String {
+    let resp = client().get(format!("{}{path}", r.url)).header("cookie", cookie).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
+    resp.text().await.unwrap()
+}
+
+/// The CSRF token the page embeds in its forms.
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a form with a CSRF token");
+    html[at + 19..].split('"').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn without_a_session_pages_redirect_to_login_and_the_api_answers_401() {
+    let r = Registrar::start().await;
+    let resp = client().get(format!("{}/", r.url)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()["location"], "/login?next=%2F");
+    let resp = client().post(format!("{}/machines/aa:bb:cc:dd:ee:01/approve", r.url)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "a form post without a session goes to the login too");
+    let resp = client().get(format!("{}/api/v1/machines", r.url)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = client().post(format!("{}/api/v1/imports", r.url)).body("mac\naa:bb:cc:dd:ee:01\n").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    // A wrong token is refused with the form shown again; nothing leaks into a cookie.
+    let resp = client().post(format!("{}/login", r.url)).form(&[("token", "not-the-token"), ("next", "/")]).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(resp.headers().get("set-cookie").is_none());
+    // A `next` that leaves the site is ignored.
+    let resp = client().post(format!("{}/login", r.url)).form(&[("token", OPERATOR_TOKEN), ("next", "//evil.example/")]).send().await.unwrap();
+    assert_eq!(resp.headers()["location"], "/");
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_httponly_and_strict_and_secure_when_asked() {
+    let r = Registrar::start().await;
+    let (_, set) = login(&r).await;
+    assert!(set.contains("HttpOnly"), "{set}");
+    assert!(set.contains("SameSite=Strict"), "{set}");
+    assert!(!set.contains("Secure"), "plain HTTP on loopback: {set}");
+
+    let r = Registrar::start_with(|c| c.ui.secure_cookie = true).await;
+    let (_, set) = login(&r).await;
+    assert!(set.contains("; Secure"), "{set}");
+}
+
+#[tokio::test]
+async fn a_state_changing_request_without_the_csrf_token_is_403() {
+    let r = Registrar::start().await;
+    let mac = "aa:bb:cc:dd:ee:10";
+    assert!(r.report(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json"))).await.status().is_success());
+    r.wait_for_state(mac, "proposed").await;
+    let (cookie, _) = login(&r).await;
+
+    for body in [vec![], vec![("csrf", "0".repeat(64))]] {
+        let resp = client().post(format!("{}/machines/{mac}/approve", r.url)).header("cookie", &cookie).form(&body).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    }
+    // The API with a session cookie wants the token in a header.
+    let resp = client().post(format!("{}/api/v1/machines/{mac}/approve", r.url)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(r.machine(mac).await.unwrap()["machine"]["state"], "proposed", "nothing happened");
+
+    // With the token from the page, the same request approves.
+    let html = page(&r, &cookie, &format!("/machines/{mac}")).await;
+    let csrf = csrf_of(&html);
+    let resp = client().post(format!("{}/machines/{mac}/approve", r.url)).header("cookie", &cookie).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let m = r.wait_for_state(mac, "approved").await;
+    let log = m["transitions"].as_array().unwrap();
+    assert_eq!(log.last().unwrap()["actor"], "console:alice", "the timeline names who approved");
+    let merge = r.remote.message("main");
+    assert!(merge.contains("Approved-by: console:alice"), "{merge}");
+}
+
+#[tokio::test]
+async fn a_hostile_product_name_is_text_on_every_page_and_no_script_may_run_inline() {
+    let r = Registrar::start().await;
+    let mac = "aa:bb:cc:dd:ee:11";
+    let evil = "<img src=x onerror=alert(1)>";
+    let specs = json!({"class": "system", "vendor": "\"><script>alert(2)</script>", "product": evil, "serial": "S-XSS-1", "children": []});
+    assert!(r.report(&report_body(mac, specs)).await.status().is_success());
+    r.wait_for_state(mac, "proposed").await;
+    let (cookie, _) = login(&r).await;
+    for path in ["/", &format!("/machines/{mac}"), "/?q=%3Cimg"] {
+        let resp = client().get(format!("{}{path}", r.url)).header("cookie", &cookie).send().await.unwrap();
+        let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_string();
+        let script_src = csp.split(';').find(|d| d.trim().starts_with("script-src")).unwrap();
+        assert!(!script_src.contains("unsafe-inline") && script_src.contains("'self'"), "{csp}");
+        let html = resp.text().await.unwrap();
+        assert!(!html.contains("<img src=x"), "{path}: markup from a fact");
+        assert!(!html.contains("<script>alert"), "{path}: markup from a fact");
+        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"), "{path}: the name is shown as text");
+        // The page's own scripts come from /static only.
+        assert!(!html.contains("<script>"), "{path}: inline script");
+    }
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_names_the_user_and_an_untrusted_one_does_not() {
+    let r = Registrar::start_with(|c| {
+        c.ui.proxy_header = Some("X-Forwarded-Email".into());
+        c.ui.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await;
+    let resp = client().get(format!("{}/", r.url)).header("X-Forwarded-Email", "bob@example.com").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers().get("set-cookie").is_some());
+    assert!(resp.text().await.unwrap().contains("bob@example.com"));
+
+    let r = Registrar::start_with(|c| {
+        c.ui.proxy_header = Some("X-Forwarded-Email".into());
+        c.ui.trusted_proxies = vec!["10.9.9.9/32".into()];
+    })
+    .await;
+    let resp = client().get(format!("{}/", r.url)).header("X-Forwarded-Email", "mallory@example.com").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "the header is ignored from an address that is not a trusted proxy");
+}
+
+#[tokio::test]
+async fn the_machine_list_pages_filters_and_sorts_on_the_server() {
+    let r = Registrar::start().await;
+    let rows: String = (0..120).map(|i| format!("aa:bb:cc:00:{:02x}:{:02x},node-{i:03}\n", i / 256, i % 256)).collect();
+    let resp = r.client.post(format!("{}/api/v1/imports", r.url)).bearer_auth(OPERATOR_TOKEN).header("content-type", "text/csv").body(format!("mac,hostname\n{rows}")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let (cookie, _) = login(&r).await;
+    let first = page(&r, &cookie, "/?sort=mac&order=asc").await;
+    assert_eq!(first.matches("<tr data-mac=").count(), 50);
+    assert!(first.contains("120 machines, 1–50 shown"));
+    assert!(first.find("aa:bb:cc:00:00:00").unwrap() < first.find("aa:bb:cc:00:00:01").unwrap());
+    assert!(first.contains("rel=\"next\""));
+    let last = page(&r, &cookie, "/?sort=mac&order=asc&offset=100").await;
+    assert_eq!(last.matches("<tr data-mac=").count(), 20);
+    let one = page(&r, &cookie, "/?q=node-007").await;
+    assert_eq!(one.matches("<tr data-mac=").count(), 1, "free text finds the imported hostname");
+    let none = page(&r, &cookie, "/?expected=false").await;
+    assert_eq!(none.matches("<tr data-mac=").count(), 0);
+    let resp = client().get(format!("{}/?sort=colour", r.url)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+}
+
+async fn import(r: &Registrar, query: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+    let resp = r.client.post(format!("{}/api/v1/imports{query}", r.url)).bearer_auth(OPERATOR_TOKEN).header("content-type", "text/csv").body(body).send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or_else(|_| json!({ "text": text })))
+}
+
+fn row_errors(v: &Value) -> Vec<(u64, String)> {
+    v["rows"].as_array().unwrap().iter().flat_map(|r| r["errors"].as_array().unwrap().iter().map(move |e| (r["line"].as_u64().unwrap(), e.as_str().unwrap().to_string()))).collect()
+}
+
+#[tokio::test]
+async fn malformed_imports_get_row_precise_errors_and_nothing_is_half_imported() {
+    let r = Registrar::start().await;
+    // Wrong header: the file as a whole is refused.
+    let (status, v) = import(&r, "", "hostname;ip\nnode-1;10.0.0.1\n").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(v["message"].as_str().unwrap().contains("line 1: the header has no `mac` column"), "{v}");
+    let (status, v) = import(&r, "", "mac,colour\naa:bb:cc:dd:ee:01,red\n").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(v["message"].as_str().unwrap().contains("unknown column \"colour\""), "{v}");
+
+    // Row errors, each on its line; a quoted field keeps its separator.
+    let csv = "mac,hostname,ip,location\n\
+               aa:bb:cc:dd:ee:01,node-1,10.0.0.1,\"Rack 1, U2\"\n\
+               aa:bb:cc:dd:ee:02,node-2,10.0.0.999,\n\
+               AA-BB-CC-DD-EE-01,node-3,,\n\
+               zz:zz,node-4,,\n";
+    let (status, v) = import(&r, "", csv).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let errors = row_errors(&v);
+    assert!(errors.iter().any(|(l, e)| *l == 3 && e.contains("10.0.0.999")), "{errors:?}");
+    assert!(errors.iter().any(|(l, e)| *l == 4 && e.contains("duplicate of line 2")), "{errors:?}");
+    assert!(errors.iter().any(|(l, e)| *l == 5 && e.contains("zz:zz")), "{errors:?}");
+    assert!(!errors.iter().any(|(l, _)| *l == 2), "{errors:?}");
+    assert_eq!(v["stored"], false);
+    assert_eq!(r.machine_count().await, 0, "a file with bad rows stores nothing");
+    assert!(r.get("/api/v1/imports").await["imports"].as_array().unwrap().is_empty());
+
+    // The preview changes nothing either; skip_invalid stores the valid row alone.
+    let (status, v) = import(&r, "?dry_run=true", csv).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((v["valid"].as_u64(), v["invalid"].as_u64()), (Some(1), Some(3)));
+    assert_eq!(r.machine_count().await, 0);
+    let (status, v) = import(&r, "?skip_invalid=true&name=rack-1", csv).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let m = r.machine("aa:bb:cc:dd:ee:01").await.unwrap();
+    assert_eq!(m["machine"]["expected"]["location"], "Rack 1, U2");
+    assert_eq!(m["machine"]["state"], "detected");
+    let batch = &r.get("/api/v1/imports").await["imports"][0];
+    assert_eq!(batch["name"], "rack-1");
+    assert_eq!(batch["rows"].as_array().unwrap().len(), 4, "skipped rows are kept with their reasons");
+
+    // Importing the same MAC again is an error on its line.
+    let (_, v) = import(&r, "?dry_run=true", "mac\naa:bb:cc:dd:ee:01\n").await;
+    assert!(row_errors(&v)[0].1.contains("already expected (expected — rack-1, row 2)"), "{v}");
+
+    // 50 MiB is refused before it is read.
+    let big = vec![b'a'; 50 << 20];
+    let (status, _) = import(&r, "", big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn an_expected_machine_reports_and_its_proposal_carries_the_imported_values() {
+    let r = Registrar::start_with(|c| c.discovery.only_expected = true).await;
+    let (status, v) = import(&r, "?name=batch-7", "mac;hostname;ip;netmask;gateway;nameservers;bmc_address;bmc_secret;location;labels\n\
+        aa:bb:cc:dd:ee:21;web-01;10.1.0.21;24;10.1.0.1;10.1.0.2 10.1.0.3;10.2.0.21;web-01-ipmi;DC1 Rack 4;team=web\n").await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+
+    // An unexpected machine reports: recorded and shown, never proposed.
+    assert!(r.report(&report_body("aa:bb:cc:dd:ee:99", lshw("supermicro-ssg-6029p-x11dph-t.json"))).await.status().is_success());
+    // The expected one reports.
+    assert!(r.report(&report_body("aa:bb:cc:dd:ee:21", lshw("supermicro-ssg-6029p-x11dph-t.json"))).await.status().is_success());
+    let m = r.wait_for_state("aa:bb:cc:dd:ee:21", "proposed").await;
+    assert_eq!(m["proposal"]["name"], "web-01");
+    // Markdown-escaped in the source; as a reviewer reads it:
+    let summary = m["proposal"]["summary"].as_str().unwrap().replace('\\', "");
+    assert!(summary.contains("Expected — batch-7, row 2"), "{summary}");
+    assert!(summary.contains("hostname web-01 · IP 10.1.0.21"), "{summary}");
+    let yaml = r.remote.read("registrar/aa-bb-cc-dd-ee-21", "hardware/web-01.yaml").unwrap();
+    let docs = support::documents(&yaml);
+    let iface = &docs[0]["spec"]["interfaces"][0]["dhcp"];
+    assert_eq!(iface["hostname"], "web-01");
+    assert_eq!(iface["ip"]["address"], "10.1.0.21");
+    assert_eq!(iface["ip"]["netmask"], "255.255.255.0");
+    assert_eq!(iface["ip"]["gateway"], "10.1.0.1");
+    assert_eq!(iface["name_servers"], json!(["10.1.0.2", "10.1.0.3"]));
+    assert_eq!(docs[0]["metadata"]["labels"]["registrar.dev/location"], "DC1-Rack-4");
+    assert_eq!(docs[0]["metadata"]["labels"]["team"], "web");
+    let bmc = docs.iter().find(|d| d["kind"] == "Machine").expect("a BMC object from the imported address");
+    assert_eq!(bmc["spec"]["connection"]["host"], "10.2.0.21");
+    assert_eq!(bmc["spec"]["connection"]["authSecretRef"]["name"], "web-01-ipmi");
+    let hw = support::UpstreamSchema::load("tinkerbell.org_hardware.yaml");
+    assert!(hw.errors(&docs[0]).is_empty(), "{:?}", hw.errors(&docs[0]));
+
+    let unexpected = r.machine("aa:bb:cc:dd:ee:99").await.unwrap();
+    assert_eq!(unexpected["machine"]["state"], "reported");
+    assert!(unexpected["proposal"].is_null());
+    assert!(unexpected["machine"]["last_error"].as_str().unwrap().contains("not expected"));
+    assert!(!r.remote.branches().iter().any(|b| b.contains("ee-99")), "no branch for a rogue machine");
+}
+
+#[tokio::test]
+async fn propose_now_then_facts_update_the_same_proposal() {
+    let r = Registrar::start().await;
+    let (status, _) = import(&r, "?mode=propose&name=seed", "mac,hostname,ip\naa:bb:cc:dd:ee:31,db-01,10.3.0.31\n").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let before = r.wait_for_state("aa:bb:cc:dd:ee:31", "proposed").await;
+    assert_eq!(before["proposal"]["name"], "db-01");
+    let number = before["proposal"]["number"].clone();
+    let head = r.remote.head("registrar/aa-bb-cc-dd-ee-31").unwrap();
+
+    assert!(r.report(&report_body("aa:bb:cc:dd:ee:31", lshw("supermicro-ssg-6029p-x11dph-t.json"))).await.status().is_success());
+    let mut after = before.clone();
+    for _ in 0..100 {
+        after = r.machine("aa:bb:cc:dd:ee:31").await.unwrap();
+        if r.remote.head("registrar/aa-bb-cc-dd-ee-31") != Some(head) && !after["machine"]["pending"].as_bool().unwrap() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(after["proposal"]["number"], number, "the same proposal, updated");
+    assert_eq!(r.get("/api/v1/proposals").await["proposals"].as_array().unwrap().len(), 1);
+    let yaml = r.remote.read("registrar/aa-bb-cc-dd-ee-31", "hardware/db-01.yaml").unwrap();
+    assert!(yaml.contains("disks:"), "the facts arrived in the same file:\n{yaml}");
+    assert!(yaml.contains("10.3.0.31"));
+}
+
+#[tokio::test]
+async fn live_updates_arrive_as_server_sent_events() {
+    let r = Registrar::start().await;
+    let (cookie, _) = login(&r).await;
+    let mut resp = client().get(format!("{}/events", r.url)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(r.report(&report_body("aa:bb:cc:dd:ee:41", lshw("supermicro-ssg-6029p-x11dph-t.json"))).await.status().is_success());
+    let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), resp.chunk()).await.expect("an event within 10 s").unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&chunk).contains("event: changed"), "{chunk:?}");
+}
