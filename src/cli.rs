@@ -80,6 +80,25 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Import machines from a CSV (or JSON) file: expected ones, or proposals right away.
+    Import {
+        /// A CSV with a header row (`mac` required), or a `.json` array of rows.
+        file: PathBuf,
+        /// `expected`: propose each machine when it is noticed and reports; `propose`: now.
+        #[arg(long, default_value = "expected")]
+        mode: String,
+        /// Show what would be imported, row by row, and store nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Store the valid rows even when some are invalid (otherwise nothing is stored).
+        #[arg(long)]
+        skip_invalid: bool,
+        /// The batch's name (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(clap::Args)]
@@ -110,7 +129,55 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             api(&config, &remote, reqwest::Method::POST, &format!("/api/v1/machines/{mac}/reject"), Some(actor_body(&reason)))
         }
         Command::Unsuppress { mac, remote } => api(&config, &remote, reqwest::Method::POST, &format!("/api/v1/machines/{mac}/unsuppress"), Some(actor_body(""))),
+        Command::Import { file, mode, dry_run, skip_invalid, name, remote } => import(&config, &remote, &file, &mode, dry_run, skip_invalid, name),
     }
+}
+
+/// Posts the file to the server's import API and prints the preview or the result as a
+/// person reads it: one line per bad row, then what was stored.
+fn import(config: &Config, remote: &Remote, file: &Path, mode: &str, dry_run: bool, skip_invalid: bool, name: Option<String>) -> anyhow::Result<()> {
+    mode.parse::<crate::domain::ImportMode>().map_err(|e| anyhow::anyhow!(e))?;
+    let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let json = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let name = name.unwrap_or_else(|| file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "import".into()));
+    let base = remote.url.clone().unwrap_or_else(|| format!("http://{}", config.server.listen));
+    let token = config.tokens()?.operator;
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("mode", mode)
+        .append_pair("dry_run", if dry_run { "true" } else { "false" })
+        .append_pair("skip_invalid", if skip_invalid { "true" } else { "false" })
+        .append_pair("name", &name)
+        .finish();
+    runtime()?.block_on(async move {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/api/v1/imports?{query}", base.trim_end_matches('/')))
+            .bearer_auth(token.expose_secret())
+            .header(reqwest::header::CONTENT_TYPE, if json { "application/json" } else { "text/csv" })
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("contacting Registrar at {base}"))?;
+        let status = resp.status();
+        let v: serde_json::Value = resp.json().await.context("reading the server's answer")?;
+        if let Some(message) = v["message"].as_str() {
+            bail!("{}: {message}", file.display());
+        }
+        for row in v["rows"].as_array().into_iter().flatten() {
+            for e in row["errors"].as_array().into_iter().flatten() {
+                println!("{}:{}: {}", file.display(), row["line"], e.as_str().unwrap_or_default());
+            }
+        }
+        let (valid, invalid) = (v["valid"].as_u64().unwrap_or(0), v["invalid"].as_u64().unwrap_or(0));
+        if v["stored"].as_bool() == Some(true) {
+            println!("imported {valid} row(s) as batch {} ({}){}", v["batch"]["id"], v["batch"]["name"].as_str().unwrap_or_default(), if invalid > 0 { format!("; skipped {invalid}") } else { String::new() });
+            Ok(())
+        } else if dry_run {
+            println!("dry run: {valid} valid, {invalid} with errors; nothing stored");
+            Ok(())
+        } else {
+            bail!("{status}: {invalid} row(s) with errors, nothing stored (fix them, or pass --skip-invalid to import the {valid} valid row(s))")
+        }
+    })
 }
 
 fn init_tracing(json: bool) {

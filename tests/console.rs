@@ -302,3 +302,40 @@ async fn live_updates_arrive_as_server_sent_events() {
     let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), resp.chunk()).await.expect("an event within 10 s").unwrap().unwrap();
     assert!(String::from_utf8_lossy(&chunk).contains("event: changed"), "{chunk:?}");
 }
+
+#[tokio::test]
+async fn the_cli_imports_a_file_and_names_bad_rows_by_line() {
+    let r = Registrar::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rack-9.csv");
+    std::fs::write(&file, "mac,hostname\naa:bb:cc:dd:ee:51,n-51\nnope,n-52\naa:bb:cc:dd:ee:53,n-53\n").unwrap();
+    let run = |extra: &'static [&'static str]| {
+        let (url, file, state) = (r.url.clone(), file.clone(), dir.path().join("cli-state"));
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_registrar"))
+                .args(["import", file.to_str().unwrap(), "--url", &url])
+                .args(extra)
+                .env("REGISTRAR_STATE_DIR", state)
+                .env("REGISTRAR_OPERATOR_TOKEN", OPERATOR_TOKEN)
+                .env("REGISTRAR_REPORT_TOKEN", support::REPORT_TOKEN)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(&["--dry-run"]).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("rack-9.csv:3: mac \"nope\""), "{stdout}");
+    assert!(stdout.contains("dry run: 2 valid, 1 with errors; nothing stored"), "{stdout}");
+
+    let out = run(&[]).await.unwrap();
+    assert!(!out.status.success(), "a file with a bad row is refused as a whole");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--skip-invalid"));
+    assert_eq!(r.machine_count().await, 0);
+
+    let out = run(&["--skip-invalid", "--mode", "propose"]).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("imported 2 row(s) as batch 1 (rack-9.csv); skipped 1"), "{stdout}");
+    r.wait_for_state("aa:bb:cc:dd:ee:51", "proposed").await;
+}
