@@ -308,3 +308,47 @@ async fn as_a_github_app_with_installation_tokens() {
     assert!(gh.repo().read(BRANCH, "hardware/d5s0r8000105.yaml").is_some(), "pushed with an installation token");
     assert!(!gh.state.lock().unwrap().installation_tokens.is_empty(), "a JWT bought an installation token");
 }
+
+/// Logs in to the console and returns the cookie and the CSRF token of a machine's page.
+async fn console_session(r: &Registrar, mac: &str) -> (String, String) {
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let resp = client.post(format!("{}/login", r.url)).form(&[("token", OPERATOR_TOKEN), ("name", "alice")]).send().await.unwrap();
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let html = client.get(format!("{}/machines/{mac}", r.url)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    let at = html.find("name=\"csrf\" value=\"").unwrap();
+    (cookie, html[at + 19..].split('"').next().unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approving_in_the_console_merges_the_pull_request_and_names_the_operator_there() {
+    let (gh, r) = start().await;
+    let number = propose_one(&gh, &r).await;
+    let (cookie, csrf) = console_session(&r, MAC).await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let resp = client.post(format!("{}/machines/{MAC}/approve", r.url)).header("cookie", &cookie).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    r.wait_for_state(MAC, "approved").await;
+    assert!(gh.pulls()[0].merged, "merged through the API");
+    let comments = gh.comments(number);
+    assert!(comments.iter().any(|c| c.contains("in Registrar's console by **alice**")), "{comments:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_merge_that_branch_protection_refuses_leaves_the_review_on_the_pull_request() {
+    let (gh, r) = start().await;
+    propose_one(&gh, &r).await;
+    gh.state.lock().unwrap().protected = true;
+    let (cookie, csrf) = console_session(&r, MAC).await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let resp = client.post(format!("{}/machines/{MAC}/approve", r.url)).header("cookie", &cookie).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
+    assert_eq!(resp.status(), 409);
+    // minijinja escapes '/' in text and attributes; a browser reads it back as '/'.
+    let html = resp.text().await.unwrap().replace("&#x2f;", "/");
+    let url = r.machine(MAC).await.unwrap()["proposal"]["url"].as_str().unwrap().to_string();
+    assert!(html.contains(&format!("href=\"{url}\"")) && html.contains("Open the pull request"), "{html}");
+    assert!(html.contains("approving review is required"), "{html}");
+    let m = r.machine(MAC).await.unwrap();
+    assert_eq!(m["machine"]["state"], "proposed");
+    assert_eq!(m["proposal"]["state"], "open", "the intent was rolled back");
+    assert!(!gh.pulls()[0].merged);
+}

@@ -56,6 +56,8 @@ pub struct GhState {
     /// Every REST request: (method, path).
     pub requests: Vec<(String, String)>,
     pub faults: Faults,
+    /// Branch protection on the base: merges through the API are refused (405).
+    pub protected: bool,
     pub secondary_limit_hits: u64,
     /// When mutations arrived, for the enforced budget.
     pub mutation_times: Vec<std::time::Instant>,
@@ -460,12 +462,16 @@ fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, body: &Value)
             reply(StatusCode::OK, pull_json(&p, &repo_path))
         }
         ("PUT", ["pulls", n, "merge"]) => {
+            if st.protected {
+                return reply(StatusCode::METHOD_NOT_ALLOWED, json!({"message": "At least 1 approving review is required by reviewers with write access."}));
+            }
             let Some(p) = st.pulls.iter_mut().find(|p| p.number.to_string() == *n) else {
                 return reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"}));
             };
             if p.merged {
                 return reply(StatusCode::METHOD_NOT_ALLOWED, json!({"message": "Pull Request is not mergeable"}));
             }
+
             merge_in_repo(&repo_path, &p.head, &p.base, body["commit_title"].as_str().unwrap_or("merge"));
             p.merged = true;
             p.open = false;

@@ -281,9 +281,26 @@ impl Forge for GithubForge {
         let number = proposal.number.ok_or_else(|| ForgeError::Other("the proposal has no pull request".into()))?;
         let body = json!({"merge_method": "merge", "commit_title": format!("Merge {}: {}", proposal.branch, proposal.title), "commit_message": format!("Approved-by: {actor}")});
         match self.client.call(Method::PUT, &self.path(&format!("/pulls/{number}/merge")), Some(&body), Kind::Idempotent).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                // The forge is the record of who approved what: say who, on the PR itself.
+                let (origin, who) = actor.split_once(':').unwrap_or(("registrar", actor));
+                let via = match origin {
+                    "console" => "in Registrar's console",
+                    "cli" => "with Registrar's command line",
+                    "api" => "through Registrar's API",
+                    _ => "by Registrar",
+                };
+                let note = format!("Approved and merged {via} by **{}**.", crate::render::markdown::escape(who));
+                if let Err(e) = self.comment(number, &note).await {
+                    tracing::warn!(number, error = %e, "merged, but could not comment who approved");
+                }
+                Ok(())
+            }
             // 405: not mergeable (branch protection, conflicts); say so, the PR stays the record.
-            Err(e) => Err(ForgeError::Other(e.to_string())),
+            Err(e) => Err(ForgeError::Other(format!(
+                "GitHub did not merge pull request #{number} ({e}); branch protection may require a review there: {}",
+                proposal.url.as_deref().unwrap_or("see the pull request")
+            ))),
         }
     }
 
