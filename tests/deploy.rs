@@ -1,0 +1,436 @@
+//! deploy/: the kustomize base, its components and the example overlays render and validate
+//! (`.ci/check-deploy`), and they agree with the code: the RBAC is `deploy/rbac/rbac.yaml`,
+//! every shipped configuration loads, every metric a dashboard or alert names is exported,
+//! and the Deployment is locked down.
+//!
+//! Rendering needs `kubectl` (its built-in kustomize); without it these tests say so and
+//! pass, but `.ci/run` refuses to start without it, so CI always runs them.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use regex::Regex;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use support::*;
+
+/// Rendered kustomizations by name (`base`, `component-<name>`, `example-<name>`).
+type Rendered = BTreeMap<String, Vec<Value>>;
+
+fn kubectl_missing() -> bool {
+    let present = Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success());
+    if !present {
+        eprintln!("skipped: kubectl is not installed, so deploy/ cannot be rendered (.ci/run requires it)");
+    }
+    !present
+}
+
+fn yaml_documents(text: &str) -> Vec<Value> {
+    yaml_serde::Deserializer::from_str(text)
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Everything `.ci/check-deploy --render-only` renders, once per test run.
+fn rendered() -> &'static Rendered {
+    static RENDERED: OnceLock<Rendered> = OnceLock::new();
+    RENDERED.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(manifest_dir().join(".ci/check-deploy"))
+            .arg("--render-only")
+            .env("CHECK_DEPLOY_RENDERED", dir.path())
+            .current_dir(manifest_dir())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "rendering deploy/ failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let mut sets = Rendered::new();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+            sets.insert(name, yaml_documents(&std::fs::read_to_string(&path).unwrap()));
+        }
+        for expected in ["base", "example-local", "example-github", "example-flux", "example-argocd", "component-dhcp-snooping", "component-github-app"] {
+            assert!(sets.contains_key(expected), "{expected} was not rendered: {:?}", sets.keys());
+        }
+        sets
+    })
+}
+
+/// The rendered sets that install Registrar (all but the Flux and Argo CD bootstraps).
+fn installs() -> impl Iterator<Item = (&'static String, &'static Vec<Value>)> {
+    rendered().iter().filter(|(_, objects)| objects.iter().any(|o| o["kind"] == "Deployment"))
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn deployment(objects: &[Value]) -> &Value {
+    let d = find(objects, "Deployment");
+    assert_eq!(d.len(), 1, "one Deployment");
+    d[0]
+}
+
+fn container(deployment: &Value) -> &Value {
+    let c = deployment["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+    assert_eq!(c.len(), 1, "one container");
+    &c[0]
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(manifest_dir().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn check_deploy_renders_and_validates_everything() {
+    if kubectl_missing() {
+        return;
+    }
+    let out = Command::new(manifest_dir().join(".ci/check-deploy")).current_dir(manifest_dir()).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{text}");
+    assert!(out.status.success(), ".ci/check-deploy failed:\n{text}");
+    assert!(text.contains("ok: "), "{text}");
+}
+
+/// The existing cluster test proves rbac.yaml grants exactly what the code uses; here, every
+/// installation grants exactly rbac.yaml, to the service account the pod runs as, in the
+/// namespace Registrar writes to.
+#[test]
+fn every_installation_grants_exactly_the_shipped_rbac() {
+    if kubectl_missing() {
+        return;
+    }
+    let shipped = yaml_documents(&read("deploy/rbac/rbac.yaml"));
+    let role = shipped.iter().find(|o| o["kind"] == "Role").unwrap();
+    for (name, objects) in installs() {
+        for kind in ["ClusterRole", "ClusterRoleBinding"] {
+            assert!(find(objects, kind).is_empty(), "{name}: no {kind}: Registrar works in one namespace");
+        }
+        let roles = find(objects, "Role");
+        assert_eq!(roles.len(), 1, "{name}: one Role");
+        assert_eq!(roles[0]["rules"], role["rules"], "{name}: the Role's rules must be deploy/rbac/rbac.yaml's");
+        let d = deployment(objects);
+        let ns = d["metadata"]["namespace"].as_str().unwrap();
+        assert_eq!(roles[0]["metadata"]["namespace"], ns, "{name}: the Role is in Registrar's namespace");
+        let sa = d["spec"]["template"]["spec"]["serviceAccountName"].as_str().unwrap();
+        assert!(find(objects, "ServiceAccount").iter().any(|s| s["metadata"]["name"] == sa && s["metadata"]["namespace"] == ns), "{name}: the ServiceAccount {sa} exists");
+        let bindings = find(objects, "RoleBinding");
+        assert_eq!(bindings.len(), 1, "{name}: one RoleBinding");
+        let b = bindings[0];
+        assert_eq!(b["roleRef"], json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": roles[0]["metadata"]["name"]}), "{name}");
+        assert_eq!(b["subjects"], json!([{"kind": "ServiceAccount", "name": sa, "namespace": ns}]), "{name}: bound to the pod's account");
+    }
+}
+
+/// The directory the Dockerfile copies `source` to.
+fn dockerfile_copy_destination(source: &str) -> String {
+    let text = read("Dockerfile");
+    let line = text.lines().find(|l| l.starts_with("COPY ") && l.split_whitespace().nth(1) == Some(source)).unwrap_or_else(|| panic!("Dockerfile copies no {source}"));
+    line.split_whitespace().last().unwrap().trim_end_matches('/').to_string()
+}
+
+fn mounts(deployment: &Value) -> Vec<(String, Value)> {
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+    container(deployment)["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let volume = volumes.iter().find(|v| v["name"] == m["name"]).unwrap_or_else(|| panic!("no volume for {m}"));
+            (m["mountPath"].as_str().unwrap().to_string(), volume.clone())
+        })
+        .collect()
+}
+
+/// Every config.yaml in every installation loads as Registrar would load it, and fits the
+/// Deployment and the image around it.
+#[test]
+fn every_shipped_configuration_loads_and_fits_its_deployment() {
+    if kubectl_missing() {
+        return;
+    }
+    let templates_in_image = dockerfile_copy_destination("hardware-templates/");
+    assert_eq!(dockerfile_copy_destination("deploy/base/config.yaml"), "/etc/registrar/config.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, objects) in installs() {
+        let d = deployment(objects);
+        let c = container(d);
+        let mounts = mounts(d);
+        let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let config_path = args.iter().position(|a| *a == "--config").map(|i| args[i + 1]).expect("--config");
+        let (config_dir, config_file) = config_path.rsplit_once('/').unwrap();
+        let config_volume = &mounts.iter().find(|(p, _)| p == config_dir).unwrap_or_else(|| panic!("{name}: nothing mounted at {config_dir}")).1;
+        let cm_name = config_volume["configMap"]["name"].as_str().unwrap();
+        let cm = find(objects, "ConfigMap").into_iter().find(|m| m["metadata"]["name"] == cm_name).unwrap_or_else(|| panic!("{name}: no ConfigMap {cm_name}"));
+        let text = cm["data"][config_file].as_str().unwrap_or_else(|| panic!("{name}: {cm_name} has no {config_file}"));
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        let config = registrar::config::Config::load(Some(&path)).unwrap_or_else(|e| panic!("{name}: config.yaml does not load: {e:#}"));
+
+        assert_eq!(config.server.listen.to_string(), "0.0.0.0:8080", "{name}: listen on every address of the pod");
+        let port = c["ports"].as_array().unwrap().iter().find(|p| p["name"] == "http").unwrap();
+        assert_eq!(port["containerPort"], config.server.listen.port(), "{name}");
+        let state = mounts.iter().find(|(p, _)| Path::new(p) == config.state_dir).unwrap_or_else(|| panic!("{name}: state_dir {} is not a mounted volume", config.state_dir.display()));
+        assert!(state.1["persistentVolumeClaim"]["claimName"].is_string(), "{name}: state_dir is on the PersistentVolumeClaim");
+        assert_eq!(config.templates_dir, PathBuf::from(&templates_in_image), "{name}: templates_dir is where the image has the templates");
+        assert!(!mounts.iter().any(|(p, _)| config.templates_dir.starts_with(p)), "{name}: a volume hides the image's templates");
+        // The image's templates, with this configuration's namespace.
+        registrar::render::Renderer::load(&manifest_dir().join("hardware-templates"), &config.tinkerbell.namespace).unwrap();
+        assert_eq!(config.tinkerbell.namespace, d["metadata"]["namespace"].as_str().unwrap(), "{name}: Registrar works in its own namespace (the Role's)");
+        assert!(
+            config.cluster.watch_namespace.is_empty() && !config.cluster.enabled || config.cluster.watch_namespace == config.tinkerbell.namespace,
+            "{name}: watching another namespace (or all) needs more than the shipped Role"
+        );
+        // Secret files the configuration reads are on a mounted volume.
+        let g = &config.forge.github;
+        for file in [&g.app_private_key_file, &g.webhook_secret_file, &g.token_file].into_iter().flatten() {
+            let (_, volume) = mounts.iter().find(|(p, _)| file.starts_with(p)).unwrap_or_else(|| panic!("{name}: {} is on no volume", file.display()));
+            let secret = volume["secret"]["secretName"].as_str().unwrap_or_else(|| panic!("{name}: {} is not from a Secret", file.display()));
+            let key = file.file_name().unwrap().to_str().unwrap();
+            assert!(volume["secret"]["items"].as_array().unwrap().iter().any(|i| i["path"] == key), "{name}: the Secret {secret} does not provide {key}");
+        }
+        // Literal environment overrides parse as Config::apply_env would parse them.
+        for env in c["env"].as_array().unwrap() {
+            if let (Some(k), Some(v)) = (env["name"].as_str(), env["value"].as_str()) {
+                if k.ends_with("_LISTEN") {
+                    v.parse::<std::net::SocketAddr>().unwrap_or_else(|e| panic!("{name}: {k}={v}: {e}"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_deployment_is_locked_down() {
+    if kubectl_missing() {
+        return;
+    }
+    for (name, objects) in installs() {
+        let d = deployment(objects);
+        let spec = &d["spec"];
+        assert_eq!(spec["replicas"], 1, "{name}: one Registrar per state directory");
+        assert_eq!(spec["strategy"], json!({"type": "Recreate"}), "{name}: the old pod stops before the new one opens the state");
+        let pod = &spec["template"]["spec"];
+        assert_eq!(pod["terminationGracePeriodSeconds"], 30, "{name}");
+        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+        assert_eq!(pod["securityContext"]["fsGroup"], 65532, "{name}");
+        assert_eq!(pod["securityContext"]["runAsGroup"], 65532, "{name}");
+        let c = container(d);
+        let sc = &c["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
+        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{name}");
+        assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+        let added = sc["capabilities"]["add"].as_array().cloned().unwrap_or_default();
+        let root = pod["securityContext"]["runAsUser"] == 0 || sc["runAsUser"] == 0;
+        if name == "component-dhcp-snooping" || name == "example-github" {
+            // DHCP snooping: the node's network, port 67, and nothing else.
+            assert_eq!(added, vec![json!("NET_BIND_SERVICE")], "{name}");
+            assert_eq!(pod["hostNetwork"], true, "{name}");
+            assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet", "{name}");
+            assert!(pod["nodeSelector"].as_object().is_some_and(|s| !s.is_empty()), "{name}: pinned to the provisioning network's node");
+        } else {
+            assert!(added.is_empty(), "{name}: no capability");
+            assert!(!root, "{name}: not root");
+            for ctx in [&pod["securityContext"], sc] {
+                assert_eq!(ctx["runAsNonRoot"], true, "{name}");
+            }
+            assert_eq!(pod["securityContext"]["runAsUser"], 65532, "{name}");
+            assert!(pod["hostNetwork"].is_null() || pod["hostNetwork"] == false, "{name}");
+        }
+        for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+            assert_eq!(c[probe]["httpGet"], json!({"path": path, "port": "http"}), "{name}: {probe}");
+        }
+        for r in ["requests", "limits"] {
+            for what in ["cpu", "memory"] {
+                assert!(c["resources"][r][what].is_string(), "{name}: resources.{r}.{what}");
+            }
+        }
+        let mounts = mounts(d);
+        let at = |p: &str| &mounts.iter().find(|(m, _)| m == p).unwrap_or_else(|| panic!("{name}: nothing at {p}")).1;
+        assert!(at("/var/lib/registrar")["persistentVolumeClaim"].is_object(), "{name}");
+        assert!(at("/etc/registrar")["configMap"].is_object(), "{name}");
+        assert!(at("/tmp")["emptyDir"].is_object(), "{name}");
+        // Secrets are referenced, never shipped.
+        assert!(find(objects, "Secret").is_empty(), "{name}: a Secret with values in git");
+        for env in c["env"].as_array().unwrap() {
+            let k = env["name"].as_str().unwrap();
+            if k.contains("TOKEN") || k.contains("SECRET") || k.contains("PASSWORD") {
+                assert!(env["value"].is_null() && env["valueFrom"]["secretKeyRef"]["optional"] == true, "{name}: {k} comes from an optional Secret");
+            }
+        }
+    }
+}
+
+/// What a scrape of this registry can contain: each family's samples by type.
+fn exposition_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
+        let (family, kind) = rest.split_once(' ').unwrap();
+        match kind {
+            "counter" => names.insert(format!("{family}_total")),
+            "histogram" => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{family}{suffix}"));
+                }
+                true
+            }
+            _ => names.insert(family.to_string()),
+        };
+    }
+    names
+}
+
+fn families(text: &str) -> BTreeSet<String> {
+    text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).map(|r| r.split(' ').next().unwrap().to_string()).collect()
+}
+
+/// Every PromQL expression in the dashboards and the PrometheusRule, by where it is.
+fn shipped_promql() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for rules in yaml_documents(&read("deploy/components/servicemonitor/prometheusrule.yaml")) {
+        assert_eq!(rules["kind"], "PrometheusRule");
+        for group in rules["spec"]["groups"].as_array().unwrap() {
+            for rule in group["rules"].as_array().unwrap() {
+                out.push((format!("alert {}", rule["alert"].as_str().unwrap()), rule["expr"].as_str().unwrap().to_string()));
+            }
+        }
+    }
+    fn walk(v: &Value, file: &str, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    match (k.as_str(), x) {
+                        ("expr" | "definition", Value::String(s)) => out.push((file.to_string(), s.clone())),
+                        ("query", Value::String(s)) if s.contains("registrar_") => out.push((file.to_string(), s.clone())),
+                        _ => walk(x, file, out),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, file, out)),
+            _ => {}
+        }
+    }
+    let mut dashboards = 0;
+    for entry in std::fs::read_dir(manifest_dir().join("deploy/grafana")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            dashboards += 1;
+            let dash: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            walk(&dash, &path.file_name().unwrap().to_string_lossy(), &mut out);
+        }
+    }
+    assert!(dashboards > 0, "no dashboard in deploy/grafana");
+    out
+}
+
+/// The registry with every labelled family given a series, so that each family shows.
+fn full_registry() -> String {
+    let m = registrar::metrics::Metrics::new();
+    m.report("x");
+    m.sync("x");
+    m.webhook("x");
+    m.dhcp_dropped("x");
+    m.forge_error("x");
+    m.machines.get_or_create(&registrar::metrics::StateLabel { state: "x".into() }).set(0);
+    m.encode()
+}
+
+/// Dashboards and alerts name only metrics Registrar exports, with label values it uses;
+/// the exposition is the live server's.
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboards_and_alerts_use_exported_metrics() {
+    // The live server: a report (reports, proposal syncs), a refused request, probes.
+    let r = Registrar::start().await;
+    assert_eq!(r.report(&report_body("ac:1f:6b:dc:19:c2", lshw("supermicro-ssg-6029p-x11dph-t.json"))).await.status(), 202);
+    r.wait_for_state("ac:1f:6b:dc:19:c2", "proposed").await;
+    let refused = r.client.get(format!("{}/api/v1/machines", r.url)).bearer_auth("wrong-token-wrong-token").send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(r.client.get(format!("{}{path}", r.url)).send().await.unwrap().status(), 200, "{path}");
+    }
+    let live = r.client.get(format!("{}/metrics", r.url)).send().await.unwrap().text().await.unwrap();
+    let full = full_registry();
+    let live_families = families(&live);
+    assert!(live_families.is_subset(&families(&full)), "the server exports the registry of src/metrics.rs");
+    for family in ["registrar_reports", "registrar_proposal_syncs", "registrar_queue_length", "registrar_auth_failures", "registrar_machines"] {
+        assert!(live_families.contains(family), "{family} is not in the live exposition:\n{live}");
+    }
+    assert!(live.contains("registrar_reports_total{result=\"accepted\"} 1"), "{live}");
+
+    let exported = exposition_names(&full);
+    let metric = Regex::new(r"\bregistrar_[a-z0-9_]+").unwrap();
+    let selector = Regex::new(r#"\b(registrar_[a-z0-9_]+)\{([^}]*)\}"#).unwrap();
+    let matcher = Regex::new(r#"([a-z_]+)\s*(=~|!~|!=|=)\s*"([^"]*)""#).unwrap();
+    let sources: String = walk_rs(&manifest_dir().join("src")).iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+    let mut problems = Vec::new();
+    let mut referenced = BTreeSet::new();
+    for (where_, expr) in shipped_promql() {
+        for m in metric.find_iter(&expr) {
+            referenced.insert(m.as_str().to_string());
+            if !exported.contains(m.as_str()) {
+                problems.push(format!("{where_}: {} is not exported", m.as_str()));
+            }
+        }
+        // Label values a selector insists on must be values Registrar uses (a typo in one
+        // makes an alert that can never fire).
+        for s in selector.captures_iter(&expr) {
+            for m in matcher.captures_iter(&s[2]) {
+                let (label, op, value) = (&m[1], &m[2], &m[3]);
+                if matches!(label, "job" | "instance") || op.starts_with('!') || value.contains('$') {
+                    continue;
+                }
+                for v in value.split('|') {
+                    if !Regex::new(&format!(r"\b{}\b", regex::escape(v))).unwrap().is_match(&sources) {
+                        problems.push(format!("{where_}: {}{{{label}{op}\"{value}\"}}: Registrar never uses {v:?}", &s[1]));
+                    }
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "dashboards and alerts out of step with src/metrics.rs:\n{}", problems.join("\n"));
+    // And the dashboard shows every metric there is.
+    let dashboard = read("deploy/grafana/registrar-dashboard.json");
+    let unshown: Vec<_> = families(&full).into_iter().filter(|f| !dashboard.contains(f.as_str())).collect();
+    assert!(unshown.is_empty(), "deploy/grafana/registrar-dashboard.json shows no panel for {unshown:?}: add one");
+    assert!(referenced.len() > 10, "{referenced:?}");
+}
+
+fn walk_rs(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk_rs(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Released together: the image tags, the Flux and Argo CD revisions and the discovery
+/// action's image carry the crate's version.
+#[test]
+fn shipped_references_carry_the_crate_version() {
+    let version = env!("CARGO_PKG_VERSION");
+    let template = read("deploy/discovery/template.yaml");
+    assert!(template.contains(&format!("image: ghcr.io/registrar/registrar-discover:{version}")), "deploy/discovery/template.yaml: the action's image tag");
+    let base = read("deploy/base/kustomization.yaml");
+    assert!(base.contains(&format!("newTag: {version}")), "deploy/base/kustomization.yaml: images newTag");
+    assert!(read("deploy/examples/flux/registrar.yaml").contains(&format!("tag: v{version}")), "Flux GitRepository ref");
+    assert_eq!(read("deploy/examples/argocd/registrar.yaml").matches(&format!("targetRevision: v{version}")).count(), 2, "Argo CD sources");
+    if kubectl_missing() {
+        return;
+    }
+    for (name, objects) in installs() {
+        assert_eq!(container(deployment(objects))["image"], format!("ghcr.io/registrar/registrar:{version}"), "{name}");
+    }
+}
