@@ -55,8 +55,9 @@ fn is_virtual_name(name: &str) -> bool {
 /// - link: `operstate` `UP` is a link; an interface that is administratively down (no `UP`
 ///   flag) tells nothing about its cable, so it leaves the link as lshw saw it; otherwise
 ///   `DOWN`/`LOWERLAYERDOWN` or `NO-CARRIER` is no link, and `LOWER_UP` a link;
-/// - a NIC lshw listed (same MAC, else same name) gets its link state updated (and its name
-///   if lshw had none); one lshw missed is added, up to [`MAX_ITEMS`] NICs in all.
+/// - a NIC lshw listed (same MAC and name, else same MAC, else same name, else lshw's MAC is
+///   the current address) gets its link state updated (and its name if lshw had none); one
+///   lshw missed is added, up to [`MAX_ITEMS`] NICs in all.
 pub fn apply_ip_link(facts: &mut Facts, links: &Value) -> Result<(), String> {
     let Value::Array(items) = links else {
         return Err(format!("ip_link must be the array that `ip -j link` prints, not {}", kind(links)));
@@ -96,12 +97,13 @@ pub fn apply_ip_link(facts: &mut Facts, links: &Value) -> Result<(), String> {
             _ => None,
         };
 
-        let known = facts
-            .nics
-            .iter()
-            .position(|n| n.mac == mac)
-            .or_else(|| address.and_then(|a| facts.nics.iter().position(|n| n.mac == a)))
-            .or_else(|| name.as_ref().and_then(|nm| facts.nics.iter().position(|n| n.name.as_ref() == Some(nm))));
+        // Bond members can share a MAC in lshw's eyes: the name decides between them.
+        let pos = |want: &dyn Fn(&Nic) -> bool| facts.nics.iter().position(want);
+        let same_name = |n: &Nic| name.is_some() && n.name == name;
+        let known = pos(&|n| n.mac == mac && same_name(n))
+            .or_else(|| pos(&|n| n.mac == mac))
+            .or_else(|| pos(&same_name))
+            .or_else(|| address.and_then(|a| pos(&|n| n.mac == a)));
         match known {
             Some(k) => {
                 let nic = &mut facts.nics[k];
@@ -356,6 +358,16 @@ mod tests {
         // lshw's other facts about a NIC stay.
         assert_eq!(f.nics[0].speed_mbps, Some(1000));
         assert_eq!(f.nics[0].driver.as_deref(), Some("igb"));
+    }
+
+    #[test]
+    fn bond_members_sharing_a_mac_in_lshw_are_told_apart_by_name() {
+        let mut f = Facts { nics: vec![nic("enp216s0f0", "0c:42:a1:3d:bd:e0", None), nic("enp216s0f1", "0c:42:a1:3d:bd:e0", None)], ..Facts::default() };
+        apply_ip_link(&mut f, &json!([
+            {"ifname": "enp216s0f0", "flags": ["UP", "LOWER_UP"], "operstate": "UP", "link_type": "ether", "address": "0c:42:a1:3d:bd:e0"},
+            {"ifname": "enp216s0f1", "flags": ["UP", "NO-CARRIER"], "operstate": "DOWN", "link_type": "ether", "address": "0c:42:a1:3d:bd:e0", "permaddr": "0c:42:a1:3d:bd:e1"}
+        ])).unwrap();
+        assert_eq!(f.nics.iter().map(|n| n.link).collect::<Vec<_>>(), vec![Some(true), Some(false)]);
     }
 
     #[test]
