@@ -178,7 +178,7 @@ impl App {
             }
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             let ns = Some(self.config.cluster.watch_namespace.clone()).filter(|n| !n.is_empty());
-            tokio::spawn(crate::cluster::hardware::watch(client, ns, self.known.clone(), tx, shutdown.clone()));
+            tokio::spawn(crate::cluster::hardware::watch(client, ns, self.known.clone(), tx, self.state.metrics.cluster_watch_up.clone(), shutdown.clone()));
             tokio::spawn(record_discovered(self.proposer.clone(), rx));
         }
         if let Some(hooks) = self.state.github.clone() {

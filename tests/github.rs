@@ -351,4 +351,6 @@ async fn a_merge_that_branch_protection_refuses_leaves_the_review_on_the_pull_re
     assert_eq!(m["machine"]["state"], "proposed");
     assert_eq!(m["proposal"]["state"], "open", "the intent was rolled back");
     assert!(!gh.pulls()[0].merged);
+    let metrics = r.client.get(format!("{}/metrics", r.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l.starts_with("registrar_forge_errors_total{kind=\"error\"} ") && !l.ends_with(" 0")), "{metrics}");
 }

@@ -69,7 +69,10 @@ pub type DiscoveredSink = tokio::sync::mpsc::Sender<Noticed>;
 
 /// Watches Hardware until shutdown, keeping `known`'s "cluster" set equal to the MACs of
 /// registered Hardware and passing auto-discovered machines to `discovered`.
-pub async fn watch(client: kube::Client, namespace: Option<String>, known: Arc<KnownMacs>, discovered: DiscoveredSink, shutdown: Shutdown) {
+///
+/// `up` is 1 while the watch is connected (listed and watching), 0 after an error until
+/// the next successful relist: the operator's "cluster watch disconnected" alert.
+pub async fn watch(client: kube::Client, namespace: Option<String>, known: Arc<KnownMacs>, discovered: DiscoveredSink, up: prometheus_client::metrics::gauge::Gauge, shutdown: Shutdown) {
     let ar = hardware_resource();
     let api: Api<DynamicObject> = match &namespace {
         Some(ns) => Api::namespaced_with(client, ns, &ar),
@@ -85,12 +88,19 @@ pub async fn watch(client: kube::Client, namespace: Option<String>, known: Arc<K
     loop {
         let event = tokio::select! {
             e = stream.next() => e,
-            _ = shutdown.wait() => return,
+            _ = shutdown.wait() => {
+                up.set(0);
+                return;
+            }
         };
-        let Some(event) = event else { return };
+        let Some(event) = event else {
+            up.set(0);
+            return;
+        };
         let event = match event {
             Ok(e) => e,
             Err(e) => {
+                up.set(0);
                 // The watcher relists by itself (backoff), e.g. after 410 Gone.
                 tracing::warn!(error = %e, "Hardware watch interrupted; relisting");
                 continue;
@@ -119,6 +129,7 @@ pub async fn watch(client: kube::Client, namespace: Option<String>, known: Arc<K
             Event::Init => buffer = Some(HashMap::new()),
             Event::InitApply(obj) => take(&obj, buffer.get_or_insert_with(HashMap::new)),
             Event::InitDone => {
+                up.set(1);
                 objects = buffer.take().unwrap_or_default();
                 publish(&objects);
                 tracing::debug!(hardware = objects.len(), "Hardware index (re)built");

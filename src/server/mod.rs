@@ -33,6 +33,24 @@ pub struct AppState {
     pub shutdown: Option<crate::shutdown::Shutdown>,
 }
 
+impl AppState {
+    /// Brings the GitHub client's own counters into the exported metrics (they are kept
+    /// where the calls happen, without a dependency on the metrics registry).
+    pub fn sync_forge_metrics(&self) {
+        let Some(hooks) = &self.github else { return };
+        let c = hooks.forge.counters();
+        let m = &self.metrics;
+        m.forge_rate_limit_remaining.set(c.remaining.load(std::sync::atomic::Ordering::Relaxed));
+        for (kind, total) in [("error", c.errors.load(std::sync::atomic::Ordering::Relaxed)), ("rate_limited", c.rate_limited.load(std::sync::atomic::Ordering::Relaxed))] {
+            let counter = m.forge_errors.get_or_create(&crate::metrics::KindLabel { kind: kind.into() });
+            let seen = counter.get();
+            if total > seen {
+                counter.inc_by(total - seen);
+            }
+        }
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let reports = Router::new()
         .route("/api/v1/reports", post(reports::post_report))

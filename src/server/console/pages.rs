@@ -572,6 +572,7 @@ pub async fn status(State(state): State<AppState>, Extension(op): Extension<Oper
     })
     .await;
     let (n, oldest, err) = loaded.map_err(|e| error_page(&state, &op, StatusCode::INTERNAL_SERVER_ERROR, "Store error", &e.to_string(), None))?;
+    state.sync_forge_metrics();
     let m = &state.metrics;
     let kind = |k: &str| m.forge_errors.get_or_create(&KindLabel { kind: k.into() }).get();
     let now = Utc::now();

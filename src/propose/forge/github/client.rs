@@ -65,13 +65,32 @@ pub enum Kind {
     Create,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Counters {
     pub reads: AtomicU64,
     pub writes: AtomicU64,
     pub creates: AtomicU64,
     pub rate_limited: AtomicU64,
     pub retries: AtomicU64,
+    /// Calls that failed in the end (gave up, ambiguous, or refused other than 404/422,
+    /// which callers expect as answers).
+    pub errors: AtomicU64,
+    /// `x-ratelimit-remaining` of the latest answer; -1 before the first.
+    pub remaining: std::sync::atomic::AtomicI64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            creates: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            remaining: std::sync::atomic::AtomicI64::new(-1),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -141,6 +160,15 @@ impl Client {
     /// Sends one request, retrying as its kind allows. Non-2xx answers other than rate
     /// limits and server errors come back as `GhError::Status` for the caller to judge.
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>, kind: Kind) -> Result<Reply, GhError> {
+        let result = self.call_once(method, path, body, kind).await;
+        let expected = matches!(&result, Err(GhError::Status { status, .. }) if *status == StatusCode::NOT_FOUND || *status == StatusCode::UNPROCESSABLE_ENTITY);
+        if result.is_err() && !expected {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn call_once(&self, method: Method, path: &str, body: Option<&Value>, kind: Kind) -> Result<Reply, GhError> {
         let mutation = method != Method::GET;
         // Holding the mutation lock across the attempts keeps mutations strictly serial.
         let mut last_mutation = if mutation { Some(self.mutations.lock().await) } else { None };
@@ -165,6 +193,9 @@ impl Client {
                 Err(_) => format!("no answer within {:?}", self.pacing.timeout),
                 Ok(Err(e)) => format!("transport: {e}"),
                 Ok(Ok(reply)) => {
+                    if let Some(left) = reply.headers.get("x-ratelimit-remaining").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i64>().ok()) {
+                        self.counters.remaining.store(left, Ordering::Relaxed);
+                    }
                     if let Some(wait) = rate_limit_wait(reply.status, &reply.headers, &reply.body) {
                         self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(%method, path, wait = ?wait, "GitHub rate limit: pausing all requests");
