@@ -434,3 +434,59 @@ fn shipped_references_carry_the_crate_version() {
         assert_eq!(container(deployment(objects))["image"], format!("ghcr.io/registrar/registrar:{version}"), "{name}");
     }
 }
+
+/// The image is built from the repository minus `.dockerignore`: whatever the build reads
+/// (files the code embeds, the bench targets Cargo.toml declares) must not be left out.
+#[test]
+fn the_image_build_context_has_what_cargo_reads() {
+    let ignore = read(".dockerignore");
+    let excluded: Vec<&str> = ignore.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('!')).collect();
+    let kept: Vec<&str> = ignore.lines().filter_map(|l| l.trim().strip_prefix('!')).collect();
+    // Plain paths exclude themselves and everything below; `**/name` a name anywhere.
+    let is_excluded = |rel: &Path| {
+        let rel = rel.to_str().unwrap();
+        let hit = excluded.iter().any(|e| match e.strip_prefix("**/") {
+            Some(name) => rel.split('/').any(|c| c == name),
+            None => rel == *e || rel.starts_with(&format!("{}/", e.trim_end_matches('/'))),
+        });
+        hit && !kept.contains(&rel)
+    };
+    let embed = Regex::new(r#"include_(?:str|bytes)!\("([^"]+)"\)"#).unwrap();
+    let root = manifest_dir();
+    let mut needed = vec![PathBuf::from("Cargo.toml"), PathBuf::from("Cargo.lock"), PathBuf::from("src/main.rs"), PathBuf::from("hardware-templates"), PathBuf::from("deploy/base/config.yaml")];
+    for file in walk_rs(&root.join("src")) {
+        for m in embed.captures_iter(&std::fs::read_to_string(&file).unwrap()) {
+            let path = std::path::absolute(file.parent().unwrap().join(&m[1])).unwrap();
+            let normal: PathBuf = path.components().fold(PathBuf::new(), |mut p, c| {
+                match c {
+                    std::path::Component::ParentDir => {
+                        p.pop();
+                    }
+                    c => p.push(c),
+                }
+                p
+            });
+            needed.push(normal.strip_prefix(&root).unwrap_or_else(|_| panic!("{} embeds {} from outside the repository", file.display(), &m[1])).to_path_buf());
+        }
+    }
+    needed.extend(bench_names(&read("Cargo.toml")).into_iter().map(|name| PathBuf::from(format!("benches/{name}.rs"))));
+    for rel in needed {
+        assert!(root.join(&rel).exists(), "{} does not exist", rel.display());
+        assert!(!is_excluded(&rel), ".dockerignore leaves out {}, which the image build needs", rel.display());
+    }
+}
+
+/// The `[[bench]]` names in Cargo.toml (cargo refuses a manifest whose targets are missing).
+fn bench_names(manifest: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_bench = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bench = line == "[[bench]]";
+        } else if let Some(name) = line.strip_prefix("name = ").filter(|_| in_bench) {
+            out.push(name.trim_matches('"').to_string());
+        }
+    }
+    assert!(!out.is_empty(), "no [[bench]] in Cargo.toml");
+    out
+}
