@@ -30,11 +30,14 @@ pub struct App {
     pub known: Arc<KnownMacs>,
     dhcp_input: Option<dhcp::listener::Input>,
     kube: Option<kube::Client>,
+    /// Held while this App lives: no second Registrar on the same state directory.
+    _lock: crate::lock::StateLock,
 }
 
 impl App {
     pub fn build(config: Config) -> anyhow::Result<App> {
         std::fs::create_dir_all(&config.state_dir).with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
+        let lock = crate::lock::StateLock::acquire(&config.state_dir)?;
         let renderer = Renderer::load(&config.templates_dir, &config.tinkerbell.namespace)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.state_dir.join("registrar.db"))?);
         if config.gitops.remote.is_empty() {
@@ -116,7 +119,7 @@ impl App {
             #[cfg(not(target_os = "linux"))]
             (true, true) => anyhow::bail!("dhcp.capture needs Linux (AF_PACKET)"),
         };
-        Ok(App { config, proposer, state, known, dhcp_input, kube: None })
+        Ok(App { config, proposer, state, known, dhcp_input, kube: None, _lock: lock })
     }
 
     /// Talks to this cluster (a test's API server, say) instead of the configured one.

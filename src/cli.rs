@@ -80,6 +80,11 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Copy the store to FILE while Registrar runs (an online, consistent SQLite backup).
+    Backup {
+        /// Where to write the copy; must not exist yet.
+        file: PathBuf,
+    },
     /// Import machines from a CSV (or JSON) file: expected ones, or proposals right away.
     Import {
         /// A CSV with a header row (`mac` required), or a `.json` array of rows.
@@ -129,8 +134,35 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             api(&config, &remote, reqwest::Method::POST, &format!("/api/v1/machines/{mac}/reject"), Some(actor_body(&reason)))
         }
         Command::Unsuppress { mac, remote } => api(&config, &remote, reqwest::Method::POST, &format!("/api/v1/machines/{mac}/unsuppress"), Some(actor_body(""))),
+        Command::Backup { file } => backup(&config, &file),
         Command::Import { file, mode, dry_run, skip_invalid, name, remote } => import(&config, &remote, &file, &mode, dry_run, skip_invalid, name),
     }
+}
+
+/// `VACUUM INTO` reads one consistent snapshot while the server goes on writing (WAL), and
+/// writes a compact, self-contained database file; the copy is then checked.
+fn backup(config: &Config, file: &Path) -> anyhow::Result<()> {
+    let db = config.state_dir.join("registrar.db");
+    if !db.exists() {
+        bail!("no store at {} (is state_dir right?)", db.display());
+    }
+    if file.exists() {
+        bail!("{} exists; choose a new file name", file.display());
+    }
+    let conn = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .with_context(|| format!("opening {}", db.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    let target = file.to_str().ok_or_else(|| anyhow::anyhow!("{} is not UTF-8", file.display()))?;
+    conn.execute("VACUUM INTO ?1", [target]).with_context(|| format!("backing up {} to {}", db.display(), file.display()))?;
+    let copy = rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    if check != "ok" {
+        bail!("the backup {} failed its integrity check: {check}", file.display());
+    }
+    let machines: i64 = copy.query_row("SELECT COUNT(*) FROM machines", [], |r| r.get(0))?;
+    let schema: i64 = copy.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    println!("backed up {} to {} ({machines} machines, schema {schema}); restore: stop Registrar, copy it to {}, remove registrar.db-wal and registrar.db-shm beside it, start", db.display(), file.display(), db.display());
+    Ok(())
 }
 
 /// Posts the file to the server's import API and prints the preview or the result as a
@@ -200,16 +232,33 @@ fn serve(config: Config) -> anyhow::Result<()> {
         forge = app.state.forge_kind,
         "Registrar is starting"
     );
-    runtime()?.block_on(async move {
+    let grace = std::time::Duration::from_secs(app.config.server.shutdown_grace_seconds);
+    let rt = runtime()?;
+    let result = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
         let (trigger, shutdown) = crate::shutdown::channel();
+        let stopping = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("shutting down");
+            tracing::info!(grace_seconds = grace.as_secs(), "shutting down: no new work; finishing what is in flight");
             trigger.fire();
         });
-        app.serve(listener, shutdown).await
-    })
+        let serving = app.serve(listener, shutdown);
+        tokio::pin!(serving);
+        tokio::select! {
+            r = &mut serving => r,
+            _ = async { stopping.wait().await; tokio::time::sleep(grace).await } => {
+                // Nothing is lost: reports are stored before they are answered, and work is
+                // state in the store, picked up again at the next start.
+                tracing::warn!("in-flight work did not finish within the grace period; it resumes at the next start");
+                Ok(())
+            }
+        }
+    });
+    // Background tasks still blocked on the network must not hold the exit.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    tracing::info!("stopped");
+    result
 }
 
 async fn wait_for_signal() {

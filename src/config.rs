@@ -196,6 +196,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted, in bytes (a big server's `lshw -json` is ~300 KiB).
     pub max_body_bytes: usize,
+    /// After SIGTERM, in-flight requests and the current proposal get this long to finish;
+    /// then the process exits anyway (everything is persisted before it is acted on, so the
+    /// next start resumes it). Keep it below the pod's terminationGracePeriodSeconds.
+    pub shutdown_grace_seconds: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -323,7 +327,7 @@ impl Default for Config {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: "127.0.0.1:8080".parse().expect("valid"), max_body_bytes: 4 << 20 }
+        ServerConfig { listen: "127.0.0.1:8080".parse().expect("valid"), max_body_bytes: 4 << 20, shutdown_grace_seconds: 20 }
     }
 }
 
