@@ -109,6 +109,23 @@ impl Metrics {
         registry.register("forge_rate_limit_remaining", "Requests left in the forge's rate-limit window, -1 when unknown", forge_rate_limit_remaining.clone());
         let cluster_watch_up = Gauge::default();
         registry.register("cluster_watch_up", "1 while the cluster's Hardware watch is connected", cluster_watch_up.clone());
+        // Label values known in advance start at 0, so `increase()` sees their first event
+        // and dashboards show 0 rather than "no data".
+        for r in ["accepted", "unchanged", "suppressed", "invalid", "malformed", "too_large", "unreadable", "wrong_machine"] {
+            let _ = reports.get_or_create(&ResultLabel { result: r.into() });
+        }
+        for r in ["pushed", "unchanged", "error"] {
+            let _ = syncs.get_or_create(&ResultLabel { result: r.into() });
+        }
+        for r in ["accepted", "duplicate", "ignored", "bad_signature", "malformed", "ping"] {
+            let _ = webhooks.get_or_create(&ResultLabel { result: r.into() });
+        }
+        for k in ["error", "rate_limited"] {
+            let _ = forge_errors.get_or_create(&KindLabel { kind: k.into() });
+        }
+        for r in ["repeat", "known"] {
+            let _ = dhcp_dropped.get_or_create(&ReasonLabel { reason: r.into() });
+        }
         Metrics {
             queue_oldest_seconds, forge_errors, forge_rate_limit_remaining, cluster_watch_up,
             webhooks,
