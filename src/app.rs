@@ -142,6 +142,7 @@ impl App {
     /// Serves until `shutdown` fires; the proposal worker runs beside the server.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let worker = tokio::spawn(self.proposer.clone().run(Duration::from_secs(self.config.queue.retry_seconds.max(1)), shutdown.clone()));
+        tokio::spawn(adopt_orphans(self.proposer.clone(), Duration::from_secs(self.config.queue.retry_seconds.max(1)), shutdown.clone()));
         tokio::spawn(index_gitops(
             self.proposer.clone(),
             self.known.clone(),
@@ -216,6 +217,25 @@ impl App {
             .await?;
         let _ = worker.await;
         Ok(())
+    }
+}
+
+/// Once per start: proposals whose branches outlived the store (a lost volume) come back.
+/// Retried until the remote and the forge answer.
+async fn adopt_orphans(proposer: Arc<Proposer>, retry: Duration, shutdown: Shutdown) {
+    loop {
+        match proposer.adopt_orphan_branches().await {
+            Ok(0) => return,
+            Ok(n) => {
+                tracing::info!(adopted = n, "rebuilt the store's record of proposals from their branches");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not look for proposals the store lost; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(retry) => {}
+            _ = shutdown.wait() => return,
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! this content); (4) open or update the proposal on the forge (idempotent); (5) mark the
 //! revision synced. Reviews run the same way: intent first, then git, then the record.
 
+mod adopt;
 pub mod forge;
 pub mod git;
 mod import;

@@ -164,6 +164,8 @@ pub trait Store: Send + Sync + 'static {
     fn batch(&self, id: i64) -> Result<Option<Batch>>;
     /// Removes a machine and its records, so that it is noticed afresh next time.
     fn forget(&self, mac: Mac, actor: &str, now: DateTime<Utc>) -> Result<()>;
+    /// Adds a line to a machine's timeline without changing its state.
+    fn note(&self, mac: Mac, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<()>;
     /// A counter that moves whenever anything changed: the console's live updates.
     fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
 }

@@ -676,6 +676,13 @@ impl Store for SqliteStore {
         })
     }
 
+    fn note(&self, mac: Mac, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<()> {
+        self.with(|tx| {
+            let m = must_get(tx, mac)?;
+            log_transition(tx, mac, Some(m.state), m.state, cause, actor, now)
+        })
+    }
+
     fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
     }

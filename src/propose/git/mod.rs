@@ -206,6 +206,25 @@ impl GitRepo {
         self.target(&self.lock(), branch)
     }
 
+    /// Registrar's branches on the remote (`registrar/…`), with their head commit and its
+    /// message (capped: a message is data from the repository, not trusted to be small).
+    pub fn registrar_branches(&self) -> Result<Vec<(String, Oid, String)>> {
+        const MAX_MESSAGE: usize = 1 << 20;
+        let repo = self.lock();
+        let prefix = self.tracking("registrar/");
+        let mut out = Vec::new();
+        let refs = repo.references_glob(&format!("{prefix}*")).ctx(|| "listing Registrar's branches".into())?;
+        for r in refs.flatten() {
+            let (Ok(name), Some(oid)) = (r.name().map(str::to_string), r.target()) else { continue };
+            let Some(branch) = name.strip_prefix(&prefix).map(|b| format!("registrar/{b}")) else { continue };
+            let Ok(commit) = repo.find_commit(oid) else { continue };
+            let raw = commit.message_bytes();
+            let message = String::from_utf8_lossy(&raw[..raw.len().min(MAX_MESSAGE)]).into_owned();
+            out.push((branch, oid, message));
+        }
+        Ok(out)
+    }
+
     /// The file at `path` on the remote's `branch`, if both exist.
     pub fn read(&self, branch: &str, path: &str) -> Result<Option<Vec<u8>>> {
         let repo = self.lock();

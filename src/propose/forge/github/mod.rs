@@ -314,6 +314,16 @@ impl Forge for GithubForge {
         Ok(())
     }
 
+    async fn branch_state(&self, branch: &str) -> Result<Option<ProposalState>, ForgeError> {
+        Ok(self.find(branch).await?.map(|pr| if pr.merged {
+            ProposalState::Merged
+        } else if pr.open {
+            ProposalState::Open
+        } else {
+            ProposalState::Closed
+        }))
+    }
+
     async fn state(&self, proposal: &Proposal) -> Result<ProposalState, ForgeError> {
         let Some(number) = proposal.number else { return Ok(ProposalState::Open) };
         let pr = self.get(number).await?;
