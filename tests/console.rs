@@ -339,3 +339,21 @@ async fn the_cli_imports_a_file_and_names_bad_rows_by_line() {
     assert!(stdout.contains("imported 2 row(s) as batch 1 (rack-9.csv); skipped 1"), "{stdout}");
     r.wait_for_state("aa:bb:cc:dd:ee:51", "proposed").await;
 }
+
+#[tokio::test]
+async fn the_list_shows_the_switch_port_a_machine_is_cabled_to() {
+    let r = Registrar::start().await;
+    let mac = "aa:bb:cc:dd:ee:71";
+    let lldp: Value = serde_json::from_str(&std::fs::read_to_string(support::manifest_dir().join("tests/fixtures/discovery/lldpctl-f-json.json")).unwrap()).unwrap();
+    let mut body = report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json"));
+    body["lldp"] = lldp;
+    assert!(r.report(&body).await.status().is_success());
+    r.wait_for_state(mac, "proposed").await;
+    let (cookie, _) = login(&r).await;
+    let list = page(&r, &cookie, "/").await;
+    let row = &list[list.find(&format!("<tr data-mac=\"{mac}\"")).unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(row.contains("leaf-01.dc1 Ethernet12"), "{row}");
+    let detail = page(&r, &cookie, &format!("/machines/{mac}")).await;
+    assert!(detail.contains("leaf-01.dc1 port Ethernet12 (eno1)"), "the machine page lists every neighbour");
+}

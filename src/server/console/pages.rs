@@ -150,8 +150,16 @@ pub fn source_label(s: Source) -> &'static str {
     }
 }
 
+/// Where the machine is: the switch port it is cabled to (LLDP) when it said, else the
+/// DHCP relay that forwarded its request, else where the operator's import put it.
 fn location_of(m: &Machine) -> Option<String> {
-    m.sighting.as_ref().and_then(|s| s.location()).or_else(|| m.expected.as_ref().and_then(|e| e.location.clone()))
+    let lldp = m.facts.as_ref().and_then(|f| f.lldp.first()).and_then(|n| match (&n.switch, &n.port) {
+        (Some(sw), Some(port)) => Some(format!("{sw} {port}")),
+        (Some(sw), None) => Some(sw.clone()),
+        (None, Some(port)) => Some(format!("port {port}")),
+        (None, None) => None,
+    });
+    lldp.or_else(|| m.sighting.as_ref().and_then(|s| s.location())).or_else(|| m.expected.as_ref().and_then(|e| e.location.clone()))
 }
 
 fn row(m: &Machine, proposal: Option<&crate::domain::Proposal>, now: chrono::DateTime<Utc>) -> Row {
