@@ -357,3 +357,98 @@ async fn the_list_shows_the_switch_port_a_machine_is_cabled_to() {
     let detail = page(&r, &cookie, &format!("/machines/{mac}")).await;
     assert!(detail.contains("leaf-01.dc1 port Ethernet12 (eno1)"), "the machine page lists every neighbour");
 }
+
+async fn post_form(r: &Registrar, cookie: &str, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    client().post(format!("{}{path}", r.url)).header("cookie", cookie).form(form).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn several_machines_are_approved_or_rejected_in_one_action() {
+    let r = Registrar::start().await;
+    let macs = ["aa:bb:cc:dd:ee:81", "aa:bb:cc:dd:ee:82", "aa:bb:cc:dd:ee:83"];
+    for (i, mac) in macs.iter().enumerate() {
+        let specs = json!({"class": "system", "vendor": "Acme", "product": "Bulk", "serial": format!("BULK-{i}"), "children": []});
+        assert!(r.report(&report_body(mac, specs)).await.status().is_success());
+        r.wait_for_state(mac, "proposed").await;
+    }
+    let (cookie, _) = login(&r).await;
+    let csrf = csrf_of(&page(&r, &cookie, "/").await);
+    let form = [("csrf", csrf.as_str()), ("action", "approve"), ("mac", macs[0]), ("mac", macs[1])];
+    let resp = post_form(&r, &cookie, "/machines/bulk", &form).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()["location"], "/?done=approve&n=2&failed=0");
+    let html = page(&r, &cookie, "/?done=approve&n=2&failed=0").await;
+    assert!(html.contains("2 machines approved."));
+    for mac in &macs[..2] {
+        r.wait_for_state(mac, "approved").await;
+    }
+    let form = [("csrf", csrf.as_str()), ("action", "reject"), ("mac", macs[2])];
+    assert_eq!(post_form(&r, &cookie, "/machines/bulk", &form).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.machine(macs[2]).await.unwrap()["machine"]["state"], "rejected");
+    // The flash is built from fixed words: a crafted link cannot make the console say more.
+    let html = page(&r, &cookie, "/?done=%3Cscript%3E&n=1").await;
+    assert!(!html.contains("id=\"flash\""));
+}
+
+#[tokio::test]
+async fn a_machine_is_rejected_with_a_reason_unsuppressed_re_rendered_and_forgotten_from_its_page() {
+    let r = Registrar::start().await;
+    let mac = "aa:bb:cc:dd:ee:91";
+    assert!(r.report(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json"))).await.status().is_success());
+    r.wait_for_state(mac, "proposed").await;
+    let (cookie, _) = login(&r).await;
+    let csrf = csrf_of(&page(&r, &cookie, &format!("/machines/{mac}")).await);
+    let go = |action: &'static str, extra: Option<(&'static str, &'static str)>| {
+        let mut form = vec![("csrf", csrf.clone())];
+        if let Some((k, v)) = extra {
+            form.push((k, v.to_string()));
+        }
+        let (url, cookie) = (format!("{}/machines/{mac}/{action}", r.url), cookie.clone());
+        async move { client().post(url).header("cookie", cookie).form(&form).send().await.unwrap() }
+    };
+    assert_eq!(go("reject", Some(("reason", "not in the inventory"))).await.status(), StatusCode::SEE_OTHER);
+    let m = r.machine(mac).await.unwrap();
+    assert_eq!(m["machine"]["state"], "rejected");
+    let last = m["transitions"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["cause"].as_str(), last["actor"].as_str()), (Some("not in the inventory"), Some("console:alice")));
+    let html = page(&r, &cookie, &format!("/machines/{mac}")).await;
+    assert!(html.contains("not in the inventory") && html.contains("console:alice"), "the timeline shows cause and actor");
+
+    assert_eq!(go("unsuppress", None).await.status(), StatusCode::SEE_OTHER);
+    r.wait_for_state(mac, "proposed").await;
+    assert_eq!(go("workflow", Some(("workflow", "ubuntu-2204"))).await.status(), StatusCode::SEE_OTHER);
+    let m = r.wait_for_state(mac, "proposed").await;
+    assert_eq!(m["proposal"]["workflow"], "ubuntu-2204", "choosing a workflow re-renders");
+    let resp = go("workflow", Some(("workflow", "../../etc/passwd"))).await;
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    assert_eq!(go("rerender", None).await.status(), StatusCode::SEE_OTHER);
+
+    // An open proposal is git's business: forget is refused until it is rejected.
+    let resp = go("forget", None).await;
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    assert!(resp.text().await.unwrap().contains("reject it instead"));
+    go("reject", None).await;
+    let resp = go("forget", None).await;
+    assert_eq!(resp.headers()["location"], "/?done=forget&n=1");
+    assert!(r.machine(mac).await.is_none());
+}
+
+#[tokio::test]
+async fn the_status_page_says_what_an_operator_checks_when_nothing_happens() {
+    // A remote that is not there: the queue fills and says why.
+    let r = Registrar::start_with(|c| c.gitops.remote = "http://127.0.0.1:9/nowhere.git".into()).await;
+    assert!(r.report(&report_body("aa:bb:cc:dd:ee:a1", lshw("supermicro-ssg-6029p-x11dph-t.json"))).await.status().is_success());
+    let (cookie, _) = login(&r).await;
+    let mut html = String::new();
+    for _ in 0..100 {
+        html = page(&r, &cookie, "/status").await;
+        if html.contains("aa:bb:cc:dd:ee:a1</a>:") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(html.contains("<td id=\"queue-length\">1</td>"), "{html}");
+    assert!(html.contains("aa:bb:cc:dd:ee:a1</a>:"), "the last error names the machine: {html}");
+    assert!(html.contains("not configured"), "no cluster configured: {html}");
+    assert!(html.contains("Packets"), "DHCP counters");
+}

@@ -354,3 +354,22 @@ async fn a_merge_that_branch_protection_refuses_leaves_the_review_on_the_pull_re
     let metrics = r.client.get(format!("{}/metrics", r.url)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l.starts_with("registrar_forge_errors_total{kind=\"error\"} ") && !l.ends_with(" 0")), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn choosing_a_workflow_in_the_console_sets_the_pull_requests_label() {
+    let (gh, r) = start().await;
+    let number = propose_one(&gh, &r).await;
+    assert!(gh.pulls()[0].labels.contains(&"workflow/ubuntu-2404".to_string()));
+    let (cookie, csrf) = console_session(&r, MAC).await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let resp = client.post(format!("{}/machines/{MAC}/workflow", r.url)).header("cookie", &cookie).form(&[("csrf", csrf.as_str()), ("workflow", "ubuntu-2204")]).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    let labels = eventually("the label swapped", || {
+        let p = gh.pulls().into_iter().find(|p| p.number == number).unwrap();
+        p.labels.contains(&"workflow/ubuntu-2204".to_string()).then_some(p.labels)
+    })
+    .await;
+    assert!(!labels.contains(&"workflow/ubuntu-2404".to_string()), "{labels:?}");
+    let yaml = gh.repo().read(BRANCH, "hardware/d5s0r8000105.yaml").unwrap();
+    assert!(yaml.contains("templateRef: \"ubuntu-2204\""), "re-rendered with the chosen workflow");
+}
