@@ -125,16 +125,8 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Vec<ParsedRow>, ImportError> {
         if record.len() > names.len() && record.iter().skip(names.len()).any(|f| !f.is_empty()) {
             errors.push(format!("{} fields, but the header names {} columns (quote values that contain the separator)", record.len(), names.len()));
         }
-        let mut row = row_from(line, |name| field(name).map(str::to_string), &mut errors);
-        if let Some(mac) = row.mac {
-            if let Some(first) = first_line.get(&mac) {
-                row.errors.push(format!("mac {mac} is a duplicate of line {first} in this file"));
-            } else {
-                first_line.insert(mac, line);
-            }
-        }
-        row.errors.splice(0..0, errors);
-        rows.push(row);
+        let row = row_from(line, |name| field(name).map(str::to_string), &mut errors);
+        rows.push(finish_row(row, errors, &mut first_line, "line", " in this file"));
     }
     Ok(rows)
 }
@@ -173,18 +165,24 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<ParsedRow>, ImportError> {
             }
             _ => None,
         };
-        let mut row = row_from(line, field, &mut errors);
-        if let Some(mac) = row.mac {
-            if let Some(first) = first_line.get(&mac) {
-                row.errors.push(format!("mac {mac} is a duplicate of row {first}"));
-            } else {
-                first_line.insert(mac, line);
-            }
-        }
-        row.errors.splice(0..0, errors);
-        rows.push(row);
+        let row = row_from(line, field, &mut errors);
+        rows.push(finish_row(row, errors, &mut first_line, "row", ""));
     }
     Ok(rows)
+}
+
+/// Puts the row's structural errors first and marks a MAC seen earlier in the same file.
+fn finish_row(mut row: ParsedRow, structural: Vec<String>, first_line: &mut HashMap<Mac, u32>, unit: &str, scope: &str) -> ParsedRow {
+    if let Some(mac) = row.mac {
+        match first_line.get(&mac) {
+            Some(first) => row.errors.push(format!("mac {mac} is a duplicate of {unit} {first}{scope}")),
+            None => {
+                first_line.insert(mac, row.line);
+            }
+        }
+    }
+    row.errors.splice(0..0, structural);
+    row
 }
 
 fn csv_error(e: csv::Error, line: u64) -> ImportError {

@@ -25,6 +25,7 @@
 
 use serde_json::Value;
 
+use crate::domain::facts::probes::kind;
 use crate::domain::facts::{self, Bmc, Facts};
 use crate::domain::{Mac, MacError};
 
@@ -161,16 +162,6 @@ fn is_hostname(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(|p| !p.is_empty() && p.len() <= 63 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
 
 #[cfg(test)]
 mod tests {

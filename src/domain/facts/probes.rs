@@ -14,7 +14,8 @@ use serde_json::{Map, Value};
 use super::{Facts, LldpNeighbor, MAX_ITEMS, Nic, clean};
 use crate::domain::mac::Mac;
 
-fn kind(v: &Value) -> &'static str {
+/// How an error message names a JSON value's type ("a string", "an array").
+pub fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
