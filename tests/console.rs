@@ -325,7 +325,7 @@ async fn the_cli_imports_a_file_and_names_bad_rows_by_line() {
     let out = run(&["--dry-run"]).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("rack-9.csv:3: mac \"nope\""), "{stdout}");
+    assert!(stdout.contains("rack-9.csv:3: mac: \"nope\" is not a MAC"), "{stdout}");
     assert!(stdout.contains("dry run: 2 valid, 1 with errors; nothing stored"), "{stdout}");
 
     let out = run(&[]).await.unwrap();
