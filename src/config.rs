@@ -420,6 +420,9 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        if !self.ui.auth && !self.server.listen.ip().is_loopback() {
+            bail!("ui.auth: false opens the console without a login; it is allowed only with server.listen on loopback (127.0.0.1 or ::1), not {}", self.server.listen);
+        }
         let p = &self.gitops.path;
         if !p.contains("{name}") && !p.contains("{mac}") {
             bail!("gitops.path {p:?} must contain {{name}} or {{mac}}, or every machine would share one file");

@@ -101,7 +101,10 @@ async fn a_hostile_product_name_is_text_on_every_page_and_no_script_may_run_inli
     let r = Registrar::start().await;
     let mac = "aa:bb:cc:dd:ee:11";
     let evil = "<img src=x onerror=alert(1)>";
-    let specs = json!({"class": "system", "vendor": "\"><script>alert(2)</script>", "product": evil, "serial": "S-XSS-1", "children": []});
+    // In the list and the summary (vendor, product), and in the manifest the page
+    // highlights as YAML (a disk's device name).
+    let disk = json!({"id": "disk", "class": "disk", "logicalname": "/dev/sd<img/src=x/onerror=alert(1)>", "size": 1_000_000_000_000u64, "units": "bytes"});
+    let specs = json!({"class": "system", "vendor": "\"><script>alert(2)</script>", "product": evil, "serial": "S-XSS-1", "children": [disk]});
     assert!(r.report(&report_body(mac, specs)).await.status().is_success());
     r.wait_for_state(mac, "proposed").await;
     let (cookie, _) = login(&r).await;
@@ -111,12 +114,15 @@ async fn a_hostile_product_name_is_text_on_every_page_and_no_script_may_run_inli
         let script_src = csp.split(';').find(|d| d.trim().starts_with("script-src")).unwrap();
         assert!(!script_src.contains("unsafe-inline") && script_src.contains("'self'"), "{csp}");
         let html = resp.text().await.unwrap();
-        assert!(!html.contains("<img src=x"), "{path}: markup from a fact");
+        assert!(!html.contains("<img src=x") && !html.contains("<img/"), "{path}: markup from a fact");
         assert!(!html.contains("<script>alert"), "{path}: markup from a fact");
         assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"), "{path}: the name is shown as text");
         // The page's own scripts come from /static only.
         assert!(!html.contains("<script>"), "{path}: inline script");
     }
+    let detail = page(&r, &login(&r).await.0, &format!("/machines/{mac}")).await;
+    let manifest = &detail[detail.find("id=\"manifest\"").expect("the manifest is shown")..];
+    assert!(manifest.contains("/dev/sd&lt;img/src=x/onerror=alert(1)&gt;"), "the device is in the highlighted manifest, as text: {}", &manifest[..manifest.len().min(4000)]);
 }
 
 #[tokio::test]
@@ -426,7 +432,7 @@ async fn a_machine_is_rejected_with_a_reason_unsuppressed_re_rendered_and_forgot
     // An open proposal is git's business: forget is refused until it is rejected.
     let resp = go("forget", None).await;
     assert_eq!(resp.status(), StatusCode::CONFLICT);
-    assert!(resp.text().await.unwrap().contains("reject it instead"));
+    assert!(resp.text().await.unwrap().contains("reject an open proposal instead"));
     go("reject", None).await;
     let resp = go("forget", None).await;
     assert_eq!(resp.headers()["location"], "/?done=forget&n=1");
@@ -451,4 +457,49 @@ async fn the_status_page_says_what_an_operator_checks_when_nothing_happens() {
     assert!(html.contains("aa:bb:cc:dd:ee:a1</a>:"), "the last error names the machine: {html}");
     assert!(html.contains("not configured"), "no cluster configured: {html}");
     assert!(html.contains("Packets"), "DHCP counters");
+}
+
+#[tokio::test]
+async fn the_machine_page_shows_everything_approve_would_merge() {
+    let r = Registrar::start().await;
+    let mac = "aa:bb:cc:dd:ee:b1";
+    assert!(r.report(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json"))).await.status().is_success());
+    r.wait_for_state(mac, "proposed").await;
+    // Someone pushes a file outside the proposals' directory onto the proposal's branch.
+    let repo = git2::Repository::open_bare(r.dir.path().join("state/gitops.git")).unwrap();
+    let head = repo.find_reference("refs/heads/registrar/aa-bb-cc-dd-ee-b1").unwrap().peel_to_commit().unwrap();
+    let blob = repo.blob(b"kind: ClusterRoleBinding\nmetadata: {name: <b>own-everything</b>}\n").unwrap();
+    let mut dir = repo.treebuilder(None).unwrap();
+    dir.insert("evil.yaml", blob, 0o100644).unwrap();
+    let dir = dir.write().unwrap();
+    let mut root = repo.treebuilder(Some(&head.tree().unwrap())).unwrap();
+    root.insert("cluster", dir, 0o040000).unwrap();
+    let tree = repo.find_tree(root.write().unwrap()).unwrap();
+    let sig = git2::Signature::now("mallory", "mallory@example.com").unwrap();
+    repo.commit(Some("refs/heads/registrar/aa-bb-cc-dd-ee-b1"), &sig, &sig, "more", &tree, &[&head]).unwrap();
+
+    let (cookie, _) = login(&r).await;
+    let html = page(&r, &cookie, &format!("/machines/{mac}")).await;
+    assert!(html.contains("id=\"foreign-files\""), "the reviewer is warned");
+    assert!(html.contains("<code>cluster&#x2f;evil.yaml</code>"), "and told which file");
+    let diff = &html[html.find("id=\"diff\"").expect("the diff is shown")..];
+    assert!(diff.contains("+kind: ClusterRoleBinding") && diff.contains("&lt;b&gt;own-everything&lt;/b&gt;"), "the diff shows the extra file, escaped: {}", &diff[..diff.len().min(1500)]);
+}
+
+#[tokio::test]
+async fn without_ui_auth_only_this_machine_gets_in_and_the_api_still_wants_a_token() {
+    let r = Registrar::start_with(|c| c.ui.auth = false).await;
+    let resp = client().get(format!("{}/", r.url)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "on loopback, no login");
+    // A page elsewhere whose name was rebound to 127.0.0.1 still says its own name.
+    let resp = client().get(format!("{}/", r.url)).header("host", "evil.example").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let resp = client().get(format!("{}/api/v1/machines", r.url)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(&config, "server:\n  listen: 0.0.0.0:8080\nui:\n  auth: false\n").unwrap();
+    let err = registrar::config::Config::load(Some(&config)).unwrap_err().to_string();
+    assert!(err.contains("allowed only with server.listen on loopback"), "{err}");
 }

@@ -42,8 +42,21 @@ async fn with_a_local_remote_open_proposals_come_back_from_their_branches() {
     }
     assert!(r.post(&format!("/api/v1/machines/{B}/approve"), serde_json::json!({})).await.status().is_success());
     assert!(r.post(&format!("/api/v1/machines/{C}/reject"), serde_json::json!({})).await.status().is_success());
-    let head_a = r.remote.head("registrar/aa-bb-cc-00-10-01").unwrap();
     r.stop().await;
+    // Someone with push access adds a file outside the proposals' directory on A's branch,
+    // reusing Registrar's message (trailers and all).
+    let repo = git2::Repository::open_bare(&remote).unwrap();
+    let head = repo.find_reference("refs/heads/registrar/aa-bb-cc-00-10-01").unwrap().peel_to_commit().unwrap();
+    let manifest = r.remote.read("registrar/aa-bb-cc-00-10-01", "hardware/ls-a.yaml").expect("A's manifest");
+    let blob = repo.blob(b"kind: ClusterRoleBinding\n").unwrap();
+    let mut extra = repo.treebuilder(None).unwrap();
+    extra.insert("evil.yaml", blob, 0o100644).unwrap();
+    let extra = extra.write().unwrap();
+    let mut root = repo.treebuilder(Some(&head.tree().unwrap())).unwrap();
+    root.insert("cluster", extra, 0o040000).unwrap();
+    let tree = repo.find_tree(root.write().unwrap()).unwrap();
+    let sig = git2::Signature::now("mallory", "mallory@example.com").unwrap();
+    repo.commit(Some("refs/heads/registrar/aa-bb-cc-00-10-01"), &sig, &sig, head.message().unwrap(), &tree, &[&head]).unwrap();
 
     // The volume is lost: a new, empty state directory.
     let u = url.clone();
@@ -51,7 +64,14 @@ async fn with_a_local_remote_open_proposals_come_back_from_their_branches() {
     let m = r.wait_for_state(A, "proposed").await;
     assert_eq!(m["machine"]["facts"]["serial"], "LS-A", "the facts the branch's commit carried");
     assert!(m["transitions"].as_array().unwrap().iter().any(|t| t["cause"].as_str().unwrap().contains("adopted from registrar/aa-bb-cc-00-10-01")));
-    assert_eq!(r.remote.head("registrar/aa-bb-cc-00-10-01").unwrap(), head_a, "no new commit: the same proposal");
+    // The branch is rewritten to exactly the proposal: the extra file is gone, and the
+    // manifest is the one Registrar had pushed.
+    let head_a = eventually("the branch rewritten", async || {
+        let files = r.remote.files("registrar/aa-bb-cc-00-10-01");
+        (!files.iter().any(|f| f.starts_with("cluster/"))).then(|| r.remote.head("registrar/aa-bb-cc-00-10-01").unwrap())
+    })
+    .await;
+    assert_eq!(r.remote.read("registrar/aa-bb-cc-00-10-01", "hardware/ls-a.yaml").unwrap(), manifest);
     // Approved: on main, known, not brought back as a proposal. Rejected: its branch is gone.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(r.machine(B).await.is_none());
@@ -78,14 +98,17 @@ async fn with_github_open_pull_requests_are_adopted_and_closed_ones_stay_rejecte
     };
     let mut r = start(api.clone(), git.clone()).await;
     *gh.hook_url.lock().unwrap() = Some(format!("{}/webhooks/github", r.url));
-    for (mac, serial) in [(A, "GH-A"), (B, "GH-B")] {
+    for (mac, serial) in [(A, "GH-A"), (B, "GH-B"), (C, "GH-C")] {
         assert!(r.report(&report_body(mac, specs(serial))).await.status().is_success());
         r.wait_for_state(mac, "proposed").await;
     }
     let b_number = r.machine(B).await.unwrap()["proposal"]["number"].as_u64().unwrap();
+    let c_number = r.machine(C).await.unwrap()["proposal"]["number"].as_u64().unwrap();
     r.stop().await;
-    // Closed while Registrar was away (its webhook went nowhere), then the volume is lost.
+    // While Registrar was away (its webhooks went nowhere) B was closed and C merged (its
+    // branch stays, as GitHub keeps it unless told otherwise); then the volume is lost.
     gh.state.lock().unwrap().pulls.iter_mut().find(|p| p.number == b_number).unwrap().open = false;
+    gh.merge_quietly(c_number, "octocat");
 
     let r = start(api, git).await;
     *gh.hook_url.lock().unwrap() = Some(format!("{}/webhooks/github", r.url));
@@ -93,7 +116,9 @@ async fn with_github_open_pull_requests_are_adopted_and_closed_ones_stay_rejecte
     assert_eq!(a["machine"]["facts"]["serial"], "GH-A");
     let b = eventually("B recorded", async || r.machine(B).await.filter(|m| m["machine"]["state"] == "rejected")).await;
     assert_eq!(b["machine"]["suppressed"], true, "a rejection survives the lost store");
-    assert_eq!(gh.pulls().len(), 2, "no second pull request");
+    assert_eq!(gh.pulls().len(), 3, "no second pull request");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(r.machine(C).await.is_none(), "merged: the base holds it; nothing to adopt");
     assert_eq!(a["proposal"]["number"], 1, "the same pull request, adopted");
     // Not mistaken for a person's push: no hands-off comment.
     assert!(gh.comments(1).iter().all(|c| !c.contains("will not update this branch")), "{:?}", gh.comments(1));

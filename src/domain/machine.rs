@@ -66,7 +66,8 @@ impl State {
             return false;
         }
         match (self, next) {
-            (_, Rejected) => !matches!(self, Applied | Provisioned),
+            // Once merged, git holds the machine: removing it is a change to git, not a review.
+            (_, Rejected) => !matches!(self, Approved | Applied | Provisioned | Failed),
             (Detected, Discovering | Reported) => true,
             (Discovering, Reported | Detected) => true,
             (Reported, Proposed) => true,

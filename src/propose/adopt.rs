@@ -19,13 +19,28 @@ pub fn trailers(message: &str) -> Option<(Mac, Facts)> {
         if let Some(v) = line.strip_prefix("Registrar-Mac: ") {
             mac = Mac::parse(v.trim()).ok();
         } else if let Some(v) = line.strip_prefix("Registrar-Facts: ") {
-            facts = serde_json::from_str::<Facts>(v.trim()).ok();
+            facts = serde_json::from_str::<Facts>(v.trim()).ok().map(Facts::bounded);
         }
     }
     Some((mac?, facts?))
 }
 
 impl Proposer {
+    /// A commit Registrar could have written: a single parent, and changes only to files
+    /// directly in the proposals' directory (a manifest and its kustomization).
+    async fn looks_like_ours(&self, head: git2::Oid) -> Result<bool, ProposeError> {
+        let git = self.git.clone();
+        let touched = blocking(move || git.touched(head)).await?;
+        let dir = super::index::manifest_dir(&self.path_template).trim_end_matches('/').to_string();
+        Ok(touched.is_some_and(|paths| {
+            paths.len() <= 2
+                && paths.iter().all(|p| {
+                    let (parent, file) = p.rsplit_once('/').unwrap_or(("", p.as_str()));
+                    parent == dir && (file.ends_with(".yaml") || file.ends_with(".yml"))
+                })
+        }))
+    }
+
     /// Adopts every `registrar/` branch whose machine the store does not know. Returns how
     /// many machines came back. Safe to repeat: a known machine is left alone.
     pub async fn adopt_orphan_branches(&self) -> Result<usize, ProposeError> {
@@ -64,11 +79,19 @@ impl Proposer {
                     .await?;
                 }
                 Some(ProposalState::Open | ProposalState::Approving) | None => {
+                    // Trust the head as Registrar's own only if it looks like one of its
+                    // commits: one parent, and nothing touched but the proposals' directory.
+                    // Otherwise the next sync rewrites the branch to exactly the proposal.
+                    let ours = self.looks_like_ours(head).await?;
+                    if !ours {
+                        tracing::warn!(%mac, %branch, "adopted branch's head changes more than a proposal does; Registrar rewrites it to the proposal alone");
+                    }
                     blocking(move || {
                         store.record_facts(mac, Source::Report, &facts, now)?;
                         store.note(mac, &format!("adopted from {b}: the store had no record"), "registrar", now)?;
-                        // Registrar wrote this head: it is not someone else's push.
-                        store.remember_once(&pushed_key(&head.to_string()), now)?;
+                        if ours {
+                            store.remember_once(&pushed_key(&head.to_string()), now)?;
+                        }
                         Ok::<_, StoreError>(())
                     })
                     .await?;

@@ -490,6 +490,16 @@ impl Proposer {
         Ok(machine)
     }
 
+    /// Forgets a machine no proposal of which is open or merged, so that it is noticed
+    /// afresh; in the lane, so no sync of it is half done, and its discovery objects go too.
+    pub async fn forget(&self, mac: Mac, actor: &str) -> Result<(), ProposeError> {
+        let _lane = self.lane.lock().await;
+        let (store, who) = (self.store.clone(), actor.to_string());
+        blocking(move || store.forget(mac, &who, Utc::now())).await?;
+        self.remove_discovery_objects(mac).await;
+        Ok(())
+    }
+
     /// Records a rejection that happened on the forge (a pull request closed unmerged).
     pub async fn record_rejection(&self, mac: Mac, cause: &str, actor: &str) -> Result<Machine, ProposeError> {
         let _lane = self.lane.lock().await;

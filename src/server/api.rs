@@ -87,42 +87,49 @@ pub struct ReviewBody {
     workflow: Option<String>,
 }
 
-fn actor(body: &Option<Json<ReviewBody>>) -> String {
+type Session = Option<axum::Extension<super::console::session::Operator>>;
+
+/// Who acts: a console session names its user (what the body says is not proof); with the
+/// operator token, the body's `actor` is recorded as the caller's own account of itself.
+fn actor(session: &Session, body: &Option<Json<ReviewBody>>) -> String {
+    if let Some(s) = session {
+        return format!("console:{}", s.user);
+    }
     let who = body.as_ref().and_then(|b| b.actor.clone()).unwrap_or_else(|| "operator".into());
     let who: String = who.chars().filter(|c| !c.is_control()).take(64).collect();
     format!("api:{who}")
 }
 
-pub async fn approve(State(state): State<AppState>, Path(mac): Path<String>, body: Option<Json<ReviewBody>>) -> Result<Json<Value>, ApiError> {
+pub async fn approve(State(state): State<AppState>, session: Session, Path(mac): Path<String>, body: Option<Json<ReviewBody>>) -> Result<Json<Value>, ApiError> {
     let mac = parse_mac(&mac)?;
-    let machine = state.proposer.approve(mac, &actor(&body)).await?;
+    let machine = state.proposer.approve(mac, &actor(&session, &body)).await?;
     Ok(Json(json!({ "machine": machine })))
 }
 
-pub async fn reject(State(state): State<AppState>, Path(mac): Path<String>, body: Option<Json<ReviewBody>>) -> Result<Json<Value>, ApiError> {
+pub async fn reject(State(state): State<AppState>, session: Session, Path(mac): Path<String>, body: Option<Json<ReviewBody>>) -> Result<Json<Value>, ApiError> {
     let mac = parse_mac(&mac)?;
     let reason: String = body.as_ref().and_then(|b| b.reason.clone()).unwrap_or_default().chars().take(500).collect();
-    let machine = state.proposer.reject(mac, &actor(&body), &reason).await?;
+    let machine = state.proposer.reject(mac, &actor(&session, &body), &reason).await?;
     Ok(Json(json!({ "machine": machine })))
 }
 
-pub async fn unsuppress(State(state): State<AppState>, Path(mac): Path<String>, body: Option<Json<ReviewBody>>) -> Result<Json<Value>, ApiError> {
+pub async fn unsuppress(State(state): State<AppState>, session: Session, Path(mac): Path<String>, body: Option<Json<ReviewBody>>) -> Result<Json<Value>, ApiError> {
     let mac = parse_mac(&mac)?;
-    let who = actor(&body);
+    let who = actor(&session, &body);
     let store = state.proposer.store().clone();
     let machine = run(move || store.unsuppress(mac, &who, chrono::Utc::now())).await?;
     state.proposer.wake();
     Ok(Json(json!({ "machine": machine })))
 }
 
-pub async fn set_workflow(State(state): State<AppState>, Path(mac): Path<String>, body: Option<Json<ReviewBody>>) -> Result<Json<Value>, ApiError> {
+pub async fn set_workflow(State(state): State<AppState>, session: Session, Path(mac): Path<String>, body: Option<Json<ReviewBody>>) -> Result<Json<Value>, ApiError> {
     let mac = parse_mac(&mac)?;
     let workflow = body.as_ref().and_then(|b| b.workflow.clone()).ok_or_else(|| ApiError::bad_request("send {\"workflow\": \"<name>\"}"))?;
     if !state.proposer.renderer().has_workflow(&workflow) {
         let known: Vec<&str> = state.proposer.renderer().workflows().collect();
         return Err(ApiError::unprocessable(format!("no workflow template named {workflow:?}; known: {}", known.join(", "))));
     }
-    let who = actor(&body);
+    let who = actor(&session, &body);
     let store = state.proposer.store().clone();
     let machine = run(move || store.set_workflow(mac, &workflow, &who, chrono::Utc::now())).await?;
     state.proposer.wake();

@@ -18,6 +18,10 @@ use crate::domain::{Expected, Mac};
 pub const COLUMNS: &[&str] = &["mac", "hostname", "ip", "netmask", "gateway", "nameservers", "bmc_address", "bmc_secret", "workflow", "location", "labels"];
 /// More rows than any rack room holds; bounds the work one request can cause.
 pub const MAX_ROWS: usize = 50_000;
+/// The longest value a cell may hold (a list of labels fits many times over).
+pub const MAX_FIELD: usize = 4096;
+/// Errors kept per row: enough to fix it, bounded however broken the row is.
+pub const MAX_ERRORS: usize = 10;
 
 /// A problem with the file as a whole: nothing in it is usable.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -120,8 +124,13 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Vec<ParsedRow>, ImportError> {
         if rows.len() >= MAX_ROWS {
             return Err(ImportError::TooManyRows(rows.len() + 1));
         }
-        let field = |name: &str| index.get(name).and_then(|&i| record.get(i)).map(str::trim).filter(|s| !s.is_empty());
         let mut errors = Vec::new();
+        for (i, value) in record.iter().enumerate() {
+            if value.len() > MAX_FIELD {
+                errors.push(format!("{} is longer than {MAX_FIELD} bytes", names.get(i).map(String::as_str).unwrap_or("a field")));
+            }
+        }
+        let field = |name: &str| index.get(name).and_then(|&i| record.get(i)).map(str::trim).filter(|s| !s.is_empty() && s.len() <= MAX_FIELD);
         if record.len() > names.len() && record.iter().skip(names.len()).any(|f| !f.is_empty()) {
             errors.push(format!("{} fields, but the header names {} columns (quote values that contain the separator)", record.len(), names.len()));
         }
@@ -157,13 +166,27 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<ParsedRow>, ImportError> {
                 errors.push(format!("unknown field {key:?}"));
             }
         }
-        let field = |name: &str| match obj.get(name) {
-            Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
-            Some(serde_json::Value::Array(a)) => Some(a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(" ")),
-            Some(serde_json::Value::Object(o)) if name == "labels" => {
-                Some(o.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(" "))
+        // Strings, or for lists an array of strings (labels: an object of strings); any
+        // other type is named, not silently dropped.
+        for (key, value) in obj {
+            let ok = match value {
+                serde_json::Value::Null | serde_json::Value::String(_) => true,
+                serde_json::Value::Array(a) => matches!(key.as_str(), "nameservers" | "labels") && a.iter().all(|v| v.is_string()),
+                serde_json::Value::Object(o) => key == "labels" && o.values().all(|v| v.is_string()),
+                _ => false,
+            };
+            if !ok && COLUMNS.contains(&key.as_str()) {
+                errors.push(format!("{key} must be a string{}", if matches!(key.as_str(), "nameservers" | "labels") { " or a list of strings" } else { "" }));
             }
-            _ => None,
+        }
+        let field = |name: &str| {
+            let text = match obj.get(name) {
+                Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+                Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(" "),
+                Some(serde_json::Value::Object(o)) if name == "labels" => o.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(" "),
+                _ => return None,
+            };
+            (text.len() <= MAX_FIELD).then_some(text)
         };
         let row = row_from(line, field, &mut errors);
         rows.push(finish_row(row, errors, &mut first_line, "row", ""));
@@ -182,6 +205,11 @@ fn finish_row(mut row: ParsedRow, structural: Vec<String>, first_line: &mut Hash
         }
     }
     row.errors.splice(0..0, structural);
+    if row.errors.len() > MAX_ERRORS {
+        let more = row.errors.len() - MAX_ERRORS;
+        row.errors.truncate(MAX_ERRORS);
+        row.errors.push(format!("… and {more} more"));
+    }
     row
 }
 
@@ -247,6 +275,19 @@ fn row_from(line: u32, field: impl Fn(&str) -> Option<String>, errors: &mut Vec<
     }
     if (v.netmask.is_some() || v.gateway.is_some()) && v.ip.is_none() {
         errors.push("netmask and gateway need an ip".into());
+    }
+    // One address family per row: Tinkerbell's DHCP hands out one.
+    if let Some(ip) = v.ip.as_deref().and_then(|a| a.parse::<IpAddr>().ok()) {
+        if v.netmask.is_some() && ip.is_ipv6() {
+            errors.push("netmask is for IPv4; an IPv6 ip takes no netmask".into());
+        }
+        let family = |a: &str| a.parse::<IpAddr>().map(|x| x.is_ipv4() == ip.is_ipv4()).unwrap_or(true);
+        if v.gateway.as_deref().is_some_and(|g| !family(g)) {
+            errors.push("gateway and ip are of different address families".into());
+        }
+        if v.nameservers.iter().any(|n| !family(n)) {
+            errors.push("nameservers and ip are of different address families".into());
+        }
     }
     if let Some(b) = field("bmc_address") {
         if b.parse::<IpAddr>().is_ok() || is_hostname(&b.to_ascii_lowercase()) { v.bmc_address = Some(b) } else { errors.push(format!("bmc_address {:?} is neither an IP address nor a host name", shorten(&b))) }
@@ -441,6 +482,24 @@ mod tests {
         assert!(rows[0].is_valid());
         assert_eq!(rows[0].values.labels["team"], "infra");
         assert_eq!(rows[1].errors.len(), 2);
+    }
+
+    #[test]
+    fn a_huge_or_hopeless_row_costs_bounded_errors() {
+        let huge = "a ".repeat(MAX_FIELD);
+        let rows = parse_csv(format!("mac,nameservers,labels\naa:bb:cc:dd:ee:01,{huge},{}\n", "x ".repeat(1000)).as_bytes()).unwrap();
+        assert!(rows[0].errors[0].contains("nameservers is longer than 4096 bytes"), "{:?}", rows[0].errors);
+        assert_eq!(rows[0].errors.len(), MAX_ERRORS + 1, "{:?}", rows[0].errors);
+        assert!(rows[0].errors.last().unwrap().starts_with("… and "));
+    }
+
+    #[test]
+    fn address_families_do_not_mix_and_json_types_are_checked() {
+        let rows = parse_csv(b"mac,ip,netmask,gateway,nameservers\naa:bb:cc:dd:ee:01,fd00::5,24,10.0.0.1,10.0.0.2\n").unwrap();
+        assert_eq!(rows[0].errors.len(), 3, "{:?}", rows[0].errors);
+        let rows = parse_json(br#"[{"mac": "aa:bb:cc:dd:ee:01", "netmask": 24, "labels": {"a": 1}}]"#).unwrap();
+        assert!(rows[0].errors.iter().any(|e| e == "netmask must be a string"), "{:?}", rows[0].errors);
+        assert!(rows[0].errors.iter().any(|e| e.starts_with("labels must be")), "{:?}", rows[0].errors);
     }
 
     #[test]

@@ -615,6 +615,16 @@ impl Store for SqliteStore {
                             queue(tx, *mac, now)?;
                         }
                     }
+                    // Checked again inside this transaction: the preview ran before it, and a
+                    // review or another import may have come in between.
+                    Some(m) if m.expected.is_some() || m.suppressed || !matches!(m.state, State::Detected | State::Discovering | State::Reported) => {
+                        let why = match &m.expected {
+                            Some(e) => format!("{mac} became expected meanwhile ({})", e.provenance()),
+                            None => format!("{mac} became {} meanwhile", m.state),
+                        };
+                        rows.push(BatchRow { line: expected.row, mac: Some(*mac), error: Some(why), state: None });
+                        continue;
+                    }
                     Some(m) => {
                         tx.execute(
                             "UPDATE machines SET expected = ?2, workflow = COALESCE(?3, workflow) WHERE mac = ?1",
@@ -662,7 +672,7 @@ impl Store for SqliteStore {
         self.with(|tx| {
             let m = must_get(tx, mac)?;
             let open: Option<String> = tx
-                .query_row("SELECT state FROM proposals WHERE mac = ?1 AND state IN ('open', 'approving')", [mac.to_string()], |r| r.get(0))
+                .query_row("SELECT state FROM proposals WHERE mac = ?1 AND state IN ('open', 'approving', 'merged')", [mac.to_string()], |r| r.get(0))
                 .optional()?;
             if open.is_some() || matches!(m.state, State::Approved | State::Applied | State::Provisioned | State::Failed) {
                 // Git holds it (or is about to): forgetting would hide it, not remove it.
@@ -672,6 +682,7 @@ impl Store for SqliteStore {
             tx.execute("DELETE FROM machines WHERE mac = ?1", [mac.to_string()])?;
             tx.execute("DELETE FROM transitions WHERE mac = ?1", [mac.to_string()])?;
             tx.execute("DELETE FROM proposals WHERE mac = ?1", [mac.to_string()])?;
+            tx.execute("DELETE FROM report_tokens WHERE mac = ?1", [mac.to_string()])?;
             Ok(())
         })
     }

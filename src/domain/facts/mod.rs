@@ -117,6 +117,36 @@ impl Facts {
         hex::encode(&Sha256::digest(&json)[..16])
     }
 
+    /// The same bounds a report's facts get, applied to facts read back from elsewhere (a
+    /// commit's trailer after a lost store): every string cleaned and capped, every list
+    /// capped. Values that no longer pass are dropped.
+    pub fn bounded(self) -> Facts {
+        let c = |o: Option<String>| o.as_deref().and_then(clean);
+        let mut f = Facts {
+            vendor: c(self.vendor),
+            product: c(self.product),
+            serial: c(self.serial),
+            uuid: c(self.uuid),
+            arch: self.arch.filter(|a| a == "x86_64" || a == "aarch64"),
+            uefi: self.uefi,
+            hostname: c(self.hostname),
+            cpus: self.cpus.into_iter().map(|x| Cpu { model: c(x.model), vendor: c(x.vendor), ..x }).collect(),
+            cpu_cores: self.cpu_cores,
+            memory_bytes: self.memory_bytes,
+            disks: self.disks.into_iter().filter_map(|d| clean(&d.device).filter(|dev| dev.starts_with("/dev/")).map(|device| Disk { device, model: c(d.model), serial: c(d.serial), ..d })).collect(),
+            nics: self.nics.into_iter().map(|n| Nic { name: c(n.name), driver: c(n.driver), ..n }).collect(),
+            gpus: self.gpus.into_iter().map(|g| Gpu { vendor: c(g.vendor), product: c(g.product) }).collect(),
+            bmc: self.bmc.and_then(|b| clean(&b.address)).map(|address| Bmc { address }),
+            lldp: self.lldp.into_iter().filter_map(|l| clean(&l.interface).map(|interface| LldpNeighbor { interface, switch: c(l.switch), port: c(l.port) })).collect(),
+        };
+        f.cpus.truncate(MAX_ITEMS);
+        f.disks.truncate(MAX_ITEMS);
+        f.nics.truncate(MAX_ITEMS);
+        f.gpus.truncate(MAX_ITEMS);
+        f.lldp.truncate(MAX_ITEMS);
+        f
+    }
+
     /// Values a report states outright (arch, hostname…) win over what was inferred.
     pub fn overlay(&mut self, other: Facts) {
         macro_rules! take {

@@ -67,6 +67,15 @@ pub struct GitSettings {
     pub password: Password,
 }
 
+/// One file a branch changes: its content on the base (None: new) and on the branch
+/// (None: deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub path: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     pub commit: Oid,
@@ -225,6 +234,44 @@ impl GitRepo {
         Ok(out)
     }
 
+    /// What merging `branch` would change: every path that differs between the branch head
+    /// and its merge base with the base branch, with both contents (lossy UTF-8, capped).
+    pub fn changes(&self, branch: &str) -> Result<Vec<Change>> {
+        const MAX_CONTENT: usize = 256 << 10;
+        let repo = self.lock();
+        let (Some(head), Some(base)) = (self.target(&repo, branch), self.target(&repo, &self.settings.base)) else { return Ok(vec![]) };
+        let merge_base = repo.merge_base(head, base).ctx(|| format!("finding where {branch} left the base"))?;
+        let old_tree = repo.find_commit(merge_base).and_then(|c| c.tree()).ctx(|| "reading the merge base".into())?;
+        let new_tree = repo.find_commit(head).and_then(|c| c.tree()).ctx(|| format!("reading {branch}"))?;
+        let diff = repo.diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None).ctx(|| format!("comparing {branch} with the base"))?;
+        let text = |oid: Oid| -> Option<String> {
+            if oid.is_zero() {
+                return None;
+            }
+            repo.find_blob(oid).ok().map(|b| String::from_utf8_lossy(&b.content()[..b.content().len().min(MAX_CONTENT)]).into_owned())
+        };
+        Ok(diff
+            .deltas()
+            .map(|d| {
+                let path = d.new_file().path().or(d.old_file().path()).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                Change { path, old: text(d.old_file().id()), new: text(d.new_file().id()) }
+            })
+            .collect())
+    }
+
+    /// The paths a commit changes relative to its only parent; `None` for a merge or a root.
+    pub fn touched(&self, commit: Oid) -> Result<Option<Vec<String>>> {
+        let repo = self.lock();
+        let c = repo.find_commit(commit).ctx(|| format!("reading {commit}"))?;
+        if c.parent_count() != 1 {
+            return Ok(None);
+        }
+        let parent = c.parent(0).and_then(|p| p.tree()).ctx(|| "reading the parent".into())?;
+        let tree = c.tree().ctx(|| "reading the tree".into())?;
+        let diff = repo.diff_tree_to_tree(Some(&parent), Some(&tree), None).ctx(|| "comparing with the parent".into())?;
+        Ok(Some(diff.deltas().filter_map(|d| d.new_file().path().or(d.old_file().path()).map(|p| p.to_string_lossy().into_owned())).collect()))
+    }
+
     /// The file at `path` on the remote's `branch`, if both exist.
     pub fn read(&self, branch: &str, path: &str) -> Result<Option<Vec<u8>>> {
         let repo = self.lock();
@@ -242,19 +289,22 @@ impl GitRepo {
             let repo = self.lock();
             let blobs = files.iter().map(|(p, c)| Ok((*p, repo.blob(c).ctx(|| format!("writing {p}"))?))).collect::<Result<Vec<_>>>()?;
             let old = self.target(&repo, branch);
-            if let Some(head) = old {
-                let current = repo.find_commit(head).ctx(|| format!("reading {branch}"))?;
-                let tree = current.tree().ok();
-                let same = blobs.iter().all(|(p, b)| tree.as_ref().and_then(|t| t.get_path(Path::new(p)).ok()).map(|e| e.id()) == Some(*b));
-                if same && current.message().ok() == Some(message) {
-                    return Ok(Published { commit: head, changed: false });
-                }
-            }
             let base_oid = self.target(&repo, &self.settings.base).ok_or_else(|| GitError::NoBase(self.settings.base.clone()))?;
             let base = repo.find_commit(base_oid).ctx(|| "reading base".into())?;
             let mut tree = base.tree_id();
             for (path, blob) in &blobs {
                 tree = objects::tree_with(&repo, &self.trees, tree, path, *blob).ctx(|| format!("building tree with {path}"))?;
+            }
+            // Unchanged means the whole commit is what Registrar would write: the base head
+            // as its only parent, the base tree plus these files and nothing else, this
+            // message. A branch carrying anything more (another file, an older base) is
+            // rewritten, so what a reviewer approves is what Registrar proposed.
+            if let Some(head) = old {
+                let current = repo.find_commit(head).ctx(|| format!("reading {branch}"))?;
+                let parents: Vec<Oid> = current.parent_ids().collect();
+                if current.tree_id() == tree && parents == [base_oid] && current.message().ok() == Some(message) {
+                    return Ok(Published { commit: head, changed: false });
+                }
             }
             let oid = objects::write_commit(&repo, tree, &[base_oid], &self.signature()?, message).ctx(|| "committing".into())?;
             (oid, old)

@@ -305,9 +305,11 @@ pub async fn bulk(State(state): State<AppState>, Extension(op): Extension<Operat
     for (k, v) in form_urlencoded::parse(&body) {
         match k.as_ref() {
             "action" => action = Some(v.into_owned()),
-            "mac" if macs.len() < 1000 => {
+            "mac" => {
                 if let Ok(m) = Mac::parse(&v) {
-                    macs.push(m);
+                    if !macs.contains(&m) {
+                        macs.push(m);
+                    }
                 }
             }
             _ => {}
@@ -320,19 +322,28 @@ pub async fn bulk(State(state): State<AppState>, Extension(op): Extension<Operat
     if macs.is_empty() {
         return error_page(&state, &op, StatusCode::BAD_REQUEST, "Nothing selected", "Select one or more machines first.", Some(("/", "Back to the list")));
     }
+    // One page of a list holds at most 500 rows; more is not a form this console made.
+    if macs.len() > 500 {
+        return error_page(&state, &op, StatusCode::PAYLOAD_TOO_LARGE, "Too many", "Select at most 500 machines at once.", Some(("/", "Back to the list")));
+    }
     let who = actor(&op);
-    let (mut ok, mut failed) = (0, 0);
+    let mut ok = 0;
+    let mut failed = Vec::new();
     for mac in macs {
         let result = if action == "approve" { state.proposer.approve(mac, &who).await } else { state.proposer.reject(mac, &who, "rejected in the console").await };
         match result {
             Ok(_) => ok += 1,
             Err(e) => {
-                failed += 1;
                 tracing::warn!(%mac, error = %e, action, "bulk action failed");
+                failed.push(format!("{mac}: {e}"));
             }
         }
     }
-    Redirect::to(&format!("/?done={action}&n={ok}&failed={failed}")).into_response()
+    if !failed.is_empty() {
+        let heading = format!("{ok} done, {} could not be {}d", failed.len(), action);
+        return error_page(&state, &op, StatusCode::CONFLICT, &heading, &failed.join(" · "), Some(("/", "Back to the list")));
+    }
+    Redirect::to(&format!("/?done={action}&n={ok}&failed=0")).into_response()
 }
 
 // ---- one machine ---------------------------------------------------------------------
@@ -373,9 +384,32 @@ pub async fn machine(State(state): State<AppState>, Extension(op): Extension<Ope
         let (git, b, f) = (state.proposer.git().clone(), base.clone(), p.clone());
         base_text = tokio::task::spawn_blocking(move || git.read(&b, &f)).await.ok().and_then(|r| r.ok()).flatten().map(|b| String::from_utf8_lossy(&b).into_owned());
     }
-    // The manifest file also carries the kustomization-independent header Registrar writes;
-    // compare what the file on the base holds with what the proposal writes.
-    let diff_html = manifest_text.as_ref().map(|new| diff(base_text.as_deref().unwrap_or(""), new, &format!("{base}:{}", path.as_deref().unwrap_or("")), "proposal")).unwrap_or_default();
+    let mut diff_html = manifest_text.as_ref().map(|new| diff(base_text.as_deref().unwrap_or(""), new, &format!("{base}:{}", path.as_deref().unwrap_or("")), "proposal")).unwrap_or_default();
+    // With an open proposal, show what Approve would really merge: every file the branch
+    // changes, read from git, not a fresh render. A branch someone pushed more to says so.
+    let mut foreign_files = Vec::new();
+    if let Some(p) = proposal.as_ref().filter(|p| matches!(p.state, ProposalState::Open | ProposalState::Approving)) {
+        let (git, branch) = (state.proposer.git().clone(), p.branch.clone());
+        if let Ok(Ok(changes)) = tokio::task::spawn_blocking(move || git.changes(&branch)).await {
+            if !changes.is_empty() {
+                let dir = crate::propose::index::manifest_dir(&p.path).to_string();
+                if let Some(c) = changes.iter().find(|c| c.path == p.path) {
+                    manifest_text = c.new.clone();
+                }
+                foreign_files = changes
+                    .iter()
+                    .filter(|c| c.path != p.path && c.path.rsplit_once('/').map(|(d, _)| d) != Some(dir.as_str()))
+                    .map(|c| c.path.clone())
+                    .collect();
+                diff_html = changes
+                    .iter()
+                    .map(|c| diff(c.old.as_deref().unwrap_or(""), c.new.as_deref().unwrap_or(""), &format!("{base}:{}", c.path), &format!("{}:{}", p.branch, c.path)))
+                    .filter(|d| !d.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+            }
+        }
+    }
     let f = m.facts.clone().unwrap_or_default();
     let human = crate::render::human_bytes;
     let disks: Vec<Value> = f.disks.iter().map(|d| context! { device => &d.device, size => d.size_bytes.map(human).unwrap_or_default(), model => &d.model }).collect();
@@ -418,10 +452,12 @@ pub async fn machine(State(state): State<AppState>, Extension(op): Extension<Ope
             manifest => manifest_text.as_deref().map(|t| Value::from_safe_string(highlight_yaml(t))),
             diff => (!diff_html.is_empty()).then(|| Value::from_safe_string(diff_html)),
             base, path, base_exists => base_text.is_some(),
+            foreign_files,
+            hands_off => proposal.as_ref().is_some_and(|p| p.hands_off),
             can_approve => open,
-            can_reject => !matches!(m.state, MachineState::Rejected | MachineState::Applied | MachineState::Provisioned),
+            can_reject => !matches!(m.state, MachineState::Rejected | MachineState::Approved | MachineState::Applied | MachineState::Provisioned | MachineState::Failed),
             can_rerender => m.state.accepts_facts() && !m.suppressed && m.facts.is_some(),
-            can_forget => !open && !matches!(m.state, MachineState::Approved | MachineState::Applied | MachineState::Provisioned | MachineState::Failed),
+            can_forget => !open && !proposal.as_ref().is_some_and(|p| p.state == ProposalState::Merged) && !matches!(m.state, MachineState::Approved | MachineState::Applied | MachineState::Provisioned | MachineState::Failed),
         },
     )
 }
@@ -452,14 +488,13 @@ pub async fn machine_action(State(state): State<AppState>, Extension(op): Extens
             state.proposer.wake();
             r
         }
-        "forget" => {
-            let store = state.proposer.store().clone();
-            match run(move || store.forget(mac, &who, Utc::now())).await {
-                Ok(()) => return Redirect::to("/?done=forget&n=1").into_response(),
-                Err(StoreError::Transition { from, .. }) => Err(format!("A machine that is {from}, or has an open proposal, is in git's hands: reject it instead.")),
-                Err(e) => Err(e.to_string()),
+        "forget" => match state.proposer.forget(mac, &who).await {
+            Ok(()) => return Redirect::to("/?done=forget&n=1").into_response(),
+            Err(crate::propose::ProposeError::Store(StoreError::Transition { from, .. })) => {
+                Err(format!("A machine that is {from}, or whose proposal is open or merged, is in git's hands: reject an open proposal instead; a merged one is removed from git."))
             }
-        }
+            Err(e) => Err(e.to_string()),
+        },
         "workflow" => match field("workflow") {
             Some(w) if state.proposer.renderer().has_workflow(&w) => {
                 let store = state.proposer.store().clone();

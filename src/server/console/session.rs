@@ -179,9 +179,18 @@ fn peer(req: &Request) -> Option<IpAddr> {
     req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
 
+/// Whether the request names this machine as its host: without a login, a page on another
+/// site that rebinds its name to 127.0.0.1 must still not reach the console.
+fn addressed_to_loopback(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return false };
+    let name = if let Some(rest) = host.strip_prefix('[') { rest.split(']').next().unwrap_or("") } else { host.rsplit_once(':').map_or(host, |(h, _)| h) };
+    matches!(name, "localhost" | "127.0.0.1" | "::1")
+}
+
 /// The session a request carries, starting one where the configuration allows that
-/// without a login. Returns a cookie to set when a session was started.
-pub fn resolve(state: &AppState, req: &Request) -> (Option<Operator>, Option<HeaderValue>) {
+/// without a login (pages only: the API always wants a token or a real session). Returns a
+/// cookie to set when a session was started.
+pub fn resolve(state: &AppState, req: &Request, pages: bool) -> (Option<Operator>, Option<HeaderValue>) {
     let sessions = &state.console.sessions;
     let id = cookie_id(req.headers());
     let existing = id.as_deref().and_then(|id| sessions.get(id));
@@ -196,7 +205,7 @@ pub fn resolve(state: &AppState, req: &Request) -> (Option<Operator>, Option<Hea
     if let Some(s) = existing {
         return (Some(Operator { user: s.user, csrf: s.csrf }), None);
     }
-    if !sessions.auth {
+    if !sessions.auth && pages && addressed_to_loopback(req.headers()) {
         let (id, s) = sessions.start("local");
         return (Some(Operator { user: s.user, csrf: s.csrf }), Some(sessions.cookie(&id)));
     }
@@ -214,23 +223,28 @@ async fn presented_csrf(req: Request) -> (Option<String>, Request) {
         let h = h.to_string();
         return (Some(h), req);
     }
-    let from_query = req.uri().query().and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "csrf").map(|(_, v)| v.into_owned()));
-    let is_form = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
-    if !is_form {
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    if content_type.starts_with("multipart/form-data") {
+        // An upload's body is streamed by its handler, so its form carries the token in the
+        // action's query string; nothing else may.
+        let from_query = req.uri().query().and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "csrf").map(|(_, v)| v.into_owned()));
         return (from_query, req);
+    }
+    if !content_type.starts_with("application/x-www-form-urlencoded") {
+        return (None, req);
     }
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
         return (None, Request::from_parts(parts, axum::body::Body::empty()));
     };
     let field = form_urlencoded::parse(&bytes).find(|(k, _)| k == "csrf").map(|(_, v)| v.into_owned());
-    (field.or(from_query), Request::from_parts(parts, axum::body::Body::from(bytes)))
+    (field, Request::from_parts(parts, axum::body::Body::from(bytes)))
 }
 
 /// Guards console pages: no session → the login page; a state-changing request without
 /// the session's CSRF token → 403.
 pub async fn page_guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let (operator, set_cookie) = resolve(&state, &req);
+    let (operator, set_cookie) = resolve(&state, &req, true);
     let Some(operator) = operator else {
         let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let next_param: String = form_urlencoded::byte_serialize(target.as_bytes()).collect();
@@ -243,7 +257,7 @@ pub async fn page_guard(State(state): State<AppState>, req: Request, next: Next)
 /// without the CSRF token on a state-changing request → 403. Bearer tokens are checked by
 /// the API's own middleware.
 pub async fn checked_session(state: &AppState, req: Request, next: Next) -> Result<Response, ApiError> {
-    let (operator, set_cookie) = resolve(state, &req);
+    let (operator, set_cookie) = resolve(state, &req, false);
     let Some(operator) = operator else {
         state.metrics.auth_failures.inc();
         return Err(ApiError::new(
