@@ -274,6 +274,18 @@ impl Proposer {
             tracing::error!("REGISTRAR_CRASH_AT=before-push: aborting");
             std::process::abort();
         }
+        // A file at this path on the base that Registrar did not put there (a hand-written
+        // one, another tool's) is never overwritten by rebuilding on the base: say so.
+        let (git, p) = (self.git.clone(), path.clone());
+        let base = self.git.base().to_string();
+        if let Some(on_base) = blocking(move || git.read(&base, &p)).await? {
+            if on_base != rendered.manifest.as_bytes() {
+                return Err(ProposeError::Conflict(format!(
+                    "{path} already exists on {} with other content; Registrar does not overwrite it: remove or rename it there, then re-render",
+                    self.git.base()
+                )));
+            }
+        }
         let git = self.git.clone();
         let files = self.files_for(&path, &rendered).await?;
         let (b, m) = (branch.clone(), message);
