@@ -61,6 +61,9 @@ async fn registered_hardware_is_never_proposed_again() {
     let (kube, r) = start().await;
     kube.create(hardware("node01", "3c:ec:ef:4c:4f:54"));
     eventually_known(&r, &kube, "3c:ec:ef:4c:4f:54", 1).await;
+    // The operator's view: the watch is up.
+    let metrics = r.client.get(format!("{}/metrics", r.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "registrar_cluster_watch_up 1"), "{metrics}");
     // An unknown one is proposed as usual.
     assert!(!is_known(&r, "3c:ec:ef:4c:4f:99").await);
     r.wait_for_state("3c:ec:ef:4c:4f:99", "proposed").await;

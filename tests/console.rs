@@ -503,3 +503,28 @@ async fn without_ui_auth_only_this_machine_gets_in_and_the_api_still_wants_a_tok
     let err = registrar::config::Config::load(Some(&config)).unwrap_err().to_string();
     assert!(err.contains("allowed only with server.listen on loopback"), "{err}");
 }
+
+#[tokio::test]
+async fn live_update_streams_are_bounded_and_give_their_slot_back() {
+    let r = Registrar::start().await;
+    let (cookie, _) = login(&r).await;
+    let open = || client().get(format!("{}/events", r.url)).header("cookie", &cookie).send();
+    let mut streams = Vec::new();
+    for _ in 0..registrar::server::console::MAX_STREAMS {
+        let resp = open().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        streams.push(resp);
+    }
+    assert_eq!(open().await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    drop(streams.pop());
+    let mut ok = false;
+    for _ in 0..50 {
+        let resp = open().await.unwrap();
+        if resp.status() == StatusCode::OK {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(ok, "a closed stream's slot is free again");
+}

@@ -27,7 +27,12 @@ pub struct Console {
     pub sessions: Sessions,
     env: Environment<'static>,
     pub cluster_enabled: bool,
+    /// Open live-update streams; each holds a connection, so they are bounded.
+    pub streams: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Browsers keep one stream per open tab; more than this is not a team looking.
+pub const MAX_STREAMS: usize = 256;
 
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("templates/base.html")),
@@ -55,7 +60,7 @@ impl Console {
         for (name, source) in TEMPLATES {
             env.add_template(name, source).map_err(|e| anyhow::anyhow!("console template {name}: {e}"))?;
         }
-        Ok(Console { sessions: Sessions::new(ui)?, env, cluster_enabled })
+        Ok(Console { sessions: Sessions::new(ui)?, env, cluster_enabled, streams: Default::default() })
     }
 
     pub fn render(&self, name: &str, ctx: minijinja::Value) -> Result<String, minijinja::Error> {

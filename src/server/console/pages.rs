@@ -642,10 +642,25 @@ pub async fn status(State(state): State<AppState>, Extension(op): Extension<Oper
 
 /// Server-sent events: `changed` whenever the store changed, coalesced; ends at shutdown so
 /// a graceful stop is not held open by browsers.
-pub async fn events(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn events(State(state): State<AppState>) -> Response {
+    use std::sync::atomic::Ordering;
+    let streams = state.console.streams.clone();
+    if streams.fetch_add(1, Ordering::SeqCst) >= super::MAX_STREAMS {
+        streams.fetch_sub(1, Ordering::SeqCst);
+        // The pages work without live updates; the script retries later.
+        return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "30")], "too many live-update streams open\n").into_response();
+    }
+    /// Gives the stream's slot back when the browser goes away.
+    struct Slot(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let slot = Slot(streams);
     let rx = state.proposer.store().changes();
     let stop = state.shutdown.clone();
-    let stream = futures::stream::unfold((rx, stop), |(mut rx, stop)| async move {
+    let stream = futures::stream::unfold((rx, stop, slot), |(mut rx, stop, slot)| async move {
         let stopped = async {
             match &stop {
                 Some(s) => s.wait().await,
@@ -659,7 +674,7 @@ pub async fn events(State(state): State<AppState>) -> impl IntoResponse {
         // Bursts (an import, a drain) become one event.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let n = *rx.borrow_and_update();
-        Some((Ok::<_, Infallible>(Event::default().event("changed").data(n.to_string())), (rx, stop)))
+        Some((Ok::<_, Infallible>(Event::default().event("changed").data(n.to_string())), (rx, stop, slot)))
     });
     let mut response = Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
