@@ -96,7 +96,7 @@ impl App {
                 .with_only_expected(config.discovery.only_expected),
         );
         let hooks = match github_forge {
-            Some(f) => Some(Arc::new(GithubHooks::new(proposer.clone(), f, config.github_webhook_secret()?))),
+            Some(f) => Some(Arc::new(GithubHooks::new(proposer.clone(), f, config.github_webhook_secret()?).with_previous_secret(config.github_previous_webhook_secret()?))),
             None => None,
         };
         let state = AppState {

@@ -256,6 +256,9 @@ pub struct GithubConfig {
     /// The webhook's secret: deliveries are verified with it before they are parsed.
     pub webhook_secret: Option<SecretString>,
     pub webhook_secret_file: Option<PathBuf>,
+    /// While rotating the webhook secret: the old one, still accepted until GitHub and
+    /// Registrar both have the new one. Remove it afterwards.
+    pub webhook_previous_secret_file: Option<PathBuf>,
     /// Pause between content-creating requests (GitHub asks for ≥ 1 s; secondary limits
     /// allow about 80 a minute).
     pub mutation_interval_ms: u64,
@@ -287,6 +290,7 @@ impl Default for GithubConfig {
             installation_id: None,
             webhook_secret: None,
             webhook_secret_file: None,
+            webhook_previous_secret_file: None,
             mutation_interval_ms: 1000,
             max_mutations_per_minute: 60,
             max_mutations_per_hour: 400,
@@ -512,6 +516,10 @@ impl Config {
             (None, Some(f)) => read_secret(f),
             (None, None) => bail!("no GitHub webhook secret configured"),
         }
+    }
+
+    pub fn github_previous_webhook_secret(&self) -> anyhow::Result<Option<SecretString>> {
+        self.forge.github.webhook_previous_secret_file.as_ref().map(|f| read_secret(f)).transpose()
     }
 
     pub fn git_password(&self) -> anyhow::Result<Option<SecretString>> {

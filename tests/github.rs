@@ -373,3 +373,18 @@ async fn choosing_a_workflow_in_the_console_sets_the_pull_requests_label() {
     let yaml = gh.repo().read(BRANCH, "hardware/d5s0r8000105.yaml").unwrap();
     assert!(yaml.contains("templateRef: \"ubuntu-2204\""), "re-rendered with the chosen workflow");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn during_a_secret_rotation_both_secrets_are_accepted_and_no_other() {
+    let secrets = tempfile::tempdir().unwrap();
+    let previous = secrets.path().join("previous");
+    std::fs::write(&previous, "the-webhook-secret-being-rotated-out\n").unwrap();
+    let p = previous.clone();
+    let (gh, r) = start_with(move |c| c.forge.github.webhook_previous_secret_file = Some(p)).await;
+    let n = propose_one(&gh, &r).await;
+    let body = serde_json::to_vec(&gh.payload("labeled", n, "octocat", Some("registrar"))).unwrap();
+    for (secret, expected) in [(Some("the-webhook-secret-being-rotated-out"), 202), (Some(SECRET), 202), (Some("a-secret-nobody-configured"), 401)] {
+        let resp = gh.deliver("pull_request", &fake_github::uuid(), body.clone(), secret).await;
+        assert_eq!(resp.status(), expected, "{secret:?}");
+    }
+}

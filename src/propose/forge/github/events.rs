@@ -20,6 +20,8 @@ pub struct GithubHooks {
     pub proposer: Arc<Proposer>,
     pub forge: Arc<GithubForge>,
     secret: SecretString,
+    /// During a rotation, the secret GitHub may still sign with.
+    previous: Option<SecretString>,
 }
 
 /// `X-Hub-Signature-256` is `sha256=` and the lower-case hex HMAC-SHA256 of the raw body.
@@ -38,11 +40,17 @@ fn mac_of(branch: &str) -> Option<Mac> {
 
 impl GithubHooks {
     pub fn new(proposer: Arc<Proposer>, forge: Arc<GithubForge>, secret: SecretString) -> Self {
-        GithubHooks { proposer, forge, secret }
+        GithubHooks { proposer, forge, secret, previous: None }
+    }
+
+    /// Also accepts deliveries signed with `previous`, while a new secret is rolled out.
+    pub fn with_previous_secret(mut self, previous: Option<SecretString>) -> Self {
+        self.previous = previous;
+        self
     }
 
     pub fn verify(&self, header: Option<&str>, body: &[u8]) -> bool {
-        signature_ok(&self.secret, header, body)
+        signature_ok(&self.secret, header, body) || self.previous.as_ref().is_some_and(|p| signature_ok(p, header, body))
     }
 
     /// Whether a delivery is about the configured repository.
