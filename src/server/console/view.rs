@@ -3,19 +3,9 @@
 
 use chrono::{DateTime, Utc};
 
+/// The same escaping the templates apply (minijinja's), for the markup built here.
 pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    minijinja::HtmlEscape(s).to_string()
 }
 
 /// "3 min ago", as a person reads a list.
