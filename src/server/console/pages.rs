@@ -359,55 +359,58 @@ pub async fn machine(State(state): State<AppState>, Extension(op): Extension<Ope
     let now = Utc::now();
     let base = state.proposer.git().base().to_string();
 
-    // What would be (or was) proposed, and how it differs from the base branch.
+    // What Approve would merge (an open proposal: every file its branch changes, read from
+    // git, so a branch someone pushed more to says so), what was merged, or what would be
+    // proposed now (a fresh render, before there is a proposal).
     let mut render_error = None;
     let mut manifest_text = None;
     let mut rule = proposal.as_ref().map(|p| p.rule.clone());
     let mut workflow = m.workflow.clone().or_else(|| proposal.as_ref().and_then(|p| p.workflow.clone()));
     let mut path = proposal.as_ref().map(|p| p.path.clone());
-    if let Some(p) = proposal.as_ref().filter(|p| matches!(p.state, ProposalState::Merged)) {
-        let (git, b, f) = (state.proposer.git().clone(), base.clone(), p.path.clone());
-        manifest_text = tokio::task::spawn_blocking(move || git.read(&b, &f)).await.ok().and_then(|r| r.ok()).flatten().map(|b| String::from_utf8_lossy(&b).into_owned());
+    let mut diff_html = String::new();
+    let mut foreign_files = Vec::new();
+    let read_base = |f: String| {
+        let (git, b) = (state.proposer.git().clone(), base.clone());
+        async move { tokio::task::spawn_blocking(move || git.read(&b, &f)).await.ok().and_then(|r| r.ok()).flatten().map(|b| String::from_utf8_lossy(&b).into_owned()) }
+    };
+    let open = proposal.as_ref().filter(|p| matches!(p.state, ProposalState::Open | ProposalState::Approving));
+    let changes = match open {
+        Some(p) => {
+            let (git, branch) = (state.proposer.git().clone(), p.branch.clone());
+            tokio::task::spawn_blocking(move || git.changes(&branch)).await.ok().and_then(|r| r.ok()).unwrap_or_default()
+        }
+        None => vec![],
+    };
+    if let (Some(p), false) = (open, changes.is_empty()) {
+        let dir = crate::propose::index::manifest_dir(&p.path);
+        manifest_text = changes.iter().find(|c| c.path == p.path).and_then(|c| c.new.clone());
+        foreign_files = changes.iter().filter(|c| c.path.rsplit_once('/').map_or("", |(d, _)| d) != dir).map(|c| c.path.clone()).collect();
+        diff_html = changes
+            .iter()
+            .map(|c| diff(c.old.as_deref().unwrap_or(""), c.new.as_deref().unwrap_or(""), &format!("{base}:{}", c.path), &format!("{}:{}", p.branch, c.path)))
+            .filter(|d| !d.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n");
+    } else if let Some(p) = proposal.as_ref().filter(|p| p.state == ProposalState::Merged) {
+        manifest_text = read_base(p.path.clone()).await;
     } else if let Some(facts) = m.facts.clone() {
         match state.proposer.render_for(&m, &facts).await {
             Ok(r) => {
                 rule = Some(r.decision.rule.clone());
                 workflow = r.decision.workflow.clone();
                 path = Some(state.proposer.path_for(&r.name, &m.mac));
-                manifest_text = Some(r.manifest.clone());
+                manifest_text = Some(r.manifest);
             }
             Err(e) => render_error = Some(format!("Rendering failed: {e}")),
         }
     }
-    let mut base_text = None;
-    if let Some(p) = &path {
-        let (git, b, f) = (state.proposer.git().clone(), base.clone(), p.clone());
-        base_text = tokio::task::spawn_blocking(move || git.read(&b, &f)).await.ok().and_then(|r| r.ok()).flatten().map(|b| String::from_utf8_lossy(&b).into_owned());
-    }
-    let mut diff_html = manifest_text.as_ref().map(|new| diff(base_text.as_deref().unwrap_or(""), new, &format!("{base}:{}", path.as_deref().unwrap_or("")), "proposal")).unwrap_or_default();
-    // With an open proposal, show what Approve would really merge: every file the branch
-    // changes, read from git, not a fresh render. A branch someone pushed more to says so.
-    let mut foreign_files = Vec::new();
-    if let Some(p) = proposal.as_ref().filter(|p| matches!(p.state, ProposalState::Open | ProposalState::Approving)) {
-        let (git, branch) = (state.proposer.git().clone(), p.branch.clone());
-        if let Ok(Ok(changes)) = tokio::task::spawn_blocking(move || git.changes(&branch)).await {
-            if !changes.is_empty() {
-                let dir = crate::propose::index::manifest_dir(&p.path).to_string();
-                if let Some(c) = changes.iter().find(|c| c.path == p.path) {
-                    manifest_text = c.new.clone();
-                }
-                foreign_files = changes
-                    .iter()
-                    .filter(|c| c.path != p.path && c.path.rsplit_once('/').map(|(d, _)| d) != Some(dir.as_str()))
-                    .map(|c| c.path.clone())
-                    .collect();
-                diff_html = changes
-                    .iter()
-                    .map(|c| diff(c.old.as_deref().unwrap_or(""), c.new.as_deref().unwrap_or(""), &format!("{base}:{}", c.path), &format!("{}:{}", p.branch, c.path)))
-                    .filter(|d| !d.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("\n");
-            }
+    let base_text = match &path {
+        Some(p) => read_base(p.clone()).await,
+        None => None,
+    };
+    if changes.is_empty() {
+        if let (Some(new), Some(p)) = (&manifest_text, &path) {
+            diff_html = diff(base_text.as_deref().unwrap_or(""), new, &format!("{base}:{p}"), "proposal");
         }
     }
     let f = m.facts.clone().unwrap_or_default();
