@@ -531,3 +531,53 @@ async fn live_update_streams_are_bounded_and_give_their_slot_back() {
     }
     assert!(ok, "a closed stream's slot is free again");
 }
+
+fn multipart(fields: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "registrar-test-boundary-7c1d";
+    let mut body = Vec::new();
+    for (name, filename, content) in fields {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match filename {
+            Some(f) => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: text/csv\r\n\r\n").as_bytes()),
+            None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
+        }
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test]
+async fn a_file_uploaded_in_the_console_is_previewed_then_imported() {
+    let r = Registrar::start().await;
+    let (cookie, _) = login(&r).await;
+    let csrf = csrf_of(&page(&r, &cookie, "/import").await);
+    let file = "\u{feff}mac;hostname\r\naa:bb:cc:dd:ee:c1;up-01\r\naa:bb:cc:dd:ee:c2;up-02\r\n".as_bytes();
+    let post = |fields: Vec<(&'static str, Option<&'static str>, Vec<u8>)>, with_csrf: bool| {
+        let refs: Vec<(&str, Option<&str>, &[u8])> = fields.iter().map(|(n, f, c)| (*n, *f, c.as_slice())).collect();
+        let (ct, body) = multipart(&refs);
+        let url = if with_csrf { format!("{}/import?csrf={csrf}", r.url) } else { format!("{}/import", r.url) };
+        client().post(url).header("cookie", &cookie).header("content-type", ct).body(body).send()
+    };
+    // Without the token in the form's action: refused.
+    let resp = post(vec![("file", Some("rack.csv"), file.to_vec())], false).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // The preview stores nothing.
+    let resp = post(vec![("file", Some("rack.csv"), file.to_vec()), ("mode", None, b"expected".to_vec())], true).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("Preview: 2 valid, 0 with errors"), "{html}");
+    assert_eq!(r.machine_count().await, 0);
+    // Confirmed: stored, then listed with their fates.
+    let resp = post(vec![("csv", None, file.to_vec()), ("name", None, b"rack 7".to_vec()), ("confirm", None, b"1".to_vec())], true).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.machine_count().await, 2);
+    let batches = page(&r, &cookie, "/imports").await;
+    assert!(batches.contains("rack 7") && batches.contains("aa:bb:cc:dd:ee:c1"), "{batches}");
+    // Bigger than the console takes: 413, nothing stored.
+    let big = vec![b'a'; 9 << 20];
+    let resp = post(vec![("file", Some("big.csv"), big)], true).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.machine_count().await, 2);
+}
