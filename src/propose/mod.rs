@@ -236,28 +236,28 @@ impl Proposer {
             blocking(move || store.mark_synced(work, None, None, Utc::now())).await?;
             return Ok(false);
         };
-        if existing.is_none() && self.only_expected && machine.expected.is_none() {
+        // A new proposal only for a machine that may have one; the reason is shown where an
+        // operator looks when "nothing happens".
+        let refusal = match existing {
+            Some(_) => None,
+            None if self.only_expected && machine.expected.is_none() => {
+                Some("not proposed: not expected (discovery.only_expected is on); import it as expected to propose it")
+            }
+            None if self.known.contains(&machine.mac) => Some("not proposed: a Hardware in the cluster or a manifest on the base branch already holds this MAC"),
+            None => None,
+        };
+        if let Some(reason) = refusal {
             let store = self.store.clone();
             blocking(move || {
                 store.mark_synced(work, None, None, Utc::now())?;
-                store.set_error(work.mac, Some("not proposed: not expected (discovery.only_expected is on); import it as expected to propose it"))
-            })
-            .await?;
-            return Ok(false);
-        }
-        if existing.is_none() && self.known.contains(&machine.mac) {
-            // A Hardware in the cluster or a manifest on the base already holds this MAC.
-            let store = self.store.clone();
-            blocking(move || {
-                store.mark_synced(work, None, None, Utc::now())?;
-                store.set_error(work.mac, Some("not proposed: a Hardware in the cluster or a manifest on the base branch already holds this MAC"))
+                store.set_error(work.mac, Some(reason))
             })
             .await?;
             return Ok(false);
         }
         let rendered = self.render_for(&machine, &facts).await?;
         let branch = branch_for(&machine.mac);
-        let path = self.path_template.replace("{name}", &rendered.name).replace("{mac}", &machine.mac.dashed());
+        let path = self.path_for(&rendered.name, &machine.mac);
         let message = commit_message(&rendered, &machine.mac, &facts);
 
         if let Some(p) = existing.as_ref().filter(|p| matches!(p.state, ProposalState::Open | ProposalState::Approving)) {
