@@ -22,11 +22,22 @@ const REPORT_TOKEN: &str = "bench-report-token-0123456789abcdef";
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn mac(i: usize) -> Mac {
-    Mac::parse(&format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", (i >> 24) & 0xff, (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff)).unwrap()
+    Mac::parse(&format!(
+        "02:42:{:02x}:{:02x}:{:02x}:{:02x}",
+        (i >> 24) & 0xff,
+        (i >> 16) & 0xff,
+        (i >> 8) & 0xff,
+        i & 0xff
+    ))
+    .unwrap()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -36,7 +47,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 /// 10,000 machines with full facts (the 16-disk Supermicro), recorded and marked synced so
 /// the worker has nothing to do while the pages are timed.
 fn seed(state_dir: &Path, n: usize) {
-    let lshw_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/lshw/supermicro-ssg-6029p-x11dph-t.json");
+    let lshw_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/lshw/supermicro-ssg-6029p-x11dph-t.json");
     let lshw: Value = serde_json::from_str(&std::fs::read_to_string(lshw_path).expect("the lshw fixture")).unwrap();
     let base = registrar::domain::facts::from_lshw(&lshw);
     let store = SqliteStore::open(&state_dir.join("registrar.db")).unwrap();
@@ -45,8 +57,12 @@ fn seed(state_dir: &Path, n: usize) {
         let mut facts = base.clone();
         facts.serial = Some(format!("BENCH{i:08}"));
         let m = mac(i);
-        let r = store.record_facts(m, Source::Report, &facts, now - chrono::Duration::seconds(i as i64)).unwrap();
-        store.mark_synced(Pending { mac: m, rev: 1 }, None, Some(&format!("bench{i:08}")), now).unwrap();
+        let r = store
+            .record_facts(m, Source::Report, &facts, now - chrono::Duration::seconds(i as i64))
+            .unwrap();
+        store
+            .mark_synced(Pending { mac: m, rev: 1 }, None, Some(&format!("bench{i:08}")), now)
+            .unwrap();
         assert!(r.new);
     }
 }
@@ -67,15 +83,32 @@ async fn main() {
     config.templates_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("hardware-templates");
     config.auth.operator_token = Some(OPERATOR_TOKEN.to_string().into());
     config.auth.report_token = Some(REPORT_TOKEN.to_string().into());
-    let app = tokio::task::spawn_blocking(move || App::build(config)).await.unwrap().unwrap();
+    let app = tokio::task::spawn_blocking(move || App::build(config))
+        .await
+        .unwrap()
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (trigger, shutdown) = registrar::shutdown::channel();
     let server = tokio::spawn(app.serve(listener, shutdown));
 
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let login = client.post(format!("{url}/login")).form(&[("token", OPERATOR_TOKEN)]).send().await.unwrap();
-    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = client
+        .post(format!("{url}/login"))
+        .form(&[("token", OPERATOR_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
 
     println!("| Machine list ({n} machines) | p50 (ms) | p90 (ms) | p99 (ms) | page weight (KB) | rows |");
     println!("|---|---:|---:|---:|---:|---:|");
@@ -84,14 +117,22 @@ async fn main() {
         ("free-text filter (serial)", "/?q=BENCH00004242".to_string()),
         ("sorted by name", "/?sort=name&order=asc".to_string()),
         ("deep page (offset 9,000)", "/?offset=9000".to_string()),
-        ("state filter + sort by MAC", "/?state=reported&sort=mac&order=desc".to_string()),
+        (
+            "state filter + sort by MAC",
+            "/?state=reported&sort=mac&order=desc".to_string(),
+        ),
     ] {
         let mut times = Vec::with_capacity(samples);
         let mut weight = 0;
         let mut rows = 0;
         for i in 0..samples + 10 {
             let t = Instant::now();
-            let resp = client.get(format!("{url}{path}")).header("cookie", &cookie).send().await.unwrap();
+            let resp = client
+                .get(format!("{url}{path}"))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(resp.status(), 200, "{path}");
             let body = resp.bytes().await.unwrap();
             let elapsed = t.elapsed();
@@ -116,12 +157,26 @@ async fn main() {
     let mut csv = String::from("mac,hostname,ip,netmask,gateway,nameservers,location,labels\n");
     for i in 0..rows {
         let m = mac(0x1000_0000 + i);
-        csv.push_str(&format!("{m},node-{i:05},10.{}.{}.{},24,10.{}.{}.1,10.0.0.2 10.0.0.3,DC1 Rack {},team=infra\n", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff, (i >> 16) & 0xff, (i >> 8) & 0xff, i / 40));
+        csv.push_str(&format!(
+            "{m},node-{i:05},10.{}.{}.{},24,10.{}.{}.1,10.0.0.2 10.0.0.3,DC1 Rack {},team=infra\n",
+            (i >> 16) & 0xff,
+            (i >> 8) & 0xff,
+            i & 0xff,
+            (i >> 16) & 0xff,
+            (i >> 8) & 0xff,
+            i / 40
+        ));
     }
     println!();
-    println!("| Import ({rows} rows, {:.0} KB CSV) | seconds | rows/s |", csv.len() as f64 / 1000.0);
+    println!(
+        "| Import ({rows} rows, {:.0} KB CSV) | seconds | rows/s |",
+        csv.len() as f64 / 1000.0
+    );
     println!("|---|---:|---:|");
-    for (label, query) in [("preview (dry run)", "?dry_run=true"), ("import (one transaction)", "?name=bench")] {
+    for (label, query) in [
+        ("preview (dry run)", "?dry_run=true"),
+        ("import (one transaction)", "?name=bench"),
+    ] {
         let t = Instant::now();
         let resp = client
             .post(format!("{url}/api/v1/imports{query}"))

@@ -12,13 +12,24 @@ use registrar::sources::dhcp::{Debouncer, Filters, Outcome, Snooper};
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A request as clients send them, varied the way a rack is: BIOS, UEFI and ARM PXE ROMs,
 /// iPXE, an installed OS renewing; a third relayed with option 82.
 fn request(i: usize, mac_index: usize) -> Vec<u8> {
-    let mac = [0x02, 0x42, 0, (mac_index >> 16) as u8, (mac_index >> 8) as u8, mac_index as u8];
+    let mac = [
+        0x02,
+        0x42,
+        0,
+        (mac_index >> 16) as u8,
+        (mac_index >> 8) as u8,
+        mac_index as u8,
+    ];
     let mut b = vec![0u8; 236];
     b[0] = 1;
     b[1] = 1;
@@ -54,7 +65,10 @@ fn request(i: usize, mac_index: usize) -> Vec<u8> {
 /// Ethernet + IPv4 + UDP around each payload, in a classic pcap file.
 fn write_pcap(path: &std::path::Path, payloads: &[Vec<u8>]) {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    f.write_all(&[0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0]).unwrap();
+    f.write_all(&[
+        0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
+    ])
+    .unwrap();
     for (i, p) in payloads.iter().enumerate() {
         let udp_len = 8 + p.len();
         let ip_len = 20 + udp_len;
@@ -67,8 +81,32 @@ fn write_pcap(path: &std::path::Path, payloads: &[Vec<u8>]) {
         rec.extend_from_slice(&[0xff; 6]);
         rec.extend_from_slice(&p[28..34]);
         rec.extend_from_slice(&[0x08, 0x00]);
-        let mut ip = vec![0x45, 0, (ip_len >> 8) as u8, ip_len as u8, 0, 0, 0, 0, 64, 17, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255];
-        let sum = ip.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum::<u32>();
+        let mut ip = vec![
+            0x45,
+            0,
+            (ip_len >> 8) as u8,
+            ip_len as u8,
+            0,
+            0,
+            0,
+            0,
+            64,
+            17,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            255,
+            255,
+            255,
+            255,
+        ];
+        let sum = ip
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum::<u32>();
         let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
         ip[10..12].copy_from_slice(&sum.to_be_bytes());
         rec.extend_from_slice(&ip);
@@ -81,7 +119,12 @@ fn write_pcap(path: &std::path::Path, payloads: &[Vec<u8>]) {
 
 fn rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 fn main() {
@@ -96,7 +139,11 @@ fn main() {
     let mut tracked = 0;
     let rss_before = rss_mb();
     for _ in 0..3 {
-        let mut snooper = Snooper::new(Filters::default(), Debouncer::new(Duration::from_secs(60), 65_536, Instant::now()), Arc::new(KnownMacs::default()));
+        let mut snooper = Snooper::new(
+            Filters::default(),
+            Debouncer::new(Duration::from_secs(60), 65_536, Instant::now()),
+            Arc::new(KnownMacs::default()),
+        );
         let started = Instant::now();
         let mut new = 0;
         for p in &payloads {
@@ -111,27 +158,59 @@ fn main() {
     let rate = packets as f64 / best.as_secs_f64();
     println!("| what | packets | distinct MACs | time (s) | packets/s |");
     println!("|---|---:|---:|---:|---:|");
-    println!("| Registrar parse + filter + debounce (1 core, best of 3) | {packets} | {macs} | {:.3} | {:.0} |", best.as_secs_f64(), rate);
+    println!(
+        "| Registrar parse + filter + debounce (1 core, best of 3) | {packets} | {macs} | {:.3} | {:.0} |",
+        best.as_secs_f64(),
+        rate
+    );
     assert_eq!(seen, macs, "each MAC passed on exactly once");
 
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("dhcp.pcap");
     write_pcap(&pcap, &payloads);
-    let has_tshark = std::process::Command::new("sh").args(["-c", "command -v tshark"]).output().map(|o| o.status.success()).unwrap_or(false);
+    let has_tshark = std::process::Command::new("sh")
+        .args(["-c", "command -v tshark"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if has_tshark {
         let started = Instant::now();
         let out = std::process::Command::new("tshark")
-            .args(["-r", pcap.to_str().unwrap(), "-n", "-T", "fields", "-e", "dhcp.hw.mac_addr"])
+            .args([
+                "-r",
+                pcap.to_str().unwrap(),
+                "-n",
+                "-T",
+                "fields",
+                "-e",
+                "dhcp.hw.mac_addr",
+            ])
             .output()
             .unwrap();
         let took = started.elapsed();
         let decoded = out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
-        assert_eq!(decoded, packets, "tshark decoded every packet: {}", String::from_utf8_lossy(&out.stderr));
-        println!("| tshark -T fields -e dhcp.hw.mac_addr (same capture) | {packets} | {macs} | {:.3} | {:.0} |", took.as_secs_f64(), packets as f64 / took.as_secs_f64());
+        assert_eq!(
+            decoded,
+            packets,
+            "tshark decoded every packet: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!(
+            "| tshark -T fields -e dhcp.hw.mac_addr (same capture) | {packets} | {macs} | {:.3} | {:.0} |",
+            took.as_secs_f64(),
+            packets as f64 / took.as_secs_f64()
+        );
     } else {
         println!("| tshark | not installed (apt-get install tshark) | | | |");
     }
     println!();
-    println!("Payload bytes: {:.1} MB; MACs passed on: {seen}; MACs the debounce holds at the end: {tracked} (bound: 2 × 65,536)", bytes as f64 / 1e6);
-    println!("Resident memory: {:.1} MB with the capture in memory ({:.1} MB before the snooping runs)", rss_mb(), rss_before);
+    println!(
+        "Payload bytes: {:.1} MB; MACs passed on: {seen}; MACs the debounce holds at the end: {tracked} (bound: 2 × 65,536)",
+        bytes as f64 / 1e6
+    );
+    println!(
+        "Resident memory: {:.1} MB with the capture in memory ({:.1} MB before the snooping runs)",
+        rss_mb(),
+        rss_before
+    );
 }

@@ -21,7 +21,11 @@ const SCALE: u32 = 60;
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// The least time `n` mutations can take under the budgets: the ideal scheduler.
@@ -41,7 +45,11 @@ fn main() {
     let minute = Duration::from_secs(60) / SCALE;
     let hour = Duration::from_secs(3600) / SCALE;
     let (per_minute, per_hour) = (80usize, 500usize);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let gh = FakeGithub::start().await;
         let (api, git) = (gh.url.clone(), gh.git_url());

@@ -18,7 +18,11 @@ const REPORT_TOKEN: &str = "bench-report-token-0123456789abcdef";
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn lshw() -> Value {
@@ -27,7 +31,13 @@ fn lshw() -> Value {
 }
 
 fn mac(i: usize) -> String {
-    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", (i >> 24) & 0xff, (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff)
+    format!(
+        "02:42:{:02x}:{:02x}:{:02x}:{:02x}",
+        (i >> 24) & 0xff,
+        (i >> 16) & 0xff,
+        (i >> 8) & 0xff,
+        i & 0xff
+    )
 }
 
 /// A report for machine `i`: the Supermicro server with its own serial.
@@ -54,7 +64,8 @@ fn seed_remote(path: &Path, files: usize) {
     root.insert("hardware", hw_oid, 0o040000).unwrap();
     let tree = repo.find_tree(root.write().unwrap()).unwrap();
     let sig = git2::Signature::now("seed", "seed@localhost").unwrap();
-    repo.commit(Some("refs/heads/main"), &sig, &sig, "seed", &tree, &[]).unwrap();
+    repo.commit(Some("refs/heads/main"), &sig, &sig, "seed", &tree, &[])
+        .unwrap();
     repo.set_head("refs/heads/main").unwrap();
 }
 
@@ -90,15 +101,28 @@ async fn measure(files: usize, proposals: usize, naive: usize) -> Row {
     let url = format!("http://{}/api/v1/reports", listener.local_addr().unwrap());
     // The HTTP edge without the background worker: the bench drives the queue itself, so
     // each sample is exactly one report's way from the socket to the pushed branch.
-    tokio::spawn(async move { axum::serve(listener, registrar::server::router(app.state)).await.unwrap() });
+    tokio::spawn(async move {
+        axum::serve(listener, registrar::server::router(app.state))
+            .await
+            .unwrap()
+    });
     let client = reqwest::Client::new();
     let template = lshw();
-    let bodies: Vec<Vec<u8>> = (0..proposals + 5).map(|i| serde_json::to_vec(&report(&template, i)).unwrap()).collect();
+    let bodies: Vec<Vec<u8>> = (0..proposals + 5)
+        .map(|i| serde_json::to_vec(&report(&template, i)).unwrap())
+        .collect();
 
     let mut samples = Vec::with_capacity(proposals);
     for (i, body) in bodies.into_iter().enumerate() {
         let started = Instant::now();
-        let resp = client.post(&url).bearer_auth(REPORT_TOKEN).header("content-type", "application/json").body(body).send().await.unwrap();
+        let resp = client
+            .post(&url)
+            .bearer_auth(REPORT_TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 202);
         let synced = proposer.drain().await.unwrap();
         let took = started.elapsed();
@@ -107,7 +131,11 @@ async fn measure(files: usize, proposals: usize, naive: usize) -> Row {
             samples.push(took); // the first few warm caches up
         }
     }
-    let pushed = git2::Repository::open_bare(&remote).unwrap().branches(Some(git2::BranchType::Local)).unwrap().count();
+    let pushed = git2::Repository::open_bare(&remote)
+        .unwrap()
+        .branches(Some(git2::BranchType::Local))
+        .unwrap()
+        .count();
     assert_eq!(pushed, proposals + 5 + 1, "every proposal is a branch on the remote");
     samples.sort();
     let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
@@ -118,24 +146,62 @@ async fn measure(files: usize, proposals: usize, naive: usize) -> Row {
         let started = Instant::now();
         let git = |args: &[&str]| {
             let out = Command::new("git").args(args).output().unwrap();
-            assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "git {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
-        git(&["clone", "-q", &format!("file://{}", remote.display()), work.to_str().unwrap()]);
-        std::fs::write(work.join(format!("hardware/naive-{i}.yaml")), "apiVersion: tinkerbell.org/v1alpha1\nkind: Hardware\n").unwrap();
+        git(&[
+            "clone",
+            "-q",
+            &format!("file://{}", remote.display()),
+            work.to_str().unwrap(),
+        ]);
+        std::fs::write(
+            work.join(format!("hardware/naive-{i}.yaml")),
+            "apiVersion: tinkerbell.org/v1alpha1\nkind: Hardware\n",
+        )
+        .unwrap();
         let w = work.to_str().unwrap();
         git(&["-C", w, "add", "-A"]);
-        git(&["-C", w, "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "naive"]);
+        git(&[
+            "-C",
+            w,
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@localhost",
+            "commit",
+            "-qm",
+            "naive",
+        ]);
         git(&["-C", w, "push", "-q", "origin", &format!("HEAD:refs/heads/naive/{i}")]);
         naive_samples.push(started.elapsed());
         std::fs::remove_dir_all(&work).unwrap();
     }
     naive_samples.sort();
-    Row { files, p50: percentile(&samples, 0.5), p90: percentile(&samples, 0.9), mean, naive_p50: if naive_samples.is_empty() { Duration::ZERO } else { percentile(&naive_samples, 0.5) } }
+    Row {
+        files,
+        p50: percentile(&samples, 0.5),
+        p90: percentile(&samples, 0.9),
+        mean,
+        naive_p50: if naive_samples.is_empty() {
+            Duration::ZERO
+        } else {
+            percentile(&naive_samples, 0.5)
+        },
+    }
 }
 
 fn rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 /// Resident memory of a serving Registrar with 10,000 machines (full facts) in its store,
@@ -151,10 +217,18 @@ async fn memory_with_machines(machines: usize) -> (f64, f64) {
         let mut specs = template.clone();
         specs["serial"] = Value::String(format!("MEM{i:08}"));
         let facts = registrar::domain::facts::from_lshw(&specs);
-        store.record_facts(Mac::parse(&mac(i)).unwrap(), Source::Report, &facts, chrono::Utc::now()).unwrap();
+        store
+            .record_facts(Mac::parse(&mac(i)).unwrap(), Source::Report, &facts, chrono::Utc::now())
+            .unwrap();
     }
     for offset in (0..machines as u32).step_by(1000) {
-        let page = store.machines(&MachineQuery { limit: 1000, offset, ..Default::default() }).unwrap();
+        let page = store
+            .machines(&MachineQuery {
+                limit: 1000,
+                offset,
+                ..Default::default()
+            })
+            .unwrap();
         assert!(!page.is_empty());
     }
     store.count_by_state().unwrap();
@@ -165,7 +239,11 @@ async fn memory_with_machines(machines: usize) -> (f64, f64) {
 fn main() {
     let proposals = arg("--proposals", 200);
     let naive = arg("--naive", 10);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         // Warm the allocator, page cache and thread pool so the first row is not penalised.
         measure(10, 20, 0).await;

@@ -8,8 +8,6 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::domain::{KnownMacs, Mac, Sighting, Source};
-use crate::propose::index::manifest_dir;
-use crate::sources::dhcp::{self, Debouncer, Snooper};
 use crate::metrics::Metrics;
 use crate::propose::Proposer;
 use crate::propose::forge::github::client::Pacing;
@@ -17,9 +15,11 @@ use crate::propose::forge::github::events::GithubHooks;
 use crate::propose::forge::github::{GithubAuth, GithubForge};
 use crate::propose::forge::{Forge, LocalForge};
 use crate::propose::git::{self, GitRepo, GitSettings, Password};
+use crate::propose::index::manifest_dir;
 use crate::render::Renderer;
 use crate::server::{self, AppState, TokenSet};
 use crate::shutdown::Shutdown;
+use crate::sources::dhcp::{self, Debouncer, Snooper};
 use crate::store::{SqliteStore, Store};
 
 pub struct App {
@@ -36,7 +36,8 @@ pub struct App {
 
 impl App {
     pub fn build(config: Config) -> anyhow::Result<App> {
-        std::fs::create_dir_all(&config.state_dir).with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
+        std::fs::create_dir_all(&config.state_dir)
+            .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
         let lock = crate::lock::StateLock::acquire(&config.state_dir)?;
         let renderer = Renderer::load(&config.templates_dir, &config.tinkerbell.namespace)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.state_dir.join("registrar.db"))?);
@@ -53,7 +54,11 @@ impl App {
             author_name: config.gitops.author_name.clone(),
             author_email: config.gitops.author_email.clone(),
             // GitHub takes a token over HTTPS as the password of `x-access-token`.
-            username: config.gitops.username.clone().or_else(|| github.then(|| "x-access-token".to_string())),
+            username: config
+                .gitops
+                .username
+                .clone()
+                .or_else(|| github.then(|| "x-access-token".to_string())),
             password: Password::fixed(config.git_password()?),
         };
         let git = Arc::new(GitRepo::open(&config.state_dir.join("mirror.git"), settings)?);
@@ -72,14 +77,31 @@ impl App {
             };
             let auth = match g.app_id {
                 Some(app_id) => {
-                    let key = g.app_private_key_file.as_ref().ok_or_else(|| anyhow::anyhow!("forge.github.app_id needs app_private_key_file"))?;
-                    let pem = std::fs::read(key).with_context(|| format!("reading the GitHub App key {}", key.display()))?;
-                    let installation_id = g.installation_id.ok_or_else(|| anyhow::anyhow!("forge.github.app_id needs installation_id"))?;
-                    GithubAuth::App { app_id, key_pem: pem, installation_id }
+                    let key = g
+                        .app_private_key_file
+                        .as_ref()
+                        .ok_or_else(|| anyhow::anyhow!("forge.github.app_id needs app_private_key_file"))?;
+                    let pem =
+                        std::fs::read(key).with_context(|| format!("reading the GitHub App key {}", key.display()))?;
+                    let installation_id = g
+                        .installation_id
+                        .ok_or_else(|| anyhow::anyhow!("forge.github.app_id needs installation_id"))?;
+                    GithubAuth::App {
+                        app_id,
+                        key_pem: pem,
+                        installation_id,
+                    }
                 }
                 None => GithubAuth::Token(config.github_token()?),
             };
-            Some(Arc::new(GithubForge::new(&g.api_url, auth, &g.owner, &g.repo, &config.gitops.base_branch, pacing)?))
+            Some(Arc::new(GithubForge::new(
+                &g.api_url,
+                auth,
+                &g.owner,
+                &g.repo,
+                &config.gitops.base_branch,
+                pacing,
+            )?))
         } else {
             None
         };
@@ -91,12 +113,22 @@ impl App {
         let tokens = config.tokens()?;
         let known = Arc::new(KnownMacs::default());
         let proposer = Arc::new(
-            Proposer::new(store, Arc::new(renderer), git, forge.clone(), config.gitops.path.clone(), metrics.clone())
-                .with_known(known.clone())
-                .with_only_expected(config.discovery.only_expected),
+            Proposer::new(
+                store,
+                Arc::new(renderer),
+                git,
+                forge.clone(),
+                config.gitops.path.clone(),
+                metrics.clone(),
+            )
+            .with_known(known.clone())
+            .with_only_expected(config.discovery.only_expected),
         );
         let hooks = match github_forge {
-            Some(f) => Some(Arc::new(GithubHooks::new(proposer.clone(), f, config.github_webhook_secret()?).with_previous_secret(config.github_previous_webhook_secret()?))),
+            Some(f) => Some(Arc::new(
+                GithubHooks::new(proposer.clone(), f, config.github_webhook_secret()?)
+                    .with_previous_secret(config.github_previous_webhook_secret()?),
+            )),
             None => None,
         };
         let state = AppState {
@@ -107,19 +139,35 @@ impl App {
             tokens: Arc::new(TokenSet::new(&tokens.report, &tokens.operator)),
             max_body_bytes: config.server.max_body_bytes,
             forge_kind: forge.kind(),
-            console: Arc::new(crate::server::console::Console::new(&config.ui, config.cluster.enabled)?),
+            console: Arc::new(crate::server::console::Console::new(
+                &config.ui,
+                config.cluster.enabled,
+            )?),
             shutdown: None,
         };
         // Bound here, so a port that cannot be bound stops the start with a clear error.
         let dhcp_input = match (config.dhcp.enabled, config.dhcp.capture) {
             (false, _) => None,
-            (true, false) => Some(dhcp::listener::Input::Socket(dhcp::listener::bind(config.dhcp.listen, config.dhcp.interface.as_deref())?)),
+            (true, false) => Some(dhcp::listener::Input::Socket(dhcp::listener::bind(
+                config.dhcp.listen,
+                config.dhcp.interface.as_deref(),
+            )?)),
             #[cfg(target_os = "linux")]
-            (true, true) => Some(dhcp::listener::Input::Capture(dhcp::listener::capture(config.dhcp.interface.as_deref())?)),
+            (true, true) => Some(dhcp::listener::Input::Capture(dhcp::listener::capture(
+                config.dhcp.interface.as_deref(),
+            )?)),
             #[cfg(not(target_os = "linux"))]
             (true, true) => anyhow::bail!("dhcp.capture needs Linux (AF_PACKET)"),
         };
-        Ok(App { config, proposer, state, known, dhcp_input, kube: None, _lock: lock })
+        Ok(App {
+            config,
+            proposer,
+            state,
+            known,
+            dhcp_input,
+            kube: None,
+            _lock: lock,
+        })
     }
 
     /// Talks to this cluster (a test's API server, say) instead of the configured one.
@@ -141,8 +189,15 @@ impl App {
 
     /// Serves until `shutdown` fires; the proposal worker runs beside the server.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-        let worker = tokio::spawn(self.proposer.clone().run(Duration::from_secs(self.config.queue.retry_seconds.max(1)), shutdown.clone()));
-        tokio::spawn(adopt_orphans(self.proposer.clone(), Duration::from_secs(self.config.queue.retry_seconds.max(1)), shutdown.clone()));
+        let worker = tokio::spawn(self.proposer.clone().run(
+            Duration::from_secs(self.config.queue.retry_seconds.max(1)),
+            shutdown.clone(),
+        ));
+        tokio::spawn(adopt_orphans(
+            self.proposer.clone(),
+            Duration::from_secs(self.config.queue.retry_seconds.max(1)),
+            shutdown.clone(),
+        ));
         tokio::spawn(index_gitops(
             self.proposer.clone(),
             self.known.clone(),
@@ -152,14 +207,23 @@ impl App {
         ));
         let kube = match (self.kube, self.config.cluster.enabled) {
             (Some(c), _) => Some(c),
-            (None, true) => Some(kube::Client::try_default().await.context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?),
+            (None, true) => Some(
+                kube::Client::try_default()
+                    .await
+                    .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?,
+            ),
             (None, false) => None,
         };
         let mut discovery = None;
         if let Some(client) = kube {
             let cluster = crate::cluster::Cluster::new(client.clone(), &self.config.tinkerbell.namespace);
             self.proposer.set_cluster(cluster.clone());
-            tokio::spawn(follow_provisioning(self.proposer.clone(), cluster, self.config.tinkerbell.namespace.clone(), shutdown.clone()));
+            tokio::spawn(follow_provisioning(
+                self.proposer.clone(),
+                cluster,
+                self.config.tinkerbell.namespace.clone(),
+                shutdown.clone(),
+            ));
             let d = &self.config.cluster.discovery;
             if d.enabled {
                 let settings = crate::cluster::discovery::DiscoverySettings {
@@ -175,27 +239,56 @@ impl App {
             }
             let sl = &self.config.cluster.smee_logs;
             if sl.enabled {
-                let settings = crate::cluster::smee_logs::SmeeLogs { namespace: sl.namespace.clone(), label_selector: sl.label_selector.clone(), container: sl.container.clone() };
+                let settings = crate::cluster::smee_logs::SmeeLogs {
+                    namespace: sl.namespace.clone(),
+                    label_selector: sl.label_selector.clone(),
+                    container: sl.container.clone(),
+                };
                 let (tx, rx) = tokio::sync::mpsc::channel(1024);
-                tokio::spawn(crate::cluster::smee_logs::follow(client.clone(), settings, tx, shutdown.clone()));
-                tokio::spawn(record_smee(self.proposer.clone(), self.known.clone(), discovery.clone(), rx));
+                tokio::spawn(crate::cluster::smee_logs::follow(
+                    client.clone(),
+                    settings,
+                    tx,
+                    shutdown.clone(),
+                ));
+                tokio::spawn(record_smee(
+                    self.proposer.clone(),
+                    self.known.clone(),
+                    discovery.clone(),
+                    rx,
+                ));
             }
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             let ns = Some(self.config.cluster.watch_namespace.clone()).filter(|n| !n.is_empty());
-            tokio::spawn(crate::cluster::hardware::watch(client, ns, self.known.clone(), tx, self.state.metrics.cluster_watch_up.clone(), shutdown.clone()));
+            tokio::spawn(crate::cluster::hardware::watch(
+                client,
+                ns,
+                self.known.clone(),
+                tx,
+                self.state.metrics.cluster_watch_up.clone(),
+                shutdown.clone(),
+            ));
             tokio::spawn(record_discovered(self.proposer.clone(), rx));
         }
         if let Some(hooks) = self.state.github.clone() {
             // An App's installation token is what git pushes with: have one before the first push.
             refresh_git_token(&hooks).await;
-            tokio::spawn(run_github(hooks, Duration::from_secs(self.config.forge.github.reconcile_seconds.max(1)), shutdown.clone()));
+            tokio::spawn(run_github(
+                hooks,
+                Duration::from_secs(self.config.forge.github.reconcile_seconds.max(1)),
+                shutdown.clone(),
+            ));
         }
         if let Some(input) = self.dhcp_input {
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             let d = &self.config.dhcp;
             let snooper = Snooper::new(
                 d.filters()?,
-                Debouncer::new(Duration::from_secs(d.debounce_seconds), d.max_tracked_macs, std::time::Instant::now()),
+                Debouncer::new(
+                    Duration::from_secs(d.debounce_seconds),
+                    d.max_tracked_macs,
+                    std::time::Instant::now(),
+                ),
                 self.known.clone(),
             );
             let metrics = self.state.metrics.clone();
@@ -205,16 +298,24 @@ impl App {
                     tracing::error!(error = %e, "DHCP snooping stopped");
                 }
             });
-            tokio::spawn(record_sightings(self.proposer.clone(), self.state.metrics.clone(), discovery.clone(), rx));
+            tokio::spawn(record_sightings(
+                self.proposer.clone(),
+                self.state.metrics.clone(),
+                discovery.clone(),
+                rx,
+            ));
         }
         let mut state = self.state;
         state.shutdown = Some(shutdown.clone());
         let router = server::router(state);
         let stop = shutdown.clone();
         // The peer address decides whether a proxy's user header is trusted.
-        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(async move { stop.wait().await })
-            .await?;
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.wait().await })
+        .await?;
         let _ = worker.await;
         Ok(())
     }
@@ -227,7 +328,10 @@ async fn adopt_orphans(proposer: Arc<Proposer>, retry: Duration, shutdown: Shutd
         match proposer.adopt_orphan_branches().await {
             Ok(0) => return,
             Ok(n) => {
-                tracing::info!(adopted = n, "rebuilt the store's record of proposals from their branches");
+                tracing::info!(
+                    adopted = n,
+                    "rebuilt the store's record of proposals from their branches"
+                );
                 return;
             }
             Err(e) => tracing::warn!(error = %e, "could not look for proposals the store lost; retrying"),
@@ -241,7 +345,13 @@ async fn adopt_orphans(proposer: Arc<Proposer>, retry: Duration, shutdown: Shutd
 
 /// Keeps the known-MAC set in step with the GitOps base branch, re-reading the manifests
 /// only when their directory's tree changed.
-async fn index_gitops(proposer: Arc<Proposer>, known: Arc<KnownMacs>, metrics: Arc<crate::metrics::Metrics>, dir: String, shutdown: Shutdown) {
+async fn index_gitops(
+    proposer: Arc<Proposer>,
+    known: Arc<KnownMacs>,
+    metrics: Arc<crate::metrics::Metrics>,
+    dir: String,
+    shutdown: Shutdown,
+) {
     let mut last = None;
     loop {
         let (git, d) = (proposer.git().clone(), dir.clone());
@@ -278,7 +388,11 @@ async fn record_sightings(
     while let Some((mac, sighting)) = rx.recv().await {
         let store = proposer.store().clone();
         let s = sighting.clone();
-        match tokio::task::spawn_blocking(move || store.record_detection(mac, Source::Dhcp, Some(&s), chrono::Utc::now())).await {
+        match tokio::task::spawn_blocking(move || {
+            store.record_detection(mac, Source::Dhcp, Some(&s), chrono::Utc::now())
+        })
+        .await
+        {
             Ok(Ok(recorded)) => {
                 if recorded.new {
                     metrics.dhcp_new_macs.inc();
@@ -339,7 +453,10 @@ async fn run_github(hooks: Arc<GithubHooks>, every: Duration, shutdown: Shutdown
 
 /// Stores what the Hardware watch noticed: auto-discovered machines as reports, and
 /// approved machines whose Hardware is now in the cluster as applied.
-async fn record_discovered(proposer: Arc<Proposer>, mut rx: tokio::sync::mpsc::Receiver<crate::cluster::hardware::Noticed>) {
+async fn record_discovered(
+    proposer: Arc<Proposer>,
+    mut rx: tokio::sync::mpsc::Receiver<crate::cluster::hardware::Noticed>,
+) {
     use crate::cluster::hardware::Noticed;
     while let Some(noticed) = rx.recv().await {
         let (mac, facts) = match noticed {
@@ -352,7 +469,11 @@ async fn record_discovered(proposer: Arc<Proposer>, mut rx: tokio::sync::mpsc::R
             }
         };
         let store = proposer.store().clone();
-        match tokio::task::spawn_blocking(move || store.record_facts(mac, Source::AutoDiscovery, &facts, chrono::Utc::now())).await {
+        match tokio::task::spawn_blocking(move || {
+            store.record_facts(mac, Source::AutoDiscovery, &facts, chrono::Utc::now())
+        })
+        .await
+        {
             Ok(Ok(r)) => {
                 if r.new {
                     tracing::info!(%mac, "machine found by Tinkerbell's auto discovery");
@@ -373,7 +494,13 @@ async fn mark_applied(proposer: &Arc<Proposer>, mac: Mac, hardware: &str) {
     let result = tokio::task::spawn_blocking(move || -> Result<bool, crate::store::StoreError> {
         match store.machine(mac)? {
             Some(m) if m.state == crate::domain::State::Approved => {
-                store.transition(mac, crate::domain::State::Applied, &cause, "registrar", chrono::Utc::now())?;
+                store.transition(
+                    mac,
+                    crate::domain::State::Applied,
+                    &cause,
+                    "registrar",
+                    chrono::Utc::now(),
+                )?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -394,7 +521,11 @@ async fn mark_applied(proposer: &Arc<Proposer>, mac: Mac, hardware: &str) {
 
 /// Boots a machine into discovery when discovery is on and the machine is merely detected
 /// (no facts yet, not suppressed). Shared by every source that notices machines.
-async fn maybe_discover(proposer: &Arc<Proposer>, discovery: Option<&crate::cluster::discovery::Discovery>, m: &crate::domain::Machine) {
+async fn maybe_discover(
+    proposer: &Arc<Proposer>,
+    discovery: Option<&crate::cluster::discovery::Discovery>,
+    m: &crate::domain::Machine,
+) {
     let Some(d) = discovery else { return };
     if m.state != crate::domain::State::Detected || m.facts.is_some() || m.suppressed {
         return;
@@ -407,7 +538,12 @@ async fn maybe_discover(proposer: &Arc<Proposer>, discovery: Option<&crate::clus
 
 /// Boots an unknown machine into discovery: a per-machine token (stored, as a hash, before
 /// anything is created), then the temporary Hardware and Workflow.
-async fn begin_discovery(proposer: &Arc<Proposer>, discovery: &crate::cluster::discovery::Discovery, mac: Mac, sighting: &Sighting) -> anyhow::Result<()> {
+async fn begin_discovery(
+    proposer: &Arc<Proposer>,
+    discovery: &crate::cluster::discovery::Discovery,
+    mac: Mac,
+    sighting: &Sighting,
+) -> anyhow::Result<()> {
     if discovery.count().await? >= discovery.settings().max_machines {
         tracing::info!(%mac, "discovery is at its limit of machines; this one waits");
         return Ok(());
@@ -419,8 +555,17 @@ async fn begin_discovery(proposer: &Arc<Proposer>, discovery: &crate::cluster::d
     discovery.create(&mac, Some(sighting), &token, expires).await?;
     let store = proposer.store().clone();
     tokio::task::spawn_blocking(move || {
-        if store.machine(mac)?.is_some_and(|m| m.state == crate::domain::State::Detected) {
-            store.transition(mac, crate::domain::State::Discovering, "discovery objects created", "registrar", chrono::Utc::now())?;
+        if store
+            .machine(mac)?
+            .is_some_and(|m| m.state == crate::domain::State::Detected)
+        {
+            store.transition(
+                mac,
+                crate::domain::State::Discovering,
+                "discovery objects created",
+                "registrar",
+                chrono::Utc::now(),
+            )?;
         }
         Ok::<_, crate::store::StoreError>(())
     })
@@ -430,8 +575,15 @@ async fn begin_discovery(proposer: &Arc<Proposer>, discovery: &crate::cluster::d
 }
 
 /// Removes discovery objects past their time to live; the machine goes back to detected.
-async fn sweep_discovery(proposer: Arc<Proposer>, discovery: Arc<crate::cluster::discovery::Discovery>, shutdown: Shutdown) {
-    let every = (discovery.settings().ttl / 10).to_std().unwrap_or(Duration::from_secs(60)).clamp(Duration::from_secs(1), Duration::from_secs(300));
+async fn sweep_discovery(
+    proposer: Arc<Proposer>,
+    discovery: Arc<crate::cluster::discovery::Discovery>,
+    shutdown: Shutdown,
+) {
+    let every = (discovery.settings().ttl / 10)
+        .to_std()
+        .unwrap_or(Duration::from_secs(60))
+        .clamp(Duration::from_secs(1), Duration::from_secs(300));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -451,8 +603,17 @@ async fn sweep_discovery(proposer: Arc<Proposer>, discovery: Arc<crate::cluster:
             }
             let store = proposer.store().clone();
             let _ = tokio::task::spawn_blocking(move || {
-                if store.machine(mac)?.is_some_and(|m| m.state == crate::domain::State::Discovering) {
-                    store.transition(mac, crate::domain::State::Detected, "discovery expired without a report", "registrar", chrono::Utc::now())?;
+                if store
+                    .machine(mac)?
+                    .is_some_and(|m| m.state == crate::domain::State::Discovering)
+                {
+                    store.transition(
+                        mac,
+                        crate::domain::State::Detected,
+                        "discovery expired without a report",
+                        "registrar",
+                        chrono::Utc::now(),
+                    )?;
                 }
                 Ok::<_, crate::store::StoreError>(())
             })
@@ -464,7 +625,12 @@ async fn sweep_discovery(proposer: Arc<Proposer>, discovery: Arc<crate::cluster:
 
 /// Follows applied machines' provisioning Workflows (named like their Hardware) to
 /// provisioned, or failed with the reason. Polled: few machines are provisioning at once.
-async fn follow_provisioning(proposer: Arc<Proposer>, cluster: crate::cluster::Cluster, namespace: String, shutdown: Shutdown) {
+async fn follow_provisioning(
+    proposer: Arc<Proposer>,
+    cluster: crate::cluster::Cluster,
+    namespace: String,
+    shutdown: Shutdown,
+) {
     use crate::cluster::{Provisioning, provisioning_of};
     use crate::domain::State;
     loop {
@@ -474,7 +640,11 @@ async fn follow_provisioning(proposer: Arc<Proposer>, cluster: crate::cluster::C
         }
         let store = proposer.store().clone();
         let applied = tokio::task::spawn_blocking(move || {
-            store.machines(&crate::store::MachineQuery { state: Some(State::Applied), limit: 1000, ..Default::default() })
+            store.machines(&crate::store::MachineQuery {
+                state: Some(State::Applied),
+                limit: 1000,
+                ..Default::default()
+            })
         })
         .await;
         let Ok(Ok(applied)) = applied else { continue };
@@ -495,7 +665,11 @@ async fn follow_provisioning(proposer: Arc<Proposer>, cluster: crate::cluster::C
             };
             let store = proposer.store().clone();
             let mac = m.mac;
-            match tokio::task::spawn_blocking(move || store.transition(mac, to, &cause, "registrar", chrono::Utc::now())).await {
+            match tokio::task::spawn_blocking(move || {
+                store.transition(mac, to, &cause, "registrar", chrono::Utc::now())
+            })
+            .await
+            {
                 Ok(Ok(_)) => tracing::info!(%mac, state = %to, "provisioning finished"),
                 Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record provisioning"),
                 Err(e) => tracing::warn!(%mac, error = %e, "provisioning task failed"),
@@ -517,7 +691,9 @@ async fn record_smee(
             continue;
         }
         let store = proposer.store().clone();
-        match tokio::task::spawn_blocking(move || store.record_detection(mac, Source::Smee, None, chrono::Utc::now())).await {
+        match tokio::task::spawn_blocking(move || store.record_detection(mac, Source::Smee, None, chrono::Utc::now()))
+            .await
+        {
             Ok(Ok(recorded)) => {
                 if recorded.new {
                     tracing::info!(%mac, "new machine in Smee's log");

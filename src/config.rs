@@ -48,7 +48,13 @@ pub struct UiConfig {
 
 impl Default for UiConfig {
     fn default() -> Self {
-        UiConfig { auth: true, proxy_header: None, trusted_proxies: vec![], session_hours: 12, secure_cookie: false }
+        UiConfig {
+            auth: true,
+            proxy_header: None,
+            trusted_proxies: vec![],
+            session_hours: 12,
+            secure_cookie: false,
+        }
     }
 }
 
@@ -89,7 +95,12 @@ pub struct SmeeLogsConfig {
 
 impl Default for SmeeLogsConfig {
     fn default() -> Self {
-        SmeeLogsConfig { enabled: false, namespace: "tinkerbell".into(), label_selector: "app=tinkerbell".into(), container: "tinkerbell".into() }
+        SmeeLogsConfig {
+            enabled: false,
+            namespace: "tinkerbell".into(),
+            label_selector: "app=tinkerbell".into(),
+            container: "tinkerbell".into(),
+        }
     }
 }
 
@@ -110,13 +121,24 @@ pub struct DiscoveryConfig {
 
 impl Default for DiscoveryConfig {
     fn default() -> Self {
-        DiscoveryConfig { enabled: false, template: "registrar-discovery".into(), report_url: String::new(), max_machines: 20, ttl_seconds: 3600 }
+        DiscoveryConfig {
+            enabled: false,
+            template: "registrar-discovery".into(),
+            report_url: String::new(),
+            max_machines: 20,
+            ttl_seconds: 3600,
+        }
     }
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        ClusterConfig { enabled: false, watch_namespace: String::new(), discovery: DiscoveryConfig::default(), smee_logs: SmeeLogsConfig::default() }
+        ClusterConfig {
+            enabled: false,
+            watch_namespace: String::new(),
+            discovery: DiscoveryConfig::default(),
+            smee_logs: SmeeLogsConfig::default(),
+        }
     }
 }
 
@@ -185,7 +207,12 @@ impl DhcpConfig {
             only_netboot: self.only_netboot,
             oui_allow: ouis(&self.oui_allow).map_err(|e| anyhow::anyhow!("dhcp.oui_allow: {e}"))?,
             oui_deny: ouis(&self.oui_deny).map_err(|e| anyhow::anyhow!("dhcp.oui_deny: {e}"))?,
-            relay_subnets: self.relay_subnets.iter().map(|s| s.parse()).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("dhcp.relay_subnets: {e}"))?,
+            relay_subnets: self
+                .relay_subnets
+                .iter()
+                .map(|s| s.parse())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("dhcp.relay_subnets: {e}"))?,
         })
     }
 }
@@ -331,7 +358,11 @@ impl Default for Config {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: "127.0.0.1:8080".parse().expect("valid"), max_body_bytes: 4 << 20, shutdown_grace_seconds: 20 }
+        ServerConfig {
+            listen: "127.0.0.1:8080".parse().expect("valid"),
+            max_body_bytes: 4 << 20,
+            shutdown_grace_seconds: 20,
+        }
     }
 }
 
@@ -352,13 +383,18 @@ impl Default for GitopsConfig {
 
 impl Default for ForgeConfig {
     fn default() -> Self {
-        ForgeConfig { kind: "local".into(), github: GithubConfig::default() }
+        ForgeConfig {
+            kind: "local".into(),
+            github: GithubConfig::default(),
+        }
     }
 }
 
 impl Default for TinkerbellConfig {
     fn default() -> Self {
-        TinkerbellConfig { namespace: "tinkerbell".into() }
+        TinkerbellConfig {
+            namespace: "tinkerbell".into(),
+        }
     }
 }
 
@@ -370,7 +406,10 @@ impl Config {
             Some(p) => {
                 let text = std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
                 let mut c: Config = yaml_serde::from_str(&text).with_context(|| format!("config {}", p.display()))?;
-                let base = p.parent().filter(|b| !b.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let base = p
+                    .parent()
+                    .filter(|b| !b.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
                 c.state_dir = base.join(&c.state_dir);
                 c.templates_dir = base.join(&c.templates_dir);
                 c
@@ -425,17 +464,26 @@ impl Config {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         if !self.ui.auth && !self.server.listen.ip().is_loopback() {
-            bail!("ui.auth: false opens the console without a login; it is allowed only with server.listen on loopback (127.0.0.1 or ::1), not {}", self.server.listen);
+            bail!(
+                "ui.auth: false opens the console without a login; it is allowed only with server.listen on loopback (127.0.0.1 or ::1), not {}",
+                self.server.listen
+            );
         }
         let p = &self.gitops.path;
         if !p.contains("{name}") && !p.contains("{mac}") {
             bail!("gitops.path {p:?} must contain {{name}} or {{mac}}, or every machine would share one file");
         }
-        if p.starts_with('/') || p.split('/').any(|c| c == ".." || c.is_empty()) || !(p.ends_with(".yaml") || p.ends_with(".yml")) {
+        if p.starts_with('/')
+            || p.split('/').any(|c| c == ".." || c.is_empty())
+            || !(p.ends_with(".yaml") || p.ends_with(".yml"))
+        {
             bail!("gitops.path {p:?} must be a relative path without '..' ending in .yaml");
         }
         if !git2::Reference::is_valid_name(&format!("refs/heads/{}", self.gitops.base_branch)) {
-            bail!("gitops.base_branch {:?} is not a valid branch name", self.gitops.base_branch);
+            bail!(
+                "gitops.base_branch {:?} is not a valid branch name",
+                self.gitops.base_branch
+            );
         }
         match self.forge.kind.as_str() {
             "local" => {}
@@ -451,16 +499,23 @@ impl Config {
                     bail!("forge.github.app_id needs app_private_key_file and installation_id");
                 }
                 if g.app_id.is_none() && g.token.is_none() && g.token_file.is_none() {
-                    bail!("forge.kind github needs a GitHub App (app_id, app_private_key_file, installation_id) or a token (token_file or REGISTRAR_GITHUB_TOKEN)");
+                    bail!(
+                        "forge.kind github needs a GitHub App (app_id, app_private_key_file, installation_id) or a token (token_file or REGISTRAR_GITHUB_TOKEN)"
+                    );
                 }
                 if g.webhook_secret.is_none() && g.webhook_secret_file.is_none() {
-                    bail!("forge.kind github needs the webhook secret: forge.github.webhook_secret_file or REGISTRAR_GITHUB_WEBHOOK_SECRET");
+                    bail!(
+                        "forge.kind github needs the webhook secret: forge.github.webhook_secret_file or REGISTRAR_GITHUB_WEBHOOK_SECRET"
+                    );
                 }
             }
             other => bail!("forge.kind {other:?} is unknown (known: local, github)"),
         }
         if !crate::render::names::is_dns1123(&self.tinkerbell.namespace) {
-            bail!("tinkerbell.namespace {:?} is not a valid namespace", self.tinkerbell.namespace);
+            bail!(
+                "tinkerbell.namespace {:?} is not a valid namespace",
+                self.tinkerbell.namespace
+            );
         }
         self.dhcp.filters()?;
         if self.cluster.discovery.enabled && !self.cluster.discovery.report_url.starts_with("http") {
@@ -479,7 +534,12 @@ impl Config {
         if self.gitops.remote.is_empty() && self.forge.kind == "github" {
             // The repository behind the API: github.com's, or the Enterprise host's.
             let g = &self.forge.github;
-            let web = g.api_url.trim_end_matches('/').replace("://api.github.com", "://github.com").trim_end_matches("/api/v3").to_string();
+            let web = g
+                .api_url
+                .trim_end_matches('/')
+                .replace("://api.github.com", "://github.com")
+                .trim_end_matches("/api/v3")
+                .to_string();
             return format!("{web}/{}/{}.git", g.owner, g.repo);
         }
         if self.gitops.remote.is_empty() {
@@ -495,8 +555,16 @@ impl Config {
     /// directory (mode 0600) so the embedded default is never open.
     pub fn tokens(&self) -> anyhow::Result<Tokens> {
         Ok(Tokens {
-            report: resolve_secret(&self.auth.report_token, &self.auth.report_token_file, &self.state_dir.join("report-token"))?,
-            operator: resolve_secret(&self.auth.operator_token, &self.auth.operator_token_file, &self.state_dir.join("operator-token"))?,
+            report: resolve_secret(
+                &self.auth.report_token,
+                &self.auth.report_token_file,
+                &self.state_dir.join("report-token"),
+            )?,
+            operator: resolve_secret(
+                &self.auth.operator_token,
+                &self.auth.operator_token_file,
+                &self.state_dir.join("operator-token"),
+            )?,
         })
     }
 
@@ -519,7 +587,12 @@ impl Config {
     }
 
     pub fn github_previous_webhook_secret(&self) -> anyhow::Result<Option<SecretString>> {
-        self.forge.github.webhook_previous_secret_file.as_ref().map(|f| read_secret(f)).transpose()
+        self.forge
+            .github
+            .webhook_previous_secret_file
+            .as_ref()
+            .map(|f| read_secret(f))
+            .transpose()
     }
 
     pub fn git_password(&self) -> anyhow::Result<Option<SecretString>> {
@@ -560,7 +633,11 @@ fn read_secret(path: &Path) -> anyhow::Result<SecretString> {
     Ok(SecretString::from(token.to_string()))
 }
 
-fn resolve_secret(value: &Option<SecretString>, file: &Option<PathBuf>, generated: &Path) -> anyhow::Result<SecretString> {
+fn resolve_secret(
+    value: &Option<SecretString>,
+    file: &Option<PathBuf>,
+    generated: &Path,
+) -> anyhow::Result<SecretString> {
     if let Some(v) = value {
         if v.expose_secret().len() < 16 {
             bail!("tokens must be at least 16 characters");
@@ -590,7 +667,9 @@ fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
     opts.write(true).create_new(true);
     #[cfg(unix)]
     opts.mode(0o600);
-    let mut f = opts.open(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
     f.write_all(content.as_bytes())?;
     Ok(())
 }
@@ -614,7 +693,12 @@ mod tests {
 
     #[test]
     fn rejects_paths_that_escape_or_collide() {
-        for bad in ["hardware/all.yaml", "../x/{name}.yaml", "/abs/{name}.yaml", "hw/{name}.txt"] {
+        for bad in [
+            "hardware/all.yaml",
+            "../x/{name}.yaml",
+            "/abs/{name}.yaml",
+            "hw/{name}.txt",
+        ] {
             let mut c = Config::default();
             c.gitops.path = bad.into();
             assert!(c.validate().is_err(), "{bad}");
@@ -631,7 +715,10 @@ mod tests {
     #[test]
     fn generated_tokens_are_stable_and_private() {
         let dir = tempfile::tempdir().unwrap();
-        let c = Config { state_dir: dir.path().to_path_buf(), ..Config::default() };
+        let c = Config {
+            state_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
         let a = c.tokens().unwrap();
         let b = c.tokens().unwrap();
         assert_eq!(a.report.expose_secret(), b.report.expose_secret());
@@ -639,7 +726,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("report-token")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join("report-token"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

@@ -16,7 +16,9 @@ pub struct StateLock {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("another Registrar is running against state directory {dir} ({holder}); two writers would corrupt the GitOps mirror and the store. Stop it first, or give this one its own state_dir")]
+    #[error(
+        "another Registrar is running against state directory {dir} ({holder}); two writers would corrupt the GitOps mirror and the store. Stop it first, or give this one its own state_dir"
+    )]
     Held { dir: String, holder: String },
     #[error("locking {path}: {source}")]
     Io { path: String, source: std::io::Error },
@@ -25,16 +27,32 @@ pub enum LockError {
 impl StateLock {
     pub fn acquire(state_dir: &Path) -> Result<StateLock, LockError> {
         let path = state_dir.join("registrar.lock");
-        let io = |source| LockError::Io { path: path.display().to_string(), source };
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+        let io = |source| LockError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();
-                let holder = if holder.is_empty() { "pid unknown".to_string() } else { format!("pid {holder}") };
-                return Err(LockError::Held { dir: state_dir.display().to_string(), holder });
+                let holder = if holder.is_empty() {
+                    "pid unknown".to_string()
+                } else {
+                    format!("pid {holder}")
+                };
+                return Err(LockError::Held {
+                    dir: state_dir.display().to_string(),
+                    holder,
+                });
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
@@ -54,7 +72,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = StateLock::acquire(dir.path()).unwrap();
         let err = StateLock::acquire(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("another Registrar is running against state directory"), "{err}");
+        assert!(
+            err.contains("another Registrar is running against state directory"),
+            "{err}"
+        );
         assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
         drop(first);
         StateLock::acquire(dir.path()).unwrap();

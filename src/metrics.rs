@@ -75,43 +75,112 @@ impl Metrics {
         let reports = Family::<ResultLabel, Counter>::default();
         registry.register("reports", "Hardware reports received, by result", reports.clone());
         let syncs = Family::<ResultLabel, Counter>::default();
-        registry.register("proposal_syncs", "Proposal syncs to git and the forge, by result", syncs.clone());
+        registry.register(
+            "proposal_syncs",
+            "Proposal syncs to git and the forge, by result",
+            syncs.clone(),
+        );
         let sync_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        registry.register("proposal_sync_seconds", "Time to bring one machine's change to git and the forge", sync_seconds.clone());
+        registry.register(
+            "proposal_sync_seconds",
+            "Time to bring one machine's change to git and the forge",
+            sync_seconds.clone(),
+        );
         let queue_length = Gauge::default();
-        registry.register("queue_length", "Machines whose change still has to reach git and the forge", queue_length.clone());
+        registry.register(
+            "queue_length",
+            "Machines whose change still has to reach git and the forge",
+            queue_length.clone(),
+        );
         let machines = Family::<StateLabel, Gauge>::default();
         registry.register("machines", "Machines known to Registrar, by state", machines.clone());
         let auth_failures = Counter::default();
-        registry.register("auth_failures", "Requests refused for a missing or wrong token", auth_failures.clone());
+        registry.register(
+            "auth_failures",
+            "Requests refused for a missing or wrong token",
+            auth_failures.clone(),
+        );
         let dhcp_packets = Counter::default();
-        registry.register("dhcp_packets", "DHCP datagrams received by the snooping listener", dhcp_packets.clone());
+        registry.register(
+            "dhcp_packets",
+            "DHCP datagrams received by the snooping listener",
+            dhcp_packets.clone(),
+        );
         let dhcp_parsed = Counter::default();
         registry.register("dhcp_parsed", "DHCP datagrams that parsed", dhcp_parsed.clone());
         let dhcp_dropped = Family::<ReasonLabel, Counter>::default();
-        registry.register("dhcp_dropped", "DHCP datagrams not passed on, by reason", dhcp_dropped.clone());
+        registry.register(
+            "dhcp_dropped",
+            "DHCP datagrams not passed on, by reason",
+            dhcp_dropped.clone(),
+        );
         let dhcp_new_macs = Counter::default();
-        registry.register("dhcp_new_macs", "Machines the DHCP listener saw for the first time", dhcp_new_macs.clone());
+        registry.register(
+            "dhcp_new_macs",
+            "Machines the DHCP listener saw for the first time",
+            dhcp_new_macs.clone(),
+        );
         let dhcp_tracked_macs = Gauge::default();
-        registry.register("dhcp_tracked_macs", "MACs the DHCP debounce currently remembers", dhcp_tracked_macs.clone());
+        registry.register(
+            "dhcp_tracked_macs",
+            "MACs the DHCP debounce currently remembers",
+            dhcp_tracked_macs.clone(),
+        );
         let dhcp_listener_up = Gauge::default();
-        registry.register("dhcp_listener_up", "1 while the DHCP listener is receiving", dhcp_listener_up.clone());
+        registry.register(
+            "dhcp_listener_up",
+            "1 while the DHCP listener is receiving",
+            dhcp_listener_up.clone(),
+        );
         let webhooks = Family::<ResultLabel, Counter>::default();
-        registry.register("webhook_deliveries", "GitHub webhook deliveries, by result", webhooks.clone());
+        registry.register(
+            "webhook_deliveries",
+            "GitHub webhook deliveries, by result",
+            webhooks.clone(),
+        );
         let known_macs = Gauge::default();
-        registry.register("known_macs", "MACs known to have a home (GitOps base branch, cluster), skipped by sources", known_macs.clone());
+        registry.register(
+            "known_macs",
+            "MACs known to have a home (GitOps base branch, cluster), skipped by sources",
+            known_macs.clone(),
+        );
         let queue_oldest_seconds = Gauge::default();
-        registry.register("queue_oldest_seconds", "Seconds the oldest machine in the proposal queue has waited", queue_oldest_seconds.clone());
+        registry.register(
+            "queue_oldest_seconds",
+            "Seconds the oldest machine in the proposal queue has waited",
+            queue_oldest_seconds.clone(),
+        );
         let forge_errors = Family::<KindLabel, Counter>::default();
-        registry.register("forge_errors", "Forge calls that failed, by kind (error, rate_limited)", forge_errors.clone());
+        registry.register(
+            "forge_errors",
+            "Forge calls that failed, by kind (error, rate_limited)",
+            forge_errors.clone(),
+        );
         let forge_rate_limit_remaining = Gauge::default();
         forge_rate_limit_remaining.set(-1);
-        registry.register("forge_rate_limit_remaining", "Requests left in the forge's rate-limit window, -1 when unknown", forge_rate_limit_remaining.clone());
+        registry.register(
+            "forge_rate_limit_remaining",
+            "Requests left in the forge's rate-limit window, -1 when unknown",
+            forge_rate_limit_remaining.clone(),
+        );
         let cluster_watch_up = Gauge::default();
-        registry.register("cluster_watch_up", "1 while the cluster's Hardware watch is connected", cluster_watch_up.clone());
+        registry.register(
+            "cluster_watch_up",
+            "1 while the cluster's Hardware watch is connected",
+            cluster_watch_up.clone(),
+        );
         // Label values known in advance start at 0, so `increase()` sees their first event
         // and dashboards show 0 rather than "no data".
-        for r in ["accepted", "unchanged", "suppressed", "invalid", "malformed", "too_large", "unreadable", "wrong_machine"] {
+        for r in [
+            "accepted",
+            "unchanged",
+            "suppressed",
+            "invalid",
+            "malformed",
+            "too_large",
+            "unreadable",
+            "wrong_machine",
+        ] {
             let _ = reports.get_or_create(&ResultLabel { result: r.into() });
         }
         for r in ["pushed", "unchanged", "error"] {
@@ -127,11 +196,25 @@ impl Metrics {
             let _ = dhcp_dropped.get_or_create(&ReasonLabel { reason: r.into() });
         }
         Metrics {
-            queue_oldest_seconds, forge_errors, forge_rate_limit_remaining, cluster_watch_up,
+            queue_oldest_seconds,
+            forge_errors,
+            forge_rate_limit_remaining,
+            cluster_watch_up,
             webhooks,
             known_macs,
-            registry, reports, syncs, sync_seconds, queue_length, machines, auth_failures,
-            dhcp_packets, dhcp_parsed, dhcp_dropped, dhcp_new_macs, dhcp_tracked_macs, dhcp_listener_up,
+            registry,
+            reports,
+            syncs,
+            sync_seconds,
+            queue_length,
+            machines,
+            auth_failures,
+            dhcp_packets,
+            dhcp_parsed,
+            dhcp_dropped,
+            dhcp_new_macs,
+            dhcp_tracked_macs,
+            dhcp_listener_up,
         }
     }
 
@@ -146,11 +229,15 @@ impl Metrics {
     }
 
     pub fn webhook(&self, result: &str) {
-        self.webhooks.get_or_create(&ResultLabel { result: result.into() }).inc();
+        self.webhooks
+            .get_or_create(&ResultLabel { result: result.into() })
+            .inc();
     }
 
     pub fn dhcp_dropped(&self, reason: &str) {
-        self.dhcp_dropped.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
+        self.dhcp_dropped
+            .get_or_create(&ReasonLabel { reason: reason.into() })
+            .inc();
     }
 
     pub fn forge_error(&self, kind: &str) {

@@ -33,7 +33,11 @@ fn registrar(templates: &Path, args: &[&str]) -> (bool, String, String) {
         .env_remove("REGISTRAR_CONFIG")
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 /// `registrar check` on a copy of the shipped templates after `edit(file, text) -> text`
@@ -57,7 +61,9 @@ fn the_shipped_templates_pass() {
 
 #[test]
 fn a_broken_template_is_named_with_its_line() {
-    let (ok, stderr, text) = check_edited("hardware.yaml.j2", |t| t.replacen("  interfaces:", "  interfaces: {% if %}", 1));
+    let (ok, stderr, text) = check_edited("hardware.yaml.j2", |t| {
+        t.replacen("  interfaces:", "  interfaces: {% if %}", 1)
+    });
     let line = text.lines().position(|l| l.contains("{% if %}")).unwrap() + 1;
     assert!(!ok);
     assert!(stderr.contains(&format!("hardware.yaml.j2:{line}")), "{stderr}");
@@ -66,10 +72,21 @@ fn a_broken_template_is_named_with_its_line() {
 
 #[test]
 fn rules_that_reference_a_missing_template_are_refused() {
-    let (ok, stderr, _) = check_edited("rules.yaml", |t| t.replace("  - name: gpu\n", "  - name: gpu\n    hardware: gpu-hardware.yaml.j2\n    workflow: ubuntu-2604\n"));
+    let (ok, stderr, _) = check_edited("rules.yaml", |t| {
+        t.replace(
+            "  - name: gpu\n",
+            "  - name: gpu\n    hardware: gpu-hardware.yaml.j2\n    workflow: ubuntu-2604\n",
+        )
+    });
     assert!(!ok);
-    assert!(stderr.contains("rule \"gpu\" references hardware template \"gpu-hardware.yaml.j2\", which does not exist"), "{stderr}");
-    assert!(stderr.contains("workflows/ubuntu-2604.yaml.j2 does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("rule \"gpu\" references hardware template \"gpu-hardware.yaml.j2\", which does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("workflows/ubuntu-2604.yaml.j2 does not exist"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -81,7 +98,9 @@ fn a_rule_condition_that_does_not_compile_is_refused() {
 
 #[test]
 fn an_undefined_variable_fails_the_sample_render() {
-    let (ok, stderr, _) = check_edited("workflows/ubuntu-2204.yaml.j2", |t| t.replace("templateRef: {{ workflow }}", "templateRef: {{ wrokflow }}"));
+    let (ok, stderr, _) = check_edited("workflows/ubuntu-2204.yaml.j2", |t| {
+        t.replace("templateRef: {{ workflow }}", "templateRef: {{ wrokflow }}")
+    });
     assert!(!ok);
     assert!(stderr.contains("ubuntu-2204.yaml.j2"), "{stderr}");
     assert!(stderr.contains("undefined"), "{stderr}");
@@ -91,7 +110,11 @@ fn an_undefined_variable_fails_the_sample_render() {
 fn render_prints_manifests_without_side_effects() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
-    std::fs::write(&report, serde_json::to_vec(&lshw("packet-c3small-asrockrack-e3c246d4i-nl.json")).unwrap()).unwrap();
+    std::fs::write(
+        &report,
+        serde_json::to_vec(&lshw("packet-c3small-asrockrack-e3c246d4i-nl.json")).unwrap(),
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_registrar"))
         .args(["render", report.to_str().unwrap(), "--mac", "B4-96-91-70-26-C8"])
         .env("REGISTRAR_TEMPLATES_DIR", manifest_dir().join("hardware-templates"))

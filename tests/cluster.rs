@@ -30,11 +30,17 @@ async fn start() -> (FakeKube, Registrar) {
 
 /// A report for `mac`, then: was it refused as already registered?
 async fn is_known(r: &Registrar, mac: &str) -> bool {
-    r.report(&report_body(mac, json!({"class": "system", "serial": format!("S{}", mac.replace(':', ""))}))).await;
+    r.report(&report_body(
+        mac,
+        json!({"class": "system", "serial": format!("S{}", mac.replace(':', ""))}),
+    ))
+    .await;
     for _ in 0..100 {
         if let Some(m) = r.machine(mac).await {
             // Settled: either proposed, or refused with the reason.
-            let refused = m["machine"]["last_error"].as_str().is_some_and(|e| e.contains("already holds this MAC"));
+            let refused = m["machine"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("already holds this MAC"));
             if m["machine"]["pending"] == false && (refused || !m["proposal"].is_null()) {
                 return refused && m["proposal"].is_null();
             }
@@ -62,8 +68,19 @@ async fn registered_hardware_is_never_proposed_again() {
     kube.create(hardware("node01", "3c:ec:ef:4c:4f:54"));
     eventually_known(&r, &kube, "3c:ec:ef:4c:4f:54", 1).await;
     // The operator's view: the watch is up.
-    let metrics = r.client.get(format!("{}/metrics", r.url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.lines().any(|l| l == "registrar_cluster_watch_up 1"), "{metrics}");
+    let metrics = r
+        .client
+        .get(format!("{}/metrics", r.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "registrar_cluster_watch_up 1"),
+        "{metrics}"
+    );
     // An unknown one is proposed as usual.
     assert!(!is_known(&r, "3c:ec:ef:4c:4f:99").await);
     r.wait_for_state("3c:ec:ef:4c:4f:99", "proposed").await;
@@ -86,7 +103,10 @@ async fn an_auto_discovered_hardware_becomes_a_proposal_with_its_attributes() {
     assert_eq!(m["machine"]["source"], "auto_discovery");
     assert_eq!(m["proposal"]["name"], "7xk2n13");
     assert_eq!(m["machine"]["facts"]["cpu_cores"], 32);
-    let yaml = r.remote.read("registrar/b0-7b-25-de-ad-01", "hardware/7xk2n13.yaml").unwrap();
+    let yaml = r
+        .remote
+        .read("registrar/b0-7b-25-de-ad-01", "hardware/7xk2n13.yaml")
+        .unwrap();
     assert_eq!(documents(&yaml)[0]["spec"]["agentID"], "b0:7b:25:de:ad:01");
 }
 
@@ -102,7 +122,15 @@ async fn the_watch_recovers_from_drops_and_410_gone_without_missing_a_mac() {
     eventually_known(&r, &kube, "02:00:00:00:0b:02", 2).await;
 
     // History expired and the watch drops: resuming gets 410 Gone, and a relist follows.
-    let lists = || kube.state.lock().unwrap().requests.iter().filter(|(m, p)| m == "GET" && p.ends_with("/hardware")).count();
+    let lists = || {
+        kube.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|(m, p)| m == "GET" && p.ends_with("/hardware"))
+            .count()
+    };
     assert_eq!(lists(), 1);
     kube.expire_history();
     kube.drop_watches();
@@ -130,29 +158,52 @@ async fn the_watch_recovers_from_drops_and_410_gone_without_missing_a_mac() {
 async fn approval_removes_the_discovery_hardware_and_the_applied_hardware_is_followed() {
     let (kube, r) = start().await;
     let mac = "b0:7b:25:de:ad:02";
-    let attrs = json!({"product": {"vendor": "Dell Inc.", "name": "PowerEdge R650", "serialNumber": "7XK2N14"}}).to_string();
-    let discovered = |name: &str, mac: &str| json!({
-        "apiVersion": "tinkerbell.org/v1alpha1", "kind": "Hardware",
-        "metadata": {"name": name, "namespace": "tinkerbell",
-                     "labels": {"tinkerbell.org/auto-discovered": "true"},
-                     "annotations": {"tinkerbell.org/agent-attributes": attrs}},
-        "spec": {"agentID": mac, "interfaces": [{"dhcp": {"mac": mac}}]}
-    });
+    let attrs =
+        json!({"product": {"vendor": "Dell Inc.", "name": "PowerEdge R650", "serialNumber": "7XK2N14"}}).to_string();
+    let discovered = |name: &str, mac: &str| {
+        json!({
+            "apiVersion": "tinkerbell.org/v1alpha1", "kind": "Hardware",
+            "metadata": {"name": name, "namespace": "tinkerbell",
+                         "labels": {"tinkerbell.org/auto-discovered": "true"},
+                         "annotations": {"tinkerbell.org/agent-attributes": attrs}},
+            "spec": {"agentID": mac, "interfaces": [{"dhcp": {"mac": mac}}]}
+        })
+    };
     kube.create(discovered("discovery-b0-7b-25-de-ad-02", mac));
     kube.create(discovered("discovery-b0-7b-25-de-ad-03", "b0:7b:25:de:ad:03"));
     r.wait_for_state(mac, "proposed").await;
 
-    let resp = r.post(&format!("/api/v1/machines/{mac}/approve"), json!({"actor": "ops"})).await;
+    let resp = r
+        .post(&format!("/api/v1/machines/{mac}/approve"), json!({"actor": "ops"}))
+        .await;
     assert_eq!(resp.status(), 200);
-    let names = || kube.state.lock().unwrap().requests.iter().filter(|(m, p)| m == "DELETE" && p.ends_with("/discovery-b0-7b-25-de-ad-02")).count();
-    assert_eq!(names(), 1, "the discovery Hardware is deleted at approval, before anything applies the approved one");
+    let names = || {
+        kube.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|(m, p)| m == "DELETE" && p.ends_with("/discovery-b0-7b-25-de-ad-02"))
+            .count()
+    };
+    assert_eq!(
+        names(),
+        1,
+        "the discovery Hardware is deleted at approval, before anything applies the approved one"
+    );
 
     // Flux applies what merged: the machine is followed to "applied".
     let yaml = r.remote.read("main", "hardware/7xk2n14.yaml").expect("merged");
     let approved = documents(&yaml).remove(0);
     kube.create(approved);
     let m = r.wait_for_state(mac, "applied").await;
-    assert!(m["transitions"].as_array().unwrap().iter().any(|t| t["to"] == "applied" && t["cause"].as_str().unwrap().contains("tinkerbell/7xk2n14")));
+    assert!(
+        m["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["to"] == "applied" && t["cause"].as_str().unwrap().contains("tinkerbell/7xk2n14"))
+    );
     // And its Workflow, which merged with it, is followed until it fails or succeeds.
     let workflow = documents(&yaml).remove(1);
     kube.create_workflow(workflow);
@@ -161,9 +212,22 @@ async fn approval_removes_the_discovery_hardware_and_the_applied_hardware_is_fol
     assert_eq!(r.machine(mac).await.unwrap()["machine"]["state"], "applied");
     kube.set_workflow_status("tinkerbell", "7xk2n14", json!({"state": "SUCCESS"}));
     let m = r.wait_for_state(mac, "provisioned").await;
-    assert!(m["transitions"].as_array().unwrap().iter().any(|t| t["to"] == "provisioned" && t["cause"] == "Workflow tinkerbell/7xk2n14 succeeded"));
+    assert!(
+        m["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["to"] == "provisioned" && t["cause"] == "Workflow tinkerbell/7xk2n14 succeeded")
+    );
     // The other machine's discovery Hardware is untouched.
-    let other = kube.state.lock().unwrap().requests.iter().filter(|(m, p)| m == "DELETE" && p.ends_with("/discovery-b0-7b-25-de-ad-03")).count();
+    let other = kube
+        .state
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .filter(|(m, p)| m == "DELETE" && p.ends_with("/discovery-b0-7b-25-de-ad-03"))
+        .count();
     assert_eq!(other, 0);
 }
 
@@ -180,7 +244,10 @@ async fn start_discovery(max: usize, ttl_seconds: u64) -> (FakeKube, Registrar, 
     config.cluster.discovery.ttl_seconds = ttl_seconds;
     let socket = registrar::sources::dhcp::listener::bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
     let addr = socket.local_addr().unwrap();
-    let r = Registrar::start_app(dir, config, move |app| app.with_kube_client(client).with_dhcp_socket(socket)).await;
+    let r = Registrar::start_app(dir, config, move |app| {
+        app.with_kube_client(client).with_dhcp_socket(socket)
+    })
+    .await;
     (kube, r, addr)
 }
 
@@ -217,7 +284,10 @@ async fn an_unknown_machine_is_booted_into_discovery_with_its_own_token() {
     // Valid against the CRDs (the fake refuses anything else), temporary, and bootable.
     assert_eq!(hw["metadata"]["labels"]["registrar.dev/temporary"], "true");
     assert_eq!(hw["spec"]["agentID"], mac);
-    assert_eq!(hw["spec"]["interfaces"][0]["dhcp"]["arch"], "aarch64", "what DHCP revealed");
+    assert_eq!(
+        hw["spec"]["interfaces"][0]["dhcp"]["arch"], "aarch64",
+        "what DHCP revealed"
+    );
     assert_eq!(hw["spec"]["interfaces"][0]["netboot"]["allowPXE"], true);
     assert_eq!(wf["spec"]["templateRef"], "registrar-discovery");
     assert_eq!(wf["spec"]["hardwareRef"], hw["metadata"]["name"]);
@@ -233,14 +303,23 @@ async fn an_unknown_machine_is_booted_into_discovery_with_its_own_token() {
 
     // Its token reports for it, and for no other machine.
     let post = |m: &str, t: &str| {
-        r.client.post(format!("{}/api/v1/reports", r.url)).bearer_auth(t.to_string()).json(&report_body(m, json!({"class": "system", "serial": "DISC1"}))).send()
+        r.client
+            .post(format!("{}/api/v1/reports", r.url))
+            .bearer_auth(t.to_string())
+            .json(&report_body(m, json!({"class": "system", "serial": "DISC1"})))
+            .send()
     };
     assert_eq!(post("02:00:00:00:0c:02", &token).await.unwrap().status(), 403);
     assert_eq!(post(mac, &token).await.unwrap().status(), 202);
     r.wait_for_state(mac, "proposed").await;
 
     // Approval removes the temporary objects.
-    assert_eq!(r.post(&format!("/api/v1/machines/{mac}/approve"), json!({})).await.status(), 200);
+    assert_eq!(
+        r.post(&format!("/api/v1/machines/{mac}/approve"), json!({}))
+            .await
+            .status(),
+        200
+    );
     wait_objects(&kube, "hardware", 0).await;
     wait_objects(&kube, "workflows", 0).await;
 
@@ -272,7 +351,13 @@ async fn discovery_is_bounded_and_expires() {
     wait_objects(&kube, "hardware", 0).await;
     wait_objects(&kube, "workflows", 0).await;
     let m = r.wait_for_state("02:00:00:00:0d:01", "detected").await;
-    assert!(m["transitions"].as_array().unwrap().iter().any(|t| t["cause"] == "discovery expired without a report"));
+    assert!(
+        m["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["cause"] == "discovery expired without a report")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -287,7 +372,9 @@ async fn smees_log_reports_unknown_machines_across_pod_restarts() {
     config.cluster.smee_logs.enabled = true;
     let r = Registrar::start_app(dir, config, move |app| app.with_kube_client(client)).await;
     let line = |mac: &str| {
-        format!(r#"{{"time":"2026-08-20T10:00:00.1Z","level":"0","msg":"Ignoring packet","logger":"smee","mac":"{mac}","xid":"0x1","error":"hardware not found: in all namespaces with MAC \"{mac}\""}}"#)
+        format!(
+            r#"{{"time":"2026-08-20T10:00:00.1Z","level":"0","msg":"Ignoring packet","logger":"smee","mac":"{mac}","xid":"0x1","error":"hardware not found: in all namespaces with MAC \"{mac}\""}}"#
+        )
     };
     // Wait until someone follows the log, then log.
     let say = |mac: &str| {
@@ -317,7 +404,10 @@ async fn smees_log_reports_unknown_machines_across_pod_restarts() {
     kube.restart_pod("tinkerbell-6d9f");
     say("02:00:00:00:0e:02").await;
     r.wait_for_state("02:00:00:00:0e:02", "detected").await;
-    assert!(r.machine("3c:ec:ef:4c:4f:54").await.is_none(), "a registered MAC in Smee's log is not a machine to notice");
+    assert!(
+        r.machine("3c:ec:ef:4c:4f:54").await.is_none(),
+        "a registered MAC in Smee's log is not a machine to notice"
+    );
 }
 
 /// Everything Registrar does in a cluster, in one run, and the RBAC in `deploy/` must grant
@@ -341,10 +431,22 @@ async fn the_shipped_rbac_grants_exactly_what_the_code_uses() {
     let wf = wait_objects(&kube, "workflows", 1).await.remove(0);
     let token = wf["spec"]["hardwareMap"]["report_token"].as_str().unwrap().to_string();
     let mac = "02:00:00:00:0f:01";
-    let resp = r.client.post(format!("{}/api/v1/reports", r.url)).bearer_auth(token).json(&report_body(mac, json!({"class": "system", "serial": "RBAC1"}))).send().await.unwrap();
+    let resp = r
+        .client
+        .post(format!("{}/api/v1/reports", r.url))
+        .bearer_auth(token)
+        .json(&report_body(mac, json!({"class": "system", "serial": "RBAC1"})))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 202);
     r.wait_for_state(mac, "proposed").await;
-    assert_eq!(r.post(&format!("/api/v1/machines/{mac}/approve"), json!({})).await.status(), 200);
+    assert_eq!(
+        r.post(&format!("/api/v1/machines/{mac}/approve"), json!({}))
+            .await
+            .status(),
+        200
+    );
     let docs = documents(&r.remote.read("main", "hardware/rbac1.yaml").unwrap());
     kube.create(docs[0].clone());
     kube.create_workflow(docs[1].clone());
@@ -366,14 +468,22 @@ async fn the_shipped_rbac_grants_exactly_what_the_code_uses() {
                 for g in rule["apiGroups"].as_array().unwrap() {
                     for res in rule["resources"].as_array().unwrap() {
                         for verb in rule["verbs"].as_array().unwrap() {
-                            granted.insert((g.as_str().unwrap().to_string(), res.as_str().unwrap().to_string(), verb.as_str().unwrap().to_string()));
+                            granted.insert((
+                                g.as_str().unwrap().to_string(),
+                                res.as_str().unwrap().to_string(),
+                                verb.as_str().unwrap().to_string(),
+                            ));
                         }
                     }
                 }
             }
         }
     }
-    assert_eq!(kube.rbac_used(), granted, "deploy/rbac/rbac.yaml must grant exactly what Registrar uses");
+    assert_eq!(
+        kube.rbac_used(),
+        granted,
+        "deploy/rbac/rbac.yaml must grant exactly what Registrar uses"
+    );
 }
 
 // ---- PATCH on the fake API server, through the real kube client ----
@@ -385,11 +495,19 @@ async fn the_shipped_rbac_grants_exactly_what_the_code_uses() {
 
 mod patching {
     use super::*;
-    use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
     use futures::StreamExt;
+    use kube::api::{
+        Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+    };
 
     fn resource(kind: &str, plural: &str) -> ApiResource {
-        ApiResource { group: "tinkerbell.org".into(), version: "v1alpha1".into(), api_version: "tinkerbell.org/v1alpha1".into(), kind: kind.into(), plural: plural.into() }
+        ApiResource {
+            group: "tinkerbell.org".into(),
+            version: "v1alpha1".into(),
+            api_version: "tinkerbell.org/v1alpha1".into(),
+            kind: kind.into(),
+            plural: plural.into(),
+        }
     }
 
     fn apis(kube: &FakeKube) -> (Api<DynamicObject>, Api<DynamicObject>) {
@@ -431,7 +549,14 @@ mod patching {
         let created = hw.patch("node-ssa", &flux, &Patch::Apply(&desired)).await.unwrap();
         assert_eq!(created.metadata.labels.as_ref().unwrap()["rack"], "r1");
         assert_eq!(created.metadata.generation, Some(1));
-        let managers: Vec<_> = created.metadata.managed_fields.as_ref().unwrap().iter().map(|m| (m.manager.clone().unwrap(), m.operation.clone().unwrap())).collect();
+        let managers: Vec<_> = created
+            .metadata
+            .managed_fields
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| (m.manager.clone().unwrap(), m.operation.clone().unwrap()))
+            .collect();
         assert_eq!(managers, vec![("flux".to_string(), "Apply".to_string())]);
 
         // The same apply again changes nothing: same resourceVersion, no event.
@@ -451,7 +576,10 @@ mod patching {
         assert_eq!(changed.metadata.generation, Some(2));
         assert_eq!(changed.metadata.labels.as_ref().unwrap().len(), 1);
         assert_eq!(changed.data["spec"]["interfaces"][0]["dhcp"]["arch"], "aarch64");
-        assert_eq!(kube.object("hardware", "tinkerbell", "node-ssa").unwrap()["metadata"]["labels"], json!({"rack": "r2"}));
+        assert_eq!(
+            kube.object("hardware", "tinkerbell", "node-ssa").unwrap()["metadata"]["labels"],
+            json!({"rack": "r2"})
+        );
 
         // Labels only: the generation (spec changes) stays.
         desired["metadata"]["labels"] = json!({"rack": "r3"});
@@ -460,29 +588,59 @@ mod patching {
 
         // Another manager changing a field flux owns conflicts, unless it forces.
         let mut other = json!({"apiVersion": "tinkerbell.org/v1alpha1", "kind": "Hardware", "metadata": {"name": "node-ssa", "labels": {"rack": "r9"}}});
-        let (code, message) = api_error(hw.patch("node-ssa", &PatchParams::apply("kubectl"), &Patch::Apply(&other)).await);
+        let (code, message) = api_error(
+            hw.patch("node-ssa", &PatchParams::apply("kubectl"), &Patch::Apply(&other))
+                .await,
+        );
         assert_eq!(code, 409, "{message}");
-        assert!(message.contains("flux") && message.contains("/metadata/labels/rack"), "{message}");
-        assert_eq!(kube.object("hardware", "tinkerbell", "node-ssa").unwrap()["metadata"]["labels"]["rack"], "r3");
+        assert!(
+            message.contains("flux") && message.contains("/metadata/labels/rack"),
+            "{message}"
+        );
+        assert_eq!(
+            kube.object("hardware", "tinkerbell", "node-ssa").unwrap()["metadata"]["labels"]["rack"],
+            "r3"
+        );
         // The same value is no conflict: both own it.
         other["metadata"]["labels"]["rack"] = json!("r3");
-        hw.patch("node-ssa", &PatchParams::apply("kubectl"), &Patch::Apply(&other)).await.unwrap();
+        hw.patch("node-ssa", &PatchParams::apply("kubectl"), &Patch::Apply(&other))
+            .await
+            .unwrap();
         other["metadata"]["labels"]["rack"] = json!("r9");
-        let forced = hw.patch("node-ssa", &PatchParams::apply("kubectl").force(), &Patch::Apply(&other)).await.unwrap();
+        let forced = hw
+            .patch(
+                "node-ssa",
+                &PatchParams::apply("kubectl").force(),
+                &Patch::Apply(&other),
+            )
+            .await
+            .unwrap();
         assert_eq!(forced.metadata.labels.as_ref().unwrap()["rack"], "r9");
         // Flux lost the label; its spec fields stay its own.
         let fields = forced.metadata.managed_fields.unwrap();
-        let of = |m: &str| fields.iter().find(|f| f.manager.as_deref() == Some(m)).map(|f| serde_json::to_value(&f.fields_v1).unwrap()).unwrap();
+        let of = |m: &str| {
+            fields
+                .iter()
+                .find(|f| f.manager.as_deref() == Some(m))
+                .map(|f| serde_json::to_value(&f.fields_v1).unwrap())
+                .unwrap()
+        };
         assert!(of("flux")["f:metadata"].is_null(), "{:?}", of("flux"));
         assert!(!of("flux")["f:spec"]["f:interfaces"].is_null());
         assert_eq!(of("kubectl")["f:metadata"]["f:labels"]["f:rack"], json!({}));
 
         // Apply needs a field manager, and names the object it patches.
-        let (code, _) = api_error(hw.patch("node-ssa", &PatchParams::default(), &Patch::Apply(&desired)).await);
+        let (code, _) = api_error(
+            hw.patch("node-ssa", &PatchParams::default(), &Patch::Apply(&desired))
+                .await,
+        );
         assert_eq!(code, 400);
         let (code, message) = api_error(hw.patch("node-other", &flux, &Patch::Apply(&desired)).await);
         assert_eq!(code, 400, "{message}");
-        assert!(kube.rbac_used().contains(&("tinkerbell.org".into(), "hardware".into(), "patch".into())));
+        assert!(
+            kube.rbac_used()
+                .contains(&("tinkerbell.org".into(), "hardware".into(), "patch".into()))
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -492,23 +650,61 @@ mod patching {
         let pp = PatchParams::default();
 
         // A missing object: 404 for merge and JSON patches.
-        let (code, _) = api_error(hw.patch("node-mp", &pp, &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}}))).await);
+        let (code, _) = api_error(
+            hw.patch(
+                "node-mp",
+                &pp,
+                &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+            )
+            .await,
+        );
         assert_eq!(code, 404);
-        let (code, _) = api_error(hw.patch("node-mp", &pp, &json_patch(json!([{"op": "add", "path": "/metadata/labels", "value": {}}]))).await);
+        let (code, _) = api_error(
+            hw.patch(
+                "node-mp",
+                &pp,
+                &json_patch(json!([{"op": "add", "path": "/metadata/labels", "value": {}}])),
+            )
+            .await,
+        );
         assert_eq!(code, 404);
 
-        let obj: DynamicObject = serde_json::from_value(labelled("node-mp", "02:00:00:00:a0:02", json!({"rack": "r1", "stale": "x"}))).unwrap();
+        let obj: DynamicObject = serde_json::from_value(labelled(
+            "node-mp",
+            "02:00:00:00:a0:02",
+            json!({"rack": "r1", "stale": "x"}),
+        ))
+        .unwrap();
         let created = hw.create(&PostParams::default(), &obj).await.unwrap();
 
         // Merge patch (RFC 7386): maps merge, null deletes.
-        let merged = hw.patch("node-mp", &pp, &Patch::Merge(json!({"metadata": {"labels": {"rack": "r2", "stale": null}}, "spec": {"tinkVersion": 2}}))).await.unwrap();
-        assert_eq!(merged.metadata.labels.as_ref().unwrap().iter().collect::<Vec<_>>(), vec![(&"rack".to_string(), &"r2".to_string())]);
+        let merged = hw
+            .patch(
+                "node-mp",
+                &pp,
+                &Patch::Merge(
+                    json!({"metadata": {"labels": {"rack": "r2", "stale": null}}, "spec": {"tinkVersion": 2}}),
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            merged.metadata.labels.as_ref().unwrap().iter().collect::<Vec<_>>(),
+            vec![(&"rack".to_string(), &"r2".to_string())]
+        );
         assert_eq!(merged.data["spec"]["tinkVersion"], 2);
         assert_eq!(merged.data["spec"]["agentID"], "02:00:00:00:a0:02", "the rest is kept");
         assert_ne!(rv(&merged), rv(&created));
         // A merge patch that changes nothing writes nothing.
         let events = kube.event_count();
-        let same = hw.patch("node-mp", &pp, &Patch::Merge(json!({"metadata": {"labels": {"rack": "r2"}}}))).await.unwrap();
+        let same = hw
+            .patch(
+                "node-mp",
+                &pp,
+                &Patch::Merge(json!({"metadata": {"labels": {"rack": "r2"}}})),
+            )
+            .await
+            .unwrap();
         assert_eq!(rv(&same), rv(&merged));
         assert_eq!(kube.event_count(), events);
 
@@ -532,23 +728,46 @@ mod patching {
         assert_eq!(patched.metadata.labels.as_ref().unwrap().len(), 3);
         assert_eq!(patched.metadata.labels.as_ref().unwrap()["site"], "z1");
         assert_eq!(patched.data["spec"]["interfaces"][0]["dhcp"]["arch"], "aarch64");
-        assert_eq!(patched.data["spec"]["interfaces"][1]["dhcp"]["mac"], "02:00:00:00:a0:03");
+        assert_eq!(
+            patched.data["spec"]["interfaces"][1]["dhcp"]["mac"],
+            "02:00:00:00:a0:03"
+        );
         assert!(patched.data["spec"].get("tinkVersion").is_none());
         let before = kube.object("hardware", "tinkerbell", "node-mp").unwrap();
         for (ops, needle) in [
-            (json!([{"op": "add", "path": "/metadata/labels/x", "value": "y"}, {"op": "test", "path": "/metadata/labels/rack", "value": "r1"}]), "test failed"),
+            (
+                json!([{"op": "add", "path": "/metadata/labels/x", "value": "y"}, {"op": "test", "path": "/metadata/labels/rack", "value": "r1"}]),
+                "test failed",
+            ),
             (json!([{"op": "remove", "path": "/spec/nothing"}]), "does not exist"),
-            (json!([{"op": "replace", "path": "/spec/interfaces/7/dhcp", "value": {}}]), "does not exist"),
-            (json!([{"op": "add", "path": "/spec/interfaces/7", "value": {}}]), "out of range"),
+            (
+                json!([{"op": "replace", "path": "/spec/interfaces/7/dhcp", "value": {}}]),
+                "does not exist",
+            ),
+            (
+                json!([{"op": "add", "path": "/spec/interfaces/7", "value": {}}]),
+                "out of range",
+            ),
         ] {
             let (code, message) = api_error(hw.patch("node-mp", &pp, &json_patch(ops)).await);
             assert_eq!(code, 422, "{message}");
             assert!(message.contains(needle), "{message}");
         }
-        assert_eq!(kube.object("hardware", "tinkerbell", "node-mp").unwrap(), before, "a failed JSON patch changes nothing");
+        assert_eq!(
+            kube.object("hardware", "tinkerbell", "node-mp").unwrap(),
+            before,
+            "a failed JSON patch changes nothing"
+        );
 
         // Strategic merge patch is not for custom resources: 415, as the apiserver answers.
-        let (code, message) = api_error(hw.patch("node-mp", &pp, &Patch::Strategic(json!({"metadata": {"labels": {"a": "b"}}}))).await);
+        let (code, message) = api_error(
+            hw.patch(
+                "node-mp",
+                &pp,
+                &Patch::Strategic(json!({"metadata": {"labels": {"a": "b"}}})),
+            )
+            .await,
+        );
         assert_eq!(code, 415, "{message}");
         assert!(message.contains("application/merge-patch+json"), "{message}");
 
@@ -558,11 +777,25 @@ mod patching {
         assert_eq!(code, 409);
         let fresh = json!({"metadata": {"resourceVersion": rv(&patched), "labels": {"rack": "r5"}}});
         hw.patch("node-mp", &pp, &Patch::Merge(fresh)).await.unwrap();
-        let (code, _) = api_error(hw.patch("node-mp", &pp, &Patch::Merge(json!({"metadata": {"name": "node-renamed"}}))).await);
+        let (code, _) = api_error(
+            hw.patch(
+                "node-mp",
+                &pp,
+                &Patch::Merge(json!({"metadata": {"name": "node-renamed"}})),
+            )
+            .await,
+        );
         assert_eq!(code, 400);
         // A dry run answers with the result and stores nothing.
         let before = kube.object("hardware", "tinkerbell", "node-mp").unwrap();
-        let dry = hw.patch("node-mp", &PatchParams::default().dry_run(), &Patch::Merge(json!({"metadata": {"labels": {"rack": "dry"}}}))).await.unwrap();
+        let dry = hw
+            .patch(
+                "node-mp",
+                &PatchParams::default().dry_run(),
+                &Patch::Merge(json!({"metadata": {"labels": {"rack": "dry"}}})),
+            )
+            .await
+            .unwrap();
         assert_eq!(dry.metadata.labels.unwrap()["rack"], "dry");
         assert_eq!(kube.object("hardware", "tinkerbell", "node-mp").unwrap(), before);
     }
@@ -584,23 +817,54 @@ mod patching {
         let attempts: Vec<(&Api<DynamicObject>, Patch<Value>)> = vec![
             (&hw, Patch::Apply(bogus_apply)),
             (&hw, Patch::Merge(json!({"spec": {"bogus": "x"}}))),
-            (&hw, Patch::Merge(json!({"spec": {"interfaces": [{"dhcp": {"mac": "02:00:00:00:a0:04", "lease_time": "long"}}]}}))),
-            (&hw, Patch::Json(serde_json::from_value(json!([{"op": "add", "path": "/spec/interfaces/0/netboot/bogus", "value": 1}])).unwrap())),
-            (&wf, Patch::Merge(json!({"spec": {"hardwareMap": {"device_1": "x"}, "bogus": 1}}))),
-            (&wf, Patch::Apply(json!({"apiVersion": "tinkerbell.org/v1alpha1", "kind": "Workflow", "metadata": {"name": "node-strict"}, "spec": {"bogus": 1}}))),
+            (
+                &hw,
+                Patch::Merge(
+                    json!({"spec": {"interfaces": [{"dhcp": {"mac": "02:00:00:00:a0:04", "lease_time": "long"}}]}}),
+                ),
+            ),
+            (
+                &hw,
+                Patch::Json(
+                    serde_json::from_value(
+                        json!([{"op": "add", "path": "/spec/interfaces/0/netboot/bogus", "value": 1}]),
+                    )
+                    .unwrap(),
+                ),
+            ),
+            (
+                &wf,
+                Patch::Merge(json!({"spec": {"hardwareMap": {"device_1": "x"}, "bogus": 1}})),
+            ),
+            (
+                &wf,
+                Patch::Apply(
+                    json!({"apiVersion": "tinkerbell.org/v1alpha1", "kind": "Workflow", "metadata": {"name": "node-strict"}, "spec": {"bogus": 1}}),
+                ),
+            ),
         ];
         for (api, patch) in attempts {
-            let pp = if matches!(patch, Patch::Apply(_)) { PatchParams::apply("flux").force() } else { PatchParams::default() };
+            let pp = if matches!(patch, Patch::Apply(_)) {
+                PatchParams::apply("flux").force()
+            } else {
+                PatchParams::default()
+            };
             let (code, message) = api_error(api.patch("node-strict", &pp, &patch).await);
             assert_eq!(code, 422, "{message}");
             assert!(message.contains("is invalid"), "{message}");
         }
         assert_eq!(kube.object("hardware", "tinkerbell", "node-strict").unwrap(), hw_before);
-        assert_eq!(kube.object("workflows", "tinkerbell", "node-strict").unwrap(), wf_before);
+        assert_eq!(
+            kube.object("workflows", "tinkerbell", "node-strict").unwrap(),
+            wf_before
+        );
         // An apply of an invalid new object creates nothing.
         let mut bogus_new = hardware("node-never", "02:00:00:00:a0:05");
         bogus_new["spec"]["bogus"] = json!(1);
-        let (code, _) = api_error(hw.patch("node-never", &PatchParams::apply("flux"), &Patch::Apply(bogus_new)).await);
+        let (code, _) = api_error(
+            hw.patch("node-never", &PatchParams::apply("flux"), &Patch::Apply(bogus_new))
+                .await,
+        );
         assert_eq!(code, 422);
         assert!(kube.object("hardware", "tinkerbell", "node-never").is_none());
     }
@@ -614,7 +878,12 @@ mod patching {
         let mut events = hw.watch(&WatchParams::default(), &start).await.unwrap().boxed();
         macro_rules! next {
             () => {
-                match tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("an event").unwrap().unwrap() {
+                match tokio::time::timeout(Duration::from_secs(5), events.next())
+                    .await
+                    .expect("an event")
+                    .unwrap()
+                    .unwrap()
+                {
                     WatchEvent::Added(o) => ("ADDED", o),
                     WatchEvent::Modified(o) => ("MODIFIED", o),
                     WatchEvent::Deleted(o) => ("DELETED", o),
@@ -624,35 +893,96 @@ mod patching {
         }
 
         let pp = PatchParams::default();
-        hw.patch("node-w", &pp, &Patch::Merge(json!({"metadata": {"labels": {"rack": "r2"}}}))).await.unwrap();
+        hw.patch(
+            "node-w",
+            &pp,
+            &Patch::Merge(json!({"metadata": {"labels": {"rack": "r2"}}})),
+        )
+        .await
+        .unwrap();
         let (kind, obj) = next!();
-        assert_eq!((kind, obj.metadata.labels.unwrap()["rack"].as_str()), ("MODIFIED", "r2"));
+        assert_eq!(
+            (kind, obj.metadata.labels.unwrap()["rack"].as_str()),
+            ("MODIFIED", "r2")
+        );
         // A no-op patch sends no event: the next one is the next real change.
-        hw.patch("node-w", &pp, &Patch::Merge(json!({"metadata": {"labels": {"rack": "r2"}}}))).await.unwrap();
-        hw.patch("node-new", &PatchParams::apply("flux"), &Patch::Apply(labelled("node-new", "02:00:00:00:a0:07", json!({"rack": "r2"})))).await.unwrap();
+        hw.patch(
+            "node-w",
+            &pp,
+            &Patch::Merge(json!({"metadata": {"labels": {"rack": "r2"}}})),
+        )
+        .await
+        .unwrap();
+        hw.patch(
+            "node-new",
+            &PatchParams::apply("flux"),
+            &Patch::Apply(labelled("node-new", "02:00:00:00:a0:07", json!({"rack": "r2"}))),
+        )
+        .await
+        .unwrap();
         let (kind, obj) = next!();
         assert_eq!((kind, obj.metadata.name.as_deref()), ("ADDED", Some("node-new")));
-        hw.patch("node-w", &pp, &json_patch(json!([{"op": "replace", "path": "/metadata/labels/rack", "value": "r3"}]))).await.unwrap();
+        hw.patch(
+            "node-w",
+            &pp,
+            &json_patch(json!([{"op": "replace", "path": "/metadata/labels/rack", "value": "r3"}])),
+        )
+        .await
+        .unwrap();
         let (kind, obj) = next!();
-        assert_eq!((kind, obj.metadata.labels.unwrap()["rack"].as_str()), ("MODIFIED", "r3"));
+        assert_eq!(
+            (kind, obj.metadata.labels.unwrap()["rack"].as_str()),
+            ("MODIFIED", "r3")
+        );
 
         // Label selectors see the patched labels.
-        let names = |l: kube::api::ObjectList<DynamicObject>| l.items.into_iter().map(|o| o.metadata.name.unwrap()).collect::<Vec<_>>();
-        assert_eq!(names(hw.list(&ListParams::default().labels("rack=r3")).await.unwrap()), vec!["node-w"]);
-        assert_eq!(names(hw.list(&ListParams::default().labels("rack=r2")).await.unwrap()), vec!["node-new"]);
+        let names = |l: kube::api::ObjectList<DynamicObject>| {
+            l.items
+                .into_iter()
+                .map(|o| o.metadata.name.unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(hw.list(&ListParams::default().labels("rack=r3")).await.unwrap()),
+            vec!["node-w"]
+        );
+        assert_eq!(
+            names(hw.list(&ListParams::default().labels("rack=r2")).await.unwrap()),
+            vec!["node-new"]
+        );
         assert!(names(hw.list(&ListParams::default().labels("rack=r1")).await.unwrap()).is_empty());
 
         // Status: the object's patches leave it alone, the subresource changes only it.
-        let with_status = hw.patch("node-w", &pp, &Patch::Merge(json!({"status": {"state": "ignored"}, "metadata": {"labels": {"rack": "r4"}}}))).await.unwrap();
+        let with_status = hw
+            .patch(
+                "node-w",
+                &pp,
+                &Patch::Merge(json!({"status": {"state": "ignored"}, "metadata": {"labels": {"rack": "r4"}}})),
+            )
+            .await
+            .unwrap();
         assert!(with_status.data.get("status").is_none());
-        let status = hw.patch_status("node-w", &pp, &Patch::Merge(json!({"status": {"state": "in_use"}, "spec": {"agentID": "ignored"}}))).await.unwrap();
+        let status = hw
+            .patch_status(
+                "node-w",
+                &pp,
+                &Patch::Merge(json!({"status": {"state": "in_use"}, "spec": {"agentID": "ignored"}})),
+            )
+            .await
+            .unwrap();
         assert_eq!(status.data["status"]["state"], "in_use");
         assert_eq!(status.data["spec"]["agentID"], "02:00:00:00:a0:06");
-        assert_eq!(status.metadata.generation, with_status.metadata.generation, "status is no spec change");
+        assert_eq!(
+            status.metadata.generation, with_status.metadata.generation,
+            "status is no spec change"
+        );
         let (kind, _) = next!();
         assert_eq!(kind, "MODIFIED");
         let (kind, obj) = next!();
-        assert_eq!((kind, obj.data["status"]["state"].as_str()), ("MODIFIED", Some("in_use")));
+        assert_eq!(
+            (kind, obj.data["status"]["state"].as_str()),
+            ("MODIFIED", Some("in_use"))
+        );
 
         // Workflows are watched and patched the same way.
         kube.create_workflow(json!({
@@ -662,13 +992,30 @@ mod patching {
         }));
         let wrv = rv(&wf.get("node-w").await.unwrap());
         let mut wf_events = wf.watch(&WatchParams::default(), &wrv).await.unwrap().boxed();
-        wf.patch_status("node-w", &pp, &Patch::Merge(json!({"status": {"state": "STATE_SUCCESS"}}))).await.unwrap();
-        match tokio::time::timeout(Duration::from_secs(5), wf_events.next()).await.unwrap().unwrap().unwrap() {
+        wf.patch_status(
+            "node-w",
+            &pp,
+            &Patch::Merge(json!({"status": {"state": "STATE_SUCCESS"}})),
+        )
+        .await
+        .unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), wf_events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
             WatchEvent::Modified(o) => assert_eq!(o.data["status"]["state"], "STATE_SUCCESS"),
             other => panic!("{other:?}"),
         }
         let used = kube.rbac_used();
-        assert!(used.contains(&("tinkerbell.org".into(), "hardware/status".into(), "patch".into())), "{used:?}");
-        assert!(used.contains(&("tinkerbell.org".into(), "workflows/status".into(), "patch".into())), "{used:?}");
+        assert!(
+            used.contains(&("tinkerbell.org".into(), "hardware/status".into(), "patch".into())),
+            "{used:?}"
+        );
+        assert!(
+            used.contains(&("tinkerbell.org".into(), "workflows/status".into(), "patch".into())),
+            "{used:?}"
+        );
     }
 }

@@ -14,14 +14,24 @@ fn client() -> reqwest::Client {
 
 /// Logs in through the form; returns the session cookie pair and the Set-Cookie line.
 async fn login(r: &Registrar) -> (String, String) {
-    let resp = client().post(format!("{}/login", r.url)).form(&[("token", OPERATOR_TOKEN), ("name", "alice"), ("next", "/")]).send().await.unwrap();
+    let resp = client()
+        .post(format!("{}/login", r.url))
+        .form(&[("token", OPERATOR_TOKEN), ("name", "alice"), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let set = resp.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
     (set.split(';').next().unwrap().to_string(), set)
 }
 
 async fn page(r: &Registrar, cookie: &str, path: &str) -> String {
-    let resp = client().get(format!("{}{path}", r.url)).header("cookie", cookie).send().await.unwrap();
+    let resp = client()
+        .get(format!("{}{path}", r.url))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
     resp.text().await.unwrap()
 }
@@ -38,19 +48,42 @@ async fn without_a_session_pages_redirect_to_login_and_the_api_answers_401() {
     let resp = client().get(format!("{}/", r.url)).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(resp.headers()["location"], "/login?next=%2F");
-    let resp = client().post(format!("{}/machines/aa:bb:cc:dd:ee:01/approve", r.url)).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "a form post without a session goes to the login too");
+    let resp = client()
+        .post(format!("{}/machines/aa:bb:cc:dd:ee:01/approve", r.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::SEE_OTHER,
+        "a form post without a session goes to the login too"
+    );
     let resp = client().get(format!("{}/api/v1/machines", r.url)).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    let resp = client().post(format!("{}/api/v1/imports", r.url)).body("mac\naa:bb:cc:dd:ee:01\n").send().await.unwrap();
+    let resp = client()
+        .post(format!("{}/api/v1/imports", r.url))
+        .body("mac\naa:bb:cc:dd:ee:01\n")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 
     // A wrong token is refused with the form shown again; nothing leaks into a cookie.
-    let resp = client().post(format!("{}/login", r.url)).form(&[("token", "not-the-token"), ("next", "/")]).send().await.unwrap();
+    let resp = client()
+        .post(format!("{}/login", r.url))
+        .form(&[("token", "not-the-token"), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert!(resp.headers().get("set-cookie").is_none());
     // A `next` that leaves the site is ignored.
-    let resp = client().post(format!("{}/login", r.url)).form(&[("token", OPERATOR_TOKEN), ("next", "//evil.example/")]).send().await.unwrap();
+    let resp = client()
+        .post(format!("{}/login", r.url))
+        .form(&[("token", OPERATOR_TOKEN), ("next", "//evil.example/")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["location"], "/");
 }
 
@@ -71,27 +104,57 @@ async fn the_session_cookie_is_httponly_and_strict_and_secure_when_asked() {
 async fn a_state_changing_request_without_the_csrf_token_is_403() {
     let r = Registrar::start().await;
     let mac = "aa:bb:cc:dd:ee:10";
-    assert!(r.report(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json"))).await.status().is_success());
+    assert!(
+        r.report(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json")))
+            .await
+            .status()
+            .is_success()
+    );
     r.wait_for_state(mac, "proposed").await;
     let (cookie, _) = login(&r).await;
 
     for body in [vec![], vec![("csrf", "0".repeat(64))]] {
-        let resp = client().post(format!("{}/machines/{mac}/approve", r.url)).header("cookie", &cookie).form(&body).send().await.unwrap();
+        let resp = client()
+            .post(format!("{}/machines/{mac}/approve", r.url))
+            .header("cookie", &cookie)
+            .form(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     }
     // The API with a session cookie wants the token in a header.
-    let resp = client().post(format!("{}/api/v1/machines/{mac}/approve", r.url)).header("cookie", &cookie).send().await.unwrap();
+    let resp = client()
+        .post(format!("{}/api/v1/machines/{mac}/approve", r.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-    assert_eq!(r.machine(mac).await.unwrap()["machine"]["state"], "proposed", "nothing happened");
+    assert_eq!(
+        r.machine(mac).await.unwrap()["machine"]["state"],
+        "proposed",
+        "nothing happened"
+    );
 
     // With the token from the page, the same request approves.
     let html = page(&r, &cookie, &format!("/machines/{mac}")).await;
     let csrf = csrf_of(&html);
-    let resp = client().post(format!("{}/machines/{mac}/approve", r.url)).header("cookie", &cookie).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
+    let resp = client()
+        .post(format!("{}/machines/{mac}/approve", r.url))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let m = r.wait_for_state(mac, "approved").await;
     let log = m["transitions"].as_array().unwrap();
-    assert_eq!(log.last().unwrap()["actor"], "console:alice", "the timeline names who approved");
+    assert_eq!(
+        log.last().unwrap()["actor"],
+        "console:alice",
+        "the timeline names who approved"
+    );
     let merge = r.remote.message("main");
     assert!(merge.contains("Approved-by: console:alice"), "{merge}");
 }
@@ -109,14 +172,28 @@ async fn a_hostile_product_name_is_text_on_every_page_and_no_script_may_run_inli
     r.wait_for_state(mac, "proposed").await;
     let (cookie, _) = login(&r).await;
     for path in ["/", &format!("/machines/{mac}"), "/?q=%3Cimg"] {
-        let resp = client().get(format!("{}{path}", r.url)).header("cookie", &cookie).send().await.unwrap();
+        let resp = client()
+            .get(format!("{}{path}", r.url))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
         let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_string();
         let script_src = csp.split(';').find(|d| d.trim().starts_with("script-src")).unwrap();
-        assert!(!script_src.contains("unsafe-inline") && script_src.contains("'self'"), "{csp}");
+        assert!(
+            !script_src.contains("unsafe-inline") && script_src.contains("'self'"),
+            "{csp}"
+        );
         let html = resp.text().await.unwrap();
-        assert!(!html.contains("<img src=x") && !html.contains("<img/"), "{path}: markup from a fact");
+        assert!(
+            !html.contains("<img src=x") && !html.contains("<img/"),
+            "{path}: markup from a fact"
+        );
         assert!(!html.contains("<script>alert"), "{path}: markup from a fact");
-        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"), "{path}: the name is shown as text");
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+            "{path}: the name is shown as text"
+        );
         // The page's own scripts come from /static only.
         assert!(!html.contains("<script>"), "{path}: inline script");
     }
@@ -124,7 +201,11 @@ async fn a_hostile_product_name_is_text_on_every_page_and_no_script_may_run_inli
     // minijinja's escaping also writes '/' as &#x2f;, which a browser reads back as '/'.
     let detail = detail.replace("&#x2f;", "/");
     let manifest = &detail[detail.find("id=\"manifest\"").expect("the manifest is shown")..];
-    assert!(manifest.contains("/dev/sd&lt;img/src=x/onerror=alert(1)&gt;"), "the device is in the highlighted manifest, as text: {}", &manifest[..manifest.len().min(4000)]);
+    assert!(
+        manifest.contains("/dev/sd&lt;img/src=x/onerror=alert(1)&gt;"),
+        "the device is in the highlighted manifest, as text: {}",
+        &manifest[..manifest.len().min(4000)]
+    );
 }
 
 #[tokio::test]
@@ -134,7 +215,12 @@ async fn a_trusted_proxy_names_the_user_and_an_untrusted_one_does_not() {
         c.ui.trusted_proxies = vec!["127.0.0.1".into()];
     })
     .await;
-    let resp = client().get(format!("{}/", r.url)).header("X-Forwarded-Email", "bob@example.com").send().await.unwrap();
+    let resp = client()
+        .get(format!("{}/", r.url))
+        .header("X-Forwarded-Email", "bob@example.com")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(resp.headers().get("set-cookie").is_some());
     assert!(resp.text().await.unwrap().contains("bob@example.com"));
@@ -144,15 +230,34 @@ async fn a_trusted_proxy_names_the_user_and_an_untrusted_one_does_not() {
         c.ui.trusted_proxies = vec!["10.9.9.9/32".into()];
     })
     .await;
-    let resp = client().get(format!("{}/", r.url)).header("X-Forwarded-Email", "mallory@example.com").send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "the header is ignored from an address that is not a trusted proxy");
+    let resp = client()
+        .get(format!("{}/", r.url))
+        .header("X-Forwarded-Email", "mallory@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::SEE_OTHER,
+        "the header is ignored from an address that is not a trusted proxy"
+    );
 }
 
 #[tokio::test]
 async fn the_machine_list_pages_filters_and_sorts_on_the_server() {
     let r = Registrar::start().await;
-    let rows: String = (0..120).map(|i| format!("aa:bb:cc:00:{:02x}:{:02x},node-{i:03}\n", i / 256, i % 256)).collect();
-    let resp = r.client.post(format!("{}/api/v1/imports", r.url)).bearer_auth(OPERATOR_TOKEN).header("content-type", "text/csv").body(format!("mac,hostname\n{rows}")).send().await.unwrap();
+    let rows: String = (0..120)
+        .map(|i| format!("aa:bb:cc:00:{:02x}:{:02x},node-{i:03}\n", i / 256, i % 256))
+        .collect();
+    let resp = r
+        .client
+        .post(format!("{}/api/v1/imports", r.url))
+        .bearer_auth(OPERATOR_TOKEN)
+        .header("content-type", "text/csv")
+        .body(format!("mac,hostname\n{rows}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
     let (cookie, _) = login(&r).await;
     let first = page(&r, &cookie, "/?sort=mac&order=asc").await;
@@ -163,22 +268,53 @@ async fn the_machine_list_pages_filters_and_sorts_on_the_server() {
     let last = page(&r, &cookie, "/?sort=mac&order=asc&offset=100").await;
     assert_eq!(last.matches("<tr data-mac=").count(), 20);
     let one = page(&r, &cookie, "/?q=node-007").await;
-    assert_eq!(one.matches("<tr data-mac=").count(), 1, "free text finds the imported hostname");
+    assert_eq!(
+        one.matches("<tr data-mac=").count(),
+        1,
+        "free text finds the imported hostname"
+    );
     let none = page(&r, &cookie, "/?expected=false").await;
     assert_eq!(none.matches("<tr data-mac=").count(), 0);
-    let resp = client().get(format!("{}/?sort=colour", r.url)).header("cookie", &cookie).send().await.unwrap();
+    let resp = client()
+        .get(format!("{}/?sort=colour", r.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }
 
 async fn import(r: &Registrar, query: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
-    let resp = r.client.post(format!("{}/api/v1/imports{query}", r.url)).bearer_auth(OPERATOR_TOKEN).header("content-type", "text/csv").body(body).send().await.unwrap();
+    let resp = r
+        .client
+        .post(format!("{}/api/v1/imports{query}", r.url))
+        .bearer_auth(OPERATOR_TOKEN)
+        .header("content-type", "text/csv")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     let status = resp.status();
     let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or_else(|_| json!({ "text": text })))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| json!({ "text": text })),
+    )
 }
 
 fn row_errors(v: &Value) -> Vec<(u64, String)> {
-    v["rows"].as_array().unwrap().iter().flat_map(|r| r["errors"].as_array().unwrap().iter().map(move |e| (r["line"].as_u64().unwrap(), e.as_str().unwrap().to_string()))).collect()
+    v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |e| (r["line"].as_u64().unwrap(), e.as_str().unwrap().to_string()))
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -187,10 +323,19 @@ async fn malformed_imports_get_row_precise_errors_and_nothing_is_half_imported()
     // Wrong header: the file as a whole is refused.
     let (status, v) = import(&r, "", "hostname;ip\nnode-1;10.0.0.1\n").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(v["message"].as_str().unwrap().contains("line 1: the header has no `mac` column"), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 1: the header has no `mac` column"),
+        "{v}"
+    );
     let (status, v) = import(&r, "", "mac,colour\naa:bb:cc:dd:ee:01,red\n").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(v["message"].as_str().unwrap().contains("unknown column \"colour\""), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("unknown column \"colour\""),
+        "{v}"
+    );
 
     // Row errors, each on its line; a quoted field keeps its separator.
     let csv = "mac,hostname,ip,location\n\
@@ -201,8 +346,14 @@ async fn malformed_imports_get_row_precise_errors_and_nothing_is_half_imported()
     let (status, v) = import(&r, "", csv).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     let errors = row_errors(&v);
-    assert!(errors.iter().any(|(l, e)| *l == 3 && e.contains("10.0.0.999")), "{errors:?}");
-    assert!(errors.iter().any(|(l, e)| *l == 4 && e.contains("duplicate of line 2")), "{errors:?}");
+    assert!(
+        errors.iter().any(|(l, e)| *l == 3 && e.contains("10.0.0.999")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|(l, e)| *l == 4 && e.contains("duplicate of line 2")),
+        "{errors:?}"
+    );
     assert!(errors.iter().any(|(l, e)| *l == 5 && e.contains("zz:zz")), "{errors:?}");
     assert!(!errors.iter().any(|(l, _)| *l == 2), "{errors:?}");
     assert_eq!(v["stored"], false);
@@ -221,11 +372,20 @@ async fn malformed_imports_get_row_precise_errors_and_nothing_is_half_imported()
     assert_eq!(m["machine"]["state"], "detected");
     let batch = &r.get("/api/v1/imports").await["imports"][0];
     assert_eq!(batch["name"], "rack-1");
-    assert_eq!(batch["rows"].as_array().unwrap().len(), 4, "skipped rows are kept with their reasons");
+    assert_eq!(
+        batch["rows"].as_array().unwrap().len(),
+        4,
+        "skipped rows are kept with their reasons"
+    );
 
     // Importing the same MAC again is an error on its line.
     let (_, v) = import(&r, "?dry_run=true", "mac\naa:bb:cc:dd:ee:01\n").await;
-    assert!(row_errors(&v)[0].1.contains("already expected (expected — rack-1, row 2)"), "{v}");
+    assert!(
+        row_errors(&v)[0]
+            .1
+            .contains("already expected (expected — rack-1, row 2)"),
+        "{v}"
+    );
 
     // 50 MiB is refused before it is read.
     let big = vec![b'a'; 50 << 20];
@@ -236,21 +396,45 @@ async fn malformed_imports_get_row_precise_errors_and_nothing_is_half_imported()
 #[tokio::test]
 async fn an_expected_machine_reports_and_its_proposal_carries_the_imported_values() {
     let r = Registrar::start_with(|c| c.discovery.only_expected = true).await;
-    let (status, v) = import(&r, "?name=batch-7", "mac;hostname;ip;netmask;gateway;nameservers;bmc_address;bmc_secret;location;labels\n\
-        aa:bb:cc:dd:ee:21;web-01;10.1.0.21;24;10.1.0.1;10.1.0.2 10.1.0.3;10.2.0.21;web-01-ipmi;DC1 Rack 4;team=web\n").await;
+    let (status, v) = import(
+        &r,
+        "?name=batch-7",
+        "mac;hostname;ip;netmask;gateway;nameservers;bmc_address;bmc_secret;location;labels\n\
+        aa:bb:cc:dd:ee:21;web-01;10.1.0.21;24;10.1.0.1;10.1.0.2 10.1.0.3;10.2.0.21;web-01-ipmi;DC1 Rack 4;team=web\n",
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
 
     // An unexpected machine reports: recorded and shown, never proposed.
-    assert!(r.report(&report_body("aa:bb:cc:dd:ee:99", lshw("supermicro-ssg-6029p-x11dph-t.json"))).await.status().is_success());
+    assert!(
+        r.report(&report_body(
+            "aa:bb:cc:dd:ee:99",
+            lshw("supermicro-ssg-6029p-x11dph-t.json")
+        ))
+        .await
+        .status()
+        .is_success()
+    );
     // The expected one reports.
-    assert!(r.report(&report_body("aa:bb:cc:dd:ee:21", lshw("supermicro-ssg-6029p-x11dph-t.json"))).await.status().is_success());
+    assert!(
+        r.report(&report_body(
+            "aa:bb:cc:dd:ee:21",
+            lshw("supermicro-ssg-6029p-x11dph-t.json")
+        ))
+        .await
+        .status()
+        .is_success()
+    );
     let m = r.wait_for_state("aa:bb:cc:dd:ee:21", "proposed").await;
     assert_eq!(m["proposal"]["name"], "web-01");
     // Markdown-escaped in the source; as a reviewer reads it:
     let summary = m["proposal"]["summary"].as_str().unwrap().replace('\\', "");
     assert!(summary.contains("Expected — batch-7, row 2"), "{summary}");
     assert!(summary.contains("hostname web-01 · IP 10.1.0.21"), "{summary}");
-    let yaml = r.remote.read("registrar/aa-bb-cc-dd-ee-21", "hardware/web-01.yaml").unwrap();
+    let yaml = r
+        .remote
+        .read("registrar/aa-bb-cc-dd-ee-21", "hardware/web-01.yaml")
+        .unwrap();
     let docs = support::documents(&yaml);
     let iface = &docs[0]["spec"]["interfaces"][0]["dhcp"];
     assert_eq!(iface["hostname"], "web-01");
@@ -260,7 +444,10 @@ async fn an_expected_machine_reports_and_its_proposal_carries_the_imported_value
     assert_eq!(iface["name_servers"], json!(["10.1.0.2", "10.1.0.3"]));
     assert_eq!(docs[0]["metadata"]["labels"]["registrar.dev/location"], "DC1-Rack-4");
     assert_eq!(docs[0]["metadata"]["labels"]["team"], "web");
-    let bmc = docs.iter().find(|d| d["kind"] == "Machine").expect("a BMC object from the imported address");
+    let bmc = docs
+        .iter()
+        .find(|d| d["kind"] == "Machine")
+        .expect("a BMC object from the imported address");
     assert_eq!(bmc["spec"]["connection"]["host"], "10.2.0.21");
     assert_eq!(bmc["spec"]["connection"]["authSecretRef"]["name"], "web-01-ipmi");
     let hw = support::UpstreamSchema::load("tinkerbell.org_hardware.yaml");
@@ -269,32 +456,60 @@ async fn an_expected_machine_reports_and_its_proposal_carries_the_imported_value
     let unexpected = r.machine("aa:bb:cc:dd:ee:99").await.unwrap();
     assert_eq!(unexpected["machine"]["state"], "reported");
     assert!(unexpected["proposal"].is_null());
-    assert!(unexpected["machine"]["last_error"].as_str().unwrap().contains("not expected"));
-    assert!(!r.remote.branches().iter().any(|b| b.contains("ee-99")), "no branch for a rogue machine");
+    assert!(
+        unexpected["machine"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not expected")
+    );
+    assert!(
+        !r.remote.branches().iter().any(|b| b.contains("ee-99")),
+        "no branch for a rogue machine"
+    );
 }
 
 #[tokio::test]
 async fn propose_now_then_facts_update_the_same_proposal() {
     let r = Registrar::start().await;
-    let (status, _) = import(&r, "?mode=propose&name=seed", "mac,hostname,ip\naa:bb:cc:dd:ee:31,db-01,10.3.0.31\n").await;
+    let (status, _) = import(
+        &r,
+        "?mode=propose&name=seed",
+        "mac,hostname,ip\naa:bb:cc:dd:ee:31,db-01,10.3.0.31\n",
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED);
     let before = r.wait_for_state("aa:bb:cc:dd:ee:31", "proposed").await;
     assert_eq!(before["proposal"]["name"], "db-01");
     let number = before["proposal"]["number"].clone();
     let head = r.remote.head("registrar/aa-bb-cc-dd-ee-31").unwrap();
 
-    assert!(r.report(&report_body("aa:bb:cc:dd:ee:31", lshw("supermicro-ssg-6029p-x11dph-t.json"))).await.status().is_success());
+    assert!(
+        r.report(&report_body(
+            "aa:bb:cc:dd:ee:31",
+            lshw("supermicro-ssg-6029p-x11dph-t.json")
+        ))
+        .await
+        .status()
+        .is_success()
+    );
     let mut after = before.clone();
     for _ in 0..100 {
         after = r.machine("aa:bb:cc:dd:ee:31").await.unwrap();
-        if r.remote.head("registrar/aa-bb-cc-dd-ee-31") != Some(head) && !after["machine"]["pending"].as_bool().unwrap() {
+        if r.remote.head("registrar/aa-bb-cc-dd-ee-31") != Some(head) && !after["machine"]["pending"].as_bool().unwrap()
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(after["proposal"]["number"], number, "the same proposal, updated");
-    assert_eq!(r.get("/api/v1/proposals").await["proposals"].as_array().unwrap().len(), 1);
-    let yaml = r.remote.read("registrar/aa-bb-cc-dd-ee-31", "hardware/db-01.yaml").unwrap();
+    assert_eq!(
+        r.get("/api/v1/proposals").await["proposals"].as_array().unwrap().len(),
+        1
+    );
+    let yaml = r
+        .remote
+        .read("registrar/aa-bb-cc-dd-ee-31", "hardware/db-01.yaml")
+        .unwrap();
     assert!(yaml.contains("disks:"), "the facts arrived in the same file:\n{yaml}");
     assert!(yaml.contains("10.3.0.31"));
 }
@@ -303,11 +518,33 @@ async fn propose_now_then_facts_update_the_same_proposal() {
 async fn live_updates_arrive_as_server_sent_events() {
     let r = Registrar::start().await;
     let (cookie, _) = login(&r).await;
-    let mut resp = client().get(format!("{}/events", r.url)).header("cookie", &cookie).send().await.unwrap();
+    let mut resp = client()
+        .get(format!("{}/events", r.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-    assert!(r.report(&report_body("aa:bb:cc:dd:ee:41", lshw("supermicro-ssg-6029p-x11dph-t.json"))).await.status().is_success());
-    let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), resp.chunk()).await.expect("an event within 10 s").unwrap().unwrap();
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    assert!(
+        r.report(&report_body(
+            "aa:bb:cc:dd:ee:41",
+            lshw("supermicro-ssg-6029p-x11dph-t.json")
+        ))
+        .await
+        .status()
+        .is_success()
+    );
+    let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), resp.chunk())
+        .await
+        .expect("an event within 10 s")
+        .unwrap()
+        .unwrap();
     assert!(String::from_utf8_lossy(&chunk).contains("event: changed"), "{chunk:?}");
 }
 
@@ -316,7 +553,11 @@ async fn the_cli_imports_a_file_and_names_bad_rows_by_line() {
     let r = Registrar::start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("rack-9.csv");
-    std::fs::write(&file, "mac,hostname\naa:bb:cc:dd:ee:51,n-51\nnope,n-52\naa:bb:cc:dd:ee:53,n-53\n").unwrap();
+    std::fs::write(
+        &file,
+        "mac,hostname\naa:bb:cc:dd:ee:51,n-51\nnope,n-52\naa:bb:cc:dd:ee:53,n-53\n",
+    )
+    .unwrap();
     let run = |extra: &'static [&'static str]| {
         let (url, file, state) = (r.url.clone(), file.clone(), dir.path().join("cli-state"));
         tokio::task::spawn_blocking(move || {
@@ -334,7 +575,10 @@ async fn the_cli_imports_a_file_and_names_bad_rows_by_line() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("rack-9.csv:3: mac: \"nope\" is not a MAC"), "{stdout}");
-    assert!(stdout.contains("dry run: 2 valid, 1 with errors; nothing stored"), "{stdout}");
+    assert!(
+        stdout.contains("dry run: 2 valid, 1 with errors; nothing stored"),
+        "{stdout}"
+    );
 
     let out = run(&[]).await.unwrap();
     assert!(!out.status.success(), "a file with a bad row is refused as a whole");
@@ -344,7 +588,10 @@ async fn the_cli_imports_a_file_and_names_bad_rows_by_line() {
     let out = run(&["--skip-invalid", "--mode", "propose"]).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("imported 2 row(s) as batch 1 (rack-9.csv); skipped 1"), "{stdout}");
+    assert!(
+        stdout.contains("imported 2 row(s) as batch 1 (rack-9.csv); skipped 1"),
+        "{stdout}"
+    );
     r.wait_for_state("aa:bb:cc:dd:ee:51", "proposed").await;
 }
 
@@ -352,7 +599,10 @@ async fn the_cli_imports_a_file_and_names_bad_rows_by_line() {
 async fn the_list_shows_the_switch_port_a_machine_is_cabled_to() {
     let r = Registrar::start().await;
     let mac = "aa:bb:cc:dd:ee:71";
-    let lldp: Value = serde_json::from_str(&std::fs::read_to_string(support::manifest_dir().join("tests/fixtures/discovery/lldpctl-f-json.json")).unwrap()).unwrap();
+    let lldp: Value = serde_json::from_str(
+        &std::fs::read_to_string(support::manifest_dir().join("tests/fixtures/discovery/lldpctl-f-json.json")).unwrap(),
+    )
+    .unwrap();
     let mut body = report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json"));
     body["lldp"] = lldp;
     assert!(r.report(&body).await.status().is_success());
@@ -363,11 +613,20 @@ async fn the_list_shows_the_switch_port_a_machine_is_cabled_to() {
     let row = &row[..row.find("</tr>").unwrap()];
     assert!(row.contains("leaf-01.dc1 Ethernet12"), "{row}");
     let detail = page(&r, &cookie, &format!("/machines/{mac}")).await;
-    assert!(detail.contains("leaf-01.dc1 port Ethernet12 (eno1)"), "the machine page lists every neighbour");
+    assert!(
+        detail.contains("leaf-01.dc1 port Ethernet12 (eno1)"),
+        "the machine page lists every neighbour"
+    );
 }
 
 async fn post_form(r: &Registrar, cookie: &str, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
-    client().post(format!("{}{path}", r.url)).header("cookie", cookie).form(form).send().await.unwrap()
+    client()
+        .post(format!("{}{path}", r.url))
+        .header("cookie", cookie)
+        .form(form)
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -381,7 +640,12 @@ async fn several_machines_are_approved_or_rejected_in_one_action() {
     }
     let (cookie, _) = login(&r).await;
     let csrf = csrf_of(&page(&r, &cookie, "/").await);
-    let form = [("csrf", csrf.as_str()), ("action", "approve"), ("mac", macs[0]), ("mac", macs[1])];
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("action", "approve"),
+        ("mac", macs[0]),
+        ("mac", macs[1]),
+    ];
     let resp = post_form(&r, &cookie, "/machines/bulk", &form).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(resp.headers()["location"], "/?done=approve&n=2&failed=0");
@@ -391,7 +655,10 @@ async fn several_machines_are_approved_or_rejected_in_one_action() {
         r.wait_for_state(mac, "approved").await;
     }
     let form = [("csrf", csrf.as_str()), ("action", "reject"), ("mac", macs[2])];
-    assert_eq!(post_form(&r, &cookie, "/machines/bulk", &form).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        post_form(&r, &cookie, "/machines/bulk", &form).await.status(),
+        StatusCode::SEE_OTHER
+    );
     assert_eq!(r.machine(macs[2]).await.unwrap()["machine"]["state"], "rejected");
     // The flash is built from fixed words: a crafted link cannot make the console say more.
     let html = page(&r, &cookie, "/?done=%3Cscript%3E&n=1").await;
@@ -402,7 +669,12 @@ async fn several_machines_are_approved_or_rejected_in_one_action() {
 async fn a_machine_is_rejected_with_a_reason_unsuppressed_re_rendered_and_forgotten_from_its_page() {
     let r = Registrar::start().await;
     let mac = "aa:bb:cc:dd:ee:91";
-    assert!(r.report(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json"))).await.status().is_success());
+    assert!(
+        r.report(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json")))
+            .await
+            .status()
+            .is_success()
+    );
     r.wait_for_state(mac, "proposed").await;
     let (cookie, _) = login(&r).await;
     let csrf = csrf_of(&page(&r, &cookie, &format!("/machines/{mac}")).await);
@@ -412,21 +684,44 @@ async fn a_machine_is_rejected_with_a_reason_unsuppressed_re_rendered_and_forgot
             form.push((k, v.to_string()));
         }
         let (url, cookie) = (format!("{}/machines/{mac}/{action}", r.url), cookie.clone());
-        async move { client().post(url).header("cookie", cookie).form(&form).send().await.unwrap() }
+        async move {
+            client()
+                .post(url)
+                .header("cookie", cookie)
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+        }
     };
-    assert_eq!(go("reject", Some(("reason", "not in the inventory"))).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        go("reject", Some(("reason", "not in the inventory"))).await.status(),
+        StatusCode::SEE_OTHER
+    );
     let m = r.machine(mac).await.unwrap();
     assert_eq!(m["machine"]["state"], "rejected");
     let last = m["transitions"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!((last["cause"].as_str(), last["actor"].as_str()), (Some("not in the inventory"), Some("console:alice")));
+    assert_eq!(
+        (last["cause"].as_str(), last["actor"].as_str()),
+        (Some("not in the inventory"), Some("console:alice"))
+    );
     let html = page(&r, &cookie, &format!("/machines/{mac}")).await;
-    assert!(html.contains("not in the inventory") && html.contains("console:alice"), "the timeline shows cause and actor");
+    assert!(
+        html.contains("not in the inventory") && html.contains("console:alice"),
+        "the timeline shows cause and actor"
+    );
 
     assert_eq!(go("unsuppress", None).await.status(), StatusCode::SEE_OTHER);
     r.wait_for_state(mac, "proposed").await;
-    assert_eq!(go("workflow", Some(("workflow", "ubuntu-2204"))).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        go("workflow", Some(("workflow", "ubuntu-2204"))).await.status(),
+        StatusCode::SEE_OTHER
+    );
     let m = r.wait_for_state(mac, "proposed").await;
-    assert_eq!(m["proposal"]["workflow"], "ubuntu-2204", "choosing a workflow re-renders");
+    assert_eq!(
+        m["proposal"]["workflow"], "ubuntu-2204",
+        "choosing a workflow re-renders"
+    );
     let resp = go("workflow", Some(("workflow", "../../etc/passwd"))).await;
     assert_eq!(resp.status(), StatusCode::CONFLICT);
     assert_eq!(go("rerender", None).await.status(), StatusCode::SEE_OTHER);
@@ -445,7 +740,15 @@ async fn a_machine_is_rejected_with_a_reason_unsuppressed_re_rendered_and_forgot
 async fn the_status_page_says_what_an_operator_checks_when_nothing_happens() {
     // A remote that is not there: the queue fills and says why.
     let r = Registrar::start_with(|c| c.gitops.remote = "http://127.0.0.1:9/nowhere.git".into()).await;
-    assert!(r.report(&report_body("aa:bb:cc:dd:ee:a1", lshw("supermicro-ssg-6029p-x11dph-t.json"))).await.status().is_success());
+    assert!(
+        r.report(&report_body(
+            "aa:bb:cc:dd:ee:a1",
+            lshw("supermicro-ssg-6029p-x11dph-t.json")
+        ))
+        .await
+        .status()
+        .is_success()
+    );
     let (cookie, _) = login(&r).await;
     let mut html = String::new();
     for _ in 0..100 {
@@ -456,7 +759,10 @@ async fn the_status_page_says_what_an_operator_checks_when_nothing_happens() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(html.contains("<td id=\"queue-length\">1</td>"), "{html}");
-    assert!(html.contains("aa:bb:cc:dd:ee:a1</a>:"), "the last error names the machine: {html}");
+    assert!(
+        html.contains("aa:bb:cc:dd:ee:a1</a>:"),
+        "the last error names the machine: {html}"
+    );
     assert!(html.contains("not configured"), "no cluster configured: {html}");
     assert!(html.contains("Packets"), "DHCP counters");
 }
@@ -465,12 +771,23 @@ async fn the_status_page_says_what_an_operator_checks_when_nothing_happens() {
 async fn the_machine_page_shows_everything_approve_would_merge() {
     let r = Registrar::start().await;
     let mac = "aa:bb:cc:dd:ee:b1";
-    assert!(r.report(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json"))).await.status().is_success());
+    assert!(
+        r.report(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json")))
+            .await
+            .status()
+            .is_success()
+    );
     r.wait_for_state(mac, "proposed").await;
     // Someone pushes a file outside the proposals' directory onto the proposal's branch.
     let repo = git2::Repository::open_bare(r.dir.path().join("state/gitops.git")).unwrap();
-    let head = repo.find_reference("refs/heads/registrar/aa-bb-cc-dd-ee-b1").unwrap().peel_to_commit().unwrap();
-    let blob = repo.blob(b"kind: ClusterRoleBinding\nmetadata: {name: <b>own-everything</b>}\n").unwrap();
+    let head = repo
+        .find_reference("refs/heads/registrar/aa-bb-cc-dd-ee-b1")
+        .unwrap()
+        .peel_to_commit()
+        .unwrap();
+    let blob = repo
+        .blob(b"kind: ClusterRoleBinding\nmetadata: {name: <b>own-everything</b>}\n")
+        .unwrap();
     let mut dir = repo.treebuilder(None).unwrap();
     dir.insert("evil.yaml", blob, 0o100644).unwrap();
     let dir = dir.write().unwrap();
@@ -478,15 +795,30 @@ async fn the_machine_page_shows_everything_approve_would_merge() {
     root.insert("cluster", dir, 0o040000).unwrap();
     let tree = repo.find_tree(root.write().unwrap()).unwrap();
     let sig = git2::Signature::now("mallory", "mallory@example.com").unwrap();
-    repo.commit(Some("refs/heads/registrar/aa-bb-cc-dd-ee-b1"), &sig, &sig, "more", &tree, &[&head]).unwrap();
+    repo.commit(
+        Some("refs/heads/registrar/aa-bb-cc-dd-ee-b1"),
+        &sig,
+        &sig,
+        "more",
+        &tree,
+        &[&head],
+    )
+    .unwrap();
 
     let (cookie, _) = login(&r).await;
     let html = page(&r, &cookie, &format!("/machines/{mac}")).await;
     assert!(html.contains("id=\"foreign-files\""), "the reviewer is warned");
-    assert!(html.contains("<code>cluster&#x2f;evil.yaml</code>"), "and told which file");
+    assert!(
+        html.contains("<code>cluster&#x2f;evil.yaml</code>"),
+        "and told which file"
+    );
     let html = html.replace("&#x2f;", "/");
     let diff = &html[html.find("id=\"diff\"").expect("the diff is shown")..];
-    assert!(diff.contains("+kind: ClusterRoleBinding") && diff.contains("&lt;b&gt;own-everything&lt;/b&gt;"), "the diff shows the extra file, escaped: {}", &diff[..diff.len().min(1500)]);
+    assert!(
+        diff.contains("+kind: ClusterRoleBinding") && diff.contains("&lt;b&gt;own-everything&lt;/b&gt;"),
+        "the diff shows the extra file, escaped: {}",
+        &diff[..diff.len().min(1500)]
+    );
 }
 
 #[tokio::test]
@@ -495,7 +827,12 @@ async fn without_ui_auth_only_this_machine_gets_in_and_the_api_still_wants_a_tok
     let resp = client().get(format!("{}/", r.url)).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "on loopback, no login");
     // A page elsewhere whose name was rebound to 127.0.0.1 still says its own name.
-    let resp = client().get(format!("{}/", r.url)).header("host", "evil.example").send().await.unwrap();
+    let resp = client()
+        .get(format!("{}/", r.url))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let resp = client().get(format!("{}/api/v1/machines", r.url)).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
@@ -511,7 +848,12 @@ async fn without_ui_auth_only_this_machine_gets_in_and_the_api_still_wants_a_tok
 async fn live_update_streams_are_bounded_and_give_their_slot_back() {
     let r = Registrar::start().await;
     let (cookie, _) = login(&r).await;
-    let open = || client().get(format!("{}/events", r.url)).header("cookie", &cookie).send();
+    let open = || {
+        client()
+            .get(format!("{}/events", r.url))
+            .header("cookie", &cookie)
+            .send()
+    };
     let mut streams = Vec::new();
     for _ in 0..registrar::server::console::MAX_STREAMS {
         let resp = open().await.unwrap();
@@ -557,24 +899,55 @@ async fn a_file_uploaded_in_the_console_is_previewed_then_imported() {
     let post = |fields: Vec<(&'static str, Option<&'static str>, Vec<u8>)>, with_csrf: bool| {
         let refs: Vec<(&str, Option<&str>, &[u8])> = fields.iter().map(|(n, f, c)| (*n, *f, c.as_slice())).collect();
         let (ct, body) = multipart(&refs);
-        let url = if with_csrf { format!("{}/import?csrf={csrf}", r.url) } else { format!("{}/import", r.url) };
-        client().post(url).header("cookie", &cookie).header("content-type", ct).body(body).send()
+        let url = if with_csrf {
+            format!("{}/import?csrf={csrf}", r.url)
+        } else {
+            format!("{}/import", r.url)
+        };
+        client()
+            .post(url)
+            .header("cookie", &cookie)
+            .header("content-type", ct)
+            .body(body)
+            .send()
     };
     // Without the token in the form's action: refused.
-    let resp = post(vec![("file", Some("rack.csv"), file.to_vec())], false).await.unwrap();
+    let resp = post(vec![("file", Some("rack.csv"), file.to_vec())], false)
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     // The preview stores nothing.
-    let resp = post(vec![("file", Some("rack.csv"), file.to_vec()), ("mode", None, b"expected".to_vec())], true).await.unwrap();
+    let resp = post(
+        vec![
+            ("file", Some("rack.csv"), file.to_vec()),
+            ("mode", None, b"expected".to_vec()),
+        ],
+        true,
+    )
+    .await
+    .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let html = resp.text().await.unwrap();
     assert!(html.contains("Preview: 2 valid, 0 with errors"), "{html}");
     assert_eq!(r.machine_count().await, 0);
     // Confirmed: stored, then listed with their fates.
-    let resp = post(vec![("csv", None, file.to_vec()), ("name", None, b"rack 7".to_vec()), ("confirm", None, b"1".to_vec())], true).await.unwrap();
+    let resp = post(
+        vec![
+            ("csv", None, file.to_vec()),
+            ("name", None, b"rack 7".to_vec()),
+            ("confirm", None, b"1".to_vec()),
+        ],
+        true,
+    )
+    .await
+    .unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(r.machine_count().await, 2);
     let batches = page(&r, &cookie, "/imports").await;
-    assert!(batches.contains("rack 7") && batches.contains("aa:bb:cc:dd:ee:c1"), "{batches}");
+    assert!(
+        batches.contains("rack 7") && batches.contains("aa:bb:cc:dd:ee:c1"),
+        "{batches}"
+    );
     // Bigger than the console takes: 413, nothing stored.
     let big = vec![b'a'; 9 << 20];
     let resp = post(vec![("file", Some("big.csv"), big)], true).await.unwrap();

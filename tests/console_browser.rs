@@ -31,7 +31,11 @@ impl Drop for Driver {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start_driver() -> Option<Driver> {
@@ -44,10 +48,19 @@ async fn start_driver() -> Option<Driver> {
         }
     }
     let port = free_port();
-    let child = Command::new(CHROMEDRIVER).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("chromedriver starts");
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return Some(Driver { child, port, _profile: tempfile::tempdir().unwrap() });
+            return Some(Driver {
+                child,
+                port,
+                _profile: tempfile::tempdir().unwrap(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -72,7 +85,11 @@ async fn browser(driver: &Driver) -> Client {
         serde_json::Value::Object(m) => m,
         _ => unreachable!(),
     };
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new()).capabilities(caps).connect(&format!("http://127.0.0.1:{}", driver.port)).await.expect("a Chromium session")
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a Chromium session")
 }
 
 fn screenshots() -> PathBuf {
@@ -87,7 +104,12 @@ async fn screenshot(c: &Client, name: &str) {
 }
 
 async fn text(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).text().await.unwrap()
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap()
 }
 
 /// Waits until `css` matches, polling the live page (no reloads).
@@ -99,13 +121,24 @@ async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let html = c.source().await.unwrap_or_default();
-    panic!("{css} did not appear within 15 s; page:\n{}", &html[..html.len().min(3000)]);
+    panic!(
+        "{css} did not appear within 15 s; page:\n{}",
+        &html[..html.len().min(3000)]
+    );
 }
 
 async fn login(c: &Client, r: &Registrar) {
     c.goto(&format!("{}/", r.url)).await.unwrap();
-    assert!(c.current_url().await.unwrap().path().starts_with("/login"), "the console asks for a login first");
-    c.find(Locator::Id("token")).await.unwrap().send_keys(OPERATOR_TOKEN).await.unwrap();
+    assert!(
+        c.current_url().await.unwrap().path().starts_with("/login"),
+        "the console asks for a login first"
+    );
+    c.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(OPERATOR_TOKEN)
+        .await
+        .unwrap();
     c.find(Locator::Id("login")).await.unwrap().click().await.unwrap();
     wait_for(c, "table.machines").await;
 }
@@ -121,9 +154,18 @@ async fn an_operator_reviews_a_machine_and_imports_expected_ones_in_a_real_brows
     // A machine reports while the list is open: it appears without a reload.
     c.execute("window.__noReload = true;", vec![]).await.unwrap();
     let mac = "3c:ec:ef:4c:4f:54";
-    assert!(r.report(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json"))).await.status().is_success());
+    assert!(
+        r.report(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json")))
+            .await
+            .status()
+            .is_success()
+    );
     wait_for(&c, &format!("tr[data-mac=\"{mac}\"] .st-proposed")).await;
-    assert_eq!(c.execute("return window.__noReload === true;", vec![]).await.unwrap(), json!(true), "the row came in without a reload");
+    assert_eq!(
+        c.execute("return window.__noReload === true;", vec![]).await.unwrap(),
+        json!(true),
+        "the row came in without a reload"
+    );
     screenshot(&c, "machines.png").await;
 
     // Open it: facts and manifest.
@@ -131,7 +173,10 @@ async fn an_operator_reviews_a_machine_and_imports_expected_ones_in_a_real_brows
     wait_for(&c, "#manifest").await;
     assert_eq!(text(&c, "#vendor").await, "Supermicro");
     let manifest = text(&c, "#manifest").await;
-    assert!(manifest.contains("kind: Hardware") && manifest.contains(mac), "{manifest}");
+    assert!(
+        manifest.contains("kind: Hardware") && manifest.contains(mac),
+        "{manifest}"
+    );
     assert_eq!(text(&c, "#machine-state").await, "proposed");
     screenshot(&c, "machine.png").await;
 
@@ -144,24 +189,46 @@ async fn an_operator_reviews_a_machine_and_imports_expected_ones_in_a_real_brows
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(text(&c, "#machine-state").await, "approved");
-    let path = r.machine(mac).await.unwrap()["proposal"]["path"].as_str().unwrap().to_string();
-    assert!(r.remote.read("main", &path).unwrap().contains(mac), "the manifest is on main");
+    let path = r.machine(mac).await.unwrap()["proposal"]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        r.remote.read("main", &path).unwrap().contains(mac),
+        "the manifest is on main"
+    );
     assert!(r.remote.message("main").contains("Approved-by: console:operator"));
 
     // Import three machines, one of them bad: the preview names the bad row.
     c.goto(&format!("{}/import", r.url)).await.unwrap();
     let csv = "mac,hostname,ip,location\naa:bb:cc:dd:ee:01,web-01,10.1.0.11,Rack 4\nnot-a-mac,web-02,10.1.0.12,Rack 4\naa:bb:cc:dd:ee:03,web-03,10.1.0.13,Rack 4\n";
     c.find(Locator::Id("csv")).await.unwrap().send_keys(csv).await.unwrap();
-    c.find(Locator::Id("preview-import")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("preview-import"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let bad = wait_for(&c, "#preview tr.bad").await;
     let bad_text = bad.text().await.unwrap();
-    assert!(bad_text.contains("line 3") && bad_text.contains("not-a-mac"), "{bad_text}");
+    assert!(
+        bad_text.contains("line 3") && bad_text.contains("not-a-mac"),
+        "{bad_text}"
+    );
     assert_eq!(c.find_all(Locator::Css("#preview tr.good")).await.unwrap().len(), 2);
     assert_eq!(r.machine_count().await, 1, "the preview stored nothing");
     screenshot(&c, "import-preview.png").await;
-    c.find(Locator::Id("confirm-import")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("confirm-import"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let batch = wait_for(&c, "#batch-1").await;
-    assert!(batch.text().await.unwrap().contains("skipped: mac"), "the batch keeps the bad row's fate");
+    assert!(
+        batch.text().await.unwrap().contains("skipped: mac"),
+        "the batch keeps the bad row's fate"
+    );
 
     // They show as expected.
     c.goto(&format!("{}/?expected=true", r.url)).await.unwrap();
@@ -173,17 +240,39 @@ async fn an_operator_reviews_a_machine_and_imports_expected_ones_in_a_real_brows
 
     // One of them reports: its proposal carries the imported hostname and IP, and says
     // it was expected.
-    assert!(r.report(&report_body("aa:bb:cc:dd:ee:01", lshw("supermicro-ssg-6029p-x11dph-t.json"))).await.status().is_success());
+    assert!(
+        r.report(&report_body(
+            "aa:bb:cc:dd:ee:01",
+            lshw("supermicro-ssg-6029p-x11dph-t.json")
+        ))
+        .await
+        .status()
+        .is_success()
+    );
     wait_for(&c, "tr[data-mac=\"aa:bb:cc:dd:ee:01\"] .st-proposed").await;
-    c.find(Locator::LinkText("aa:bb:cc:dd:ee:01")).await.unwrap().click().await.unwrap();
+    c.find(Locator::LinkText("aa:bb:cc:dd:ee:01"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_for(&c, "#manifest").await;
     let manifest = text(&c, "#manifest").await;
-    assert!(manifest.contains("hostname: \"web-01\"") && manifest.contains("address: \"10.1.0.11\""), "{manifest}");
+    assert!(
+        manifest.contains("hostname: \"web-01\"") && manifest.contains("address: \"10.1.0.11\""),
+        "{manifest}"
+    );
     assert!(text(&c, "#expected").await.starts_with("expected — "));
     let m = r.machine("aa:bb:cc:dd:ee:01").await.unwrap();
     let summary = m["proposal"]["summary"].as_str().unwrap().replace('\\', "");
-    assert!(summary.contains("Expected — ") && summary.contains("row 2"), "{summary}");
-    assert!(summary.contains("hostname web-01") && summary.contains("IP 10.1.0.11"), "{summary}");
+    assert!(
+        summary.contains("Expected — ") && summary.contains("row 2"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("hostname web-01") && summary.contains("IP 10.1.0.11"),
+        "{summary}"
+    );
 
     c.close().await.unwrap();
 }
@@ -204,7 +293,10 @@ async fn an_injected_product_name_is_shown_as_text_in_a_real_browser() {
         c.goto(&format!("{}{path}", r.url)).await.unwrap();
         wait_for(&c, "main").await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(c.find_all(Locator::Css("main img")).await.unwrap().is_empty(), "{path}: no element from a fact");
+        assert!(
+            c.find_all(Locator::Css("main img")).await.unwrap().is_empty(),
+            "{path}: no element from a fact"
+        );
         assert!(c.get_alert_text().await.is_err(), "{path}: no dialog");
         let body = text(&c, "main").await;
         assert!(body.contains(evil), "{path}: the text is visible");

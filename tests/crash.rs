@@ -9,7 +9,11 @@ use std::time::Duration;
 use support::*;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn spawn(state: &std::path::Path, port: u16, crash_at: Option<&str>) -> Child {
@@ -32,7 +36,12 @@ fn spawn(state: &std::path::Path, port: u16, crash_at: Option<&str>) -> Child {
 
 async fn wait_healthy(client: &reqwest::Client, url: &str) {
     for _ in 0..200 {
-        if client.get(format!("{url}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        if client
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -59,7 +68,10 @@ async fn crash_then_restart(point: &str) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 202, "the report is stored before any side effect");
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!status.success(), "the crash hook must have killed the server");
 
     let remote = Repo::at(&state.join("gitops.git"));
@@ -78,8 +90,15 @@ async fn crash_then_restart(point: &str) {
     }
     assert_eq!(remote.commits_ahead("main", branch), 1);
     assert_eq!(m["proposal"]["head"], head.to_string());
-    let proposals: serde_json::Value =
-        client.get(format!("{url}/api/v1/proposals")).bearer_auth(OPERATOR_TOKEN).send().await.unwrap().json().await.unwrap();
+    let proposals: serde_json::Value = client
+        .get(format!("{url}/api/v1/proposals"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(proposals["proposals"].as_array().unwrap().len(), 1);
     child.kill().unwrap();
     child.wait().unwrap();

@@ -22,9 +22,15 @@ use support::*;
 type Rendered = BTreeMap<String, Vec<Value>>;
 
 fn kubectl_missing() -> bool {
-    let present = Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success());
+    let present = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !present {
-        assert!(std::env::var_os("REGISTRAR_CI").is_none(), "kubectl is missing in CI (.ci/run provides it)");
+        assert!(
+            std::env::var_os("REGISTRAR_CI").is_none(),
+            "kubectl is missing in CI (.ci/run provides it)"
+        );
         eprintln!("skipped: kubectl is not installed, so deploy/ cannot be rendered (.ci/run requires it)");
     }
     !present
@@ -48,15 +54,32 @@ fn rendered() -> &'static Rendered {
             .current_dir(manifest_dir())
             .output()
             .unwrap();
-        assert!(out.status.success(), "rendering deploy/ failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "rendering deploy/ failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut sets = Rendered::new();
         for entry in std::fs::read_dir(dir.path()).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_stem().unwrap().to_str().unwrap().to_string();
             sets.insert(name, yaml_documents(&std::fs::read_to_string(&path).unwrap()));
         }
-        for expected in ["base", "example-local", "example-github", "example-flux", "example-argocd", "component-dhcp-snooping", "component-github-app"] {
-            assert!(sets.contains_key(expected), "{expected} was not rendered: {:?}", sets.keys());
+        for expected in [
+            "base",
+            "example-local",
+            "example-github",
+            "example-flux",
+            "example-argocd",
+            "component-dhcp-snooping",
+            "component-github-app",
+        ] {
+            assert!(
+                sets.contains_key(expected),
+                "{expected} was not rendered: {:?}",
+                sets.keys()
+            );
         }
         sets
     })
@@ -64,7 +87,9 @@ fn rendered() -> &'static Rendered {
 
 /// The rendered sets that install Registrar (all but the Flux and Argo CD bootstraps).
 fn installs() -> impl Iterator<Item = (&'static String, &'static Vec<Value>)> {
-    rendered().iter().filter(|(_, objects)| objects.iter().any(|o| o["kind"] == "Deployment"))
+    rendered()
+        .iter()
+        .filter(|(_, objects)| objects.iter().any(|o| o["kind"] == "Deployment"))
 }
 
 fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -92,8 +117,15 @@ fn check_deploy_renders_and_validates_everything() {
     if kubectl_missing() {
         return;
     }
-    let out = Command::new(manifest_dir().join(".ci/check-deploy")).current_dir(manifest_dir()).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(manifest_dir().join(".ci/check-deploy"))
+        .current_dir(manifest_dir())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     println!("{text}");
     assert!(out.status.success(), ".ci/check-deploy failed:\n{text}");
     assert!(text.contains("ok: "), "{text}");
@@ -111,29 +143,58 @@ fn every_installation_grants_exactly_the_shipped_rbac() {
     let role = shipped.iter().find(|o| o["kind"] == "Role").unwrap();
     for (name, objects) in installs() {
         for kind in ["ClusterRole", "ClusterRoleBinding"] {
-            assert!(find(objects, kind).is_empty(), "{name}: no {kind}: Registrar works in one namespace");
+            assert!(
+                find(objects, kind).is_empty(),
+                "{name}: no {kind}: Registrar works in one namespace"
+            );
         }
         let roles = find(objects, "Role");
         assert_eq!(roles.len(), 1, "{name}: one Role");
-        assert_eq!(roles[0]["rules"], role["rules"], "{name}: the Role's rules must be deploy/rbac/rbac.yaml's");
+        assert_eq!(
+            roles[0]["rules"], role["rules"],
+            "{name}: the Role's rules must be deploy/rbac/rbac.yaml's"
+        );
         let d = deployment(objects);
         let ns = d["metadata"]["namespace"].as_str().unwrap();
-        assert_eq!(roles[0]["metadata"]["namespace"], ns, "{name}: the Role is in Registrar's namespace");
+        assert_eq!(
+            roles[0]["metadata"]["namespace"], ns,
+            "{name}: the Role is in Registrar's namespace"
+        );
         let sa = d["spec"]["template"]["spec"]["serviceAccountName"].as_str().unwrap();
-        assert!(find(objects, "ServiceAccount").iter().any(|s| s["metadata"]["name"] == sa && s["metadata"]["namespace"] == ns), "{name}: the ServiceAccount {sa} exists");
+        assert!(
+            find(objects, "ServiceAccount")
+                .iter()
+                .any(|s| s["metadata"]["name"] == sa && s["metadata"]["namespace"] == ns),
+            "{name}: the ServiceAccount {sa} exists"
+        );
         let bindings = find(objects, "RoleBinding");
         assert_eq!(bindings.len(), 1, "{name}: one RoleBinding");
         let b = bindings[0];
-        assert_eq!(b["roleRef"], json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": roles[0]["metadata"]["name"]}), "{name}");
-        assert_eq!(b["subjects"], json!([{"kind": "ServiceAccount", "name": sa, "namespace": ns}]), "{name}: bound to the pod's account");
+        assert_eq!(
+            b["roleRef"],
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": roles[0]["metadata"]["name"]}),
+            "{name}"
+        );
+        assert_eq!(
+            b["subjects"],
+            json!([{"kind": "ServiceAccount", "name": sa, "namespace": ns}]),
+            "{name}: bound to the pod's account"
+        );
     }
 }
 
 /// The directory the Dockerfile copies `source` to.
 fn dockerfile_copy_destination(source: &str) -> String {
     let text = read("Dockerfile");
-    let line = text.lines().find(|l| l.starts_with("COPY ") && l.split_whitespace().nth(1) == Some(source)).unwrap_or_else(|| panic!("Dockerfile copies no {source}"));
-    line.split_whitespace().last().unwrap().trim_end_matches('/').to_string()
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("COPY ") && l.split_whitespace().nth(1) == Some(source))
+        .unwrap_or_else(|| panic!("Dockerfile copies no {source}"));
+    line.split_whitespace()
+        .last()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string()
 }
 
 fn mounts(deployment: &Value) -> Vec<(String, Value)> {
@@ -143,7 +204,10 @@ fn mounts(deployment: &Value) -> Vec<(String, Value)> {
         .unwrap()
         .iter()
         .map(|m| {
-            let volume = volumes.iter().find(|v| v["name"] == m["name"]).unwrap_or_else(|| panic!("no volume for {m}"));
+            let volume = volumes
+                .iter()
+                .find(|v| v["name"] == m["name"])
+                .unwrap_or_else(|| panic!("no volume for {m}"));
             (m["mountPath"].as_str().unwrap().to_string(), volume.clone())
         })
         .collect()
@@ -157,50 +221,121 @@ fn every_shipped_configuration_loads_and_fits_its_deployment() {
         return;
     }
     let templates_in_image = dockerfile_copy_destination("hardware-templates/");
-    assert_eq!(dockerfile_copy_destination("deploy/base/config.yaml"), "/etc/registrar/config.yaml");
+    assert_eq!(
+        dockerfile_copy_destination("deploy/base/config.yaml"),
+        "/etc/registrar/config.yaml"
+    );
     let dir = tempfile::tempdir().unwrap();
     for (name, objects) in installs() {
         let d = deployment(objects);
         let c = container(d);
         let mounts = mounts(d);
-        let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-        let config_path = args.iter().position(|a| *a == "--config").map(|i| args[i + 1]).expect("--config");
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let config_path = args
+            .iter()
+            .position(|a| *a == "--config")
+            .map(|i| args[i + 1])
+            .expect("--config");
         let (config_dir, config_file) = config_path.rsplit_once('/').unwrap();
-        let config_volume = &mounts.iter().find(|(p, _)| p == config_dir).unwrap_or_else(|| panic!("{name}: nothing mounted at {config_dir}")).1;
+        let config_volume = &mounts
+            .iter()
+            .find(|(p, _)| p == config_dir)
+            .unwrap_or_else(|| panic!("{name}: nothing mounted at {config_dir}"))
+            .1;
         let cm_name = config_volume["configMap"]["name"].as_str().unwrap();
-        let cm = find(objects, "ConfigMap").into_iter().find(|m| m["metadata"]["name"] == cm_name).unwrap_or_else(|| panic!("{name}: no ConfigMap {cm_name}"));
-        let text = cm["data"][config_file].as_str().unwrap_or_else(|| panic!("{name}: {cm_name} has no {config_file}"));
+        let cm = find(objects, "ConfigMap")
+            .into_iter()
+            .find(|m| m["metadata"]["name"] == cm_name)
+            .unwrap_or_else(|| panic!("{name}: no ConfigMap {cm_name}"));
+        let text = cm["data"][config_file]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: {cm_name} has no {config_file}"));
         let path = dir.path().join(format!("{name}.yaml"));
         std::fs::write(&path, text).unwrap();
-        let config = registrar::config::Config::load(Some(&path)).unwrap_or_else(|e| panic!("{name}: config.yaml does not load: {e:#}"));
+        let config = registrar::config::Config::load(Some(&path))
+            .unwrap_or_else(|e| panic!("{name}: config.yaml does not load: {e:#}"));
 
-        assert_eq!(config.server.listen.to_string(), "0.0.0.0:8080", "{name}: listen on every address of the pod");
-        let port = c["ports"].as_array().unwrap().iter().find(|p| p["name"] == "http").unwrap();
+        assert_eq!(
+            config.server.listen.to_string(),
+            "0.0.0.0:8080",
+            "{name}: listen on every address of the pod"
+        );
+        let port = c["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "http")
+            .unwrap();
         assert_eq!(port["containerPort"], config.server.listen.port(), "{name}");
-        let state = mounts.iter().find(|(p, _)| Path::new(p) == config.state_dir).unwrap_or_else(|| panic!("{name}: state_dir {} is not a mounted volume", config.state_dir.display()));
-        assert!(state.1["persistentVolumeClaim"]["claimName"].is_string(), "{name}: state_dir is on the PersistentVolumeClaim");
-        assert_eq!(config.templates_dir, PathBuf::from(&templates_in_image), "{name}: templates_dir is where the image has the templates");
-        assert!(!mounts.iter().any(|(p, _)| config.templates_dir.starts_with(p)), "{name}: a volume hides the image's templates");
-        // The image's templates, with this configuration's namespace.
-        registrar::render::Renderer::load(&manifest_dir().join("hardware-templates"), &config.tinkerbell.namespace).unwrap();
-        assert_eq!(config.tinkerbell.namespace, d["metadata"]["namespace"].as_str().unwrap(), "{name}: Registrar works in its own namespace (the Role's)");
+        let state = mounts
+            .iter()
+            .find(|(p, _)| Path::new(p) == config.state_dir)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{name}: state_dir {} is not a mounted volume",
+                    config.state_dir.display()
+                )
+            });
         assert!(
-            config.cluster.watch_namespace.is_empty() && !config.cluster.enabled || config.cluster.watch_namespace == config.tinkerbell.namespace,
+            state.1["persistentVolumeClaim"]["claimName"].is_string(),
+            "{name}: state_dir is on the PersistentVolumeClaim"
+        );
+        assert_eq!(
+            config.templates_dir,
+            PathBuf::from(&templates_in_image),
+            "{name}: templates_dir is where the image has the templates"
+        );
+        assert!(
+            !mounts.iter().any(|(p, _)| config.templates_dir.starts_with(p)),
+            "{name}: a volume hides the image's templates"
+        );
+        // The image's templates, with this configuration's namespace.
+        registrar::render::Renderer::load(&manifest_dir().join("hardware-templates"), &config.tinkerbell.namespace)
+            .unwrap();
+        assert_eq!(
+            config.tinkerbell.namespace,
+            d["metadata"]["namespace"].as_str().unwrap(),
+            "{name}: Registrar works in its own namespace (the Role's)"
+        );
+        assert!(
+            config.cluster.watch_namespace.is_empty() && !config.cluster.enabled
+                || config.cluster.watch_namespace == config.tinkerbell.namespace,
             "{name}: watching another namespace (or all) needs more than the shipped Role"
         );
         // Secret files the configuration reads are on a mounted volume.
         let g = &config.forge.github;
-        for file in [&g.app_private_key_file, &g.webhook_secret_file, &g.token_file].into_iter().flatten() {
-            let (_, volume) = mounts.iter().find(|(p, _)| file.starts_with(p)).unwrap_or_else(|| panic!("{name}: {} is on no volume", file.display()));
-            let secret = volume["secret"]["secretName"].as_str().unwrap_or_else(|| panic!("{name}: {} is not from a Secret", file.display()));
+        for file in [&g.app_private_key_file, &g.webhook_secret_file, &g.token_file]
+            .into_iter()
+            .flatten()
+        {
+            let (_, volume) = mounts
+                .iter()
+                .find(|(p, _)| file.starts_with(p))
+                .unwrap_or_else(|| panic!("{name}: {} is on no volume", file.display()));
+            let secret = volume["secret"]["secretName"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: {} is not from a Secret", file.display()));
             let key = file.file_name().unwrap().to_str().unwrap();
-            assert!(volume["secret"]["items"].as_array().unwrap().iter().any(|i| i["path"] == key), "{name}: the Secret {secret} does not provide {key}");
+            assert!(
+                volume["secret"]["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|i| i["path"] == key),
+                "{name}: the Secret {secret} does not provide {key}"
+            );
         }
         // Literal environment overrides parse as Config::apply_env would parse them.
         for env in c["env"].as_array().unwrap() {
             if let (Some(k), Some(v)) = (env["name"].as_str(), env["value"].as_str()) {
                 if k.ends_with("_LISTEN") {
-                    v.parse::<std::net::SocketAddr>().unwrap_or_else(|e| panic!("{name}: {k}={v}: {e}"));
+                    v.parse::<std::net::SocketAddr>()
+                        .unwrap_or_else(|e| panic!("{name}: {k}={v}: {e}"));
                 }
             }
         }
@@ -216,10 +351,17 @@ fn the_deployment_is_locked_down() {
         let d = deployment(objects);
         let spec = &d["spec"];
         assert_eq!(spec["replicas"], 1, "{name}: one Registrar per state directory");
-        assert_eq!(spec["strategy"], json!({"type": "Recreate"}), "{name}: the old pod stops before the new one opens the state");
+        assert_eq!(
+            spec["strategy"],
+            json!({"type": "Recreate"}),
+            "{name}: the old pod stops before the new one opens the state"
+        );
         let pod = &spec["template"]["spec"];
         assert_eq!(pod["terminationGracePeriodSeconds"], 30, "{name}");
-        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+            "{name}"
+        );
         assert_eq!(pod["securityContext"]["fsGroup"], 65532, "{name}");
         assert_eq!(pod["securityContext"]["runAsGroup"], 65532, "{name}");
         let c = container(d);
@@ -235,7 +377,10 @@ fn the_deployment_is_locked_down() {
             assert_eq!(added, vec![json!("NET_BIND_SERVICE")], "{name}");
             assert_eq!(pod["hostNetwork"], true, "{name}");
             assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet", "{name}");
-            assert!(pod["nodeSelector"].as_object().is_some_and(|s| !s.is_empty()), "{name}: pinned to the provisioning network's node");
+            assert!(
+                pod["nodeSelector"].as_object().is_some_and(|s| !s.is_empty()),
+                "{name}: pinned to the provisioning network's node"
+            );
         } else {
             assert!(added.is_empty(), "{name}: no capability");
             assert!(!root, "{name}: not root");
@@ -246,7 +391,11 @@ fn the_deployment_is_locked_down() {
             assert!(pod["hostNetwork"].is_null() || pod["hostNetwork"] == false, "{name}");
         }
         for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
-            assert_eq!(c[probe]["httpGet"], json!({"path": path, "port": "http"}), "{name}: {probe}");
+            assert_eq!(
+                c[probe]["httpGet"],
+                json!({"path": path, "port": "http"}),
+                "{name}: {probe}"
+            );
         }
         for r in ["requests", "limits"] {
             for what in ["cpu", "memory"] {
@@ -254,16 +403,28 @@ fn the_deployment_is_locked_down() {
             }
         }
         let mounts = mounts(d);
-        let at = |p: &str| &mounts.iter().find(|(m, _)| m == p).unwrap_or_else(|| panic!("{name}: nothing at {p}")).1;
+        let at = |p: &str| {
+            &mounts
+                .iter()
+                .find(|(m, _)| m == p)
+                .unwrap_or_else(|| panic!("{name}: nothing at {p}"))
+                .1
+        };
         assert!(at("/var/lib/registrar")["persistentVolumeClaim"].is_object(), "{name}");
         assert!(at("/etc/registrar")["configMap"].is_object(), "{name}");
         assert!(at("/tmp")["emptyDir"].is_object(), "{name}");
         // Secrets are referenced, never shipped.
-        assert!(find(objects, "Secret").is_empty(), "{name}: a Secret with values in git");
+        assert!(
+            find(objects, "Secret").is_empty(),
+            "{name}: a Secret with values in git"
+        );
         for env in c["env"].as_array().unwrap() {
             let k = env["name"].as_str().unwrap();
             if k.contains("TOKEN") || k.contains("SECRET") || k.contains("PASSWORD") {
-                assert!(env["value"].is_null() && env["valueFrom"]["secretKeyRef"]["optional"] == true, "{name}: {k} comes from an optional Secret");
+                assert!(
+                    env["value"].is_null() && env["valueFrom"]["secretKeyRef"]["optional"] == true,
+                    "{name}: {k} comes from an optional Secret"
+                );
             }
         }
     }
@@ -273,7 +434,9 @@ fn the_deployment_is_locked_down() {
 fn exposition_names(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
         let (family, kind) = rest.split_once(' ').unwrap();
         match kind {
             "counter" => names.insert(format!("{family}_total")),
@@ -290,7 +453,10 @@ fn exposition_names(text: &str) -> BTreeSet<String> {
 }
 
 fn families(text: &str) -> BTreeSet<String> {
-    text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).map(|r| r.split(' ').next().unwrap().to_string()).collect()
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|r| r.split(' ').next().unwrap().to_string())
+        .collect()
 }
 
 /// Every PromQL expression in the dashboards and the PrometheusRule, by where it is.
@@ -300,7 +466,10 @@ fn shipped_promql() -> Vec<(String, String)> {
         assert_eq!(rules["kind"], "PrometheusRule");
         for group in rules["spec"]["groups"].as_array().unwrap() {
             for rule in group["rules"].as_array().unwrap() {
-                out.push((format!("alert {}", rule["alert"].as_str().unwrap()), rule["expr"].as_str().unwrap().to_string()));
+                out.push((
+                    format!("alert {}", rule["alert"].as_str().unwrap()),
+                    rule["expr"].as_str().unwrap().to_string(),
+                ));
             }
         }
     }
@@ -310,7 +479,9 @@ fn shipped_promql() -> Vec<(String, String)> {
                 for (k, x) in m {
                     match (k.as_str(), x) {
                         ("expr" | "definition", Value::String(s)) => out.push((file.to_string(), s.clone())),
-                        ("query", Value::String(s)) if s.contains("registrar_") => out.push((file.to_string(), s.clone())),
+                        ("query", Value::String(s)) if s.contains("registrar_") => {
+                            out.push((file.to_string(), s.clone()))
+                        }
                         _ => walk(x, file, out),
                     }
                 }
@@ -340,7 +511,9 @@ fn full_registry() -> String {
     m.webhook("x");
     m.dhcp_dropped("x");
     m.forge_error("x");
-    m.machines.get_or_create(&registrar::metrics::StateLabel { state: "x".into() }).set(0);
+    m.machines
+        .get_or_create(&registrar::metrics::StateLabel { state: "x".into() })
+        .set(0);
     m.encode()
 }
 
@@ -350,27 +523,71 @@ fn full_registry() -> String {
 async fn dashboards_and_alerts_use_exported_metrics() {
     // The live server: a report (reports, proposal syncs), a refused request, probes.
     let r = Registrar::start().await;
-    assert_eq!(r.report(&report_body("ac:1f:6b:dc:19:c2", lshw("supermicro-ssg-6029p-x11dph-t.json"))).await.status(), 202);
+    assert_eq!(
+        r.report(&report_body(
+            "ac:1f:6b:dc:19:c2",
+            lshw("supermicro-ssg-6029p-x11dph-t.json")
+        ))
+        .await
+        .status(),
+        202
+    );
     r.wait_for_state("ac:1f:6b:dc:19:c2", "proposed").await;
-    let refused = r.client.get(format!("{}/api/v1/machines", r.url)).bearer_auth("wrong-token-wrong-token").send().await.unwrap();
+    let refused = r
+        .client
+        .get(format!("{}/api/v1/machines", r.url))
+        .bearer_auth("wrong-token-wrong-token")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), 401);
     for path in ["/healthz", "/readyz"] {
-        assert_eq!(r.client.get(format!("{}{path}", r.url)).send().await.unwrap().status(), 200, "{path}");
+        assert_eq!(
+            r.client.get(format!("{}{path}", r.url)).send().await.unwrap().status(),
+            200,
+            "{path}"
+        );
     }
-    let live = r.client.get(format!("{}/metrics", r.url)).send().await.unwrap().text().await.unwrap();
+    let live = r
+        .client
+        .get(format!("{}/metrics", r.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let full = full_registry();
     let live_families = families(&live);
-    assert!(live_families.is_subset(&families(&full)), "the server exports the registry of src/metrics.rs");
-    for family in ["registrar_reports", "registrar_proposal_syncs", "registrar_queue_length", "registrar_auth_failures", "registrar_machines"] {
-        assert!(live_families.contains(family), "{family} is not in the live exposition:\n{live}");
+    assert!(
+        live_families.is_subset(&families(&full)),
+        "the server exports the registry of src/metrics.rs"
+    );
+    for family in [
+        "registrar_reports",
+        "registrar_proposal_syncs",
+        "registrar_queue_length",
+        "registrar_auth_failures",
+        "registrar_machines",
+    ] {
+        assert!(
+            live_families.contains(family),
+            "{family} is not in the live exposition:\n{live}"
+        );
     }
-    assert!(live.contains("registrar_reports_total{result=\"accepted\"} 1"), "{live}");
+    assert!(
+        live.contains("registrar_reports_total{result=\"accepted\"} 1"),
+        "{live}"
+    );
 
     let exported = exposition_names(&full);
     let metric = Regex::new(r"\bregistrar_[a-z0-9_]+").unwrap();
     let selector = Regex::new(r#"\b(registrar_[a-z0-9_]+)\{([^}]*)\}"#).unwrap();
     let matcher = Regex::new(r#"([a-z_]+)\s*(=~|!~|!=|=)\s*"([^"]*)""#).unwrap();
-    let sources: String = walk_rs(&manifest_dir().join("src")).iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+    let sources: String = walk_rs(&manifest_dir().join("src"))
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
     let mut problems = Vec::new();
     let mut referenced = BTreeSet::new();
     for (where_, expr) in shipped_promql() {
@@ -389,18 +606,34 @@ async fn dashboards_and_alerts_use_exported_metrics() {
                     continue;
                 }
                 for v in value.split('|') {
-                    if !Regex::new(&format!(r"\b{}\b", regex::escape(v))).unwrap().is_match(&sources) {
-                        problems.push(format!("{where_}: {}{{{label}{op}\"{value}\"}}: Registrar never uses {v:?}", &s[1]));
+                    if !Regex::new(&format!(r"\b{}\b", regex::escape(v)))
+                        .unwrap()
+                        .is_match(&sources)
+                    {
+                        problems.push(format!(
+                            "{where_}: {}{{{label}{op}\"{value}\"}}: Registrar never uses {v:?}",
+                            &s[1]
+                        ));
                     }
                 }
             }
         }
     }
-    assert!(problems.is_empty(), "dashboards and alerts out of step with src/metrics.rs:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "dashboards and alerts out of step with src/metrics.rs:\n{}",
+        problems.join("\n")
+    );
     // And the dashboard shows every metric there is.
     let dashboard = read("deploy/grafana/registrar-dashboard.json");
-    let unshown: Vec<_> = families(&full).into_iter().filter(|f| !dashboard.contains(f.as_str())).collect();
-    assert!(unshown.is_empty(), "deploy/grafana/registrar-dashboard.json shows no panel for {unshown:?}: add one");
+    let unshown: Vec<_> = families(&full)
+        .into_iter()
+        .filter(|f| !dashboard.contains(f.as_str()))
+        .collect();
+    assert!(
+        unshown.is_empty(),
+        "deploy/grafana/registrar-dashboard.json shows no panel for {unshown:?}: add one"
+    );
     assert!(referenced.len() > 10, "{referenced:?}");
 }
 
@@ -423,16 +656,35 @@ fn walk_rs(dir: &Path) -> Vec<PathBuf> {
 fn shipped_references_carry_the_crate_version() {
     let version = env!("CARGO_PKG_VERSION");
     let template = read("deploy/discovery/template.yaml");
-    assert!(template.contains(&format!("image: ghcr.io/registrar/registrar-discover:{version}")), "deploy/discovery/template.yaml: the action's image tag");
+    assert!(
+        template.contains(&format!("image: ghcr.io/registrar/registrar-discover:{version}")),
+        "deploy/discovery/template.yaml: the action's image tag"
+    );
     let base = read("deploy/base/kustomization.yaml");
-    assert!(base.contains(&format!("newTag: {version}")), "deploy/base/kustomization.yaml: images newTag");
-    assert!(read("deploy/examples/flux/registrar.yaml").contains(&format!("tag: v{version}")), "Flux GitRepository ref");
-    assert_eq!(read("deploy/examples/argocd/registrar.yaml").matches(&format!("targetRevision: v{version}")).count(), 2, "Argo CD sources");
+    assert!(
+        base.contains(&format!("newTag: {version}")),
+        "deploy/base/kustomization.yaml: images newTag"
+    );
+    assert!(
+        read("deploy/examples/flux/registrar.yaml").contains(&format!("tag: v{version}")),
+        "Flux GitRepository ref"
+    );
+    assert_eq!(
+        read("deploy/examples/argocd/registrar.yaml")
+            .matches(&format!("targetRevision: v{version}"))
+            .count(),
+        2,
+        "Argo CD sources"
+    );
     if kubectl_missing() {
         return;
     }
     for (name, objects) in installs() {
-        assert_eq!(container(deployment(objects))["image"], format!("ghcr.io/registrar/registrar:{version}"), "{name}");
+        assert_eq!(
+            container(deployment(objects))["image"],
+            format!("ghcr.io/registrar/registrar:{version}"),
+            "{name}"
+        );
     }
 }
 
@@ -441,7 +693,11 @@ fn shipped_references_carry_the_crate_version() {
 #[test]
 fn the_image_build_context_has_what_cargo_reads() {
     let ignore = read(".dockerignore");
-    let excluded: Vec<&str> = ignore.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('!')).collect();
+    let excluded: Vec<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('!'))
+        .collect();
     let kept: Vec<&str> = ignore.lines().filter_map(|l| l.trim().strip_prefix('!')).collect();
     // Plain paths exclude themselves and everything below; `**/name` a name anywhere.
     let is_excluded = |rel: &Path| {
@@ -454,7 +710,13 @@ fn the_image_build_context_has_what_cargo_reads() {
     };
     let embed = Regex::new(r#"include_(?:str|bytes)!\("([^"]+)"\)"#).unwrap();
     let root = manifest_dir();
-    let mut needed = vec![PathBuf::from("Cargo.toml"), PathBuf::from("Cargo.lock"), PathBuf::from("src/main.rs"), PathBuf::from("hardware-templates"), PathBuf::from("deploy/base/config.yaml")];
+    let mut needed = vec![
+        PathBuf::from("Cargo.toml"),
+        PathBuf::from("Cargo.lock"),
+        PathBuf::from("src/main.rs"),
+        PathBuf::from("hardware-templates"),
+        PathBuf::from("deploy/base/config.yaml"),
+    ];
     for file in walk_rs(&root.join("src")) {
         for m in embed.captures_iter(&std::fs::read_to_string(&file).unwrap()) {
             let path = std::path::absolute(file.parent().unwrap().join(&m[1])).unwrap();
@@ -467,13 +729,26 @@ fn the_image_build_context_has_what_cargo_reads() {
                 }
                 p
             });
-            needed.push(normal.strip_prefix(&root).unwrap_or_else(|_| panic!("{} embeds {} from outside the repository", file.display(), &m[1])).to_path_buf());
+            needed.push(
+                normal
+                    .strip_prefix(&root)
+                    .unwrap_or_else(|_| panic!("{} embeds {} from outside the repository", file.display(), &m[1]))
+                    .to_path_buf(),
+            );
         }
     }
-    needed.extend(bench_names(&read("Cargo.toml")).into_iter().map(|name| PathBuf::from(format!("benches/{name}.rs"))));
+    needed.extend(
+        bench_names(&read("Cargo.toml"))
+            .into_iter()
+            .map(|name| PathBuf::from(format!("benches/{name}.rs"))),
+    );
     for rel in needed {
         assert!(root.join(&rel).exists(), "{} does not exist", rel.display());
-        assert!(!is_excluded(&rel), ".dockerignore leaves out {}, which the image build needs", rel.display());
+        assert!(
+            !is_excluded(&rel),
+            ".dockerignore leaves out {}, which the image build needs",
+            rel.display()
+        );
     }
 }
 

@@ -23,9 +23,18 @@ static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0)
 impl Netns {
     fn create() -> Netns {
         // Unique per process and per test (tests run in parallel); interface names ≤ 15 bytes.
-        let id = format!("{}x{}", std::process::id() % 100_000, NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        let id = format!(
+            "{}x{}",
+            std::process::id() % 100_000,
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
         let (vsrv, vcli) = (format!("rs{id}"), format!("rc{id}"));
-        let n = Netns { server: format!("regsrv{id}"), client: format!("regcli{id}"), vsrv: vsrv.clone(), vcli: vcli.clone() };
+        let n = Netns {
+            server: format!("regsrv{id}"),
+            client: format!("regcli{id}"),
+            vsrv: vsrv.clone(),
+            vcli: vcli.clone(),
+        };
         n.run(&["netns", "add", &n.server]);
         n.run(&["netns", "add", &n.client]);
         n.run(&["link", "add", &vsrv, "type", "veth", "peer", "name", &vcli]);
@@ -39,7 +48,11 @@ impl Netns {
 
     fn run(&self, args: &[&str]) {
         let out = Command::new("ip").args(args).output().expect("ip");
-        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn client_if(&self) -> String {
@@ -47,7 +60,10 @@ impl Netns {
     }
 
     fn client_mac(&self) -> String {
-        let out = Command::new("ip").args(["-n", &self.client, "-j", "link", "show", &self.client_if()]).output().unwrap();
+        let out = Command::new("ip")
+            .args(["-n", &self.client, "-j", "link", "show", &self.client_if()])
+            .output()
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v[0]["address"].as_str().unwrap().to_string()
     }
@@ -67,7 +83,9 @@ impl Netns {
 
     /// Binds Registrar's snooping socket inside the server namespace.
     fn bind_in_server(&self) -> std::net::UdpSocket {
-        Self::inside(&self.server, || registrar::sources::dhcp::listener::bind("0.0.0.0:67".parse().unwrap(), None).unwrap())
+        Self::inside(&self.server, || {
+            registrar::sources::dhcp::listener::bind("0.0.0.0:67".parse().unwrap(), None).unwrap()
+        })
     }
 
     fn server_if(&self) -> String {
@@ -89,7 +107,12 @@ fn missing_prerequisite() -> Option<String> {
         return Some("needs root to create network namespaces".into());
     }
     for tool in ["ip", "busybox"] {
-        if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map(|o| !o.status.success()).unwrap_or(true) {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
             return Some(format!("needs `{tool}` (apt-get install iproute2 busybox)"));
         }
     }
@@ -113,16 +136,59 @@ async fn a_real_dhcp_client_is_detected_exactly_once() {
     let iface = net.client_if();
     let client = net.client.clone();
     let udhcpc = tokio::task::spawn_blocking(move || {
-        Command::new("ip").args(["netns", "exec", &client, "busybox", "udhcpc", "-i", &iface, "-n", "-q", "-t", "3", "-T", "1", "-s", "/bin/true"]).output().unwrap()
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &client,
+                "busybox",
+                "udhcpc",
+                "-i",
+                &iface,
+                "-n",
+                "-q",
+                "-t",
+                "3",
+                "-T",
+                "1",
+                "-s",
+                "/bin/true",
+            ])
+            .output()
+            .unwrap()
     });
     udhcpc.await.unwrap();
     // Then ISC dhclient, where installed: the same MAC, so still one machine.
-    let has_dhclient = Command::new("sh").args(["-c", "command -v dhclient"]).output().map(|o| o.status.success()).unwrap_or(false);
+    let has_dhclient = Command::new("sh")
+        .args(["-c", "command -v dhclient"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     let dhclient = has_dhclient.then(|| {
-        let (client, iface, leases) = (net.client.clone(), net.client_if(), dir_path(&r).join("dhclient.leases"));
+        let (client, iface, leases) = (
+            net.client.clone(),
+            net.client_if(),
+            dir_path(&r).join("dhclient.leases"),
+        );
         tokio::task::spawn_blocking(move || {
             Command::new("ip")
-                .args(["netns", "exec", &client, "timeout", "4", "dhclient", "-1", "-d", "-lf", leases.to_str().unwrap(), "-pf", "/dev/null", "-sf", "/bin/true", &iface])
+                .args([
+                    "netns",
+                    "exec",
+                    &client,
+                    "timeout",
+                    "4",
+                    "dhclient",
+                    "-1",
+                    "-d",
+                    "-lf",
+                    leases.to_str().unwrap(),
+                    "-pf",
+                    "/dev/null",
+                    "-sf",
+                    "/bin/true",
+                    &iface,
+                ])
                 .output()
                 .unwrap()
         })
@@ -145,9 +211,22 @@ async fn a_real_dhcp_client_is_detected_exactly_once() {
     assert_eq!(list[0]["source"], "dhcp");
     assert_eq!(list[0]["state"], "detected");
     assert_eq!(list[0]["sighting"]["vendor_class"], "udhcp 1.35.0");
-    let metrics = r.client.get(format!("{}/metrics", r.url)).send().await.unwrap().text().await.unwrap();
+    let metrics = r
+        .client
+        .get(format!("{}/metrics", r.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("registrar_dhcp_new_macs_total 1"), "{metrics}");
-    let packets: u64 = metrics.lines().find_map(|l| l.strip_prefix("registrar_dhcp_packets_total ")).unwrap().parse().unwrap();
+    let packets: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("registrar_dhcp_packets_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(packets >= 3, "the client's retries all arrived: {packets}");
 }
 
@@ -160,13 +239,34 @@ async fn a_capture_sees_broadcast_and_relayed_unicast_requests() {
         return;
     }
     let net = Netns::create();
-    net.run(&["-n", &net.server, "addr", "add", "10.99.0.1/24", "dev", &net.server_if()]);
-    net.run(&["-n", &net.client, "addr", "add", "10.99.0.2/24", "dev", &net.client_if()]);
+    net.run(&[
+        "-n",
+        &net.server,
+        "addr",
+        "add",
+        "10.99.0.1/24",
+        "dev",
+        &net.server_if(),
+    ]);
+    net.run(&[
+        "-n",
+        &net.client,
+        "addr",
+        "add",
+        "10.99.0.2/24",
+        "dev",
+        &net.client_if(),
+    ]);
     let ifname = net.server_if();
-    let capture = Netns::inside(&net.server, move || registrar::sources::dhcp::listener::capture(Some(&ifname)).unwrap());
+    let capture = Netns::inside(&net.server, move || {
+        registrar::sources::dhcp::listener::capture(Some(&ifname)).unwrap()
+    });
     let dir = tempfile::tempdir().unwrap();
     let config = local_config(dir.path());
-    let r = Registrar::start_app(dir, config, move |app| app.with_dhcp_input(registrar::sources::dhcp::listener::Input::Capture(capture))).await;
+    let r = Registrar::start_app(dir, config, move |app| {
+        app.with_dhcp_input(registrar::sources::dhcp::listener::Input::Capture(capture))
+    })
+    .await;
 
     // A relay agent forwards a PXE request, unicast, to 10.99.0.1:67.
     let mut relayed = vec![0u8; 236];
@@ -187,7 +287,26 @@ async fn a_capture_sees_broadcast_and_relayed_unicast_requests() {
     // And a broadcast DISCOVER from a real client.
     let (client, iface) = (net.client.clone(), net.client_if());
     tokio::task::spawn_blocking(move || {
-        Command::new("ip").args(["netns", "exec", &client, "busybox", "udhcpc", "-i", &iface, "-n", "-q", "-t", "2", "-T", "1", "-s", "/bin/true"]).output().unwrap()
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &client,
+                "busybox",
+                "udhcpc",
+                "-i",
+                &iface,
+                "-n",
+                "-q",
+                "-t",
+                "2",
+                "-T",
+                "1",
+                "-s",
+                "/bin/true",
+            ])
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
@@ -202,11 +321,17 @@ async fn a_capture_sees_broadcast_and_relayed_unicast_requests() {
     }
     let list = machines.as_array().unwrap();
     assert_eq!(list.len(), 2, "{machines:#}");
-    let relayed = list.iter().find(|m| m["mac"] == "02:00:00:00:99:01").expect("the relayed request");
+    let relayed = list
+        .iter()
+        .find(|m| m["mac"] == "02:00:00:00:99:01")
+        .expect("the relayed request");
     assert_eq!(relayed["sighting"]["relay"]["address"], "10.99.0.2");
     assert_eq!(relayed["sighting"]["relay"]["circuit_id"], "swp7/1");
     assert_eq!(relayed["sighting"]["uefi"], true);
-    assert!(list.iter().any(|m| m["mac"] == net.client_mac()), "the broadcast DISCOVER");
+    assert!(
+        list.iter().any(|m| m["mac"] == net.client_mac()),
+        "the broadcast DISCOVER"
+    );
 }
 
 fn dir_path(r: &Registrar) -> std::path::PathBuf {

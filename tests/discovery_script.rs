@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 use support::*;
 
 /// What the script runs besides the faked tools; linked into the test's own bin directory.
-const BASE_TOOLS: &[&str] = &["sh", "curl", "date", "mktemp", "rm", "cat", "sed", "tr", "sleep", "awk", "touch"];
+const BASE_TOOLS: &[&str] = &[
+    "sh", "curl", "date", "mktemp", "rm", "cat", "sed", "tr", "sleep", "awk", "touch",
+];
 
 fn executable(path: &Path) {
     #[cfg(unix)]
@@ -34,7 +36,10 @@ fn bin_dir(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(&bin).unwrap();
     let search = std::env::var("PATH").unwrap_or_default();
     for tool in BASE_TOOLS {
-        let found = std::env::split_paths(&search).map(|d| d.join(tool)).find(|p| p.is_file()).unwrap_or_else(|| panic!("{tool} is not installed"));
+        let found = std::env::split_paths(&search)
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("{tool} is not installed"));
         let link = bin.join(tool);
         if !link.exists() {
             std::os::unix::fs::symlink(found, link).unwrap();
@@ -64,21 +69,32 @@ fn script(dir: &Path, url: &str, token: &str, mac: &str) -> Command {
         .env("MAC", mac)
         .env("POLL_SECONDS", "1")
         .env("MAX_WAIT_SECONDS", "60")
-        .env("REBOOT_CMD", format!("echo rebooted > '{}'", dir.join("outcome").display()))
-        .env("POWEROFF_CMD", format!("echo powered-off > '{}'", dir.join("outcome").display()))
+        .env(
+            "REBOOT_CMD",
+            format!("echo rebooted > '{}'", dir.join("outcome").display()),
+        )
+        .env(
+            "POWEROFF_CMD",
+            format!("echo powered-off > '{}'", dir.join("outcome").display()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     cmd
 }
 
 async fn finish(child: std::process::Child) -> std::process::Output {
-    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap()
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reports_then_reboots_when_approved_or_powers_off_when_rejected() {
     let r = Registrar::start().await;
-    for (mac, verdict, expected) in [("ac:1f:6b:dc:19:c2", "approve", "rebooted"), ("ac:1f:6b:dc:19:c3", "reject", "powered-off")] {
+    for (mac, verdict, expected) in [
+        ("ac:1f:6b:dc:19:c2", "approve", "rebooted"),
+        ("ac:1f:6b:dc:19:c3", "reject", "powered-off"),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let child = script(dir.path(), &r.url, REPORT_TOKEN, mac).spawn().unwrap();
         r.wait_for_state(mac, "proposed").await;
@@ -88,9 +104,15 @@ async fn reports_then_reboots_when_approved_or_powers_off_when_rejected() {
         assert_eq!(resp.status(), 200);
         let out = finish(child).await;
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(std::fs::read_to_string(dir.path().join("outcome")).unwrap().trim(), expected);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("outcome")).unwrap().trim(),
+            expected
+        );
         let m = r.machine(mac).await.unwrap();
-        assert_eq!(m["machine"]["facts"]["serial"], "A401031X0502795", "the recorded lshw went through");
+        assert_eq!(
+            m["machine"]["facts"]["serial"], "A401031X0502795",
+            "the recorded lshw went through"
+        );
         // No ip, dmidecode, lldpctl or ipmitool here: lshw's facts alone.
         assert!(m["machine"]["facts"].get("lldp").is_none());
         assert_eq!(m["machine"]["facts"]["nics"].as_array().unwrap().len(), 4);
@@ -108,7 +130,14 @@ fn fake_probes(dir: &Path) -> PathBuf {
     std::fs::write(&lshw_path, lshw.to_string()).unwrap();
     fake(&bin, "lshw", &format!("cat '{}'", lshw_path.display()));
     let fixtures = manifest_dir().join("tests/fixtures/discovery");
-    fake(&bin, "ip", &format!("case \"$*\" in\n  '-j -d link show') cat '{}' ;;\n  *) exit 1 ;;\nesac", fixtures.join("ip-j-d-link.json").display()));
+    fake(
+        &bin,
+        "ip",
+        &format!(
+            "case \"$*\" in\n  '-j -d link show') cat '{}' ;;\n  *) exit 1 ;;\nesac",
+            fixtures.join("ip-j-d-link.json").display()
+        ),
+    );
     fake(
         &bin,
         "dmidecode",
@@ -124,7 +153,14 @@ case "$2" in
   *) echo "Invalid string keyword: $2" >&2; exit 2 ;;
 esac"#,
     );
-    fake(&bin, "lldpctl", &format!("[ \"$*\" = '-f json' ] || exit 1\ncat '{}'", fixtures.join("lldpctl-f-json.json").display()));
+    fake(
+        &bin,
+        "lldpctl",
+        &format!(
+            "[ \"$*\" = '-f json' ] || exit 1\ncat '{}'",
+            fixtures.join("lldpctl-f-json.json").display()
+        ),
+    );
     bin
 }
 
@@ -148,13 +184,29 @@ async fn reports_link_state_dmi_identity_and_lldp_neighbors_from_the_tools_it_fi
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| (n["name"].as_str().unwrap().to_string(), n["mac"].as_str().unwrap().to_string(), n["link"].clone()))
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_string(),
+                n["mac"].as_str().unwrap().to_string(),
+                n["link"].clone(),
+            )
+        })
         .collect();
-    let link = |name: &str| nics.iter().find(|n| n.0 == name).unwrap_or_else(|| panic!("{name} in {nics:?}")).2.clone();
+    let link = |name: &str| {
+        nics.iter()
+            .find(|n| n.0 == name)
+            .unwrap_or_else(|| panic!("{name} in {nics:?}"))
+            .2
+            .clone()
+    };
     assert_eq!(link("eno1"), json!(true), "lshw said no link; ip says UP");
     assert_eq!(link("eno2"), json!(false));
     assert_eq!(link("enp216s0f0"), json!(true));
-    assert_eq!(link("enp216s0f1"), json!(false), "the backup member, matched by name (its own MAC is only in permaddr)");
+    assert_eq!(
+        link("enp216s0f1"),
+        json!(false),
+        "the backup member, matched by name (its own MAC is only in permaddr)"
+    );
     assert_eq!(link("enx00e04c680001"), json!(true));
     assert_eq!(nics.len(), 5, "no lo, bond0, docker0 or veth: {nics:?}");
 
@@ -170,7 +222,12 @@ async fn reports_link_state_dmi_identity_and_lldp_neighbors_from_the_tools_it_fi
     let summary = m["proposal"]["summary"].as_str().unwrap();
     assert!(summary.contains("**Cabled to:** leaf\\-01\\.dc1 port Ethernet12 (eno1); 44\\:4c\\:a8\\:12\\:00\\:02 port Ethernet49/1 (enp216s0f0)"), "{summary}");
 
-    assert_eq!(r.post(&format!("/api/v1/machines/{mac}/approve"), json!({})).await.status(), 200);
+    assert_eq!(
+        r.post(&format!("/api/v1/machines/{mac}/approve"), json!({}))
+            .await
+            .status(),
+        200
+    );
     let out = finish(child).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
@@ -182,17 +239,33 @@ async fn a_tool_printing_garbage_never_costs_the_report() {
     let bin = fake_probes(dir.path());
     // lldpctl dies half-way through its JSON: Registrar refuses the body as malformed, and
     // the script sends lshw's facts alone.
-    fake(&bin, "lldpctl", r#"printf '{"lldp": {"interface": {"eno1": {"chassis": '"#);
+    fake(
+        &bin,
+        "lldpctl",
+        r#"printf '{"lldp": {"interface": {"eno1": {"chassis": '"#,
+    );
     let mac = "ac:1f:6b:dc:19:c2";
     let child = script(dir.path(), &r.url, REPORT_TOKEN, mac).spawn().unwrap();
     let m = r.wait_for_state(mac, "proposed").await;
     assert!(m["machine"]["facts"].get("lldp").is_none());
-    assert!(m["machine"]["facts"]["serial"].is_null(), "lshw's placeholder, and no dmidecode: {:#}", m["machine"]["facts"]);
-    assert_eq!(r.post(&format!("/api/v1/machines/{mac}/reject"), json!({})).await.status(), 200);
+    assert!(
+        m["machine"]["facts"]["serial"].is_null(),
+        "lshw's placeholder, and no dmidecode: {:#}",
+        m["machine"]["facts"]
+    );
+    assert_eq!(
+        r.post(&format!("/api/v1/machines/{mac}/reject"), json!({}))
+            .await
+            .status(),
+        200
+    );
     let out = finish(child).await;
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
-    assert!(log.contains("report refused (400)") && log.contains("sending lshw's facts alone"), "{log}");
+    assert!(
+        log.contains("report refused (400)") && log.contains("sending lshw's facts alone"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -203,14 +276,40 @@ async fn starts_lldpd_for_a_while_when_none_runs() {
     // lldpctl answers only while an lldpd runs; the fake lldpd runs until it is stopped.
     let running = dir.path().join("lldpd.running");
     let stopped = dir.path().join("lldpd.stopped");
-    fake(&bin, "lldpctl", &format!("[ -e '{}' ] || {{ echo 'unable to connect to socket' >&2; exit 1; }}\ncat '{}'", running.display(), manifest_dir().join("tests/fixtures/discovery/lldpctl-f-json.json").display()));
-    fake(&bin, "lldpd", &format!("[ \"$*\" = '-d' ] || exit 1\ntrap 'touch \"{}\"; exit 0' TERM\ntouch '{}'\nwhile :; do sleep 0.1; done", stopped.display(), running.display()));
+    fake(
+        &bin,
+        "lldpctl",
+        &format!(
+            "[ -e '{}' ] || {{ echo 'unable to connect to socket' >&2; exit 1; }}\ncat '{}'",
+            running.display(),
+            manifest_dir()
+                .join("tests/fixtures/discovery/lldpctl-f-json.json")
+                .display()
+        ),
+    );
+    fake(
+        &bin,
+        "lldpd",
+        &format!(
+            "[ \"$*\" = '-d' ] || exit 1\ntrap 'touch \"{}\"; exit 0' TERM\ntouch '{}'\nwhile :; do sleep 0.1; done",
+            stopped.display(),
+            running.display()
+        ),
+    );
     let mac = "ac:1f:6b:dc:19:c2";
-    let child = script(dir.path(), &r.url, REPORT_TOKEN, mac).env("LLDP_WAIT_SECONDS", "1").spawn().unwrap();
+    let child = script(dir.path(), &r.url, REPORT_TOKEN, mac)
+        .env("LLDP_WAIT_SECONDS", "1")
+        .spawn()
+        .unwrap();
     let m = r.wait_for_state(mac, "proposed").await;
     assert_eq!(m["machine"]["facts"]["lldp"][0]["switch"], "leaf-01.dc1");
     assert!(stopped.exists(), "lldpd was stopped after listening");
-    assert_eq!(r.post(&format!("/api/v1/machines/{mac}/approve"), json!({})).await.status(), 200);
+    assert_eq!(
+        r.post(&format!("/api/v1/machines/{mac}/approve"), json!({}))
+            .await
+            .status(),
+        200
+    );
     let out = finish(child).await;
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && log.contains("starting lldpd for 1s"), "{log}");
@@ -219,9 +318,16 @@ async fn starts_lldpd_for_a_while_when_none_runs() {
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_while_registrar_is_down_and_gives_up_on_a_refusal() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("http://127.0.0.1:{port}");
-    let child = script(dir.path(), &url, REPORT_TOKEN, "ac:1f:6b:dc:19:c2").env("RETRIES", "6").spawn().unwrap();
+    let child = script(dir.path(), &url, REPORT_TOKEN, "ac:1f:6b:dc:19:c2")
+        .env("RETRIES", "6")
+        .spawn()
+        .unwrap();
     // Registrar comes up a moment later (the real binary, on that port).
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let mut server = Command::new(env!("CARGO_BIN_EXE_registrar"))
@@ -238,17 +344,31 @@ async fn retries_while_registrar_is_down_and_gives_up_on_a_refusal() {
         .unwrap();
     let client = reqwest::Client::new();
     wait_for_state(&client, &url, "ac:1f:6b:dc:19:c2", "proposed").await;
-    client.post(format!("{url}/api/v1/machines/ac:1f:6b:dc:19:c2/approve")).bearer_auth(OPERATOR_TOKEN).json(&json!({})).send().await.unwrap();
+    client
+        .post(format!("{url}/api/v1/machines/ac:1f:6b:dc:19:c2/approve"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     let out = finish(child).await;
     let log = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{log}");
     assert!(log.contains("retrying"), "{log}");
-    assert_eq!(std::fs::read_to_string(dir.path().join("outcome")).unwrap().trim(), "rebooted");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("outcome")).unwrap().trim(),
+        "rebooted"
+    );
 
     // A wrong token is a permanent failure: exit 2 at once, no retries.
     let other = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
-    let out = finish(script(other.path(), &url, "not-the-token-000000000", "ac:1f:6b:dc:19:c4").spawn().unwrap()).await;
+    let out = finish(
+        script(other.path(), &url, "not-the-token-000000000", "ac:1f:6b:dc:19:c4")
+            .spawn()
+            .unwrap(),
+    )
+    .await;
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(started.elapsed() < Duration::from_secs(5));
     server.kill().unwrap();
@@ -264,5 +384,8 @@ fn the_discovery_template_is_a_valid_tinkerbell_template() {
     // Its body is a Tinkerbell workflow definition whose worker is the agent ID.
     let data: serde_json::Value = yaml_serde::from_str(obj["spec"]["data"].as_str().unwrap()).unwrap();
     assert_eq!(data["tasks"][0]["worker"], "{{.device_1}}");
-    assert_eq!(data["tasks"][0]["actions"][0]["environment"]["REPORT_TOKEN"], "{{.report_token}}");
+    assert_eq!(
+        data["tasks"][0]["actions"][0]["environment"]["REPORT_TOKEN"],
+        "{{.report_token}}"
+    );
 }

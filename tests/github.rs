@@ -39,7 +39,8 @@ const MAC: &str = "3c:ec:ef:4c:4f:54";
 const BRANCH: &str = "registrar/3c-ec-ef-4c-4f-54";
 
 async fn propose_one(gh: &FakeGithub, r: &Registrar) -> u64 {
-    r.report(&report_body(MAC, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json"))).await;
+    r.report(&report_body(MAC, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json")))
+        .await;
     let m = r.wait_for_state(MAC, "proposed").await;
     assert_eq!(gh.pulls().len(), 1);
     m["proposal"]["number"].as_u64().unwrap()
@@ -49,23 +50,39 @@ async fn propose_one(gh: &FakeGithub, r: &Registrar) -> u64 {
 async fn a_report_opens_one_pull_request_with_body_and_labels_at_three_calls() {
     let (gh, r) = start().await;
     // Labels are created at start, with colour and description.
-    eventually("labels", || gh.state.lock().unwrap().labels.get("workflow/ubuntu-2404").filter(|(c, _)| c != "ededed").cloned()).await;
+    eventually("labels", || {
+        gh.state
+            .lock()
+            .unwrap()
+            .labels
+            .get("workflow/ubuntu-2404")
+            .filter(|(c, _)| c != "ededed")
+            .cloned()
+    })
+    .await;
     let before = gh.requests().len();
     let n = propose_one(&gh, &r).await;
     let pull = gh.pull(n);
-    assert_eq!(pull.title, "Register d5s0r8000105 (Packet c3.small.x86, 3c:ec:ef:4c:4f:54)");
+    assert_eq!(
+        pull.title,
+        "Register d5s0r8000105 (Packet c3.small.x86, 3c:ec:ef:4c:4f:54)"
+    );
     assert_eq!(pull.head, BRANCH);
     assert_eq!(pull.base, "main");
     assert!(pull.body.contains("| Memory | 32\\.0 GiB |"), "{}", pull.body);
     assert_eq!(pull.labels, ["registrar", "workflow/ubuntu-2404"]);
-    assert!(gh.repo().read(BRANCH, "hardware/d5s0r8000105.yaml").is_some(), "pushed over smart HTTP");
+    assert!(
+        gh.repo().read(BRANCH, "hardware/d5s0r8000105.yaml").is_some(),
+        "pushed over smart HTTP"
+    );
     let calls: Vec<_> = gh.requests()[before..].to_vec();
     assert_eq!(calls.len(), 3, "lookup, create, labels: {calls:?}");
     assert_eq!(calls.iter().filter(|(m, _)| m != "GET").count(), 2, "{calls:?}");
 
     // The same report again: the same pull request, no REST call at all.
     let before = gh.requests().len();
-    r.report(&report_body(MAC, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json"))).await;
+    r.report(&report_body(MAC, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json")))
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(gh.pulls().len(), 1);
     assert_eq!(gh.requests().len(), before, "{:?}", &gh.requests()[before..]);
@@ -78,26 +95,51 @@ async fn a_workflow_label_re_renders_and_an_unknown_one_gets_one_comment() {
     let first = gh.repo().head(BRANCH).unwrap();
     assert_eq!(gh.label(n, "workflow/ubuntu-2204", "alice").await.status(), 202);
     let yaml = eventually("re-render", || {
-        gh.repo().read(BRANCH, "hardware/d5s0r8000105.yaml").filter(|y| y.contains("templateRef: \"ubuntu-2204\""))
+        gh.repo()
+            .read(BRANCH, "hardware/d5s0r8000105.yaml")
+            .filter(|y| y.contains("templateRef: \"ubuntu-2204\""))
     })
     .await;
     assert!(yaml.contains("kind: Workflow"));
     assert_ne!(gh.repo().head(BRANCH).unwrap(), first);
-    assert_eq!(gh.repo().commits_ahead("main", BRANCH), 1, "rebuilt as one commit on the base");
-    eventually("old label removed", || (gh.pull(n).labels == ["registrar", "workflow/ubuntu-2204"]).then_some(())).await;
+    assert_eq!(
+        gh.repo().commits_ahead("main", BRANCH),
+        1,
+        "rebuilt as one commit on the base"
+    );
+    eventually("old label removed", || {
+        (gh.pull(n).labels == ["registrar", "workflow/ubuntu-2204"]).then_some(())
+    })
+    .await;
     let m = r.machine(MAC).await.unwrap();
     assert_eq!(m["machine"]["workflow"], "ubuntu-2204");
-    assert!(m["transitions"].as_array().unwrap().iter().any(|t| t["actor"] == "github:alice"));
+    assert!(
+        m["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["actor"] == "github:alice")
+    );
 
     // Unknown workflow: one explanatory comment, however often it is said.
     gh.label(n, "workflow/../../etc/passwd", "mallory").await;
     eventually("comment", || (gh.comments(n).len() == 1).then_some(())).await;
     let payload = gh.payload("labeled", n, "mallory", Some("workflow/../../etc/passwd"));
-    gh.deliver("pull_request", &fake_github::uuid(), serde_json::to_vec(&payload).unwrap(), Some(SECRET)).await;
+    gh.deliver(
+        "pull_request",
+        &fake_github::uuid(),
+        serde_json::to_vec(&payload).unwrap(),
+        Some(SECRET),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let comments = gh.comments(n);
     assert_eq!(comments.len(), 1, "{comments:?}");
-    assert!(comments[0].contains("`workflow/../../etc/passwd`") && comments[0].contains("nothing changed"), "{}", comments[0]);
+    assert!(
+        comments[0].contains("`workflow/../../etc/passwd`") && comments[0].contains("nothing changed"),
+        "{}",
+        comments[0]
+    );
     assert_eq!(r.machine(MAC).await.unwrap()["machine"]["workflow"], "ubuntu-2204");
 }
 
@@ -108,9 +150,16 @@ async fn merge_approves_close_rejects_reopen_proposes_again() {
     assert_eq!(gh.close(n, "bob").await.status(), 202);
     let m = r.wait_for_state(MAC, "rejected").await;
     assert_eq!(m["machine"]["suppressed"], true);
-    assert!(m["transitions"].as_array().unwrap().iter().any(|t| t["actor"] == "github:bob" && t["to"] == "rejected"));
+    assert!(
+        m["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["actor"] == "github:bob" && t["to"] == "rejected")
+    );
     // Suppressed: a new report opens nothing.
-    r.report(&report_body(MAC, lshw("supermicro-ssg-6029p-x11dph-t.json"))).await;
+    r.report(&report_body(MAC, lshw("supermicro-ssg-6029p-x11dph-t.json")))
+        .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(gh.pulls().len(), 1);
 
@@ -120,9 +169,19 @@ async fn merge_approves_close_rejects_reopen_proposes_again() {
 
     assert_eq!(gh.merge(n, "carol").await.status(), 202);
     let m = r.wait_for_state(MAC, "approved").await;
-    assert!(m["transitions"].as_array().unwrap().iter().any(|t| t["actor"] == "github:carol" && t["to"] == "approved"));
+    assert!(
+        m["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["actor"] == "github:carol" && t["to"] == "approved")
+    );
     // The report sent while suppressed was not taken: the merged manifest is the reviewed one.
-    assert!(gh.repo().read("main", "hardware/d5s0r8000105.yaml").is_some(), "{:?}", gh.repo().files("main"));
+    assert!(
+        gh.repo().read("main", "hardware/d5s0r8000105.yaml").is_some(),
+        "{:?}",
+        gh.repo().files("main")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -131,8 +190,14 @@ async fn bad_signatures_are_refused_and_replays_change_nothing() {
     let n = propose_one(&gh, &r).await;
     gh.state.lock().unwrap().pulls[0].open = false;
     let body = serde_json::to_vec(&gh.payload("closed", n, "eve", None)).unwrap();
-    for (what, secret) in [("missing", None), ("wrong", Some("not-the-secret")), ("stale (rotated-out) secret", Some("webhook-secret-of-last-year"))] {
-        let resp = gh.deliver("pull_request", &fake_github::uuid(), body.clone(), secret).await;
+    for (what, secret) in [
+        ("missing", None),
+        ("wrong", Some("not-the-secret")),
+        ("stale (rotated-out) secret", Some("webhook-secret-of-last-year")),
+    ] {
+        let resp = gh
+            .deliver("pull_request", &fake_github::uuid(), body.clone(), secret)
+            .await;
         assert_eq!(resp.status(), 401, "{what}");
     }
     // A body altered after signing.
@@ -148,11 +213,20 @@ async fn bad_signatures_are_refused_and_replays_change_nothing() {
         .unwrap();
     assert_eq!(resp.status(), 401);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(r.machine(MAC).await.unwrap()["machine"]["state"], "proposed", "nothing changed");
+    assert_eq!(
+        r.machine(MAC).await.unwrap()["machine"]["state"],
+        "proposed",
+        "nothing changed"
+    );
 
     // A genuine delivery, then the same delivery replayed after the machine was reopened.
     let delivery = fake_github::uuid();
-    assert_eq!(gh.deliver("pull_request", &delivery, body.clone(), Some(SECRET)).await.status(), 202);
+    assert_eq!(
+        gh.deliver("pull_request", &delivery, body.clone(), Some(SECRET))
+            .await
+            .status(),
+        202
+    );
     r.wait_for_state(MAC, "rejected").await;
     gh.state.lock().unwrap().pulls[0].open = true;
     gh.reopen(n, "bob").await;
@@ -164,7 +238,17 @@ async fn bad_signatures_are_refused_and_replays_change_nothing() {
     assert_eq!(r.machine(MAC).await.unwrap()["machine"]["state"], "proposed");
 
     // Ping, and deliveries about other repositories.
-    assert_eq!(gh.deliver("ping", &fake_github::uuid(), br#"{"zen": "Keep it logically awesome."}"#.to_vec(), Some(SECRET)).await.status(), 200);
+    assert_eq!(
+        gh.deliver(
+            "ping",
+            &fake_github::uuid(),
+            br#"{"zen": "Keep it logically awesome."}"#.to_vec(),
+            Some(SECRET)
+        )
+        .await
+        .status(),
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -173,7 +257,14 @@ async fn a_lost_delivery_is_caught_up_by_the_reconcile() {
     let n = propose_one(&gh, &r).await;
     gh.merge_quietly(n, "dave");
     let m = r.wait_for_state(MAC, "approved").await;
-    assert!(m["transitions"].as_array().unwrap().iter().any(|t| t["to"] == "approved" && t["actor"] == "github:dave"), "{m:#}");
+    assert!(
+        m["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["to"] == "approved" && t["actor"] == "github:dave"),
+        "{m:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -188,7 +279,8 @@ async fn recorded_github_payloads_parse_and_other_repositories_are_ignored() {
         let payload: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let event = name.split('.').next().unwrap();
         if event == "pull_request" {
-            let pr = registrar::propose::forge::github::PullRequest::from_json(&payload["pull_request"]).unwrap_or_else(|| panic!("{name}"));
+            let pr = registrar::propose::forge::github::PullRequest::from_json(&payload["pull_request"])
+                .unwrap_or_else(|| panic!("{name}"));
             assert_eq!(pr.number, payload["number"].as_u64().unwrap());
             pull_requests += 1;
         }
@@ -198,7 +290,11 @@ async fn recorded_github_payloads_parse_and_other_repositories_are_ignored() {
             assert_eq!(status, 200, "{name}");
         } else {
             assert_eq!(status, 202, "{name}");
-            assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["ignored"], "another repository", "{name}");
+            assert_eq!(
+                resp.json::<serde_json::Value>().await.unwrap()["ignored"],
+                "another repository",
+                "{name}"
+            );
         }
     }
     assert!(pull_requests >= 10);
@@ -212,8 +308,17 @@ async fn under_faults_a_hundred_machines_get_exactly_a_hundred_pull_requests() {
         c.queue.retry_seconds = 1;
     })
     .await;
-    eventually("labels", || gh.state.lock().unwrap().labels.contains_key("registrar").then_some(())).await;
-    gh.set_faults(fake_github::Faults { server_errors: 0.2, secondary_limits: 0.03, timeouts: 0.05, timeout_for: Duration::from_millis(600), ..Default::default() });
+    eventually("labels", || {
+        gh.state.lock().unwrap().labels.contains_key("registrar").then_some(())
+    })
+    .await;
+    gh.set_faults(fake_github::Faults {
+        server_errors: 0.2,
+        secondary_limits: 0.03,
+        timeouts: 0.05,
+        timeout_for: Duration::from_millis(600),
+        ..Default::default()
+    });
     let macs: Vec<String> = (0..100).map(|i| format!("02:00:00:00:01:{i:02x}")).collect();
     for (i, mac) in macs.iter().enumerate() {
         let mut specs = lshw("packet-c3small-asrockrack-e3c246d4i-nl.json");
@@ -231,7 +336,11 @@ async fn under_faults_a_hundred_machines_get_exactly_a_hundred_pull_requests() {
     heads.sort();
     heads.dedup();
     assert_eq!(heads.len(), 100);
-    assert!(pulls.iter().all(|p| p.labels == ["registrar", "workflow/ubuntu-2404"]), "{:?}", pulls.iter().map(|p| &p.labels).collect::<Vec<_>>());
+    assert!(
+        pulls.iter().all(|p| p.labels == ["registrar", "workflow/ubuntu-2404"]),
+        "{:?}",
+        pulls.iter().map(|p| &p.labels).collect::<Vec<_>>()
+    );
     let st = gh.state.lock().unwrap();
     assert!(st.secondary_limit_hits > 0, "the faults did fire");
     drop(st);
@@ -251,7 +360,8 @@ async fn under_faults_a_hundred_machines_get_exactly_a_hundred_pull_requests() {
         }
     }
     for (i, mac) in macs.iter().enumerate().take(20) {
-        r.wait_for_state(mac, if i % 2 == 0 { "approved" } else { "rejected" }).await;
+        r.wait_for_state(mac, if i % 2 == 0 { "approved" } else { "rejected" })
+            .await;
     }
 }
 
@@ -262,22 +372,57 @@ async fn a_human_push_is_respected_and_said_once() {
     // A person fixes something on the branch.
     let human = {
         let repo = git2::Repository::open_bare(&gh.repo().path).unwrap();
-        let head = repo.find_branch(BRANCH, git2::BranchType::Local).unwrap().get().peel_to_commit().unwrap();
+        let head = repo
+            .find_branch(BRANCH, git2::BranchType::Local)
+            .unwrap()
+            .get()
+            .peel_to_commit()
+            .unwrap();
         let blob = repo.blob(b"# reviewed by hand\n").unwrap();
-        let tree = git2::build::TreeUpdateBuilder::new().upsert("hardware/NOTES.md", blob, git2::FileMode::Blob).create_updated(&repo, &head.tree().unwrap()).unwrap();
+        let tree = git2::build::TreeUpdateBuilder::new()
+            .upsert("hardware/NOTES.md", blob, git2::FileMode::Blob)
+            .create_updated(&repo, &head.tree().unwrap())
+            .unwrap();
         let sig = git2::Signature::now("Alice", "alice@example.org").unwrap();
-        repo.commit(Some(&format!("refs/heads/{BRANCH}")), &sig, &sig, "hand edit", &repo.find_tree(tree).unwrap(), &[&head]).unwrap()
+        repo.commit(
+            Some(&format!("refs/heads/{BRANCH}")),
+            &sig,
+            &sig,
+            "hand edit",
+            &repo.find_tree(tree).unwrap(),
+            &[&head],
+        )
+        .unwrap()
     };
     let payload = gh.payload("synchronize", n, "alice", None);
-    assert_eq!(gh.deliver("pull_request", &fake_github::uuid(), serde_json::to_vec(&payload).unwrap(), Some(SECRET)).await.status(), 202);
+    assert_eq!(
+        gh.deliver(
+            "pull_request",
+            &fake_github::uuid(),
+            serde_json::to_vec(&payload).unwrap(),
+            Some(SECRET)
+        )
+        .await
+        .status(),
+        202
+    );
     eventually("the comment", || (gh.comments(n).len() == 1).then_some(())).await;
-    assert!(gh.comments(n)[0].contains("will not update this branch"), "{:?}", gh.comments(n));
+    assert!(
+        gh.comments(n)[0].contains("will not update this branch"),
+        "{:?}",
+        gh.comments(n)
+    );
 
     // New facts and a workflow label no longer rewrite the branch, and nothing is said twice.
-    r.report(&report_body(MAC, lshw("supermicro-ssg-6029p-x11dph-t.json"))).await;
+    r.report(&report_body(MAC, lshw("supermicro-ssg-6029p-x11dph-t.json")))
+        .await;
     gh.label(n, "workflow/ubuntu-2204", "alice").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(gh.repo().head(BRANCH), Some(human), "the person's commit stays the head");
+    assert_eq!(
+        gh.repo().head(BRANCH),
+        Some(human),
+        "the person's commit stays the head"
+    );
     assert_eq!(gh.comments(n).len(), 1);
     let m = r.machine(MAC).await.unwrap();
     assert_eq!(m["proposal"]["hands_off"], true);
@@ -292,7 +437,10 @@ async fn a_human_push_is_respected_and_said_once() {
 async fn as_a_github_app_with_installation_tokens() {
     let gh = FakeGithub::start().await;
     let fixtures = manifest_dir().join("tests/fixtures");
-    gh.state.lock().unwrap().app = Some((4242, std::fs::read(fixtures.join("github-app-test-key.pub.pem")).unwrap()));
+    gh.state.lock().unwrap().app = Some((
+        4242,
+        std::fs::read(fixtures.join("github-app-test-key.pub.pem")).unwrap(),
+    ));
     let (api, git, key) = (gh.url.clone(), gh.git_url(), fixtures.join("github-app-test-key.pem"));
     let r = Registrar::start_with(move |c| {
         fake_github::configure(c, &api, &git);
@@ -305,16 +453,44 @@ async fn as_a_github_app_with_installation_tokens() {
     *gh.hook_url.lock().unwrap() = Some(format!("{}/webhooks/github", r.url));
     let n = propose_one(&gh, &r).await;
     assert_eq!(gh.pull(n).labels, ["registrar", "workflow/ubuntu-2404"]);
-    assert!(gh.repo().read(BRANCH, "hardware/d5s0r8000105.yaml").is_some(), "pushed with an installation token");
-    assert!(!gh.state.lock().unwrap().installation_tokens.is_empty(), "a JWT bought an installation token");
+    assert!(
+        gh.repo().read(BRANCH, "hardware/d5s0r8000105.yaml").is_some(),
+        "pushed with an installation token"
+    );
+    assert!(
+        !gh.state.lock().unwrap().installation_tokens.is_empty(),
+        "a JWT bought an installation token"
+    );
 }
 
 /// Logs in to the console and returns the cookie and the CSRF token of a machine's page.
 async fn console_session(r: &Registrar, mac: &str) -> (String, String) {
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let resp = client.post(format!("{}/login", r.url)).form(&[("token", OPERATOR_TOKEN), ("name", "alice")]).send().await.unwrap();
-    let cookie = resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
-    let html = client.get(format!("{}/machines/{mac}", r.url)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = client
+        .post(format!("{}/login", r.url))
+        .form(&[("token", OPERATOR_TOKEN), ("name", "alice")])
+        .send()
+        .await
+        .unwrap();
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let html = client
+        .get(format!("{}/machines/{mac}", r.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let at = html.find("name=\"csrf\" value=\"").unwrap();
     (cookie, html[at + 19..].split('"').next().unwrap().to_string())
 }
@@ -324,13 +500,27 @@ async fn approving_in_the_console_merges_the_pull_request_and_names_the_operator
     let (gh, r) = start().await;
     let number = propose_one(&gh, &r).await;
     let (cookie, csrf) = console_session(&r, MAC).await;
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let resp = client.post(format!("{}/machines/{MAC}/approve", r.url)).header("cookie", &cookie).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = client
+        .post(format!("{}/machines/{MAC}/approve", r.url))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 303);
     r.wait_for_state(MAC, "approved").await;
     assert!(gh.pulls()[0].merged, "merged through the API");
     let comments = gh.comments(number);
-    assert!(comments.iter().any(|c| c.contains("in Registrar's console by **alice**")), "{comments:?}");
+    assert!(
+        comments
+            .iter()
+            .any(|c| c.contains("in Registrar's console by **alice**")),
+        "{comments:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -339,20 +529,48 @@ async fn a_merge_that_branch_protection_refuses_leaves_the_review_on_the_pull_re
     propose_one(&gh, &r).await;
     gh.state.lock().unwrap().protected = true;
     let (cookie, csrf) = console_session(&r, MAC).await;
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let resp = client.post(format!("{}/machines/{MAC}/approve", r.url)).header("cookie", &cookie).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = client
+        .post(format!("{}/machines/{MAC}/approve", r.url))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 409);
     // minijinja escapes '/' in text and attributes; a browser reads it back as '/'.
     let html = resp.text().await.unwrap().replace("&#x2f;", "/");
-    let url = r.machine(MAC).await.unwrap()["proposal"]["url"].as_str().unwrap().to_string();
-    assert!(html.contains(&format!("href=\"{url}\"")) && html.contains("Open the pull request"), "{html}");
+    let url = r.machine(MAC).await.unwrap()["proposal"]["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        html.contains(&format!("href=\"{url}\"")) && html.contains("Open the pull request"),
+        "{html}"
+    );
     assert!(html.contains("approving review is required"), "{html}");
     let m = r.machine(MAC).await.unwrap();
     assert_eq!(m["machine"]["state"], "proposed");
     assert_eq!(m["proposal"]["state"], "open", "the intent was rolled back");
     assert!(!gh.pulls()[0].merged);
-    let metrics = r.client.get(format!("{}/metrics", r.url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.lines().any(|l| l.starts_with("registrar_forge_errors_total{kind=\"error\"} ") && !l.ends_with(" 0")), "{metrics}");
+    let metrics = r
+        .client
+        .get(format!("{}/metrics", r.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("registrar_forge_errors_total{kind=\"error\"} ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -361,17 +579,31 @@ async fn choosing_a_workflow_in_the_console_sets_the_pull_requests_label() {
     let number = propose_one(&gh, &r).await;
     assert!(gh.pulls()[0].labels.contains(&"workflow/ubuntu-2404".to_string()));
     let (cookie, csrf) = console_session(&r, MAC).await;
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let resp = client.post(format!("{}/machines/{MAC}/workflow", r.url)).header("cookie", &cookie).form(&[("csrf", csrf.as_str()), ("workflow", "ubuntu-2204")]).send().await.unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = client
+        .post(format!("{}/machines/{MAC}/workflow", r.url))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str()), ("workflow", "ubuntu-2204")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 303);
     let labels = eventually("the label swapped", || {
         let p = gh.pulls().into_iter().find(|p| p.number == number).unwrap();
-        p.labels.contains(&"workflow/ubuntu-2204".to_string()).then_some(p.labels)
+        p.labels
+            .contains(&"workflow/ubuntu-2204".to_string())
+            .then_some(p.labels)
     })
     .await;
     assert!(!labels.contains(&"workflow/ubuntu-2404".to_string()), "{labels:?}");
     let yaml = gh.repo().read(BRANCH, "hardware/d5s0r8000105.yaml").unwrap();
-    assert!(yaml.contains("templateRef: \"ubuntu-2204\""), "re-rendered with the chosen workflow");
+    assert!(
+        yaml.contains("templateRef: \"ubuntu-2204\""),
+        "re-rendered with the chosen workflow"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -383,8 +615,14 @@ async fn during_a_secret_rotation_both_secrets_are_accepted_and_no_other() {
     let (gh, r) = start_with(move |c| c.forge.github.webhook_previous_secret_file = Some(p)).await;
     let n = propose_one(&gh, &r).await;
     let body = serde_json::to_vec(&gh.payload("labeled", n, "octocat", Some("registrar"))).unwrap();
-    for (secret, expected) in [(Some("the-webhook-secret-being-rotated-out"), 202), (Some(SECRET), 202), (Some("a-secret-nobody-configured"), 401)] {
-        let resp = gh.deliver("pull_request", &fake_github::uuid(), body.clone(), secret).await;
+    for (secret, expected) in [
+        (Some("the-webhook-secret-being-rotated-out"), 202),
+        (Some(SECRET), 202),
+        (Some("a-secret-nobody-configured"), 401),
+    ] {
+        let resp = gh
+            .deliver("pull_request", &fake_github::uuid(), body.clone(), secret)
+            .await;
         assert_eq!(resp.status(), expected, "{secret:?}");
     }
 }

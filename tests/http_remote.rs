@@ -27,9 +27,14 @@ async fn proposals_and_approvals_over_smart_http() {
     let (hosting, _server, r) = hosted("s3cret-password", "s3cret-password").await;
     let remote = Repo::at(&hosting.path().join("hw.git"));
     let mac = "b4:96:91:70:26:c8";
-    r.report(&report_body(mac, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json"))).await;
+    r.report(&report_body(mac, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json")))
+        .await;
     r.wait_for_state(mac, "proposed").await;
-    assert!(remote.read("registrar/b4-96-91-70-26-c8", "hardware/d5s0r8000105.yaml").is_some());
+    assert!(
+        remote
+            .read("registrar/b4-96-91-70-26-c8", "hardware/d5s0r8000105.yaml")
+            .is_some()
+    );
     let resp = r.post(&format!("/api/v1/machines/{mac}/approve"), json!({})).await;
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     assert!(remote.read("main", "hardware/d5s0r8000105.yaml").is_some());
@@ -40,7 +45,12 @@ async fn proposals_and_approvals_over_smart_http() {
 async fn wrong_credentials_leave_the_report_queued_with_a_readable_error() {
     let (_hosting, _server, r) = hosted("right-password", "wrong-password").await;
     let mac = "b4:96:91:70:26:c8";
-    assert_eq!(r.report(&report_body(mac, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json"))).await.status(), 202);
+    assert_eq!(
+        r.report(&report_body(mac, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json")))
+            .await
+            .status(),
+        202
+    );
     let mut last = serde_json::Value::Null;
     for _ in 0..100 {
         last = r.machine(mac).await.unwrap();

@@ -12,7 +12,14 @@ async fn two_hundred_concurrent_reports_make_one_proposal_and_one_commit() {
     for _ in 0..200 {
         let (client, url, body) = (r.client.clone(), r.url.clone(), body.clone());
         tasks.push(tokio::spawn(async move {
-            client.post(format!("{url}/api/v1/reports")).bearer_auth(REPORT_TOKEN).json(&body).send().await.unwrap().status()
+            client
+                .post(format!("{url}/api/v1/reports"))
+                .bearer_auth(REPORT_TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
         }));
     }
     for t in tasks {
@@ -22,8 +29,14 @@ async fn two_hundred_concurrent_reports_make_one_proposal_and_one_commit() {
     assert_eq!(m["machine"]["seen_count"], 200);
     // Give a straggling duplicate every chance to show up.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(r.get("/api/v1/proposals").await["proposals"].as_array().unwrap().len(), 1);
-    assert_eq!(r.remote.branches(), vec!["main".to_string(), "registrar/0c-42-a1-3d-bd-e0".to_string()]);
+    assert_eq!(
+        r.get("/api/v1/proposals").await["proposals"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(
+        r.remote.branches(),
+        vec!["main".to_string(), "registrar/0c-42-a1-3d-bd-e0".to_string()]
+    );
     assert_eq!(r.remote.commits_ahead("main", "registrar/0c-42-a1-3d-bd-e0"), 1);
     let transitions = m["transitions"].as_array().unwrap();
     assert_eq!(transitions.len(), 2, "reported, proposed: {transitions:?}");

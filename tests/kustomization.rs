@@ -15,7 +15,12 @@ const KUSTOMIZATION: &str = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: 
 
 fn seed(repo_path: &std::path::Path) {
     let repo = git2::Repository::open_bare(repo_path).unwrap();
-    let main = repo.find_branch("main", git2::BranchType::Local).unwrap().get().peel_to_commit().unwrap();
+    let main = repo
+        .find_branch("main", git2::BranchType::Local)
+        .unwrap()
+        .get()
+        .peel_to_commit()
+        .unwrap();
     let k = repo.blob(KUSTOMIZATION.as_bytes()).unwrap();
     let e = repo.blob(b"# an existing machine\n").unwrap();
     let tree = git2::build::TreeUpdateBuilder::new()
@@ -24,7 +29,15 @@ fn seed(repo_path: &std::path::Path) {
         .create_updated(&repo, &main.tree().unwrap())
         .unwrap();
     let sig = git2::Signature::now("ops", "ops@example.org").unwrap();
-    repo.commit(Some("refs/heads/main"), &sig, &sig, "kustomize the hardware directory", &repo.find_tree(tree).unwrap(), &[&main]).unwrap();
+    repo.commit(
+        Some("refs/heads/main"),
+        &sig,
+        &sig,
+        "kustomize the hardware directory",
+        &repo.find_tree(tree).unwrap(),
+        &[&main],
+    )
+    .unwrap();
 }
 
 fn macs() -> Vec<String> {
@@ -45,7 +58,12 @@ async fn report_all(r: &Registrar) {
 fn resources(repo: &Repo, branch: &str) -> Vec<String> {
     let text = repo.read(branch, "hardware/kustomization.yaml").unwrap();
     let v: serde_json::Value = yaml_serde::from_str(&text).unwrap();
-    v["resources"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect()
+    v["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -58,11 +76,16 @@ async fn local_forge_ten_proposals_merge_in_any_order() {
     let r = Registrar::start_in(dir, config).await;
     report_all(&r).await;
     // Each proposal lists itself beside what the base has.
-    assert_eq!(resources(&r.remote, "registrar/02-00-00-00-0a-00"), ["existing.yaml", "k00.yaml"]);
+    assert_eq!(
+        resources(&r.remote, "registrar/02-00-00-00-0a-00"),
+        ["existing.yaml", "k00.yaml"]
+    );
     let mut order = macs();
     order.shuffle(&mut rand::rng());
     for mac in &order {
-        let resp = r.post(&format!("/api/v1/machines/{mac}/approve"), json!({"actor": "ops"})).await;
+        let resp = r
+            .post(&format!("/api/v1/machines/{mac}/approve"), json!({"actor": "ops"}))
+            .await;
         assert_eq!(resp.status(), 200, "{mac}: {}", resp.text().await.unwrap());
     }
     let mut expected: Vec<String> = (0..10).map(|i| format!("k{i:02}.yaml")).collect();
@@ -91,7 +114,10 @@ async fn github_ten_pull_requests_merge_in_any_order() {
         let base_head = repo.head("main").unwrap();
         let git = git2::Repository::open_bare(&repo.path).unwrap();
         for _ in 0..200 {
-            let on_base = repo.head(&head).and_then(|h| git.find_commit(h).ok()).is_some_and(|c| c.parent_ids().any(|p| p == base_head));
+            let on_base = repo
+                .head(&head)
+                .and_then(|h| git.find_commit(h).ok())
+                .is_some_and(|c| c.parent_ids().any(|p| p == base_head));
             if on_base {
                 break;
             }

@@ -24,7 +24,9 @@ fn binary() -> PathBuf {
     match std::env::var_os("REGISTRAR_TEST_BINARY") {
         Some(p) => PathBuf::from(p),
         None => {
-            eprintln!("note: REGISTRAR_TEST_BINARY is unset; testing the debug binary cargo built (.ci/run tests the release one)");
+            eprintln!(
+                "note: REGISTRAR_TEST_BINARY is unset; testing the debug binary cargo built (.ci/run tests the release one)"
+            );
             PathBuf::from(env!("CARGO_BIN_EXE_registrar"))
         }
     }
@@ -52,7 +54,11 @@ fn setup() -> Setup {
     if is_root() {
         nix::unistd::chown(&state, Some(NOBODY.into()), Some(NOBODY.into())).unwrap();
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("hardware-templates");
     let config = dir.path().join("config.yaml");
     std::fs::write(
@@ -64,7 +70,12 @@ fn setup() -> Setup {
         ),
     )
     .unwrap();
-    Setup { dir, config, state, url: format!("http://127.0.0.1:{port}") }
+    Setup {
+        dir,
+        config,
+        state,
+        url: format!("http://127.0.0.1:{port}"),
+    }
 }
 
 fn start(s: &Setup, log: &str) -> Child {
@@ -90,19 +101,32 @@ fn start(s: &Setup, log: &str) -> Child {
 
 async fn wait_healthy(url: &str, child: &mut Child, log: &Path) {
     for _ in 0..300 {
-        if reqwest::get(format!("{url}/healthz")).await.is_ok_and(|r| r.status().is_success()) {
+        if reqwest::get(format!("{url}/healthz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             return;
         }
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("registrar exited with {status}: {}", std::fs::read_to_string(log).unwrap_or_default());
+            panic!(
+                "registrar exited with {status}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("registrar did not become healthy: {}", std::fs::read_to_string(log).unwrap_or_default());
+    panic!(
+        "registrar did not become healthy: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }
 
 fn terminate(child: &Child) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
@@ -127,7 +151,10 @@ fn report(i: usize) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unprivileged_sigterm_in_a_burst_loses_no_report_and_a_second_instance_is_refused() {
     if !is_root() {
-        assert!(std::env::var_os("REGISTRAR_CI").is_none(), "CI runs as root, so the unprivileged run is tested there");
+        assert!(
+            std::env::var_os("REGISTRAR_CI").is_none(),
+            "CI runs as root, so the unprivileged run is tested there"
+        );
         eprintln!("note: not root, so Registrar runs as the current user, not as nobody (CI runs as root)");
     }
     let s = setup();
@@ -139,17 +166,28 @@ async fn unprivileged_sigterm_in_a_burst_loses_no_report_and_a_second_instance_i
     let status = wait_exit(&mut second, Duration::from_secs(20));
     assert!(!status.success());
     let why = std::fs::read_to_string(s.dir.path().join("second.log")).unwrap();
-    assert!(why.contains("another Registrar is running against state directory"), "{why}");
+    assert!(
+        why.contains("another Registrar is running against state directory"),
+        "{why}"
+    );
     assert!(why.contains(&format!("pid {}", first.id())), "{why}");
 
     // A burst of reports, and SIGTERM while it is going on.
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
     let mut burst = tokio::task::JoinSet::new();
     for i in 0..400 {
         let (client, url) = (client.clone(), s.url.clone());
         burst.spawn(async move {
             tokio::time::sleep(Duration::from_millis((i / 20) as u64 * 10)).await;
-            let r = client.post(format!("{url}/api/v1/reports")).bearer_auth(REPORT_TOKEN).json(&report(i)).send().await;
+            let r = client
+                .post(format!("{url}/api/v1/reports"))
+                .bearer_auth(REPORT_TOKEN)
+                .json(&report(i))
+                .send()
+                .await;
             (i, r.map(|r| r.status().is_success()).unwrap_or(false))
         });
     }
@@ -163,20 +201,32 @@ async fn unprivileged_sigterm_in_a_burst_loses_no_report_and_a_second_instance_i
             accepted.push(i);
         }
     }
-    let status = tokio::task::spawn_blocking(move || wait_exit(&mut first, Duration::from_secs(25))).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || wait_exit(&mut first, Duration::from_secs(25)))
+        .await
+        .unwrap();
     assert!(status.success(), "a clean exit on SIGTERM: {status}");
-    assert!(signalled.elapsed() < Duration::from_secs(25), "within the pod's grace period");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(25),
+        "within the pod's grace period"
+    );
     assert!(!accepted.is_empty(), "some reports were accepted before the stop");
     assert!(accepted.len() < 400, "the stop came in the middle of the burst");
     eprintln!("{} of 400 reports accepted before the stop", accepted.len());
 
     // Only the state directory was written to.
-    let mut top: Vec<String> = std::fs::read_dir(s.dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut top: Vec<String> = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     top.sort();
     assert_eq!(top, vec!["config.yaml", "first.log", "second.log", "state"]);
     if is_root() {
         use std::os::unix::fs::MetadataExt;
-        assert_eq!(std::fs::metadata(s.state.join("registrar.db")).unwrap().uid(), NOBODY, "it ran as nobody");
+        assert_eq!(
+            std::fs::metadata(s.state.join("registrar.db")).unwrap().uid(),
+            NOBODY,
+            "it ran as nobody"
+        );
     }
 
     // After a restart every accepted report is proposed.
@@ -184,17 +234,41 @@ async fn unprivileged_sigterm_in_a_burst_loses_no_report_and_a_second_instance_i
     wait_healthy(&s.url, &mut again, &s.dir.path().join("again.log")).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let v: Value = client.get(format!("{}/api/v1/machines?state=proposed&limit=1000", s.url)).bearer_auth(OPERATOR_TOKEN).send().await.unwrap().json().await.unwrap();
-        let proposed: std::collections::HashSet<String> = v["machines"].as_array().unwrap().iter().map(|m| m["mac"].as_str().unwrap().to_string()).collect();
-        let missing: Vec<String> = accepted.iter().map(|&i| mac(i)).filter(|m| !proposed.contains(m)).collect();
+        let v: Value = client
+            .get(format!("{}/api/v1/machines?state=proposed&limit=1000", s.url))
+            .bearer_auth(OPERATOR_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let proposed: std::collections::HashSet<String> = v["machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["mac"].as_str().unwrap().to_string())
+            .collect();
+        let missing: Vec<String> = accepted
+            .iter()
+            .map(|&i| mac(i))
+            .filter(|m| !proposed.contains(m))
+            .collect();
         if missing.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "{} accepted reports not proposed after the restart, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+        assert!(
+            Instant::now() < deadline,
+            "{} accepted reports not proposed after the restart, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     terminate(&again);
-    let status = tokio::task::spawn_blocking(move || wait_exit(&mut again, Duration::from_secs(25))).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || wait_exit(&mut again, Duration::from_secs(25)))
+        .await
+        .unwrap();
     assert!(status.success());
 }
 
@@ -205,23 +279,52 @@ async fn an_online_backup_restores_the_store() {
     wait_healthy(&s.url, &mut server, &s.dir.path().join("server.log")).await;
     let client = reqwest::Client::new();
     for i in 0..5 {
-        assert!(client.post(format!("{}/api/v1/reports", s.url)).bearer_auth(REPORT_TOKEN).json(&report(1000 + i)).send().await.unwrap().status().is_success());
+        assert!(
+            client
+                .post(format!("{}/api/v1/reports", s.url))
+                .bearer_auth(REPORT_TOKEN)
+                .json(&report(1000 + i))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .is_success()
+        );
     }
 
     // While it runs.
     let backup = tempfile::tempdir().unwrap();
     let file = backup.path().join("registrar-backup.db");
-    let out = Command::new(binary()).args(["backup", "--config"]).arg(&s.config).arg(&file).env("REGISTRAR_REPORT_TOKEN", REPORT_TOKEN).env("REGISTRAR_OPERATOR_TOKEN", OPERATOR_TOKEN).output().unwrap();
+    let out = Command::new(binary())
+        .args(["backup", "--config"])
+        .arg(&s.config)
+        .arg(&file)
+        .env("REGISTRAR_REPORT_TOKEN", REPORT_TOKEN)
+        .env("REGISTRAR_OPERATOR_TOKEN", OPERATOR_TOKEN)
+        .output()
+        .unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
     assert!(said.contains("(5 machines"), "{said}");
     // Refuses to overwrite.
-    let out = Command::new(binary()).args(["backup", "--config"]).arg(&s.config).arg(&file).env("REGISTRAR_REPORT_TOKEN", REPORT_TOKEN).env("REGISTRAR_OPERATOR_TOKEN", OPERATOR_TOKEN).output().unwrap();
+    let out = Command::new(binary())
+        .args(["backup", "--config"])
+        .arg(&s.config)
+        .arg(&file)
+        .env("REGISTRAR_REPORT_TOKEN", REPORT_TOKEN)
+        .env("REGISTRAR_OPERATOR_TOKEN", OPERATOR_TOKEN)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 
     // Lose the store, restore the backup, start again: the machines are back.
     terminate(&server);
-    assert!(tokio::task::spawn_blocking(move || wait_exit(&mut server, Duration::from_secs(25))).await.unwrap().success());
+    assert!(
+        tokio::task::spawn_blocking(move || wait_exit(&mut server, Duration::from_secs(25)))
+            .await
+            .unwrap()
+            .success()
+    );
     for f in ["registrar.db", "registrar.db-wal", "registrar.db-shm"] {
         let _ = std::fs::remove_file(s.state.join(f));
     }
@@ -231,11 +334,24 @@ async fn an_online_backup_restores_the_store() {
     }
     let mut restored = start(&s, "restored.log");
     wait_healthy(&s.url, &mut restored, &s.dir.path().join("restored.log")).await;
-    let v: Value = client.get(format!("{}/api/v1/machines", s.url)).bearer_auth(OPERATOR_TOKEN).send().await.unwrap().json().await.unwrap();
+    let v: Value = client
+        .get(format!("{}/api/v1/machines", s.url))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["total"], 5);
     terminate(&restored);
     let mut log = String::new();
-    let status = tokio::task::spawn_blocking(move || wait_exit(&mut restored, Duration::from_secs(25))).await.unwrap();
-    std::fs::File::open(s.dir.path().join("restored.log")).unwrap().read_to_string(&mut log).unwrap();
+    let status = tokio::task::spawn_blocking(move || wait_exit(&mut restored, Duration::from_secs(25)))
+        .await
+        .unwrap();
+    std::fs::File::open(s.dir.path().join("restored.log"))
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
     assert!(status.success(), "{log}");
 }

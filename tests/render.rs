@@ -8,7 +8,11 @@ use registrar::render::{RenderInput, Renderer};
 use serde_json::Value;
 
 fn renderer() -> Renderer {
-    Renderer::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("hardware-templates"), "tinkerbell").unwrap()
+    Renderer::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("hardware-templates"),
+        "tinkerbell",
+    )
+    .unwrap()
 }
 
 fn lshw(name: &str) -> Facts {
@@ -21,14 +25,27 @@ fn mac() -> Mac {
 }
 
 fn render(facts: &Facts) -> registrar::render::Rendered {
-    renderer().render(&RenderInput { mac: &mac(), facts, source: Source::Report, workflow: None, force_mac_name: false, sighting: None, expected: None }).unwrap()
+    renderer()
+        .render(&RenderInput {
+            mac: &mac(),
+            facts,
+            source: Source::Report,
+            workflow: None,
+            force_mac_name: false,
+            sighting: None,
+            expected: None,
+        })
+        .unwrap()
 }
 
 #[test]
 fn supermicro_renders_a_bootable_hardware_and_workflow() {
     let r = render(&lshw("supermicro-ssg-6029p-x11dph-t.json"));
     assert_eq!(r.name, "a401031x0502795");
-    assert_eq!(r.title, "Register a401031x0502795 (Supermicro SSG-6029P-E1CR12L-PH004, ac:1f:6b:dc:19:c2)");
+    assert_eq!(
+        r.title,
+        "Register a401031x0502795 (Supermicro SSG-6029P-E1CR12L-PH004, ac:1f:6b:dc:19:c2)"
+    );
     let hw = &r.documents[0];
     assert_eq!(hw["kind"], "Hardware");
     assert_eq!(hw["spec"]["agentID"], "ac:1f:6b:dc:19:c2");
@@ -38,12 +55,23 @@ fn supermicro_renders_a_bootable_hardware_and_workflow() {
     assert_eq!(dhcp["lease_time"], 86400);
     assert_eq!(dhcp["uefi"], true);
     assert_eq!(hw["spec"]["interfaces"][0]["netboot"]["allowPXE"], true);
-    assert!(hw["spec"]["disks"].as_array().unwrap().iter().any(|d| d["device"] == "/dev/nvme0n1"));
+    assert!(
+        hw["spec"]["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["device"] == "/dev/nvme0n1")
+    );
     let wf = &r.documents[1];
     assert_eq!(wf["kind"], "Workflow");
     assert_eq!(wf["spec"]["templateRef"], "ubuntu-2404");
     assert_eq!(wf["spec"]["hardwareRef"], "a401031x0502795");
-    assert!(r.manifest.starts_with("---\napiVersion: tinkerbell.org/v1alpha1\nkind: Hardware\n"), "{}", r.manifest);
+    assert!(
+        r.manifest
+            .starts_with("---\napiVersion: tinkerbell.org/v1alpha1\nkind: Hardware\n"),
+        "{}",
+        r.manifest
+    );
     assert!(r.summary.contains("| Memory | 191\\.0 GiB |"), "{}", r.summary);
     assert_eq!(r.decision.rule, "default");
 }
@@ -56,7 +84,10 @@ fn rules_choose_by_facts_first_match_wins() {
     // No DMI serial: named after the MAC.
     assert_eq!(arm.name, "node-ac-1f-6b-dc-19-c2");
     let mut gpu = lshw("supermicro-ssg-6029p-x11dph-t.json");
-    gpu.gpus.push(facts::Gpu { vendor: Some("NVIDIA Corporation".into()), product: Some("A100".into()) });
+    gpu.gpus.push(facts::Gpu {
+        vendor: Some("NVIDIA Corporation".into()),
+        product: Some("A100".into()),
+    });
     assert_eq!(render(&gpu).decision.rule, "gpu");
 }
 
@@ -64,10 +95,30 @@ fn rules_choose_by_facts_first_match_wins() {
 fn a_reviewer_may_pick_only_workflows_that_exist() {
     let r = renderer();
     let f = lshw("supermicro-ssg-6029p-x11dph-t.json");
-    let ok = r.render(&RenderInput { mac: &mac(), facts: &f, source: Source::Report, workflow: Some("ubuntu-2204"), force_mac_name: false, sighting: None, expected: None }).unwrap();
+    let ok = r
+        .render(&RenderInput {
+            mac: &mac(),
+            facts: &f,
+            source: Source::Report,
+            workflow: Some("ubuntu-2204"),
+            force_mac_name: false,
+            sighting: None,
+            expected: None,
+        })
+        .unwrap();
     assert_eq!(ok.documents[1]["spec"]["templateRef"], "ubuntu-2204");
     for bad in ["../../etc/passwd", "nope", "workflows/ubuntu-2404"] {
-        let err = r.render(&RenderInput { mac: &mac(), facts: &f, source: Source::Report, workflow: Some(bad), force_mac_name: false, sighting: None, expected: None }).unwrap_err();
+        let err = r
+            .render(&RenderInput {
+                mac: &mac(),
+                facts: &f,
+                source: Source::Report,
+                workflow: Some(bad),
+                force_mac_name: false,
+                sighting: None,
+                expected: None,
+            })
+            .unwrap_err();
         assert!(err.to_string().contains("no workflow template"), "{err}");
     }
 }
@@ -79,7 +130,10 @@ fn shape(v: &Value, path: String, out: &mut Vec<String>) {
             out.push(format!("{path}/{k}"));
             shape(v, format!("{path}/{k}"), out)
         }),
-        Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| shape(v, format!("{path}/{i}"), out)),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| shape(v, format!("{path}/{i}"), out)),
         _ => out.push(format!("{path}: {}", if v.is_string() { "string" } else { "scalar" })),
     }
 }
@@ -88,7 +142,14 @@ fn shape(v: &Value, path: String, out: &mut Vec<String>) {
 fn hostile_facts_change_no_structure() {
     let clean = lshw("supermicro-ssg-6029p-x11dph-t.json");
     let mut hostile = clean.clone();
-    let payloads = ["x\nspec: {}", "{{ 7*7 }}", "<img src=x onerror=alert(1)>", "@octocat fixes #1 [x](http://evil)", "\"quoted\": 'yes' # comment", "{% raw %}"];
+    let payloads = [
+        "x\nspec: {}",
+        "{{ 7*7 }}",
+        "<img src=x onerror=alert(1)>",
+        "@octocat fixes #1 [x](http://evil)",
+        "\"quoted\": 'yes' # comment",
+        "{% raw %}",
+    ];
     hostile.serial = Some("A401031X0502795".into());
     hostile.product = Some(payloads.join(" "));
     hostile.vendor = Some(payloads[0].into());
@@ -104,7 +165,10 @@ fn hostile_facts_change_no_structure() {
         shape(db, String::new(), &mut sb);
         assert_eq!(sa, sb, "structure changed:\n{}", b.manifest);
     }
-    assert_eq!(b.documents[0]["spec"]["disks"][0]["device"], "/dev/sda\n  - device: /dev/evil");
+    assert_eq!(
+        b.documents[0]["spec"]["disks"][0]["device"],
+        "/dev/sda\n  - device: /dev/evil"
+    );
     assert!(!b.manifest.contains("\nspec: {}"));
     // Inside code fences text stays literal; everywhere else nothing may become markup.
     let prose = outside_fences(&b.summary);
@@ -113,7 +177,11 @@ fn hostile_facts_change_no_structure() {
     assert!(!prose.contains("](http"), "{prose}");
     assert!(!prose.contains("<!--"), "{prose}");
     assert!(!b.summary.contains("49"), "a fact was evaluated as a template");
-    assert_eq!(prose.matches("</details>").count(), 2, "a fact closed a collapsed block");
+    assert_eq!(
+        prose.matches("</details>").count(),
+        2,
+        "a fact closed a collapsed block"
+    );
 }
 
 /// The summary without its fenced code blocks (a fence is a line of 3+ backticks).
@@ -148,12 +216,17 @@ fn facts_cannot_rename_the_machine_into_another_shape() {
 #[test]
 fn a_bmc_address_adds_a_rufio_machine() {
     let mut f = lshw("packet-c3small-asrockrack-e3c246d4i-nl.json");
-    f.bmc = Some(Bmc { address: "10.0.0.50".into() });
+    f.bmc = Some(Bmc {
+        address: "10.0.0.50".into(),
+    });
     let r = render(&f);
     assert_eq!(r.documents.len(), 3);
     assert_eq!(r.documents[2]["kind"], "Machine");
     assert_eq!(r.documents[2]["spec"]["connection"]["insecureTLS"], false);
-    assert_eq!(r.documents[0]["spec"]["bmcRef"]["name"], r.documents[2]["metadata"]["name"]);
+    assert_eq!(
+        r.documents[0]["spec"]["bmcRef"]["name"],
+        r.documents[2]["metadata"]["name"]
+    );
 }
 
 #[test]

@@ -40,7 +40,13 @@ pub fn object_name(mac: &Mac) -> String {
 }
 
 /// The two objects for `mac`, as JSON (validated against the CRDs in the tests).
-pub fn objects(s: &DiscoverySettings, mac: &Mac, sighting: Option<&Sighting>, token: &str, expires: DateTime<Utc>) -> (Value, Value) {
+pub fn objects(
+    s: &DiscoverySettings,
+    mac: &Mac,
+    sighting: Option<&Sighting>,
+    token: &str,
+    expires: DateTime<Utc>,
+) -> (Value, Value) {
     let name = object_name(mac);
     let labels = json!({TEMPORARY: "true", MAC_LABEL: mac.dashed(), EXPIRES_LABEL: expires.timestamp().to_string()});
     let arch = sighting.and_then(|s| s.arch.clone()).unwrap_or_else(|| "x86_64".into());
@@ -98,11 +104,22 @@ impl Discovery {
 
     /// How many temporary machines exist now.
     pub async fn count(&self) -> Result<usize, kube::Error> {
-        Ok(self.api(&hardware_resource()).list(&ListParams::default().labels(&format!("{TEMPORARY}=true"))).await?.items.len())
+        Ok(self
+            .api(&hardware_resource())
+            .list(&ListParams::default().labels(&format!("{TEMPORARY}=true")))
+            .await?
+            .items
+            .len())
     }
 
     /// Creates the objects for `mac` with `token` (whose hash the caller stored first).
-    pub async fn create(&self, mac: &Mac, sighting: Option<&Sighting>, token: &str, expires: DateTime<Utc>) -> Result<bool, kube::Error> {
+    pub async fn create(
+        &self,
+        mac: &Mac,
+        sighting: Option<&Sighting>,
+        token: &str,
+        expires: DateTime<Utc>,
+    ) -> Result<bool, kube::Error> {
         let (hardware, workflow) = objects(&self.settings, mac, sighting, token, expires);
         let created = create(&self.api(&hardware_resource()), hardware).await?;
         create(&self.api(&workflow_resource()), workflow).await?;
@@ -123,7 +140,10 @@ impl Discovery {
 
     /// MACs whose temporary objects outlived their time to live.
     pub async fn expired(&self, now: DateTime<Utc>) -> Result<Vec<Mac>, kube::Error> {
-        let list = self.api(&hardware_resource()).list(&ListParams::default().labels(&format!("{TEMPORARY}=true"))).await?;
+        let list = self
+            .api(&hardware_resource())
+            .list(&ListParams::default().labels(&format!("{TEMPORARY}=true")))
+            .await?;
         Ok(list
             .items
             .iter()

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject};
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
 
 use super::{AGENT_ATTRIBUTES, AUTO_DISCOVERED, TEMPORARY, hardware_resource};
@@ -46,7 +46,10 @@ pub fn classify(obj: &Value) -> Seen {
         return Seen::Registered(macs_of(obj));
     }
     // The agent's ID is its boot MAC; fall back to the first interface.
-    let mac = obj["spec"]["agentID"].as_str().and_then(|m| Mac::parse(m).ok()).or_else(|| macs_of(obj).into_iter().next());
+    let mac = obj["spec"]["agentID"]
+        .as_str()
+        .and_then(|m| Mac::parse(m).ok())
+        .or_else(|| macs_of(obj).into_iter().next());
     let Some(mac) = mac else { return Seen::Ignore };
     // The annotation is left out above 64 KiB; then the facts are what the spec says.
     let facts = obj["metadata"]["annotations"][AGENT_ATTRIBUTES]
@@ -72,7 +75,14 @@ pub type DiscoveredSink = tokio::sync::mpsc::Sender<Noticed>;
 ///
 /// `up` is 1 while the watch is connected (listed and watching), 0 after an error until
 /// the next successful relist: the operator's "cluster watch disconnected" alert.
-pub async fn watch(client: kube::Client, namespace: Option<String>, known: Arc<KnownMacs>, discovered: DiscoveredSink, up: prometheus_client::metrics::gauge::Gauge, shutdown: Shutdown) {
+pub async fn watch(
+    client: kube::Client,
+    namespace: Option<String>,
+    known: Arc<KnownMacs>,
+    discovered: DiscoveredSink,
+    up: prometheus_client::metrics::gauge::Gauge,
+    shutdown: Shutdown,
+) {
     let ar = hardware_resource();
     let api: Api<DynamicObject> = match &namespace {
         Some(ns) => Api::namespaced_with(client, ns, &ar),
@@ -107,11 +117,18 @@ pub async fn watch(client: kube::Client, namespace: Option<String>, known: Arc<K
             }
         };
         let take = |obj: &DynamicObject, into: &mut HashMap<String, Vec<Mac>>| {
-            let key = format!("{}/{}", obj.metadata.namespace.as_deref().unwrap_or(""), obj.metadata.name.as_deref().unwrap_or(""));
+            let key = format!(
+                "{}/{}",
+                obj.metadata.namespace.as_deref().unwrap_or(""),
+                obj.metadata.name.as_deref().unwrap_or("")
+            );
             let value = serde_json::to_value(obj).unwrap_or_default();
             match classify(&value) {
                 Seen::Registered(macs) => {
-                    let _ = discovered.try_send(Noticed::Registered { macs: macs.clone(), hardware: key.clone() });
+                    let _ = discovered.try_send(Noticed::Registered {
+                        macs: macs.clone(),
+                        hardware: key.clone(),
+                    });
                     into.insert(key, macs);
                 }
                 Seen::Discovered { mac, facts } => {
@@ -139,7 +156,11 @@ pub async fn watch(client: kube::Client, namespace: Option<String>, known: Arc<K
                 publish(&objects);
             }
             Event::Delete(obj) => {
-                let key = format!("{}/{}", obj.metadata.namespace.as_deref().unwrap_or(""), obj.metadata.name.as_deref().unwrap_or(""));
+                let key = format!(
+                    "{}/{}",
+                    obj.metadata.namespace.as_deref().unwrap_or(""),
+                    obj.metadata.name.as_deref().unwrap_or("")
+                );
                 objects.remove(&key);
                 publish(&objects);
             }
@@ -155,7 +176,10 @@ mod tests {
     #[test]
     fn registered_discovered_and_temporary_hardware() {
         let registered = json!({"metadata": {"name": "n1"}, "spec": {"interfaces": [{"dhcp": {"mac": "3c:ec:ef:4c:4f:54"}}, {"dhcp": {"mac": "bad"}}]}});
-        assert_eq!(classify(&registered), Seen::Registered(vec!["3c:ec:ef:4c:4f:54".parse().unwrap()]));
+        assert_eq!(
+            classify(&registered),
+            Seen::Registered(vec!["3c:ec:ef:4c:4f:54".parse().unwrap()])
+        );
         let attrs = json!({"product": {"vendor": "Dell Inc.", "name": "R650", "serialNumber": "ABC123"}, "memory": {"total": "64GB"}}).to_string();
         let discovered = json!({"metadata": {"name": "discovery-3c-ec-ef-4c-4f-55", "labels": {AUTO_DISCOVERED: "true"}, "annotations": {AGENT_ATTRIBUTES: attrs}},
                                 "spec": {"agentID": "3c:ec:ef:4c:4f:55", "interfaces": [{"dhcp": {"mac": "3c:ec:ef:4c:4f:55"}}]}});

@@ -53,12 +53,26 @@ pub fn provisioning_of(workflow: &serde_json::Value) -> Provisioning {
                 .into_iter()
                 .flatten()
                 .flat_map(|t| t["actions"].as_array().cloned().unwrap_or_default())
-                .find(|a| matches!(a["state"].as_str(), Some("FAILED" | "TIMEOUT" | "STATE_FAILED" | "STATE_TIMEOUT")))
-                .map(|a| format!("action {} {}: {}", a["name"].as_str().unwrap_or("?"), a["state"].as_str().unwrap_or(s), a["message"].as_str().unwrap_or("")))
+                .find(|a| {
+                    matches!(
+                        a["state"].as_str(),
+                        Some("FAILED" | "TIMEOUT" | "STATE_FAILED" | "STATE_TIMEOUT")
+                    )
+                })
+                .map(|a| {
+                    format!(
+                        "action {} {}: {}",
+                        a["name"].as_str().unwrap_or("?"),
+                        a["state"].as_str().unwrap_or(s),
+                        a["message"].as_str().unwrap_or("")
+                    )
+                })
                 .unwrap_or_else(|| format!("workflow {s}"));
             Provisioning::Failed(why)
         }
-        _ if workflow["status"]["templateRendering"] == "failed" => Provisioning::Failed("the Template did not render".into()),
+        _ if workflow["status"]["templateRendering"] == "failed" => {
+            Provisioning::Failed("the Template did not render".into())
+        }
         _ => Provisioning::Running,
     }
 }
@@ -73,13 +87,20 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(client: kube::Client, namespace: &str) -> Self {
-        Cluster { client, namespace: namespace.to_string() }
+        Cluster {
+            client,
+            namespace: namespace.to_string(),
+        }
     }
 
     /// The provisioning Workflow `name`, if it exists.
     pub async fn workflow(&self, name: &str) -> Result<Option<serde_json::Value>, kube::Error> {
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.namespace, &discovery::workflow_resource());
-        Ok(api.get_opt(name).await?.map(|o| serde_json::to_value(o).unwrap_or_default()))
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.namespace, &discovery::workflow_resource());
+        Ok(api
+            .get_opt(name)
+            .await?
+            .map(|o| serde_json::to_value(o).unwrap_or_default()))
     }
 
     /// Deletes the objects that only existed to discover `mac`: Registrar's temporary
@@ -100,7 +121,9 @@ impl Cluster {
                 if !ours {
                     continue;
                 }
-                let Some(name) = obj.metadata.name.clone() else { continue };
+                let Some(name) = obj.metadata.name.clone() else {
+                    continue;
+                };
                 match api.delete(&name, &DeleteParams::default()).await {
                     Ok(_) => removed += 1,
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
@@ -110,9 +133,16 @@ impl Cluster {
             }
         }
         // Registrar's temporary Workflow goes with its Hardware.
-        let workflows: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.namespace, &discovery::workflow_resource());
-        for obj in workflows.list(&ListParams::default().labels(&format!("{MAC_LABEL}={},{TEMPORARY}=true", mac.dashed()))).await?.items {
-            let Some(name) = obj.metadata.name.clone() else { continue };
+        let workflows: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.namespace, &discovery::workflow_resource());
+        for obj in workflows
+            .list(&ListParams::default().labels(&format!("{MAC_LABEL}={},{TEMPORARY}=true", mac.dashed())))
+            .await?
+            .items
+        {
+            let Some(name) = obj.metadata.name.clone() else {
+                continue;
+            };
             match workflows.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
@@ -130,12 +160,27 @@ mod tests {
 
     #[test]
     fn workflow_states() {
-        assert_eq!(provisioning_of(&json!({"status": {"state": "RUNNING"}})), Provisioning::Running);
+        assert_eq!(
+            provisioning_of(&json!({"status": {"state": "RUNNING"}})),
+            Provisioning::Running
+        );
         assert_eq!(provisioning_of(&json!({})), Provisioning::Running);
-        assert_eq!(provisioning_of(&json!({"status": {"state": "STATE_SUCCESS"}})), Provisioning::Succeeded);
+        assert_eq!(
+            provisioning_of(&json!({"status": {"state": "STATE_SUCCESS"}})),
+            Provisioning::Succeeded
+        );
         let failed = json!({"status": {"state": "FAILED", "tasks": [{"actions": [{"name": "stream-image", "state": "SUCCESS"}, {"name": "kexec", "state": "FAILED", "message": "no kernel"}]}]}});
-        assert_eq!(provisioning_of(&failed), Provisioning::Failed("action kexec FAILED: no kernel".into()));
-        assert_eq!(provisioning_of(&json!({"status": {"state": "TIMEOUT"}})), Provisioning::Failed("workflow TIMEOUT".into()));
-        assert_eq!(provisioning_of(&json!({"status": {"templateRendering": "failed"}})), Provisioning::Failed("the Template did not render".into()));
+        assert_eq!(
+            provisioning_of(&failed),
+            Provisioning::Failed("action kexec FAILED: no kernel".into())
+        );
+        assert_eq!(
+            provisioning_of(&json!({"status": {"state": "TIMEOUT"}})),
+            Provisioning::Failed("workflow TIMEOUT".into())
+        );
+        assert_eq!(
+            provisioning_of(&json!({"status": {"templateRendering": "failed"}})),
+            Provisioning::Failed("the Template did not render".into())
+        );
     }
 }

@@ -26,18 +26,31 @@ pub struct SmeeLogs {
 }
 
 /// Follows every matching pod until shutdown, sending unknown MACs to `sink`.
-pub async fn follow(client: kube::Client, settings: SmeeLogs, sink: tokio::sync::mpsc::Sender<Mac>, shutdown: Shutdown) {
+pub async fn follow(
+    client: kube::Client,
+    settings: SmeeLogs,
+    sink: tokio::sync::mpsc::Sender<Mac>,
+    shutdown: Shutdown,
+) {
     let pods: Api<Pod> = Api::namespaced(client, &settings.namespace);
     let followed: Arc<Mutex<HashSet<String>>> = Arc::default();
     loop {
         match pods.list(&ListParams::default().labels(&settings.label_selector)).await {
             Ok(list) => {
                 for pod in list.items {
-                    let Some(name) = pod.metadata.name.clone() else { continue };
+                    let Some(name) = pod.metadata.name.clone() else {
+                        continue;
+                    };
                     if !followed.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone()) {
                         continue;
                     }
-                    let (pods, container, sink, followed, stop) = (pods.clone(), settings.container.clone(), sink.clone(), followed.clone(), shutdown.clone());
+                    let (pods, container, sink, followed, stop) = (
+                        pods.clone(),
+                        settings.container.clone(),
+                        sink.clone(),
+                        followed.clone(),
+                        shutdown.clone(),
+                    );
                     tokio::spawn(async move {
                         tokio::select! {
                             r = follow_pod(&pods, &name, &container, &sink) => {
@@ -60,8 +73,18 @@ pub async fn follow(client: kube::Client, settings: SmeeLogs, sink: tokio::sync:
     }
 }
 
-async fn follow_pod(pods: &Api<Pod>, name: &str, container: &str, sink: &tokio::sync::mpsc::Sender<Mac>) -> Result<(), kube::Error> {
-    let params = LogParams { follow: true, container: Some(container.to_string()), since_seconds: Some(60), ..LogParams::default() };
+async fn follow_pod(
+    pods: &Api<Pod>,
+    name: &str,
+    container: &str,
+    sink: &tokio::sync::mpsc::Sender<Mac>,
+) -> Result<(), kube::Error> {
+    let params = LogParams {
+        follow: true,
+        container: Some(container.to_string()),
+        since_seconds: Some(60),
+        ..LogParams::default()
+    };
     let stream = pods.log_stream(name, &params).await?;
     let mut lines = stream.lines();
     tracing::info!(pod = %name, "following Smee's log");

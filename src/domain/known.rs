@@ -13,20 +13,38 @@ pub struct KnownMacs {
 
 impl KnownMacs {
     pub fn replace(&self, source: &'static str, macs: HashSet<Mac>) {
-        self.by_source.write().unwrap_or_else(|p| p.into_inner()).insert(source, macs);
+        self.by_source
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(source, macs);
     }
 
     pub fn contains(&self, mac: &Mac) -> bool {
-        self.by_source.read().unwrap_or_else(|p| p.into_inner()).values().any(|s| s.contains(mac))
+        self.by_source
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|s| s.contains(mac))
     }
 
     pub fn len(&self) -> usize {
-        self.by_source.read().unwrap_or_else(|p| p.into_inner()).values().map(HashSet::len).sum()
+        self.by_source
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(HashSet::len)
+            .sum()
     }
 
     /// How many MACs each source holds, for the status page.
     pub fn counts(&self) -> Vec<(&'static str, usize)> {
-        let mut out: Vec<_> = self.by_source.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (*k, v.len())).collect();
+        let mut out: Vec<_> = self
+            .by_source
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, v.len()))
+            .collect();
         out.sort();
         out
     }

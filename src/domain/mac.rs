@@ -72,7 +72,9 @@ impl Mac {
         };
         let mut bytes = [0u8; 6];
         for (i, byte) in bytes.iter_mut().enumerate() {
-            let pair = hex.get(2 * i..2 * i + 2).ok_or_else(|| MacError::Syntax(input.to_string()))?;
+            let pair = hex
+                .get(2 * i..2 * i + 2)
+                .ok_or_else(|| MacError::Syntax(input.to_string()))?;
             if !pair.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(MacError::Syntax(input.to_string()));
             }
@@ -90,7 +92,11 @@ fn truncate(input: &str) -> String {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
     }
 }
 
@@ -127,7 +133,13 @@ mod tests {
 
     #[test]
     fn accepts_common_forms_and_stores_lower_colon() {
-        for input in ["3c:ec:ef:4c:4f:54", "3C-EC-EF-4C-4F-54", "3cec.ef4c.4f54", "3CECEF4C4F54", " 3c:EC:ef:4c:4f:54\n"] {
+        for input in [
+            "3c:ec:ef:4c:4f:54",
+            "3C-EC-EF-4C-4F-54",
+            "3cec.ef4c.4f54",
+            "3CECEF4C4F54",
+            " 3c:EC:ef:4c:4f:54\n",
+        ] {
             assert_eq!(Mac::parse(input).unwrap().to_string(), "3c:ec:ef:4c:4f:54", "{input}");
         }
         assert_eq!(Mac::parse("3c:ec:ef:4c:4f:54").unwrap().dashed(), "3c-ec-ef-4c-4f-54");
@@ -138,7 +150,15 @@ mod tests {
         assert_eq!(Mac::parse("00:00:00:00:00:00"), Err(MacError::Zero));
         assert!(matches!(Mac::parse("ff:ff:ff:ff:ff:ff"), Err(MacError::Multicast(_))));
         assert!(matches!(Mac::parse("01:00:5e:00:00:01"), Err(MacError::Multicast(_))));
-        for bad in ["", "3c:ec:ef:4c:4f", "3c:ec-ef:4c:4f:54", "zz:ec:ef:4c:4f:54", "3c:ec:ef:4c:4f:54:00", "+c:ec:ef:4c:4f:54", "3cec.ef4c.4f5g"] {
+        for bad in [
+            "",
+            "3c:ec:ef:4c:4f",
+            "3c:ec-ef:4c:4f:54",
+            "zz:ec:ef:4c:4f:54",
+            "3c:ec:ef:4c:4f:54:00",
+            "+c:ec:ef:4c:4f:54",
+            "3cec.ef4c.4f5g",
+        ] {
             assert!(matches!(Mac::parse(bad), Err(MacError::Syntax(_))), "{bad:?}");
         }
     }

@@ -35,8 +35,15 @@ pub enum State {
 
 impl State {
     pub const ALL: [State; 9] = [
-        State::Detected, State::Discovering, State::Reported, State::Proposed, State::Approved,
-        State::Applied, State::Provisioned, State::Failed, State::Rejected,
+        State::Detected,
+        State::Discovering,
+        State::Reported,
+        State::Proposed,
+        State::Approved,
+        State::Applied,
+        State::Provisioned,
+        State::Failed,
+        State::Rejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,7 +63,10 @@ impl State {
     /// Whether new facts for a machine in this state should (re)render its proposal.
     /// Once approved, git holds the truth and a late report must not reopen the question.
     pub fn accepts_facts(self) -> bool {
-        matches!(self, State::Detected | State::Discovering | State::Reported | State::Proposed)
+        matches!(
+            self,
+            State::Detected | State::Discovering | State::Reported | State::Proposed
+        )
     }
 
     /// The transitions Registrar allows; anything else is a bug or a stale event.
@@ -91,7 +101,10 @@ impl fmt::Display for State {
 impl FromStr for State {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        State::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown state {s:?}"))
+        State::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown state {s:?}"))
     }
 }
 
@@ -121,10 +134,16 @@ impl Source {
 impl FromStr for Source {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Source::Report, Source::Dhcp, Source::Smee, Source::AutoDiscovery, Source::Import]
-            .into_iter()
-            .find(|x| x.as_str() == s)
-            .ok_or_else(|| format!("unknown source {s:?}"))
+        [
+            Source::Report,
+            Source::Dhcp,
+            Source::Smee,
+            Source::AutoDiscovery,
+            Source::Import,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+        .ok_or_else(|| format!("unknown source {s:?}"))
     }
 }
 
@@ -167,7 +186,17 @@ mod tests {
 
     #[test]
     fn the_happy_path_is_allowed() {
-        for pair in [Detected, Discovering, Reported, Proposed, Approved, Applied, Provisioned].windows(2) {
+        for pair in [
+            Detected,
+            Discovering,
+            Reported,
+            Proposed,
+            Approved,
+            Applied,
+            Provisioned,
+        ]
+        .windows(2)
+        {
             assert!(pair[0].can_become(pair[1]), "{} -> {}", pair[0], pair[1]);
         }
     }

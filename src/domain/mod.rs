@@ -10,8 +10,8 @@ pub mod sighting;
 
 pub use expected::{Expected, ImportMode};
 pub use facts::Facts;
+pub use known::KnownMacs;
 pub use mac::{Mac, MacError};
 pub use machine::{Machine, Source, State, Transition};
 pub use proposal::{Proposal, ProposalState, branch_for, pushed_key};
-pub use known::KnownMacs;
 pub use sighting::{Relay, Sighting};

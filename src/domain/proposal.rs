@@ -38,10 +38,15 @@ impl fmt::Display for ProposalState {
 impl FromStr for ProposalState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [ProposalState::Open, ProposalState::Approving, ProposalState::Merged, ProposalState::Closed]
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!("unknown proposal state {s:?}"))
+        [
+            ProposalState::Open,
+            ProposalState::Approving,
+            ProposalState::Merged,
+            ProposalState::Closed,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+        .ok_or_else(|| format!("unknown proposal state {s:?}"))
     }
 }
 

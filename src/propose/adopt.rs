@@ -31,7 +31,9 @@ impl Proposer {
     async fn looks_like_ours(&self, head: git2::Oid) -> Result<bool, ProposeError> {
         let git = self.git.clone();
         let touched = blocking(move || git.touched(head)).await?;
-        let dir = super::index::manifest_dir(&self.path_template).trim_end_matches('/').to_string();
+        let dir = super::index::manifest_dir(&self.path_template)
+            .trim_end_matches('/')
+            .to_string();
         Ok(touched.is_some_and(|paths| {
             paths.len() <= 2
                 && paths.iter().all(|p| {
@@ -72,8 +74,18 @@ impl Proposer {
                 Some(ProposalState::Closed) => {
                     blocking(move || {
                         store.record_facts(mac, Source::Report, &facts, now)?;
-                        store.note(mac, &format!("adopted from {b}: the store had no record"), "registrar", now)?;
-                        store.reject(mac, &format!("{b}'s proposal was closed (found after the store was lost)"), "registrar", now)?;
+                        store.note(
+                            mac,
+                            &format!("adopted from {b}: the store had no record"),
+                            "registrar",
+                            now,
+                        )?;
+                        store.reject(
+                            mac,
+                            &format!("{b}'s proposal was closed (found after the store was lost)"),
+                            "registrar",
+                            now,
+                        )?;
                         Ok::<_, StoreError>(())
                     })
                     .await?;
@@ -88,7 +100,12 @@ impl Proposer {
                     }
                     blocking(move || {
                         store.record_facts(mac, Source::Report, &facts, now)?;
-                        store.note(mac, &format!("adopted from {b}: the store had no record"), "registrar", now)?;
+                        store.note(
+                            mac,
+                            &format!("adopted from {b}: the store had no record"),
+                            "registrar",
+                            now,
+                        )?;
                         if ours {
                             store.remember_once(&pushed_key(&head.to_string()), now)?;
                         }
@@ -113,8 +130,14 @@ mod tests {
 
     #[test]
     fn reads_the_trailers_of_a_proposal_commit() {
-        let facts = Facts { serial: Some("S1".into()), ..Facts::default() };
-        let msg = format!("Register s1\n\nProposed by Registrar: rule default.\n\nRegistrar-Mac: aa:bb:cc:dd:ee:01\nRegistrar-Facts: {}\n", serde_json::to_string(&facts).unwrap());
+        let facts = Facts {
+            serial: Some("S1".into()),
+            ..Facts::default()
+        };
+        let msg = format!(
+            "Register s1\n\nProposed by Registrar: rule default.\n\nRegistrar-Mac: aa:bb:cc:dd:ee:01\nRegistrar-Facts: {}\n",
+            serde_json::to_string(&facts).unwrap()
+        );
         let (mac, f) = trailers(&msg).unwrap();
         assert_eq!(mac.to_string(), "aa:bb:cc:dd:ee:01");
         assert_eq!(f, facts);

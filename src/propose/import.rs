@@ -37,19 +37,33 @@ impl Proposer {
     pub async fn preview_import(&self, rows: Vec<ParsedRow>) -> Result<Vec<PreviewRow>, ProposeError> {
         let store = self.store.clone();
         let macs: Vec<Mac> = rows.iter().filter_map(|r| r.mac).collect();
-        let machines = blocking(move || macs.into_iter().map(|m| store.machine(m)).collect::<Result<Vec<_>, StoreError>>()).await?;
-        let mut machines = machines.into_iter().flatten().map(|m| (m.mac, m)).collect::<std::collections::HashMap<_, _>>();
+        let machines = blocking(move || {
+            macs.into_iter()
+                .map(|m| store.machine(m))
+                .collect::<Result<Vec<_>, StoreError>>()
+        })
+        .await?;
+        let mut machines = machines
+            .into_iter()
+            .flatten()
+            .map(|m| (m.mac, m))
+            .collect::<std::collections::HashMap<_, _>>();
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let mut errors = row.errors.clone();
             if let Some(w) = &row.values.workflow {
                 if !self.renderer.has_workflow(w) {
-                    errors.push(format!("no workflow template named {w:?} (known: {})", self.renderer.workflows().collect::<Vec<_>>().join(", ")));
+                    errors.push(format!(
+                        "no workflow template named {w:?} (known: {})",
+                        self.renderer.workflows().collect::<Vec<_>>().join(", ")
+                    ));
                 }
             }
             if let Some(mac) = row.mac {
                 if self.known.contains(&mac) {
-                    errors.push(format!("{mac} is already known: a Hardware in the cluster or a manifest on the base branch holds it"));
+                    errors.push(format!(
+                        "{mac} is already known: a Hardware in the cluster or a manifest on the base branch holds it"
+                    ));
                 } else if let Some(m) = machines.remove(&mac) {
                     if let Some(e) = &m.expected {
                         errors.push(format!("{mac} is already expected ({})", e.provenance()));
@@ -60,19 +74,43 @@ impl Proposer {
                     }
                 }
             }
-            let parsed = (errors.is_empty()).then_some(()).and(row.mac).map(|m| (m, row.values.clone()));
-            out.push(PreviewRow { line: row.line, mac: row.raw_mac, hostname: row.values.hostname, ip: row.values.ip, errors, parsed });
+            let parsed = (errors.is_empty())
+                .then_some(())
+                .and(row.mac)
+                .map(|m| (m, row.values.clone()));
+            out.push(PreviewRow {
+                line: row.line,
+                mac: row.raw_mac,
+                hostname: row.values.hostname,
+                ip: row.values.ip,
+                errors,
+                parsed,
+            });
         }
         Ok(out)
     }
 
     /// Previews, and unless `dry_run`, stores every valid row in one transaction. With
     /// invalid rows, nothing is stored unless `skip_invalid` says to store the valid ones.
-    pub async fn import(&self, rows: Vec<ParsedRow>, mode: ImportMode, name: &str, actor: &str, dry_run: bool, skip_invalid: bool) -> Result<ImportOutcome, ProposeError> {
+    pub async fn import(
+        &self,
+        rows: Vec<ParsedRow>,
+        mode: ImportMode,
+        name: &str,
+        actor: &str,
+        dry_run: bool,
+        skip_invalid: bool,
+    ) -> Result<ImportOutcome, ProposeError> {
         let preview = self.preview_import(rows).await?;
         let valid = preview.iter().filter(|r| r.parsed.is_some()).count();
         let invalid = preview.len() - valid;
-        let mut outcome = ImportOutcome { mode, rows: preview, valid, invalid, batch: None };
+        let mut outcome = ImportOutcome {
+            mode,
+            rows: preview,
+            valid,
+            invalid,
+            batch: None,
+        };
         if dry_run || valid == 0 || (invalid > 0 && !skip_invalid) {
             return Ok(outcome);
         }
@@ -81,7 +119,12 @@ impl Proposer {
             .rows
             .iter()
             .filter(|r| r.parsed.is_none())
-            .map(|r| BatchRow { line: r.line, mac: Mac::parse(&r.mac).ok(), error: Some(r.errors.join("; ")), state: None })
+            .map(|r| BatchRow {
+                line: r.line,
+                mac: Mac::parse(&r.mac).ok(),
+                error: Some(r.errors.join("; ")),
+                state: None,
+            })
             .collect();
         let (store, name, actor) = (self.store.clone(), name.to_string(), actor.to_string());
         let batch = blocking(move || store.import(&name, mode, &actor, &imported, &skipped, Utc::now())).await?;

@@ -36,7 +36,11 @@ pub fn hardware_macs(text: &str, out: &mut HashSet<Mac>) {
 impl GitRepo {
     /// MACs registered on the base branch under `dir`, with the id of that directory's tree
     /// (unchanged id ⇒ unchanged MACs, so callers can skip the parse).
-    pub fn registered_macs(&self, dir: &str, unless_tree: Option<git2::Oid>) -> Result<Option<(git2::Oid, HashSet<Mac>)>, super::git::GitError> {
+    pub fn registered_macs(
+        &self,
+        dir: &str,
+        unless_tree: Option<git2::Oid>,
+    ) -> Result<Option<(git2::Oid, HashSet<Mac>)>, super::git::GitError> {
         let files = match self.yaml_files(dir, unless_tree)? {
             None => return Ok(None),
             Some(f) => f,
@@ -56,18 +60,25 @@ pub const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization
 /// in their order. Where a directory has this file, only what it lists is applied: a
 /// manifest dropped beside it without an entry would deploy nothing.
 pub fn with_resource(kustomization: &str, entry: &str) -> Result<String, String> {
-    let mut doc: yaml_serde::Value = yaml_serde::from_str(kustomization).map_err(|e| format!("kustomization is not YAML: {e}"))?;
+    let mut doc: yaml_serde::Value =
+        yaml_serde::from_str(kustomization).map_err(|e| format!("kustomization is not YAML: {e}"))?;
     let map = doc.as_mapping_mut().ok_or("kustomization is not a mapping")?;
     let key = yaml_serde::Value::String("resources".into());
     let mut resources: Vec<String> = match map.get(&key) {
         None | Some(yaml_serde::Value::Null) => vec![],
-        Some(yaml_serde::Value::Sequence(items)) => items.iter().map(|i| i.as_str().map(str::to_string).ok_or("resources must be strings")).collect::<Result<_, _>>()?,
+        Some(yaml_serde::Value::Sequence(items)) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string).ok_or("resources must be strings"))
+            .collect::<Result<_, _>>()?,
         Some(_) => return Err("resources must be a list".into()),
     };
     resources.push(entry.to_string());
     resources.sort();
     resources.dedup();
-    map.insert(key, yaml_serde::Value::Sequence(resources.into_iter().map(yaml_serde::Value::String).collect()));
+    map.insert(
+        key,
+        yaml_serde::Value::Sequence(resources.into_iter().map(yaml_serde::Value::String).collect()),
+    );
     yaml_serde::to_string(&doc).map_err(|e| e.to_string())
 }
 
@@ -82,7 +93,10 @@ mod tests {
     #[test]
     fn directory_of_the_path_template() {
         assert_eq!(manifest_dir("hardware/{name}.yaml"), "hardware");
-        assert_eq!(manifest_dir("clusters/a/tinkerbell/hardware/{mac}.yaml"), "clusters/a/tinkerbell/hardware");
+        assert_eq!(
+            manifest_dir("clusters/a/tinkerbell/hardware/{mac}.yaml"),
+            "clusters/a/tinkerbell/hardware"
+        );
         assert_eq!(manifest_dir("{name}.yaml"), "");
     }
 
@@ -90,9 +104,16 @@ mod tests {
     fn resources_are_added_once_sorted_and_other_keys_kept() {
         let k = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: tinkerbell\nresources:\n  - zeta.yaml\n  - alpha.yaml\n";
         let out = with_resource(k, "mid.yaml").unwrap();
-        assert_eq!(out, "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: tinkerbell\nresources:\n- alpha.yaml\n- mid.yaml\n- zeta.yaml\n");
+        assert_eq!(
+            out,
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: tinkerbell\nresources:\n- alpha.yaml\n- mid.yaml\n- zeta.yaml\n"
+        );
         assert_eq!(with_resource(&out, "mid.yaml").unwrap(), out);
-        assert!(with_resource("kind: Kustomization\n", "a.yaml").unwrap().contains("resources:\n- a.yaml"));
+        assert!(
+            with_resource("kind: Kustomization\n", "a.yaml")
+                .unwrap()
+                .contains("resources:\n- a.yaml")
+        );
         assert!(with_resource("resources: 3\n", "a.yaml").is_err());
     }
 

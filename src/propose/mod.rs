@@ -83,11 +83,16 @@ pub struct Proposer {
     only_expected: bool,
 }
 
-async fn blocking<T: Send + 'static, E: Send + 'static>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ProposeError>
+async fn blocking<T: Send + 'static, E: Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ProposeError>
 where
     ProposeError: From<E>,
 {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ProposeError::Join(e.to_string()))?.map_err(ProposeError::from)
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ProposeError::Join(e.to_string()))?
+        .map_err(ProposeError::from)
 }
 
 impl Proposer {
@@ -99,7 +104,20 @@ impl Proposer {
         path_template: String,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Proposer { store, renderer, git, forge, path_template, metrics, wake: Notify::new(), crash_at: CrashPoint::from_env(), lane: tokio::sync::Mutex::new(()), known: Default::default(), cluster: std::sync::OnceLock::new(), only_expected: false }
+        Proposer {
+            store,
+            renderer,
+            git,
+            forge,
+            path_template,
+            metrics,
+            wake: Notify::new(),
+            crash_at: CrashPoint::from_env(),
+            lane: tokio::sync::Mutex::new(()),
+            known: Default::default(),
+            cluster: std::sync::OnceLock::new(),
+            only_expected: false,
+        }
     }
 
     /// Shares the known-MAC index the sources fill: a machine already registered is never
@@ -117,7 +135,9 @@ impl Proposer {
 
     /// Where a machine's manifests go in the GitOps repository.
     pub fn path_for(&self, name: &str, mac: &Mac) -> String {
-        self.path_template.replace("{name}", name).replace("{mac}", &mac.dashed())
+        self.path_template
+            .replace("{name}", name)
+            .replace("{mac}", &mac.dashed())
     }
 
     pub fn known(&self) -> &Arc<crate::domain::KnownMacs> {
@@ -197,7 +217,11 @@ impl Proposer {
         if let Err(e) = blocking(move || git.fetch()).await {
             // Say why on every waiting machine: "nothing happens" is what an operator sees.
             self.metrics.sync("error");
-            let (store, msg, macs) = (self.store.clone(), e.to_string(), work.iter().map(|w| w.mac).collect::<Vec<_>>());
+            let (store, msg, macs) = (
+                self.store.clone(),
+                e.to_string(),
+                work.iter().map(|w| w.mac).collect::<Vec<_>>(),
+            );
             blocking(move || macs.into_iter().try_for_each(|m| store.set_error(m, Some(&msg)))).await?;
             return Err(e);
         }
@@ -229,9 +253,14 @@ impl Proposer {
 
     async fn sync_inner(&self, work: Pending) -> Result<bool, ProposeError> {
         let store = self.store.clone();
-        let (machine, existing) = blocking(move || Ok::<_, StoreError>((store.machine(work.mac)?, store.proposal(work.mac)?))).await?;
+        let (machine, existing) =
+            blocking(move || Ok::<_, StoreError>((store.machine(work.mac)?, store.proposal(work.mac)?))).await?;
         let Some(machine) = machine else { return Ok(false) };
-        let Some(facts) = machine.facts.clone().filter(|_| !machine.suppressed && machine.state.accepts_facts()) else {
+        let Some(facts) = machine
+            .facts
+            .clone()
+            .filter(|_| !machine.suppressed && machine.state.accepts_facts())
+        else {
             let store = self.store.clone();
             blocking(move || store.mark_synced(work, None, None, Utc::now())).await?;
             return Ok(false);
@@ -243,7 +272,9 @@ impl Proposer {
             None if self.only_expected && machine.expected.is_none() => {
                 Some("not proposed: not expected (discovery.only_expected is on); import it as expected to propose it")
             }
-            None if self.known.contains(&machine.mac) => Some("not proposed: a Hardware in the cluster or a manifest on the base branch already holds this MAC"),
+            None if self.known.contains(&machine.mac) => {
+                Some("not proposed: a Hardware in the cluster or a manifest on the base branch already holds this MAC")
+            }
             None => None,
         };
         if let Some(reason) = refusal {
@@ -260,14 +291,19 @@ impl Proposer {
         let path = self.path_for(&rendered.name, &machine.mac);
         let message = commit_message(&rendered, &machine.mac, &facts);
 
-        if let Some(p) = existing.as_ref().filter(|p| matches!(p.state, ProposalState::Open | ProposalState::Approving)) {
+        if let Some(p) = existing
+            .as_ref()
+            .filter(|p| matches!(p.state, ProposalState::Open | ProposalState::Approving))
+        {
             let remote = self.git.branch_head(&branch).map(|o| o.to_string());
             let foreign = match &remote {
                 Some(head) => self.is_foreign_head(p, head).await?,
                 None => false,
             };
             if p.hands_off || foreign {
-                return self.keep_hands_off(work, p, remote.as_deref().unwrap_or_default()).await;
+                return self
+                    .keep_hands_off(work, p, remote.as_deref().unwrap_or_default())
+                    .await;
             }
         }
         if self.crash_at == Some(CrashPoint::BeforePush) {
@@ -300,10 +336,22 @@ impl Proposer {
         }
 
         if published.changed {
-            let (store, key) = (self.store.clone(), crate::domain::pushed_key(&published.commit.to_string()));
+            let (store, key) = (
+                self.store.clone(),
+                crate::domain::pushed_key(&published.commit.to_string()),
+            );
             blocking(move || store.remember_once(&key, Utc::now())).await?;
         }
-        let forge_ref = self.forge.open(&Draft { branch: &branch, rendered: &rendered }, existing.as_ref()).await?;
+        let forge_ref = self
+            .forge
+            .open(
+                &Draft {
+                    branch: &branch,
+                    rendered: &rendered,
+                },
+                existing.as_ref(),
+            )
+            .await?;
         let now = Utc::now();
         let proposal = Proposal {
             mac: machine.mac,
@@ -374,7 +422,8 @@ impl Proposer {
         let mut files = vec![(path.to_string(), rendered.manifest.clone().into_bytes())];
         let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
         if let Some((kpath, text)) = self.base_kustomization(dir).await? {
-            let updated = index::with_resource(&String::from_utf8_lossy(&text), file).map_err(|e| ProposeError::Conflict(format!("{kpath}: {e}")))?;
+            let updated = index::with_resource(&String::from_utf8_lossy(&text), file)
+                .map_err(|e| ProposeError::Conflict(format!("{kpath}: {e}")))?;
             files.push((kpath, updated.into_bytes()));
         }
         Ok(files)
@@ -385,7 +434,11 @@ impl Proposer {
         let (git, dir) = (self.git.clone(), dir.to_string());
         blocking(move || {
             for name in index::KUSTOMIZATION_FILES {
-                let p = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
+                let p = if dir.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{dir}/{name}")
+                };
                 if let Some(text) = git.read(git.base(), &p)? {
                     return Ok::<_, git::GitError>(Some((p, text)));
                 }
@@ -398,7 +451,11 @@ impl Proposer {
     /// After the base moved (a merge), proposals whose directory has a kustomization are
     /// regenerated on the new base, so reviewers never resolve conflicts by hand.
     pub async fn rebuild_stale(&self) -> Result<usize, ProposeError> {
-        if self.base_kustomization(index::manifest_dir(&self.path_template)).await?.is_none() {
+        if self
+            .base_kustomization(index::manifest_dir(&self.path_template))
+            .await?
+            .is_none()
+        {
             return Ok(0);
         }
         let store = self.store.clone();
@@ -419,14 +476,25 @@ impl Proposer {
 
     /// Renders a machine as it would be proposed now, without touching git.
     pub async fn render_for(&self, machine: &Machine, facts: &Facts) -> Result<Rendered, ProposeError> {
-        let input = RenderInput { mac: &machine.mac, facts, source: machine.source, workflow: machine.workflow.as_deref(), force_mac_name: false, sighting: machine.sighting.as_ref(), expected: machine.expected.as_ref() };
+        let input = RenderInput {
+            mac: &machine.mac,
+            facts,
+            source: machine.source,
+            workflow: machine.workflow.as_deref(),
+            force_mac_name: false,
+            sighting: machine.sighting.as_ref(),
+            expected: machine.expected.as_ref(),
+        };
         let mut rendered = self.renderer.render(&input)?;
         // Two machines may claim one serial; the second one is named after its MAC.
         let store = self.store.clone();
         let name = rendered.name.clone();
         let owner = blocking(move || store.name_owner(&name)).await?;
         if owner.is_some_and(|m| m != machine.mac) {
-            rendered = self.renderer.render(&RenderInput { force_mac_name: true, ..input })?;
+            rendered = self.renderer.render(&RenderInput {
+                force_mac_name: true,
+                ..input
+            })?;
         }
         Ok(rendered)
     }
@@ -453,7 +521,8 @@ impl Proposer {
                 other => other.into(),
             });
         }
-        self.finish_approval_inner(mac, &format!("{} merged", proposal.branch), actor).await
+        self.finish_approval_inner(mac, &format!("{} merged", proposal.branch), actor)
+            .await
     }
 
     /// Records an approval that happened on the forge (a merge).
@@ -468,7 +537,11 @@ impl Proposer {
         let machine = blocking(move || {
             store.set_proposal_state(mac, ProposalState::Merged, Utc::now())?;
             let m = store.machine(mac)?.ok_or(StoreError::NotFound(mac))?;
-            if m.state == State::Approved { Ok(m) } else { store.transition(mac, State::Approved, &cause, &actor, Utc::now()) }
+            if m.state == State::Approved {
+                Ok(m)
+            } else {
+                store.transition(mac, State::Approved, &cause, &actor, Utc::now())
+            }
         })
         .await?;
         self.remove_discovery_objects(mac).await;
@@ -489,7 +562,14 @@ impl Proposer {
 
     async fn reject_inner(&self, mac: Mac, actor: &str, reason: &str) -> Result<Machine, ProposeError> {
         let store = self.store.clone();
-        let (actor_s, reason) = (actor.to_string(), if reason.is_empty() { "rejected".to_string() } else { reason.to_string() });
+        let (actor_s, reason) = (
+            actor.to_string(),
+            if reason.is_empty() {
+                "rejected".to_string()
+            } else {
+                reason.to_string()
+            },
+        );
         let (machine, proposal) = blocking(move || {
             let m = store.reject(mac, &reason, &actor_s, Utc::now())?;
             Ok::<_, StoreError>((m, store.proposal(mac)?))
@@ -524,10 +604,14 @@ impl Proposer {
 
     async fn open_proposal(&self, mac: Mac) -> Result<Proposal, ProposeError> {
         let store = self.store.clone();
-        let p = blocking(move || store.proposal(mac)).await?.ok_or(ProposeError::NotFound(mac))?;
+        let p = blocking(move || store.proposal(mac))
+            .await?
+            .ok_or(ProposeError::NotFound(mac))?;
         match p.state {
             ProposalState::Open | ProposalState::Approving => Ok(p),
-            s => Err(ProposeError::Conflict(format!("the proposal for {mac} is {s}, not open"))),
+            s => Err(ProposeError::Conflict(format!(
+                "the proposal for {mac} is {s}, not open"
+            ))),
         }
     }
 
@@ -552,15 +636,22 @@ impl Proposer {
                         if self.forge.state(&p).await? != ProposalState::Merged {
                             self.forge.approve(&p, "registrar").await?;
                         }
-                        self.finish_approval_inner(p.mac, &format!("{} merged (resumed)", p.branch), "registrar").await?;
+                        self.finish_approval_inner(p.mac, &format!("{} merged (resumed)", p.branch), "registrar")
+                            .await?;
                     }
                     ProposalState::Open if self.forge.lists_changes() => {}
                     ProposalState::Open => match self.forge.state(&p).await? {
                         ProposalState::Merged => {
-                            self.finish_approval(p.mac, &format!("{} found merged", p.branch), "registrar").await?;
+                            self.finish_approval(p.mac, &format!("{} found merged", p.branch), "registrar")
+                                .await?;
                         }
                         ProposalState::Closed => {
-                            self.reject(p.mac, "registrar", &format!("{} was closed outside Registrar", p.branch)).await?;
+                            self.reject(
+                                p.mac,
+                                "registrar",
+                                &format!("{} was closed outside Registrar", p.branch),
+                            )
+                            .await?;
                         }
                         _ => {}
                     },

@@ -18,7 +18,8 @@ pub fn escape(text: &str) -> String {
             '\n' | '\r' | '\t' => out.push(' '),
             c if c.is_control() => {}
             '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {}
-            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '!' | '~' | '{' | '}' | '+' | '-' | '.' | ':' | '=' | '$' | '^' => {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '!' | '~' | '{' | '}' | '+' | '-' | '.' | ':' | '='
+            | '$' | '^' => {
                 out.push('\\');
                 out.push(c);
             }
@@ -57,7 +58,7 @@ mod tests {
         assert!(!out.contains("@o"));
         assert!(!out.contains("#1"));
         assert!(!out.contains('<'));
-        assert!(!out.contains("](")); 
+        assert!(!out.contains("]("));
         assert!(out.contains("\\|"));
         assert!(!out.contains("https://"));
     }

@@ -90,20 +90,34 @@ impl Renderer {
         });
         env.set_formatter(|out, state, value| {
             if *state.auto_escape() == AutoEscape::Custom("markdown".into()) && !value.is_safe() {
-                let text = if value.is_undefined() || value.is_none() { String::new() } else { value.to_string() };
+                let text = if value.is_undefined() || value.is_none() {
+                    String::new()
+                } else {
+                    value.to_string()
+                };
                 return out.write_str(&markdown::escape(&text)).map_err(minijinja::Error::from);
             }
             minijinja::escape_formatter(out, state, value)
         });
         env.add_filter("dns1123", |s: String| names::dns1123(&s).unwrap_or_default());
-        env.add_filter("fenced", |s: String, lang: Option<String>| JValue::from_safe_string(markdown::fenced(&s, lang.as_deref().unwrap_or(""))));
-        env.add_filter("to_json", |v: JValue| serde_json::to_string_pretty(&v).unwrap_or_default());
-        env.add_filter("human_bytes", |v: Option<u64>| v.map(human_bytes).unwrap_or_else(|| "unknown".into()));
+        env.add_filter("fenced", |s: String, lang: Option<String>| {
+            JValue::from_safe_string(markdown::fenced(&s, lang.as_deref().unwrap_or("")))
+        });
+        env.add_filter("to_json", |v: JValue| {
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        });
+        env.add_filter("human_bytes", |v: Option<u64>| {
+            v.map(human_bytes).unwrap_or_else(|| "unknown".into())
+        });
 
         let mut workflows = BTreeSet::new();
         let mut broken = BTreeSet::new();
         for path in template_files(dir)? {
-            let name = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+            let name = path
+                .strip_prefix(dir)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
             let source = match std::fs::read_to_string(&path) {
                 Ok(s) => s,
                 Err(e) => {
@@ -115,7 +129,10 @@ impl Renderer {
                 if is_workflow_name(wf) {
                     workflows.insert(wf.to_string());
                 } else {
-                    problems.push(format!("{}: workflow names are lower-case letters, digits and dashes", path.display()));
+                    problems.push(format!(
+                        "{}: workflow names are lower-case letters, digits and dashes",
+                        path.display()
+                    ));
                 }
             }
             if let Err(e) = env.add_template_owned(name.clone(), source) {
@@ -127,13 +144,28 @@ impl Renderer {
             Ok(r) => r,
             Err(e) => {
                 problems.push(e.to_string());
-                RulesFile { name: String::new(), defaults: Default::default(), rules: vec![] }
+                RulesFile {
+                    name: String::new(),
+                    defaults: Default::default(),
+                    rules: vec![],
+                }
             }
         };
-        let renderer = Renderer { dir: dir.to_path_buf(), env, rules, workflows, namespace: namespace.to_string() };
+        let renderer = Renderer {
+            dir: dir.to_path_buf(),
+            env,
+            rules,
+            workflows,
+            namespace: namespace.to_string(),
+        };
         problems.extend(renderer.check_references(&broken));
         if !problems.is_empty() {
-            anyhow::bail!("{} problem(s) in {}:\n  {}", problems.len(), dir.display(), problems.join("\n  "));
+            anyhow::bail!(
+                "{} problem(s) in {}:\n  {}",
+                problems.len(),
+                dir.display(),
+                problems.join("\n  ")
+            );
         }
         Ok(renderer)
     }
@@ -143,29 +175,48 @@ impl Renderer {
         let mut problems = Vec::new();
         let exists = |t: &str| broken.contains(t) || self.env.get_template(t).is_ok();
         let rules_path = self.dir.join(RULES_FILE);
-        let choices = std::iter::once(("defaults".to_string(), &self.rules.defaults))
-            .chain(self.rules.rules.iter().map(|r| (format!("rule {:?}", r.name), &r.choice)));
+        let choices = std::iter::once(("defaults".to_string(), &self.rules.defaults)).chain(
+            self.rules
+                .rules
+                .iter()
+                .map(|r| (format!("rule {:?}", r.name), &r.choice)),
+        );
         for (who, choice) in choices {
             if let Some(t) = &choice.hardware {
                 if !exists(t) {
-                    problems.push(format!("{}: {who} references hardware template {t:?}, which does not exist", rules_path.display()));
+                    problems.push(format!(
+                        "{}: {who} references hardware template {t:?}, which does not exist",
+                        rules_path.display()
+                    ));
                 }
             }
             if let Some(w) = &choice.workflow {
                 if !self.workflows.contains(w) {
-                    problems.push(format!("{}: {who} references workflow {w:?}, but workflows/{w}.yaml.j2 does not exist", rules_path.display()));
+                    problems.push(format!(
+                        "{}: {who} references workflow {w:?}, but workflows/{w}.yaml.j2 does not exist",
+                        rules_path.display()
+                    ));
                 }
             }
         }
         if self.rules.defaults.hardware.is_none() && !exists("hardware.yaml.j2") {
-            problems.push(format!("{}: no defaults.hardware and no hardware.yaml.j2", self.dir.display()));
+            problems.push(format!(
+                "{}: no defaults.hardware and no hardware.yaml.j2",
+                self.dir.display()
+            ));
         }
         if !exists(SUMMARY_TEMPLATE) {
             problems.push(format!("{}: {SUMMARY_TEMPLATE} is missing", self.dir.display()));
         }
         for rule in &self.rules.rules {
             if let Err(e) = self.env.compile_expression(&rule.when) {
-                problems.push(format!("{}: rule {:?}: `when: {}`: {}", rules_path.display(), rule.name, rule.when, e.detail().unwrap_or(&e.to_string())));
+                problems.push(format!(
+                    "{}: rule {:?}: `when: {}`: {}",
+                    rules_path.display(),
+                    rule.name,
+                    rule.when,
+                    e.detail().unwrap_or(&e.to_string())
+                ));
             }
         }
         if let Err(e) = self.env.template_from_str(&self.rules.name) {
@@ -186,7 +237,11 @@ impl Renderer {
 
     /// The condition of the rule named `name`, to show why a machine matched it.
     pub fn rule_condition(&self, name: &str) -> Option<&str> {
-        self.rules.rules.iter().find(|r| r.name == name).map(|r| r.when.as_str())
+        self.rules
+            .rules
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.when.as_str())
     }
 
     pub fn namespace(&self) -> &str {
@@ -197,8 +252,13 @@ impl Renderer {
     /// not a silent miss, since it would otherwise hide machines from the rule meant for them.
     pub fn decide(&self, ctx: &JValue) -> Result<Decision, RenderError> {
         for rule in &self.rules.rules {
-            let expr = self.env.compile_expression(&rule.when).map_err(|e| RenderError::Template(format!("rule {:?}: {e}", rule.name)))?;
-            let hit = expr.eval(ctx.clone()).map_err(|e| RenderError::Template(format!("rule {:?}: `{}`: {e}", rule.name, rule.when)))?;
+            let expr = self
+                .env
+                .compile_expression(&rule.when)
+                .map_err(|e| RenderError::Template(format!("rule {:?}: {e}", rule.name)))?;
+            let hit = expr
+                .eval(ctx.clone())
+                .map_err(|e| RenderError::Template(format!("rule {:?}: `{}`: {e}", rule.name, rule.when)))?;
             if hit.is_true() {
                 return Ok(self.rules.decide(Some(rule)));
             }
@@ -211,14 +271,23 @@ impl Renderer {
             return names::mac_name(input.mac);
         }
         // An operator's hostname names the machine better than any serial number.
-        if let Some(short) = input.expected.and_then(|e| e.hostname.as_deref()).and_then(|h| h.split('.').next()).and_then(names::dns1123) {
+        if let Some(short) = input
+            .expected
+            .and_then(|e| e.hostname.as_deref())
+            .and_then(|h| h.split('.').next())
+            .and_then(names::dns1123)
+        {
             return short;
         }
         // The name template sees the facts leniently: a missing serial renders empty.
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Chainable);
         env.set_formatter(|out, state, value| {
-            if value.is_none() { Ok(()) } else { minijinja::escape_formatter(out, state, value) }
+            if value.is_none() {
+                Ok(())
+            } else {
+                minijinja::escape_formatter(out, state, value)
+            }
         });
         // Unknown facts are left out rather than `none`, so `{{ facts.serial | lower }}` is empty.
         let mut facts = serde_json::to_value(input.facts).unwrap_or_default();
@@ -249,7 +318,9 @@ impl Renderer {
         if let Some(h) = input.expected.and_then(|e| e.hostname.clone()) {
             decision.values.insert("hostname".into(), Value::String(h));
         }
-        let workflow = input.workflow.or_else(|| input.expected.and_then(|e| e.workflow.as_deref()));
+        let workflow = input
+            .workflow
+            .or_else(|| input.expected.and_then(|e| e.workflow.as_deref()));
         if let Some(w) = workflow {
             if !self.has_workflow(w) {
                 return Err(RenderError::UnknownWorkflow(w.to_string()));
@@ -280,9 +351,16 @@ impl Renderer {
         let mut documents = Vec::new();
         for t in &templates {
             let text = self.render_template(t, &ctx)?;
-            let doc: Value = yaml_serde::from_str(&text)
-                .map_err(|e| RenderError::Invalid { document: t.clone(), errors: vec![format!("not YAML: {e}")] })?;
-            schema::schemas().validate(&doc).map_err(|errors| RenderError::Invalid { document: t.clone(), errors })?;
+            let doc: Value = yaml_serde::from_str(&text).map_err(|e| RenderError::Invalid {
+                document: t.clone(),
+                errors: vec![format!("not YAML: {e}")],
+            })?;
+            schema::schemas()
+                .validate(&doc)
+                .map_err(|errors| RenderError::Invalid {
+                    document: t.clone(),
+                    errors,
+                })?;
             self.check_identity(t, &doc, input.mac, &name)?;
             manifest.push_str("---\n");
             manifest.push_str(text.trim_end());
@@ -290,17 +368,34 @@ impl Renderer {
             documents.push(doc);
         }
         if documents.first().and_then(|d| d["kind"].as_str()) != Some("Hardware") {
-            return Err(RenderError::Invalid { document: decision.hardware.clone(), errors: vec!["the hardware template must render a Hardware".into()] });
+            return Err(RenderError::Invalid {
+                document: decision.hardware.clone(),
+                errors: vec!["the hardware template must render a Hardware".into()],
+            });
         }
         let title = proposal_title(&name, &facts, input.mac);
-        let summary = self.render_template(SUMMARY_TEMPLATE, &minijinja::context! { ..ctx, ..minijinja::context! { manifest => &manifest, title => &title } })?;
+        let summary = self.render_template(
+            SUMMARY_TEMPLATE,
+            &minijinja::context! { ..ctx, ..minijinja::context! { manifest => &manifest, title => &title } },
+        )?;
         let summary = cap_summary(summary);
-        Ok(Rendered { name, title, decision, manifest, summary, documents })
+        Ok(Rendered {
+            name,
+            title,
+            decision,
+            manifest,
+            summary,
+            documents,
+        })
     }
 
     fn render_template(&self, name: &str, ctx: &JValue) -> Result<String, RenderError> {
-        let t = self.env.get_template(name).map_err(|e| RenderError::Template(template_error(&self.dir, &e)))?;
-        t.render(ctx).map_err(|e| RenderError::Template(template_error(&self.dir, &e)))
+        let t = self
+            .env
+            .get_template(name)
+            .map_err(|e| RenderError::Template(template_error(&self.dir, &e)))?;
+        t.render(ctx)
+            .map_err(|e| RenderError::Template(template_error(&self.dir, &e)))
     }
 
     /// No fact may rename, re-kind or re-address an object: it must be this machine's.
@@ -320,13 +415,21 @@ impl Renderer {
                 }
                 let ifaces = doc["spec"]["interfaces"].as_array().cloned().unwrap_or_default();
                 match ifaces.iter().find(|i| i["dhcp"]["mac"].as_str() == Some(&mac_s)) {
-                    None => errors.push(format!("/spec/interfaces must hold an interface with dhcp.mac {mac_s:?}")),
+                    None => errors.push(format!(
+                        "/spec/interfaces must hold an interface with dhcp.mac {mac_s:?}"
+                    )),
                     Some(i) => {
                         if i["netboot"].is_null() {
-                            errors.push("/spec/interfaces: the boot interface needs a netboot block, or Smee will not boot it".into());
+                            errors.push(
+                                "/spec/interfaces: the boot interface needs a netboot block, or Smee will not boot it"
+                                    .into(),
+                            );
                         }
                         if i["dhcp"]["lease_time"].is_null() {
-                            errors.push("/spec/interfaces: the boot interface needs dhcp.lease_time, or Smee sends lease 0".into());
+                            errors.push(
+                                "/spec/interfaces: the boot interface needs dhcp.lease_time, or Smee sends lease 0"
+                                    .into(),
+                            );
                         }
                     }
                 }
@@ -341,7 +444,14 @@ impl Renderer {
             }
             _ => {}
         }
-        if errors.is_empty() { Ok(()) } else { Err(RenderError::Invalid { document: template.to_string(), errors }) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(RenderError::Invalid {
+                document: template.to_string(),
+                errors,
+            })
+        }
     }
 }
 
@@ -365,7 +475,10 @@ fn cap_summary(summary: String) -> String {
         return summary;
     }
     let cut = summary[..MAX_SUMMARY_BYTES].rfind('\n').unwrap_or(0);
-    format!("{}\n\n_(cut at {MAX_SUMMARY_BYTES} bytes: the full facts are in the commit message)_\n", &summary[..cut])
+    format!(
+        "{}\n\n_(cut at {MAX_SUMMARY_BYTES} bytes: the full facts are in the commit message)_\n",
+        &summary[..cut]
+    )
 }
 
 fn strip_nulls(v: &mut Value) {
@@ -384,8 +497,15 @@ fn to_jinja<T: Serialize>(value: T) -> JValue {
 }
 
 pub fn proposal_title(name: &str, facts: &Facts, mac: &Mac) -> String {
-    let model: Vec<&str> = [facts.vendor.as_deref(), facts.product.as_deref()].into_iter().flatten().collect();
-    if model.is_empty() { format!("Register {name} ({mac})") } else { format!("Register {name} ({}, {mac})", model.join(" ")) }
+    let model: Vec<&str> = [facts.vendor.as_deref(), facts.product.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    if model.is_empty() {
+        format!("Register {name} ({mac})")
+    } else {
+        format!("Register {name} ({}, {mac})", model.join(" "))
+    }
 }
 
 pub fn is_workflow_name(s: &str) -> bool {
@@ -400,11 +520,18 @@ pub fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[i]) }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
 }
 
 fn template_error(dir: &Path, e: &minijinja::Error) -> String {
-    let file = e.name().map(|n| dir.join(n).display().to_string()).unwrap_or_else(|| dir.display().to_string());
+    let file = e
+        .name()
+        .map(|n| dir.join(n).display().to_string())
+        .unwrap_or_else(|| dir.display().to_string());
     let line = e.line().map(|l| format!(":{l}")).unwrap_or_default();
     let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
     format!("{file}{line}: {}{detail}", e.kind())

@@ -9,7 +9,11 @@ pub const MAX_NAME: usize = 63;
 pub fn dns1123(raw: &str) -> Option<String> {
     let mut out = String::new();
     for c in raw.trim().chars().flat_map(char::to_lowercase) {
-        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' };
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '-'
+        };
         if c == '-' && (out.is_empty() || out.ends_with('-')) {
             continue;
         }
@@ -25,7 +29,9 @@ pub fn dns1123(raw: &str) -> Option<String> {
 pub fn is_dns1123(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
 }
@@ -52,7 +58,10 @@ mod tests {
         assert_eq!(dns1123("{{ 7*7 }}").as_deref(), Some("7-7"));
         assert_eq!(dns1123("---"), None);
         assert_eq!(dns1123(""), None);
-        assert_eq!(mac_name(&"AA:BB:CC:DD:EE:FF".parse().unwrap()), "node-aa-bb-cc-dd-ee-ff");
+        assert_eq!(
+            mac_name(&"AA:BB:CC:DD:EE:FF".parse().unwrap()),
+            "node-aa-bb-cc-dd-ee-ff"
+        );
     }
 
     proptest! {

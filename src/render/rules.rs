@@ -78,8 +78,17 @@ impl RulesFile {
                     r.choice.workflow.clone().or_else(|| self.defaults.workflow.clone()),
                 )
             }
-            None => ("default".to_string(), self.defaults.hardware.clone(), self.defaults.workflow.clone()),
+            None => (
+                "default".to_string(),
+                self.defaults.hardware.clone(),
+                self.defaults.workflow.clone(),
+            ),
         };
-        Decision { rule, hardware: hardware.unwrap_or_else(|| "hardware.yaml.j2".into()), workflow, values }
+        Decision {
+            rule,
+            hardware: hardware.unwrap_or_else(|| "hardware.yaml.j2".into()),
+            workflow,
+            values,
+        }
     }
 }

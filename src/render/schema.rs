@@ -52,7 +52,9 @@ impl Schemas {
         let api_version = object["apiVersion"].as_str().unwrap_or_default();
         let kind = object["kind"].as_str().unwrap_or_default();
         let Some(validator) = self.by_kind.get(&(api_version.to_string(), kind.to_string())) else {
-            return Err(vec![format!("unknown kind {kind:?} in {api_version:?}: Registrar renders Tinkerbell's v1alpha1 Hardware, Workflow and bmc Machine")]);
+            return Err(vec![format!(
+                "unknown kind {kind:?} in {api_version:?}: Registrar renders Tinkerbell's v1alpha1 Hardware, Workflow and bmc Machine"
+            )]);
         };
         let mut errors: Vec<String> = validator
             .iter_errors(object)
@@ -98,11 +100,17 @@ fn check_metadata(object: &Value) -> Vec<String> {
     };
     for key in meta.keys() {
         if !["name", "namespace", "labels", "annotations"].contains(&key.as_str()) {
-            errors.push(format!("/metadata/{key}: Registrar renders only name, namespace, labels and annotations"));
+            errors.push(format!(
+                "/metadata/{key}: Registrar renders only name, namespace, labels and annotations"
+            ));
         }
     }
     for field in ["name", "namespace"] {
-        let valid = if field == "name" { super::names::is_dns1123_subdomain } else { super::names::is_dns1123 };
+        let valid = if field == "name" {
+            super::names::is_dns1123_subdomain
+        } else {
+            super::names::is_dns1123
+        };
         match meta.get(field).and_then(Value::as_str) {
             Some(v) if valid(v) => {}
             Some(v) => errors.push(format!("/metadata/{field}: {v:?} is not a valid Kubernetes {field}")),
@@ -122,22 +130,37 @@ fn check_metadata(object: &Value) -> Vec<String> {
 
 fn is_canonical_mac(s: &str) -> bool {
     s.len() == 17
-        && s.bytes().enumerate().all(|(i, b)| if i % 3 == 2 { b == b':' } else { b.is_ascii_digit() || (b'a'..=b'f').contains(&b) })
+        && s.bytes().enumerate().all(|(i, b)| {
+            if i % 3 == 2 {
+                b == b':'
+            } else {
+                b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
+            }
+        })
 }
 
 /// What the Hardware schema cannot say: its MAC pattern is unanchored, and its one CEL rule.
 fn check_hardware(object: &Value) -> Vec<String> {
     let mut errors = Vec::new();
-    for (i, iface) in object["spec"]["interfaces"].as_array().into_iter().flatten().enumerate() {
+    for (i, iface) in object["spec"]["interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let dhcp = &iface["dhcp"];
         if let Some(mac) = dhcp.get("mac") {
             if !mac.as_str().is_some_and(is_canonical_mac) {
-                errors.push(format!("/spec/interfaces/{i}/dhcp/mac: {mac} is not a lower-case colon MAC"));
+                errors.push(format!(
+                    "/spec/interfaces/{i}/dhcp/mac: {mac} is not a lower-case colon MAC"
+                ));
             }
         }
         let set = |k: &str| dhcp.get(k).and_then(Value::as_str).is_some_and(|s| !s.is_empty());
         if set("tftp_server_name") != set("boot_file_name") {
-            errors.push(format!("/spec/interfaces/{i}/dhcp: tftp_server_name and boot_file_name must be set together"));
+            errors.push(format!(
+                "/spec/interfaces/{i}/dhcp: tftp_server_name and boot_file_name must be set together"
+            ));
         }
     }
     if let Some(agent) = object["spec"].get("agentID") {
@@ -159,18 +182,26 @@ mod tests {
 
     #[test]
     fn accepts_the_reference_minimal_hardware() {
-        let ok = hw(json!({"agentID": "3c:ec:ef:4c:4f:54", "interfaces": [{"dhcp": {"mac": "3c:ec:ef:4c:4f:54", "arch": "x86_64", "uefi": true, "lease_time": 86400}, "netboot": {"allowPXE": true, "allowWorkflow": true}}]}));
+        let ok = hw(
+            json!({"agentID": "3c:ec:ef:4c:4f:54", "interfaces": [{"dhcp": {"mac": "3c:ec:ef:4c:4f:54", "arch": "x86_64", "uefi": true, "lease_time": 86400}, "netboot": {"allowPXE": true, "allowWorkflow": true}}]}),
+        );
         schemas().validate(&ok).unwrap();
     }
 
     #[test]
     fn rejects_unknown_fields_bad_macs_and_half_set_boot_options() {
-        let errs = schemas().validate(&hw(json!({"bogus": 1, "interfaces": [{"dhcp": {"mac": "x3c:ec:ef:4c:4f:54y", "tftp_server_name": "t"}}]}))).unwrap_err();
+        let errs = schemas()
+            .validate(&hw(
+                json!({"bogus": 1, "interfaces": [{"dhcp": {"mac": "x3c:ec:ef:4c:4f:54y", "tftp_server_name": "t"}}]}),
+            ))
+            .unwrap_err();
         let text = errs.join("\n");
         assert!(text.contains("bogus"), "{text}");
         assert!(text.contains("lower-case colon MAC"), "{text}");
         assert!(text.contains("tftp_server_name"), "{text}");
-        let errs = schemas().validate(&json!({"apiVersion": "v1", "kind": "Secret"})).unwrap_err();
+        let errs = schemas()
+            .validate(&json!({"apiVersion": "v1", "kind": "Secret"}))
+            .unwrap_err();
         assert!(errs[0].contains("unknown kind"));
     }
 }

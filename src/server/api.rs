@@ -14,7 +14,9 @@ fn parse_mac(raw: &str) -> Result<Mac, ApiError> {
     Mac::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-async fn run<T: Send + 'static>(f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static) -> Result<T, ApiError> {
+async fn run<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
     Ok(tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)??)
 }
 
@@ -37,7 +39,8 @@ impl ListQuery {
         let empty = |o: &Option<String>| o.clone().filter(|s| !s.is_empty());
         let sort = match empty(&self.sort) {
             None => Sort::LastSeen,
-            Some(s) => Sort::parse(&s).ok_or_else(|| format!("sort must be one of {}", Sort::ALL.map(|(_, n)| n).join(", ")))?,
+            Some(s) => Sort::parse(&s)
+                .ok_or_else(|| format!("sort must be one of {}", Sort::ALL.map(|(_, n)| n).join(", ")))?,
         };
         let descending = match empty(&self.order).as_deref() {
             None => matches!(sort, Sort::LastSeen | Sort::FirstSeen),
@@ -66,7 +69,14 @@ impl ListQuery {
 pub async fn list_machines(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     let filter = q.to_query().map_err(ApiError::bad_request)?;
     let store = state.proposer.store().clone();
-    let (machines, total, counts) = run(move || Ok((store.machines(&filter)?, store.count_machines(&filter)?, store.count_by_state()?))).await?;
+    let (machines, total, counts) = run(move || {
+        Ok((
+            store.machines(&filter)?,
+            store.count_machines(&filter)?,
+            store.count_by_state()?,
+        ))
+    })
+    .await?;
     let counts: serde_json::Map<String, Value> = counts.into_iter().map(|(s, n)| (s.to_string(), json!(n))).collect();
     Ok(Json(json!({ "machines": machines, "total": total, "counts": counts })))
 }
@@ -74,9 +84,12 @@ pub async fn list_machines(State(state): State<AppState>, Query(q): Query<ListQu
 pub async fn get_machine(State(state): State<AppState>, Path(mac): Path<String>) -> Result<Json<Value>, ApiError> {
     let mac = parse_mac(&mac)?;
     let store = state.proposer.store().clone();
-    let (machine, transitions, proposal) = run(move || Ok((store.machine(mac)?, store.transitions(mac)?, store.proposal(mac)?))).await?;
+    let (machine, transitions, proposal) =
+        run(move || Ok((store.machine(mac)?, store.transitions(mac)?, store.proposal(mac)?))).await?;
     let machine = machine.ok_or_else(|| ApiError::not_found(format!("no machine with MAC {mac}")))?;
-    Ok(Json(json!({ "machine": machine, "transitions": transitions, "proposal": proposal })))
+    Ok(Json(
+        json!({ "machine": machine, "transitions": transitions, "proposal": proposal }),
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -95,25 +108,49 @@ fn actor(session: &Session, body: &Option<Json<ReviewBody>>) -> String {
     if let Some(s) = session {
         return format!("console:{}", s.user);
     }
-    let who = body.as_ref().and_then(|b| b.actor.clone()).unwrap_or_else(|| "operator".into());
+    let who = body
+        .as_ref()
+        .and_then(|b| b.actor.clone())
+        .unwrap_or_else(|| "operator".into());
     let who: String = who.chars().filter(|c| !c.is_control()).take(64).collect();
     format!("api:{who}")
 }
 
-pub async fn approve(State(state): State<AppState>, session: Session, Path(mac): Path<String>, body: Option<Json<ReviewBody>>) -> Result<Json<Value>, ApiError> {
+pub async fn approve(
+    State(state): State<AppState>,
+    session: Session,
+    Path(mac): Path<String>,
+    body: Option<Json<ReviewBody>>,
+) -> Result<Json<Value>, ApiError> {
     let mac = parse_mac(&mac)?;
     let machine = state.proposer.approve(mac, &actor(&session, &body)).await?;
     Ok(Json(json!({ "machine": machine })))
 }
 
-pub async fn reject(State(state): State<AppState>, session: Session, Path(mac): Path<String>, body: Option<Json<ReviewBody>>) -> Result<Json<Value>, ApiError> {
+pub async fn reject(
+    State(state): State<AppState>,
+    session: Session,
+    Path(mac): Path<String>,
+    body: Option<Json<ReviewBody>>,
+) -> Result<Json<Value>, ApiError> {
     let mac = parse_mac(&mac)?;
-    let reason: String = body.as_ref().and_then(|b| b.reason.clone()).unwrap_or_default().chars().take(500).collect();
+    let reason: String = body
+        .as_ref()
+        .and_then(|b| b.reason.clone())
+        .unwrap_or_default()
+        .chars()
+        .take(500)
+        .collect();
     let machine = state.proposer.reject(mac, &actor(&session, &body), &reason).await?;
     Ok(Json(json!({ "machine": machine })))
 }
 
-pub async fn unsuppress(State(state): State<AppState>, session: Session, Path(mac): Path<String>, body: Option<Json<ReviewBody>>) -> Result<Json<Value>, ApiError> {
+pub async fn unsuppress(
+    State(state): State<AppState>,
+    session: Session,
+    Path(mac): Path<String>,
+    body: Option<Json<ReviewBody>>,
+) -> Result<Json<Value>, ApiError> {
     let mac = parse_mac(&mac)?;
     let who = actor(&session, &body);
     let store = state.proposer.store().clone();
@@ -122,12 +159,23 @@ pub async fn unsuppress(State(state): State<AppState>, session: Session, Path(ma
     Ok(Json(json!({ "machine": machine })))
 }
 
-pub async fn set_workflow(State(state): State<AppState>, session: Session, Path(mac): Path<String>, body: Option<Json<ReviewBody>>) -> Result<Json<Value>, ApiError> {
+pub async fn set_workflow(
+    State(state): State<AppState>,
+    session: Session,
+    Path(mac): Path<String>,
+    body: Option<Json<ReviewBody>>,
+) -> Result<Json<Value>, ApiError> {
     let mac = parse_mac(&mac)?;
-    let workflow = body.as_ref().and_then(|b| b.workflow.clone()).ok_or_else(|| ApiError::bad_request("send {\"workflow\": \"<name>\"}"))?;
+    let workflow = body
+        .as_ref()
+        .and_then(|b| b.workflow.clone())
+        .ok_or_else(|| ApiError::bad_request("send {\"workflow\": \"<name>\"}"))?;
     if !state.proposer.renderer().has_workflow(&workflow) {
         let known: Vec<&str> = state.proposer.renderer().workflows().collect();
-        return Err(ApiError::unprocessable(format!("no workflow template named {workflow:?}; known: {}", known.join(", "))));
+        return Err(ApiError::unprocessable(format!(
+            "no workflow template named {workflow:?}; known: {}",
+            known.join(", ")
+        )));
     }
     let who = actor(&session, &body);
     let store = state.proposer.store().clone();
@@ -141,8 +189,16 @@ pub struct ProposalQuery {
     state: Option<String>,
 }
 
-pub async fn list_proposals(State(state): State<AppState>, Query(q): Query<ProposalQuery>) -> Result<Json<Value>, ApiError> {
-    let filter = q.state.as_deref().map(str::parse::<ProposalState>).transpose().map_err(ApiError::bad_request)?;
+pub async fn list_proposals(
+    State(state): State<AppState>,
+    Query(q): Query<ProposalQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let filter = q
+        .state
+        .as_deref()
+        .map(str::parse::<ProposalState>)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
     let store = state.proposer.store().clone();
     let proposals = run(move || store.proposals(filter)).await?;
     Ok(Json(json!({ "proposals": proposals })))
@@ -171,8 +227,15 @@ pub struct ImportQuery {
     name: Option<String>,
 }
 
-pub async fn refuse_oversize_import(req: axum::extract::Request, next: axum::middleware::Next) -> Result<axum::response::Response, ApiError> {
-    let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+pub async fn refuse_oversize_import(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<axum::response::Response, ApiError> {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > super::console::MAX_IMPORT_BYTES as u64) {
         return Err(too_large_import());
     }
@@ -183,7 +246,10 @@ fn too_large_import() -> ApiError {
     ApiError::new(
         axum::http::StatusCode::PAYLOAD_TOO_LARGE,
         "too_large",
-        format!("an import may be at most {} MiB; split the file", super::console::MAX_IMPORT_BYTES >> 20),
+        format!(
+            "an import may be at most {} MiB; split the file",
+            super::console::MAX_IMPORT_BYTES >> 20
+        ),
     )
 }
 
@@ -197,18 +263,47 @@ pub async fn post_import(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
-    let bytes = axum::body::to_bytes(body, super::console::MAX_IMPORT_BYTES).await.map_err(|_| too_large_import())?;
-    let mode: crate::domain::ImportMode = q.mode.as_deref().unwrap_or("expected").parse().map_err(ApiError::bad_request)?;
-    let is_json = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.contains("json"));
-    let parsed = if is_json { crate::sources::import::parse_json(&bytes) } else { crate::sources::import::parse_csv(&bytes) };
-    let rows = parsed.map_err(|e| ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "invalid_import", e.to_string()))?;
+    let bytes = axum::body::to_bytes(body, super::console::MAX_IMPORT_BYTES)
+        .await
+        .map_err(|_| too_large_import())?;
+    let mode: crate::domain::ImportMode = q
+        .mode
+        .as_deref()
+        .unwrap_or("expected")
+        .parse()
+        .map_err(ApiError::bad_request)?;
+    let is_json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.contains("json"));
+    let parsed = if is_json {
+        crate::sources::import::parse_json(&bytes)
+    } else {
+        crate::sources::import::parse_csv(&bytes)
+    };
+    let rows = parsed.map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_import",
+            e.to_string(),
+        )
+    })?;
     let who = match &session {
         Some(s) => format!("console:{}", s.user),
         None => "api:operator".to_string(),
     };
-    let name: String = q.name.unwrap_or_else(|| format!("{} import", chrono::Utc::now().format("%Y-%m-%d %H:%M"))).chars().filter(|c| !c.is_control()).take(64).collect();
+    let name: String = q
+        .name
+        .unwrap_or_else(|| format!("{} import", chrono::Utc::now().format("%Y-%m-%d %H:%M")))
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
     let dry_run = q.dry_run.unwrap_or(false);
-    let outcome = state.proposer.import(rows, mode, &name, &who, dry_run, q.skip_invalid.unwrap_or(false)).await?;
+    let outcome = state
+        .proposer
+        .import(rows, mode, &name, &who, dry_run, q.skip_invalid.unwrap_or(false))
+        .await?;
     let status = if outcome.batch.is_some() {
         axum::http::StatusCode::CREATED
     } else if outcome.invalid > 0 && !dry_run {
@@ -216,14 +311,17 @@ pub async fn post_import(
     } else {
         axum::http::StatusCode::OK
     };
-    Ok((status, Json(json!({
-        "dry_run": dry_run,
-        "stored": outcome.batch.is_some(),
-        "valid": outcome.valid,
-        "invalid": outcome.invalid,
-        "rows": outcome.rows,
-        "batch": outcome.batch,
-    }))))
+    Ok((
+        status,
+        Json(json!({
+            "dry_run": dry_run,
+            "stored": outcome.batch.is_some(),
+            "valid": outcome.valid,
+            "invalid": outcome.invalid,
+            "rows": outcome.rows,
+            "batch": outcome.batch,
+        })),
+    ))
 }
 
 pub async fn list_imports(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -234,6 +332,8 @@ pub async fn list_imports(State(state): State<AppState>) -> Result<Json<Value>, 
 
 pub async fn get_import(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
     let store = state.proposer.store().clone();
-    let batch = run(move || store.batch(id)).await?.ok_or_else(|| ApiError::not_found(format!("no import batch {id}")))?;
+    let batch = run(move || store.batch(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no import batch {id}")))?;
     Ok(Json(json!({ "import": batch })))
 }

@@ -40,7 +40,10 @@ fn digest(s: &str) -> [u8; 32] {
 
 impl TokenSet {
     pub fn new(report: &SecretString, operator: &SecretString) -> Self {
-        TokenSet { report: digest(report.expose_secret()), operator: digest(operator.expose_secret()) }
+        TokenSet {
+            report: digest(report.expose_secret()),
+            operator: digest(operator.expose_secret()),
+        }
     }
 
     /// The role a presented token grants, if any.
@@ -70,7 +73,9 @@ async fn require(state: &AppState, mut req: Request, next: Next, needed: Role) -
         if let Some(token) = presented {
             let store = state.proposer.store().clone();
             let hash = digest_hex(&token);
-            if let Ok(Ok(Some(mac))) = tokio::task::spawn_blocking(move || store.report_token_mac(&hash, chrono::Utc::now())).await {
+            if let Ok(Ok(Some(mac))) =
+                tokio::task::spawn_blocking(move || store.report_token_mac(&hash, chrono::Utc::now())).await
+            {
                 req.extensions_mut().insert(MachineToken(mac));
                 role = Some(Role::Reporter);
             }
@@ -80,7 +85,11 @@ async fn require(state: &AppState, mut req: Request, next: Next, needed: Role) -
         (Some(Role::Operator), _) | (Some(Role::Reporter), Role::Reporter) => Ok(next.run(req).await),
         (Some(Role::Reporter), Role::Operator) => {
             state.metrics.auth_failures.inc();
-            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this token may post reports only; use the operator token"))
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this token may post reports only; use the operator token",
+            ))
         }
         (None, _) => {
             state.metrics.auth_failures.inc();

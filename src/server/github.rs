@@ -13,18 +13,31 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 
-pub async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Some(hooks) = state.github.clone() else {
         return Err(ApiError::not_found("the github forge is not configured"));
     };
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     if !hooks.verify(header("x-hub-signature-256"), &body) {
         state.metrics.webhook("bad_signature");
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", "missing or wrong X-Hub-Signature-256 for this webhook's secret"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            "missing or wrong X-Hub-Signature-256 for this webhook's secret",
+        ));
     }
-    let (Some(event), Some(delivery)) = (header("x-github-event").map(str::to_string), header("x-github-delivery").map(str::to_string)) else {
+    let (Some(event), Some(delivery)) = (
+        header("x-github-event").map(str::to_string),
+        header("x-github-delivery").map(str::to_string),
+    ) else {
         state.metrics.webhook("malformed");
-        return Err(ApiError::bad_request("X-GitHub-Event and X-GitHub-Delivery are required"));
+        return Err(ApiError::bad_request(
+            "X-GitHub-Event and X-GitHub-Delivery are required",
+        ));
     };
     if event == "ping" {
         state.metrics.webhook("ping");
@@ -40,7 +53,9 @@ pub async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: By
     }
     let store = state.proposer.store().clone();
     let key = format!("delivery:{}:{delivery}", header("x-github-hook-id").unwrap_or("-"));
-    let first = tokio::task::spawn_blocking(move || store.remember_once(&key, Utc::now())).await.map_err(ApiError::internal)??;
+    let first = tokio::task::spawn_blocking(move || store.remember_once(&key, Utc::now()))
+        .await
+        .map_err(ApiError::internal)??;
     if !first {
         state.metrics.webhook("duplicate");
         return Ok((StatusCode::OK, Json(json!({"duplicate": delivery}))));

@@ -23,15 +23,28 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.proposer.store().clone();
-    if let Ok(Ok((counts, (queued, oldest)))) = tokio::task::spawn_blocking(move || Ok::<_, crate::store::StoreError>((store.count_by_state()?, store.queue_summary()?))).await {
+    if let Ok(Ok((counts, (queued, oldest)))) = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::store::StoreError>((store.count_by_state()?, store.queue_summary()?))
+    })
+    .await
+    {
         state.metrics.queue_length.set(queued as i64);
-        let waited = oldest.map(|o| (chrono::Utc::now() - o).num_seconds().max(0)).unwrap_or(0);
+        let waited = oldest
+            .map(|o| (chrono::Utc::now() - o).num_seconds().max(0))
+            .unwrap_or(0);
         state.metrics.queue_oldest_seconds.set(waited);
         for s in crate::domain::State::ALL {
             let n = counts.iter().find(|(st, _)| *st == s).map(|(_, n)| *n).unwrap_or(0);
-            state.metrics.machines.get_or_create(&StateLabel { state: s.to_string() }).set(n as i64);
+            state
+                .metrics
+                .machines
+                .get_or_create(&StateLabel { state: s.to_string() })
+                .set(n as i64);
         }
     }
     state.sync_forge_metrics();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.encode())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.encode(),
+    )
 }

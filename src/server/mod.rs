@@ -40,9 +40,18 @@ impl AppState {
         let Some(hooks) = &self.github else { return };
         let c = hooks.forge.counters();
         let m = &self.metrics;
-        m.forge_rate_limit_remaining.set(c.remaining.load(std::sync::atomic::Ordering::Relaxed));
-        for (kind, total) in [("error", c.errors.load(std::sync::atomic::Ordering::Relaxed)), ("rate_limited", c.rate_limited.load(std::sync::atomic::Ordering::Relaxed))] {
-            let counter = m.forge_errors.get_or_create(&crate::metrics::KindLabel { kind: kind.into() });
+        m.forge_rate_limit_remaining
+            .set(c.remaining.load(std::sync::atomic::Ordering::Relaxed));
+        for (kind, total) in [
+            ("error", c.errors.load(std::sync::atomic::Ordering::Relaxed)),
+            (
+                "rate_limited",
+                c.rate_limited.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+        ] {
+            let counter = m
+                .forge_errors
+                .get_or_create(&crate::metrics::KindLabel { kind: kind.into() });
             let seen = counter.get();
             if total > seen {
                 counter.inc_by(total - seen);
@@ -80,7 +89,9 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(console::MAX_IMPORT_BYTES))
         .route_layer(from_fn_with_state(state.clone(), api::refuse_oversize_import))
         .route_layer(from_fn_with_state(state.clone(), auth::operator));
-    let webhooks = Router::new().route("/webhooks/github", post(github::webhook)).layer(DefaultBodyLimit::max(2 << 20));
+    let webhooks = Router::new()
+        .route("/webhooks/github", post(github::webhook))
+        .layer(DefaultBodyLimit::max(2 << 20));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

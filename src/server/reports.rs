@@ -3,9 +3,9 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
-use axum::extract::rejection::BytesRejection;
 use axum::extract::Request;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -21,8 +21,16 @@ use crate::sources::report::{self, ReportError};
 /// Refuses a body whose declared length is over the limit before reading any of it, so a
 /// client is told at once instead of after uploading megabytes. (Bodies without a length
 /// are cut off by the body limit while being read.)
-pub async fn refuse_declared_oversize(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+pub async fn refuse_declared_oversize(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
         state.metrics.report("too_large");
         return Err(too_large(&state));
@@ -31,7 +39,11 @@ pub async fn refuse_declared_oversize(State(state): State<AppState>, req: Reques
 }
 
 fn too_large(state: &AppState) -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the report exceeds {} bytes", state.max_body_bytes))
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("the report exceeds {} bytes", state.max_body_bytes),
+    )
 }
 
 #[derive(Deserialize)]
@@ -55,7 +67,11 @@ pub async fn post_report(
             ApiError::bad_request(format!("could not read the body: {e}"))
         }
     })?;
-    let header_mac = headers.get("x-registrar-mac").and_then(|v| v.to_str().ok()).map(str::to_string).or(query.mac);
+    let header_mac = headers
+        .get("x-registrar-mac")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(query.mac);
     let parsed = report::parse(&body, header_mac.as_deref()).map_err(|e| match e {
         ReportError::Malformed(m) => {
             state.metrics.report("malformed");
@@ -70,13 +86,18 @@ pub async fn post_report(
     if let Some(axum::Extension(super::auth::MachineToken(allowed))) = machine_token {
         if allowed != parsed.mac {
             state.metrics.report("wrong_machine");
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this token was issued for {allowed}, not {}", parsed.mac)));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this token was issued for {allowed}, not {}", parsed.mac),
+            ));
         }
     }
     let store = state.proposer.store().clone();
-    let recorded = tokio::task::spawn_blocking(move || store.record_facts(parsed.mac, Source::Report, &parsed.facts, Utc::now()))
-        .await
-        .map_err(ApiError::internal)??;
+    let recorded =
+        tokio::task::spawn_blocking(move || store.record_facts(parsed.mac, Source::Report, &parsed.facts, Utc::now()))
+            .await
+            .map_err(ApiError::internal)??;
     let result = if recorded.machine.suppressed {
         "suppressed"
     } else if recorded.queued {
@@ -103,10 +124,15 @@ pub async fn post_report(
 /// `GET /api/v1/reports/{mac}`: what became of a machine's report, for the discovery action
 /// that waits to reboot (approved) or power off (rejected). Only the state: a reporter
 /// learns nothing else about any machine.
-pub async fn report_state(State(state): State<AppState>, axum::extract::Path(mac): axum::extract::Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn report_state(
+    State(state): State<AppState>,
+    axum::extract::Path(mac): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let mac = crate::domain::Mac::parse(&mac).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let store = state.proposer.store().clone();
-    let machine = tokio::task::spawn_blocking(move || store.machine(mac)).await.map_err(ApiError::internal)??;
+    let machine = tokio::task::spawn_blocking(move || store.machine(mac))
+        .await
+        .map_err(ApiError::internal)??;
     let machine = machine.ok_or_else(|| ApiError::not_found(format!("no report for {mac}")))?;
     let next = match machine.state {
         crate::domain::State::Approved | crate::domain::State::Applied | crate::domain::State::Provisioned => "reboot",

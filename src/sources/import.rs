@@ -15,7 +15,19 @@ use serde::Serialize;
 use crate::domain::facts::clean;
 use crate::domain::{Expected, Mac};
 
-pub const COLUMNS: &[&str] = &["mac", "hostname", "ip", "netmask", "gateway", "nameservers", "bmc_address", "bmc_secret", "workflow", "location", "labels"];
+pub const COLUMNS: &[&str] = &[
+    "mac",
+    "hostname",
+    "ip",
+    "netmask",
+    "gateway",
+    "nameservers",
+    "bmc_address",
+    "bmc_secret",
+    "workflow",
+    "location",
+    "labels",
+];
 /// More rows than any rack room holds; bounds the work one request can cause.
 pub const MAX_ROWS: usize = 50_000;
 /// The longest value a cell may hold (a list of labels fits many times over).
@@ -30,7 +42,9 @@ pub enum ImportError {
     Empty,
     #[error("the file is not UTF-8 text (line {line})")]
     NotText { line: u64 },
-    #[error("line 1: the header has no `mac` column (found: {found}); the first line must name the columns, e.g. mac,hostname,ip")]
+    #[error(
+        "line 1: the header has no `mac` column (found: {found}); the first line must name the columns, e.g. mac,hostname,ip"
+    )]
     NoMacColumn { found: String },
     #[error("line 1: unknown column {column:?}; known columns: {known}")]
     UnknownColumn { column: String, known: String },
@@ -72,7 +86,11 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Vec<ParsedRow>, ImportError> {
     let bytes = if bytes.contains(&b'\r') {
         unix = String::from_utf8_lossy(bytes).replace("\r\n", "\n").into_bytes();
         if std::str::from_utf8(bytes).is_err() {
-            let line = bytes.split(|&b| b == b'\n').position(|l| std::str::from_utf8(l).is_err()).unwrap_or(0) as u64 + 1;
+            let line = bytes
+                .split(|&b| b == b'\n')
+                .position(|l| std::str::from_utf8(l).is_err())
+                .unwrap_or(0) as u64
+                + 1;
             return Err(ImportError::NotText { line });
         }
         &unix[..]
@@ -85,7 +103,12 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Vec<ParsedRow>, ImportError> {
     let count = |c: u8| header.iter().filter(|&&b| b == c).count();
     let delimiter = if count(b';') > count(b',') { b';' } else { b',' };
 
-    let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).has_headers(true).flexible(true).trim(csv::Trim::All).from_reader(bytes);
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(bytes);
     let headers = reader.headers().map_err(|e| csv_error(e, 1))?.clone();
     let mut index: HashMap<&str, usize> = HashMap::new();
     let names: Vec<String> = headers.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
@@ -95,16 +118,23 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Vec<ParsedRow>, ImportError> {
         }
         let Some(known) = COLUMNS.iter().find(|c| **c == name.as_str()) else {
             if !names.iter().any(|n| n == "mac") {
-                return Err(ImportError::NoMacColumn { found: names.join(", ") });
+                return Err(ImportError::NoMacColumn {
+                    found: names.join(", "),
+                });
             }
-            return Err(ImportError::UnknownColumn { column: name.clone(), known: COLUMNS.join(", ") });
+            return Err(ImportError::UnknownColumn {
+                column: name.clone(),
+                known: COLUMNS.join(", "),
+            });
         };
         if index.insert(known, i).is_some() {
             return Err(ImportError::DuplicateColumn(name.clone()));
         }
     }
     if !index.contains_key("mac") {
-        return Err(ImportError::NoMacColumn { found: names.join(", ") });
+        return Err(ImportError::NoMacColumn {
+            found: names.join(", "),
+        });
     }
 
     let mut rows = Vec::new();
@@ -127,12 +157,25 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Vec<ParsedRow>, ImportError> {
         let mut errors = Vec::new();
         for (i, value) in record.iter().enumerate() {
             if value.len() > MAX_FIELD {
-                errors.push(format!("{} is longer than {MAX_FIELD} bytes", names.get(i).map(String::as_str).unwrap_or("a field")));
+                errors.push(format!(
+                    "{} is longer than {MAX_FIELD} bytes",
+                    names.get(i).map(String::as_str).unwrap_or("a field")
+                ));
             }
         }
-        let field = |name: &str| index.get(name).and_then(|&i| record.get(i)).map(str::trim).filter(|s| !s.is_empty() && s.len() <= MAX_FIELD);
+        let field = |name: &str| {
+            index
+                .get(name)
+                .and_then(|&i| record.get(i))
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && s.len() <= MAX_FIELD)
+        };
         if record.len() > names.len() && record.iter().skip(names.len()).any(|f| !f.is_empty()) {
-            errors.push(format!("{} fields, but the header names {} columns (quote values that contain the separator)", record.len(), names.len()));
+            errors.push(format!(
+                "{} fields, but the header names {} columns (quote values that contain the separator)",
+                record.len(),
+                names.len()
+            ));
         }
         let row = row_from(line, |name| field(name).map(str::to_string), &mut errors);
         rows.push(finish_row(row, errors, &mut first_line, "line", " in this file"));
@@ -143,10 +186,14 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Vec<ParsedRow>, ImportError> {
 /// Parses the JSON form: `[{"mac": "...", "hostname": "...", ...}, ...]` or
 /// `{"rows": [...]}`; row numbers count from 1.
 pub fn parse_json(bytes: &[u8]) -> Result<Vec<ParsedRow>, ImportError> {
-    let doc: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ImportError::Json(format!("the body is not valid JSON: {e}")))?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ImportError::Json(format!("the body is not valid JSON: {e}")))?;
     let items = match &doc {
         serde_json::Value::Array(a) => a,
-        serde_json::Value::Object(o) => o.get("rows").and_then(|r| r.as_array()).ok_or_else(|| ImportError::Json("send an array of rows or {\"rows\": [...]}".into()))?,
+        serde_json::Value::Object(o) => o
+            .get("rows")
+            .and_then(|r| r.as_array())
+            .ok_or_else(|| ImportError::Json("send an array of rows or {\"rows\": [...]}".into()))?,
         _ => return Err(ImportError::Json("send an array of rows or {\"rows\": [...]}".into())),
     };
     if items.len() > MAX_ROWS {
@@ -158,7 +205,13 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<ParsedRow>, ImportError> {
         let line = i as u32 + 1;
         let mut errors = Vec::new();
         let Some(obj) = item.as_object() else {
-            rows.push(ParsedRow { line, raw_mac: String::new(), mac: None, values: Expected::default(), errors: vec!["a row must be an object".into()] });
+            rows.push(ParsedRow {
+                line,
+                raw_mac: String::new(),
+                mac: None,
+                values: Expected::default(),
+                errors: vec!["a row must be an object".into()],
+            });
             continue;
         };
         for key in obj.keys() {
@@ -171,19 +224,32 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<ParsedRow>, ImportError> {
         for (key, value) in obj {
             let ok = match value {
                 serde_json::Value::Null | serde_json::Value::String(_) => true,
-                serde_json::Value::Array(a) => matches!(key.as_str(), "nameservers" | "labels") && a.iter().all(|v| v.is_string()),
+                serde_json::Value::Array(a) => {
+                    matches!(key.as_str(), "nameservers" | "labels") && a.iter().all(|v| v.is_string())
+                }
                 serde_json::Value::Object(o) => key == "labels" && o.values().all(|v| v.is_string()),
                 _ => false,
             };
             if !ok && COLUMNS.contains(&key.as_str()) {
-                errors.push(format!("{key} must be a string{}", if matches!(key.as_str(), "nameservers" | "labels") { " or a list of strings" } else { "" }));
+                errors.push(format!(
+                    "{key} must be a string{}",
+                    if matches!(key.as_str(), "nameservers" | "labels") {
+                        " or a list of strings"
+                    } else {
+                        ""
+                    }
+                ));
             }
         }
         let field = |name: &str| {
             let text = match obj.get(name) {
                 Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
                 Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(" "),
-                Some(serde_json::Value::Object(o)) if name == "labels" => o.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(" "),
+                Some(serde_json::Value::Object(o)) if name == "labels" => o
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 _ => return None,
             };
             (text.len() <= MAX_FIELD).then_some(text)
@@ -195,10 +261,18 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<ParsedRow>, ImportError> {
 }
 
 /// Puts the row's structural errors first and marks a MAC seen earlier in the same file.
-fn finish_row(mut row: ParsedRow, structural: Vec<String>, first_line: &mut HashMap<Mac, u32>, unit: &str, scope: &str) -> ParsedRow {
+fn finish_row(
+    mut row: ParsedRow,
+    structural: Vec<String>,
+    first_line: &mut HashMap<Mac, u32>,
+    unit: &str,
+    scope: &str,
+) -> ParsedRow {
     if let Some(mac) = row.mac {
         match first_line.get(&mac) {
-            Some(first) => row.errors.push(format!("mac {mac} is a duplicate of {unit} {first}{scope}")),
+            Some(first) => row
+                .errors
+                .push(format!("mac {mac} is a duplicate of {unit} {first}{scope}")),
             None => {
                 first_line.insert(mac, row.line);
             }
@@ -216,7 +290,10 @@ fn finish_row(mut row: ParsedRow, structural: Vec<String>, first_line: &mut Hash
 fn csv_error(e: csv::Error, line: u64) -> ImportError {
     match e.kind() {
         csv::ErrorKind::Utf8 { .. } => ImportError::NotText { line: line.max(1) },
-        _ => ImportError::Malformed { line: line.max(1), message: e.to_string() },
+        _ => ImportError::Malformed {
+            line: line.max(1),
+            message: e.to_string(),
+        },
     }
 }
 
@@ -232,16 +309,30 @@ fn row_from(line: u32, field: impl Fn(&str) -> Option<String>, errors: &mut Vec<
             Ok(m) => Some(m),
             Err(e) => {
                 // The parser's message quotes the value; a huge one is only counted.
-                errors.push(if raw_mac.chars().count() <= 64 { format!("mac: {e}") } else { format!("mac: {} characters are not a MAC address", raw_mac.chars().count()) });
+                errors.push(if raw_mac.chars().count() <= 64 {
+                    format!("mac: {e}")
+                } else {
+                    format!("mac: {} characters are not a MAC address", raw_mac.chars().count())
+                });
                 None
             }
         }
     };
-    let mut v = Expected { row: line, ..Expected::default() };
+    let mut v = Expected {
+        row: line,
+        ..Expected::default()
+    };
 
     if let Some(h) = field("hostname") {
         let lower = h.to_ascii_lowercase();
-        if is_hostname(&lower) { v.hostname = Some(lower) } else { errors.push(format!("hostname {:?} is not a host name (letters, digits, dashes and dots)", shorten(&h))) }
+        if is_hostname(&lower) {
+            v.hostname = Some(lower)
+        } else {
+            errors.push(format!(
+                "hostname {:?} is not a host name (letters, digits, dashes and dots)",
+                shorten(&h)
+            ))
+        }
     }
     let ip = field("ip").map(|s| (s.parse::<IpAddr>(), s));
     match ip {
@@ -252,7 +343,10 @@ fn row_from(line: u32, field: impl Fn(&str) -> Option<String>, errors: &mut Vec<
     if let Some(m) = field("netmask") {
         match netmask(&m) {
             Some(n) => v.netmask = Some(n),
-            None => errors.push(format!("netmask {:?} is neither a dotted mask (255.255.255.0) nor a prefix length (24)", shorten(&m))),
+            None => errors.push(format!(
+                "netmask {:?} is neither a dotted mask (255.255.255.0) nor a prefix length (24)",
+                shorten(&m)
+            )),
         }
     }
     if let Some(g) = field("gateway") {
@@ -290,7 +384,14 @@ fn row_from(line: u32, field: impl Fn(&str) -> Option<String>, errors: &mut Vec<
         }
     }
     if let Some(b) = field("bmc_address") {
-        if b.parse::<IpAddr>().is_ok() || is_hostname(&b.to_ascii_lowercase()) { v.bmc_address = Some(b) } else { errors.push(format!("bmc_address {:?} is neither an IP address nor a host name", shorten(&b))) }
+        if b.parse::<IpAddr>().is_ok() || is_hostname(&b.to_ascii_lowercase()) {
+            v.bmc_address = Some(b)
+        } else {
+            errors.push(format!(
+                "bmc_address {:?} is neither an IP address nor a host name",
+                shorten(&b)
+            ))
+        }
     }
     if let Some(s) = field("bmc_secret") {
         if crate::render::names::is_dns1123_subdomain(&s) {
@@ -300,7 +401,11 @@ fn row_from(line: u32, field: impl Fn(&str) -> Option<String>, errors: &mut Vec<
         }
     }
     if let Some(w) = field("workflow") {
-        if !w.is_empty() && w.len() <= 63 && w.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        if !w.is_empty()
+            && w.len() <= 63
+            && w.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
             v.workflow = Some(w);
         } else {
             errors.push(format!("workflow {:?} is not a workflow name", shorten(&w)));
@@ -313,7 +418,10 @@ fn row_from(line: u32, field: impl Fn(&str) -> Option<String>, errors: &mut Vec<
                     v.location = Some(text);
                     v.location_label = Some(label);
                 }
-                None => errors.push(format!("location {:?} has nothing usable as a label value", shorten(&l))),
+                None => errors.push(format!(
+                    "location {:?} has nothing usable as a label value",
+                    shorten(&l)
+                )),
             },
             None => {}
         }
@@ -329,7 +437,10 @@ fn row_from(line: u32, field: impl Fn(&str) -> Option<String>, errors: &mut Vec<
                         labels.insert(k.to_string(), val.to_string());
                     }
                 }
-                _ => errors.push(format!("labels: {:?} is not key=value with a Kubernetes label key and value", shorten(pair))),
+                _ => errors.push(format!(
+                    "labels: {:?} is not key=value with a Kubernetes label key and value",
+                    shorten(pair)
+                )),
             }
         }
         if labels.len() > 16 {
@@ -338,24 +449,40 @@ fn row_from(line: u32, field: impl Fn(&str) -> Option<String>, errors: &mut Vec<
             v.labels = labels;
         }
     }
-    ParsedRow { line, raw_mac: shorten(&raw_mac), mac, values: v, errors: std::mem::take(errors) }
+    ParsedRow {
+        line,
+        raw_mac: shorten(&raw_mac),
+        mac,
+        values: v,
+        errors: std::mem::take(errors),
+    }
 }
 
 fn shorten(s: &str) -> String {
     let cleaned: String = s.chars().filter(|c| !c.is_control()).take(64).collect();
-    if s.chars().count() > 64 { format!("{cleaned}…") } else { cleaned }
+    if s.chars().count() > 64 {
+        format!("{cleaned}…")
+    } else {
+        cleaned
+    }
 }
 
 /// Lists inside one field: nameservers or labels, separated by spaces, `|`, `,` or `;`.
 fn split_list(s: &str) -> impl Iterator<Item = &str> {
-    s.split(|c: char| c.is_whitespace() || matches!(c, '|' | ',' | ';')).filter(|p| !p.is_empty())
+    s.split(|c: char| c.is_whitespace() || matches!(c, '|' | ',' | ';'))
+        .filter(|p| !p.is_empty())
 }
 
 fn is_hostname(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|p| {
-            !p.is_empty() && p.len() <= 63 && !p.starts_with('-') && !p.ends_with('-') && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            !p.is_empty()
+                && p.len() <= 63
+                && !p.starts_with('-')
+                && !p.ends_with('-')
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         })
 }
 
@@ -376,7 +503,8 @@ fn netmask(s: &str) -> Option<String> {
 
 fn is_label_value(v: &str) -> bool {
     v.len() <= 63
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && v.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && v.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
 }
@@ -399,7 +527,11 @@ fn label_value(text: &str) -> Option<String> {
             out.push('-');
         }
     }
-    let out: String = out.trim_matches(|c: char| !c.is_ascii_alphanumeric()).chars().take(63).collect();
+    let out: String = out
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .chars()
+        .take(63)
+        .collect();
     let out = out.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_string();
     (!out.is_empty()).then_some(out)
 }
@@ -409,7 +541,9 @@ mod tests {
     use super::*;
 
     fn errors(rows: &[ParsedRow]) -> Vec<(u32, String)> {
-        rows.iter().flat_map(|r| r.errors.iter().map(move |e| (r.line, e.clone()))).collect()
+        rows.iter()
+            .flat_map(|r| r.errors.iter().map(move |e| (r.line, e.clone())))
+            .collect()
     }
 
     #[test]
@@ -442,8 +576,14 @@ mod tests {
         let e = errors(&rows);
         assert!(e.iter().any(|(l, m)| *l == 3 && m.contains("not-a-mac")), "{e:?}");
         assert!(e.iter().any(|(l, m)| *l == 4 && m.contains("hostname")), "{e:?}");
-        assert!(e.iter().any(|(l, m)| *l == 4 && m.contains("ip \"10.0.0.300\"")), "{e:?}");
-        assert!(e.iter().any(|(l, m)| *l == 5 && m.contains("duplicate of line 2")), "{e:?}");
+        assert!(
+            e.iter().any(|(l, m)| *l == 4 && m.contains("ip \"10.0.0.300\"")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|(l, m)| *l == 5 && m.contains("duplicate of line 2")),
+            "{e:?}"
+        );
         assert!(e.iter().any(|(l, m)| *l == 6 && m.contains("reserved")), "{e:?}");
         assert!(rows[0].is_valid());
         assert_eq!(rows.iter().filter(|r| r.is_valid()).count(), 1);
@@ -452,19 +592,32 @@ mod tests {
     #[test]
     fn file_level_problems_name_the_line() {
         assert_eq!(parse_csv(b"").unwrap_err(), ImportError::Empty);
-        assert!(matches!(parse_csv(b"hostname,ip\nx,10.0.0.1\n").unwrap_err(), ImportError::NoMacColumn { .. }));
-        assert!(matches!(parse_csv(b"mac,colour\naa:bb:cc:dd:ee:01,red\n").unwrap_err(), ImportError::UnknownColumn { .. }));
-        assert!(matches!(parse_csv(b"mac,mac\n").unwrap_err(), ImportError::DuplicateColumn(_)));
+        assert!(matches!(
+            parse_csv(b"hostname,ip\nx,10.0.0.1\n").unwrap_err(),
+            ImportError::NoMacColumn { .. }
+        ));
+        assert!(matches!(
+            parse_csv(b"mac,colour\naa:bb:cc:dd:ee:01,red\n").unwrap_err(),
+            ImportError::UnknownColumn { .. }
+        ));
+        assert!(matches!(
+            parse_csv(b"mac,mac\n").unwrap_err(),
+            ImportError::DuplicateColumn(_)
+        ));
         // An unterminated quote swallows the rest of the file into one field.
         let rows = parse_csv(b"mac,hostname\n\"aa:bb:cc:dd:ee:01,x\naa:bb:cc:dd:ee:02,y\n").unwrap();
         assert_eq!(rows.len(), 1);
         assert!(rows[0].errors[0].starts_with("mac: "), "{:?}", rows[0].errors);
-        assert_eq!(parse_csv(b"mac\r\n\xff\xfe\r\n").unwrap_err(), ImportError::NotText { line: 2 });
+        assert_eq!(
+            parse_csv(b"mac\r\n\xff\xfe\r\n").unwrap_err(),
+            ImportError::NotText { line: 2 }
+        );
     }
 
     #[test]
     fn quoted_separators_stay_in_their_field_and_extra_fields_are_named() {
-        let rows = parse_csv(b"mac,location\naa:bb:cc:dd:ee:01,\"Rack 1, U2\"\naa:bb:cc:dd:ee:02,Rack 1, U2\n").unwrap();
+        let rows =
+            parse_csv(b"mac,location\naa:bb:cc:dd:ee:01,\"Rack 1, U2\"\naa:bb:cc:dd:ee:02,Rack 1, U2\n").unwrap();
         assert!(rows[0].is_valid());
         assert_eq!(rows[0].values.location.as_deref(), Some("Rack 1, U2"));
         assert!(rows[1].errors[0].contains("quote values"), "{:?}", rows[1].errors);
@@ -487,19 +640,39 @@ mod tests {
     #[test]
     fn a_huge_or_hopeless_row_costs_bounded_errors() {
         let huge = "a ".repeat(MAX_FIELD);
-        let rows = parse_csv(format!("mac,nameservers,labels\naa:bb:cc:dd:ee:01,{huge},{}\n", "x ".repeat(1000)).as_bytes()).unwrap();
-        assert!(rows[0].errors[0].contains("nameservers is longer than 4096 bytes"), "{:?}", rows[0].errors);
+        let rows = parse_csv(
+            format!(
+                "mac,nameservers,labels\naa:bb:cc:dd:ee:01,{huge},{}\n",
+                "x ".repeat(1000)
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert!(
+            rows[0].errors[0].contains("nameservers is longer than 4096 bytes"),
+            "{:?}",
+            rows[0].errors
+        );
         assert_eq!(rows[0].errors.len(), MAX_ERRORS + 1, "{:?}", rows[0].errors);
         assert!(rows[0].errors.last().unwrap().starts_with("… and "));
     }
 
     #[test]
     fn address_families_do_not_mix_and_json_types_are_checked() {
-        let rows = parse_csv(b"mac,ip,netmask,gateway,nameservers\naa:bb:cc:dd:ee:01,fd00::5,24,10.0.0.1,10.0.0.2\n").unwrap();
+        let rows =
+            parse_csv(b"mac,ip,netmask,gateway,nameservers\naa:bb:cc:dd:ee:01,fd00::5,24,10.0.0.1,10.0.0.2\n").unwrap();
         assert_eq!(rows[0].errors.len(), 3, "{:?}", rows[0].errors);
         let rows = parse_json(br#"[{"mac": "aa:bb:cc:dd:ee:01", "netmask": 24, "labels": {"a": 1}}]"#).unwrap();
-        assert!(rows[0].errors.iter().any(|e| e == "netmask must be a string"), "{:?}", rows[0].errors);
-        assert!(rows[0].errors.iter().any(|e| e.starts_with("labels must be")), "{:?}", rows[0].errors);
+        assert!(
+            rows[0].errors.iter().any(|e| e == "netmask must be a string"),
+            "{:?}",
+            rows[0].errors
+        );
+        assert!(
+            rows[0].errors.iter().any(|e| e.starts_with("labels must be")),
+            "{:?}",
+            rows[0].errors
+        );
     }
 
     #[test]

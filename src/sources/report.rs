@@ -58,9 +58,18 @@ fn looks_like_lshw(v: &Value) -> bool {
 }
 
 fn looks_like_attributes(v: &Value) -> bool {
-    ["cpu", "memory", "blockDevices", "networkInterfaces", "pciDevices", "product", "baseboard", "chassis"]
-        .iter()
-        .any(|k| v.get(*k).is_some())
+    [
+        "cpu",
+        "memory",
+        "blockDevices",
+        "networkInterfaces",
+        "pciDevices",
+        "product",
+        "baseboard",
+        "chassis",
+    ]
+    .iter()
+    .any(|k| v.get(*k).is_some())
 }
 
 /// Parses and normalises a report. `header_mac` is `X-Registrar-Mac` or `?mac=`.
@@ -69,7 +78,12 @@ pub fn parse(body: &[u8], header_mac: Option<&str>) -> Result<Report, ReportErro
     let header_mac = header_mac.map(Mac::parse).transpose()?;
 
     let (body_mac, mut facts, extras) = match &doc {
-        Value::Object(map) if map.contains_key("mac") || map.contains_key("specs") || map.contains_key("lshw") || map.contains_key("attributes") => {
+        Value::Object(map)
+            if map.contains_key("mac")
+                || map.contains_key("specs")
+                || map.contains_key("lshw")
+                || map.contains_key("attributes") =>
+        {
             let mac = match map.get("mac") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(s)) => Some(Mac::parse(s)?),
@@ -78,10 +92,21 @@ pub fn parse(body: &[u8], header_mac: Option<&str>) -> Result<Report, ReportErro
             let facts = match (map.get("specs").or_else(|| map.get("lshw")), map.get("attributes")) {
                 (Some(_), Some(_)) => return Err(invalid("send either specs (lshw -json) or attributes, not both")),
                 (Some(v @ (Value::Object(_) | Value::Array(_))), None) => facts::from_lshw(v),
-                (Some(other), None) => return Err(invalid(format!("specs must be the object or array that lshw -json prints, not {}", kind(other)))),
+                (Some(other), None) => {
+                    return Err(invalid(format!(
+                        "specs must be the object or array that lshw -json prints, not {}",
+                        kind(other)
+                    )));
+                }
                 (None, Some(v @ Value::Object(_))) => facts::from_agent_attributes(v),
-                (None, Some(other)) => return Err(invalid(format!("attributes must be an object, not {}", kind(other)))),
-                (None, None) => return Err(invalid("the report has no facts: send specs (lshw -json) or attributes")),
+                (None, Some(other)) => {
+                    return Err(invalid(format!("attributes must be an object, not {}", kind(other))));
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        "the report has no facts: send specs (lshw -json) or attributes",
+                    ));
+                }
             };
             if let Some(t) = map.get("timestamp") {
                 if !t.is_string() && !t.is_null() {
@@ -101,9 +126,15 @@ pub fn parse(body: &[u8], header_mac: Option<&str>) -> Result<Report, ReportErro
     };
 
     let mac = match (body_mac, header_mac) {
-        (Some(a), Some(b)) if a != b => return Err(invalid(format!("the body says MAC {a} but X-Registrar-Mac says {b}"))),
+        (Some(a), Some(b)) if a != b => {
+            return Err(invalid(format!("the body says MAC {a} but X-Registrar-Mac says {b}")));
+        }
         (Some(m), _) | (None, Some(m)) => m,
-        (None, None) => return Err(invalid("no MAC: put it in the body's \"mac\" field or the X-Registrar-Mac header")),
+        (None, None) => {
+            return Err(invalid(
+                "no MAC: put it in the body's \"mac\" field or the X-Registrar-Mac header",
+            ));
+        }
     };
 
     if let Some(map) = extras {
@@ -153,15 +184,20 @@ fn stated_facts(map: &serde_json::Map<String, Value>) -> Result<Facts, ReportErr
     f.bmc = match text("bmc_address")? {
         None => None,
         Some(a) if a.parse::<std::net::IpAddr>().is_ok() || is_hostname(&a) => Some(Bmc { address: a }),
-        Some(a) => return Err(invalid(format!("bmc_address {a:?} is neither an IP address nor a host name"))),
+        Some(a) => {
+            return Err(invalid(format!(
+                "bmc_address {a:?} is neither an IP address nor a host name"
+            )));
+        }
     };
     Ok(f)
 }
 
 fn is_hostname(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(|p| !p.is_empty() && p.len() <= 63 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    s.len() <= 253
+        && s.split('.')
+            .all(|p| !p.is_empty() && p.len() <= 63 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -177,19 +213,37 @@ mod tests {
 
     #[test]
     fn bare_lshw_with_header_mac_and_agent_attributes() {
-        let r = parse(br#"[{"class": "system", "vendor": "Dell Inc."}]"#, Some("aa-bb-cc-dd-ee-02")).unwrap();
+        let r = parse(
+            br#"[{"class": "system", "vendor": "Dell Inc."}]"#,
+            Some("aa-bb-cc-dd-ee-02"),
+        )
+        .unwrap();
         assert_eq!(r.facts.vendor.as_deref(), Some("Dell Inc."));
-        let r = parse(br#"{"mac": "aa:bb:cc:dd:ee:03", "attributes": {"memory": {"total": "64GB"}}}"#, None).unwrap();
+        let r = parse(
+            br#"{"mac": "aa:bb:cc:dd:ee:03", "attributes": {"memory": {"total": "64GB"}}}"#,
+            None,
+        )
+        .unwrap();
         assert_eq!(r.facts.memory_bytes, Some(64_000_000_000));
     }
 
     #[test]
     fn stated_facts_override_and_are_checked() {
-        let r = parse(br#"{"mac": "aa:bb:cc:dd:ee:04", "specs": {}, "arch": "arm64", "uefi": false, "bmc_address": "10.0.0.9"}"#, None).unwrap();
+        let r = parse(
+            br#"{"mac": "aa:bb:cc:dd:ee:04", "specs": {}, "arch": "arm64", "uefi": false, "bmc_address": "10.0.0.9"}"#,
+            None,
+        )
+        .unwrap();
         assert_eq!(r.facts.arch.as_deref(), Some("aarch64"));
         assert_eq!(r.facts.uefi, Some(false));
         assert_eq!(r.facts.bmc.unwrap().address, "10.0.0.9");
-        assert!(parse(br#"{"mac": "aa:bb:cc:dd:ee:04", "specs": {}, "bmc_address": "x\ny"}"#, None).is_err());
+        assert!(
+            parse(
+                br#"{"mac": "aa:bb:cc:dd:ee:04", "specs": {}, "bmc_address": "x\ny"}"#,
+                None
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -208,12 +262,26 @@ mod tests {
         });
         let r = parse(body.to_string().as_bytes(), None).unwrap();
         assert_eq!(r.facts.serial.as_deref(), Some("A401031X0502795"));
-        assert_eq!(r.facts.nics.iter().map(|n| (n.name.as_deref().unwrap(), n.link)).collect::<Vec<_>>(), vec![("eno1", Some(true)), ("eno2", Some(false))]);
+        assert_eq!(
+            r.facts
+                .nics
+                .iter()
+                .map(|n| (n.name.as_deref().unwrap(), n.link))
+                .collect::<Vec<_>>(),
+            vec![("eno1", Some(true)), ("eno2", Some(false))]
+        );
         assert_eq!(r.facts.lldp.len(), 1);
-        assert_eq!((r.facts.lldp[0].switch.as_deref(), r.facts.lldp[0].port.as_deref()), (Some("leaf-01"), Some("Ethernet12")));
+        assert_eq!(
+            (r.facts.lldp[0].switch.as_deref(), r.facts.lldp[0].port.as_deref()),
+            (Some("leaf-01"), Some("Ethernet12"))
+        );
         assert_eq!(r.facts.hostname.as_deref(), Some("stated-wins"));
         // Null is absent; the old report shape is unchanged.
-        let r = parse(br#"{"mac": "aa:bb:cc:dd:ee:07", "specs": {}, "ip_link": null, "dmidecode": null, "lldp": null}"#, None).unwrap();
+        let r = parse(
+            br#"{"mac": "aa:bb:cc:dd:ee:07", "specs": {}, "ip_link": null, "dmidecode": null, "lldp": null}"#,
+            None,
+        )
+        .unwrap();
         assert_eq!(r.facts, Facts::default());
         // They add to agent attributes too.
         let r = parse(br#"{"mac": "aa:bb:cc:dd:ee:08", "attributes": {"product": {}}, "dmidecode": {"system-serial-number": "AG1"}}"#, None).unwrap();
@@ -224,11 +292,23 @@ mod tests {
     fn probed_facts_of_the_wrong_type_are_refused_by_name() {
         for (extra, needle) in [
             (r#""ip_link": {"eno1": "UP"}"#, "ip_link must be the array"),
-            (r#""ip_link": [{"ifname": ["eno1"]}]"#, "ip_link[0].ifname must be a string"),
+            (
+                r#""ip_link": [{"ifname": ["eno1"]}]"#,
+                "ip_link[0].ifname must be a string",
+            ),
             (r#""dmidecode": "A401031X0502795""#, "dmidecode must be an object"),
-            (r#""dmidecode": {"system-serial-number": 42}"#, "dmidecode.system-serial-number must be a string"),
-            (r#""lldp": [1]"#, "lldp must be the object that `lldpctl -f json` prints"),
-            (r#""lldp": {"lldp": {"interface": {"eno1": {"port": 7}}}}"#, "lldp.lldp.interface.eno1.port must be an object"),
+            (
+                r#""dmidecode": {"system-serial-number": 42}"#,
+                "dmidecode.system-serial-number must be a string",
+            ),
+            (
+                r#""lldp": [1]"#,
+                "lldp must be the object that `lldpctl -f json` prints",
+            ),
+            (
+                r#""lldp": {"lldp": {"interface": {"eno1": {"port": 7}}}}"#,
+                "lldp.lldp.interface.eno1.port must be an object",
+            ),
         ] {
             let body = format!(r#"{{"mac": "aa:bb:cc:dd:ee:09", "specs": {{}}, {extra}}}"#);
             match parse(body.as_bytes(), None) {
@@ -249,12 +329,23 @@ mod tests {
             (br#"{"mac": "aa:bb:cc:dd:ee:05"}"#, "no facts"),
             (br#"{"specs": {}}"#, "no MAC"),
             (br#""hello""#, "expected a report object"),
-            (br#"{"mac": "aa:bb:cc:dd:ee:05", "specs": {}, "uefi": "yes"}"#, "uefi must be"),
+            (
+                br#"{"mac": "aa:bb:cc:dd:ee:05", "specs": {}, "uefi": "yes"}"#,
+                "uefi must be",
+            ),
         ];
         for (body, needle) in cases {
             let err = parse(body, None).unwrap_err().to_string();
             assert!(err.contains(needle), "{} -> {err}", String::from_utf8_lossy(body));
         }
-        assert!(parse(br#"{"mac": "aa:bb:cc:dd:ee:05", "specs": {}}"#, Some("aa:bb:cc:dd:ee:06")).unwrap_err().to_string().contains("X-Registrar-Mac"));
+        assert!(
+            parse(
+                br#"{"mac": "aa:bb:cc:dd:ee:05", "specs": {}}"#,
+                Some("aa:bb:cc:dd:ee:06")
+            )
+            .unwrap_err()
+            .to_string()
+            .contains("X-Registrar-Mac")
+        );
     }
 }

@@ -33,7 +33,8 @@ pub fn parse_line(line: &str) -> Option<UnknownMac> {
         // Monorepo (proxy, auto-proxy) and legacy smee (proxy): the same two messages are
         // also used for other errors, so the error text must say the hardware is missing.
         "Ignoring packet" | "No hardware found, proceeding with defaults" => {
-            logger.is_none_or(|l| l == "smee") && (error.starts_with("hardware not found") || msg.starts_with("No hardware found"))
+            logger.is_none_or(|l| l == "smee")
+                && (error.starts_with("hardware not found") || msg.starts_with("No hardware found"))
         }
         // Boots, before 2023.
         "retrieved job is empty" => error.contains("get hardware by mac"),
@@ -43,7 +44,10 @@ pub fn parse_line(line: &str) -> Option<UnknownMac> {
         return None;
     }
     let mac = Mac::parse(v["mac"].as_str()?).ok()?;
-    Some(UnknownMac { mac, message: msg.to_string() })
+    Some(UnknownMac {
+        mac,
+        message: msg.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -74,7 +78,13 @@ mod tests {
         assert_eq!(parse_line(other), None);
         let broken = r#"{"logger":"smee","msg":"error reading from backend","mac":"3c:ec:ef:4c:4f:54","error":"no netboot data"}"#;
         assert_eq!(parse_line(broken), None);
-        for junk in ["", "not json", "{", "[1,2]", r#"{"msg":"Ignoring packet","mac":"zz","error":"hardware not found"}"#] {
+        for junk in [
+            "",
+            "not json",
+            "{",
+            "[1,2]",
+            r#"{"msg":"Ignoring packet","mac":"zz","error":"hardware not found"}"#,
+        ] {
             assert_eq!(parse_line(junk), None, "{junk:?}");
         }
         assert_eq!(parse_line(&format!("{{\"msg\":\"{}\"}}", "x".repeat(20_000))), None);

@@ -10,7 +10,9 @@ mod sqlite;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{Expected, Facts, ImportMode, Mac, Machine, Proposal, ProposalState, Sighting, Source, State, Transition};
+use crate::domain::{
+    Expected, Facts, ImportMode, Mac, Machine, Proposal, ProposalState, Sighting, Source, State, Transition,
+};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,15 +65,24 @@ pub enum Sort {
 }
 
 impl Sort {
-    pub const ALL: [(Sort, &'static str); 5] =
-        [(Sort::LastSeen, "last_seen"), (Sort::FirstSeen, "first_seen"), (Sort::Mac, "mac"), (Sort::Name, "name"), (Sort::State, "state")];
+    pub const ALL: [(Sort, &'static str); 5] = [
+        (Sort::LastSeen, "last_seen"),
+        (Sort::FirstSeen, "first_seen"),
+        (Sort::Mac, "mac"),
+        (Sort::Name, "name"),
+        (Sort::State, "state"),
+    ];
 
     pub fn parse(s: &str) -> Option<Sort> {
         Self::ALL.iter().find(|(_, n)| *n == s).map(|(k, _)| *k)
     }
 
     pub fn as_str(self) -> &'static str {
-        Self::ALL.iter().find(|(k, _)| *k == self).map(|(_, n)| *n).unwrap_or("last_seen")
+        Self::ALL
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("last_seen")
     }
 }
 
@@ -110,7 +121,13 @@ pub trait Store: Send + Sync + 'static {
     fn record_facts(&self, mac: Mac, source: Source, facts: &Facts, now: DateTime<Utc>) -> Result<Recorded>;
     /// Notes that `mac` was seen without facts (DHCP, logs, import), keeping what the
     /// sighting revealed; a changed sighting re-renders an open proposal.
-    fn record_detection(&self, mac: Mac, source: Source, sighting: Option<&Sighting>, now: DateTime<Utc>) -> Result<Recorded>;
+    fn record_detection(
+        &self,
+        mac: Mac,
+        source: Source,
+        sighting: Option<&Sighting>,
+        now: DateTime<Utc>,
+    ) -> Result<Recorded>;
 
     fn machine(&self, mac: Mac) -> Result<Option<Machine>>;
     fn machines(&self, query: &MachineQuery) -> Result<Vec<Machine>>;
@@ -122,7 +139,13 @@ pub trait Store: Send + Sync + 'static {
     /// How many machines wait, and since when the oldest does.
     fn queue_summary(&self) -> Result<(u64, Option<DateTime<Utc>>)>;
     /// Marks `rev` as synced; later revisions stay pending.
-    fn mark_synced(&self, work: Pending, proposal: Option<&Proposal>, name: Option<&str>, now: DateTime<Utc>) -> Result<()>;
+    fn mark_synced(
+        &self,
+        work: Pending,
+        proposal: Option<&Proposal>,
+        name: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
     fn set_error(&self, mac: Mac, error: Option<&str>) -> Result<()>;
     /// Queues a machine's proposal to be built again (e.g. on a new base); returns that work.
     fn requeue(&self, mac: Mac, now: DateTime<Utc>) -> Result<Pending>;
@@ -159,7 +182,15 @@ pub trait Store: Send + Sync + 'static {
     /// Stores an import batch in one transaction: every row in `imported` becomes an
     /// expected machine (proposed right away in `propose` mode), or none does. `skipped`
     /// rows are kept with the batch, with their reasons, for the record.
-    fn import(&self, name: &str, mode: ImportMode, actor: &str, imported: &[(Mac, Expected)], skipped: &[BatchRow], now: DateTime<Utc>) -> Result<Batch>;
+    fn import(
+        &self,
+        name: &str,
+        mode: ImportMode,
+        actor: &str,
+        imported: &[(Mac, Expected)],
+        skipped: &[BatchRow],
+        now: DateTime<Utc>,
+    ) -> Result<Batch>;
     fn batches(&self, limit: u32) -> Result<Vec<Batch>>;
     fn batch(&self, id: i64) -> Result<Option<Batch>>;
     /// Removes a machine and its records, so that it is noticed afresh next time.

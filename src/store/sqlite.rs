@@ -8,10 +8,13 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{Batch, BatchRow, MachineQuery, Pending, Recorded, Result, Sort, Store, StoreError};
-use crate::domain::{Expected, Facts, ImportMode, Mac, Machine, Proposal, ProposalState, Sighting, Source, State, Transition};
+use crate::domain::{
+    Expected, Facts, ImportMode, Mac, Machine, Proposal, ProposalState, Sighting, Source, State, Transition,
+};
 
 /// Each entry runs once, in order; `PRAGMA user_version` remembers how far a file got.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE machines (
     mac         TEXT PRIMARY KEY,
     state       TEXT NOT NULL,
@@ -61,15 +64,20 @@ CREATE TABLE proposals (
     updated_at TEXT NOT NULL
 );
 CREATE INDEX proposals_state ON proposals(state);
-"#, r#"
+"#,
+    r#"
 ALTER TABLE machines ADD COLUMN sighting TEXT;
-"#, r#"
+"#,
+    r#"
 CREATE TABLE once (key TEXT PRIMARY KEY, at TEXT NOT NULL);
-"#, r#"
+"#,
+    r#"
 ALTER TABLE proposals ADD COLUMN hands_off INTEGER NOT NULL DEFAULT 0;
-"#, r#"
+"#,
+    r#"
 CREATE TABLE report_tokens (hash TEXT PRIMARY KEY, mac TEXT NOT NULL, expires_at TEXT NOT NULL);
-"#, r#"
+"#,
+    r#"
 ALTER TABLE machines ADD COLUMN expected TEXT;
 CREATE TABLE import_batches (
     id         INTEGER PRIMARY KEY,
@@ -82,7 +90,8 @@ CREATE TABLE import_batches (
 CREATE INDEX machines_last_seen ON machines(last_seen);
 CREATE INDEX machines_first_seen ON machines(first_seen);
 CREATE INDEX machines_source ON machines(source);
-"#];
+"#,
+];
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -112,7 +121,10 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > MIGRATIONS.len() {
-            anyhow::bail!("the database is from a newer Registrar (schema {version}, this build knows {})", MIGRATIONS.len());
+            anyhow::bail!(
+                "the database is from a newer Registrar (schema {version}, this build knows {})",
+                MIGRATIONS.len()
+            );
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             let tx = conn.unchecked_transaction()?;
@@ -120,7 +132,10 @@ impl SqliteStore {
             tx.pragma_update(None, "user_version", i + 1)?;
             tx.commit()?;
         }
-        Ok(SqliteStore { conn: Mutex::new(conn), changes: tokio::sync::watch::Sender::new(0) })
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            changes: tokio::sync::watch::Sender::new(0),
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&rusqlite::Transaction) -> Result<T>) -> Result<T> {
@@ -174,8 +189,14 @@ fn machine_from_row(r: &Row) -> rusqlite::Result<Machine> {
         seen_count: r.get::<_, i64>(9)? as u64,
         pending: r.get(10)?,
         last_error: r.get(11)?,
-        sighting: r.get::<_, Option<String>>(12)?.map(|s| conv(serde_json::from_str::<Sighting>(&s))).transpose()?,
-        expected: r.get::<_, Option<String>>(13)?.map(|s| conv(serde_json::from_str::<Expected>(&s))).transpose()?,
+        sighting: r
+            .get::<_, Option<String>>(12)?
+            .map(|s| conv(serde_json::from_str::<Sighting>(&s)))
+            .transpose()?,
+        expected: r
+            .get::<_, Option<String>>(13)?
+            .map(|s| conv(serde_json::from_str::<Expected>(&s)))
+            .transpose()?,
     })
 }
 
@@ -200,13 +221,17 @@ fn proposal_from_row(r: &Row) -> rusqlite::Result<Proposal> {
     })
 }
 
-const PROPOSAL_COLUMNS: &str = "mac, forge, number, url, branch, path, name, title, summary, head, rule, workflow, state, created_at, updated_at";
+const PROPOSAL_COLUMNS: &str =
+    "mac, forge, number, url, branch, path, name, title, summary, head, rule, workflow, state, created_at, updated_at";
 const PROPOSAL_SELECT: &str = "mac, forge, number, url, branch, path, name, title, summary, head, rule, workflow, state, created_at, updated_at, hands_off";
 
 /// The WHERE clause for a machine list and its arguments; values are always bound, never
 /// spliced into the SQL.
 fn machine_filter(q: &MachineQuery) -> (String, Vec<Option<String>>) {
-    let like = q.text.as_ref().map(|t| format!("%{}%", t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+    let like = q
+        .text
+        .as_ref()
+        .map(|t| format!("%{}%", t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
     let expected = q.expected.map(|e| if e { "1" } else { "0" }.to_string());
     (
         "(?1 IS NULL OR state = ?1)
@@ -243,7 +268,11 @@ fn with_fates(tx: &rusqlite::Transaction, mut b: Batch) -> Result<Batch> {
 
 fn get_machine(tx: &rusqlite::Transaction, mac: Mac) -> Result<Option<Machine>> {
     Ok(tx
-        .query_row(&format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE mac = ?1"), [mac.to_string()], machine_from_row)
+        .query_row(
+            &format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE mac = ?1"),
+            [mac.to_string()],
+            machine_from_row,
+        )
         .optional()?)
 }
 
@@ -251,19 +280,48 @@ fn must_get(tx: &rusqlite::Transaction, mac: Mac) -> Result<Machine> {
     get_machine(tx, mac)?.ok_or(StoreError::NotFound(mac))
 }
 
-fn log_transition(tx: &rusqlite::Transaction, mac: Mac, from: Option<State>, to: State, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<()> {
+fn log_transition(
+    tx: &rusqlite::Transaction,
+    mac: Mac,
+    from: Option<State>,
+    to: State,
+    cause: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
     tx.execute(
         "INSERT INTO transitions (mac, from_state, to_state, at, cause, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![mac.to_string(), from.map(State::as_str), to.as_str(), ts(now), cause, actor],
+        params![
+            mac.to_string(),
+            from.map(State::as_str),
+            to.as_str(),
+            ts(now),
+            cause,
+            actor
+        ],
     )?;
     Ok(())
 }
 
-fn move_to(tx: &rusqlite::Transaction, m: &Machine, to: State, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<()> {
+fn move_to(
+    tx: &rusqlite::Transaction,
+    m: &Machine,
+    to: State,
+    cause: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
     if !m.state.can_become(to) {
-        return Err(StoreError::Transition { mac: m.mac, from: m.state, to });
+        return Err(StoreError::Transition {
+            mac: m.mac,
+            from: m.state,
+            to,
+        });
     }
-    tx.execute("UPDATE machines SET state = ?2 WHERE mac = ?1", params![m.mac.to_string(), to.as_str()])?;
+    tx.execute(
+        "UPDATE machines SET state = ?2 WHERE mac = ?1",
+        params![m.mac.to_string(), to.as_str()],
+    )?;
     log_transition(tx, m.mac, Some(m.state), to, cause, actor, now)
 }
 
@@ -316,8 +374,16 @@ impl Store for SqliteStore {
         })
     }
 
-    fn record_detection(&self, mac: Mac, source: Source, sighting: Option<&Sighting>, now: DateTime<Utc>) -> Result<Recorded> {
-        let json = sighting.map(|s| serde_json::to_string(s).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()?;
+    fn record_detection(
+        &self,
+        mac: Mac,
+        source: Source,
+        sighting: Option<&Sighting>,
+        now: DateTime<Utc>,
+    ) -> Result<Recorded> {
+        let json = sighting
+            .map(|s| serde_json::to_string(s).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()?;
         self.with(|tx| {
             let existing = get_machine(tx, mac)?;
             let mut queued = false;
@@ -386,10 +452,15 @@ impl Store for SqliteStore {
 
     fn transitions(&self, mac: Mac) -> Result<Vec<Transition>> {
         self.with(|tx| {
-            let mut stmt = tx.prepare_cached("SELECT from_state, to_state, at, cause, actor FROM transitions WHERE mac = ?1 ORDER BY id")?;
+            let mut stmt = tx.prepare_cached(
+                "SELECT from_state, to_state, at, cause, actor FROM transitions WHERE mac = ?1 ORDER BY id",
+            )?;
             let rows = stmt.query_map([mac.to_string()], |r| {
                 Ok(Transition {
-                    from: r.get::<_, Option<String>>(0)?.map(|s| conv(s.parse::<State>().map_err(Msg))).transpose()?,
+                    from: r
+                        .get::<_, Option<String>>(0)?
+                        .map(|s| conv(s.parse::<State>().map_err(Msg)))
+                        .transpose()?,
                     to: conv(r.get::<_, String>(1)?.parse::<State>().map_err(Msg))?,
                     at: parse_ts(&r.get::<_, String>(2)?)?,
                     cause: r.get(3)?,
@@ -402,21 +473,37 @@ impl Store for SqliteStore {
 
     fn pending(&self, limit: u32) -> Result<Vec<Pending>> {
         self.with(|tx| {
-            let mut stmt = tx.prepare_cached("SELECT mac, rev FROM machines WHERE rev > synced_rev ORDER BY pending_since, mac LIMIT ?1")?;
-            let rows = stmt.query_map([limit], |r| Ok(Pending { mac: conv(Mac::parse(&r.get::<_, String>(0)?))?, rev: r.get::<_, i64>(1)? as u64 }))?;
+            let mut stmt = tx.prepare_cached(
+                "SELECT mac, rev FROM machines WHERE rev > synced_rev ORDER BY pending_since, mac LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit], |r| {
+                Ok(Pending {
+                    mac: conv(Mac::parse(&r.get::<_, String>(0)?))?,
+                    rev: r.get::<_, i64>(1)? as u64,
+                })
+            })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
 
     fn queue_summary(&self) -> Result<(u64, Option<DateTime<Utc>>)> {
         self.with(|tx| {
-            let (n, oldest): (i64, Option<String>) =
-                tx.query_row("SELECT COUNT(*), MIN(pending_since) FROM machines WHERE rev > synced_rev", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let (n, oldest): (i64, Option<String>) = tx.query_row(
+                "SELECT COUNT(*), MIN(pending_since) FROM machines WHERE rev > synced_rev",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             Ok((n as u64, oldest.map(|o| parse_ts(&o)).transpose()?))
         })
     }
 
-    fn mark_synced(&self, work: Pending, proposal: Option<&Proposal>, name: Option<&str>, now: DateTime<Utc>) -> Result<()> {
+    fn mark_synced(
+        &self,
+        work: Pending,
+        proposal: Option<&Proposal>,
+        name: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         self.with(|tx| {
             let m = must_get(tx, work.mac)?;
             if let Some(p) = proposal {
@@ -448,7 +535,10 @@ impl Store for SqliteStore {
 
     fn set_error(&self, mac: Mac, error: Option<&str>) -> Result<()> {
         self.with(|tx| {
-            tx.execute("UPDATE machines SET last_error = ?2 WHERE mac = ?1", params![mac.to_string(), error])?;
+            tx.execute(
+                "UPDATE machines SET last_error = ?2 WHERE mac = ?1",
+                params![mac.to_string(), error],
+            )?;
             Ok(())
         })
     }
@@ -456,7 +546,12 @@ impl Store for SqliteStore {
     fn requeue(&self, mac: Mac, now: DateTime<Utc>) -> Result<Pending> {
         self.with(|tx| {
             queue(tx, mac, now)?;
-            let rev: i64 = tx.query_row("SELECT rev FROM machines WHERE mac = ?1", [mac.to_string()], |r| r.get(0)).optional()?.ok_or(StoreError::NotFound(mac))?;
+            let rev: i64 = tx
+                .query_row("SELECT rev FROM machines WHERE mac = ?1", [mac.to_string()], |r| {
+                    r.get(0)
+                })
+                .optional()?
+                .ok_or(StoreError::NotFound(mac))?;
             Ok(Pending { mac, rev: rev as u64 })
         })
     }
@@ -490,7 +585,11 @@ impl Store for SqliteStore {
             let m = must_get(tx, mac)?;
             tx.execute("UPDATE machines SET suppressed = 0 WHERE mac = ?1", [mac.to_string()])?;
             if m.state == State::Rejected {
-                let next = if m.facts.is_some() { State::Reported } else { State::Detected };
+                let next = if m.facts.is_some() {
+                    State::Reported
+                } else {
+                    State::Detected
+                };
                 move_to(tx, &m, next, "suppression lifted", actor, now)?;
                 if m.facts.is_some() {
                     queue(tx, mac, now)?;
@@ -506,8 +605,19 @@ impl Store for SqliteStore {
             if m.workflow.as_deref() == Some(workflow) {
                 return Ok(m);
             }
-            tx.execute("UPDATE machines SET workflow = ?2 WHERE mac = ?1", params![mac.to_string(), workflow])?;
-            log_transition(tx, mac, Some(m.state), m.state, &format!("workflow set to {workflow}"), actor, now)?;
+            tx.execute(
+                "UPDATE machines SET workflow = ?2 WHERE mac = ?1",
+                params![mac.to_string(), workflow],
+            )?;
+            log_transition(
+                tx,
+                mac,
+                Some(m.state),
+                m.state,
+                &format!("workflow set to {workflow}"),
+                actor,
+                now,
+            )?;
             if m.state.accepts_facts() && m.facts.is_some() && !m.suppressed {
                 queue(tx, mac, now)?;
             }
@@ -517,19 +627,30 @@ impl Store for SqliteStore {
 
     fn name_owner(&self, name: &str) -> Result<Option<Mac>> {
         self.with(|tx| {
-            let mac: Option<String> = tx.query_row("SELECT mac FROM machines WHERE name = ?1 LIMIT 1", [name], |r| r.get(0)).optional()?;
-            mac.map(|m| Mac::parse(&m).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()
+            let mac: Option<String> = tx
+                .query_row("SELECT mac FROM machines WHERE name = ?1 LIMIT 1", [name], |r| r.get(0))
+                .optional()?;
+            mac.map(|m| Mac::parse(&m).map_err(|e| StoreError::Corrupt(e.to_string())))
+                .transpose()
         })
     }
 
     fn remember_once(&self, key: &str, now: DateTime<Utc>) -> Result<bool> {
-        self.with(|tx| Ok(tx.execute("INSERT OR IGNORE INTO once (key, at) VALUES (?1, ?2)", params![key, ts(now)])? == 1))
+        self.with(|tx| {
+            Ok(tx.execute(
+                "INSERT OR IGNORE INTO once (key, at) VALUES (?1, ?2)",
+                params![key, ts(now)],
+            )? == 1)
+        })
     }
 
     fn add_report_token(&self, mac: Mac, hash: &str, expires_at: DateTime<Utc>) -> Result<()> {
         self.with(|tx| {
             tx.execute("DELETE FROM report_tokens WHERE expires_at < ?1", [ts(Utc::now())])?;
-            tx.execute("INSERT OR REPLACE INTO report_tokens (hash, mac, expires_at) VALUES (?1, ?2, ?3)", params![hash, mac.to_string(), ts(expires_at)])?;
+            tx.execute(
+                "INSERT OR REPLACE INTO report_tokens (hash, mac, expires_at) VALUES (?1, ?2, ?3)",
+                params![hash, mac.to_string(), ts(expires_at)],
+            )?;
             Ok(())
         })
     }
@@ -537,19 +658,32 @@ impl Store for SqliteStore {
     fn report_token_mac(&self, hash: &str, now: DateTime<Utc>) -> Result<Option<Mac>> {
         self.with(|tx| {
             let mac: Option<String> = tx
-                .query_row("SELECT mac FROM report_tokens WHERE hash = ?1 AND expires_at >= ?2", params![hash, ts(now)], |r| r.get(0))
+                .query_row(
+                    "SELECT mac FROM report_tokens WHERE hash = ?1 AND expires_at >= ?2",
+                    params![hash, ts(now)],
+                    |r| r.get(0),
+                )
                 .optional()?;
-            mac.map(|m| Mac::parse(&m).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()
+            mac.map(|m| Mac::parse(&m).map_err(|e| StoreError::Corrupt(e.to_string())))
+                .transpose()
         })
     }
 
     fn was_remembered(&self, key: &str) -> Result<bool> {
-        self.with(|tx| Ok(tx.query_row("SELECT 1 FROM once WHERE key = ?1", [key], |_| Ok(())).optional()?.is_some()))
+        self.with(|tx| {
+            Ok(tx
+                .query_row("SELECT 1 FROM once WHERE key = ?1", [key], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })
     }
 
     fn set_hands_off(&self, mac: Mac, now: DateTime<Utc>) -> Result<()> {
         self.with(|tx| {
-            tx.execute("UPDATE proposals SET hands_off = 1, updated_at = ?2 WHERE mac = ?1", params![mac.to_string(), ts(now)])?;
+            tx.execute(
+                "UPDATE proposals SET hands_off = 1, updated_at = ?2 WHERE mac = ?1",
+                params![mac.to_string(), ts(now)],
+            )?;
             Ok(())
         })
     }
@@ -557,14 +691,20 @@ impl Store for SqliteStore {
     fn proposal(&self, mac: Mac) -> Result<Option<Proposal>> {
         self.with(|tx| {
             Ok(tx
-                .query_row(&format!("SELECT {PROPOSAL_SELECT} FROM proposals WHERE mac = ?1"), [mac.to_string()], proposal_from_row)
+                .query_row(
+                    &format!("SELECT {PROPOSAL_SELECT} FROM proposals WHERE mac = ?1"),
+                    [mac.to_string()],
+                    proposal_from_row,
+                )
                 .optional()?)
         })
     }
 
     fn proposals(&self, state: Option<ProposalState>) -> Result<Vec<Proposal>> {
         self.with(|tx| {
-            let mut stmt = tx.prepare_cached(&format!("SELECT {PROPOSAL_SELECT} FROM proposals WHERE (?1 IS NULL OR state = ?1) ORDER BY id"))?;
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {PROPOSAL_SELECT} FROM proposals WHERE (?1 IS NULL OR state = ?1) ORDER BY id"
+            ))?;
             let rows = stmt.query_map([state.map(ProposalState::as_str)], proposal_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -572,7 +712,10 @@ impl Store for SqliteStore {
 
     fn set_proposal_state(&self, mac: Mac, state: ProposalState, now: DateTime<Utc>) -> Result<()> {
         self.with(|tx| {
-            tx.execute("UPDATE proposals SET state = ?2, updated_at = ?3 WHERE mac = ?1", params![mac.to_string(), state.as_str(), ts(now)])?;
+            tx.execute(
+                "UPDATE proposals SET state = ?2, updated_at = ?3 WHERE mac = ?1",
+                params![mac.to_string(), state.as_str(), ts(now)],
+            )?;
             Ok(())
         })
     }
@@ -580,12 +723,24 @@ impl Store for SqliteStore {
     fn count_machines(&self, q: &MachineQuery) -> Result<u64> {
         self.with(|tx| {
             let (filter, args) = machine_filter(q);
-            let n: i64 = tx.query_row(&format!("SELECT COUNT(*) FROM machines WHERE {filter}"), rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
+            let n: i64 = tx.query_row(
+                &format!("SELECT COUNT(*) FROM machines WHERE {filter}"),
+                rusqlite::params_from_iter(args.iter()),
+                |r| r.get(0),
+            )?;
             Ok(n as u64)
         })
     }
 
-    fn import(&self, name: &str, mode: ImportMode, actor: &str, imported: &[(Mac, Expected)], skipped: &[BatchRow], now: DateTime<Utc>) -> Result<Batch> {
+    fn import(
+        &self,
+        name: &str,
+        mode: ImportMode,
+        actor: &str,
+        imported: &[(Mac, Expected)],
+        skipped: &[BatchRow],
+        now: DateTime<Utc>,
+    ) -> Result<Batch> {
         self.with(|tx| {
             tx.execute(
                 "INSERT INTO import_batches (name, mode, actor, created_at, rows) VALUES (?1, ?2, ?3, ?4, '[]')",
@@ -655,15 +810,25 @@ impl Store for SqliteStore {
 
     fn batches(&self, limit: u32) -> Result<Vec<Batch>> {
         self.with(|tx| {
-            let mut stmt = tx.prepare_cached("SELECT id, name, mode, actor, created_at, rows FROM import_batches ORDER BY id DESC LIMIT ?1")?;
-            let batches = stmt.query_map([limit], batch_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = tx.prepare_cached(
+                "SELECT id, name, mode, actor, created_at, rows FROM import_batches ORDER BY id DESC LIMIT ?1",
+            )?;
+            let batches = stmt
+                .query_map([limit], batch_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             batches.into_iter().map(|b| with_fates(tx, b)).collect()
         })
     }
 
     fn batch(&self, id: i64) -> Result<Option<Batch>> {
         self.with(|tx| {
-            let b = tx.query_row("SELECT id, name, mode, actor, created_at, rows FROM import_batches WHERE id = ?1", [id], batch_from_row).optional()?;
+            let b = tx
+                .query_row(
+                    "SELECT id, name, mode, actor, created_at, rows FROM import_batches WHERE id = ?1",
+                    [id],
+                    batch_from_row,
+                )
+                .optional()?;
             b.map(|b| with_fates(tx, b)).transpose()
         })
     }
@@ -672,11 +837,24 @@ impl Store for SqliteStore {
         self.with(|tx| {
             let m = must_get(tx, mac)?;
             let open: Option<String> = tx
-                .query_row("SELECT state FROM proposals WHERE mac = ?1 AND state IN ('open', 'approving', 'merged')", [mac.to_string()], |r| r.get(0))
+                .query_row(
+                    "SELECT state FROM proposals WHERE mac = ?1 AND state IN ('open', 'approving', 'merged')",
+                    [mac.to_string()],
+                    |r| r.get(0),
+                )
                 .optional()?;
-            if open.is_some() || matches!(m.state, State::Approved | State::Applied | State::Provisioned | State::Failed) {
+            if open.is_some()
+                || matches!(
+                    m.state,
+                    State::Approved | State::Applied | State::Provisioned | State::Failed
+                )
+            {
                 // Git holds it (or is about to): forgetting would hide it, not remove it.
-                return Err(StoreError::Transition { mac, from: m.state, to: State::Detected });
+                return Err(StoreError::Transition {
+                    mac,
+                    from: m.state,
+                    to: State::Detected,
+                });
             }
             tracing::info!(%mac, actor, at = %ts(now), "machine forgotten");
             tx.execute("DELETE FROM machines WHERE mac = ?1", [mac.to_string()])?;
@@ -708,7 +886,10 @@ mod tests {
     }
 
     fn facts(serial: &str) -> Facts {
-        Facts { serial: Some(serial.into()), ..Facts::default() }
+        Facts {
+            serial: Some(serial.into()),
+            ..Facts::default()
+        }
     }
 
     #[test]
@@ -752,7 +933,10 @@ mod tests {
         assert_eq!(lifted.state, State::Reported);
         assert_eq!(s.pending(10).unwrap().len(), 1);
         let log = s.transitions(m).unwrap();
-        assert_eq!(log.iter().map(|t| t.to).collect::<Vec<_>>(), vec![State::Reported, State::Rejected, State::Reported]);
+        assert_eq!(
+            log.iter().map(|t| t.to).collect::<Vec<_>>(),
+            vec![State::Reported, State::Rejected, State::Reported]
+        );
         assert_eq!(log[1].actor, "api:alice");
         assert_eq!(log[1].cause, "not ours");
     }
@@ -762,14 +946,21 @@ mod tests {
         let s = SqliteStore::in_memory().unwrap();
         let m = mac("aa:bb:cc:dd:ee:04");
         s.record_detection(m, Source::Dhcp, None, Utc::now()).unwrap();
-        assert!(matches!(s.transition(m, State::Approved, "x", "y", Utc::now()), Err(StoreError::Transition { .. })));
+        assert!(matches!(
+            s.transition(m, State::Approved, "x", "y", Utc::now()),
+            Err(StoreError::Transition { .. })
+        ));
     }
 
     #[test]
     fn a_dhcp_sighting_is_kept_and_a_change_rerenders_an_open_proposal() {
         let s = SqliteStore::in_memory().unwrap();
         let m = mac("aa:bb:cc:dd:ee:06");
-        let seen = Sighting { arch: Some("x86_64".into()), uefi: Some(false), ..Default::default() };
+        let seen = Sighting {
+            arch: Some("x86_64".into()),
+            uefi: Some(false),
+            ..Default::default()
+        };
         let r = s.record_detection(m, Source::Dhcp, Some(&seen), Utc::now()).unwrap();
         assert!(r.new && !r.queued);
         assert_eq!(r.machine.state, State::Detected);
@@ -777,9 +968,20 @@ mod tests {
         assert_eq!(r.machine.state, State::Reported);
         assert_eq!(r.machine.sighting, Some(seen.clone()));
         s.mark_synced(s.pending(1).unwrap()[0], None, None, Utc::now()).unwrap();
-        assert!(!s.record_detection(m, Source::Dhcp, Some(&seen), Utc::now()).unwrap().queued);
-        let uefi = Sighting { uefi: Some(true), ..seen };
-        assert!(s.record_detection(m, Source::Dhcp, Some(&uefi), Utc::now()).unwrap().queued);
+        assert!(
+            !s.record_detection(m, Source::Dhcp, Some(&seen), Utc::now())
+                .unwrap()
+                .queued
+        );
+        let uefi = Sighting {
+            uefi: Some(true),
+            ..seen
+        };
+        assert!(
+            s.record_detection(m, Source::Dhcp, Some(&uefi), Utc::now())
+                .unwrap()
+                .queued
+        );
     }
 
     #[test]
@@ -787,9 +989,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         let m = mac("aa:bb:cc:dd:ee:05");
-        SqliteStore::open(&path).unwrap().record_facts(m, Source::Report, &facts("A"), Utc::now()).unwrap();
+        SqliteStore::open(&path)
+            .unwrap()
+            .record_facts(m, Source::Report, &facts("A"), Utc::now())
+            .unwrap();
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.pending(10).unwrap().len(), 1);
-        assert_eq!(s.machine(m).unwrap().unwrap().facts.unwrap().serial.as_deref(), Some("A"));
+        assert_eq!(
+            s.machine(m).unwrap().unwrap().facts.unwrap().serial.as_deref(),
+            Some("A")
+        );
     }
 }

@@ -85,7 +85,14 @@ impl FakeGithub {
         let state = Arc::new(Mutex::new(GhState::default()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let fake = FakeGithub { url, root, state, hook_url: Arc::new(Mutex::new(None)), client: reqwest::Client::new(), _dir: Arc::new(dir) };
+        let fake = FakeGithub {
+            url,
+            root,
+            state,
+            hook_url: Arc::new(Mutex::new(None)),
+            client: reqwest::Client::new(),
+            _dir: Arc::new(dir),
+        };
         let app = Router::new().fallback(route).with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         fake
@@ -108,7 +115,13 @@ impl FakeGithub {
     }
 
     pub fn comments(&self, number: u64) -> Vec<String> {
-        self.state.lock().unwrap().comments.get(&number).cloned().unwrap_or_default()
+        self.state
+            .lock()
+            .unwrap()
+            .comments
+            .get(&number)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn requests(&self) -> Vec<(String, String)> {
@@ -129,7 +142,12 @@ impl FakeGithub {
     /// Merges without delivering the webhook (a lost delivery).
     pub fn merge_quietly(&self, number: u64, by: &str) {
         let pull = self.pull(number);
-        merge_in_repo(&self.repo().path, &pull.head, &pull.base, &format!("Merge pull request #{number}"));
+        merge_in_repo(
+            &self.repo().path,
+            &pull.head,
+            &pull.base,
+            &format!("Merge pull request #{number}"),
+        );
         let mut st = self.state.lock().unwrap();
         let p = st.pulls.iter_mut().find(|p| p.number == number).unwrap();
         p.open = false;
@@ -138,19 +156,35 @@ impl FakeGithub {
     }
 
     pub async fn close(&self, number: u64, by: &str) -> reqwest::Response {
-        self.state.lock().unwrap().pulls.iter_mut().find(|p| p.number == number).unwrap().open = false;
+        self.state
+            .lock()
+            .unwrap()
+            .pulls
+            .iter_mut()
+            .find(|p| p.number == number)
+            .unwrap()
+            .open = false;
         self.deliver_pr("closed", number, by, None).await
     }
 
     pub async fn reopen(&self, number: u64, by: &str) -> reqwest::Response {
-        self.state.lock().unwrap().pulls.iter_mut().find(|p| p.number == number).unwrap().open = true;
+        self.state
+            .lock()
+            .unwrap()
+            .pulls
+            .iter_mut()
+            .find(|p| p.number == number)
+            .unwrap()
+            .open = true;
         self.deliver_pr("reopened", number, by, None).await
     }
 
     pub async fn label(&self, number: u64, label: &str, by: &str) -> reqwest::Response {
         {
             let mut st = self.state.lock().unwrap();
-            st.labels.entry(label.into()).or_insert(("ededed".into(), String::new()));
+            st.labels
+                .entry(label.into())
+                .or_insert(("ededed".into(), String::new()));
             let p = st.pulls.iter_mut().find(|p| p.number == number).unwrap();
             if !p.labels.iter().any(|l| l == label) {
                 p.labels.push(label.into());
@@ -177,7 +211,13 @@ impl FakeGithub {
 
     async fn deliver_pr(&self, action: &str, number: u64, by: &str, label: Option<&str>) -> reqwest::Response {
         let payload = self.payload(action, number, by, label);
-        self.deliver("pull_request", &uuid(), serde_json::to_vec(&payload).unwrap(), Some(SECRET)).await
+        self.deliver(
+            "pull_request",
+            &uuid(),
+            serde_json::to_vec(&payload).unwrap(),
+            Some(SECRET),
+        )
+        .await
     }
 
     /// Posts a delivery to Registrar, signed with `secret` (None: unsigned).
@@ -223,7 +263,14 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
 pub fn uuid() -> String {
     let b: [u8; 16] = rand::random();
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn head_sha(repo: &std::path::Path, branch: &str) -> String {
@@ -254,17 +301,43 @@ fn pull_json(p: &Pull, repo: &std::path::Path) -> Value {
 
 fn merge_in_repo(path: &std::path::Path, head: &str, base: &str, message: &str) {
     let repo = git2::Repository::open_bare(path).unwrap();
-    let ours = repo.find_branch(base, git2::BranchType::Local).unwrap().get().peel_to_commit().unwrap();
-    let theirs = repo.find_branch(head, git2::BranchType::Local).unwrap().get().peel_to_commit().unwrap();
+    let ours = repo
+        .find_branch(base, git2::BranchType::Local)
+        .unwrap()
+        .get()
+        .peel_to_commit()
+        .unwrap();
+    let theirs = repo
+        .find_branch(head, git2::BranchType::Local)
+        .unwrap()
+        .get()
+        .peel_to_commit()
+        .unwrap();
     let mut index = repo.merge_commits(&ours, &theirs, None).unwrap();
     assert!(!index.has_conflicts(), "the fake merges only clean pull requests");
     let tree = repo.find_tree(index.write_tree_to(&repo).unwrap()).unwrap();
     let sig = git2::Signature::now("GitHub", "noreply@github.example").unwrap();
-    repo.commit(Some(&format!("refs/heads/{base}")), &sig, &sig, message, &tree, &[&ours, &theirs]).unwrap();
+    repo.commit(
+        Some(&format!("refs/heads/{base}")),
+        &sig,
+        &sig,
+        message,
+        &tree,
+        &[&ours, &theirs],
+    )
+    .unwrap();
 }
 
 fn reply(status: StatusCode, body: Value) -> Response {
-    (status, [("content-type", "application/json; charset=utf-8"), ("x-ratelimit-remaining", "4999")], body.to_string()).into_response()
+    (
+        status,
+        [
+            ("content-type", "application/json; charset=utf-8"),
+            ("x-ratelimit-remaining", "4999"),
+        ],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn query(uri: &Uri) -> BTreeMap<String, String> {
@@ -303,21 +376,36 @@ impl GhState {
 /// `POST /app/installations/{id}/access_tokens`: the App proves itself with an RS256 JWT.
 fn access_token(gh: &FakeGithub, headers: &HeaderMap) -> Response {
     let mut st = gh.state.lock().unwrap();
-    let Some((app_id, public_pem)) = st.app.clone() else { return reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"})) };
-    let jwt = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default();
+    let Some((app_id, public_pem)) = st.app.clone() else {
+        return reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"}));
+    };
+    let jwt = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
     let key = jsonwebtoken::DecodingKey::from_rsa_pem(&public_pem).unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     // GitHub's iss is the App id as a number; it is checked below.
     validation.set_required_spec_claims(&["exp", "iat"]);
     validation.validate_aud = false;
     match jsonwebtoken::decode::<Value>(jwt, &key, &validation) {
-        Ok(data) if data.claims["iss"].as_u64() == Some(app_id) || data.claims["iss"].as_str() == Some(&app_id.to_string()) => {
+        Ok(data)
+            if data.claims["iss"].as_u64() == Some(app_id)
+                || data.claims["iss"].as_str() == Some(&app_id.to_string()) =>
+        {
             let token = format!("ghs_{}", hex::encode(rand::random::<[u8; 16]>()));
             st.installation_tokens.push(token.clone());
             let expires = chrono::Utc::now() + chrono::Duration::hours(1);
-            reply(StatusCode::CREATED, json!({"token": token, "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "permissions": {}, "repository_selection": "all"}))
+            reply(
+                StatusCode::CREATED,
+                json!({"token": token, "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "permissions": {}, "repository_selection": "all"}),
+            )
         }
-        other => reply(StatusCode::UNAUTHORIZED, json!({"message": format!("A JSON web token could not be decoded: {other:?}")})),
+        other => reply(
+            StatusCode::UNAUTHORIZED,
+            json!({"message": format!("A JSON web token could not be decoded: {other:?}")}),
+        ),
     }
 }
 
@@ -334,13 +422,22 @@ async fn route(State(gh): State<FakeGithub>, method: Method, uri: Uri, headers: 
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|up| up.split_once(':').map(|(_, p)| p.to_string()))
             .unwrap_or_default();
-        let password = if gh.state.lock().unwrap().token_ok(&presented) { presented } else { TOKEN.to_string() };
+        let password = if gh.state.lock().unwrap().token_ok(&presented) {
+            presented
+        } else {
+            TOKEN.to_string()
+        };
         return super::git_http::serve(&gh.root, "x-access-token", &password, method, uri, headers, body).await;
     }
     if method == Method::POST && path.starts_with("/app/installations/") && path.ends_with("/access_tokens") {
         return access_token(&gh, &headers);
     }
-    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default().to_string();
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_string();
     if !gh.state.lock().unwrap().token_ok(&bearer) {
         return reply(StatusCode::UNAUTHORIZED, json!({"message": "Bad credentials"}));
     }
@@ -367,7 +464,12 @@ async fn route(State(gh): State<FakeGithub>, method: Method, uri: Uri, headers: 
         if limit {
             st.secondary_limit_hits += 1;
         }
-        (rand::random::<f64>() < f.server_errors, limit, rand::random::<f64>() < f.timeouts, f.timeout_for)
+        (
+            rand::random::<f64>() < f.server_errors,
+            limit,
+            rand::random::<f64>() < f.timeouts,
+            f.timeout_for,
+        )
     };
     if fault_limit {
         return (
@@ -401,7 +503,10 @@ fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, body: &Value)
             let q = query(uri);
             let state = q.get("state").map(String::as_str).unwrap_or("open");
             // Like GitHub: `head` filters only in `owner:branch` form.
-            let head = q.get("head").and_then(|h| h.split_once(':')).map(|(_, b)| b.to_string());
+            let head = q
+                .get("head")
+                .and_then(|h| h.split_once(':'))
+                .map(|(_, b)| b.to_string());
             let mut list: Vec<&Pull> = st
                 .pulls
                 .iter()
@@ -411,14 +516,22 @@ fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, body: &Value)
             list.sort_by_key(|p| std::cmp::Reverse(p.number));
             let per_page: usize = q.get("per_page").and_then(|v| v.parse().ok()).unwrap_or(30);
             let page: usize = q.get("page").and_then(|v| v.parse().ok()).unwrap_or(1);
-            let items: Vec<Value> = list.into_iter().skip((page - 1) * per_page).take(per_page).map(|p| pull_json(p, &repo_path)).collect();
+            let items: Vec<Value> = list
+                .into_iter()
+                .skip((page - 1) * per_page)
+                .take(per_page)
+                .map(|p| pull_json(p, &repo_path))
+                .collect();
             reply(StatusCode::OK, Value::Array(items))
         }
         ("POST", ["pulls"]) => {
             let head = body["head"].as_str().unwrap_or_default().to_string();
             let base = body["base"].as_str().unwrap_or_default().to_string();
             if head_sha(&repo_path, &head).is_empty() {
-                return reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "field": "head", "code": "invalid"}]}));
+                return reply(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "field": "head", "code": "invalid"}]}),
+                );
             }
             if st.pulls.iter().any(|p| p.open && p.head == head) {
                 return reply(
@@ -463,34 +576,67 @@ fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, body: &Value)
         }
         ("PUT", ["pulls", n, "merge"]) => {
             if st.protected {
-                return reply(StatusCode::METHOD_NOT_ALLOWED, json!({"message": "At least 1 approving review is required by reviewers with write access."}));
+                return reply(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    json!({"message": "At least 1 approving review is required by reviewers with write access."}),
+                );
             }
             let Some(p) = st.pulls.iter_mut().find(|p| p.number.to_string() == *n) else {
                 return reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"}));
             };
             if p.merged {
-                return reply(StatusCode::METHOD_NOT_ALLOWED, json!({"message": "Pull Request is not mergeable"}));
+                return reply(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    json!({"message": "Pull Request is not mergeable"}),
+                );
             }
 
-            merge_in_repo(&repo_path, &p.head, &p.base, body["commit_title"].as_str().unwrap_or("merge"));
+            merge_in_repo(
+                &repo_path,
+                &p.head,
+                &p.base,
+                body["commit_title"].as_str().unwrap_or("merge"),
+            );
             p.merged = true;
             p.open = false;
-            reply(StatusCode::OK, json!({"merged": true, "message": "Pull Request successfully merged"}))
+            reply(
+                StatusCode::OK,
+                json!({"merged": true, "message": "Pull Request successfully merged"}),
+            )
         }
         ("GET", ["labels"]) => reply(
             StatusCode::OK,
-            Value::Array(st.labels.iter().map(|(n, (c, d))| json!({"name": n, "color": c, "description": d})).collect()),
+            Value::Array(
+                st.labels
+                    .iter()
+                    .map(|(n, (c, d))| json!({"name": n, "color": c, "description": d}))
+                    .collect(),
+            ),
         ),
         ("POST", ["labels"]) => {
             let name = body["name"].as_str().unwrap_or_default().to_string();
             if st.labels.contains_key(&name) {
-                return reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"message": "Validation Failed", "errors": [{"resource": "Label", "code": "already_exists", "field": "name"}]}));
+                return reply(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"message": "Validation Failed", "errors": [{"resource": "Label", "code": "already_exists", "field": "name"}]}),
+                );
             }
-            st.labels.insert(name.clone(), (body["color"].as_str().unwrap_or("ededed").into(), body["description"].as_str().unwrap_or_default().into()));
+            st.labels.insert(
+                name.clone(),
+                (
+                    body["color"].as_str().unwrap_or("ededed").into(),
+                    body["description"].as_str().unwrap_or_default().into(),
+                ),
+            );
             reply(StatusCode::CREATED, json!({"name": name}))
         }
         ("POST", ["issues", n, "labels"]) => {
-            let names: Vec<String> = body["labels"].as_array().into_iter().flatten().filter_map(|l| l.as_str().map(str::to_string)).collect();
+            let names: Vec<String> = body["labels"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l.as_str().map(str::to_string))
+                .collect();
             for l in &names {
                 // Unknown names become grey labels without a description, as on GitHub.
                 st.labels.entry(l.clone()).or_insert(("ededed".into(), String::new()));
@@ -503,7 +649,10 @@ fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, body: &Value)
                     p.labels.push(l);
                 }
             }
-            reply(StatusCode::OK, Value::Array(p.labels.iter().map(|l| json!({"name": l})).collect()))
+            reply(
+                StatusCode::OK,
+                Value::Array(p.labels.iter().map(|l| json!({"name": l})).collect()),
+            )
         }
         ("DELETE", ["issues", n, "labels", name]) => {
             let name = percent_decode(name);
@@ -514,13 +663,25 @@ fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, body: &Value)
                 return reply(StatusCode::NOT_FOUND, json!({"message": "Label does not exist"}));
             }
             p.labels.retain(|l| *l != name);
-            reply(StatusCode::OK, Value::Array(p.labels.iter().map(|l| json!({"name": l})).collect()))
+            reply(
+                StatusCode::OK,
+                Value::Array(p.labels.iter().map(|l| json!({"name": l})).collect()),
+            )
         }
         ("POST", ["issues", n, "comments"]) => {
             let number: u64 = n.parse().unwrap_or(0);
-            st.comments.entry(number).or_default().push(body["body"].as_str().unwrap_or_default().into());
-            reply(StatusCode::CREATED, json!({"id": rand::random::<u32>(), "body": body["body"]}))
+            st.comments
+                .entry(number)
+                .or_default()
+                .push(body["body"].as_str().unwrap_or_default().into());
+            reply(
+                StatusCode::CREATED,
+                json!({"id": rand::random::<u32>(), "body": body["body"]}),
+            )
         }
-        _ => reply(StatusCode::NOT_FOUND, json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}),
+        ),
     }
 }

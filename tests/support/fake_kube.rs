@@ -87,7 +87,11 @@ fn decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
             (b'%', Some(hi), Some(lo)) => {
                 out.push(hi << 4 | lo);
                 i += 3;
@@ -102,12 +106,19 @@ fn decode(s: &str) -> String {
 }
 
 fn query(uri: &Uri) -> BTreeMap<String, String> {
-    uri.query().unwrap_or("").split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (decode(k), decode(v))).collect()
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
 }
 
 /// `key=value` and `key` terms, comma-separated (what Registrar and kube-runtime send).
 fn matches_selector(obj: &Value, selector: Option<&String>) -> bool {
-    let Some(sel) = selector.filter(|s| !s.is_empty()) else { return true };
+    let Some(sel) = selector.filter(|s| !s.is_empty()) else {
+        return true;
+    };
     sel.split(',').all(|term| match term.split_once('=') {
         Some((k, v)) => obj["metadata"]["labels"][k.trim_end_matches('=')].as_str() == Some(v.trim_start_matches('=')),
         None => obj["metadata"]["labels"].get(term).is_some(),
@@ -122,14 +133,33 @@ impl FakeKube {
     pub async fn start() -> Self {
         let (events, _) = broadcast::channel(1024);
         let (drops, _) = broadcast::channel(16);
-        let state = Arc::new(Mutex::new(KubeState { rv: 100, objects: BTreeMap::new(), managed: HashMap::new(), history: vec![], oldest: 0, requests: vec![] }));
+        let state = Arc::new(Mutex::new(KubeState {
+            rv: 100,
+            objects: BTreeMap::new(),
+            managed: HashMap::new(),
+            history: vec![],
+            oldest: 0,
+            requests: vec![],
+        }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let schemas = [("hardware", "tinkerbell.org_hardware.yaml"), ("workflows", "tinkerbell.org_workflows.yaml")]
-            .into_iter()
-            .map(|(plural, file)| (plural, super::UpstreamSchema::load(file)))
-            .collect();
-        let fake = FakeKube { url, state, events, drops, schemas: Arc::new(schemas), pods: Arc::default(), logs: Arc::default(), log_history: Arc::default() };
+        let schemas = [
+            ("hardware", "tinkerbell.org_hardware.yaml"),
+            ("workflows", "tinkerbell.org_workflows.yaml"),
+        ]
+        .into_iter()
+        .map(|(plural, file)| (plural, super::UpstreamSchema::load(file)))
+        .collect();
+        let fake = FakeKube {
+            url,
+            state,
+            events,
+            drops,
+            schemas: Arc::new(schemas),
+            pods: Arc::default(),
+            logs: Arc::default(),
+            log_history: Arc::default(),
+        };
         let app = Router::new().fallback(route).with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         fake
@@ -154,7 +184,12 @@ impl FakeKube {
 
     /// Writes a line to a pod's log (to every open follower).
     pub fn log(&self, pod: &str, line: &str) -> usize {
-        self.log_history.lock().unwrap().entry(pod.into()).or_default().push(line.into());
+        self.log_history
+            .lock()
+            .unwrap()
+            .entry(pod.into())
+            .or_default()
+            .push(line.into());
         self.logs.lock().unwrap()[pod].send(Some(line.into())).unwrap_or(0)
     }
 
@@ -172,7 +207,14 @@ impl FakeKube {
 
     /// Sets a Workflow's status, as tink-controller does.
     pub fn set_workflow_status(&self, namespace: &str, name: &str, status: Value) {
-        let obj = self.state.lock().unwrap().objects.get(&format!("workflows/{namespace}/{name}")).cloned().expect("workflow");
+        let obj = self
+            .state
+            .lock()
+            .unwrap()
+            .objects
+            .get(&format!("workflows/{namespace}/{name}"))
+            .cloned()
+            .expect("workflow");
         let mut obj = obj;
         obj["status"] = status;
         self.write("MODIFIED", "workflows", obj);
@@ -180,12 +222,24 @@ impl FakeKube {
 
     /// Objects of a kind (`hardware`, `workflows`), as stored.
     pub fn objects(&self, plural: &str) -> Vec<Value> {
-        self.state.lock().unwrap().objects.iter().filter(|(k, _)| k.starts_with(&format!("{plural}/"))).map(|(_, v)| v.clone()).collect()
+        self.state
+            .lock()
+            .unwrap()
+            .objects
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{plural}/")))
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// One stored object, if any.
     pub fn object(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
-        self.state.lock().unwrap().objects.get(&format!("{plural}/{namespace}/{name}")).cloned()
+        self.state
+            .lock()
+            .unwrap()
+            .objects
+            .get(&format!("{plural}/{namespace}/{name}"))
+            .cloned()
     }
 
     fn write(&self, kind: &'static str, plural: &str, obj: Value) -> Value {
@@ -198,7 +252,11 @@ impl FakeKube {
     fn commit(&self, st: &mut KubeState, kind: &'static str, plural: &str, mut obj: Value) -> Value {
         st.rv += 1;
         let rv = st.rv;
-        let key = format!("{plural}/{}/{}", obj["metadata"]["namespace"].as_str().unwrap_or("default"), obj["metadata"]["name"].as_str().unwrap_or(""));
+        let key = format!(
+            "{plural}/{}/{}",
+            obj["metadata"]["namespace"].as_str().unwrap_or("default"),
+            obj["metadata"]["name"].as_str().unwrap_or("")
+        );
         let old = st.objects.get(&key).cloned();
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         obj["metadata"]["uid"] = match &old {
@@ -287,7 +345,13 @@ impl FakeKube {
     }
 
     pub fn watch_count(&self) -> usize {
-        self.state.lock().unwrap().requests.iter().filter(|(m, p)| m == "WATCH" && p.ends_with("/hardware")).count()
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|(m, p)| m == "WATCH" && p.ends_with("/hardware"))
+            .count()
     }
 
     /// The apiserver's 422 for an object that fails its CRD schema.
@@ -295,7 +359,15 @@ impl FakeKube {
         let errors = self.schemas[plural].errors(obj);
         (!errors.is_empty()).then(|| {
             let name = obj["metadata"]["name"].as_str().unwrap_or("");
-            status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &format!("{}.tinkerbell.org {name:?} is invalid: {}", kind_of(plural), errors.join("; ")))
+            status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                &format!(
+                    "{}.tinkerbell.org {name:?} is invalid: {}",
+                    kind_of(plural),
+                    errors.join("; ")
+                ),
+            )
         })
     }
 }
@@ -314,44 +386,81 @@ async fn route(State(k): State<FakeKube>, method: Method, uri: Uri, headers: Hea
     let path = uri.path().to_string();
     let q = query(&uri);
     let watching = q.get("watch").is_some_and(|w| w == "true" || w == "1");
-    k.state.lock().unwrap().requests.push((if watching { "WATCH".into() } else { method.to_string() }, path.clone()));
+    k.state
+        .lock()
+        .unwrap()
+        .requests
+        .push((if watching { "WATCH".into() } else { method.to_string() }, path.clone()));
     if let Some(rest) = path.strip_prefix("/api/v1/namespaces/") {
         return core(&k, rest, &q);
     }
-    let Some(rest) = path.strip_prefix(PREFIX) else { return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource") };
+    let Some(rest) = path.strip_prefix(PREFIX) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
+    };
     let segs: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
     let known = |p: &str| p == "hardware" || p == "workflows";
     let (namespace, plural, name, sub) = match segs.as_slice() {
         [p] if known(p) => (None, p.to_string(), None, None),
         ["namespaces", ns, p] if known(p) => (Some(ns.to_string()), p.to_string(), None, None),
         ["namespaces", ns, p, name] if known(p) => (Some(ns.to_string()), p.to_string(), Some(name.to_string()), None),
-        ["namespaces", ns, p, name, "status"] if known(p) => (Some(ns.to_string()), p.to_string(), Some(name.to_string()), Some("status")),
+        ["namespaces", ns, p, name, "status"] if known(p) => (
+            Some(ns.to_string()),
+            p.to_string(),
+            Some(name.to_string()),
+            Some("status"),
+        ),
         _ => return status(StatusCode::NOT_FOUND, "NotFound", "unknown resource"),
     };
     let of_kind = |key: &str| key.starts_with(&format!("{plural}/"));
-    let in_ns = |obj: &Value| namespace.as_deref().is_none_or(|ns| obj["metadata"]["namespace"].as_str() == Some(ns));
+    let in_ns = |obj: &Value| {
+        namespace
+            .as_deref()
+            .is_none_or(|ns| obj["metadata"]["namespace"].as_str() == Some(ns))
+    };
     match (method, name) {
         (Method::GET, None) if watching => watch(k, q, namespace, plural).await,
         (Method::GET, None) => {
             let st = k.state.lock().unwrap();
-            let items: Vec<Value> = st.objects.iter().filter(|(k, o)| of_kind(k) && in_ns(o) && matches_selector(o, q.get("labelSelector"))).map(|(_, o)| o.clone()).collect();
+            let items: Vec<Value> = st
+                .objects
+                .iter()
+                .filter(|(k, o)| of_kind(k) && in_ns(o) && matches_selector(o, q.get("labelSelector")))
+                .map(|(_, o)| o.clone())
+                .collect();
             let body = json!({"apiVersion": API_VERSION, "kind": format!("{}List", kind_of(&plural)), "metadata": {"resourceVersion": st.rv.to_string()}, "items": items});
             ok(StatusCode::OK, &body)
         }
         (Method::GET, Some(name)) => {
             let st = k.state.lock().unwrap();
-            match st.objects.get(&format!("{plural}/{}/{name}", namespace.unwrap_or_default())) {
+            match st
+                .objects
+                .get(&format!("{plural}/{}/{name}", namespace.unwrap_or_default()))
+            {
                 Some(o) => ok(StatusCode::OK, o),
-                None => status(StatusCode::NOT_FOUND, "NotFound", &format!("{plural}.tinkerbell.org \"{name}\" not found")),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("{plural}.tinkerbell.org \"{name}\" not found"),
+                ),
             }
         }
         (Method::POST, None) => {
-            let Ok(mut obj) = serde_json::from_slice::<Value>(&body) else { return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON") };
+            let Ok(mut obj) = serde_json::from_slice::<Value>(&body) else {
+                return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON");
+            };
             obj["metadata"]["namespace"] = json!(namespace.clone().unwrap_or_else(|| "default".into()));
             if let Some(resp) = k.invalid(&plural, &obj) {
                 return resp;
             }
-            let key = format!("{plural}/{}/{}", namespace.unwrap_or_default(), obj["metadata"]["name"].as_str().unwrap_or(""));
+            let key = format!(
+                "{plural}/{}/{}",
+                namespace.unwrap_or_default(),
+                obj["metadata"]["name"].as_str().unwrap_or("")
+            );
             let mut st = k.state.lock().unwrap();
             if st.objects.contains_key(&key) {
                 return status(StatusCode::CONFLICT, "AlreadyExists", "already exists");
@@ -364,32 +473,74 @@ async fn route(State(k): State<FakeKube>, method: Method, uri: Uri, headers: Hea
             let obj = k.commit(&mut st, "ADDED", &plural, obj);
             ok(StatusCode::CREATED, &obj)
         }
-        (Method::PATCH, Some(name)) => patch(&k, &plural, &namespace.unwrap_or_default(), &name, sub, &q, &headers, &body),
+        (Method::PATCH, Some(name)) => patch(
+            &k,
+            &plural,
+            &namespace.unwrap_or_default(),
+            &name,
+            sub,
+            &q,
+            &headers,
+            &body,
+        ),
         (Method::DELETE, Some(name)) if sub.is_none() => {
             let ns = namespace.unwrap_or_default();
-            if !k.state.lock().unwrap().objects.contains_key(&format!("{plural}/{ns}/{name}")) {
+            if !k
+                .state
+                .lock()
+                .unwrap()
+                .objects
+                .contains_key(&format!("{plural}/{ns}/{name}"))
+            {
                 return status(StatusCode::NOT_FOUND, "NotFound", "not found");
             }
             k.delete_of(&plural, &ns, &name);
             ok(StatusCode::OK, &json!({"kind": "Status", "status": "Success"}))
         }
-        _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "not supported by the fake"),
+        _ => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "not supported by the fake",
+        ),
     }
 }
 
 /// `fieldManager`, else what the apiserver derives from the User-Agent (its program name).
 fn field_manager(q: &BTreeMap<String, String>, headers: &HeaderMap) -> String {
-    q.get("fieldManager").cloned().filter(|m| !m.is_empty()).unwrap_or_else(|| {
-        let ua = headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("unknown");
-        ua.split('/').next().unwrap_or("unknown").to_string()
-    })
+    q.get("fieldManager")
+        .cloned()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| {
+            let ua = headers
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("unknown");
+            ua.split('/').next().unwrap_or("unknown").to_string()
+        })
 }
 
 /// PATCH on an object (`sub` = `Some("status")` for the status subresource). The whole
 /// read-modify-write happens under the state lock, as etcd's compare-and-swap would make it.
 #[allow(clippy::too_many_arguments)]
-fn patch(k: &FakeKube, plural: &str, ns: &str, name: &str, sub: Option<&str>, q: &BTreeMap<String, String>, headers: &HeaderMap, body: &[u8]) -> Response {
-    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+fn patch(
+    k: &FakeKube,
+    plural: &str,
+    ns: &str,
+    name: &str,
+    sub: Option<&str>,
+    q: &BTreeMap<String, String>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     let apply = match content_type.as_str() {
         "application/apply-patch+yaml" => true,
         "application/merge-patch+json" | "application/json-patch+json" => false,
@@ -398,19 +549,33 @@ fn patch(k: &FakeKube, plural: &str, ns: &str, name: &str, sub: Option<&str>, q:
             return status(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UnsupportedMediaType",
-                &format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (not {content_type:?})"),
+                &format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (not {content_type:?})"
+                ),
             );
         }
     };
     if q.get("force").is_some_and(|f| f == "true") && !apply {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "force is only allowed for apply patches");
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "force is only allowed for apply patches",
+        );
     }
     let manager = field_manager(q, headers);
     if apply && q.get("fieldManager").is_none_or(String::is_empty) {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "PATCH requests of type apply require a fieldManager");
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "PATCH requests of type apply require a fieldManager",
+        );
     }
     if manager.chars().count() > 128 {
-        return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", "fieldManager: Too long: may not be longer than 128");
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "fieldManager: Too long: may not be longer than 128",
+        );
     }
     let force = q.get("force").is_some_and(|f| f == "true");
     let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
@@ -425,20 +590,54 @@ fn patch(k: &FakeKube, plural: &str, ns: &str, name: &str, sub: Option<&str>, q:
         // JSON is YAML; kube-rs sends JSON, kubectl YAML.
         let config: Value = match serde_json::from_slice(body).or_else(|_| yaml_serde::from_slice::<Value>(body)) {
             Ok(v @ Value::Object(_)) => v,
-            Ok(_) => return status(StatusCode::BAD_REQUEST, "BadRequest", "an apply patch must be an object"),
-            Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &format!("error decoding YAML: {e}")),
+            Ok(_) => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "an apply patch must be an object",
+                );
+            }
+            Err(e) => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!("error decoding YAML: {e}"),
+                );
+            }
         };
         if config["apiVersion"] != API_VERSION || config["kind"] != kind {
-            return status(StatusCode::BAD_REQUEST, "BadRequest", &format!("apply patches must name apiVersion {API_VERSION} and kind {kind}, not {} {}", config["apiVersion"], config["kind"]));
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!(
+                    "apply patches must name apiVersion {API_VERSION} and kind {kind}, not {} {}",
+                    config["apiVersion"], config["kind"]
+                ),
+            );
         }
         if config["metadata"]["name"].as_str().is_some_and(|n| n != name) {
-            return status(StatusCode::BAD_REQUEST, "BadRequest", &format!("the name of the object ({}) does not match the name on the URL ({name})", config["metadata"]["name"].as_str().unwrap()));
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!(
+                    "the name of the object ({}) does not match the name on the URL ({name})",
+                    config["metadata"]["name"].as_str().unwrap()
+                ),
+            );
         }
         if config["metadata"]["namespace"].as_str().is_some_and(|n| n != ns) {
-            return status(StatusCode::BAD_REQUEST, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request");
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on the request",
+            );
         }
         if !config["metadata"]["managedFields"].is_null() {
-            return status(StatusCode::BAD_REQUEST, "BadRequest", "metadata.managedFields must be nil");
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "metadata.managedFields must be nil",
+            );
         }
         if current.is_none() && sub.is_some() {
             return status(StatusCode::NOT_FOUND, "NotFound", &format!("{resource} not found"));
@@ -454,18 +653,31 @@ fn patch(k: &FakeKube, plural: &str, ns: &str, name: &str, sub: Option<&str>, q:
         }
         // Through the object, status is not yours to set; through /status, only status is.
         let config = scoped(&config, sub);
-        let base = current.clone().unwrap_or_else(|| json!({"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": name, "namespace": ns}}));
+        let base = current.clone().unwrap_or_else(
+            || json!({"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": name, "namespace": ns}}),
+        );
         match server_side_apply(&base, &fields, &config, &(manager.clone(), "Apply"), force) {
             Ok(r) => r,
             Err(conflicts) => {
-                let list: Vec<String> = conflicts.iter().map(|(p, owners)| format!("conflict with {owners}: {}", p)).collect();
-                return status(StatusCode::CONFLICT, "Conflict", &format!("Apply failed with {} conflict(s): {}", list.len(), list.join("; ")));
+                let list: Vec<String> = conflicts
+                    .iter()
+                    .map(|(p, owners)| format!("conflict with {owners}: {}", p))
+                    .collect();
+                return status(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    &format!("Apply failed with {} conflict(s): {}", list.len(), list.join("; ")),
+                );
             }
         }
     } else {
-        let Some(current) = current.clone() else { return status(StatusCode::NOT_FOUND, "NotFound", &format!("{resource} not found")) };
+        let Some(current) = current.clone() else {
+            return status(StatusCode::NOT_FOUND, "NotFound", &format!("{resource} not found"));
+        };
         let patched = if content_type == "application/merge-patch+json" {
-            let Ok(p) = serde_json::from_slice::<Value>(body) else { return status(StatusCode::BAD_REQUEST, "BadRequest", "the merge patch is not JSON") };
+            let Ok(p) = serde_json::from_slice::<Value>(body) else {
+                return status(StatusCode::BAD_REQUEST, "BadRequest", "the merge patch is not JSON");
+            };
             let mut doc = current.clone();
             merge_patch(&mut doc, &p);
             doc
@@ -504,7 +716,13 @@ fn patch(k: &FakeKube, plural: &str, ns: &str, name: &str, sub: Option<&str>, q:
                 }
             }
         }
-        for system in ["resourceVersion", "uid", "generation", "managedFields", "creationTimestamp"] {
+        for system in [
+            "resourceVersion",
+            "uid",
+            "generation",
+            "managedFields",
+            "creationTimestamp",
+        ] {
             match current["metadata"].get(system) {
                 Some(v) => next["metadata"][system] = v.clone(),
                 None => {
@@ -535,7 +753,10 @@ fn patch(k: &FakeKube, plural: &str, ns: &str, name: &str, sub: Option<&str>, q:
 /// A patch may not rename, move or re-kind the object.
 fn identity_kept(current: &Value, patched: &Value, name: &str, ns: &str, kind: &str) -> Option<Response> {
     let problem = if patched["metadata"]["name"].as_str() != Some(name) {
-        format!("the name of the object ({}) does not match the name on the URL ({name})", patched["metadata"]["name"])
+        format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            patched["metadata"]["name"]
+        )
     } else if patched["metadata"]["namespace"].as_str() != Some(ns) {
         "the namespace of the provided object does not match the namespace sent on the request".to_string()
     } else if patched["apiVersion"] != current["apiVersion"] || patched["kind"] != kind {
@@ -548,7 +769,9 @@ fn identity_kept(current: &Value, patched: &Value, name: &str, ns: &str, kind: &
 
 /// `metadata.resourceVersion` and `metadata.uid` in a patch must match the stored object.
 fn preconditions(current: Option<&Value>, patched: &Value, resource: &str) -> Option<Response> {
-    let want_rv = patched["metadata"]["resourceVersion"].as_str().filter(|s| !s.is_empty());
+    let want_rv = patched["metadata"]["resourceVersion"]
+        .as_str()
+        .filter(|s| !s.is_empty());
     let want_uid = patched["metadata"]["uid"].as_str().filter(|s| !s.is_empty());
     let (have_rv, have_uid) = match current {
         Some(c) => (c["metadata"]["resourceVersion"].as_str(), c["metadata"]["uid"].as_str()),
@@ -556,7 +779,14 @@ fn preconditions(current: Option<&Value>, patched: &Value, resource: &str) -> Op
     };
     if let Some(uid) = want_uid {
         if Some(uid) != have_uid {
-            return Some(status(StatusCode::CONFLICT, "Conflict", &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", have_uid.unwrap_or(""))));
+            return Some(status(
+                StatusCode::CONFLICT,
+                "Conflict",
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    have_uid.unwrap_or("")
+                ),
+            ));
         }
     }
     if let Some(rv) = want_rv {
@@ -564,7 +794,9 @@ fn preconditions(current: Option<&Value>, patched: &Value, resource: &str) -> Op
             return Some(status(
                 StatusCode::CONFLICT,
                 "Conflict",
-                &format!("Operation cannot be fulfilled on {resource}: the object has been modified; please apply your changes to the latest version and try again"),
+                &format!(
+                    "Operation cannot be fulfilled on {resource}: the object has been modified; please apply your changes to the latest version and try again"
+                ),
             ));
         }
     }
@@ -657,7 +889,11 @@ fn managed_fields(fields: &BTreeMap<String, BTreeSet<Owner>>) -> Value {
         for o in owners {
             let mut node = per_owner.entry(o).or_insert_with(|| json!({}));
             for token in p.split('/').skip(1) {
-                node = node.as_object_mut().unwrap().entry(format!("f:{}", unescape_token(token))).or_insert_with(|| json!({}));
+                node = node
+                    .as_object_mut()
+                    .unwrap()
+                    .entry(format!("f:{}", unescape_token(token)))
+                    .or_insert_with(|| json!({}));
             }
         }
     }
@@ -677,8 +913,13 @@ fn pointer_tokens(p: &str) -> Vec<String> {
 fn remove_field(obj: &mut Value, p: &str) {
     let tokens = pointer_tokens(p);
     for depth in (1..=tokens.len()).rev() {
-        let parent: String = tokens[..depth - 1].iter().map(|t| format!("/{}", escape_token(t))).collect();
-        let Some(Value::Object(map)) = obj.pointer_mut(&parent) else { return };
+        let parent: String = tokens[..depth - 1]
+            .iter()
+            .map(|t| format!("/{}", escape_token(t)))
+            .collect();
+        let Some(Value::Object(map)) = obj.pointer_mut(&parent) else {
+            return;
+        };
         let last = &tokens[depth - 1];
         let emptied = map.get(last).and_then(Value::as_object).is_some_and(|o| o.is_empty());
         if (depth < tokens.len() && !emptied) || (depth == 1 && last == "metadata") {
@@ -721,7 +962,13 @@ fn server_side_apply(
     let wanted = leaves(config);
     let mut conflicts = vec![];
     for (p, v) in &wanted {
-        let others: Vec<String> = fields.get(p).into_iter().flatten().filter(|o| *o != owner).map(|(m, op)| format!("\"{m}\" ({op})")).collect();
+        let others: Vec<String> = fields
+            .get(p)
+            .into_iter()
+            .flatten()
+            .filter(|o| *o != owner)
+            .map(|(m, op)| format!("\"{m}\" ({op})"))
+            .collect();
         let differs = obj.pointer(p).is_some_and(|cur| cur != v);
         if differs && !others.is_empty() {
             conflicts.push((p.clone(), others.join(", ")));
@@ -733,7 +980,11 @@ fn server_side_apply(
     for (p, _) in conflicts {
         fields.insert(p, BTreeSet::new());
     }
-    let released: Vec<String> = fields.iter().filter(|(p, o)| o.contains(owner) && !wanted.contains_key(*p)).map(|(p, _)| p.clone()).collect();
+    let released: Vec<String> = fields
+        .iter()
+        .filter(|(p, o)| o.contains(owner) && !wanted.contains_key(*p))
+        .map(|(p, _)| p.clone())
+        .collect();
     for p in released {
         let owners = fields.get_mut(&p).unwrap();
         owners.remove(owner);
@@ -779,7 +1030,9 @@ struct JsonPatchOp {
 
 fn json_patch_decode(body: &[u8]) -> Result<Vec<JsonPatchOp>, String> {
     let doc: Value = serde_json::from_slice(body).map_err(|e| format!("the JSON patch is not JSON: {e}"))?;
-    let Value::Array(items) = doc else { return Err("a JSON patch is an array of operations".into()) };
+    let Value::Array(items) = doc else {
+        return Err("a JSON patch is an array of operations".into());
+    };
     items
         .iter()
         .enumerate()
@@ -797,7 +1050,12 @@ fn json_patch_decode(body: &[u8]) -> Result<Vec<JsonPatchOp>, String> {
             if matches!(op, "add" | "replace" | "test") && value.is_none() {
                 return Err(format!("operation {i}: {op} needs \"value\""));
             }
-            Ok(JsonPatchOp { op: op.into(), path: path.into(), from, value })
+            Ok(JsonPatchOp {
+                op: op.into(),
+                path: path.into(),
+                from,
+                value,
+            })
         })
         .collect()
 }
@@ -816,8 +1074,13 @@ fn array_index(token: &str, len: usize, appending: bool) -> Result<usize, String
     if appending && token == "-" {
         return Ok(len);
     }
-    let valid = !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit()) && (token == "0" || !token.starts_with('0'));
-    let i: usize = if valid { token.parse().map_err(|_| format!("index {token:?} out of range"))? } else { return Err(format!("{token:?} is not an array index")) };
+    let valid =
+        !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit()) && (token == "0" || !token.starts_with('0'));
+    let i: usize = if valid {
+        token.parse().map_err(|_| format!("index {token:?} out of range"))?
+    } else {
+        return Err(format!("{token:?} is not an array index"));
+    };
     if i > len || (!appending && i == len) {
         return Err(format!("index {i} out of range (length {len})"));
     }
@@ -854,21 +1117,31 @@ fn jp_add(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
             let i = array_index(last, a.len(), true)?;
             a.insert(i, value);
         }
-        _ => return Err(format!("cannot add at {path:?}: the parent is neither an object nor an array")),
+        _ => {
+            return Err(format!(
+                "cannot add at {path:?}: the parent is neither an object nor an array"
+            ));
+        }
     }
     Ok(())
 }
 
 fn jp_remove(doc: &mut Value, path: &str) -> Result<Value, String> {
     let tokens = parse_pointer(path)?;
-    let Some(last) = tokens.last() else { return Err("cannot remove the whole document".into()) };
+    let Some(last) = tokens.last() else {
+        return Err("cannot remove the whole document".into());
+    };
     match parent_mut(doc, &tokens, path)? {
-        Value::Object(m) => m.remove(last).ok_or(format!("cannot remove {path:?}: it does not exist")),
+        Value::Object(m) => m
+            .remove(last)
+            .ok_or(format!("cannot remove {path:?}: it does not exist")),
         Value::Array(a) => {
             let i = array_index(last, a.len(), false)?;
             Ok(a.remove(i))
         }
-        _ => Err(format!("cannot remove {path:?}: the parent is neither an object nor an array")),
+        _ => Err(format!(
+            "cannot remove {path:?}: the parent is neither an object nor an array"
+        )),
     }
 }
 
@@ -899,7 +1172,10 @@ fn json_patch_apply(doc: &Value, ops: &[JsonPatchOp]) -> Result<Value, String> {
             "copy" => {
                 let from = op.from.as_deref().unwrap();
                 parse_pointer(from).map_err(at)?;
-                let v = doc.pointer(from).cloned().ok_or_else(|| at(format!("nothing to copy at {from:?}")))?;
+                let v = doc
+                    .pointer(from)
+                    .cloned()
+                    .ok_or_else(|| at(format!("nothing to copy at {from:?}")))?;
                 jp_add(&mut doc, &op.path, v).map_err(at)?;
             }
             "test" => {
@@ -926,11 +1202,22 @@ async fn watch(k: FakeKube, q: BTreeMap<String, String>, namespace: Option<Strin
         if from != 0 && from < st.oldest {
             (vec![], true)
         } else {
-            (st.history.iter().filter(|(rv, _, _, _)| *rv > from).cloned().collect::<Vec<_>>(), false)
+            (
+                st.history
+                    .iter()
+                    .filter(|(rv, _, _, _)| *rv > from)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+                false,
+            )
         }
     };
     let keep = move |p: &str, obj: &Value| {
-        p == plural && namespace.as_deref().is_none_or(|ns| obj["metadata"]["namespace"].as_str() == Some(ns)) && matches_selector(obj, selector.as_ref())
+        p == plural
+            && namespace
+                .as_deref()
+                .is_none_or(|ns| obj["metadata"]["namespace"].as_str() == Some(ns))
+            && matches_selector(obj, selector.as_ref())
     };
     tokio::spawn(async move {
         let line = |kind: &str, obj: &Value| Ok(Bytes::from(format!("{}\n", json!({"type": kind, "object": obj}))));
@@ -962,7 +1249,11 @@ async fn watch(k: FakeKube, q: BTreeMap<String, String>, namespace: Option<Strin
         }
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    Response::builder().status(StatusCode::OK).header("content-type", "application/json").body(Body::from_stream(stream)).unwrap()
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap()
 }
 
 /// Pods and their logs (`/api/v1/namespaces/{ns}/pods[/{name}/log]`).
@@ -978,13 +1269,27 @@ fn core(k: &FakeKube, rest: &str, q: &BTreeMap<String, String>) -> Response {
                 .filter(|(n, _, labels)| n == ns && matches_selector(&json!({"metadata": {"labels": labels}}), q.get("labelSelector")))
                 .map(|(n, name, labels)| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": n, "labels": labels}, "status": {"phase": "Running"}}))
                 .collect();
-            (StatusCode::OK, [("content-type", "application/json")], json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items}).to_string()).into_response()
+            (
+                StatusCode::OK,
+                [("content-type", "application/json")],
+                json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items})
+                    .to_string(),
+            )
+                .into_response()
         }
         [_, "pods", name, "log"] => {
-            let Some(sender) = k.logs.lock().unwrap().get(*name).cloned() else { return status(StatusCode::NOT_FOUND, "NotFound", "no such pod") };
+            let Some(sender) = k.logs.lock().unwrap().get(*name).cloned() else {
+                return status(StatusCode::NOT_FOUND, "NotFound", "no such pod");
+            };
             let rx = sender.subscribe();
             let replay: std::collections::VecDeque<String> = if q.contains_key("sinceSeconds") {
-                k.log_history.lock().unwrap().get(*name).cloned().unwrap_or_default().into()
+                k.log_history
+                    .lock()
+                    .unwrap()
+                    .get(*name)
+                    .cloned()
+                    .unwrap_or_default()
+                    .into()
             } else {
                 Default::default()
             };
@@ -997,7 +1302,11 @@ fn core(k: &FakeKube, rest: &str, q: &BTreeMap<String, String>) -> Response {
                     _ => None,
                 }
             });
-            Response::builder().status(StatusCode::OK).header("content-type", "text/plain").body(Body::from_stream(body)).unwrap()
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "text/plain")
+                .body(Body::from_stream(body))
+                .unwrap()
         }
         _ => status(StatusCode::NOT_FOUND, "NotFound", "unknown core resource"),
     }

@@ -28,7 +28,11 @@ pub struct GitHttpServer {
 impl GitHttpServer {
     /// Serves the bare repositories below `root`; pushes need `user`:`password`.
     pub async fn start(root: PathBuf, user: &str, password: &str) -> Self {
-        let backend = Backend { root, user: user.into(), password: password.into() };
+        let backend = Backend {
+            root,
+            user: user.into(),
+            password: password.into(),
+        };
         let app = Router::new().fallback(cgi).with_state(backend);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -47,9 +51,24 @@ async fn cgi(State(b): State<Backend>, method: Method, uri: Uri, headers: Header
 
 /// Serves one smart-HTTP request for the bare repositories under `root`, as `git
 /// http-backend` would behind a web server, requiring basic auth `user`:`password`.
-pub async fn serve(root: &std::path::Path, user: &str, password: &str, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let b = Backend { root: root.to_path_buf(), user: user.into(), password: password.into() };
-    let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", b.user, b.password)));
+pub async fn serve(
+    root: &std::path::Path,
+    user: &str,
+    password: &str,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let b = Backend {
+        root: root.to_path_buf(),
+        user: user.into(),
+        password: password.into(),
+    };
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", b.user, b.password))
+    );
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
         return Response::builder()
             .status(StatusCode::UNAUTHORIZED)
@@ -57,7 +76,13 @@ pub async fn serve(root: &std::path::Path, user: &str, password: &str, method: M
             .body(Body::empty())
             .unwrap();
     }
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
     let mut child = tokio::process::Command::new("git")
         .arg("http-backend")
         .env("GIT_PROJECT_ROOT", &b.root)
@@ -82,10 +107,17 @@ pub async fn serve(root: &std::path::Path, user: &str, password: &str, method: M
     });
     let out = child.wait_with_output().await.unwrap();
     writer.await.unwrap();
-    let split = out.stdout.windows(4).position(|w| w == b"\r\n\r\n").map(|p| (p, 4))
+    let split = out
+        .stdout
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| (p, 4))
         .or_else(|| out.stdout.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2)))
         .expect("CGI headers");
-    let (head, rest) = (String::from_utf8_lossy(&out.stdout[..split.0]).to_string(), out.stdout[split.0 + split.1..].to_vec());
+    let (head, rest) = (
+        String::from_utf8_lossy(&out.stdout[..split.0]).to_string(),
+        out.stdout[split.0 + split.1..].to_vec(),
+    );
     let mut resp = Response::builder();
     let mut status = StatusCode::OK;
     for line in head.lines() {

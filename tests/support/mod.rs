@@ -73,12 +73,24 @@ impl Registrar {
         } else {
             PathBuf::from(config.gitops.remote.trim_start_matches("file://"))
         };
-        let app = customize(tokio::task::spawn_blocking(move || App::build(config)).await.unwrap().unwrap());
+        let app = customize(
+            tokio::task::spawn_blocking(move || App::build(config))
+                .await
+                .unwrap()
+                .unwrap(),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (trigger, shutdown) = registrar::shutdown::channel();
         let task = tokio::spawn(app.serve(listener, shutdown));
-        Registrar { url, dir, remote: Repo::at(&remote_path), client: reqwest::Client::new(), trigger: Some(trigger), task: Some(task) }
+        Registrar {
+            url,
+            dir,
+            remote: Repo::at(&remote_path),
+            client: reqwest::Client::new(),
+            trigger: Some(trigger),
+            task: Some(task),
+        }
     }
 
     /// Stops the server and waits for it, as SIGTERM would.
@@ -92,21 +104,45 @@ impl Registrar {
     }
 
     pub async fn report(&self, body: &Value) -> reqwest::Response {
-        self.client.post(format!("{}/api/v1/reports", self.url)).bearer_auth(REPORT_TOKEN).json(body).send().await.unwrap()
+        self.client
+            .post(format!("{}/api/v1/reports", self.url))
+            .bearer_auth(REPORT_TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn get(&self, path: &str) -> Value {
-        let resp = self.client.get(format!("{}{path}", self.url)).bearer_auth(OPERATOR_TOKEN).send().await.unwrap();
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(OPERATOR_TOKEN)
+            .send()
+            .await
+            .unwrap();
         assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
         resp.json().await.unwrap()
     }
 
     pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
-        self.client.post(format!("{}{path}", self.url)).bearer_auth(OPERATOR_TOKEN).json(&body).send().await.unwrap()
+        self.client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(OPERATOR_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn machine(&self, mac: &str) -> Option<Value> {
-        let resp = self.client.get(format!("{}/api/v1/machines/{mac}", self.url)).bearer_auth(OPERATOR_TOKEN).send().await.unwrap();
+        let resp = self
+            .client
+            .get(format!("{}/api/v1/machines/{mac}", self.url))
+            .bearer_auth(OPERATOR_TOKEN)
+            .send()
+            .await
+            .unwrap();
         if resp.status() == 404 {
             return None;
         }
@@ -126,7 +162,11 @@ impl Registrar {
 pub async fn wait_for_state(client: &reqwest::Client, url: &str, mac: &str, state: &str) -> Value {
     let mut last = Value::Null;
     for _ in 0..200 {
-        let resp = client.get(format!("{url}/api/v1/machines/{mac}")).bearer_auth(OPERATOR_TOKEN).send().await;
+        let resp = client
+            .get(format!("{url}/api/v1/machines/{mac}"))
+            .bearer_auth(OPERATOR_TOKEN)
+            .send()
+            .await;
         if let Ok(resp) = resp {
             if resp.status().is_success() {
                 last = resp.json().await.unwrap();
@@ -160,7 +200,9 @@ pub struct Repo {
 
 impl Repo {
     pub fn at(path: &Path) -> Self {
-        Repo { path: path.to_path_buf() }
+        Repo {
+            path: path.to_path_buf(),
+        }
     }
 
     fn open(&self) -> git2::Repository {
@@ -179,7 +221,10 @@ impl Repo {
     }
 
     pub fn head(&self, branch: &str) -> Option<git2::Oid> {
-        self.open().find_branch(branch, git2::BranchType::Local).ok().and_then(|b| b.get().target())
+        self.open()
+            .find_branch(branch, git2::BranchType::Local)
+            .ok()
+            .and_then(|b| b.get().target())
     }
 
     pub fn read(&self, branch: &str, path: &str) -> Option<String> {
@@ -208,17 +253,26 @@ impl Repo {
     /// Commits on `branch` that `base` does not have.
     pub fn commits_ahead(&self, base: &str, branch: &str) -> usize {
         let repo = self.open();
-        let (ahead, _) = repo.graph_ahead_behind(self.head(branch).unwrap(), self.head(base).unwrap()).unwrap();
+        let (ahead, _) = repo
+            .graph_ahead_behind(self.head(branch).unwrap(), self.head(base).unwrap())
+            .unwrap();
         ahead
     }
 
     pub fn message(&self, branch: &str) -> String {
         let repo = self.open();
-        repo.find_commit(self.head(branch).unwrap()).unwrap().message().unwrap().to_string()
+        repo.find_commit(self.head(branch).unwrap())
+            .unwrap()
+            .message()
+            .unwrap()
+            .to_string()
     }
 
     pub fn parent_count(&self, branch: &str) -> usize {
-        self.open().find_commit(self.head(branch).unwrap()).unwrap().parent_count()
+        self.open()
+            .find_commit(self.head(branch).unwrap())
+            .unwrap()
+            .parent_count()
     }
 }
 
@@ -239,7 +293,9 @@ impl UpstreamSchema {
             .clone();
         fn strict(v: &mut Value) {
             if let Value::Object(m) = v {
-                if m.contains_key("properties") && m.get("x-kubernetes-preserve-unknown-fields") != Some(&Value::Bool(true)) {
+                if m.contains_key("properties")
+                    && m.get("x-kubernetes-preserve-unknown-fields") != Some(&Value::Bool(true))
+                {
                     m.entry("additionalProperties").or_insert(Value::Bool(false));
                 }
                 m.values_mut().for_each(strict);
@@ -252,7 +308,10 @@ impl UpstreamSchema {
     }
 
     pub fn errors(&self, object: &Value) -> Vec<String> {
-        self.0.iter_errors(object).map(|e| format!("{}: {e}", e.instance_path())).collect()
+        self.0
+            .iter_errors(object)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect()
     }
 }
 

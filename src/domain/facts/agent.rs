@@ -13,9 +13,13 @@ pub fn from_agent_attributes(attrs: &Value) -> Facts {
     let product = attrs.get("product").cloned().unwrap_or(Value::Null);
     let chassis = attrs.get("chassis").cloned().unwrap_or(Value::Null);
     let board = attrs.get("baseboard").cloned().unwrap_or(Value::Null);
-    facts.vendor = s(&product, "vendor").or_else(|| s(&chassis, "vendor")).or_else(|| s(&board, "vendor"));
+    facts.vendor = s(&product, "vendor")
+        .or_else(|| s(&chassis, "vendor"))
+        .or_else(|| s(&board, "vendor"));
     facts.product = s(&product, "name").or_else(|| s(&board, "product"));
-    facts.serial = s(&product, "serialNumber").or_else(|| s(&chassis, "serial")).or_else(|| s(&board, "serialNumber"));
+    facts.serial = s(&product, "serialNumber")
+        .or_else(|| s(&chassis, "serial"))
+        .or_else(|| s(&board, "serialNumber"));
     facts.uuid = s(&product, "uuid").map(|u| u.to_ascii_lowercase());
 
     if let Some(cpu) = attrs.get("cpu") {
@@ -23,8 +27,14 @@ pub fn from_agent_attributes(attrs: &Value) -> Facts {
             facts.cpus.push(Cpu {
                 model: s(p, "model"),
                 vendor: s(p, "vendor"),
-                cores: p.get("cores").and_then(Value::as_u64).map(|c| c.min(u32::MAX as u64) as u32),
-                threads: p.get("threads").and_then(Value::as_u64).map(|c| c.min(u32::MAX as u64) as u32),
+                cores: p
+                    .get("cores")
+                    .and_then(Value::as_u64)
+                    .map(|c| c.min(u32::MAX as u64) as u32),
+                threads: p
+                    .get("threads")
+                    .and_then(Value::as_u64)
+                    .map(|c| c.min(u32::MAX as u64) as u32),
             });
             if let Some(caps) = p.get("capabilities").and_then(Value::as_array) {
                 let has = |name: &str| caps.iter().any(|c| c.as_str() == Some(name));
@@ -40,13 +50,30 @@ pub fn from_agent_attributes(attrs: &Value) -> Facts {
             .get("totalCores")
             .and_then(Value::as_u64)
             .map(|c| c.min(u32::MAX as u64) as u32)
-            .unwrap_or_else(|| facts.cpus.iter().map(|c| c.cores.unwrap_or(0)).fold(0u32, u32::saturating_add));
+            .unwrap_or_else(|| {
+                facts
+                    .cpus
+                    .iter()
+                    .map(|c| c.cores.unwrap_or(0))
+                    .fold(0u32, u32::saturating_add)
+            });
     }
 
-    facts.memory_bytes = attrs.get("memory").and_then(|m| m.get("total")).and_then(Value::as_str).and_then(parse_size);
+    facts.memory_bytes = attrs
+        .get("memory")
+        .and_then(|m| m.get("total"))
+        .and_then(Value::as_str)
+        .and_then(parse_size);
 
-    for d in attrs.get("blockDevices").and_then(Value::as_array).into_iter().flatten() {
-        let Some(name) = s(d, "name").filter(|n| !n.contains(['/', ' '])) else { continue };
+    for d in attrs
+        .get("blockDevices")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(name) = s(d, "name").filter(|n| !n.contains(['/', ' '])) else {
+            continue;
+        };
         facts.disks.push(Disk {
             device: format!("/dev/{name}"),
             size_bytes: d.get("size").and_then(Value::as_str).and_then(parse_size),
@@ -56,9 +83,16 @@ pub fn from_agent_attributes(attrs: &Value) -> Facts {
     }
     facts.disks = capped(facts.disks);
 
-    for n in attrs.get("networkInterfaces").and_then(Value::as_array).into_iter().flatten() {
+    for n in attrs
+        .get("networkInterfaces")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         // NICs with an empty MAC (docker0) and anything not unicast are no boot candidates.
-        let Some(mac) = n.get("mac").and_then(Value::as_str).and_then(|m| Mac::parse(m).ok()) else { continue };
+        let Some(mac) = n.get("mac").and_then(Value::as_str).and_then(|m| Mac::parse(m).ok()) else {
+            continue;
+        };
         facts.nics.push(Nic {
             name: s(n, "name"),
             mac,
@@ -71,7 +105,11 @@ pub fn from_agent_attributes(attrs: &Value) -> Facts {
 
     for p in attrs.get("pciDevices").and_then(Value::as_array).into_iter().flatten() {
         let class = s(p, "class").unwrap_or_default().to_lowercase();
-        if !(class.contains("display") || class.contains("3d") || class.contains("vga") || class.contains("processing accelerator")) {
+        if !(class.contains("display")
+            || class.contains("3d")
+            || class.contains("vga")
+            || class.contains("processing accelerator"))
+        {
             continue;
         }
         let (vendor, product) = (s(p, "vendor"), s(p, "product"));
@@ -80,7 +118,10 @@ pub fn from_agent_attributes(attrs: &Value) -> Facts {
         }
     }
     for g in attrs.get("gpuDevices").and_then(Value::as_array).into_iter().flatten() {
-        facts.gpus.push(Gpu { vendor: s(g, "vendor"), product: s(g, "product") });
+        facts.gpus.push(Gpu {
+            vendor: s(g, "vendor"),
+            product: s(g, "product"),
+        });
     }
     facts.gpus = capped(facts.gpus);
     facts
@@ -111,7 +152,15 @@ mod tests {
         assert_eq!(f.cpu_cores, 16);
         assert_eq!(f.arch.as_deref(), Some("x86_64"));
         assert_eq!(f.memory_bytes, Some(64_000_000_000));
-        assert_eq!(f.disks, vec![Disk { device: "/dev/nvme0n1".into(), size_bytes: Some(239_000_000_000), model: Some("SAMSUNG MZ1LB240HAJQ-00007".into()), serial: Some("S4ATNX0N812345".into()) }]);
+        assert_eq!(
+            f.disks,
+            vec![Disk {
+                device: "/dev/nvme0n1".into(),
+                size_bytes: Some(239_000_000_000),
+                model: Some("SAMSUNG MZ1LB240HAJQ-00007".into()),
+                serial: Some("S4ATNX0N812345".into())
+            }]
+        );
         assert_eq!(f.nics.len(), 1, "docker0 has no MAC");
         assert_eq!(f.nics[0].speed_mbps, Some(1000));
         assert_eq!(f.gpus.len(), 1);
@@ -119,7 +168,9 @@ mod tests {
 
     #[test]
     fn empty_objects_and_wrong_types() {
-        let f = from_agent_attributes(&serde_json::json!({"chassis": {}, "cpu": {"processors": "x"}, "memory": {"total": 5}, "blockDevices": [{"name": "../etc"}]}));
+        let f = from_agent_attributes(
+            &serde_json::json!({"chassis": {}, "cpu": {"processors": "x"}, "memory": {"total": 5}, "blockDevices": [{"name": "../etc"}]}),
+        );
         assert_eq!(f, Facts::default());
     }
 }

@@ -17,8 +17,13 @@ pub fn from_lshw(root: &Value) -> Facts {
 
     if let Some(system) = nodes.iter().find(|n| class(n) == Some("system")) {
         facts.vendor = str_of(system, "vendor");
-        let sku = system.get("configuration").and_then(|c| c.get("sku")).and_then(Value::as_str);
-        facts.product = str_of(system, "product").map(|p| strip_sku(&p, sku)).and_then(|p| clean(&p));
+        let sku = system
+            .get("configuration")
+            .and_then(|c| c.get("sku"))
+            .and_then(Value::as_str);
+        facts.product = str_of(system, "product")
+            .map(|p| strip_sku(&p, sku))
+            .and_then(|p| clean(&p));
         facts.serial = str_of(system, "serial");
         facts.uuid = conf(system, "uuid").map(|u| u.to_ascii_lowercase());
     }
@@ -30,10 +35,17 @@ pub fn from_lshw(root: &Value) -> Facts {
             continue;
         }
         if let Some(caps) = cpu.get("capabilities").and_then(Value::as_object) {
-            x86 |= ["x86-64", "lm", "apic", "sse2", "cx8"].iter().any(|k| caps.contains_key(*k));
-            arm |= ["asimd", "evtstrm", "aarch64", "cpuid"].iter().any(|k| caps.contains_key(*k)) && caps.contains_key("fp");
+            x86 |= ["x86-64", "lm", "apic", "sse2", "cx8"]
+                .iter()
+                .any(|k| caps.contains_key(*k));
+            arm |= ["asimd", "evtstrm", "aarch64", "cpuid"]
+                .iter()
+                .any(|k| caps.contains_key(*k))
+                && caps.contains_key("fp");
         }
-        let cores = conf(cpu, "enabledcores").or_else(|| conf(cpu, "cores")).and_then(|c| c.parse().ok());
+        let cores = conf(cpu, "enabledcores")
+            .or_else(|| conf(cpu, "cores"))
+            .and_then(|c| c.parse().ok());
         facts.cpus.push(Cpu {
             model: str_of(cpu, "product"),
             vendor: str_of(cpu, "vendor"),
@@ -42,7 +54,11 @@ pub fn from_lshw(root: &Value) -> Facts {
         });
     }
     facts.cpus = capped(facts.cpus);
-    facts.cpu_cores = facts.cpus.iter().map(|c| c.cores.unwrap_or(0)).fold(0u32, u32::saturating_add);
+    facts.cpu_cores = facts
+        .cpus
+        .iter()
+        .map(|c| c.cores.unwrap_or(0))
+        .fold(0u32, u32::saturating_add);
     facts.arch = if x86 {
         Some("x86_64".into())
     } else if arm {
@@ -54,33 +70,60 @@ pub fn from_lshw(root: &Value) -> Facts {
     // Total RAM is the `memory` child of `core`; caches and the BIOS are memory-class too.
     facts.memory_bytes = nodes
         .iter()
-        .find(|n| class(n) == Some("memory") && id(n).is_some_and(|i| i == "memory" || i.starts_with("memory:")) && bytes(n, "size").is_some())
+        .find(|n| {
+            class(n) == Some("memory")
+                && id(n).is_some_and(|i| i == "memory" || i.starts_with("memory:"))
+                && bytes(n, "size").is_some()
+        })
         .and_then(|n| bytes(n, "size"));
 
     for disk in nodes.iter().filter(|n| class(n) == Some("disk")) {
         let Some(device) = dev_name(disk) else { continue };
         let product = str_of(disk, "product");
         let description = str_of(disk, "description").unwrap_or_default().to_lowercase();
-        let is_optical = id(disk).is_some_and(|i| i.starts_with("cdrom")) || description.contains("cd-rom") || description.contains("dvd");
+        let is_optical = id(disk).is_some_and(|i| i.starts_with("cdrom"))
+            || description.contains("cd-rom")
+            || description.contains("dvd");
         // A BMC's virtual media (AMI: "Virtual CDROM0", "Virtual Floppy0") is not a disk to install on.
-        let is_virtual_media = product.as_deref().is_some_and(|p| p.starts_with("Virtual CDROM") || p.starts_with("Virtual Floppy") || p.starts_with("Virtual HDisk"));
-        if is_optical || is_virtual_media || id(disk) == Some("medium") || facts.disks.iter().any(|d: &Disk| d.device == device) {
+        let is_virtual_media = product.as_deref().is_some_and(|p| {
+            p.starts_with("Virtual CDROM") || p.starts_with("Virtual Floppy") || p.starts_with("Virtual HDisk")
+        });
+        if is_optical
+            || is_virtual_media
+            || id(disk) == Some("medium")
+            || facts.disks.iter().any(|d: &Disk| d.device == device)
+        {
             continue;
         }
-        facts.disks.push(Disk { device, size_bytes: bytes(disk, "size"), model: product, serial: str_of(disk, "serial") });
+        facts.disks.push(Disk {
+            device,
+            size_bytes: bytes(disk, "size"),
+            model: product,
+            serial: str_of(disk, "serial"),
+        });
     }
     facts.disks = capped(facts.disks);
 
     for nic in nodes.iter().filter(|n| class(n) == Some("network")) {
-        let Some(mac) = nic.get("serial").and_then(Value::as_str).and_then(|s| Mac::parse(s).ok()) else { continue };
+        let Some(mac) = nic
+            .get("serial")
+            .and_then(Value::as_str)
+            .and_then(|s| Mac::parse(s).ok())
+        else {
+            continue;
+        };
         let driver = conf(nic, "driver");
         let logical = nic.get("capabilities").and_then(|c| c.get("logical")).is_some()
-            || driver.as_deref().is_some_and(|d| ["bonding", "bridge", "8021q", "veth", "tun", "macvlan", "vxlan"].contains(&d));
+            || driver
+                .as_deref()
+                .is_some_and(|d| ["bonding", "bridge", "8021q", "veth", "tun", "macvlan", "vxlan"].contains(&d));
         if logical {
             continue;
         }
         let speed_mbps = conf(nic, "speed").and_then(|s| parse_speed_mbps(&s)).or_else(|| {
-            (nic.get("units").and_then(Value::as_str) == Some("bit/s")).then(|| nic.get("size").and_then(Value::as_u64).map(|b| b / 1_000_000)).flatten()
+            (nic.get("units").and_then(Value::as_str) == Some("bit/s"))
+                .then(|| nic.get("size").and_then(Value::as_u64).map(|b| b / 1_000_000))
+                .flatten()
         });
         facts.nics.push(Nic {
             name: dev_or_plain_name(nic),
@@ -94,14 +137,22 @@ pub fn from_lshw(root: &Value) -> Facts {
 
     for display in nodes.iter().filter(|n| class(n) == Some("display")) {
         let (vendor, product) = (str_of(display, "vendor"), str_of(display, "product"));
-        if is_gpu(vendor.as_deref(), product.as_deref(), str_of(display, "description").as_deref()) {
+        if is_gpu(
+            vendor.as_deref(),
+            product.as_deref(),
+            str_of(display, "description").as_deref(),
+        ) {
             facts.gpus.push(Gpu { vendor, product });
         }
     }
     facts.gpus = capped(facts.gpus);
 
     // lshw rarely sees a BMC's address, but an IPMI interface's configuration may carry it.
-    if let Some(ip) = nodes.iter().filter(|n| id(n).is_some_and(|i| i.contains("ipmi") || i.contains("bmc"))).find_map(|n| conf(n, "ip")) {
+    if let Some(ip) = nodes
+        .iter()
+        .filter(|n| id(n).is_some_and(|i| i.contains("ipmi") || i.contains("bmc")))
+        .find_map(|n| conf(n, "ip"))
+    {
         facts.bmc = Some(Bmc { address: ip });
     }
     facts
@@ -144,7 +195,9 @@ fn conf(n: &Value, key: &str) -> Option<String> {
 
 /// `size` is bytes only when `units` says so (a NIC's size is its speed, a CPU's its clock).
 fn bytes(n: &Value, key: &str) -> Option<u64> {
-    (n.get("units").and_then(Value::as_str) == Some("bytes")).then(|| n.get(key).and_then(Value::as_u64)).flatten()
+    (n.get("units").and_then(Value::as_str) == Some("bytes"))
+        .then(|| n.get(key).and_then(Value::as_u64))
+        .flatten()
 }
 
 /// `logicalname` is a string or an array that may include mount points: take `/dev/…`.
@@ -154,7 +207,10 @@ fn dev_name(n: &Value) -> Option<String> {
         Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
         _ => return None,
     };
-    names.into_iter().find(|s| s.starts_with("/dev/") && s.len() <= 64 && !s.contains(char::is_whitespace)).map(str::to_string)
+    names
+        .into_iter()
+        .find(|s| s.starts_with("/dev/") && s.len() <= 64 && !s.contains(char::is_whitespace))
+        .map(str::to_string)
 }
 
 fn dev_or_plain_name(n: &Value) -> Option<String> {
@@ -196,7 +252,11 @@ mod tests {
         assert_eq!(f.cpus.len(), 2);
         assert_eq!(f.cpu_cores, 24);
         assert_eq!(f.memory_bytes, Some(205_084_688_384));
-        assert!(f.disks.iter().any(|d| d.device == "/dev/nvme0n1" && d.size_bytes == Some(256_060_514_304)));
+        assert!(
+            f.disks
+                .iter()
+                .any(|d| d.device == "/dev/nvme0n1" && d.size_bytes == Some(256_060_514_304))
+        );
         assert!(f.disks.len() >= 16, "{:?}", f.disks.len());
         let eno1 = f.nics.iter().find(|n| n.name.as_deref() == Some("eno1")).unwrap();
         assert_eq!(eno1.mac.to_string(), "ac:1f:6b:dc:19:c2");
@@ -216,7 +276,13 @@ mod tests {
         assert_eq!(f.memory_bytes, Some(34_359_738_368));
         assert!(!f.nics.iter().any(|n| n.name.as_deref() == Some("bond0")));
         assert!(f.nics.iter().any(|n| n.name.as_deref() == Some("eno1")));
-        assert!(f.disks.iter().all(|d| d.device != "/dev/cdrom" && d.device != "/dev/sr0" && d.device != "/dev/sdc"), "{:?}", f.disks);
+        assert!(
+            f.disks
+                .iter()
+                .all(|d| d.device != "/dev/cdrom" && d.device != "/dev/sr0" && d.device != "/dev/sdc"),
+            "{:?}",
+            f.disks
+        );
         assert_eq!(f.disks.len(), 2);
     }
 
@@ -243,8 +309,13 @@ mod tests {
 
     #[test]
     fn odd_shapes_do_not_panic() {
-        for v in [serde_json::json!(null), serde_json::json!(42), serde_json::json!([1, "x", {}]), serde_json::json!({"children": "no"}),
-            serde_json::json!({"class": "network", "serial": "AA:BB:CC:DD:EE:FF", "logicalname": ["eth0", 3]})] {
+        for v in [
+            serde_json::json!(null),
+            serde_json::json!(42),
+            serde_json::json!([1, "x", {}]),
+            serde_json::json!({"children": "no"}),
+            serde_json::json!({"class": "network", "serial": "AA:BB:CC:DD:EE:FF", "logicalname": ["eth0", 3]}),
+        ] {
             let _ = from_lshw(&v);
         }
     }

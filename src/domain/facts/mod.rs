@@ -130,14 +130,60 @@ impl Facts {
             arch: self.arch.filter(|a| a == "x86_64" || a == "aarch64"),
             uefi: self.uefi,
             hostname: c(self.hostname),
-            cpus: self.cpus.into_iter().map(|x| Cpu { model: c(x.model), vendor: c(x.vendor), ..x }).collect(),
+            cpus: self
+                .cpus
+                .into_iter()
+                .map(|x| Cpu {
+                    model: c(x.model),
+                    vendor: c(x.vendor),
+                    ..x
+                })
+                .collect(),
             cpu_cores: self.cpu_cores,
             memory_bytes: self.memory_bytes,
-            disks: self.disks.into_iter().filter_map(|d| clean(&d.device).filter(|dev| dev.starts_with("/dev/")).map(|device| Disk { device, model: c(d.model), serial: c(d.serial), ..d })).collect(),
-            nics: self.nics.into_iter().map(|n| Nic { name: c(n.name), driver: c(n.driver), ..n }).collect(),
-            gpus: self.gpus.into_iter().map(|g| Gpu { vendor: c(g.vendor), product: c(g.product) }).collect(),
+            disks: self
+                .disks
+                .into_iter()
+                .filter_map(|d| {
+                    clean(&d.device)
+                        .filter(|dev| dev.starts_with("/dev/"))
+                        .map(|device| Disk {
+                            device,
+                            model: c(d.model),
+                            serial: c(d.serial),
+                            ..d
+                        })
+                })
+                .collect(),
+            nics: self
+                .nics
+                .into_iter()
+                .map(|n| Nic {
+                    name: c(n.name),
+                    driver: c(n.driver),
+                    ..n
+                })
+                .collect(),
+            gpus: self
+                .gpus
+                .into_iter()
+                .map(|g| Gpu {
+                    vendor: c(g.vendor),
+                    product: c(g.product),
+                })
+                .collect(),
             bmc: self.bmc.and_then(|b| clean(&b.address)).map(|address| Bmc { address }),
-            lldp: self.lldp.into_iter().filter_map(|l| clean(&l.interface).map(|interface| LldpNeighbor { interface, switch: c(l.switch), port: c(l.port) })).collect(),
+            lldp: self
+                .lldp
+                .into_iter()
+                .filter_map(|l| {
+                    clean(&l.interface).map(|interface| LldpNeighbor {
+                        interface,
+                        switch: c(l.switch),
+                        port: c(l.port),
+                    })
+                })
+                .collect(),
         };
         f.cpus.truncate(MAX_ITEMS);
         f.disks.truncate(MAX_ITEMS);
@@ -184,7 +230,11 @@ pub fn clean(raw: &str) -> Option<String> {
         out.push(c);
         count += 1;
     }
-    if out.is_empty() || is_placeholder(&out) { None } else { Some(out) }
+    if out.is_empty() || is_placeholder(&out) {
+        None
+    } else {
+        Some(out)
+    }
 }
 
 fn is_invisible(c: char) -> bool {
@@ -195,10 +245,28 @@ fn is_invisible(c: char) -> bool {
 pub fn is_placeholder(s: &str) -> bool {
     let lower = s.trim().to_ascii_lowercase();
     const PLACEHOLDERS: &[&str] = &[
-        "to be filled by o.e.m.", "to be filled by oem", "not specified", "not applicable", "none",
-        "default string", "system serial number", "system product name", "system manufacturer",
-        "chassis serial number", "base board serial number", "0123456789", "n/a", "na", "unknown",
-        "invalid", "not available", "oem", "o.e.m.", "empty", "null", "xxxxxxxxxx",
+        "to be filled by o.e.m.",
+        "to be filled by oem",
+        "not specified",
+        "not applicable",
+        "none",
+        "default string",
+        "system serial number",
+        "system product name",
+        "system manufacturer",
+        "chassis serial number",
+        "base board serial number",
+        "0123456789",
+        "n/a",
+        "na",
+        "unknown",
+        "invalid",
+        "not available",
+        "oem",
+        "o.e.m.",
+        "empty",
+        "null",
+        "xxxxxxxxxx",
     ];
     if PLACEHOLDERS.contains(&lower.as_str()) {
         return true;
@@ -256,12 +324,23 @@ pub fn parse_speed_mbps(s: &str) -> Option<u64> {
 
 /// Known GPU makers. A BMC's VGA (ASPEED, Matrox) is a display, not a GPU.
 pub fn is_gpu(vendor: Option<&str>, product: Option<&str>, description: Option<&str>) -> bool {
-    let text = format!("{} {} {}", vendor.unwrap_or(""), product.unwrap_or(""), description.unwrap_or("")).to_lowercase();
+    let text = format!(
+        "{} {} {}",
+        vendor.unwrap_or(""),
+        product.unwrap_or(""),
+        description.unwrap_or("")
+    )
+    .to_lowercase();
     if text.contains("aspeed") || text.contains("matrox") {
         return false;
     }
-    text.contains("nvidia") || text.contains("3d controller") || text.contains("radeon") || text.contains("instinct")
-        || text.contains("[amd/ati]") || text.contains("habana") || text.contains("data center gpu")
+    text.contains("nvidia")
+        || text.contains("3d controller")
+        || text.contains("radeon")
+        || text.contains("instinct")
+        || text.contains("[amd/ati]")
+        || text.contains("habana")
+        || text.contains("data center gpu")
 }
 
 /// Caps a list at `MAX_ITEMS`; a machine with more is lying or not worth listing in full.
@@ -276,11 +355,23 @@ mod tests {
 
     #[test]
     fn placeholders_identify_nothing() {
-        for p in ["", "   ", "To Be Filled By O.E.M.", "Not Specified", "00000000-0000-0000-0000-000000000000", "0", "Default string", "FFFFFFFF"] {
+        for p in [
+            "",
+            "   ",
+            "To Be Filled By O.E.M.",
+            "Not Specified",
+            "00000000-0000-0000-0000-000000000000",
+            "0",
+            "Default string",
+            "FFFFFFFF",
+        ] {
             assert_eq!(clean(p), None, "{p:?}");
         }
         assert_eq!(clean("A401031X0502795").as_deref(), Some("A401031X0502795"));
-        assert_eq!(clean("00000000-0000-0000-0000-D05099F030C4").as_deref(), Some("00000000-0000-0000-0000-D05099F030C4"));
+        assert_eq!(
+            clean("00000000-0000-0000-0000-D05099F030C4").as_deref(),
+            Some("00000000-0000-0000-0000-D05099F030C4")
+        );
     }
 
     #[test]
@@ -292,16 +383,29 @@ mod tests {
 
     #[test]
     fn facts_without_lldp_serialise_and_fingerprint_as_before() {
-        let f = Facts { serial: Some("S1".into()), ..Facts::default() };
+        let f = Facts {
+            serial: Some("S1".into()),
+            ..Facts::default()
+        };
         let json = serde_json::to_value(&f).unwrap();
         assert!(json.get("lldp").is_none(), "an empty list is left out: {json}");
         // A row stored before the field existed reads back.
         let mut old = json.clone();
         old.as_object_mut().unwrap().remove("lldp");
         assert_eq!(serde_json::from_value::<Facts>(old).unwrap(), f);
-        let with = Facts { lldp: vec![LldpNeighbor { interface: "eno1".into(), switch: Some("sw1".into()), port: Some("Ethernet1".into()) }], ..f.clone() };
+        let with = Facts {
+            lldp: vec![LldpNeighbor {
+                interface: "eno1".into(),
+                switch: Some("sw1".into()),
+                port: Some("Ethernet1".into()),
+            }],
+            ..f.clone()
+        };
         assert_ne!(with.fingerprint(), f.fingerprint());
-        assert_eq!(serde_json::from_value::<Facts>(serde_json::to_value(&with).unwrap()).unwrap(), with);
+        assert_eq!(
+            serde_json::from_value::<Facts>(serde_json::to_value(&with).unwrap()).unwrap(),
+            with
+        );
     }
 
     #[test]

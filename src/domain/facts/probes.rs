@@ -38,8 +38,29 @@ fn string<'a>(obj: &'a Map<String, Value>, key: &str, at: &str) -> Result<Option
 /// Names of virtual devices, for `ip -j link` without `-d` (which has no `linkinfo`): container
 /// and VM plumbing, bridges, bonds, tunnels. None of these is a NIC to cable or boot from.
 const VIRTUAL_PREFIXES: &[&str] = &[
-    "docker", "veth", "br-", "virbr", "vnet", "cni", "flannel", "cali", "cilium", "vxlan", "tun", "tap", "bond", "team",
-    "dummy", "kube-", "weave", "wg", "genev", "lxc", "lxd", "podman", "nodelocaldns",
+    "docker",
+    "veth",
+    "br-",
+    "virbr",
+    "vnet",
+    "cni",
+    "flannel",
+    "cali",
+    "cilium",
+    "vxlan",
+    "tun",
+    "tap",
+    "bond",
+    "team",
+    "dummy",
+    "kube-",
+    "weave",
+    "wg",
+    "genev",
+    "lxc",
+    "lxd",
+    "podman",
+    "nodelocaldns",
 ];
 
 fn is_virtual_name(name: &str) -> bool {
@@ -61,11 +82,16 @@ fn is_virtual_name(name: &str) -> bool {
 ///   lshw missed is added, up to [`MAX_ITEMS`] NICs in all.
 pub fn apply_ip_link(facts: &mut Facts, links: &Value) -> Result<(), String> {
     let Value::Array(items) = links else {
-        return Err(format!("ip_link must be the array that `ip -j link` prints, not {}", kind(links)));
+        return Err(format!(
+            "ip_link must be the array that `ip -j link` prints, not {}",
+            kind(links)
+        ));
     };
     for (i, item) in items.iter().enumerate() {
         let at = format!("ip_link[{i}]");
-        let Value::Object(link) = item else { return Err(format!("{at} must be an object, not {}", kind(item))) };
+        let Value::Object(link) = item else {
+            return Err(format!("{at} must be an object, not {}", kind(item)));
+        };
         let name = string(link, "ifname", &at)?.and_then(clean);
         let link_type = string(link, "link_type", &at)?;
         let operstate = string(link, "operstate", &at)?;
@@ -76,7 +102,10 @@ pub fn apply_ip_link(facts: &mut Facts, links: &Value) -> Result<(), String> {
             Some(Value::Array(f)) => f
                 .iter()
                 .enumerate()
-                .map(|(j, x)| x.as_str().ok_or_else(|| format!("{at}.flags[{j}] must be a string, not {}", kind(x))))
+                .map(|(j, x)| {
+                    x.as_str()
+                        .ok_or_else(|| format!("{at}.flags[{j}] must be a string, not {}", kind(x)))
+                })
                 .collect::<Result<_, _>>()?,
             Some(other) => return Err(format!("{at}.flags must be an array, not {}", kind(other))),
         };
@@ -86,8 +115,13 @@ pub fn apply_ip_link(facts: &mut Facts, links: &Value) -> Result<(), String> {
             Some(other) => return Err(format!("{at}.linkinfo must be an object, not {}", kind(other))),
         };
 
-        let physical = link_type == Some("ether") && !flags.contains(&"LOOPBACK") && info_kind.is_none() && !name.as_deref().is_some_and(is_virtual_name);
-        let Some(mac) = permaddr.or(address).filter(|_| physical) else { continue };
+        let physical = link_type == Some("ether")
+            && !flags.contains(&"LOOPBACK")
+            && info_kind.is_none()
+            && !name.as_deref().is_some_and(is_virtual_name);
+        let Some(mac) = permaddr.or(address).filter(|_| physical) else {
+            continue;
+        };
         let admin_up = flags.contains(&"UP");
         let state = match operstate {
             Some("UP") => Some(true),
@@ -115,7 +149,13 @@ pub fn apply_ip_link(facts: &mut Facts, links: &Value) -> Result<(), String> {
                     nic.name = name;
                 }
             }
-            None if facts.nics.len() < MAX_ITEMS => facts.nics.push(Nic { name, mac, speed_mbps: None, link: state, driver: None }),
+            None if facts.nics.len() < MAX_ITEMS => facts.nics.push(Nic {
+                name,
+                mac,
+                speed_mbps: None,
+                link: state,
+                driver: None,
+            }),
             None => {}
         }
     }
@@ -124,9 +164,15 @@ pub fn apply_ip_link(facts: &mut Facts, links: &Value) -> Result<(), String> {
 
 /// The `dmidecode -s` keywords read, and which fact each fills (first answer wins).
 pub const DMI_KEYWORDS: &[&str] = &[
-    "system-manufacturer", "system-product-name", "system-serial-number", "system-uuid",
-    "baseboard-manufacturer", "baseboard-product-name", "baseboard-serial-number",
-    "chassis-manufacturer", "chassis-serial-number",
+    "system-manufacturer",
+    "system-product-name",
+    "system-serial-number",
+    "system-uuid",
+    "baseboard-manufacturer",
+    "baseboard-product-name",
+    "baseboard-serial-number",
+    "chassis-manufacturer",
+    "chassis-serial-number",
 ];
 
 /// Fills vendor, product, serial and UUID from `dmidecode -s` answers where the facts have
@@ -154,7 +200,11 @@ pub fn apply_dmidecode(facts: &mut Facts, dmi: &Value) -> Result<(), String> {
         facts.product = first(&["system-product-name", "baseboard-product-name"]);
     }
     if facts.serial.is_none() {
-        facts.serial = first(&["system-serial-number", "chassis-serial-number", "baseboard-serial-number"]);
+        facts.serial = first(&[
+            "system-serial-number",
+            "chassis-serial-number",
+            "baseboard-serial-number",
+        ]);
     }
     if facts.uuid.is_none() {
         facts.uuid = first(&["system-uuid"]).map(|u| u.to_ascii_lowercase());
@@ -170,7 +220,10 @@ fn objects<'a>(v: &'a Value, at: &str) -> Result<Vec<&'a Map<String, Value>>, St
         Value::Array(items) => items
             .iter()
             .enumerate()
-            .map(|(i, x)| x.as_object().ok_or_else(|| format!("{at}[{i}] must be an object, not {}", kind(x))))
+            .map(|(i, x)| {
+                x.as_object()
+                    .ok_or_else(|| format!("{at}[{i}] must be an object, not {}", kind(x)))
+            })
             .collect(),
         other => Err(format!("{at} must be an object, not {}", kind(other))),
     }
@@ -196,14 +249,21 @@ fn id(obj: &Map<String, Value>, at: &str) -> Result<(Option<String>, Option<Stri
         None | Some(Value::Null) => Ok((None, None)),
         Some(Value::String(s)) => Ok((None, clean(s))),
         Some(v) => match objects(v, &at)?.first() {
-            Some(o) => Ok((string(o, "type", &at)?.map(str::to_ascii_lowercase), string(o, "value", &at)?.and_then(clean))),
+            Some(o) => Ok((
+                string(o, "type", &at)?.map(str::to_ascii_lowercase),
+                string(o, "value", &at)?.and_then(clean),
+            )),
             None => Ok((None, None)),
         },
     }
 }
 
 /// `{"eth0": <neighbor or neighbors>, …}` → (interface name, neighbor, where it is).
-fn keyed<'a>(map: &'a Map<String, Value>, at: &str, bodies: &mut Vec<(String, &'a Map<String, Value>, String)>) -> Result<(), String> {
+fn keyed<'a>(
+    map: &'a Map<String, Value>,
+    at: &str,
+    bodies: &mut Vec<(String, &'a Map<String, Value>, String)>,
+) -> Result<(), String> {
     for (name, body) in map {
         let at = format!("{at}.{}", clean(name).unwrap_or_default());
         for b in objects(body, &at)? {
@@ -229,12 +289,23 @@ pub fn lldp_neighbors(v: &Value) -> Result<Vec<LldpNeighbor>, String> {
     let (root, at) = match v {
         Value::Object(m) if m.contains_key("lldp") => (&m["lldp"], "lldp.lldp"),
         Value::Object(_) => (v, "lldp"),
-        other => return Err(format!("lldp must be the object that `lldpctl -f json` prints, not {}", kind(other))),
+        other => {
+            return Err(format!(
+                "lldp must be the object that `lldpctl -f json` prints, not {}",
+                kind(other)
+            ));
+        }
     };
     let mut out: Vec<LldpNeighbor> = Vec::new();
     for (i, section) in objects(root, at)?.into_iter().enumerate() {
-        let at = if root.is_array() { format!("{at}[{i}].interface") } else { format!("{at}.interface") };
-        let Some(interfaces) = section.get("interface") else { continue };
+        let at = if root.is_array() {
+            format!("{at}[{i}].interface")
+        } else {
+            format!("{at}.interface")
+        };
+        let Some(interfaces) = section.get("interface") else {
+            continue;
+        };
         // (interface name, neighbor body, where it is).
         let mut bodies: Vec<(String, &Map<String, Value>, String)> = Vec::new();
         match interfaces {
@@ -288,7 +359,11 @@ pub fn lldp_neighbors(v: &Value) -> Result<Vec<LldpNeighbor>, String> {
                         Some(port) => {
                             let (id_type, port_id) = id(port, &at)?;
                             let descr = text(port.get("descr"), &format!("{at}.descr"))?;
-                            if id_type.as_deref() == Some("mac") { descr.or(port_id) } else { port_id.or(descr) }
+                            if id_type.as_deref() == Some("mac") {
+                                descr.or(port_id)
+                            } else {
+                                port_id.or(descr)
+                            }
                         }
                     }
                 }
@@ -296,7 +371,11 @@ pub fn lldp_neighbors(v: &Value) -> Result<Vec<LldpNeighbor>, String> {
             if switch.is_none() && port.is_none() {
                 continue;
             }
-            let neighbor = LldpNeighbor { interface, switch, port };
+            let neighbor = LldpNeighbor {
+                interface,
+                switch,
+                port,
+            };
             if !out.contains(&neighbor) {
                 out.push(neighbor);
             }
@@ -315,7 +394,13 @@ mod tests {
     use super::*;
 
     fn nic(name: &str, mac: &str, link: Option<bool>) -> Nic {
-        Nic { name: Some(name.into()), mac: Mac::parse(mac).unwrap(), speed_mbps: Some(1000), link, driver: Some("igb".into()) }
+        Nic {
+            name: Some(name.into()),
+            mac: Mac::parse(mac).unwrap(),
+            speed_mbps: Some(1000),
+            link,
+            driver: Some("igb".into()),
+        }
     }
 
     /// `ip -j -d link` on a server with a bond, a bridge, docker and a NIC lshw missed.
@@ -350,12 +435,28 @@ mod tests {
         let link = |name: &str| f.nics.iter().find(|n| n.name.as_deref() == Some(name)).map(|n| n.link);
         assert_eq!(link("eno1"), Some(Some(true)), "operstate UP");
         assert_eq!(link("eno2"), Some(Some(false)), "up, no carrier");
-        assert_eq!(link("enp216s0f0"), Some(Some(true)), "administratively down tells nothing: lshw's value stays");
-        assert_eq!(link("enp216s0f1"), Some(Some(true)), "a bond member, matched by its permanent address");
+        assert_eq!(
+            link("enp216s0f0"),
+            Some(Some(true)),
+            "administratively down tells nothing: lshw's value stays"
+        );
+        assert_eq!(
+            link("enp216s0f1"),
+            Some(Some(true)),
+            "a bond member, matched by its permanent address"
+        );
         assert_eq!(link("eno3"), Some(Some(true)), "missed by lshw: added");
         let added = f.nics.iter().find(|n| n.name.as_deref() == Some("eno3")).unwrap();
-        assert_eq!((added.mac.to_string(), added.speed_mbps, added.driver.as_deref()), ("ac:1f:6b:dc:19:c6".into(), None, None));
-        assert_eq!(f.nics.len(), 5, "no lo, bond0, docker0, veth, virbr0 or InfiniBand: {:?}", f.nics);
+        assert_eq!(
+            (added.mac.to_string(), added.speed_mbps, added.driver.as_deref()),
+            ("ac:1f:6b:dc:19:c6".into(), None, None)
+        );
+        assert_eq!(
+            f.nics.len(),
+            5,
+            "no lo, bond0, docker0, veth, virbr0 or InfiniBand: {:?}",
+            f.nics
+        );
         // lshw's other facts about a NIC stay.
         assert_eq!(f.nics[0].speed_mbps, Some(1000));
         assert_eq!(f.nics[0].driver.as_deref(), Some("igb"));
@@ -363,12 +464,21 @@ mod tests {
 
     #[test]
     fn bond_members_sharing_a_mac_in_lshw_are_told_apart_by_name() {
-        let mut f = Facts { nics: vec![nic("enp216s0f0", "0c:42:a1:3d:bd:e0", None), nic("enp216s0f1", "0c:42:a1:3d:bd:e0", None)], ..Facts::default() };
+        let mut f = Facts {
+            nics: vec![
+                nic("enp216s0f0", "0c:42:a1:3d:bd:e0", None),
+                nic("enp216s0f1", "0c:42:a1:3d:bd:e0", None),
+            ],
+            ..Facts::default()
+        };
         apply_ip_link(&mut f, &json!([
             {"ifname": "enp216s0f0", "flags": ["UP", "LOWER_UP"], "operstate": "UP", "link_type": "ether", "address": "0c:42:a1:3d:bd:e0"},
             {"ifname": "enp216s0f1", "flags": ["UP", "NO-CARRIER"], "operstate": "DOWN", "link_type": "ether", "address": "0c:42:a1:3d:bd:e0", "permaddr": "0c:42:a1:3d:bd:e1"}
         ])).unwrap();
-        assert_eq!(f.nics.iter().map(|n| n.link).collect::<Vec<_>>(), vec![Some(true), Some(false)]);
+        assert_eq!(
+            f.nics.iter().map(|n| n.link).collect::<Vec<_>>(),
+            vec![Some(true), Some(false)]
+        );
     }
 
     #[test]
@@ -382,7 +492,11 @@ mod tests {
         ]);
         apply_ip_link(&mut f, &plain).unwrap();
         assert_eq!(f.nics.len(), 1, "{:?}", f.nics);
-        assert_eq!(f.nics[0].link, Some(true), "operstate UNKNOWN with LOWER_UP has a carrier");
+        assert_eq!(
+            f.nics[0].link,
+            Some(true),
+            "operstate UNKNOWN with LOWER_UP has a carrier"
+        );
         assert!(apply_ip_link(&mut f, &json!([])).is_ok());
     }
 
@@ -394,25 +508,56 @@ mod tests {
             .collect();
         apply_ip_link(&mut f, &Value::Array(many)).unwrap();
         assert_eq!(f.nics.len(), MAX_ITEMS);
-        assert_eq!(f.nics[0].name.as_deref(), Some("eth0<b>"), "bidi controls stripped; escaping is the renderer's job");
+        assert_eq!(
+            f.nics[0].name.as_deref(),
+            Some("eth0<b>"),
+            "bidi controls stripped; escaping is the renderer's job"
+        );
         let long = json!([{"ifname": "x".repeat(10_000), "link_type": "ether", "address": "02:00:00:00:ff:01"}]);
         let mut f = Facts::default();
         apply_ip_link(&mut f, &long).unwrap();
-        assert_eq!(f.nics[0].name.as_ref().unwrap().chars().count(), super::super::MAX_FACT_CHARS);
+        assert_eq!(
+            f.nics[0].name.as_ref().unwrap().chars().count(),
+            super::super::MAX_FACT_CHARS
+        );
     }
 
     #[test]
     fn ip_link_wrong_types_name_the_field() {
         for (v, needle) in [
-            (json!({"ifname": "eth0"}), "ip_link must be the array that `ip -j link` prints, not an object"),
+            (
+                json!({"ifname": "eth0"}),
+                "ip_link must be the array that `ip -j link` prints, not an object",
+            ),
             (json!("eth0 UP"), "ip_link must be the array"),
-            (json!([{"ifname": "eth0"}, 7]), "ip_link[1] must be an object, not a number"),
-            (json!([{"ifname": 7}]), "ip_link[0].ifname must be a string, not a number"),
-            (json!([{"ifname": "e", "flags": "UP"}]), "ip_link[0].flags must be an array, not a string"),
-            (json!([{"ifname": "e", "flags": ["UP", 1]}]), "ip_link[0].flags[1] must be a string"),
-            (json!([{"ifname": "e", "operstate": true}]), "ip_link[0].operstate must be a string, not a boolean"),
-            (json!([{"ifname": "e", "linkinfo": "bond"}]), "ip_link[0].linkinfo must be an object"),
-            (json!([{"ifname": "e", "address": ["02:00:00:00:00:01"]}]), "ip_link[0].address must be a string, not an array"),
+            (
+                json!([{"ifname": "eth0"}, 7]),
+                "ip_link[1] must be an object, not a number",
+            ),
+            (
+                json!([{"ifname": 7}]),
+                "ip_link[0].ifname must be a string, not a number",
+            ),
+            (
+                json!([{"ifname": "e", "flags": "UP"}]),
+                "ip_link[0].flags must be an array, not a string",
+            ),
+            (
+                json!([{"ifname": "e", "flags": ["UP", 1]}]),
+                "ip_link[0].flags[1] must be a string",
+            ),
+            (
+                json!([{"ifname": "e", "operstate": true}]),
+                "ip_link[0].operstate must be a string, not a boolean",
+            ),
+            (
+                json!([{"ifname": "e", "linkinfo": "bond"}]),
+                "ip_link[0].linkinfo must be an object",
+            ),
+            (
+                json!([{"ifname": "e", "address": ["02:00:00:00:00:01"]}]),
+                "ip_link[0].address must be a string, not an array",
+            ),
         ] {
             let err = apply_ip_link(&mut Facts::default(), &v).unwrap_err();
             assert!(err.contains(needle), "{v} -> {err}");
@@ -427,14 +572,29 @@ mod tests {
             "baseboard-product-name": "X11DPH-T", "baseboard-serial-number": "VM194S600123",
             "chassis-serial-number": "C8160KL12A34567", "processor-family": ["ignored", "unknown keyword"]
         });
-        let mut f = Facts { vendor: Some("Dell Inc.".into()), ..Facts::default() };
+        let mut f = Facts {
+            vendor: Some("Dell Inc.".into()),
+            ..Facts::default()
+        };
         apply_dmidecode(&mut f, &dmi).unwrap();
         assert_eq!(f.vendor.as_deref(), Some("Dell Inc."), "lshw's answer stays");
-        assert_eq!(f.product.as_deref(), Some("X11DPH-T"), "placeholder skipped: the baseboard's");
-        assert_eq!(f.serial.as_deref(), Some("C8160KL12A34567"), "placeholder skipped: the chassis'");
+        assert_eq!(
+            f.product.as_deref(),
+            Some("X11DPH-T"),
+            "placeholder skipped: the baseboard's"
+        );
+        assert_eq!(
+            f.serial.as_deref(),
+            Some("C8160KL12A34567"),
+            "placeholder skipped: the chassis'"
+        );
         assert_eq!(f.uuid.as_deref(), Some("969ebc00-fc71-11e9-8000-ac1f6bdc19c2"));
         let mut f = Facts::default();
-        apply_dmidecode(&mut f, &json!({"system-serial-number": null, "system-uuid": "00000000-0000-0000-0000-000000000000"})).unwrap();
+        apply_dmidecode(
+            &mut f,
+            &json!({"system-serial-number": null, "system-uuid": "00000000-0000-0000-0000-000000000000"}),
+        )
+        .unwrap();
         assert_eq!(f, Facts::default());
     }
 
@@ -448,8 +608,14 @@ mod tests {
         for (v, needle) in [
             (json!("S1"), "dmidecode must be an object of `dmidecode -s` keywords"),
             (json!(["S1"]), "not an array"),
-            (json!({"system-serial-number": 12}), "dmidecode.system-serial-number must be a string, not a number"),
-            (json!({"system-uuid": {"x": 1}}), "dmidecode.system-uuid must be a string, not an object"),
+            (
+                json!({"system-serial-number": 12}),
+                "dmidecode.system-serial-number must be a string, not a number",
+            ),
+            (
+                json!({"system-uuid": {"x": 1}}),
+                "dmidecode.system-uuid must be a string, not an object",
+            ),
         ] {
             let err = apply_dmidecode(&mut Facts::default(), &v).unwrap_err();
             assert!(err.contains(needle), "{v} -> {err}");
@@ -457,7 +623,11 @@ mod tests {
     }
 
     fn neighbor(interface: &str, switch: &str, port: &str) -> LldpNeighbor {
-        LldpNeighbor { interface: interface.into(), switch: Some(switch.into()), port: Some(port.into()) }
+        LldpNeighbor {
+            interface: interface.into(),
+            switch: Some(switch.into()),
+            port: Some(port.into()),
+        }
     }
 
     #[test]
@@ -469,7 +639,10 @@ mod tests {
             "port": {"id": {"type": "ifname", "value": "Ethernet12"}, "descr": "server-01 eno1", "ttl": "120"},
             "vlan": {"vlan-id": "100", "pvid": true}
         }}}});
-        assert_eq!(lldp_neighbors(&v).unwrap(), vec![neighbor("eno1", "leaf-01.dc1", "Ethernet12")]);
+        assert_eq!(
+            lldp_neighbors(&v).unwrap(),
+            vec![neighbor("eno1", "leaf-01.dc1", "Ethernet12")]
+        );
         // What is under "lldp" works as well.
         assert_eq!(lldp_neighbors(&v["lldp"]).unwrap().len(), 1);
     }
@@ -501,7 +674,13 @@ mod tests {
             "chassis": [{"id": [{"type": "mac", "value": "44:4c:a8:00:00:01"}], "name": [{"value": "spine-1"}]}],
             "port": [{"id": [{"type": "ifname", "value": "swp7"}], "descr": [{"value": "to server"}]}]}]}]});
         assert_eq!(lldp_neighbors(&v).unwrap(), vec![neighbor("eno1", "spine-1", "swp7")]);
-        for empty in [json!({"lldp": {}}), json!({"lldp": []}), json!({"lldp": [{}]}), json!({"lldp": null}), json!({})] {
+        for empty in [
+            json!({"lldp": {}}),
+            json!({"lldp": []}),
+            json!({"lldp": [{}]}),
+            json!({"lldp": null}),
+            json!({}),
+        ] {
             assert_eq!(lldp_neighbors(&empty).unwrap(), vec![], "{empty}");
         }
     }
@@ -513,24 +692,67 @@ mod tests {
             "port": {"id": {"type": "ifname", "value": "Eth1\nspec: {hostile: true}"}}
         }}}});
         let n = lldp_neighbors(&hostile).unwrap();
-        assert_eq!(n, vec![neighbor("eno1", "<img src=x onerror=alert(1)> @admin #1", "Eth1 spec: {hostile: true}")]);
+        assert_eq!(
+            n,
+            vec![neighbor(
+                "eno1",
+                "<img src=x onerror=alert(1)> @admin #1",
+                "Eth1 spec: {hostile: true}"
+            )]
+        );
 
         let many: Vec<Value> = (0..500).map(|i| json!({format!("eth{i}"): {"chassis": {"sw": {}}, "port": {"id": {"type": "ifname", "value": format!("p{i}")}}}})).collect();
-        assert_eq!(lldp_neighbors(&json!({"lldp": {"interface": many}})).unwrap().len(), MAX_ITEMS);
-        let long = json!({"lldp": {"interface": {"eno1": {"chassis": {"s".repeat(10_000): {}}, "port": {"descr": "p"}}}}});
-        assert_eq!(lldp_neighbors(&long).unwrap()[0].switch.as_ref().unwrap().chars().count(), super::super::MAX_FACT_CHARS);
+        assert_eq!(
+            lldp_neighbors(&json!({"lldp": {"interface": many}})).unwrap().len(),
+            MAX_ITEMS
+        );
+        let long =
+            json!({"lldp": {"interface": {"eno1": {"chassis": {"s".repeat(10_000): {}}, "port": {"descr": "p"}}}}});
+        assert_eq!(
+            lldp_neighbors(&long).unwrap()[0]
+                .switch
+                .as_ref()
+                .unwrap()
+                .chars()
+                .count(),
+            super::super::MAX_FACT_CHARS
+        );
 
         for (v, needle) in [
-            (json!("eno1 sw1 Ethernet12"), "lldp must be the object that `lldpctl -f json` prints, not a string"),
+            (
+                json!("eno1 sw1 Ethernet12"),
+                "lldp must be the object that `lldpctl -f json` prints, not a string",
+            ),
             (json!([]), "lldp must be the object"),
             (json!({"lldp": "x"}), "lldp.lldp must be an object, not a string"),
-            (json!({"lldp": {"interface": 3}}), "lldp.lldp.interface must be an object or an array, not a number"),
-            (json!({"lldp": {"interface": {"eno1": "sw1"}}}), "lldp.lldp.interface.eno1 must be an object, not a string"),
-            (json!({"lldp": {"interface": [5]}}), "lldp.lldp.interface[0] must be an object, not a number"),
-            (json!({"lldp": {"interface": {"eno1": {"port": "Ethernet12"}}}}), "lldp.lldp.interface.eno1.port must be an object, not a string"),
-            (json!({"lldp": {"interface": {"eno1": {"port": {"id": {"value": 12}}}}}}), "lldp.lldp.interface.eno1.port.id.value must be a string, not a number"),
-            (json!({"lldp": {"interface": {"eno1": {"port": {"descr": 1}}}}}), "lldp.lldp.interface.eno1.port.descr must be a string, not a number"),
-            (json!({"lldp": {"interface": {"eno1": {"chassis": {"sw1": 1}}}}}), "lldp.lldp.interface.eno1.chassis.sw1 must be an object, not a number"),
+            (
+                json!({"lldp": {"interface": 3}}),
+                "lldp.lldp.interface must be an object or an array, not a number",
+            ),
+            (
+                json!({"lldp": {"interface": {"eno1": "sw1"}}}),
+                "lldp.lldp.interface.eno1 must be an object, not a string",
+            ),
+            (
+                json!({"lldp": {"interface": [5]}}),
+                "lldp.lldp.interface[0] must be an object, not a number",
+            ),
+            (
+                json!({"lldp": {"interface": {"eno1": {"port": "Ethernet12"}}}}),
+                "lldp.lldp.interface.eno1.port must be an object, not a string",
+            ),
+            (
+                json!({"lldp": {"interface": {"eno1": {"port": {"id": {"value": 12}}}}}}),
+                "lldp.lldp.interface.eno1.port.id.value must be a string, not a number",
+            ),
+            (
+                json!({"lldp": {"interface": {"eno1": {"port": {"descr": 1}}}}}),
+                "lldp.lldp.interface.eno1.port.descr must be a string, not a number",
+            ),
+            (
+                json!({"lldp": {"interface": {"eno1": {"chassis": {"sw1": 1}}}}}),
+                "lldp.lldp.interface.eno1.chassis.sw1 must be an object, not a number",
+            ),
         ] {
             let err = lldp_neighbors(&v).unwrap_err();
             assert!(err.contains(needle), "{v} -> {err}");

@@ -20,8 +20,12 @@ impl LocalForge {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ForgeError> + Send + 'static) -> Result<T, ForgeError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ForgeError::Other(format!("git task failed: {e}")))?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ForgeError> + Send + 'static,
+) -> Result<T, ForgeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ForgeError::Other(format!("git task failed: {e}")))?
 }
 
 #[async_trait]
@@ -32,7 +36,10 @@ impl Forge for LocalForge {
 
     async fn open(&self, _draft: &Draft<'_>, existing: Option<&Proposal>) -> Result<ForgeRef, ForgeError> {
         // The store numbers local proposals; the branch is the proposal.
-        Ok(ForgeRef { number: existing.and_then(|p| p.number), url: None })
+        Ok(ForgeRef {
+            number: existing.and_then(|p| p.number),
+            url: None,
+        })
     }
 
     async fn approve(&self, proposal: &Proposal, actor: &str) -> Result<(), ForgeError> {
@@ -69,7 +76,11 @@ impl Forge for LocalForge {
                     return Ok(ProposalState::Merged);
                 }
             }
-            Ok(if git.branch_head(&branch).is_some() { ProposalState::Open } else { ProposalState::Closed })
+            Ok(if git.branch_head(&branch).is_some() {
+                ProposalState::Open
+            } else {
+                ProposalState::Closed
+            })
         })
         .await
     }

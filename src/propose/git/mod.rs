@@ -26,7 +26,11 @@ pub enum GitError {
     #[error("base branch {0} does not exist on the remote; create it with an initial commit")]
     NoBase(String),
     #[error("merging {branch} into {base} conflicts in: {}", .paths.join(", "))]
-    Conflict { branch: String, base: String, paths: Vec<String> },
+    Conflict {
+        branch: String,
+        base: String,
+        paths: Vec<String>,
+    },
 }
 
 type Result<T> = std::result::Result<T, GitError>;
@@ -36,7 +40,10 @@ trait Ctx<T> {
 }
 impl<T> Ctx<T> for std::result::Result<T, git2::Error> {
     fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| GitError::Git { context: what(), source })
+        self.map_err(|source| GitError::Git {
+            context: what(),
+            source,
+        })
     }
 }
 
@@ -125,8 +132,15 @@ impl GitRepo {
     pub fn open(mirror: &Path, settings: GitSettings) -> Result<Self> {
         if let Some(local) = settings.remote_url.strip_prefix("file://") {
             let path = PathBuf::from(local);
-            let repo = Repository::open_bare(&path).ctx(|| format!("opening the GitOps repository {}", path.display()))?;
-            return Ok(GitRepo { repo: Mutex::new(repo), trees: Default::default(), transport: Transport::InPlace, settings, path });
+            let repo =
+                Repository::open_bare(&path).ctx(|| format!("opening the GitOps repository {}", path.display()))?;
+            return Ok(GitRepo {
+                repo: Mutex::new(repo),
+                trees: Default::default(),
+                transport: Transport::InPlace,
+                settings,
+                path,
+            });
         }
         let repo = match Repository::open_bare(mirror) {
             Ok(r) => r,
@@ -134,12 +148,21 @@ impl GitRepo {
         };
         match repo.find_remote(REMOTE) {
             Ok(r) if r.url().ok() == Some(settings.remote_url.as_str()) => {}
-            Ok(_) => repo.remote_set_url(REMOTE, &settings.remote_url).ctx(|| "setting remote URL".into())?,
+            Ok(_) => repo
+                .remote_set_url(REMOTE, &settings.remote_url)
+                .ctx(|| "setting remote URL".into())?,
             Err(_) => {
-                repo.remote_with_fetch(REMOTE, &settings.remote_url, "+refs/heads/*:refs/remotes/origin/*").ctx(|| "adding remote".into())?;
+                repo.remote_with_fetch(REMOTE, &settings.remote_url, "+refs/heads/*:refs/remotes/origin/*")
+                    .ctx(|| "adding remote".into())?;
             }
         }
-        Ok(GitRepo { repo: Mutex::new(repo), trees: Default::default(), transport: Transport::Mirror, settings, path: mirror.to_path_buf() })
+        Ok(GitRepo {
+            repo: Mutex::new(repo),
+            trees: Default::default(),
+            transport: Transport::Mirror,
+            settings,
+            path: mirror.to_path_buf(),
+        })
     }
 
     pub fn base(&self) -> &str {
@@ -184,8 +207,13 @@ impl GitRepo {
                 return Err(git2::Error::from_str("the remote refused the configured credentials"));
             }
             match &pass {
-                Some(p) => Cred::userpass_plaintext(user.as_deref().or(username_from_url).unwrap_or("registrar"), p.expose_secret()),
-                None => Err(git2::Error::from_str("the remote asks for credentials; set gitops.username and gitops.password_file")),
+                Some(p) => Cred::userpass_plaintext(
+                    user.as_deref().or(username_from_url).unwrap_or("registrar"),
+                    p.expose_secret(),
+                ),
+                None => Err(git2::Error::from_str(
+                    "the remote asks for credentials; set gitops.username and gitops.password_file",
+                )),
             }
         });
         cb
@@ -202,13 +230,19 @@ impl GitRepo {
         opts.remote_callbacks(self.callbacks());
         opts.prune(git2::FetchPrune::On);
         let base = &self.settings.base;
-        let specs = [format!("+refs/heads/{base}:refs/remotes/origin/{base}"), "+refs/heads/registrar/*:refs/remotes/origin/registrar/*".to_string()];
-        remote.fetch(&specs, Some(&mut opts), None).ctx(|| format!("fetching from {}", self.settings.remote_url))?;
+        let specs = [
+            format!("+refs/heads/{base}:refs/remotes/origin/{base}"),
+            "+refs/heads/registrar/*:refs/remotes/origin/registrar/*".to_string(),
+        ];
+        remote
+            .fetch(&specs, Some(&mut opts), None)
+            .ctx(|| format!("fetching from {}", self.settings.remote_url))?;
         Ok(())
     }
 
     pub fn base_head(&self) -> Result<Oid> {
-        self.target(&self.lock(), &self.settings.base).ok_or_else(|| GitError::NoBase(self.settings.base.clone()))
+        self.target(&self.lock(), &self.settings.base)
+            .ok_or_else(|| GitError::NoBase(self.settings.base.clone()))
     }
 
     pub fn branch_head(&self, branch: &str) -> Option<Oid> {
@@ -222,10 +256,16 @@ impl GitRepo {
         let repo = self.lock();
         let prefix = self.tracking("registrar/");
         let mut out = Vec::new();
-        let refs = repo.references_glob(&format!("{prefix}*")).ctx(|| "listing Registrar's branches".into())?;
+        let refs = repo
+            .references_glob(&format!("{prefix}*"))
+            .ctx(|| "listing Registrar's branches".into())?;
         for r in refs.flatten() {
-            let (Ok(name), Some(oid)) = (r.name().map(str::to_string), r.target()) else { continue };
-            let Some(branch) = name.strip_prefix(&prefix).map(|b| format!("registrar/{b}")) else { continue };
+            let (Ok(name), Some(oid)) = (r.name().map(str::to_string), r.target()) else {
+                continue;
+            };
+            let Some(branch) = name.strip_prefix(&prefix).map(|b| format!("registrar/{b}")) else {
+                continue;
+            };
             let Ok(commit) = repo.find_commit(oid) else { continue };
             let raw = commit.message_bytes();
             let message = String::from_utf8_lossy(&raw[..raw.len().min(MAX_MESSAGE)]).into_owned();
@@ -239,22 +279,45 @@ impl GitRepo {
     pub fn changes(&self, branch: &str) -> Result<Vec<Change>> {
         const MAX_CONTENT: usize = 256 << 10;
         let repo = self.lock();
-        let (Some(head), Some(base)) = (self.target(&repo, branch), self.target(&repo, &self.settings.base)) else { return Ok(vec![]) };
-        let merge_base = repo.merge_base(head, base).ctx(|| format!("finding where {branch} left the base"))?;
-        let old_tree = repo.find_commit(merge_base).and_then(|c| c.tree()).ctx(|| "reading the merge base".into())?;
-        let new_tree = repo.find_commit(head).and_then(|c| c.tree()).ctx(|| format!("reading {branch}"))?;
-        let diff = repo.diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None).ctx(|| format!("comparing {branch} with the base"))?;
+        let (Some(head), Some(base)) = (self.target(&repo, branch), self.target(&repo, &self.settings.base)) else {
+            return Ok(vec![]);
+        };
+        let merge_base = repo
+            .merge_base(head, base)
+            .ctx(|| format!("finding where {branch} left the base"))?;
+        let old_tree = repo
+            .find_commit(merge_base)
+            .and_then(|c| c.tree())
+            .ctx(|| "reading the merge base".into())?;
+        let new_tree = repo
+            .find_commit(head)
+            .and_then(|c| c.tree())
+            .ctx(|| format!("reading {branch}"))?;
+        let diff = repo
+            .diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)
+            .ctx(|| format!("comparing {branch} with the base"))?;
         let text = |oid: Oid| -> Option<String> {
             if oid.is_zero() {
                 return None;
             }
-            repo.find_blob(oid).ok().map(|b| String::from_utf8_lossy(&b.content()[..b.content().len().min(MAX_CONTENT)]).into_owned())
+            repo.find_blob(oid)
+                .ok()
+                .map(|b| String::from_utf8_lossy(&b.content()[..b.content().len().min(MAX_CONTENT)]).into_owned())
         };
         Ok(diff
             .deltas()
             .map(|d| {
-                let path = d.new_file().path().or(d.old_file().path()).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-                Change { path, old: text(d.old_file().id()), new: text(d.new_file().id()) }
+                let path = d
+                    .new_file()
+                    .path()
+                    .or(d.old_file().path())
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                Change {
+                    path,
+                    old: text(d.old_file().id()),
+                    new: text(d.new_file().id()),
+                }
             })
             .collect())
     }
@@ -268,16 +331,34 @@ impl GitRepo {
         }
         let parent = c.parent(0).and_then(|p| p.tree()).ctx(|| "reading the parent".into())?;
         let tree = c.tree().ctx(|| "reading the tree".into())?;
-        let diff = repo.diff_tree_to_tree(Some(&parent), Some(&tree), None).ctx(|| "comparing with the parent".into())?;
-        Ok(Some(diff.deltas().filter_map(|d| d.new_file().path().or(d.old_file().path()).map(|p| p.to_string_lossy().into_owned())).collect()))
+        let diff = repo
+            .diff_tree_to_tree(Some(&parent), Some(&tree), None)
+            .ctx(|| "comparing with the parent".into())?;
+        Ok(Some(
+            diff.deltas()
+                .filter_map(|d| {
+                    d.new_file()
+                        .path()
+                        .or(d.old_file().path())
+                        .map(|p| p.to_string_lossy().into_owned())
+                })
+                .collect(),
+        ))
     }
 
     /// The file at `path` on the remote's `branch`, if both exist.
     pub fn read(&self, branch: &str, path: &str) -> Result<Option<Vec<u8>>> {
         let repo = self.lock();
-        let Some(head) = self.target(&repo, branch) else { return Ok(None) };
-        let tree = repo.find_commit(head).and_then(|c| c.tree()).ctx(|| format!("reading {branch}"))?;
-        let Ok(entry) = tree.get_path(Path::new(path)) else { return Ok(None) };
+        let Some(head) = self.target(&repo, branch) else {
+            return Ok(None);
+        };
+        let tree = repo
+            .find_commit(head)
+            .and_then(|c| c.tree())
+            .ctx(|| format!("reading {branch}"))?;
+        let Ok(entry) = tree.get_path(Path::new(path)) else {
+            return Ok(None);
+        };
         let blob = repo.find_blob(entry.id()).ctx(|| format!("reading {path}"))?;
         Ok(Some(blob.content().to_vec()))
     }
@@ -287,13 +368,19 @@ impl GitRepo {
     pub fn publish(&self, branch: &str, files: &[(&str, &[u8])], message: &str) -> Result<Published> {
         let (commit, old) = {
             let repo = self.lock();
-            let blobs = files.iter().map(|(p, c)| Ok((*p, repo.blob(c).ctx(|| format!("writing {p}"))?))).collect::<Result<Vec<_>>>()?;
+            let blobs = files
+                .iter()
+                .map(|(p, c)| Ok((*p, repo.blob(c).ctx(|| format!("writing {p}"))?)))
+                .collect::<Result<Vec<_>>>()?;
             let old = self.target(&repo, branch);
-            let base_oid = self.target(&repo, &self.settings.base).ok_or_else(|| GitError::NoBase(self.settings.base.clone()))?;
+            let base_oid = self
+                .target(&repo, &self.settings.base)
+                .ok_or_else(|| GitError::NoBase(self.settings.base.clone()))?;
             let base = repo.find_commit(base_oid).ctx(|| "reading base".into())?;
             let mut tree = base.tree_id();
             for (path, blob) in &blobs {
-                tree = objects::tree_with(&repo, &self.trees, tree, path, *blob).ctx(|| format!("building tree with {path}"))?;
+                tree = objects::tree_with(&repo, &self.trees, tree, path, *blob)
+                    .ctx(|| format!("building tree with {path}"))?;
             }
             // Unchanged means the whole commit is what Registrar would write: the base head
             // as its only parent, the base tree plus these files and nothing else, this
@@ -303,21 +390,34 @@ impl GitRepo {
                 let current = repo.find_commit(head).ctx(|| format!("reading {branch}"))?;
                 let parents: Vec<Oid> = current.parent_ids().collect();
                 if current.tree_id() == tree && parents == [base_oid] && current.message().ok() == Some(message) {
-                    return Ok(Published { commit: head, changed: false });
+                    return Ok(Published {
+                        commit: head,
+                        changed: false,
+                    });
                 }
             }
-            let oid = objects::write_commit(&repo, tree, &[base_oid], &self.signature()?, message).ctx(|| "committing".into())?;
+            let oid = objects::write_commit(&repo, tree, &[base_oid], &self.signature()?, message)
+                .ctx(|| "committing".into())?;
             (oid, old)
         };
-        self.update_refs(&[RefUpdate { branch, old, new: Some(commit), force: true }])?;
+        self.update_refs(&[RefUpdate {
+            branch,
+            old,
+            new: Some(commit),
+            force: true,
+        }])?;
         Ok(Published { commit, changed: true })
     }
 
     /// Whether `branch` was built on the current base head (false if either is missing).
     pub fn is_on_base(&self, branch: &str) -> bool {
         let repo = self.lock();
-        let (Some(head), Some(base)) = (self.target(&repo, branch), self.target(&repo, &self.settings.base)) else { return false };
-        repo.find_commit(head).ok().is_some_and(|c| c.parent_ids().any(|p| p == base))
+        let (Some(head), Some(base)) = (self.target(&repo, branch), self.target(&repo, &self.settings.base)) else {
+            return false;
+        };
+        repo.find_commit(head)
+            .ok()
+            .is_some_and(|c| c.parent_ids().any(|p| p == base))
     }
 
     /// Merges `branch` into the base branch with a merge commit, as a forge's merge button
@@ -328,16 +428,26 @@ impl GitRepo {
             self.fetch()?;
             let (merge_oid, base_oid) = {
                 let repo = self.lock();
-                let head = self.target(&repo, branch).ok_or_else(|| GitError::NoBranch(branch.to_string()))?;
-                let base_oid = self.target(&repo, &self.settings.base).ok_or_else(|| GitError::NoBase(self.settings.base.clone()))?;
-                if head == base_oid || repo.graph_descendant_of(base_oid, head).ctx(|| "comparing history".into())? {
+                let head = self
+                    .target(&repo, branch)
+                    .ok_or_else(|| GitError::NoBranch(branch.to_string()))?;
+                let base_oid = self
+                    .target(&repo, &self.settings.base)
+                    .ok_or_else(|| GitError::NoBase(self.settings.base.clone()))?;
+                if head == base_oid
+                    || repo
+                        .graph_descendant_of(base_oid, head)
+                        .ctx(|| "comparing history".into())?
+                {
                     drop(repo);
                     self.delete_branch(branch)?;
                     return Ok(Merged::AlreadyMerged);
                 }
                 let ours = repo.find_commit(base_oid).ctx(|| "reading base".into())?;
                 let theirs = repo.find_commit(head).ctx(|| format!("reading {branch}"))?;
-                let mut index = repo.merge_commits(&ours, &theirs, None).ctx(|| format!("merging {branch}"))?;
+                let mut index = repo
+                    .merge_commits(&ours, &theirs, None)
+                    .ctx(|| format!("merging {branch}"))?;
                 if index.has_conflicts() {
                     let mut paths: Vec<String> = index
                         .conflicts()
@@ -346,16 +456,27 @@ impl GitRepo {
                         .filter_map(|c| c.our.or(c.their).map(|e| String::from_utf8_lossy(&e.path).into_owned()))
                         .collect();
                     paths.dedup();
-                    return Err(GitError::Conflict { branch: branch.to_string(), base: self.settings.base.clone(), paths });
+                    return Err(GitError::Conflict {
+                        branch: branch.to_string(),
+                        base: self.settings.base.clone(),
+                        paths,
+                    });
                 }
                 let tree_oid = index.write_tree_to(&repo).ctx(|| "writing merged tree".into())?;
                 let tree = repo.find_tree(tree_oid).ctx(|| "reading merged tree".into())?;
                 let sig = self.signature()?;
-                let oid = repo.commit(None, &sig, &sig, message, &tree, &[&ours, &theirs]).ctx(|| "committing merge".into())?;
+                let oid = repo
+                    .commit(None, &sig, &sig, message, &tree, &[&ours, &theirs])
+                    .ctx(|| "committing merge".into())?;
                 (oid, base_oid)
             };
             // Not forced: if someone moved the base meanwhile, the update is refused and we retry.
-            match self.update_refs(&[RefUpdate { branch: &self.settings.base, old: Some(base_oid), new: Some(merge_oid), force: false }]) {
+            match self.update_refs(&[RefUpdate {
+                branch: &self.settings.base,
+                old: Some(base_oid),
+                new: Some(merge_oid),
+                force: false,
+            }]) {
                 Ok(()) => {
                     self.delete_branch(branch)?;
                     return Ok(Merged::Merged(merge_oid));
@@ -371,16 +492,28 @@ impl GitRepo {
 
     /// Deletes `branch` on the remote; a missing branch is fine.
     pub fn delete_branch(&self, branch: &str) -> Result<()> {
-        let Some(old) = self.branch_head(branch) else { return Ok(()) };
-        self.update_refs(&[RefUpdate { branch, old: Some(old), new: None, force: true }])
+        let Some(old) = self.branch_head(branch) else {
+            return Ok(());
+        };
+        self.update_refs(&[RefUpdate {
+            branch,
+            old: Some(old),
+            new: None,
+            force: true,
+        }])
     }
 
     /// The text of every YAML file below `dir` on the base branch, with the directory's
     /// tree id; `None` if that id is `unless_tree` (nothing changed since the last call).
     pub fn yaml_files(&self, dir: &str, unless_tree: Option<Oid>) -> Result<Option<(Oid, Vec<String>)>> {
         let repo = self.lock();
-        let Some(base) = self.target(&repo, &self.settings.base) else { return Ok(None) };
-        let root = repo.find_commit(base).and_then(|c| c.tree()).ctx(|| "reading base".into())?;
+        let Some(base) = self.target(&repo, &self.settings.base) else {
+            return Ok(None);
+        };
+        let root = repo
+            .find_commit(base)
+            .and_then(|c| c.tree())
+            .ctx(|| "reading base".into())?;
         let tree = if dir.is_empty() {
             root
         } else {
@@ -409,7 +542,10 @@ impl GitRepo {
         })
         .ok();
         if let Some((path, e)) = failed {
-            return Err(GitError::Git { context: format!("reading {path}"), source: e });
+            return Err(GitError::Git {
+                context: format!("reading {path}"),
+                source: e,
+            });
         }
         Ok(Some((tree.id(), files)))
     }
@@ -417,8 +553,13 @@ impl GitRepo {
     /// Whether `commit` is contained in the base branch (as last fetched).
     pub fn is_in_base(&self, commit: Oid) -> Result<bool> {
         let repo = self.lock();
-        let Some(base) = self.target(&repo, &self.settings.base) else { return Ok(false) };
-        Ok(base == commit || repo.graph_descendant_of(base, commit).ctx(|| "comparing history".into())?)
+        let Some(base) = self.target(&repo, &self.settings.base) else {
+            return Ok(false);
+        };
+        Ok(base == commit
+            || repo
+                .graph_descendant_of(base, commit)
+                .ctx(|| "comparing history".into())?)
     }
 
     fn update_refs(&self, updates: &[RefUpdate]) -> Result<()> {
@@ -434,17 +575,27 @@ impl GitRepo {
             let name = format!("refs/heads/{}", u.branch);
             let current = repo.refname_to_id(&name).ok();
             if !u.force && current != u.old {
-                return Err(GitError::Refused { refname: name, message: "the ref moved (not a fast-forward from what Registrar read)".into() });
+                return Err(GitError::Refused {
+                    refname: name,
+                    message: "the ref moved (not a fast-forward from what Registrar read)".into(),
+                });
             }
             match (u.new, current) {
                 (Some(new), Some(cur)) if !u.force => {
-                    repo.reference_matching(&name, new, true, cur, "registrar").map_err(|e| GitError::Refused { refname: name.clone(), message: e.message().to_string() })?;
+                    repo.reference_matching(&name, new, true, cur, "registrar")
+                        .map_err(|e| GitError::Refused {
+                            refname: name.clone(),
+                            message: e.message().to_string(),
+                        })?;
                 }
                 (Some(new), _) => {
-                    repo.reference(&name, new, true, "registrar").ctx(|| format!("updating {name}"))?;
+                    repo.reference(&name, new, true, "registrar")
+                        .ctx(|| format!("updating {name}"))?;
                 }
                 (None, Some(_)) => {
-                    repo.find_reference(&name).and_then(|mut r| r.delete()).ctx(|| format!("deleting {name}"))?;
+                    repo.find_reference(&name)
+                        .and_then(|mut r| r.delete())
+                        .ctx(|| format!("deleting {name}"))?;
                 }
                 (None, None) => {}
             }
@@ -459,7 +610,8 @@ impl GitRepo {
             let local = format!("refs/heads/{}", u.branch);
             match u.new {
                 Some(new) => {
-                    repo.reference(&local, new, true, "registrar: to push").ctx(|| format!("updating {local}"))?;
+                    repo.reference(&local, new, true, "registrar: to push")
+                        .ctx(|| format!("updating {local}"))?;
                     specs.push(format!("{}{local}:{local}", if u.force { "+" } else { "" }));
                 }
                 None => specs.push(format!(":{local}")),
@@ -476,7 +628,9 @@ impl GitRepo {
         });
         let mut opts = PushOptions::new();
         opts.remote_callbacks(cb);
-        remote.push(&specs, Some(&mut opts)).ctx(|| format!("pushing {} to {}", specs.join(" "), self.settings.remote_url))?;
+        remote
+            .push(&specs, Some(&mut opts))
+            .ctx(|| format!("pushing {} to {}", specs.join(" "), self.settings.remote_url))?;
         drop(opts);
         if let Some((refname, message)) = refused.into_inner().into_iter().next() {
             return Err(GitError::Refused { refname, message });
@@ -486,7 +640,8 @@ impl GitRepo {
             let tracking = self.tracking(u.branch);
             match u.new {
                 Some(new) => {
-                    repo.reference(&tracking, new, true, "registrar: pushed").ctx(|| format!("updating {tracking}"))?;
+                    repo.reference(&tracking, new, true, "registrar: pushed")
+                        .ctx(|| format!("updating {tracking}"))?;
                 }
                 None => {
                     for name in [tracking, format!("refs/heads/{}", u.branch)] {
@@ -516,9 +671,19 @@ pub fn init_local_remote(path: &Path, base: &str) -> Result<bool> {
     let blob = repo.blob(readme).ctx(|| "writing README".into())?;
     let mut tb = repo.treebuilder(None).ctx(|| "tree".into())?;
     tb.insert("README.md", blob, 0o100644).ctx(|| "tree".into())?;
-    let tree = repo.find_tree(tb.write().ctx(|| "tree".into())?).ctx(|| "tree".into())?;
+    let tree = repo
+        .find_tree(tb.write().ctx(|| "tree".into())?)
+        .ctx(|| "tree".into())?;
     let sig = Signature::now("Registrar", "registrar@localhost").ctx(|| "signature".into())?;
-    repo.commit(Some(&format!("refs/heads/{base}")), &sig, &sig, "Start the hardware repository", &tree, &[]).ctx(|| "initial commit".into())?;
+    repo.commit(
+        Some(&format!("refs/heads/{base}")),
+        &sig,
+        &sig,
+        "Start the hardware repository",
+        &tree,
+        &[],
+    )
+    .ctx(|| "initial commit".into())?;
     repo.set_head(&format!("refs/heads/{base}")).ctx(|| "HEAD".into())?;
     Ok(true)
 }

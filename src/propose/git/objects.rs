@@ -7,7 +7,6 @@
 //! tree is stored as a zlib "stored" stream: tree objects are mostly SHA-1s, which do not
 //! compress, and `git gc` packs them with deltas later anyway.
 
-
 use std::sync::Arc;
 
 use git2::{ObjectType, Oid, Repository, Signature};
@@ -34,7 +33,12 @@ fn entries(raw: &[u8]) -> Result<Vec<Entry<'_>>, git2::Error> {
         if end > raw.len() {
             return Err(bad());
         }
-        out.push(Entry { start, end, mode: &raw[start..sp], name: &raw[sp + 1..nul] });
+        out.push(Entry {
+            start,
+            end,
+            mode: &raw[start..sp],
+            name: &raw[sp + 1..nul],
+        });
         i = end;
     }
     Ok(out)
@@ -55,7 +59,9 @@ pub fn splice(raw: &[u8], name: &[u8], mode: &[u8], oid: Oid) -> Result<Vec<u8>,
     new_entry.extend_from_slice(name);
     new_entry.push(0);
     new_entry.extend_from_slice(oid.as_bytes());
-    let pos = list.iter().position(|e| sort_key(e.name, e.mode).cmp(sort_key(name, mode)) != std::cmp::Ordering::Less);
+    let pos = list
+        .iter()
+        .position(|e| sort_key(e.name, e.mode).cmp(sort_key(name, mode)) != std::cmp::Ordering::Less);
     let mut out = Vec::with_capacity(raw.len() + new_entry.len());
     match pos.map(|p| &list[p]) {
         Some(e) if e.name == name => {
@@ -174,7 +180,9 @@ pub fn tree_with(repo: &Repository, cache: &TreeCache, base: Oid, path: &str, bl
             None => Arc::new(Vec::new()),
         };
         current = if i + 1 < parts.len() {
-            lookup(&raw, parts[i].as_bytes())?.filter(|(mode, _)| mode == MODE_TREE).map(|(_, oid)| oid)
+            lookup(&raw, parts[i].as_bytes())?
+                .filter(|(mode, _)| mode == MODE_TREE)
+                .map(|(_, oid)| oid)
         } else {
             None
         };
@@ -192,7 +200,13 @@ pub fn tree_with(repo: &Repository, cache: &TreeCache, base: Oid, path: &str, bl
 
 /// Writes a commit of `tree` with `parents`, by id: libgit2's own API wants the tree
 /// loaded, which would parse the large directory back right after writing it.
-pub fn write_commit(repo: &Repository, tree: Oid, parents: &[Oid], author: &Signature, message: &str) -> Result<Oid, git2::Error> {
+pub fn write_commit(
+    repo: &Repository,
+    tree: Oid,
+    parents: &[Oid],
+    author: &Signature,
+    message: &str,
+) -> Result<Oid, git2::Error> {
     let mut raw = format!("tree {tree}\n");
     for p in parents {
         raw.push_str(&format!("parent {p}\n"));
@@ -201,9 +215,20 @@ pub fn write_commit(repo: &Repository, tree: Oid, parents: &[Oid], author: &Sign
         let t = s.when();
         let off = t.offset_minutes();
         let sign = if off < 0 { '-' } else { '+' };
-        format!("{} <{}> {} {sign}{:02}{:02}", s.name().unwrap_or(""), s.email().unwrap_or(""), t.seconds(), off.abs() / 60, off.abs() % 60)
+        format!(
+            "{} <{}> {} {sign}{:02}{:02}",
+            s.name().unwrap_or(""),
+            s.email().unwrap_or(""),
+            t.seconds(),
+            off.abs() / 60,
+            off.abs() % 60
+        )
     };
-    raw.push_str(&format!("author {}\ncommitter {}\n\n{message}", who(author), who(author)));
+    raw.push_str(&format!(
+        "author {}\ncommitter {}\n\n{message}",
+        who(author),
+        who(author)
+    ));
     repo.odb()?.write(ObjectType::Commit, raw.as_bytes())
 }
 
@@ -249,10 +274,20 @@ mod tests {
         root.insert("README.md", blob("readme"), 0o100644).unwrap();
         let base = repo.find_tree(root.write().unwrap()).unwrap();
 
-        for (path, content) in [("hardware/c.yaml", "new"), ("hardware/b.yaml", "changed"), ("hardware/0.yaml", "first"), ("hardware/zz.yaml", "last"), ("deep/er/x.yaml", "new dir"), ("top.yaml", "root")] {
+        for (path, content) in [
+            ("hardware/c.yaml", "new"),
+            ("hardware/b.yaml", "changed"),
+            ("hardware/0.yaml", "first"),
+            ("hardware/zz.yaml", "last"),
+            ("deep/er/x.yaml", "new dir"),
+            ("top.yaml", "root"),
+        ] {
             let b = blob(content);
             let ours = tree_with(&repo, &TreeCache::default(), base.id(), path, b).unwrap();
-            let theirs = git2::build::TreeUpdateBuilder::new().upsert(path, b, git2::FileMode::Blob).create_updated(&repo, &base).unwrap();
+            let theirs = git2::build::TreeUpdateBuilder::new()
+                .upsert(path, b, git2::FileMode::Blob)
+                .create_updated(&repo, &base)
+                .unwrap();
             assert_eq!(ours, theirs, "{path}");
             // And libgit2 reads what we wrote.
             let tree = repo.find_tree(ours).unwrap();
@@ -264,10 +299,21 @@ mod tests {
     fn commits_by_id_equal_libgit2_commits() {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repository::init_bare(dir.path()).unwrap();
-        let tree = repo.find_tree(repo.treebuilder(None).unwrap().write().unwrap()).unwrap();
+        let tree = repo
+            .find_tree(repo.treebuilder(None).unwrap().write().unwrap())
+            .unwrap();
         let sig = Signature::new("Registrar", "registrar@localhost", &git2::Time::new(1_700_000_000, 90)).unwrap();
         let parent = repo.commit(None, &sig, &sig, "first\n", &tree, &[]).unwrap();
-        let theirs = repo.commit(None, &sig, &sig, "second\n\nbody\n", &tree, &[&repo.find_commit(parent).unwrap()]).unwrap();
+        let theirs = repo
+            .commit(
+                None,
+                &sig,
+                &sig,
+                "second\n\nbody\n",
+                &tree,
+                &[&repo.find_commit(parent).unwrap()],
+            )
+            .unwrap();
         let ours = write_commit(&repo, tree.id(), &[parent], &sig, "second\n\nbody\n").unwrap();
         assert_eq!(ours, theirs);
     }

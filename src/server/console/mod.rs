@@ -55,12 +55,24 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 impl Console {
     pub fn new(ui: &crate::config::UiConfig, cluster_enabled: bool) -> anyhow::Result<Self> {
         let mut env = Environment::new();
-        env.set_auto_escape_callback(|name| if name.ends_with(".html") { AutoEscape::Html } else { AutoEscape::None });
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(".html") {
+                AutoEscape::Html
+            } else {
+                AutoEscape::None
+            }
+        });
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
         for (name, source) in TEMPLATES {
-            env.add_template(name, source).map_err(|e| anyhow::anyhow!("console template {name}: {e}"))?;
+            env.add_template(name, source)
+                .map_err(|e| anyhow::anyhow!("console template {name}: {e}"))?;
         }
-        Ok(Console { sessions: Sessions::new(ui)?, env, cluster_enabled, streams: Default::default() })
+        Ok(Console {
+            sessions: Sessions::new(ui)?,
+            env,
+            cluster_enabled,
+            streams: Default::default(),
+        })
     }
 
     pub fn render(&self, name: &str, ctx: minijinja::Value) -> Result<String, minijinja::Error> {
@@ -83,8 +95,36 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route_layer(from_fn_with_state(state, session::page_guard));
     Router::new()
         .route("/login", get(pages::login_page).post(pages::login))
-        .route("/static/console.css", get(|| async { ([(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8")), (header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"))], CSS) }))
-        .route("/static/console.js", get(|| async { ([(header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8")), (header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"))], JS) }))
+        .route(
+            "/static/console.css",
+            get(|| async {
+                (
+                    [
+                        (
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("text/css; charset=utf-8"),
+                        ),
+                        (header::CACHE_CONTROL, HeaderValue::from_static("max-age=300")),
+                    ],
+                    CSS,
+                )
+            }),
+        )
+        .route(
+            "/static/console.js",
+            get(|| async {
+                (
+                    [
+                        (
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("text/javascript; charset=utf-8"),
+                        ),
+                        (header::CACHE_CONTROL, HeaderValue::from_static("max-age=300")),
+                    ],
+                    JS,
+                )
+            }),
+        )
         .merge(guarded)
 }
 

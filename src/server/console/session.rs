@@ -64,7 +64,9 @@ impl Sessions {
         let proxy_header = config
             .proxy_header
             .as_deref()
-            .map(|h| header::HeaderName::from_bytes(h.as_bytes()).map_err(|e| anyhow::anyhow!("ui.proxy_header {h:?}: {e}")))
+            .map(|h| {
+                header::HeaderName::from_bytes(h.as_bytes()).map_err(|e| anyhow::anyhow!("ui.proxy_header {h:?}: {e}"))
+            })
             .transpose()?;
         let trusted_proxies = config
             .trusted_proxies
@@ -87,7 +89,11 @@ impl Sessions {
     /// Starts a session for `user`; returns the cookie id (shown to the browser only).
     pub fn start(&self, user: &str) -> (String, Session) {
         let id = random_token();
-        let session = Session { user: user.chars().filter(|c| !c.is_control()).take(128).collect(), csrf: random_token(), expires: Instant::now() + self.ttl };
+        let session = Session {
+            user: user.chars().filter(|c| !c.is_control()).take(128).collect(),
+            csrf: random_token(),
+            expires: Instant::now() + self.ttl,
+        };
         let mut map = self.by_hash.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         map.retain(|_, s| s.expires > now);
@@ -111,12 +117,19 @@ impl Sessions {
 
     pub fn cookie(&self, id: &str) -> HeaderValue {
         let secure = if self.secure_cookie { "; Secure" } else { "" };
-        HeaderValue::from_str(&format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}", self.ttl.as_secs())).expect("hex and ascii")
+        HeaderValue::from_str(&format!(
+            "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            self.ttl.as_secs()
+        ))
+        .expect("hex and ascii")
     }
 
     pub fn clear_cookie(&self) -> HeaderValue {
         let secure = if self.secure_cookie { "; Secure" } else { "" };
-        HeaderValue::from_str(&format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}")).expect("ascii")
+        HeaderValue::from_str(&format!(
+            "{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"
+        ))
+        .expect("ascii")
     }
 
     /// The user a trusted reverse proxy names, if this request came through one.
@@ -156,11 +169,19 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.net, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let m = if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) };
+                let m = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(self.prefix))
+                };
                 u32::from(n) & m == u32::from(a) & m
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let m = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix)) };
+                let m = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.prefix))
+                };
                 u128::from(n) & m == u128::from(a) & m
             }
             _ => false,
@@ -169,10 +190,15 @@ impl Cidr {
 }
 
 pub fn cookie_id(headers: &HeaderMap) -> Option<String> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
-        let (k, v) = pair.trim().split_once('=')?;
-        (k == COOKIE && !v.is_empty()).then(|| v.to_string())
-    })
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == COOKIE && !v.is_empty()).then(|| v.to_string())
+        })
 }
 
 fn peer(req: &Request) -> Option<IpAddr> {
@@ -182,8 +208,14 @@ fn peer(req: &Request) -> Option<IpAddr> {
 /// Whether the request names this machine as its host: without a login, a page on another
 /// site that rebinds its name to 127.0.0.1 must still not reach the console.
 fn addressed_to_loopback(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return false };
-    let name = if let Some(rest) = host.strip_prefix('[') { rest.split(']').next().unwrap_or("") } else { host.rsplit_once(':').map_or(host, |(h, _)| h) };
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
     matches!(name, "localhost" | "127.0.0.1" | "::1")
 }
 
@@ -197,17 +229,41 @@ pub fn resolve(state: &AppState, req: &Request, pages: bool) -> (Option<Operator
     if let Some(proxy_user) = sessions.proxy_user(req.headers(), peer(req)) {
         // The proxy is the authority: a session for someone else is replaced.
         if let Some(s) = existing.filter(|s| s.user == proxy_user) {
-            return (Some(Operator { user: s.user, csrf: s.csrf }), None);
+            return (
+                Some(Operator {
+                    user: s.user,
+                    csrf: s.csrf,
+                }),
+                None,
+            );
         }
         let (id, s) = sessions.start(&proxy_user);
-        return (Some(Operator { user: s.user, csrf: s.csrf }), Some(sessions.cookie(&id)));
+        return (
+            Some(Operator {
+                user: s.user,
+                csrf: s.csrf,
+            }),
+            Some(sessions.cookie(&id)),
+        );
     }
     if let Some(s) = existing {
-        return (Some(Operator { user: s.user, csrf: s.csrf }), None);
+        return (
+            Some(Operator {
+                user: s.user,
+                csrf: s.csrf,
+            }),
+            None,
+        );
     }
     if !sessions.auth && pages && addressed_to_loopback(req.headers()) {
         let (id, s) = sessions.start("local");
-        return (Some(Operator { user: s.user, csrf: s.csrf }), Some(sessions.cookie(&id)));
+        return (
+            Some(Operator {
+                user: s.user,
+                csrf: s.csrf,
+            }),
+            Some(sessions.cookie(&id)),
+        );
     }
     (None, None)
 }
@@ -223,11 +279,20 @@ async fn presented_csrf(req: Request) -> (Option<String>, Request) {
         let h = h.to_string();
         return (Some(h), req);
     }
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     if content_type.starts_with("multipart/form-data") {
         // An upload's body is streamed by its handler, so its form carries the token in the
         // action's query string; nothing else may.
-        let from_query = req.uri().query().and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "csrf").map(|(_, v)| v.into_owned()));
+        let from_query = req.uri().query().and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "csrf")
+                .map(|(_, v)| v.into_owned())
+        });
         return (from_query, req);
     }
     if !content_type.starts_with("application/x-www-form-urlencoded") {
@@ -237,7 +302,9 @@ async fn presented_csrf(req: Request) -> (Option<String>, Request) {
     let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
         return (None, Request::from_parts(parts, axum::body::Body::empty()));
     };
-    let field = form_urlencoded::parse(&bytes).find(|(k, _)| k == "csrf").map(|(_, v)| v.into_owned());
+    let field = form_urlencoded::parse(&bytes)
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v.into_owned());
     (field, Request::from_parts(parts, axum::body::Body::from(bytes)))
 }
 

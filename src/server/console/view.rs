@@ -36,7 +36,10 @@ fn yaml_line(line: &str) -> String {
     // A key is what precedes the first ": " (or a trailing ':') outside quotes.
     let key_end = if rest.starts_with('"') || rest.starts_with('\'') {
         let q = rest.as_bytes()[0];
-        rest[1..].find(q as char).map(|i| i + 2).filter(|&i| rest[i..].starts_with(':'))
+        rest[1..]
+            .find(q as char)
+            .map(|i| i + 2)
+            .filter(|&i| rest[i..].starts_with(':'))
     } else {
         rest.find(": ").or_else(|| rest.ends_with(':').then(|| rest.len() - 1))
     };
@@ -44,7 +47,12 @@ fn yaml_line(line: &str) -> String {
         Some(k) => {
             let (key, value) = rest.split_at(k);
             let value = &value[1..];
-            format!("{}<span class=\"k\">{}</span>:{}", escape(lead), escape(key), scalar(value))
+            format!(
+                "{}<span class=\"k\">{}</span>:{}",
+                escape(lead),
+                escape(key),
+                scalar(value)
+            )
         }
         None => format!("{}{}", escape(lead), scalar(rest)),
     }
@@ -76,7 +84,11 @@ pub fn diff(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
     if d.ratio() == 1.0 {
         return String::new();
     }
-    let text = d.unified_diff().context_radius(3).header(old_name, new_name).to_string();
+    let text = d
+        .unified_diff()
+        .context_radius(3)
+        .header(old_name, new_name)
+        .to_string();
     text.lines()
         .map(|l| {
             let class = if l.starts_with("@@") {
@@ -88,7 +100,11 @@ pub fn diff(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
             } else {
                 ""
             };
-            if class.is_empty() { escape(l) } else { format!("<span class=\"{class}\">{}</span>", escape(l)) }
+            if class.is_empty() {
+                escape(l)
+            } else {
+                format!("<span class=\"{class}\">{}</span>", escape(l))
+            }
         })
         .collect::<Vec<_>>()
         .join("\n")

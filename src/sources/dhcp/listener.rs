@@ -22,17 +22,26 @@ pub fn bind(addr: SocketAddr, interface: Option<&str>) -> anyhow::Result<std::ne
             std::io::ErrorKind::PermissionDenied => {
                 " — ports below 1024 need root or CAP_NET_BIND_SERVICE (binding to an interface needs CAP_NET_RAW)"
             }
-            std::io::ErrorKind::AddrInUse => " — another DHCP server or snooper holds it; Registrar shares it only with SO_REUSEADDR sockets",
+            std::io::ErrorKind::AddrInUse => {
+                " — another DHCP server or snooper holds it; Registrar shares it only with SO_REUSEADDR sockets"
+            }
             _ => "",
         };
         anyhow::anyhow!("DHCP listener: cannot {what} {addr}: {e}{hint}")
     };
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(|e| explain("create a socket for", e))?;
-    socket.set_reuse_address(true).map_err(|e| explain("set SO_REUSEADDR on", e))?;
-    socket.set_broadcast(true).map_err(|e| explain("set SO_BROADCAST on", e))?;
+    let socket =
+        Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(|e| explain("create a socket for", e))?;
+    socket
+        .set_reuse_address(true)
+        .map_err(|e| explain("set SO_REUSEADDR on", e))?;
+    socket
+        .set_broadcast(true)
+        .map_err(|e| explain("set SO_BROADCAST on", e))?;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if let Some(ifname) = interface {
-        socket.bind_device(Some(ifname.as_bytes())).map_err(|e| explain(&format!("bind to interface {ifname:?} for"), e))?;
+        socket
+            .bind_device(Some(ifname.as_bytes()))
+            .map_err(|e| explain(&format!("bind to interface {ifname:?} for"), e))?;
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     if interface.is_some() {
@@ -49,14 +58,27 @@ pub fn bind(addr: SocketAddr, interface: Option<&str>) -> anyhow::Result<std::ne
 pub fn capture(interface: Option<&str>) -> anyhow::Result<Socket> {
     const ETH_P_IP: u16 = 0x0800;
     let explain = |what: &str, e: std::io::Error| {
-        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied { " — a packet capture needs root or CAP_NET_RAW" } else { "" };
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            " — a packet capture needs root or CAP_NET_RAW"
+        } else {
+            ""
+        };
         anyhow::anyhow!("DHCP capture: cannot {what}: {e}{hint}")
     };
-    let socket = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(i32::from(ETH_P_IP.to_be())))).map_err(|e| explain("open an AF_PACKET socket", e))?;
+    let socket = Socket::new(
+        Domain::PACKET,
+        Type::DGRAM,
+        Some(Protocol::from(i32::from(ETH_P_IP.to_be()))),
+    )
+    .map_err(|e| explain("open an AF_PACKET socket", e))?;
     if let Some(ifname) = interface {
-        socket.bind_device(Some(ifname.as_bytes())).map_err(|e| explain(&format!("bind to interface {ifname:?}"), e))?;
+        socket
+            .bind_device(Some(ifname.as_bytes()))
+            .map_err(|e| explain(&format!("bind to interface {ifname:?}"), e))?;
     }
-    socket.set_nonblocking(true).map_err(|e| explain("configure the socket", e))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| explain("configure the socket", e))?;
     Ok(socket)
 }
 

@@ -38,10 +38,19 @@ impl std::str::FromStr for Subnet {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let (ip, len) = s.split_once('/').unwrap_or((s, "32"));
-        let ip: Ipv4Addr = ip.parse().map_err(|_| format!("{s:?} is not an IPv4 CIDR such as 10.0.0.0/24"))?;
-        let len: u32 = len.parse().ok().filter(|l| *l <= 32).ok_or_else(|| format!("{s:?}: prefix length must be 0-32"))?;
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IPv4 CIDR such as 10.0.0.0/24"))?;
+        let len: u32 = len
+            .parse()
+            .ok()
+            .filter(|l| *l <= 32)
+            .ok_or_else(|| format!("{s:?}: prefix length must be 0-32"))?;
         let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-        Ok(Subnet { net: u32::from(ip) & mask, mask })
+        Ok(Subnet {
+            net: u32::from(ip) & mask,
+            mask,
+        })
     }
 }
 
@@ -52,7 +61,8 @@ impl Subnet {
 }
 
 pub fn parse_oui(s: &str) -> Result<[u8; 3], String> {
-    let mac = Mac::parse(&format!("{}:00:00:01", s.trim())).map_err(|_| format!("{s:?} is not an OUI such as 3c:ec:ef"))?;
+    let mac =
+        Mac::parse(&format!("{}:00:00:01", s.trim())).map_err(|_| format!("{s:?} is not an OUI such as 3c:ec:ef"))?;
     let o = mac.octets();
     Ok([o[0], o[1], o[2]])
 }
@@ -86,7 +96,13 @@ pub struct Debouncer {
 impl Debouncer {
     pub fn new(window: Duration, capacity: usize, now: Instant) -> Self {
         let capacity = capacity.max(1);
-        Debouncer { window, capacity, current: HashSet::with_capacity(capacity.min(4096)), previous: HashSet::new(), rotated_at: now }
+        Debouncer {
+            window,
+            capacity,
+            current: HashSet::with_capacity(capacity.min(4096)),
+            previous: HashSet::new(),
+            rotated_at: now,
+        }
     }
 
     /// True when `mac` was not passed on in the current or the previous generation.
@@ -115,7 +131,11 @@ pub struct Snooper {
 
 impl Snooper {
     pub fn new(filters: Filters, debounce: Debouncer, known: Arc<KnownMacs>) -> Self {
-        Snooper { filters, debounce, known }
+        Snooper {
+            filters,
+            debounce,
+            known,
+        }
     }
 
     pub fn observe(&mut self, datagram: &[u8], now: Instant) -> Outcome {
@@ -135,7 +155,9 @@ impl Snooper {
         }
         let mut octets = [0u8; 6];
         octets.copy_from_slice(p.chaddr);
-        let Ok(mac) = Mac::from_bytes(octets) else { return Outcome::Ignored("invalid_mac") };
+        let Ok(mac) = Mac::from_bytes(octets) else {
+            return Outcome::Ignored("invalid_mac");
+        };
         if let Some(reason) = self.filtered(&p, &octets) {
             return Outcome::Ignored(reason);
         }
@@ -157,7 +179,11 @@ impl Snooper {
         if f.oui_deny.contains(&oui) || (!f.oui_allow.is_empty() && !f.oui_allow.contains(&oui)) {
             return Some("oui");
         }
-        if !f.relay_subnets.is_empty() && !p.relay_agent().is_some_and(|ip| f.relay_subnets.iter().any(|s| s.contains(ip))) {
+        if !f.relay_subnets.is_empty()
+            && !p
+                .relay_agent()
+                .is_some_and(|ip| f.relay_subnets.iter().any(|s| s.contains(ip)))
+        {
             return Some("relay_subnet");
         }
         None
@@ -187,7 +213,11 @@ fn sighting(p: &Packet) -> Sighting {
         arch: arch.map(|(a, _)| a.to_string()),
         uefi: arch.map(|(_, u)| u),
         // Option 97: a type byte (0) then 16 bytes of UUID.
-        uuid: p.uuid.filter(|u| u.len() == 17 && u[0] == 0).map(|u| format_uuid(&u[1..])).filter(|u| !crate::domain::facts::is_placeholder(u)),
+        uuid: p
+            .uuid
+            .filter(|u| u.len() == 17 && u[0] == 0)
+            .map(|u| format_uuid(&u[1..]))
+            .filter(|u| !crate::domain::facts::is_placeholder(u)),
         hostname: p.hostname.and_then(text_or_hex),
         vendor_class: p.vendor_class.and_then(text_or_hex),
         user_class: p.user_class.and_then(text_or_hex),
@@ -202,7 +232,14 @@ fn sighting(p: &Packet) -> Sighting {
 
 fn format_uuid(b: &[u8]) -> String {
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 #[cfg(test)]
@@ -214,28 +251,46 @@ mod tests {
 
     fn snooper(filters: Filters) -> (Snooper, Arc<KnownMacs>) {
         let known = Arc::new(KnownMacs::default());
-        (Snooper::new(filters, Debouncer::new(Duration::from_secs(60), 1000, Instant::now()), known.clone()), known)
+        (
+            Snooper::new(
+                filters,
+                Debouncer::new(Duration::from_secs(60), 1000, Instant::now()),
+                known.clone(),
+            ),
+            known,
+        )
     }
 
     fn discover(mac: [u8; 6]) -> Vec<u8> {
-        Builder::request(mac).option(53, &[1]).option(60, b"PXEClient:Arch:00007:UNDI:003016").build()
+        Builder::request(mac)
+            .option(53, &[1])
+            .option(60, b"PXEClient:Arch:00007:UNDI:003016")
+            .build()
     }
 
     #[test]
     fn a_booting_machine_is_seen_once_per_window() {
         let (mut s, _) = snooper(Filters::default());
         let t0 = Instant::now();
-        let Outcome::Seen(mac, sighting) = s.observe(&discover(MAC), t0) else { panic!() };
+        let Outcome::Seen(mac, sighting) = s.observe(&discover(MAC), t0) else {
+            panic!()
+        };
         assert_eq!(mac.to_string(), "3c:ec:ef:4c:4f:54");
         assert_eq!(sighting.arch.as_deref(), Some("x86_64"));
         assert_eq!(sighting.uefi, Some(true));
         assert!(sighting.netboot);
         for i in 1..100 {
-            assert_eq!(s.observe(&discover(MAC), t0 + Duration::from_millis(i * 100)), Outcome::Repeat);
+            assert_eq!(
+                s.observe(&discover(MAC), t0 + Duration::from_millis(i * 100)),
+                Outcome::Repeat
+            );
         }
         // After two windows without being passed on, it is passed on again (last seen moves).
         assert_eq!(s.observe(&discover(MAC), t0 + Duration::from_secs(61)), Outcome::Repeat);
-        assert!(matches!(s.observe(&discover(MAC), t0 + Duration::from_secs(122)), Outcome::Seen(..)));
+        assert!(matches!(
+            s.observe(&discover(MAC), t0 + Duration::from_secs(122)),
+            Outcome::Seen(..)
+        ));
     }
 
     #[test]
@@ -250,28 +305,57 @@ mod tests {
         assert_eq!(s.observe(&offer, Instant::now()), Outcome::Ignored("message_type"));
         assert_eq!(s.observe(&[0u8; 10], Instant::now()), Outcome::Malformed("truncated"));
 
-        let (mut pxe_only, _) = snooper(Filters { only_netboot: true, ..Default::default() });
-        let os_renewal = Builder::request([2, 0, 0, 0, 0, 3]).option(53, &[3]).option(60, b"udhcp 1.35.0").build();
-        assert_eq!(pxe_only.observe(&os_renewal, Instant::now()), Outcome::Ignored("not_netboot"));
+        let (mut pxe_only, _) = snooper(Filters {
+            only_netboot: true,
+            ..Default::default()
+        });
+        let os_renewal = Builder::request([2, 0, 0, 0, 0, 3])
+            .option(53, &[3])
+            .option(60, b"udhcp 1.35.0")
+            .build();
+        assert_eq!(
+            pxe_only.observe(&os_renewal, Instant::now()),
+            Outcome::Ignored("not_netboot")
+        );
 
-        let (mut oui, _) = snooper(Filters { oui_allow: vec![parse_oui("3c:ec:ef").unwrap()], ..Default::default() });
+        let (mut oui, _) = snooper(Filters {
+            oui_allow: vec![parse_oui("3c:ec:ef").unwrap()],
+            ..Default::default()
+        });
         assert!(matches!(oui.observe(&discover(MAC), Instant::now()), Outcome::Seen(..)));
-        assert_eq!(oui.observe(&discover([2, 0, 0, 0, 0, 4]), Instant::now()), Outcome::Ignored("oui"));
+        assert_eq!(
+            oui.observe(&discover([2, 0, 0, 0, 0, 4]), Instant::now()),
+            Outcome::Ignored("oui")
+        );
 
-        let (mut relayed, _) = snooper(Filters { relay_subnets: vec!["10.1.0.0/16".parse().unwrap()], ..Default::default() });
+        let (mut relayed, _) = snooper(Filters {
+            relay_subnets: vec!["10.1.0.0/16".parse().unwrap()],
+            ..Default::default()
+        });
         let inside = Builder::request(MAC).giaddr([10, 1, 2, 1]).option(53, &[1]).build();
-        let outside = Builder::request([2, 0, 0, 0, 0, 5]).giaddr([10, 2, 0, 1]).option(53, &[1]).build();
+        let outside = Builder::request([2, 0, 0, 0, 0, 5])
+            .giaddr([10, 2, 0, 1])
+            .option(53, &[1])
+            .build();
         let direct = Builder::request([2, 0, 0, 0, 0, 6]).option(53, &[1]).build();
         assert!(matches!(relayed.observe(&inside, Instant::now()), Outcome::Seen(..)));
-        assert_eq!(relayed.observe(&outside, Instant::now()), Outcome::Ignored("relay_subnet"));
-        assert_eq!(relayed.observe(&direct, Instant::now()), Outcome::Ignored("relay_subnet"));
+        assert_eq!(
+            relayed.observe(&outside, Instant::now()),
+            Outcome::Ignored("relay_subnet")
+        );
+        assert_eq!(
+            relayed.observe(&direct, Instant::now()),
+            Outcome::Ignored("relay_subnet")
+        );
     }
 
     #[test]
     fn the_sighting_carries_relay_uuid_and_hostname() {
         let (mut s, _) = snooper(Filters::default());
         let mut uuid = vec![0u8];
-        uuid.extend_from_slice(&[0x4c, 0x4f, 0x54, 0x00, 0x3c, 0xec, 0x11, 0xee, 0x80, 0x00, 0x3c, 0xec, 0xef, 0x4c, 0x4f, 0x54]);
+        uuid.extend_from_slice(&[
+            0x4c, 0x4f, 0x54, 0x00, 0x3c, 0xec, 0x11, 0xee, 0x80, 0x00, 0x3c, 0xec, 0xef, 0x4c, 0x4f, 0x54,
+        ]);
         let pkt = Builder::request(MAC)
             .giaddr([10, 0, 0, 1])
             .option(53, &[1])
@@ -280,11 +364,20 @@ mod tests {
             .option(97, &uuid)
             .option(82, &[1, 4, b'e', b't', b'1', b'2', 2, 3, 0xaa, 0xbb, 0xcc])
             .build();
-        let Outcome::Seen(_, s) = s.observe(&pkt, Instant::now()) else { panic!() };
+        let Outcome::Seen(_, s) = s.observe(&pkt, Instant::now()) else {
+            panic!()
+        };
         assert_eq!(s.arch.as_deref(), Some("aarch64"));
         assert_eq!(s.uuid.as_deref(), Some("4c4f5400-3cec-11ee-8000-3cecef4c4f54"));
-        assert_eq!(s.hostname.as_deref(), Some("6e:6f:64:65:30:31:0a:3c:62:3e"), "non-printable bytes are shown as hex");
-        assert_eq!(s.location().as_deref(), Some("relay 10.0.0.1, port et12, switch aa:bb:cc"));
+        assert_eq!(
+            s.hostname.as_deref(),
+            Some("6e:6f:64:65:30:31:0a:3c:62:3e"),
+            "non-printable bytes are shown as hex"
+        );
+        assert_eq!(
+            s.location().as_deref(),
+            Some("relay 10.0.0.1, port et12, switch aa:bb:cc")
+        );
     }
 
     #[test]

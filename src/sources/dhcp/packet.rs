@@ -157,7 +157,8 @@ impl Packet<'_> {
 
     /// A PXE ROM (`PXEClient`), UEFI HTTP boot (`HTTPClient`) or iPXE.
     pub fn is_netboot(&self) -> bool {
-        self.vendor_class.is_some_and(|v| v.starts_with(b"PXEClient") || v.starts_with(b"HTTPClient"))
+        self.vendor_class
+            .is_some_and(|v| v.starts_with(b"PXEClient") || v.starts_with(b"HTTPClient"))
             || self.user_class.is_some_and(|u| u.windows(4).any(|w| w == b"iPXE"))
     }
 
@@ -176,7 +177,7 @@ impl Packet<'_> {
 /// 32-bit ARM and the rest have no Tinkerbell arch: `None`.
 pub fn tinkerbell_arch(code: u16) -> Option<(&'static str, bool)> {
     match code {
-        0 => Some(("x86_64", false)),      // x86 BIOS
+        0 => Some(("x86_64", false)),        // x86 BIOS
         6 | 7 | 9 => Some(("x86_64", true)), // x86/x64 UEFI, EBC (x64 firmware in practice)
         15 | 16 => Some(("x86_64", true)),   // x86/x64 UEFI HTTP boot
         11 | 19 => Some(("aarch64", true)),  // ARM64 UEFI, ARM64 UEFI HTTP boot
@@ -254,8 +255,15 @@ mod tests {
 
     #[test]
     fn relayed_requests_carry_switch_and_port() {
-        let relay = [1u8, 12, b'E', b't', b'h', b'e', b'r', b'n', b'e', b't', b'1', b'/', b'1', b'2', 2, 6, 0xaa, 0xbb, 0xcc, 0, 0, 1];
-        let pkt = Builder::request(MAC).giaddr([10, 0, 0, 1]).option(53, &[1]).option(82, &relay).build();
+        let relay = [
+            1u8, 12, b'E', b't', b'h', b'e', b'r', b'n', b'e', b't', b'1', b'/', b'1', b'2', 2, 6, 0xaa, 0xbb, 0xcc, 0,
+            0, 1,
+        ];
+        let pkt = Builder::request(MAC)
+            .giaddr([10, 0, 0, 1])
+            .option(53, &[1])
+            .option(82, &relay)
+            .build();
         let p = parse(&pkt).unwrap();
         assert_eq!(p.relay_agent(), Some(Ipv4Addr::new(10, 0, 0, 1)));
         assert_eq!(p.circuit_id, Some(&b"Ethernet1/12"[..]));
@@ -278,7 +286,10 @@ mod tests {
             assert!(p.is_netboot());
         }
         assert_eq!(tinkerbell_arch(10), None, "32-bit ARM has no Tinkerbell arch");
-        let pkt = Builder::request(MAC).option(53, &[1]).option(60, b"udhcp 1.35.0").build();
+        let pkt = Builder::request(MAC)
+            .option(53, &[1])
+            .option(60, b"udhcp 1.35.0")
+            .build();
         let udhcpc = parse(&pkt).unwrap();
         assert!(!udhcpc.is_netboot());
         assert_eq!(udhcpc.arch_code(), None);
@@ -293,8 +304,14 @@ mod tests {
         let mut runs_past = Builder::request(MAC).option(12, b"abc").build();
         runs_past.truncate(runs_past.len() - 2);
         assert_eq!(parse(&runs_past), Err(Error::Truncated));
-        assert_eq!(parse(&Builder::request(MAC).option(53, &[1, 2]).build()), Err(Error::BadOption));
-        assert_eq!(parse(&Builder::request(MAC).option(93, &[7]).build()), Err(Error::BadOption));
+        assert_eq!(
+            parse(&Builder::request(MAC).option(53, &[1, 2]).build()),
+            Err(Error::BadOption)
+        );
+        assert_eq!(
+            parse(&Builder::request(MAC).option(93, &[7]).build()),
+            Err(Error::BadOption)
+        );
         let relay_past = Builder::request(MAC).option(82, &[1, 50, b'x']).build();
         assert_eq!(parse(&relay_past), Err(Error::Truncated));
         // hlen larger than chaddr is capped, not trusted.

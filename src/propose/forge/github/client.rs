@@ -23,11 +23,25 @@ use tokio::sync::Mutex;
 #[derive(Debug, thiserror::Error)]
 pub enum GhError {
     #[error("GitHub answered {status} to {method} {path}: {message}")]
-    Status { method: Method, path: String, status: StatusCode, message: String, body: Value },
+    Status {
+        method: Method,
+        path: String,
+        status: StatusCode,
+        message: String,
+        body: Value,
+    },
     #[error("GitHub did not answer {method} {path} ({detail}); it may or may not have acted")]
-    Ambiguous { method: Method, path: String, detail: String },
+    Ambiguous {
+        method: Method,
+        path: String,
+        detail: String,
+    },
     #[error("GitHub keeps refusing {method} {path}: {detail}")]
-    GaveUp { method: Method, path: String, detail: String },
+    GaveUp {
+        method: Method,
+        path: String,
+        detail: String,
+    },
 }
 
 impl GhError {
@@ -114,11 +128,18 @@ impl Pacing {
     /// When the next mutation may be sent, given when earlier ones were (oldest first;
     /// entries older than an hour are dropped).
     pub fn next_slot(&self, sent: &mut std::collections::VecDeque<Instant>, now: Instant) -> Instant {
-        while sent.front().is_some_and(|t| now.saturating_duration_since(*t) >= self.hour) {
+        while sent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= self.hour)
+        {
             sent.pop_front();
         }
         let mut next = sent.back().map(|t| *t + self.mutation_interval).unwrap_or(now);
-        let in_window = |window: Duration| sent.iter().filter(|t| now.saturating_duration_since(**t) < window).count();
+        let in_window = |window: Duration| {
+            sent.iter()
+                .filter(|t| now.saturating_duration_since(**t) < window)
+                .count()
+        };
         if self.per_minute > 0 && in_window(self.minute) >= self.per_minute {
             // The slot frees when the oldest send within the window leaves it.
             let oldest = sent.iter().rev().take(self.per_minute).last().copied().unwrap_or(now);
@@ -150,7 +171,13 @@ pub struct Reply {
 
 impl Client {
     pub fn new(octo: Octocrab, pacing: Pacing) -> Self {
-        Client { octo, pacing, mutations: Mutex::new(Default::default()), paused_until: Mutex::new(None), counters: Arc::new(Counters::default()) }
+        Client {
+            octo,
+            pacing,
+            mutations: Mutex::new(Default::default()),
+            paused_until: Mutex::new(None),
+            counters: Arc::new(Counters::default()),
+        }
     }
 
     pub async fn get(&self, path: &str) -> Result<Reply, GhError> {
@@ -171,7 +198,11 @@ impl Client {
     async fn call_once(&self, method: Method, path: &str, body: Option<&Value>, kind: Kind) -> Result<Reply, GhError> {
         let mutation = method != Method::GET;
         // Holding the mutation lock across the attempts keeps mutations strictly serial.
-        let mut last_mutation = if mutation { Some(self.mutations.lock().await) } else { None };
+        let mut last_mutation = if mutation {
+            Some(self.mutations.lock().await)
+        } else {
+            None
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -193,7 +224,12 @@ impl Client {
                 Err(_) => format!("no answer within {:?}", self.pacing.timeout),
                 Ok(Err(e)) => format!("transport: {e}"),
                 Ok(Ok(reply)) => {
-                    if let Some(left) = reply.headers.get("x-ratelimit-remaining").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i64>().ok()) {
+                    if let Some(left) = reply
+                        .headers
+                        .get("x-ratelimit-remaining")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i64>().ok())
+                    {
                         self.counters.remaining.store(left, Ordering::Relaxed);
                     }
                     if let Some(wait) = rate_limit_wait(reply.status, &reply.headers, &reply.body) {
@@ -204,7 +240,11 @@ impl Client {
                             // A limited request was not carried out: safe to send again.
                             continue;
                         }
-                        return Err(GhError::GaveUp { method, path: path.into(), detail: "rate limited".into() });
+                        return Err(GhError::GaveUp {
+                            method,
+                            path: path.into(),
+                            detail: "rate limited".into(),
+                        });
                     }
                     if reply.status.is_server_error() {
                         format!("{}", reply.status)
@@ -212,15 +252,29 @@ impl Client {
                         return Ok(reply);
                     } else {
                         let message = reply.body["message"].as_str().unwrap_or_default().to_string();
-                        return Err(GhError::Status { method, path: path.into(), status: reply.status, message, body: reply.body });
+                        return Err(GhError::Status {
+                            method,
+                            path: path.into(),
+                            status: reply.status,
+                            message,
+                            body: reply.body,
+                        });
                     }
                 }
             };
             if kind == Kind::Create {
-                return Err(GhError::Ambiguous { method, path: path.into(), detail });
+                return Err(GhError::Ambiguous {
+                    method,
+                    path: path.into(),
+                    detail,
+                });
             }
             if attempt >= self.pacing.max_attempts {
-                return Err(GhError::GaveUp { method, path: path.into(), detail });
+                return Err(GhError::GaveUp {
+                    method,
+                    path: path.into(),
+                    detail,
+                });
             }
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(self.backoff(attempt)).await;
@@ -238,8 +292,16 @@ impl Client {
         };
         let (parts, body) = resp.into_parts();
         let bytes: Bytes = body.collect().await?.to_bytes();
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
-        Ok(Reply { status: parts.status, headers: parts.headers, body })
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     }
 
     async fn wait_if_paused(&self) {
@@ -260,7 +322,10 @@ impl Client {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let cap = self.pacing.retry_cap.min(self.pacing.retry_base.saturating_mul(1 << attempt.min(16)));
+        let cap = self
+            .pacing
+            .retry_cap
+            .min(self.pacing.retry_base.saturating_mul(1 << attempt.min(16)));
         cap.mul_f64(rand::random::<f64>())
     }
 }
@@ -289,7 +354,10 @@ pub fn rate_limit_wait(status: StatusCode, headers: &HeaderMap, body: &Value) ->
     }
     if primary {
         if let Some(reset) = header("x-ratelimit-reset").and_then(|r| r.parse::<u64>().ok()) {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
             return Some(Duration::from_secs(reset.saturating_sub(now) + 1));
         }
     }
@@ -324,16 +392,41 @@ mod tests {
     #[test]
     fn tells_rate_limits_from_permission_problems() {
         let secondary = serde_json::json!({"message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."});
-        assert_eq!(rate_limit_wait(StatusCode::FORBIDDEN, &headers(&[("retry-after", "7")]), &secondary), Some(Duration::from_secs(7)));
-        assert_eq!(rate_limit_wait(StatusCode::FORBIDDEN, &HeaderMap::new(), &secondary), Some(Duration::from_secs(60)));
+        assert_eq!(
+            rate_limit_wait(StatusCode::FORBIDDEN, &headers(&[("retry-after", "7")]), &secondary),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            rate_limit_wait(StatusCode::FORBIDDEN, &HeaderMap::new(), &secondary),
+            Some(Duration::from_secs(60))
+        );
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        let primary = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &(now + 30).to_string())]);
-        let wait = rate_limit_wait(StatusCode::FORBIDDEN, &primary, &serde_json::json!({"message": "API rate limit exceeded"})).unwrap();
-        assert!(wait >= Duration::from_secs(29) && wait <= Duration::from_secs(32), "{wait:?}");
+        let primary = headers(&[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", &(now + 30).to_string()),
+        ]);
+        let wait = rate_limit_wait(
+            StatusCode::FORBIDDEN,
+            &primary,
+            &serde_json::json!({"message": "API rate limit exceeded"}),
+        )
+        .unwrap();
+        assert!(
+            wait >= Duration::from_secs(29) && wait <= Duration::from_secs(32),
+            "{wait:?}"
+        );
         let forbidden = serde_json::json!({"message": "Resource not accessible by integration"});
-        assert_eq!(rate_limit_wait(StatusCode::FORBIDDEN, &HeaderMap::new(), &forbidden), None);
+        assert_eq!(
+            rate_limit_wait(StatusCode::FORBIDDEN, &HeaderMap::new(), &forbidden),
+            None
+        );
         let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(10));
-        let w = rate_limit_wait(StatusCode::TOO_MANY_REQUESTS, &headers(&[("retry-after", &date)]), &Value::Null).unwrap();
+        let w = rate_limit_wait(
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers(&[("retry-after", &date)]),
+            &Value::Null,
+        )
+        .unwrap();
         assert!(w <= Duration::from_secs(10) && w >= Duration::from_secs(8));
     }
 

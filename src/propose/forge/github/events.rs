@@ -26,7 +26,9 @@ pub struct GithubHooks {
 
 /// `X-Hub-Signature-256` is `sha256=` and the lower-case hex HMAC-SHA256 of the raw body.
 pub fn signature_ok(secret: &SecretString, header: Option<&str>, body: &[u8]) -> bool {
-    let Some(hex_sig) = header.and_then(|h| h.strip_prefix("sha256=")) else { return false };
+    let Some(hex_sig) = header.and_then(|h| h.strip_prefix("sha256=")) else {
+        return false;
+    };
     let Ok(sig) = hex::decode(hex_sig) else { return false };
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes()).expect("HMAC takes any key");
     mac.update(body);
@@ -40,7 +42,12 @@ fn mac_of(branch: &str) -> Option<Mac> {
 
 impl GithubHooks {
     pub fn new(proposer: Arc<Proposer>, forge: Arc<GithubForge>, secret: SecretString) -> Self {
-        GithubHooks { proposer, forge, secret, previous: None }
+        GithubHooks {
+            proposer,
+            forge,
+            secret,
+            previous: None,
+        }
     }
 
     /// Also accepts deliveries signed with `previous`, while a new secret is rolled out.
@@ -50,12 +57,15 @@ impl GithubHooks {
     }
 
     pub fn verify(&self, header: Option<&str>, body: &[u8]) -> bool {
-        signature_ok(&self.secret, header, body) || self.previous.as_ref().is_some_and(|p| signature_ok(p, header, body))
+        signature_ok(&self.secret, header, body)
+            || self.previous.as_ref().is_some_and(|p| signature_ok(p, header, body))
     }
 
     /// Whether a delivery is about the configured repository.
     pub fn is_ours(&self, payload: &Value) -> bool {
-        payload["repository"]["full_name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(&self.forge.full_name()))
+        payload["repository"]["full_name"]
+            .as_str()
+            .is_some_and(|n| n.eq_ignore_ascii_case(&self.forge.full_name()))
     }
 
     /// Handles one verified delivery. Events and actions Registrar does not use are ignored.
@@ -64,7 +74,9 @@ impl GithubHooks {
             // Someone moved the base: rebuild proposals that share a kustomization with it.
             if payload["ref"].as_str() == Some(&format!("refs/heads/{}", self.proposer.git().base())) {
                 let git = self.proposer.git().clone();
-                tokio::task::spawn_blocking(move || git.fetch()).await.map_err(|e| ProposeError::Join(e.to_string()))??;
+                tokio::task::spawn_blocking(move || git.fetch())
+                    .await
+                    .map_err(|e| ProposeError::Join(e.to_string()))??;
                 self.proposer.rebuild_stale().await?;
             }
             return Ok(());
@@ -72,7 +84,9 @@ impl GithubHooks {
         if event != "pull_request" {
             return Ok(());
         }
-        let Some(mut pr) = PullRequest::from_json(&payload["pull_request"]) else { return Ok(()) };
+        let Some(mut pr) = PullRequest::from_json(&payload["pull_request"]) else {
+            return Ok(());
+        };
         let action = payload["action"].as_str().unwrap_or_default();
         let label = payload["label"]["name"].as_str();
         // `unlabeled` payloads may still list the removed label: act on label.name.
@@ -82,7 +96,8 @@ impl GithubHooks {
             }
         }
         let actor = format!("github:{}", payload["sender"]["login"].as_str().unwrap_or("unknown"));
-        self.apply(&pr, &actor, if action == "labeled" { label } else { None }).await
+        self.apply(&pr, &actor, if action == "labeled" { label } else { None })
+            .await
     }
 
     /// Makes Registrar's record of `pr`'s machine agree with the pull request.
@@ -92,19 +107,32 @@ impl GithubHooks {
         }
         let Some(mac) = mac_of(&pr.head_ref) else { return Ok(()) };
         let store = self.proposer.store().clone();
-        let machine = tokio::task::spawn_blocking(move || store.machine(mac)).await.map_err(|e| ProposeError::Join(e.to_string()))??;
+        let machine = tokio::task::spawn_blocking(move || store.machine(mac))
+            .await
+            .map_err(|e| ProposeError::Join(e.to_string()))??;
         let Some(machine) = machine else { return Ok(()) };
         let number = pr.number;
         if pr.merged {
-            if !matches!(machine.state, State::Approved | State::Applied | State::Provisioned | State::Failed) {
-                let who = pr.merged_by.as_deref().map(|l| format!("github:{l}")).unwrap_or_else(|| actor.to_string());
-                self.proposer.finish_approval(mac, &format!("pull request #{number} merged"), &who).await?;
+            if !matches!(
+                machine.state,
+                State::Approved | State::Applied | State::Provisioned | State::Failed
+            ) {
+                let who = pr
+                    .merged_by
+                    .as_deref()
+                    .map(|l| format!("github:{l}"))
+                    .unwrap_or_else(|| actor.to_string());
+                self.proposer
+                    .finish_approval(mac, &format!("pull request #{number} merged"), &who)
+                    .await?;
             }
             return Ok(());
         }
         if !pr.open {
             if machine.state != State::Rejected && machine.state.can_become(State::Rejected) {
-                self.proposer.record_rejection(mac, &format!("pull request #{number} closed"), actor).await?;
+                self.proposer
+                    .record_rejection(mac, &format!("pull request #{number} closed"), actor)
+                    .await?;
             }
             return Ok(());
         }
@@ -126,34 +154,64 @@ impl GithubHooks {
 
     /// A `workflow/<name>` label chooses the provisioning workflow. The newly added label
     /// wins; without an event, the one workflow label that differs from the current choice.
-    async fn follow_workflow_label(&self, machine: &crate::domain::Machine, pr: &PullRequest, actor: &str, just_added: Option<&str>) -> Result<(), ProposeError> {
+    async fn follow_workflow_label(
+        &self,
+        machine: &crate::domain::Machine,
+        pr: &PullRequest,
+        actor: &str,
+        just_added: Option<&str>,
+    ) -> Result<(), ProposeError> {
         let current = match machine.workflow.clone() {
             Some(w) => Some(w),
             // The rules' choice, as the proposal recorded it.
             None => {
                 let (store, mac) = (self.proposer.store().clone(), machine.mac);
-                self.blocking(move || store.proposal(mac)).await?.and_then(|p| p.workflow)
+                self.blocking(move || store.proposal(mac))
+                    .await?
+                    .and_then(|p| p.workflow)
             }
         };
-        let labelled: Vec<&str> = pr.labels.iter().filter_map(|l| l.strip_prefix(WORKFLOW_PREFIX)).collect();
+        let labelled: Vec<&str> = pr
+            .labels
+            .iter()
+            .filter_map(|l| l.strip_prefix(WORKFLOW_PREFIX))
+            .collect();
         let candidates: Vec<&str> = match just_added.and_then(|l| l.strip_prefix(WORKFLOW_PREFIX)) {
             Some(added) => vec![added],
-            None => labelled.iter().copied().filter(|w| Some(*w) != current.as_deref()).collect(),
+            None => labelled
+                .iter()
+                .copied()
+                .filter(|w| Some(*w) != current.as_deref())
+                .collect(),
         };
         let choice = match candidates.as_slice() {
             [] => return Ok(()),
             [one] => *one,
             several => {
-                let list = several.iter().map(|w| format!("`{WORKFLOW_PREFIX}{w}`")).collect::<Vec<_>>().join(", ");
-                let text = format!("Several workflow labels ({list}): keep exactly one and Registrar re-renders this proposal with it.");
-                return self.comment_once(pr.number, &format!("several:{}", several.join(",")), &text).await;
+                let list = several
+                    .iter()
+                    .map(|w| format!("`{WORKFLOW_PREFIX}{w}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let text = format!(
+                    "Several workflow labels ({list}): keep exactly one and Registrar re-renders this proposal with it."
+                );
+                return self
+                    .comment_once(pr.number, &format!("several:{}", several.join(",")), &text)
+                    .await;
             }
         };
         if Some(choice) == current.as_deref() {
             return Ok(());
         }
         if !self.proposer.renderer().has_workflow(choice) {
-            let known = self.proposer.renderer().workflows().map(|w| format!("`{WORKFLOW_PREFIX}{w}`")).collect::<Vec<_>>().join(", ");
+            let known = self
+                .proposer
+                .renderer()
+                .workflows()
+                .map(|w| format!("`{WORKFLOW_PREFIX}{w}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
             // The label name is shown in code so it cannot format, mention or link.
             let text = format!(
                 "There is no workflow template for the label `{WORKFLOW_PREFIX}{}`, so nothing changed. Known: {known}.",
@@ -161,28 +219,49 @@ impl GithubHooks {
             );
             return self.comment_once(pr.number, &format!("unknown:{choice}"), &text).await;
         }
-        let (store, mac, wf, who) = (self.proposer.store().clone(), machine.mac, choice.to_string(), actor.to_string());
-        self.blocking(move || store.set_workflow(mac, &wf, &who, Utc::now())).await?;
+        let (store, mac, wf, who) = (
+            self.proposer.store().clone(),
+            machine.mac,
+            choice.to_string(),
+            actor.to_string(),
+        );
+        self.blocking(move || store.set_workflow(mac, &wf, &who, Utc::now()))
+            .await?;
         self.proposer.wake();
         Ok(())
     }
 
     async fn comment_once(&self, number: u64, what: &str, text: &str) -> Result<(), ProposeError> {
-        let (store, key) = (self.proposer.store().clone(), format!("comment:{}#{number}:{what}", self.forge.full_name()));
+        let (store, key) = (
+            self.proposer.store().clone(),
+            format!("comment:{}#{number}:{what}", self.forge.full_name()),
+        );
         if self.blocking(move || store.remember_once(&key, Utc::now())).await? {
-            self.forge.comment(number, text).await.map_err(|e| ProposeError::Forge(e.into()))?;
+            self.forge
+                .comment(number, text)
+                .await
+                .map_err(|e| ProposeError::Forge(e.into()))?;
         }
         Ok(())
     }
 
-    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, ProposeError> {
-        Ok(tokio::task::spawn_blocking(f).await.map_err(|e| ProposeError::Join(e.to_string()))??)
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ProposeError> {
+        Ok(tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| ProposeError::Join(e.to_string()))??)
     }
 
     /// Never rely on webhooks alone: read Registrar's open and recently closed pull requests
     /// and apply each, so a lost delivery is caught up.
     pub async fn reconcile(&self) -> Result<usize, ProposeError> {
-        let prs = self.forge.list_recent().await.map_err(|e| ProposeError::Forge(e.into()))?;
+        let prs = self
+            .forge
+            .list_recent()
+            .await
+            .map_err(|e| ProposeError::Forge(e.into()))?;
         for pr in &prs {
             if let Err(e) = self.apply(pr, "github:reconcile", None).await {
                 tracing::warn!(number = pr.number, error = %e, "reconcile of pull request failed");
@@ -203,9 +282,17 @@ mod tests {
         assert!(signature_ok(&secret, Some(good), b"Hello, World!"));
         assert!(!signature_ok(&secret, Some(good), b"Hello, World?"));
         assert!(!signature_ok(&secret, None, b"Hello, World!"));
-        assert!(!signature_ok(&secret, Some("sha1=757107ea0eb2509fc211221cce984b8a37570b6d"), b"Hello, World!"));
+        assert!(!signature_ok(
+            &secret,
+            Some("sha1=757107ea0eb2509fc211221cce984b8a37570b6d"),
+            b"Hello, World!"
+        ));
         assert!(!signature_ok(&secret, Some("sha256=zz"), b"Hello, World!"));
         assert!(!signature_ok(&secret, Some(&good[..40]), b"Hello, World!"));
-        assert!(!signature_ok(&SecretString::from("old secret"), Some(good), b"Hello, World!"));
+        assert!(!signature_ok(
+            &SecretString::from("old secret"),
+            Some(good),
+            b"Hello, World!"
+        ));
     }
 }

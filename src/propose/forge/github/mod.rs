@@ -52,7 +52,12 @@ impl PullRequest {
             head_sha: v["head"]["sha"].as_str().unwrap_or_default().to_string(),
             head_repo: v["head"]["repo"]["full_name"].as_str().unwrap_or_default().to_string(),
             base_ref: v["base"]["ref"].as_str().unwrap_or_default().to_string(),
-            labels: v["labels"].as_array().into_iter().flatten().filter_map(|l| l["name"].as_str().map(str::to_string)).collect(),
+            labels: v["labels"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l["name"].as_str().map(str::to_string))
+                .collect(),
             url: v["html_url"].as_str().map(str::to_string),
             merged_by: v["merged_by"]["login"].as_str().map(str::to_string),
         })
@@ -65,7 +70,11 @@ pub enum GithubAuth {
     Token(secrecy::SecretString),
     /// A GitHub App: a JWT signed with its key buys installation tokens, which octocrab
     /// refreshes before they expire.
-    App { app_id: u64, key_pem: Vec<u8>, installation_id: u64 },
+    App {
+        app_id: u64,
+        key_pem: Vec<u8>,
+        installation_id: u64,
+    },
 }
 
 pub struct GithubForge {
@@ -78,7 +87,14 @@ pub struct GithubForge {
 }
 
 impl GithubForge {
-    pub fn new(api_url: &str, auth: GithubAuth, owner: &str, repo: &str, base: &str, pacing: Pacing) -> anyhow::Result<Self> {
+    pub fn new(
+        api_url: &str,
+        auth: GithubAuth,
+        owner: &str,
+        repo: &str,
+        base: &str,
+        pacing: Pacing,
+    ) -> anyhow::Result<Self> {
         let builder = octocrab::Octocrab::builder()
             .base_uri(api_url)?
             // Never let the library resend a request: see client.rs.
@@ -87,20 +103,33 @@ impl GithubForge {
             .set_read_timeout(Some(pacing.timeout));
         let (octo, app) = match auth {
             GithubAuth::Token(token) => (builder.personal_token(token).build()?, None),
-            GithubAuth::App { app_id, key_pem, installation_id } => {
-                let key = jsonwebtoken::EncodingKey::from_rsa_pem(&key_pem).map_err(|e| anyhow::anyhow!("the GitHub App key is not an RSA PEM key: {e}"))?;
+            GithubAuth::App {
+                app_id,
+                key_pem,
+                installation_id,
+            } => {
+                let key = jsonwebtoken::EncodingKey::from_rsa_pem(&key_pem)
+                    .map_err(|e| anyhow::anyhow!("the GitHub App key is not an RSA PEM key: {e}"))?;
                 let app_client = builder.app(octocrab::models::AppId(app_id), key).build()?;
                 let installation = app_client.installation(octocrab::models::InstallationId(installation_id))?;
                 (installation, Some((app_client, installation_id)))
             }
         };
-        Ok(GithubForge { client: Client::new(octo, pacing), app, owner: owner.into(), repo: repo.into(), base: base.into() })
+        Ok(GithubForge {
+            client: Client::new(octo, pacing),
+            app,
+            owner: owner.into(),
+            repo: repo.into(),
+            base: base.into(),
+        })
     }
 
     /// A fresh installation token for git, when authenticating as an App.
     pub async fn installation_token(&self) -> anyhow::Result<Option<secrecy::SecretString>> {
         let Some((app, id)) = &self.app else { return Ok(None) };
-        let (_, token) = app.installation_and_token(octocrab::models::InstallationId(*id)).await?;
+        let (_, token) = app
+            .installation_and_token(octocrab::models::InstallationId(*id))
+            .await?;
         Ok(Some(token))
     }
 
@@ -119,13 +148,32 @@ impl GithubForge {
     /// Creates Registrar's labels (with colour and description) before anything uses them;
     /// GitHub would otherwise create grey ones without a description.
     pub async fn ensure_labels<'a>(&self, workflows: impl Iterator<Item = &'a str>) -> Result<(), GhError> {
-        let mut wanted = vec![(REGISTRAR_LABEL.to_string(), "5319e7".to_string(), "A machine proposed by Registrar".to_string())];
-        wanted.extend(workflows.map(|w| (format!("{WORKFLOW_PREFIX}{w}"), "0e8a16".to_string(), format!("Provision with the {w} workflow"))));
+        let mut wanted = vec![(
+            REGISTRAR_LABEL.to_string(),
+            "5319e7".to_string(),
+            "A machine proposed by Registrar".to_string(),
+        )];
+        wanted.extend(workflows.map(|w| {
+            (
+                format!("{WORKFLOW_PREFIX}{w}"),
+                "0e8a16".to_string(),
+                format!("Provision with the {w} workflow"),
+            )
+        }));
         let existing = self.client.get(&self.path("/labels?per_page=100")).await?.body;
-        let have: Vec<&str> = existing.as_array().into_iter().flatten().filter_map(|l| l["name"].as_str()).collect();
+        let have: Vec<&str> = existing
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["name"].as_str())
+            .collect();
         for (name, color, description) in wanted.iter().filter(|(n, _, _)| !have.contains(&n.as_str())) {
             let body = json!({"name": name, "color": color, "description": description});
-            match self.client.call(Method::POST, &self.path("/labels"), Some(&body), Kind::Idempotent).await {
+            match self
+                .client
+                .call(Method::POST, &self.path("/labels"), Some(&body), Kind::Idempotent)
+                .await
+            {
                 Ok(_) => {}
                 // already_exists: someone made it meanwhile.
                 Err(e) if e.status() == Some(StatusCode::UNPROCESSABLE_ENTITY) => {}
@@ -139,14 +187,21 @@ impl GithubForge {
     /// newest. GitHub needs `owner:` in `head`, and its answer is re-checked here.
     pub async fn find(&self, branch: &str) -> Result<Option<PullRequest>, GhError> {
         let head = format!("{}:{branch}", self.owner);
-        let reply = self.client.get(&self.path(&format!("/pulls?head={}&state=all&per_page=100", segment(&head)))).await?;
+        let reply = self
+            .client
+            .get(&self.path(&format!("/pulls?head={}&state=all&per_page=100", segment(&head))))
+            .await?;
         let mut prs: Vec<PullRequest> = reply
             .body
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(PullRequest::from_json)
-            .filter(|p| p.head_ref == branch && p.base_ref == self.base && (p.head_repo.is_empty() || p.head_repo.eq_ignore_ascii_case(&self.full_name())))
+            .filter(|p| {
+                p.head_ref == branch
+                    && p.base_ref == self.base
+                    && (p.head_repo.is_empty() || p.head_repo.eq_ignore_ascii_case(&self.full_name()))
+            })
             .collect();
         prs.sort_by_key(|p| (p.open, p.number));
         Ok(prs.pop())
@@ -154,7 +209,11 @@ impl GithubForge {
 
     pub async fn get(&self, number: u64) -> Result<PullRequest, GhError> {
         let reply = self.client.get(&self.path(&format!("/pulls/{number}"))).await?;
-        PullRequest::from_json(&reply.body).ok_or_else(|| GhError::GaveUp { method: Method::GET, path: format!("/pulls/{number}"), detail: "unreadable pull request".into() })
+        PullRequest::from_json(&reply.body).ok_or_else(|| GhError::GaveUp {
+            method: Method::GET,
+            path: format!("/pulls/{number}"),
+            detail: "unreadable pull request".into(),
+        })
     }
 
     /// Registrar's pull requests: every open one, and the most recently updated closed ones.
@@ -162,9 +221,19 @@ impl GithubForge {
         let mut out = Vec::new();
         for state in ["open", "closed"] {
             for page in 1..=10 {
-                let reply = self.client.get(&self.path(&format!("/pulls?state={state}&sort=updated&direction=desc&per_page=100&page={page}"))).await?;
+                let reply = self
+                    .client
+                    .get(&self.path(&format!(
+                        "/pulls?state={state}&sort=updated&direction=desc&per_page=100&page={page}"
+                    )))
+                    .await?;
                 let items = reply.body.as_array().cloned().unwrap_or_default();
-                out.extend(items.iter().filter_map(PullRequest::from_json).filter(|p| p.head_ref.starts_with("registrar/")));
+                out.extend(
+                    items
+                        .iter()
+                        .filter_map(PullRequest::from_json)
+                        .filter(|p| p.head_ref.starts_with("registrar/")),
+                );
                 // Closed ones: the newest page is enough between two passes.
                 if items.len() < 100 || state == "closed" {
                     break;
@@ -175,18 +244,41 @@ impl GithubForge {
     }
 
     pub async fn comment(&self, number: u64, body: &str) -> Result<(), GhError> {
-        self.client.call(Method::POST, &self.path(&format!("/issues/{number}/comments")), Some(&json!({"body": body})), Kind::Create).await?;
+        self.client
+            .call(
+                Method::POST,
+                &self.path(&format!("/issues/{number}/comments")),
+                Some(&json!({"body": body})),
+                Kind::Create,
+            )
+            .await?;
         Ok(())
     }
 
     async fn set_workflow_label(&self, number: u64, old: Option<&str>, new: Option<&str>) -> Result<(), GhError> {
         if let Some(new) = new {
             let body = json!({"labels": [format!("{WORKFLOW_PREFIX}{new}")]});
-            self.client.call(Method::POST, &self.path(&format!("/issues/{number}/labels")), Some(&body), Kind::Idempotent).await?;
+            self.client
+                .call(
+                    Method::POST,
+                    &self.path(&format!("/issues/{number}/labels")),
+                    Some(&body),
+                    Kind::Idempotent,
+                )
+                .await?;
         }
         if let Some(old) = old.filter(|o| Some(*o) != new) {
             let name = segment(&format!("{WORKFLOW_PREFIX}{old}"));
-            match self.client.call(Method::DELETE, &self.path(&format!("/issues/{number}/labels/{name}")), None, Kind::Idempotent).await {
+            match self
+                .client
+                .call(
+                    Method::DELETE,
+                    &self.path(&format!("/issues/{number}/labels/{name}")),
+                    None,
+                    Kind::Idempotent,
+                )
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {}
                 Err(e) => return Err(e),
@@ -209,16 +301,25 @@ impl GithubForge {
             if let Some(pr) = self.find(draft.branch).await? {
                 return Ok(pr);
             }
-            match self.client.call(Method::POST, &self.path("/pulls"), Some(&body), Kind::Create).await {
+            match self
+                .client
+                .call(Method::POST, &self.path("/pulls"), Some(&body), Kind::Create)
+                .await
+            {
                 Ok(reply) => {
-                    return PullRequest::from_json(&reply.body).ok_or_else(|| ForgeError::Other("GitHub's answer to the create is not a pull request".into()));
+                    return PullRequest::from_json(&reply.body).ok_or_else(|| {
+                        ForgeError::Other("GitHub's answer to the create is not a pull request".into())
+                    });
                 }
                 Err(e @ GhError::Status { .. }) if e.status() == Some(StatusCode::UNPROCESSABLE_ENTITY) => {
                     let messages = e.validation_messages().join("; ");
                     if messages.contains("already exists") {
                         continue; // adopt it: the next lookup finds it
                     }
-                    return Err(ForgeError::Other(format!("GitHub refused the pull request for {}: {messages}", draft.branch)));
+                    return Err(ForgeError::Other(format!(
+                        "GitHub refused the pull request for {}: {messages}",
+                        draft.branch
+                    )));
                 }
                 Err(GhError::Ambiguous { detail, .. }) => {
                     tracing::warn!(branch = draft.branch, %detail, "pull request create unanswered; looking it up before trying again");
@@ -227,7 +328,9 @@ impl GithubForge {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.find(draft.branch).await?.ok_or_else(|| ForgeError::Other(format!("could not open a pull request for {}", draft.branch)))
+        self.find(draft.branch)
+            .await?
+            .ok_or_else(|| ForgeError::Other(format!("could not open a pull request for {}", draft.branch)))
     }
 }
 
@@ -261,26 +364,57 @@ impl Forge for GithubForge {
             let number = p.number.expect("filtered");
             if p.title != draft.rendered.title || p.summary != draft.rendered.summary {
                 let body = json!({"title": draft.rendered.title, "body": draft.rendered.summary});
-                self.client.call(Method::PATCH, &self.path(&format!("/pulls/{number}")), Some(&body), Kind::Idempotent).await?;
+                self.client
+                    .call(
+                        Method::PATCH,
+                        &self.path(&format!("/pulls/{number}")),
+                        Some(&body),
+                        Kind::Idempotent,
+                    )
+                    .await?;
             }
             if p.workflow.as_deref() != workflow {
                 self.set_workflow_label(number, p.workflow.as_deref(), workflow).await?;
             }
-            return Ok(ForgeRef { number: Some(number), url: p.url.clone() });
+            return Ok(ForgeRef {
+                number: Some(number),
+                url: p.url.clone(),
+            });
         }
         let pr = self.create(draft).await?;
         let mut labels = vec![REGISTRAR_LABEL.to_string()];
         labels.extend(workflow.map(|w| format!("{WORKFLOW_PREFIX}{w}")));
         if !labels.iter().all(|l| pr.labels.contains(l)) {
-            self.client.call(Method::POST, &self.path(&format!("/issues/{}/labels", pr.number)), Some(&json!({"labels": labels})), Kind::Idempotent).await?;
+            self.client
+                .call(
+                    Method::POST,
+                    &self.path(&format!("/issues/{}/labels", pr.number)),
+                    Some(&json!({"labels": labels})),
+                    Kind::Idempotent,
+                )
+                .await?;
         }
-        Ok(ForgeRef { number: Some(pr.number), url: pr.url })
+        Ok(ForgeRef {
+            number: Some(pr.number),
+            url: pr.url,
+        })
     }
 
     async fn approve(&self, proposal: &Proposal, actor: &str) -> Result<(), ForgeError> {
-        let number = proposal.number.ok_or_else(|| ForgeError::Other("the proposal has no pull request".into()))?;
+        let number = proposal
+            .number
+            .ok_or_else(|| ForgeError::Other("the proposal has no pull request".into()))?;
         let body = json!({"merge_method": "merge", "commit_title": format!("Merge {}: {}", proposal.branch, proposal.title), "commit_message": format!("Approved-by: {actor}")});
-        match self.client.call(Method::PUT, &self.path(&format!("/pulls/{number}/merge")), Some(&body), Kind::Idempotent).await {
+        match self
+            .client
+            .call(
+                Method::PUT,
+                &self.path(&format!("/pulls/{number}/merge")),
+                Some(&body),
+                Kind::Idempotent,
+            )
+            .await
+        {
             Ok(_) => {
                 // The forge is the record of who approved what: say who, on the PR itself.
                 let (origin, who) = actor.split_once(':').unwrap_or(("registrar", actor));
@@ -290,7 +424,10 @@ impl Forge for GithubForge {
                     "api" => "through Registrar's API",
                     _ => "by Registrar",
                 };
-                let note = format!("Approved and merged {via} by **{}**.", crate::render::markdown::escape(who));
+                let note = format!(
+                    "Approved and merged {via} by **{}**.",
+                    crate::render::markdown::escape(who)
+                );
                 if let Err(e) = self.comment(number, &note).await {
                     tracing::warn!(number, error = %e, "merged, but could not comment who approved");
                 }
@@ -309,23 +446,34 @@ impl Forge for GithubForge {
         let pr = self.get(number).await?;
         if pr.open {
             // The branch stays, so that reopening the pull request brings the machine back.
-            self.client.call(Method::PATCH, &self.path(&format!("/pulls/{number}")), Some(&json!({"state": "closed"})), Kind::Idempotent).await?;
+            self.client
+                .call(
+                    Method::PATCH,
+                    &self.path(&format!("/pulls/{number}")),
+                    Some(&json!({"state": "closed"})),
+                    Kind::Idempotent,
+                )
+                .await?;
         }
         Ok(())
     }
 
     async fn branch_state(&self, branch: &str) -> Result<Option<ProposalState>, ForgeError> {
-        Ok(self.find(branch).await?.map(|pr| if pr.merged {
-            ProposalState::Merged
-        } else if pr.open {
-            ProposalState::Open
-        } else {
-            ProposalState::Closed
+        Ok(self.find(branch).await?.map(|pr| {
+            if pr.merged {
+                ProposalState::Merged
+            } else if pr.open {
+                ProposalState::Open
+            } else {
+                ProposalState::Closed
+            }
         }))
     }
 
     async fn state(&self, proposal: &Proposal) -> Result<ProposalState, ForgeError> {
-        let Some(number) = proposal.number else { return Ok(ProposalState::Open) };
+        let Some(number) = proposal.number else {
+            return Ok(ProposalState::Open);
+        };
         let pr = self.get(number).await?;
         Ok(if pr.merged {
             ProposalState::Merged
