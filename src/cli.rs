@@ -13,7 +13,11 @@ use crate::domain::Source;
 use crate::render::{RenderInput, Renderer};
 
 #[derive(Parser)]
-#[command(name = "registrar", version, about = "Discover bare-metal machines for Tinkerbell and register them the GitOps way")]
+#[command(
+    name = "registrar",
+    version,
+    about = "Discover bare-metal machines for Tinkerbell and register them the GitOps way"
+)]
 pub struct Cli {
     /// Configuration file (YAML). Without one, defaults apply: the embedded local forge.
     #[arg(short, long, global = true, env = "REGISTRAR_CONFIG")]
@@ -118,24 +122,76 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve => serve(config),
-        Command::Render { facts, mac, workflow, summary } => render(&config, &facts, mac.as_deref(), workflow.as_deref(), summary),
+        Command::Render {
+            facts,
+            mac,
+            workflow,
+            summary,
+        } => render(&config, &facts, mac.as_deref(), workflow.as_deref(), summary),
         Command::Check => check(&config),
-        Command::Machines { mac: Some(mac), remote, .. } => api(&config, &remote, reqwest::Method::GET, &format!("/api/v1/machines/{mac}"), None),
-        Command::Machines { mac: None, state, remote } => {
+        Command::Machines {
+            mac: Some(mac), remote, ..
+        } => api(
+            &config,
+            &remote,
+            reqwest::Method::GET,
+            &format!("/api/v1/machines/{mac}"),
+            None,
+        ),
+        Command::Machines {
+            mac: None,
+            state,
+            remote,
+        } => {
             let q = state.map(|s| format!("?state={s}")).unwrap_or_default();
-            api(&config, &remote, reqwest::Method::GET, &format!("/api/v1/machines{q}"), None)
+            api(
+                &config,
+                &remote,
+                reqwest::Method::GET,
+                &format!("/api/v1/machines{q}"),
+                None,
+            )
         }
         Command::Proposals { state, remote } => {
             let q = state.map(|s| format!("?state={s}")).unwrap_or_default();
-            api(&config, &remote, reqwest::Method::GET, &format!("/api/v1/proposals{q}"), None)
+            api(
+                &config,
+                &remote,
+                reqwest::Method::GET,
+                &format!("/api/v1/proposals{q}"),
+                None,
+            )
         }
-        Command::Approve { mac, remote } => api(&config, &remote, reqwest::Method::POST, &format!("/api/v1/machines/{mac}/approve"), Some(actor_body(""))),
-        Command::Reject { mac, reason, remote } => {
-            api(&config, &remote, reqwest::Method::POST, &format!("/api/v1/machines/{mac}/reject"), Some(actor_body(&reason)))
-        }
-        Command::Unsuppress { mac, remote } => api(&config, &remote, reqwest::Method::POST, &format!("/api/v1/machines/{mac}/unsuppress"), Some(actor_body(""))),
+        Command::Approve { mac, remote } => api(
+            &config,
+            &remote,
+            reqwest::Method::POST,
+            &format!("/api/v1/machines/{mac}/approve"),
+            Some(actor_body("")),
+        ),
+        Command::Reject { mac, reason, remote } => api(
+            &config,
+            &remote,
+            reqwest::Method::POST,
+            &format!("/api/v1/machines/{mac}/reject"),
+            Some(actor_body(&reason)),
+        ),
+        Command::Unsuppress { mac, remote } => api(
+            &config,
+            &remote,
+            reqwest::Method::POST,
+            &format!("/api/v1/machines/{mac}/unsuppress"),
+            Some(actor_body("")),
+        ),
         Command::Backup { file } => backup(&config, &file),
-        Command::Import { file, mode, dry_run, skip_invalid, name, remote } => import(&config, &remote, &file, &mode, dry_run, skip_invalid, name),
+        Command::Import {
+            file,
+            mode,
+            dry_run,
+            skip_invalid,
+            name,
+            remote,
+        } => import(&config, &remote, &file, &mode, dry_run, skip_invalid, name),
     }
 }
 
@@ -149,11 +205,17 @@ fn backup(config: &Config, file: &Path) -> anyhow::Result<()> {
     if file.exists() {
         bail!("{} exists; choose a new file name", file.display());
     }
-    let conn = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .with_context(|| format!("opening {}", db.display()))?;
+    let conn = rusqlite::Connection::open_with_flags(
+        &db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening {}", db.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
-    let target = file.to_str().ok_or_else(|| anyhow::anyhow!("{} is not UTF-8", file.display()))?;
-    conn.execute("VACUUM INTO ?1", [target]).with_context(|| format!("backing up {} to {}", db.display(), file.display()))?;
+    let target = file
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("{} is not UTF-8", file.display()))?;
+    conn.execute("VACUUM INTO ?1", [target])
+        .with_context(|| format!("backing up {} to {}", db.display(), file.display()))?;
     let copy = rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
     if check != "ok" {
@@ -161,18 +223,39 @@ fn backup(config: &Config, file: &Path) -> anyhow::Result<()> {
     }
     let machines: i64 = copy.query_row("SELECT COUNT(*) FROM machines", [], |r| r.get(0))?;
     let schema: i64 = copy.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    println!("backed up {} to {} ({machines} machines, schema {schema}); restore: stop Registrar, copy it to {}, remove registrar.db-wal and registrar.db-shm beside it, start", db.display(), file.display(), db.display());
+    println!(
+        "backed up {} to {} ({machines} machines, schema {schema}); restore: stop Registrar, copy it to {}, remove registrar.db-wal and registrar.db-shm beside it, start",
+        db.display(),
+        file.display(),
+        db.display()
+    );
     Ok(())
 }
 
 /// Posts the file to the server's import API and prints the preview or the result as a
 /// person reads it: one line per bad row, then what was stored.
-fn import(config: &Config, remote: &Remote, file: &Path, mode: &str, dry_run: bool, skip_invalid: bool, name: Option<String>) -> anyhow::Result<()> {
-    mode.parse::<crate::domain::ImportMode>().map_err(|e| anyhow::anyhow!(e))?;
+fn import(
+    config: &Config,
+    remote: &Remote,
+    file: &Path,
+    mode: &str,
+    dry_run: bool,
+    skip_invalid: bool,
+    name: Option<String>,
+) -> anyhow::Result<()> {
+    mode.parse::<crate::domain::ImportMode>()
+        .map_err(|e| anyhow::anyhow!(e))?;
     let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let json = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    let name = name.unwrap_or_else(|| file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "import".into()));
-    let base = remote.url.clone().unwrap_or_else(|| format!("http://{}", config.server.listen));
+    let name = name.unwrap_or_else(|| {
+        file.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "import".into())
+    });
+    let base = remote
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.server.listen));
     let token = config.tokens()?.operator;
     let query: String = form_urlencoded::Serializer::new(String::new())
         .append_pair("mode", mode)
@@ -214,8 +297,14 @@ fn import(config: &Config, remote: &Remote, file: &Path, mode: &str, dry_run: bo
 
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("REGISTRAR_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -224,7 +313,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.server.listen;
-    let app = App::build(config)?;
+    // The runtime comes first: building the GitHub client (octocrab's tower stack) and the
+    // Kubernetes client need a reactor, so `App::build` runs inside it.
+    let rt = runtime()?;
+    let app = rt.block_on(async { App::build(config) })?;
     tracing::info!(
         %listen,
         state_dir = %app.config.state_dir.display(),
@@ -233,14 +325,18 @@ fn serve(config: Config) -> anyhow::Result<()> {
         "Registrar is starting"
     );
     let grace = std::time::Duration::from_secs(app.config.server.shutdown_grace_seconds);
-    let rt = runtime()?;
     let result = rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
         let (trigger, shutdown) = crate::shutdown::channel();
         let stopping = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!(grace_seconds = grace.as_secs(), "shutting down: no new work; finishing what is in flight");
+            tracing::info!(
+                grace_seconds = grace.as_secs(),
+                "shutting down: no new work; finishing what is in flight"
+            );
             trigger.fire();
         });
         let serving = app.serve(listener, shutdown);
@@ -275,11 +371,25 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-fn render(config: &Config, path: &Path, mac: Option<&str>, workflow: Option<&str>, summary: bool) -> anyhow::Result<()> {
+fn render(
+    config: &Config,
+    path: &Path,
+    mac: Option<&str>,
+    workflow: Option<&str>,
+    summary: bool,
+) -> anyhow::Result<()> {
     let renderer = Renderer::load(&config.templates_dir, &config.tinkerbell.namespace)?;
     let body = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let report = crate::sources::report::parse(&body, mac).with_context(|| format!("{}", path.display()))?;
-    let rendered = renderer.render(&RenderInput { mac: &report.mac, facts: &report.facts, source: Source::Report, workflow, force_mac_name: false, sighting: None, expected: None })?;
+    let rendered = renderer.render(&RenderInput {
+        mac: &report.mac,
+        facts: &report.facts,
+        source: Source::Report,
+        workflow,
+        force_mac_name: false,
+        sighting: None,
+        expected: None,
+    })?;
     if summary {
         println!("{}", rendered.summary);
     } else {
@@ -302,8 +412,19 @@ fn check(config: &Config) -> anyhow::Result<()> {
     let mac = crate::domain::Mac::parse("02:00:00:00:00:01")?;
     let mut problems = Vec::new();
     for workflow in std::iter::once(None).chain(renderer.workflows().map(Some)) {
-        if let Err(e) = renderer.render(&RenderInput { mac: &mac, facts: &sample, source: Source::Report, workflow, force_mac_name: false, sighting: None, expected: None }) {
-            problems.push(format!("sample render with workflow {}: {e}", workflow.unwrap_or("(rules' choice)")));
+        if let Err(e) = renderer.render(&RenderInput {
+            mac: &mac,
+            facts: &sample,
+            source: Source::Report,
+            workflow,
+            force_mac_name: false,
+            sighting: None,
+            expected: None,
+        }) {
+            problems.push(format!(
+                "sample render with workflow {}: {e}",
+                workflow.unwrap_or("(rules' choice)")
+            ));
         }
     }
     if !problems.is_empty() {
@@ -322,18 +443,34 @@ fn actor_body(reason: &str) -> serde_json::Value {
     serde_json::json!({ "actor": format!("cli:{user}"), "reason": reason })
 }
 
-fn api(config: &Config, remote: &Remote, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<()> {
-    let base = remote.url.clone().unwrap_or_else(|| format!("http://{}", config.server.listen));
+fn api(
+    config: &Config,
+    remote: &Remote,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<()> {
+    let base = remote
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.server.listen));
     let token = config.tokens()?.operator;
     runtime()?.block_on(async move {
-        let mut req = reqwest::Client::new().request(method, format!("{}{path}", base.trim_end_matches('/'))).bearer_auth(token.expose_secret());
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{path}", base.trim_end_matches('/')))
+            .bearer_auth(token.expose_secret());
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.with_context(|| format!("contacting Registrar at {base}"))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("contacting Registrar at {base}"))?;
         let status = resp.status();
         let text = resp.text().await?;
-        let pretty = serde_json::from_str::<serde_json::Value>(&text).map(|v| serde_json::to_string_pretty(&v).unwrap_or(text.clone())).unwrap_or(text);
+        let pretty = serde_json::from_str::<serde_json::Value>(&text)
+            .map(|v| serde_json::to_string_pretty(&v).unwrap_or(text.clone()))
+            .unwrap_or(text);
         println!("{pretty}");
         if !status.is_success() {
             bail!("{status}");
