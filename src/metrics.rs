@@ -34,6 +34,10 @@ pub struct Metrics {
     pub auth_failures: Counter,
     /// GitHub webhook deliveries, by result (accepted, duplicate, ignored, bad_signature…).
     pub webhooks: Family<ResultLabel, Counter>,
+    /// Accepted webhook deliveries whose background handling finished, by result (ok, error).
+    pub webhooks_handled: Family<ResultLabel, Counter>,
+    /// Scans for `registrar/` branches the store had no record of (one per start), finished.
+    pub adoption_scans: Counter,
     /// DHCP datagrams received by the snooping listener.
     pub dhcp_packets: Counter,
     /// DHCP datagrams that parsed.
@@ -138,6 +142,18 @@ impl Metrics {
             "GitHub webhook deliveries, by result",
             webhooks.clone(),
         );
+        let webhooks_handled = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "webhook_handled",
+            "Accepted GitHub webhook deliveries whose handling finished, by result",
+            webhooks_handled.clone(),
+        );
+        let adoption_scans = Counter::default();
+        registry.register(
+            "adoption_scans",
+            "Finished scans for proposal branches the store had no record of",
+            adoption_scans.clone(),
+        );
         let known_macs = Gauge::default();
         registry.register(
             "known_macs",
@@ -189,6 +205,9 @@ impl Metrics {
         for r in ["accepted", "duplicate", "ignored", "bad_signature", "malformed", "ping"] {
             let _ = webhooks.get_or_create(&ResultLabel { result: r.into() });
         }
+        for r in ["ok", "error"] {
+            let _ = webhooks_handled.get_or_create(&ResultLabel { result: r.into() });
+        }
         for k in ["error", "rate_limited"] {
             let _ = forge_errors.get_or_create(&KindLabel { kind: k.into() });
         }
@@ -201,6 +220,8 @@ impl Metrics {
             forge_rate_limit_remaining,
             cluster_watch_up,
             webhooks,
+            webhooks_handled,
+            adoption_scans,
             known_macs,
             registry,
             reports,
@@ -231,6 +252,14 @@ impl Metrics {
     pub fn webhook(&self, result: &str) {
         self.webhooks
             .get_or_create(&ResultLabel { result: result.into() })
+            .inc();
+    }
+
+    pub fn webhook_handled(&self, ok: bool) {
+        self.webhooks_handled
+            .get_or_create(&ResultLabel {
+                result: if ok { "ok" } else { "error" }.into(),
+            })
             .inc();
     }
 

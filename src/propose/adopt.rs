@@ -120,6 +120,7 @@ impl Proposer {
         if adopted > 0 {
             self.wake();
         }
+        self.metrics.adoption_scans.inc();
         Ok(adopted)
     }
 }

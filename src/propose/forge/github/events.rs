@@ -69,7 +69,14 @@ impl GithubHooks {
     }
 
     /// Handles one verified delivery. Events and actions Registrar does not use are ignored.
+    /// Counted when done, so that whoever sent it can tell it has been acted on.
     pub async fn handle(&self, event: &str, payload: &Value) -> Result<(), ProposeError> {
+        let result = self.handle_delivery(event, payload).await;
+        self.proposer.metrics.webhook_handled(result.is_ok());
+        result
+    }
+
+    async fn handle_delivery(&self, event: &str, payload: &Value) -> Result<(), ProposeError> {
         if event == "push" {
             // Someone moved the base: rebuild proposals that share a kustomization with it.
             if payload["ref"].as_str() == Some(&format!("refs/heads/{}", self.proposer.git().base())) {
