@@ -21,8 +21,16 @@ pub fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The sibling `../shared` directory: the upstream Tinkerbell CRDs in `crds/` and the
+/// recorded fixtures in `fixtures/`. Panics, saying what is missing, when a clone lacks it.
 pub fn shared() -> PathBuf {
-    manifest_dir().join("../shared")
+    let root = manifest_dir().join("../shared");
+    for (dir, what) in SHARED_CONTENTS {
+        if !root.join(dir).is_dir() {
+            panic!("{}", shared_missing(&root, dir, what));
+        }
+    }
+    root
 }
 
 pub fn lshw(name: &str) -> Value {
@@ -323,3 +331,139 @@ pub fn documents(yaml: &str) -> Vec<Value> {
         .map(|d| yaml_serde::from_str::<Value>(d).unwrap())
         .collect()
 }
+
+/// A path inside `../shared` that must exist, with a clear panic when it does not.
+pub fn shared_path(rel: &str, what: &str) -> PathBuf {
+    let root = shared();
+    let path = root.join(rel);
+    if !path.exists() {
+        panic!("{}", shared_missing(&root, rel, what));
+    }
+    path
+}
+
+/// Whether a test that needs something this machine lacks (root, a tool) should return
+/// early: it says why and skips, except under `REGISTRAR_CI` (set by .ci/run, which provides
+/// everything), where a missing prerequisite is a failure, not a silent pass.
+pub fn skip_unless_ci(test: &str, missing: Option<String>) -> bool {
+    let Some(why) = missing else { return false };
+    let ci = std::env::var("REGISTRAR_CI").is_ok_and(|v| !v.is_empty() && v != "0");
+    assert!(
+        !ci,
+        "{test}: {why} (REGISTRAR_CI is set, so this fails instead of skipping)"
+    );
+    eprintln!("SKIPPED {test}: {why} (with REGISTRAR_CI=1 this fails)");
+    true
+}
+
+/// Registrar's Prometheus metrics, as an operator's scraper reads them.
+pub async fn metrics_text(r: &Registrar) -> String {
+    let resp = r.client.get(format!("{}/metrics", r.url)).send().await.unwrap();
+    assert!(resp.status().is_success(), "GET /metrics: {}", resp.status());
+    resp.text().await.unwrap()
+}
+
+/// The value of one series in `text`, e.g. `registrar_reports_total{result="accepted"}`;
+/// 0 when the series is absent (a labelled counter that never moved).
+pub fn metric_in(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(name, _)| *name == series)
+        .map(|(_, v)| v.parse().unwrap_or_else(|e| panic!("{series}: {v:?}: {e}")))
+        .unwrap_or(0.0)
+}
+
+pub async fn metric(r: &Registrar, series: &str) -> f64 {
+    metric_in(&metrics_text(r).await, series)
+}
+
+/// Waits until `series` reaches at least `at_least`, and returns its value.
+pub async fn wait_metric(r: &Registrar, series: &str, at_least: f64) -> f64 {
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = metrics_text(r).await;
+        let v = metric_in(&text, series);
+        if v >= at_least {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{series} never reached {at_least}:\n{text}");
+}
+
+/// Waits until every webhook delivery Registrar accepted (answered 202 and handed to the
+/// background) has been handled to the end, and returns how many that is. A delivery
+/// accepted before this call is counted in `accepted` before its 202 is sent.
+pub async fn wait_webhooks_handled(r: &Registrar) -> f64 {
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = metrics_text(r).await;
+        let accepted = metric_in(&text, WEBHOOKS_ACCEPTED);
+        let handled = metric_in(&text, r#"registrar_webhook_handled_total{result="ok"}"#)
+            + metric_in(&text, r#"registrar_webhook_handled_total{result="error"}"#);
+        if handled >= accepted {
+            return handled;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("accepted webhook deliveries were never all handled:\n{text}");
+}
+
+/// Proof that the proposal worker has run a pass since everything the test did before:
+/// reports a machine of its own (`mac`, unused elsewhere) and waits until it is proposed.
+/// A pass syncs whatever is pending, oldest first, so anything queued before the probe was
+/// synced (or failed) before the probe was; a test can then assert that something did *not*
+/// happen without sleeping. The probe leaves its own branch and proposal behind.
+pub async fn probe_worker_pass(r: &Registrar, mac: &str) -> Value {
+    let specs = serde_json::json!({"class": "system", "vendor": "Probe", "product": "Worker pass",
+                                   "serial": format!("PROBE-{}", mac.replace(':', "")), "children": []});
+    let resp = r.report(&report_body(mac, specs)).await;
+    assert_eq!(resp.status(), 202, "the probe report");
+    r.wait_for_state(mac, "proposed").await
+}
+
+/// What the tests read from `../shared`, and what each holds.
+const SHARED_CONTENTS: &[(&str, &str)] = &[
+    (
+        "crds/tinkerbell/v1alpha1",
+        "the upstream Tinkerbell CRDs (tinkerbell.org_hardware.yaml, tinkerbell.org_workflows.yaml, …)",
+    ),
+    (
+        "fixtures/lshw",
+        "recorded `lshw -json` outputs of real machines (supermicro-ssg-6029p-x11dph-t.json, …)",
+    ),
+];
+
+fn shared_missing(root: &Path, dir: &str, what: &str) -> String {
+    // `/x/main/../shared` reads better as `/x/shared`.
+    let root_shown = root
+        .canonicalize()
+        .ok()
+        .or_else(|| manifest_dir().parent().map(|p| p.join("shared")))
+        .unwrap_or_else(|| root.to_path_buf());
+    if root.is_dir() {
+        format!(
+            "{} is missing: the tests need {what} there (in {}, the directory beside this repository)",
+            root_shown.join(dir).display(),
+            root_shown.display()
+        )
+    } else {
+        format!(
+            "the tests need a `shared` directory beside this repository ({}), which is missing. It holds \
+             crds/tinkerbell/v1alpha1 (the upstream Tinkerbell CRDs) and fixtures/ (lshw/: recorded \
+             `lshw -json` outputs; github/webhooks/: recorded GitHub deliveries); check it out or copy it there",
+            root_shown.display()
+        )
+    }
+}
+
+/// Metric series the tests wait on (names as GET /metrics prints them).
+pub const WEBHOOKS_ACCEPTED: &str = r#"registrar_webhook_deliveries_total{result="accepted"}"#;
+pub const WEBHOOKS_DUPLICATE: &str = r#"registrar_webhook_deliveries_total{result="duplicate"}"#;
+pub const WEBHOOKS_BAD_SIGNATURE: &str = r#"registrar_webhook_deliveries_total{result="bad_signature"}"#;
+pub const SYNCS_PUSHED: &str = r#"registrar_proposal_syncs_total{result="pushed"}"#;
+pub const SYNCS_ERROR: &str = r#"registrar_proposal_syncs_total{result="error"}"#;
+pub const ADOPTION_SCANS: &str = "registrar_adoption_scans_total";
+pub const DHCP_REPEAT: &str = r#"registrar_dhcp_dropped_total{reason="repeat"}"#;
+pub const DHCP_KNOWN: &str = r#"registrar_dhcp_dropped_total{reason="known"}"#;
