@@ -78,6 +78,9 @@ pub struct ClusterConfig {
     pub watch_namespace: String,
     pub discovery: DiscoveryConfig,
     pub smee_logs: SmeeLogsConfig,
+    /// After a merge, the approved Hardware should appear in the cluster (Flux or Argo CD
+    /// applies it) within this long; past it the machine shows why it still waits.
+    pub handoff_timeout_seconds: u64,
 }
 
 /// Follow Smee's logs for MACs it has no Hardware for (Smee logs them in its proxy and
@@ -115,8 +118,13 @@ pub struct DiscoveryConfig {
     pub report_url: String,
     /// At most this many machines in discovery at once.
     pub max_machines: usize,
-    /// Temporary objects (and their report tokens) expire after this long.
+    /// A machine that has not reported this long after its temporary objects were created
+    /// loses them (and its report token); its slot goes to the next waiting machine.
     pub ttl_seconds: u64,
+    /// How long a machine that reported waits in discovery for its review (the discovery
+    /// action's MAX_WAIT_SECONDS, passed to it as `max_wait_seconds`): from its report on,
+    /// its token and temporary objects live this long, so the waiting action can always ask.
+    pub decision_wait_seconds: u64,
 }
 
 impl Default for DiscoveryConfig {
@@ -127,6 +135,7 @@ impl Default for DiscoveryConfig {
             report_url: String::new(),
             max_machines: 20,
             ttl_seconds: 3600,
+            decision_wait_seconds: 86_400,
         }
     }
 }
@@ -138,6 +147,7 @@ impl Default for ClusterConfig {
             watch_namespace: String::new(),
             discovery: DiscoveryConfig::default(),
             smee_logs: SmeeLogsConfig::default(),
+            handoff_timeout_seconds: 1800,
         }
     }
 }

@@ -16,3 +16,4 @@ pub mod server;
 pub mod shutdown;
 pub mod sources;
 pub mod store;
+pub mod supervisor;

@@ -61,6 +61,20 @@ pub struct Metrics {
     pub forge_rate_limit_remaining: Gauge,
     /// 1 while the Hardware watch on the cluster is connected and listing or watching.
     pub cluster_watch_up: Gauge,
+    /// 1 while a supervised pipeline runs (0 while it waits to be restarted).
+    pub pipelines_up: Family<PipelineLabel, Gauge>,
+    /// Restarts of a supervised pipeline after it failed or panicked.
+    pub pipeline_restarts_total: Family<PipelineLabel, Counter>,
+    /// Machines noticed while every discovery slot was taken; they start as slots free up.
+    pub discovery_waiting: Gauge,
+    /// Approved machines whose Hardware has not appeared in the cluster within the hand-off
+    /// timeout (Flux or Argo CD not applying?).
+    pub handoff_overdue: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PipelineLabel {
+    pub pipeline: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -185,6 +199,30 @@ impl Metrics {
             "1 while the cluster's Hardware watch is connected",
             cluster_watch_up.clone(),
         );
+        let pipelines_up = Family::<PipelineLabel, Gauge>::default();
+        registry.register(
+            "pipeline_up",
+            "1 while a supervised pipeline runs, 0 while it waits to be restarted",
+            pipelines_up.clone(),
+        );
+        let pipeline_restarts_total = Family::<PipelineLabel, Counter>::default();
+        registry.register(
+            "pipeline_restarts",
+            "Restarts of a supervised pipeline after it failed or panicked",
+            pipeline_restarts_total.clone(),
+        );
+        let discovery_waiting = Gauge::default();
+        registry.register(
+            "discovery_waiting",
+            "Machines waiting for a discovery slot",
+            discovery_waiting.clone(),
+        );
+        let handoff_overdue = Gauge::default();
+        registry.register(
+            "handoff_overdue",
+            "Approved machines whose Hardware has not appeared in the cluster within the hand-off timeout",
+            handoff_overdue.clone(),
+        );
         // Label values known in advance start at 0, so `increase()` sees their first event
         // and dashboards show 0 rather than "no data".
         for r in [
@@ -215,6 +253,10 @@ impl Metrics {
             let _ = dhcp_dropped.get_or_create(&ReasonLabel { reason: r.into() });
         }
         Metrics {
+            pipelines_up,
+            pipeline_restarts_total,
+            discovery_waiting,
+            handoff_overdue,
             queue_oldest_seconds,
             forge_errors,
             forge_rate_limit_remaining,
@@ -275,6 +317,22 @@ impl Metrics {
 
     pub fn sync(&self, result: &str) {
         self.syncs.get_or_create(&ResultLabel { result: result.into() }).inc();
+    }
+
+    pub fn pipeline_up(&self, pipeline: &str) -> Gauge {
+        self.pipelines_up
+            .get_or_create(&PipelineLabel {
+                pipeline: pipeline.into(),
+            })
+            .clone()
+    }
+
+    pub fn pipeline_restarts(&self, pipeline: &str) -> Counter {
+        self.pipeline_restarts_total
+            .get_or_create(&PipelineLabel {
+                pipeline: pipeline.into(),
+            })
+            .clone()
     }
 }
 

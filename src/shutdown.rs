@@ -19,6 +19,10 @@ impl Trigger {
 }
 
 impl Shutdown {
+    pub fn is_fired(&self) -> bool {
+        *self.0.borrow()
+    }
+
     pub async fn wait(&self) {
         let mut rx = self.0.clone();
         let _ = rx.wait_for(|&v| v).await;

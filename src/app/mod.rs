@@ -6,8 +6,12 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+mod discovery;
+mod handoff;
+mod pipelines;
+
 use crate::config::Config;
-use crate::domain::{KnownMacs, Mac, Sighting, Source};
+use crate::domain::KnownMacs;
 use crate::metrics::Metrics;
 use crate::propose::Proposer;
 use crate::propose::forge::github::client::Pacing;
@@ -21,6 +25,8 @@ use crate::server::{self, AppState, TokenSet};
 use crate::shutdown::Shutdown;
 use crate::sources::dhcp::{self, Debouncer, Snooper};
 use crate::store::{SqliteStore, Store};
+use crate::supervisor::{Readiness, Supervisor};
+use discovery::DiscoveryQueue;
 
 pub struct App {
     pub config: Config,
@@ -30,6 +36,8 @@ pub struct App {
     pub known: Arc<KnownMacs>,
     dhcp_input: Option<dhcp::listener::Input>,
     kube: Option<kube::Client>,
+    /// Every enabled pipeline's readiness, shared with `/readyz`.
+    readiness: Arc<Readiness>,
     /// Held while this App lives: no second Registrar on the same state directory.
     _lock: crate::lock::StateLock,
 }
@@ -131,6 +139,7 @@ impl App {
             )),
             None => None,
         };
+        let readiness = Arc::new(Readiness::default());
         let state = AppState {
             known: known.clone(),
             github: hooks,
@@ -144,20 +153,14 @@ impl App {
                 config.cluster.enabled,
             )?),
             shutdown: None,
+            decision_wait: chrono::Duration::seconds(config.cluster.discovery.decision_wait_seconds as i64),
+            follows_cluster: config.cluster.enabled,
+            readiness: readiness.clone(),
         };
         // Bound here, so a port that cannot be bound stops the start with a clear error.
-        let dhcp_input = match (config.dhcp.enabled, config.dhcp.capture) {
-            (false, _) => None,
-            (true, false) => Some(dhcp::listener::Input::Socket(dhcp::listener::bind(
-                config.dhcp.listen,
-                config.dhcp.interface.as_deref(),
-            )?)),
-            #[cfg(target_os = "linux")]
-            (true, true) => Some(dhcp::listener::Input::Capture(dhcp::listener::capture(
-                config.dhcp.interface.as_deref(),
-            )?)),
-            #[cfg(not(target_os = "linux"))]
-            (true, true) => anyhow::bail!("dhcp.capture needs Linux (AF_PACKET)"),
+        let dhcp_input = match config.dhcp.enabled {
+            true => Some(open_dhcp(&config.dhcp)?),
+            false => None,
         };
         Ok(App {
             config,
@@ -166,6 +169,7 @@ impl App {
             known,
             dhcp_input,
             kube: None,
+            readiness,
             _lock: lock,
         })
     }
@@ -187,125 +191,93 @@ impl App {
         self
     }
 
-    /// Serves until `shutdown` fires; the proposal worker runs beside the server.
+    /// Serves until `shutdown` fires. Every pipeline the configuration enables runs under
+    /// one supervisor beside the HTTP server, which stops taking requests at shutdown and
+    /// then waits for the pipelines.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-        let worker = tokio::spawn(self.proposer.clone().run(
-            Duration::from_secs(self.config.queue.retry_seconds.max(1)),
-            shutdown.clone(),
-        ));
-        tokio::spawn(adopt_orphans(
-            self.proposer.clone(),
-            Duration::from_secs(self.config.queue.retry_seconds.max(1)),
-            shutdown.clone(),
-        ));
-        tokio::spawn(index_gitops(
+        let retry = Duration::from_secs(self.config.queue.retry_seconds.max(1));
+        let supervisor = Supervisor::new(shutdown.clone(), self.readiness.clone(), self.state.metrics.clone());
+        let readiness = self.readiness.clone();
+
+        if let Some(hooks) = &self.state.github {
+            // A GitHub App's installation token is what git fetches and pushes with: have one
+            // before the first fetch. Bounded, so an unreachable GitHub delays nothing; the
+            // forge pipeline keeps trying and shows why in /readyz.
+            let timeout = Duration::from_millis(self.config.forge.github.request_timeout_ms.max(1));
+            match tokio::time::timeout(timeout, pipelines::refresh_git_token(hooks)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "no GitHub App installation token yet"),
+                Err(_) => tracing::warn!("no GitHub App installation token yet: GitHub did not answer in time"),
+            }
+        }
+        let proposer = self.proposer.clone();
+        let stop = shutdown.clone();
+        let ready = readiness.clone();
+        supervisor.spawn("proposals", move || {
+            let (proposer, stop, ready) = (proposer.clone(), stop.clone(), ready.clone());
+            async move {
+                ready.ready("proposals", "working the proposal queue");
+                proposer.run(retry, stop).await;
+                Ok(())
+            }
+        });
+        tokio::spawn(pipelines::adopt_orphans(self.proposer.clone(), retry, shutdown.clone()));
+
+        let (proposer, known, metrics, stop, ready) = (
             self.proposer.clone(),
             self.known.clone(),
             self.state.metrics.clone(),
-            manifest_dir(&self.config.gitops.path).to_string(),
             shutdown.clone(),
-        ));
-        let kube = match (self.kube, self.config.cluster.enabled) {
+            readiness.clone(),
+        );
+        let dir = manifest_dir(&self.config.gitops.path).to_string();
+        supervisor.spawn("gitops", move || {
+            pipelines::index_gitops(
+                proposer.clone(),
+                known.clone(),
+                metrics.clone(),
+                dir.clone(),
+                ready.clone(),
+                stop.clone(),
+            )
+        });
+
+        let kube = match (self.kube.clone(), self.config.cluster.enabled) {
             (Some(c), _) => Some(c),
             (None, true) => Some(
                 kube::Client::try_default()
                     .await
-                    .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?,
+                    .context("connecting to the Kubernetes API (in-cluster service account or KUBECONFIG)")?,
             ),
             (None, false) => None,
         };
-        let mut discovery = None;
-        if let Some(client) = kube {
-            let cluster = crate::cluster::Cluster::new(client.clone(), &self.config.tinkerbell.namespace);
-            self.proposer.set_cluster(cluster.clone());
-            tokio::spawn(follow_provisioning(
-                self.proposer.clone(),
-                cluster,
-                self.config.tinkerbell.namespace.clone(),
-                shutdown.clone(),
-            ));
-            let d = &self.config.cluster.discovery;
-            if d.enabled {
-                let settings = crate::cluster::discovery::DiscoverySettings {
-                    namespace: self.config.tinkerbell.namespace.clone(),
-                    template: d.template.clone(),
-                    report_url: d.report_url.clone(),
-                    max_machines: d.max_machines,
-                    ttl: chrono::Duration::seconds(d.ttl_seconds as i64),
-                };
-                let disc = Arc::new(crate::cluster::discovery::Discovery::new(client.clone(), settings));
-                tokio::spawn(sweep_discovery(self.proposer.clone(), disc.clone(), shutdown.clone()));
-                discovery = Some(disc);
-            }
-            let sl = &self.config.cluster.smee_logs;
-            if sl.enabled {
-                let settings = crate::cluster::smee_logs::SmeeLogs {
-                    namespace: sl.namespace.clone(),
-                    label_selector: sl.label_selector.clone(),
-                    container: sl.container.clone(),
-                };
-                let (tx, rx) = tokio::sync::mpsc::channel(1024);
-                tokio::spawn(crate::cluster::smee_logs::follow(
-                    client.clone(),
-                    settings,
-                    tx,
-                    shutdown.clone(),
-                ));
-                tokio::spawn(record_smee(
-                    self.proposer.clone(),
-                    self.known.clone(),
-                    discovery.clone(),
-                    rx,
-                ));
-            }
-            let (tx, rx) = tokio::sync::mpsc::channel(1024);
-            let ns = Some(self.config.cluster.watch_namespace.clone()).filter(|n| !n.is_empty());
-            tokio::spawn(crate::cluster::hardware::watch(
-                client,
-                ns,
-                self.known.clone(),
-                tx,
-                self.state.metrics.cluster_watch_up.clone(),
-                shutdown.clone(),
-            ));
-            tokio::spawn(record_discovered(self.proposer.clone(), rx));
-        }
+        let discovery = match &kube {
+            Some(client) => self.start_cluster(&supervisor, client.clone()),
+            None => None,
+        };
+
         if let Some(hooks) = self.state.github.clone() {
-            // An App's installation token is what git pushes with: have one before the first push.
-            refresh_git_token(&hooks).await;
-            tokio::spawn(run_github(
-                hooks,
-                Duration::from_secs(self.config.forge.github.reconcile_seconds.max(1)),
-                shutdown.clone(),
-            ));
-        }
-        if let Some(input) = self.dhcp_input {
-            let (tx, rx) = tokio::sync::mpsc::channel(1024);
-            let d = &self.config.dhcp;
-            let snooper = Snooper::new(
-                d.filters()?,
-                Debouncer::new(
-                    Duration::from_secs(d.debounce_seconds),
-                    d.max_tracked_macs,
-                    std::time::Instant::now(),
-                ),
-                self.known.clone(),
-            );
-            let metrics = self.state.metrics.clone();
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                if let Err(e) = dhcp::listener::run(input, snooper, tx, metrics, stop).await {
-                    tracing::error!(error = %e, "DHCP snooping stopped");
-                }
+            let every = Duration::from_secs(self.config.forge.github.reconcile_seconds.max(1));
+            let (stop, ready) = (shutdown.clone(), readiness.clone());
+            supervisor.spawn("forge", move || {
+                pipelines::run_github(hooks.clone(), every, ready.clone(), stop.clone())
             });
-            tokio::spawn(record_sightings(
-                self.proposer.clone(),
-                self.state.metrics.clone(),
-                discovery.clone(),
-                rx,
-            ));
         }
-        let mut state = self.state;
+        let mut app = self;
+        if app.config.dhcp.enabled || app.dhcp_input.is_some() {
+            start_dhcp(
+                &supervisor,
+                app.config.dhcp.clone(),
+                app.dhcp_input.take(),
+                app.proposer.clone(),
+                app.known.clone(),
+                app.state.metrics.clone(),
+                discovery.clone(),
+            );
+        }
+
+        let grace = Duration::from_secs(app.config.server.shutdown_grace_seconds.max(1));
+        let mut state = app.state;
         state.shutdown = Some(shutdown.clone());
         let router = server::router(state);
         let stop = shutdown.clone();
@@ -316,392 +288,168 @@ impl App {
         )
         .with_graceful_shutdown(async move { stop.wait().await })
         .await?;
-        let _ = worker.await;
+        if !supervisor.wait(grace).await {
+            tracing::warn!("some pipelines did not stop within the grace period");
+        }
         Ok(())
     }
-}
 
-/// Once per start: proposals whose branches outlived the store (a lost volume) come back.
-/// Retried until the remote and the forge answer.
-async fn adopt_orphans(proposer: Arc<Proposer>, retry: Duration, shutdown: Shutdown) {
-    loop {
-        match proposer.adopt_orphan_branches().await {
-            Ok(0) => return,
-            Ok(n) => {
-                tracing::info!(
-                    adopted = n,
-                    "rebuilt the store's record of proposals from their branches"
+    /// The cluster's pipelines: the Hardware watch (known MACs, auto discovery), the
+    /// hand-off from merge to provisioned, Smee's logs and the discovery queue.
+    fn start_cluster(&self, supervisor: &Supervisor, client: kube::Client) -> Option<Arc<DiscoveryQueue>> {
+        let namespace = self.config.tinkerbell.namespace.clone();
+        let cluster = crate::cluster::Cluster::new(client.clone(), &namespace);
+        self.proposer.set_cluster(cluster.clone());
+        let (stop, ready) = (supervisor.shutdown().clone(), supervisor.readiness().clone());
+
+        let (proposer, known, metrics) = (self.proposer.clone(), self.known.clone(), self.state.metrics.clone());
+        let watched = Some(self.config.cluster.watch_namespace.clone()).filter(|n| !n.is_empty());
+        let (watch_client, watch_stop, watch_ready) = (client.clone(), stop.clone(), ready.clone());
+        supervisor.spawn("cluster", move || {
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            let consumer = tokio::spawn(pipelines::record_discovered(proposer.clone(), rx));
+            let watch = crate::cluster::hardware::watch(
+                watch_client.clone(),
+                watched.clone(),
+                known.clone(),
+                tx,
+                metrics.cluster_watch_up.clone(),
+                watch_ready.clone(),
+                watch_stop.clone(),
+            );
+            async move {
+                let result = watch.await;
+                consumer.abort();
+                result
+            }
+        });
+
+        let handoff = Arc::new(handoff::Handoff {
+            proposer: self.proposer.clone(),
+            cluster,
+            known: self.known.clone(),
+            metrics: self.state.metrics.clone(),
+            namespace: namespace.clone(),
+            timeout: chrono::Duration::seconds(self.config.cluster.handoff_timeout_seconds as i64),
+        });
+        let (handoff_stop, handoff_ready) = (stop.clone(), ready.clone());
+        supervisor.spawn("handoff", move || {
+            let (h, r, s) = (handoff.clone(), handoff_ready.clone(), handoff_stop.clone());
+            async move { h.run(r, s).await }
+        });
+
+        let d = &self.config.cluster.discovery;
+        let discovery = d.enabled.then(|| {
+            let settings = crate::cluster::discovery::DiscoverySettings {
+                namespace: namespace.clone(),
+                template: d.template.clone(),
+                report_url: d.report_url.clone(),
+                max_machines: d.max_machines,
+                ttl: chrono::Duration::seconds(d.ttl_seconds as i64),
+                decision_wait: chrono::Duration::seconds(d.decision_wait_seconds as i64),
+            };
+            let queue = Arc::new(DiscoveryQueue::new(
+                self.proposer.clone(),
+                crate::cluster::discovery::Discovery::new(client.clone(), settings),
+                self.state.metrics.clone(),
+            ));
+            let (q, s, r) = (queue.clone(), stop.clone(), ready.clone());
+            supervisor.spawn("discovery", move || {
+                let (q, s, r) = (q.clone(), s.clone(), r.clone());
+                async move { q.run(r, s).await }
+            });
+            queue
+        });
+
+        let sl = &self.config.cluster.smee_logs;
+        if sl.enabled {
+            let settings = crate::cluster::smee_logs::SmeeLogs {
+                namespace: sl.namespace.clone(),
+                label_selector: sl.label_selector.clone(),
+                container: sl.container.clone(),
+            };
+            let (proposer, known, queue) = (self.proposer.clone(), self.known.clone(), discovery.clone());
+            supervisor.spawn("smee_logs", move || {
+                let (tx, rx) = tokio::sync::mpsc::channel(1024);
+                let consumer = tokio::spawn(pipelines::record_smee(
+                    proposer.clone(),
+                    known.clone(),
+                    queue.clone(),
+                    rx,
+                ));
+                let follow = crate::cluster::smee_logs::follow(
+                    client.clone(),
+                    settings.clone(),
+                    tx,
+                    ready.clone(),
+                    stop.clone(),
                 );
-                return;
-            }
-            Err(e) => tracing::warn!(error = %e, "could not look for proposals the store lost; retrying"),
+                async move {
+                    follow.await;
+                    consumer.abort();
+                    Ok(())
+                }
+            });
         }
-        tokio::select! {
-            _ = tokio::time::sleep(retry) => {}
-            _ = shutdown.wait() => return,
-        }
+        discovery
     }
 }
 
-/// Keeps the known-MAC set in step with the GitOps base branch, re-reading the manifests
-/// only when their directory's tree changed.
-async fn index_gitops(
+/// DHCP snooping: the socket or capture opened at build (so a port that cannot be bound stops
+/// the start), opened again from the configuration if the listener fails later.
+fn start_dhcp(
+    supervisor: &Supervisor,
+    config: crate::config::DhcpConfig,
+    opened: Option<dhcp::listener::Input>,
     proposer: Arc<Proposer>,
     known: Arc<KnownMacs>,
-    metrics: Arc<crate::metrics::Metrics>,
-    dir: String,
-    shutdown: Shutdown,
+    metrics: Arc<Metrics>,
+    discovery: Option<Arc<DiscoveryQueue>>,
 ) {
-    let mut last = None;
-    loop {
-        let (git, d) = (proposer.git().clone(), dir.clone());
-        let result = tokio::task::spawn_blocking(move || {
-            git.fetch()?;
-            git.registered_macs(&d, last)
-        })
-        .await;
-        match result {
-            Ok(Ok(Some((tree, macs)))) => {
-                tracing::debug!(count = macs.len(), "indexed MACs on the base branch");
-                known.replace("gitops", macs);
-                metrics.known_macs.set(known.len() as i64);
-                last = Some(tree);
-            }
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not index the GitOps base branch"),
-            Err(e) => tracing::warn!(error = %e, "GitOps index task failed"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-            _ = shutdown.wait() => return,
-        }
-    }
-}
-
-/// Stores what the DHCP listener saw; one log line per machine it had never seen.
-async fn record_sightings(
-    proposer: Arc<Proposer>,
-    metrics: Arc<crate::metrics::Metrics>,
-    discovery: Option<Arc<crate::cluster::discovery::Discovery>>,
-    mut rx: tokio::sync::mpsc::Receiver<(Mac, Sighting)>,
-) {
-    while let Some((mac, sighting)) = rx.recv().await {
-        let store = proposer.store().clone();
-        let s = sighting.clone();
-        match tokio::task::spawn_blocking(move || {
-            store.record_detection(mac, Source::Dhcp, Some(&s), chrono::Utc::now())
-        })
-        .await
-        {
-            Ok(Ok(recorded)) => {
-                if recorded.new {
-                    metrics.dhcp_new_macs.inc();
-                    tracing::info!(
-                        %mac,
-                        arch = sighting.arch.as_deref().unwrap_or("unknown"),
-                        uefi = ?sighting.uefi,
-                        netboot = sighting.netboot,
-                        location = sighting.location().as_deref().unwrap_or("direct"),
-                        "new machine seen by DHCP"
-                    );
-                }
-                if recorded.queued {
-                    proposer.wake();
-                }
-                maybe_discover(&proposer, discovery.as_deref(), &recorded.machine).await;
-            }
-            Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record a DHCP sighting"),
-            Err(e) => tracing::warn!(%mac, error = %e, "DHCP sighting task failed"),
-        }
-    }
-}
-
-async fn refresh_git_token(hooks: &GithubHooks) {
-    match hooks.forge.installation_token().await {
-        Ok(Some(token)) => hooks.proposer.git().set_password(token),
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "could not get a GitHub App installation token for git"),
-    }
-}
-
-/// Creates the labels Registrar uses, then reconciles pull requests periodically, and keeps
-/// a GitHub App's git token fresh (they expire after an hour).
-async fn run_github(hooks: Arc<GithubHooks>, every: Duration, shutdown: Shutdown) {
-    let mut labels_done = false;
-    let mut token_at = std::time::Instant::now();
-    loop {
-        if token_at.elapsed() > Duration::from_secs(40 * 60) {
-            refresh_git_token(&hooks).await;
-            token_at = std::time::Instant::now();
-        }
-        if !labels_done {
-            match hooks.forge.ensure_labels(hooks.proposer.renderer().workflows()).await {
-                Ok(()) => labels_done = true,
-                Err(e) => tracing::warn!(error = %e, "could not create Registrar's labels; retrying"),
-            }
-        }
-        match hooks.reconcile().await {
-            Ok(n) => tracing::debug!(pull_requests = n, "reconciled with GitHub"),
-            Err(e) => tracing::warn!(error = %e, "reconcile with GitHub failed"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.wait() => return,
-        }
-    }
-}
-
-/// Stores what the Hardware watch noticed: auto-discovered machines as reports, and
-/// approved machines whose Hardware is now in the cluster as applied.
-async fn record_discovered(
-    proposer: Arc<Proposer>,
-    mut rx: tokio::sync::mpsc::Receiver<crate::cluster::hardware::Noticed>,
-) {
-    use crate::cluster::hardware::Noticed;
-    while let Some(noticed) = rx.recv().await {
-        let (mac, facts) = match noticed {
-            Noticed::Discovered(mac, facts) => (mac, facts),
-            Noticed::Registered { macs, hardware } => {
-                for mac in macs {
-                    mark_applied(&proposer, mac, &hardware).await;
-                }
-                continue;
-            }
-        };
-        let store = proposer.store().clone();
-        match tokio::task::spawn_blocking(move || {
-            store.record_facts(mac, Source::AutoDiscovery, &facts, chrono::Utc::now())
-        })
-        .await
-        {
-            Ok(Ok(r)) => {
-                if r.new {
-                    tracing::info!(%mac, "machine found by Tinkerbell's auto discovery");
-                }
-                if r.queued {
-                    proposer.wake();
-                }
-            }
-            Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record an auto-discovered machine"),
-            Err(e) => tracing::warn!(%mac, error = %e, "auto discovery task failed"),
-        }
-    }
-}
-
-async fn mark_applied(proposer: &Arc<Proposer>, mac: Mac, hardware: &str) {
-    let store = proposer.store().clone();
-    let cause = format!("Hardware {hardware} is in the cluster");
-    let result = tokio::task::spawn_blocking(move || -> Result<bool, crate::store::StoreError> {
-        match store.machine(mac)? {
-            Some(m) if m.state == crate::domain::State::Approved => {
-                store.transition(
-                    mac,
-                    crate::domain::State::Applied,
-                    &cause,
-                    "registrar",
-                    chrono::Utc::now(),
-                )?;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    })
-    .await;
-    match result {
-        Ok(Ok(true)) => {
-            tracing::info!(%mac, %hardware, "approved machine applied");
-            // The safety net: its discovery objects must not outlive the real Hardware.
-            proposer.remove_discovery_objects(mac).await;
-        }
-        Ok(Ok(false)) => {}
-        Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record an applied machine"),
-        Err(e) => tracing::warn!(%mac, error = %e, "applied-machine task failed"),
-    }
-}
-
-/// Boots a machine into discovery when discovery is on and the machine is merely detected
-/// (no facts yet, not suppressed). Shared by every source that notices machines.
-async fn maybe_discover(
-    proposer: &Arc<Proposer>,
-    discovery: Option<&crate::cluster::discovery::Discovery>,
-    m: &crate::domain::Machine,
-) {
-    let Some(d) = discovery else { return };
-    if m.state != crate::domain::State::Detected || m.facts.is_some() || m.suppressed {
-        return;
-    }
-    let seen = m.sighting.clone().unwrap_or_default();
-    if let Err(e) = begin_discovery(proposer, d, m.mac, &seen).await {
-        tracing::warn!(mac = %m.mac, error = %e, "could not create discovery objects");
-    }
-}
-
-/// Boots an unknown machine into discovery: a per-machine token (stored, as a hash, before
-/// anything is created), then the temporary Hardware and Workflow.
-async fn begin_discovery(
-    proposer: &Arc<Proposer>,
-    discovery: &crate::cluster::discovery::Discovery,
-    mac: Mac,
-    sighting: &Sighting,
-) -> anyhow::Result<()> {
-    if discovery.count().await? >= discovery.settings().max_machines {
-        tracing::info!(%mac, "discovery is at its limit of machines; this one waits");
-        return Ok(());
-    }
-    let token = hex::encode(rand::random::<[u8; 24]>());
-    let expires = chrono::Utc::now() + discovery.settings().ttl;
-    let (store, hash) = (proposer.store().clone(), crate::server::digest_hex(&token));
-    tokio::task::spawn_blocking(move || store.add_report_token(mac, &hash, expires)).await??;
-    discovery.create(&mac, Some(sighting), &token, expires).await?;
-    let store = proposer.store().clone();
-    tokio::task::spawn_blocking(move || {
-        if store
-            .machine(mac)?
-            .is_some_and(|m| m.state == crate::domain::State::Detected)
-        {
-            store.transition(
-                mac,
-                crate::domain::State::Discovering,
-                "discovery objects created",
-                "registrar",
-                chrono::Utc::now(),
-            )?;
-        }
-        Ok::<_, crate::store::StoreError>(())
-    })
-    .await??;
-    tracing::info!(%mac, "booting into discovery");
-    Ok(())
-}
-
-/// Removes discovery objects past their time to live; the machine goes back to detected.
-async fn sweep_discovery(
-    proposer: Arc<Proposer>,
-    discovery: Arc<crate::cluster::discovery::Discovery>,
-    shutdown: Shutdown,
-) {
-    let every = (discovery.settings().ttl / 10)
-        .to_std()
-        .unwrap_or(Duration::from_secs(60))
-        .clamp(Duration::from_secs(1), Duration::from_secs(300));
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.wait() => return,
-        }
-        let expired = match discovery.expired(chrono::Utc::now()).await {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not list discovery objects");
-                continue;
-            }
-        };
-        for mac in expired {
-            if let Err(e) = discovery.remove(&mac).await {
-                tracing::warn!(%mac, error = %e, "could not remove expired discovery objects");
-                continue;
-            }
-            let store = proposer.store().clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                if store
-                    .machine(mac)?
-                    .is_some_and(|m| m.state == crate::domain::State::Discovering)
-                {
-                    store.transition(
-                        mac,
-                        crate::domain::State::Detected,
-                        "discovery expired without a report",
-                        "registrar",
-                        chrono::Utc::now(),
-                    )?;
-                }
-                Ok::<_, crate::store::StoreError>(())
-            })
-            .await;
-            tracing::info!(%mac, "discovery expired");
-        }
-    }
-}
-
-/// Follows applied machines' provisioning Workflows (named like their Hardware) to
-/// provisioned, or failed with the reason. Polled: few machines are provisioning at once.
-async fn follow_provisioning(
-    proposer: Arc<Proposer>,
-    cluster: crate::cluster::Cluster,
-    namespace: String,
-    shutdown: Shutdown,
-) {
-    use crate::cluster::{Provisioning, provisioning_of};
-    use crate::domain::State;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            _ = shutdown.wait() => return,
-        }
-        let store = proposer.store().clone();
-        let applied = tokio::task::spawn_blocking(move || {
-            store.machines(&crate::store::MachineQuery {
-                state: Some(State::Applied),
-                limit: 1000,
-                ..Default::default()
-            })
-        })
-        .await;
-        let Ok(Ok(applied)) = applied else { continue };
-        for m in applied {
-            let Some(name) = m.name.clone() else { continue };
-            let workflow = match cluster.workflow(&name).await {
-                Ok(Some(w)) => w,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(mac = %m.mac, error = %e, "could not read the provisioning Workflow");
-                    continue;
-                }
+    let opened = Arc::new(std::sync::Mutex::new(opened));
+    let (stop, ready) = (supervisor.shutdown().clone(), supervisor.readiness().clone());
+    supervisor.spawn("dhcp", move || {
+        let (config, opened, proposer, known, metrics, discovery, stop, ready) = (
+            config.clone(),
+            opened.clone(),
+            proposer.clone(),
+            known.clone(),
+            metrics.clone(),
+            discovery.clone(),
+            stop.clone(),
+            ready.clone(),
+        );
+        async move {
+            let reused = opened.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let input = match reused {
+                Some(input) => input,
+                None => open_dhcp(&config)?,
             };
-            let (to, cause) = match provisioning_of(&workflow) {
-                Provisioning::Running => continue,
-                Provisioning::Succeeded => (State::Provisioned, format!("Workflow {namespace}/{name} succeeded")),
-                Provisioning::Failed(why) => (State::Failed, format!("Workflow {namespace}/{name} failed: {why}")),
-            };
-            let store = proposer.store().clone();
-            let mac = m.mac;
-            match tokio::task::spawn_blocking(move || {
-                store.transition(mac, to, &cause, "registrar", chrono::Utc::now())
-            })
-            .await
-            {
-                Ok(Ok(_)) => tracing::info!(%mac, state = %to, "provisioning finished"),
-                Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record provisioning"),
-                Err(e) => tracing::warn!(%mac, error = %e, "provisioning task failed"),
-            }
+            let snooper = Snooper::new(
+                config.filters()?,
+                Debouncer::new(
+                    Duration::from_secs(config.debounce_seconds),
+                    config.max_tracked_macs,
+                    std::time::Instant::now(),
+                ),
+                known,
+            );
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            let consumer = tokio::spawn(pipelines::record_sightings(proposer, metrics.clone(), discovery, rx));
+            ready.ready("dhcp", "listening (receive only)");
+            let result = dhcp::listener::run(input, snooper, tx, metrics, stop).await;
+            consumer.abort();
+            result
         }
-    }
+    });
 }
 
-/// Stores the machines Smee could not find Hardware for, debounced per MAC.
-async fn record_smee(
-    proposer: Arc<Proposer>,
-    known: Arc<KnownMacs>,
-    discovery: Option<Arc<crate::cluster::discovery::Discovery>>,
-    mut rx: tokio::sync::mpsc::Receiver<Mac>,
-) {
-    let mut debounce = Debouncer::new(Duration::from_secs(60), 65_536, std::time::Instant::now());
-    while let Some(mac) = rx.recv().await {
-        if !debounce.admit(mac, std::time::Instant::now()) || known.contains(&mac) {
-            continue;
-        }
-        let store = proposer.store().clone();
-        match tokio::task::spawn_blocking(move || store.record_detection(mac, Source::Smee, None, chrono::Utc::now()))
-            .await
-        {
-            Ok(Ok(recorded)) => {
-                if recorded.new {
-                    tracing::info!(%mac, "new machine in Smee's log");
-                }
-                maybe_discover(&proposer, discovery.as_deref(), &recorded.machine).await;
-            }
-            Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record a machine from Smee's log"),
-            Err(e) => tracing::warn!(%mac, error = %e, "Smee log task failed"),
-        }
-    }
+fn open_dhcp(config: &crate::config::DhcpConfig) -> anyhow::Result<dhcp::listener::Input> {
+    Ok(match config.capture {
+        false => dhcp::listener::Input::Socket(dhcp::listener::bind(config.listen, config.interface.as_deref())?),
+        #[cfg(target_os = "linux")]
+        true => dhcp::listener::Input::Capture(dhcp::listener::capture(config.interface.as_deref())?),
+        #[cfg(not(target_os = "linux"))]
+        true => anyhow::bail!("dhcp.capture needs Linux (AF_PACKET)"),
+    })
 }

@@ -33,6 +33,8 @@ pub struct DiscoverySettings {
     pub report_url: String,
     pub max_machines: usize,
     pub ttl: chrono::Duration,
+    /// How long the discovery action waits for the review after its report.
+    pub decision_wait: chrono::Duration,
 }
 
 pub fn object_name(mac: &Mac) -> String {
@@ -68,7 +70,12 @@ pub fn objects(
         "spec": {
             "templateRef": s.template,
             "hardwareRef": name,
-            "hardwareMap": {"device_1": mac.to_string(), "registrar_url": s.report_url, "report_token": token}
+            "hardwareMap": {
+                "device_1": mac.to_string(),
+                "registrar_url": s.report_url,
+                "report_token": token,
+                "max_wait_seconds": s.decision_wait.num_seconds().to_string(),
+            }
         }
     });
     (hardware, workflow)
@@ -87,11 +94,18 @@ async fn create(api: &Api<DynamicObject>, obj: Value) -> Result<bool, kube::Erro
 pub struct Discovery {
     client: kube::Client,
     settings: DiscoverySettings,
+    /// Held from counting the slots to creating the objects, so two sources noticing
+    /// machines at once cannot both take the last slot.
+    slots: tokio::sync::Mutex<()>,
 }
 
 impl Discovery {
     pub fn new(client: kube::Client, settings: DiscoverySettings) -> Self {
-        Discovery { client, settings }
+        Discovery {
+            client,
+            settings,
+            slots: tokio::sync::Mutex::new(()),
+        }
     }
 
     pub fn settings(&self) -> &DiscoverySettings {
@@ -110,6 +124,12 @@ impl Discovery {
             .await?
             .items
             .len())
+    }
+
+    /// Serialises slot decisions: hold the guard from [`Discovery::count`] to
+    /// [`Discovery::create`].
+    pub async fn slot_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.slots.lock().await
     }
 
     /// Creates the objects for `mac` with `token` (whose hash the caller stored first).
@@ -138,7 +158,8 @@ impl Discovery {
         Ok(())
     }
 
-    /// MACs whose temporary objects outlived their time to live.
+    /// MACs whose temporary objects are past the deadline on their label (the caller
+    /// decides whether a machine that reported has more time).
     pub async fn expired(&self, now: DateTime<Utc>) -> Result<Vec<Mac>, kube::Error> {
         let list = self
             .api(&hardware_resource())

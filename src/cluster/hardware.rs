@@ -60,13 +60,10 @@ pub fn classify(obj: &Value) -> Seen {
     Seen::Discovered { mac, facts }
 }
 
-/// What the watch passes on: machines Tinkerbell discovered, and MACs that a registered
-/// Hardware holds (so an approved machine can be followed to "applied").
+/// What the watch passes on: a machine Tinkerbell discovered, with its facts. (Registered
+/// Hardware goes into the known-MAC index, which the hand-off reads.)
 #[derive(Debug, Clone)]
-pub enum Noticed {
-    Discovered(Mac, Facts),
-    Registered { macs: Vec<Mac>, hardware: String },
-}
+pub struct Noticed(pub Mac, pub Facts);
 
 pub type DiscoveredSink = tokio::sync::mpsc::Sender<Noticed>;
 
@@ -81,8 +78,9 @@ pub async fn watch(
     known: Arc<KnownMacs>,
     discovered: DiscoveredSink,
     up: prometheus_client::metrics::gauge::Gauge,
+    readiness: Arc<crate::supervisor::Readiness>,
     shutdown: Shutdown,
-) {
+) -> anyhow::Result<()> {
     let ar = hardware_resource();
     let api: Api<DynamicObject> = match &namespace {
         Some(ns) => Api::namespaced_with(client, ns, &ar),
@@ -100,17 +98,18 @@ pub async fn watch(
             e = stream.next() => e,
             _ = shutdown.wait() => {
                 up.set(0);
-                return;
+                return Ok(());
             }
         };
         let Some(event) = event else {
             up.set(0);
-            return;
+            anyhow::bail!("the Hardware watch stream ended");
         };
         let event = match event {
             Ok(e) => e,
             Err(e) => {
                 up.set(0);
+                readiness.not_ready("cluster", format!("Hardware watch interrupted, relisting: {e}"));
                 // The watcher relists by itself (backoff), e.g. after 410 Gone.
                 tracing::warn!(error = %e, "Hardware watch interrupted; relisting");
                 continue;
@@ -125,15 +124,11 @@ pub async fn watch(
             let value = serde_json::to_value(obj).unwrap_or_default();
             match classify(&value) {
                 Seen::Registered(macs) => {
-                    let _ = discovered.try_send(Noticed::Registered {
-                        macs: macs.clone(),
-                        hardware: key.clone(),
-                    });
                     into.insert(key, macs);
                 }
                 Seen::Discovered { mac, facts } => {
                     into.remove(&key);
-                    if discovered.try_send(Noticed::Discovered(mac, facts)).is_err() {
+                    if discovered.try_send(Noticed(mac, facts)).is_err() {
                         tracing::warn!(%mac, "auto-discovered machine dropped: backlog full; the next relist brings it again");
                     }
                 }
@@ -149,6 +144,7 @@ pub async fn watch(
                 up.set(1);
                 objects = buffer.take().unwrap_or_default();
                 publish(&objects);
+                readiness.ready("cluster", format!("Hardware watch synced ({} objects)", objects.len()));
                 tracing::debug!(hardware = objects.len(), "Hardware index (re)built");
             }
             Event::Apply(obj) => {

@@ -30,6 +30,7 @@ pub async fn follow(
     client: kube::Client,
     settings: SmeeLogs,
     sink: tokio::sync::mpsc::Sender<Mac>,
+    readiness: Arc<crate::supervisor::Readiness>,
     shutdown: Shutdown,
 ) {
     let pods: Api<Pod> = Api::namespaced(client, &settings.namespace);
@@ -37,6 +38,7 @@ pub async fn follow(
     loop {
         match pods.list(&ListParams::default().labels(&settings.label_selector)).await {
             Ok(list) => {
+                readiness.ready("smee_logs", format!("following {} Smee pod(s)", list.items.len()));
                 for pod in list.items {
                     let Some(name) = pod.metadata.name.clone() else {
                         continue;
@@ -64,7 +66,10 @@ pub async fn follow(
                     });
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "could not list Smee pods"),
+            Err(e) => {
+                readiness.not_ready("smee_logs", format!("could not list Smee pods: {e}"));
+                tracing::warn!(error = %e, "could not list Smee pods");
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}

@@ -27,6 +27,15 @@ impl KnownMacs {
             .any(|s| s.contains(mac))
     }
 
+    /// Whether `source`'s own set holds `mac` (e.g. "cluster": a registered Hardware has it).
+    pub fn contains_in(&self, source: &str, mac: &Mac) -> bool {
+        self.by_source
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(source)
+            .is_some_and(|s| s.contains(mac))
+    }
+
     pub fn len(&self) -> usize {
         self.by_source
             .read()

@@ -15,6 +15,9 @@ use super::sighting::Sighting;
 pub enum State {
     /// Seen (DHCP, logs, import) but no facts yet.
     Detected,
+    /// Seen, to be booted into discovery, but every discovery slot is taken: it starts as
+    /// soon as one frees up, whether or not it is seen again.
+    Waiting,
     /// Booted into discovery; its report is awaited.
     Discovering,
     /// Facts arrived; a proposal is due.
@@ -34,8 +37,9 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 9] = [
+    pub const ALL: [State; 10] = [
         State::Detected,
+        State::Waiting,
         State::Discovering,
         State::Reported,
         State::Proposed,
@@ -49,6 +53,7 @@ impl State {
     pub fn as_str(self) -> &'static str {
         match self {
             State::Detected => "detected",
+            State::Waiting => "waiting",
             State::Discovering => "discovering",
             State::Reported => "reported",
             State::Proposed => "proposed",
@@ -78,7 +83,8 @@ impl State {
         match (self, next) {
             // Once merged, git holds the machine: removing it is a change to git, not a review.
             (_, Rejected) => !matches!(self, Approved | Applied | Provisioned | Failed),
-            (Detected, Discovering | Reported) => true,
+            (Detected, Waiting | Discovering | Reported) => true,
+            (Waiting, Discovering | Reported | Detected) => true,
             (Discovering, Reported | Detected) => true,
             (Reported, Proposed) => true,
             // A reopened or rebuilt proposal goes back to reported before it is proposed again.

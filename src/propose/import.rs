@@ -69,7 +69,10 @@ impl Proposer {
                         errors.push(format!("{mac} is already expected ({})", e.provenance()));
                     } else if m.state == State::Rejected {
                         errors.push(format!("{mac} was rejected; un-suppress it before importing it"));
-                    } else if !matches!(m.state, State::Detected | State::Discovering | State::Reported) {
+                    } else if !matches!(
+                        m.state,
+                        State::Detected | State::Waiting | State::Discovering | State::Reported
+                    ) {
                         errors.push(format!("{mac} is already {}", m.state));
                     }
                 }

@@ -153,8 +153,8 @@ impl Proposer {
         let _ = self.cluster.set(cluster);
     }
 
-    /// Removes an approved machine's discovery objects; the Hardware watch repeats this when
-    /// the approved Hardware appears, so a failure here is retried there.
+    /// Removes a rejected or forgotten machine's discovery objects (an approved machine's go
+    /// when its Hardware appears: the hand-off, which retries until they are gone).
     pub async fn remove_discovery_objects(&self, mac: Mac) {
         if let Some(cluster) = self.cluster.get() {
             if let Err(e) = cluster.remove_discovery_objects(mac).await {
@@ -544,7 +544,8 @@ impl Proposer {
             }
         })
         .await?;
-        self.remove_discovery_objects(mac).await;
+        // The discovery objects stay until the approved Hardware is in the cluster (the
+        // hand-off, app/handoff.rs): until then they are the only Hardware Smee has for it.
         // The base moved: proposals sharing a kustomization are rebuilt on it.
         let git = self.git.clone();
         blocking(move || git.fetch()).await?;

@@ -11,14 +11,38 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready once the store answers.
+/// Ready when the store answers and every pipeline the configuration enables is ready
+/// (forge reachable and authenticated, cluster watch synced, DHCP capture open…); the body
+/// names each one with what it is doing or why it is not ready.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.proposer.store().clone();
-    match tokio::task::spawn_blocking(move || store.count_by_state()).await {
-        Ok(Ok(_)) => (StatusCode::OK, "ready\n".to_string()),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")),
-    }
+    let store_check = match tokio::task::spawn_blocking(move || store.count_by_state()).await {
+        Ok(Ok(_)) => crate::supervisor::Check {
+            ready: true,
+            detail: "answering".into(),
+            restarts: 0,
+        },
+        Ok(Err(e)) => crate::supervisor::Check {
+            ready: false,
+            detail: e.to_string(),
+            restarts: 0,
+        },
+        Err(e) => crate::supervisor::Check {
+            ready: false,
+            detail: e.to_string(),
+            restarts: 0,
+        },
+    };
+    let mut checks: std::collections::BTreeMap<&str, crate::supervisor::Check> =
+        state.readiness.snapshot().into_iter().collect();
+    checks.insert("store", store_check);
+    let ready = checks.values().all(|c| c.ready);
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(serde_json::json!({"ready": ready, "checks": checks})))
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -31,6 +31,14 @@ pub struct AppState {
     pub console: Arc<console::Console>,
     /// Set while serving: long-lived responses (server-sent events) end with it.
     pub shutdown: Option<crate::shutdown::Shutdown>,
+    /// How long a discovery action waits for its review after reporting; its per-machine
+    /// token is extended to that at the report.
+    pub decision_wait: chrono::Duration,
+    /// Whether Registrar sees the cluster, and so can tell a discovery action to reboot only
+    /// once the approved Hardware is there.
+    pub follows_cluster: bool,
+    /// Every enabled pipeline's readiness, for `/readyz`.
+    pub readiness: Arc<crate::supervisor::Readiness>,
 }
 
 impl AppState {

@@ -94,10 +94,18 @@ pub async fn post_report(
         }
     }
     let store = state.proposer.store().clone();
-    let recorded =
-        tokio::task::spawn_blocking(move || store.record_facts(parsed.mac, Source::Report, &parsed.facts, Utc::now()))
-            .await
-            .map_err(ApiError::internal)??;
+    let by_machine = machine_token.is_some();
+    let wait = state.decision_wait;
+    let recorded = tokio::task::spawn_blocking(move || {
+        let recorded = store.record_facts(parsed.mac, Source::Report, &parsed.facts, Utc::now())?;
+        // The discovery action now waits for the review: its token must last the whole wait.
+        if by_machine {
+            store.extend_report_tokens(parsed.mac, Utc::now() + wait)?;
+        }
+        Ok::<_, crate::store::StoreError>(recorded)
+    })
+    .await
+    .map_err(ApiError::internal)??;
     let result = if recorded.machine.suppressed {
         "suppressed"
     } else if recorded.queued {
@@ -121,23 +129,45 @@ pub async fn post_report(
     ))
 }
 
-/// `GET /api/v1/reports/{mac}`: what became of a machine's report, for the discovery action
-/// that waits to reboot (approved) or power off (rejected). Only the state: a reporter
-/// learns nothing else about any machine.
+/// `GET /api/v1/reports/{mac}`: what the discovery action that waits should do next, and
+/// only that: a reporter learns nothing else about any machine, and a per-machine token
+/// reads its own machine only.
+///
+/// "reboot" comes only when rebooting works: with the cluster followed, once the approved
+/// Hardware is in the cluster and the temporary objects are gone (state `applied`); without
+/// it, Registrar cannot see the cluster and says "reboot" at the merge.
 pub async fn report_state(
     State(state): State<AppState>,
+    machine_token: Option<axum::Extension<super::auth::MachineToken>>,
     axum::extract::Path(mac): axum::extract::Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    use crate::domain::State as S;
     let mac = crate::domain::Mac::parse(&mac).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let Some(axum::Extension(super::auth::MachineToken(allowed))) = machine_token {
+        if allowed != mac {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this token was issued for {allowed}, not {mac}"),
+            ));
+        }
+    }
     let store = state.proposer.store().clone();
     let machine = tokio::task::spawn_blocking(move || store.machine(mac))
         .await
         .map_err(ApiError::internal)??;
     let machine = machine.ok_or_else(|| ApiError::not_found(format!("no report for {mac}")))?;
-    let next = match machine.state {
-        crate::domain::State::Approved | crate::domain::State::Applied | crate::domain::State::Provisioned => "reboot",
-        crate::domain::State::Rejected => "poweroff",
-        _ => "wait",
+    let (next, why) = match machine.state {
+        S::Applied | S::Provisioned | S::Failed => ("reboot", "the approved Hardware is in the cluster"),
+        S::Approved if !state.follows_cluster => ("reboot", "approved"),
+        S::Approved => (
+            "wait",
+            "approved; waiting for the approved Hardware to be applied to the cluster",
+        ),
+        S::Rejected => ("poweroff", "rejected"),
+        _ => ("wait", "waiting for the review"),
     };
-    Ok(Json(json!({"mac": mac, "state": machine.state, "next": next})))
+    Ok(Json(
+        json!({"mac": mac, "state": machine.state, "next": next, "reason": why}),
+    ))
 }

@@ -170,6 +170,11 @@ pub trait Store: Send + Sync + 'static {
     fn add_report_token(&self, mac: Mac, hash: &str, expires_at: DateTime<Utc>) -> Result<()>;
     /// The MAC an unexpired per-machine token was issued for.
     fn report_token_mac(&self, hash: &str, now: DateTime<Utc>) -> Result<Option<Mac>>;
+    /// Extends every report token of `mac` to at least `until`: a machine's wait for its
+    /// review starts at its report, and its token must last the whole wait.
+    fn extend_report_tokens(&self, mac: Mac, until: DateTime<Utc>) -> Result<()>;
+    /// The latest expiry among `mac`'s report tokens, if it has any.
+    fn report_token_expiry(&self, mac: Mac) -> Result<Option<DateTime<Utc>>>;
     /// Someone else pushed to the proposal's branch: Registrar stops updating it.
     fn set_hands_off(&self, mac: Mac, now: DateTime<Utc>) -> Result<()>;
 

@@ -357,12 +357,12 @@ impl Store for SqliteStore {
                     )?;
                     let old_fp: Option<String> = tx.query_row("SELECT facts_fp FROM machines WHERE mac = ?1", [mac.to_string()], |r| r.get(0))?;
                     let changed = old_fp.as_deref() != Some(fp.as_str());
-                    let awaited = matches!(m.state, State::Detected | State::Discovering);
+                    let awaited = matches!(m.state, State::Detected | State::Waiting | State::Discovering);
                     if m.suppressed || !m.state.accepts_facts() || !(changed || awaited) {
                         (false, false)
                     } else {
                         tx.execute("UPDATE machines SET facts = ?2, facts_fp = ?3 WHERE mac = ?1", params![mac.to_string(), json, fp])?;
-                        if matches!(m.state, State::Detected | State::Discovering) {
+                        if matches!(m.state, State::Detected | State::Waiting | State::Discovering) {
                             move_to(tx, m, State::Reported, &format!("facts received ({})", source.as_str()), "registrar", now)?;
                         }
                         queue(tx, mac, now)?;
@@ -669,6 +669,27 @@ impl Store for SqliteStore {
         })
     }
 
+    fn extend_report_tokens(&self, mac: Mac, until: DateTime<Utc>) -> Result<()> {
+        self.with(|tx| {
+            tx.execute(
+                "UPDATE report_tokens SET expires_at = ?2 WHERE mac = ?1 AND expires_at < ?2",
+                params![mac.to_string(), ts(until)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn report_token_expiry(&self, mac: Mac) -> Result<Option<DateTime<Utc>>> {
+        self.with(|tx| {
+            let latest: Option<String> = tx.query_row(
+                "SELECT MAX(expires_at) FROM report_tokens WHERE mac = ?1",
+                [mac.to_string()],
+                |r| r.get(0),
+            )?;
+            Ok(latest.map(|t| parse_ts(&t)).transpose()?)
+        })
+    }
+
     fn was_remembered(&self, key: &str) -> Result<bool> {
         self.with(|tx| {
             Ok(tx
@@ -772,7 +793,7 @@ impl Store for SqliteStore {
                     }
                     // Checked again inside this transaction: the preview ran before it, and a
                     // review or another import may have come in between.
-                    Some(m) if m.expected.is_some() || m.suppressed || !matches!(m.state, State::Detected | State::Discovering | State::Reported) => {
+                    Some(m) if m.expected.is_some() || m.suppressed || !matches!(m.state, State::Detected | State::Waiting | State::Discovering | State::Reported) => {
                         let why = match &m.expected {
                             Some(e) => format!("{mac} became expected meanwhile ({})", e.provenance()),
                             None => format!("{mac} became {} meanwhile", m.state),
@@ -786,7 +807,7 @@ impl Store for SqliteStore {
                             params![mac.to_string(), json, expected.workflow],
                         )?;
                         let mut m = m;
-                        if mode == ImportMode::Propose && m.facts.is_none() && matches!(m.state, State::Detected | State::Discovering) {
+                        if mode == ImportMode::Propose && m.facts.is_none() && matches!(m.state, State::Detected | State::Waiting | State::Discovering) {
                             tx.execute("UPDATE machines SET facts = '{}' WHERE mac = ?1", [mac.to_string()])?;
                             move_to(tx, &m, State::Reported, &cause, actor, now)?;
                             m = must_get(tx, *mac)?;
