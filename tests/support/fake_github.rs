@@ -79,11 +79,15 @@ pub struct FakeGithub {
 
 impl FakeGithub {
     pub async fn start() -> Self {
+        Self::start_on(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()).await
+    }
+
+    /// Serves on `listener` (a port chosen before GitHub "came up", say).
+    pub async fn start_on(listener: tokio::net::TcpListener) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         registrar::propose::git::init_local_remote(&root.join(OWNER).join(format!("{REPO}.git")), "main").unwrap();
         let state = Arc::new(Mutex::new(GhState::default()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let fake = FakeGithub {
             url,

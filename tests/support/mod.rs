@@ -2,6 +2,7 @@
 //! helpers that read the repository the way a reviewer would.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod fake_github;
 pub mod fake_kube;
 pub mod git_http;

@@ -1,0 +1,275 @@
+//! The machine's whole journey, on the shipped binary: `registrar serve` started with a
+//! config file made from `examples/`, secrets in files and the environment as the docs say,
+//! against the project's fakes over real HTTP (GitHub with branches in real bare repositories
+//! and signed webhooks; a Kubernetes API server validating against the upstream CRDs). Every
+//! step is asserted from what a user sees: HTTP answers, pull requests and files on GitHub,
+//! objects in the cluster.
+//!
+//! Start-up and readiness of every example: tests/startup.rs. DHCP in a network namespace:
+//! tests/journey_dhcp.rs.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::binary::{Process, eventually, example, free_port, kubeconfig, point_at_github, set, token_env};
+use support::fake_github::FakeGithub;
+use support::fake_kube::FakeKube;
+use support::*;
+
+const NS: &str = "tinkerbell";
+
+async fn get(url: &str, token: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn machine(p: &Process, mac: &str) -> Value {
+    get(&format!("{}/api/v1/machines/{mac}", p.url), OPERATOR_TOKEN).await.1
+}
+
+async fn wait_for_state(p: &Process, mac: &str, state: &str) -> Value {
+    eventually(60, &format!("{mac} to be {state}"), || async {
+        let m = machine(p, mac).await;
+        (m["machine"]["state"] == state).then_some(m)
+    })
+    .await
+}
+
+/// What the discovery action asks while it waits: `next` (wait, reboot, poweroff).
+async fn next_step(p: &Process, mac: &str, token: &str) -> String {
+    let (status, body) = get(&format!("{}/api/v1/reports/{mac}", p.url), token).await;
+    assert_eq!(status, 200, "GET /api/v1/reports/{mac}: {body}");
+    body["next"].as_str().unwrap().to_string()
+}
+
+/// The Template a proposal's Workflow names.
+fn template_ref(manifest: &str) -> String {
+    documents(manifest)
+        .into_iter()
+        .find(|d| d["kind"] == "Workflow")
+        .and_then(|w| w["spec"]["templateRef"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The port the server will listen on, chosen first so its URL can go into the config.
+fn listen_on(config: &mut Value) -> String {
+    let port = free_port();
+    set(config, "server.listen", json!(format!("127.0.0.1:{port}")));
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Applies the manifests a merge put on the base branch, as Flux or Argo CD would: every
+/// Hardware and Workflow in the machine's file (the fake API server validates them).
+fn apply_merged(gh: &FakeGithub, kube: &FakeKube, path: &str) -> String {
+    let text = gh
+        .repo()
+        .read("main", path)
+        .unwrap_or_else(|| panic!("{path} is not on main"));
+    let mut hardware = None;
+    for doc in documents(&text) {
+        match doc["kind"].as_str() {
+            Some("Hardware") => {
+                hardware = doc["metadata"]["name"].as_str().map(str::to_string);
+                kube.create(doc);
+            }
+            Some("Workflow") => kube.create_workflow(doc),
+            _ => {}
+        }
+    }
+    hardware.expect("the merged file holds a Hardware")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_forge_a_report_is_proposed_approved_with_the_cli_and_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Process::start(dir.path(), example("local.yaml"), &token_env());
+    p.wait_ready().await;
+    let mac = "0c:c4:7a:11:22:33";
+
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/reports", p.url))
+        .bearer_auth(REPORT_TOKEN)
+        .json(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+    let proposed = wait_for_state(&p, mac, "proposed").await;
+    let path = proposed["proposal"]["path"]
+        .as_str()
+        .expect("a proposal path")
+        .to_string();
+    assert_eq!(next_step(&p, mac, REPORT_TOKEN).await, "wait");
+
+    // The reviewer approves from the command line, as the README shows.
+    let out = p.cli(&["approve", mac]);
+    assert!(
+        out.status.success(),
+        "registrar approve: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for_state(&p, mac, "approved").await;
+    let remote = Repo::at(&dir.path().join("state/gitops.git"));
+    let merged = remote.read("main", &path).expect("the approved manifest is on main");
+    assert!(merged.contains("kind: Hardware") && merged.contains(mac), "{merged}");
+    // Without a cluster Registrar cannot see the apply: the merge is the hand-off.
+    assert_eq!(next_step(&p, mac, REPORT_TOKEN).await, "reboot");
+    assert!(p.stop().success());
+}
+
+/// Smee's log → temporary Hardware and Workflow → the discovery action's report → pull
+/// request → a reviewer's `workflow/…` label → re-render → merge → "wait" until Flux applies
+/// → "reboot" once the approved Hardware is there and the temporary objects are gone →
+/// Workflow succeeds → provisioned. Registrar restarts in the middle of the wait.
+#[tokio::test(flavor = "multi_thread")]
+async fn github_and_cluster_from_a_smee_log_line_to_provisioned() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGithub::start().await;
+    let kube = FakeKube::start().await;
+    kube.add_pod(NS, "tinkerbell-7f9c", json!({"app": "tinkerbell"}));
+
+    let mut config = example("all.yaml");
+    point_at_github(&mut config, dir.path(), &gh);
+    let url = listen_on(&mut config);
+    set(&mut config, "dhcp.enabled", json!(false));
+    set(&mut config, "cluster.enabled", json!(true));
+    set(&mut config, "cluster.smee_logs.enabled", json!(true));
+    set(&mut config, "cluster.discovery.enabled", json!(true));
+    set(&mut config, "cluster.discovery.report_url", json!(url));
+    set(&mut config, "cluster.handoff_timeout_seconds", json!(1));
+    let kubeconfig = kubeconfig(dir.path(), &kube.url);
+    let mut env = token_env();
+    env.push(("KUBECONFIG", kubeconfig.to_str().unwrap()));
+    let mut p = Process::start(dir.path(), config, &env);
+    *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
+    let ready = p.wait_ready().await;
+    for pipeline in [
+        "forge",
+        "cluster",
+        "handoff",
+        "discovery",
+        "smee_logs",
+        "gitops",
+        "proposals",
+    ] {
+        assert_eq!(ready["checks"][pipeline]["ready"], true, "{pipeline}: {ready:#}");
+    }
+
+    let mac = "0c:c4:7a:aa:bb:01";
+    let line = format!(
+        r#"{{"time":"2026-12-05T10:00:00.1Z","level":"0","msg":"Ignoring packet","logger":"smee","mac":"{mac}","xid":"0x1","error":"hardware not found: in all namespaces with MAC \"{mac}\""}}"#
+    );
+    eventually(30, "Registrar to follow Smee's log", || async {
+        (kube.log("tinkerbell-7f9c", &line) > 0).then_some(())
+    })
+    .await;
+    journey_after_detection(&mut p, &gh, &kube, mac).await;
+}
+
+/// From the moment a machine is noticed: the rest of the journey, shared by every source.
+pub async fn journey_after_detection(p: &mut Process, gh: &FakeGithub, kube: &FakeKube, mac: &str) {
+    let dashed = mac.replace(':', "-");
+    let temp = format!("registrar-discover-{dashed}");
+    // Booted into discovery: a temporary Hardware Smee serves, and the Workflow that reports.
+    let workflow = eventually(30, "the temporary Workflow", || async {
+        kube.object("workflows", NS, &temp)
+    })
+    .await;
+    assert!(kube.object("hardware", NS, &temp).is_some(), "the temporary Hardware");
+    let token = workflow["spec"]["hardwareMap"]["report_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(workflow["spec"]["hardwareMap"]["max_wait_seconds"], "86400");
+    wait_for_state(p, mac, "discovering").await;
+
+    // The discovery action reports with its own token, then waits.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/reports", p.url))
+        .bearer_auth(&token)
+        .json(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+    assert_eq!(next_step(p, mac, &token).await, "wait");
+
+    // One pull request, from Registrar's branch, labelled with the rules' workflow.
+    let pr = eventually(60, "the pull request", || async {
+        gh.pulls()
+            .into_iter()
+            .find(|p| p.head.contains(&dashed) && p.open && !p.labels.is_empty())
+    })
+    .await;
+    assert!(pr.labels.iter().any(|l| l == "workflow/ubuntu-2404"), "{:?}", pr.labels);
+    let proposed = wait_for_state(p, mac, "proposed").await;
+    let path = proposed["proposal"]["path"].as_str().unwrap().to_string();
+    assert_eq!(template_ref(&gh.repo().read(&pr.head, &path).unwrap()), "ubuntu-2404");
+
+    // A pod restart in the middle of the wait: the action's token still works.
+    p.restart().await;
+    assert_eq!(next_step(p, mac, &token).await, "wait");
+
+    // The reviewer picks another workflow with a label: the branch is re-rendered.
+    let resp = gh.label(pr.number, "workflow/ubuntu-2204", "reviewer").await;
+    assert!(resp.status().is_success(), "label delivery: {}", resp.status());
+    eventually(60, "the branch re-rendered for ubuntu-2204", || async {
+        gh.repo()
+            .read(&pr.head, &path)
+            .filter(|f| template_ref(f) == "ubuntu-2204")
+            .map(|_| ())
+    })
+    .await;
+    eventually(60, "the machine's workflow to be ubuntu-2204", || async {
+        (machine(p, mac).await["machine"]["workflow"] == "ubuntu-2204").then_some(())
+    })
+    .await;
+
+    // Merging approves. The temporary objects stay until the approved Hardware is applied,
+    // and the action keeps waiting: rebooting now would find no Hardware for its MAC.
+    let resp = gh.merge(pr.number, "reviewer").await;
+    assert!(resp.status().is_success(), "merge delivery: {}", resp.status());
+    wait_for_state(p, mac, "approved").await;
+    assert_eq!(template_ref(&gh.repo().read("main", &path).unwrap()), "ubuntu-2204");
+    assert_eq!(next_step(p, mac, &token).await, "wait");
+    assert!(
+        kube.object("hardware", NS, &temp).is_some(),
+        "the temporary Hardware must stay until the apply"
+    );
+    // Flux is slow today: past the hand-off timeout the machine says why it waits.
+    let overdue = eventually(30, "the hand-off to be shown overdue", || async {
+        let m = machine(p, mac).await;
+        let overdue = m["machine"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Flux or Argo CD"));
+        overdue.then_some(m)
+    })
+    .await;
+    assert_eq!(overdue["machine"]["state"], "approved");
+    assert_eq!(next_step(p, mac, &token).await, "wait");
+
+    // Flux applies the merge.
+    let name = apply_merged(gh, kube, &path);
+    eventually(30, "the action to be told to reboot", || async {
+        (next_step(p, mac, &token).await == "reboot").then_some(())
+    })
+    .await;
+    assert!(
+        kube.object("hardware", NS, &temp).is_none(),
+        "the temporary Hardware is gone before 'reboot'"
+    );
+    assert!(
+        kube.object("workflows", NS, &temp).is_none(),
+        "the temporary Workflow is gone before 'reboot'"
+    );
+    assert!(kube.object("hardware", NS, &name).is_some());
+    let applied = machine(p, mac).await;
+    assert_eq!(applied["machine"]["state"], "applied");
+    assert!(applied["machine"]["last_error"].is_null(), "{applied:#}");
+
+    // tink-controller runs the provisioning Workflow to success.
+    kube.set_workflow_status(NS, &name, json!({"state": "SUCCESS"}));
+    wait_for_state(p, mac, "provisioned").await;
+    assert!(p.stop().success());
+}

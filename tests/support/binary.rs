@@ -1,0 +1,290 @@
+//! The shipped binary, run as a user runs it: `registrar serve --config FILE`, with a config
+//! file made from one of `examples/` (only what must differ on a test machine is changed:
+//! ports, directories, the URLs of the fakes), secrets in files and the environment, and
+//! nothing shared with the test process but HTTP, git and the files it writes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The binary under test: `REGISTRAR_TEST_BINARY` (`.ci/run` builds the release binary and
+/// points it there), else the one `cargo test` built.
+pub fn binary() -> PathBuf {
+    match std::env::var_os("REGISTRAR_TEST_BINARY") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_registrar")),
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An example configuration from `examples/`, as YAML parsed to JSON for editing.
+pub fn example(name: &str) -> Value {
+    let path = super::manifest_dir().join("examples").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Sets `value` at a dotted path (`cluster.discovery.max_machines`), creating maps on the way.
+pub fn set(config: &mut Value, path: &str, value: Value) {
+    let mut at = config;
+    let mut keys = path.split('.').peekable();
+    while let Some(key) = keys.next() {
+        if !at.is_object() {
+            *at = json!({});
+        }
+        if keys.peek().is_none() {
+            at[key] = value;
+            return;
+        }
+        at = at.as_object_mut().unwrap().entry(key).or_insert(json!({}));
+    }
+}
+
+/// A running `registrar serve`, killed on drop; its log is kept in its directory.
+pub struct Process {
+    pub url: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    log: PathBuf,
+    starts: u32,
+}
+
+impl Process {
+    /// Writes `config` to `dir/config.yaml` (with its own state directory, the repository's
+    /// templates and a free loopback port) and starts the binary on it.
+    pub fn start(dir: &Path, mut config: Value, env: &[(&str, &str)]) -> Process {
+        // A test that must know the URL first (a report URL, a webhook) sets the port itself.
+        let listen = match config["server"]["listen"].as_str() {
+            Some(l) if l.starts_with("127.0.0.1:") => l.to_string(),
+            _ => format!("127.0.0.1:{}", free_port()),
+        };
+        set(&mut config, "server.listen", json!(listen));
+        set(&mut config, "state_dir", json!(dir.join("state").display().to_string()));
+        let templates = super::manifest_dir().join("hardware-templates");
+        set(&mut config, "templates_dir", json!(templates.display().to_string()));
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, yaml_serde::to_string(&config).unwrap()).unwrap();
+        let mut p = Process {
+            url: format!("http://{listen}"),
+            dir: dir.to_path_buf(),
+            config: path,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            child: None,
+            log: dir.join("registrar.log"),
+            starts: 0,
+        };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = Command::new(binary());
+        cmd.args(["serve", "--config"])
+            .arg(&self.config)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &self.dir)
+            .env("REGISTRAR_LOG", "info,registrar=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("spawning {}: {e}", binary().display())),
+        );
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process has exited, and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().unwrap())
+    }
+
+    /// Waits until `/readyz` answers 200 and returns its body; panics with the log if the
+    /// process exits or never gets ready.
+    pub async fn wait_ready(&mut self) -> Value {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exited() {
+                panic!(
+                    "registrar exited with {status} before it was ready; its log:\n{}",
+                    self.log()
+                );
+            }
+            if let Ok(resp) = client.get(format!("{}/readyz", self.url)).send().await {
+                let ok = resp.status() == 200;
+                last = resp.json().await.unwrap_or(Value::Null);
+                if ok {
+                    return last;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "registrar never got ready; last /readyz: {last:#}\nits log:\n{}",
+            self.log()
+        );
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "registrar did not stop within 30 s of SIGTERM; its log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops and starts again on the same configuration and state (a pod restart).
+    pub async fn restart(&mut self) {
+        let status = self.stop();
+        assert!(
+            status.success(),
+            "registrar exited with {status} on SIGTERM; its log:\n{}",
+            self.log()
+        );
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// Runs a CLI command of the same binary against this server (`--url`).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(binary());
+        cmd.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .arg("--url")
+            .arg(&self.url)
+            .env_clear();
+        cmd.env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- registrar's log ({}) ---\n{}", self.log.display(), self.log());
+        }
+    }
+}
+
+/// A kubeconfig that points at the fake API server, as `KUBECONFIG` names it.
+pub fn kubeconfig(dir: &Path, api_url: &str) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {api_url}\nusers:\n- name: fake\n  user:\n    token: fake-token\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: tinkerbell\ncurrent-context: fake\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Polls `f` until it returns `Some`, for at most `secs` seconds; panics with `what`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The operator and report tokens, from the environment as deploy/ passes them.
+pub fn token_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("REGISTRAR_REPORT_TOKEN", super::REPORT_TOKEN),
+        ("REGISTRAR_OPERATOR_TOKEN", super::OPERATOR_TOKEN),
+    ]
+}
+
+/// Points a GitHub configuration at the fake: its API and git URLs, and the secrets in
+/// files (a token, or the App's key when the example uses an App).
+pub fn point_at_github(config: &mut Value, dir: &Path, gh: &super::fake_github::FakeGithub) {
+    set(config, "forge.github.api_url", json!(gh.url));
+    set(config, "forge.github.owner", json!(super::fake_github::OWNER));
+    set(config, "forge.github.repo", json!(super::fake_github::REPO));
+    set(config, "gitops.remote", json!(gh.git_url()));
+    let github = config["forge"]["github"].as_object_mut().unwrap();
+    github.remove("token");
+    github.remove("webhook_secret");
+    github.remove("webhook_previous_secret_file");
+    if let Some(app_id) = config["forge"]["github"]["app_id"].as_u64() {
+        let fixtures = super::manifest_dir().join("tests/fixtures");
+        gh.state.lock().unwrap().app = Some((
+            app_id,
+            std::fs::read(fixtures.join("github-app-test-key.pub.pem")).unwrap(),
+        ));
+        let key = fixtures.join("github-app-test-key.pem");
+        set(
+            config,
+            "forge.github.app_private_key_file",
+            json!(key.display().to_string()),
+        );
+    } else {
+        std::fs::write(dir.join("github-token"), super::fake_github::TOKEN).unwrap();
+        set(
+            config,
+            "forge.github.token_file",
+            json!(dir.join("github-token").display().to_string()),
+        );
+    }
+    std::fs::write(dir.join("webhook-secret"), super::fake_github::SECRET).unwrap();
+    set(
+        config,
+        "forge.github.webhook_secret_file",
+        json!(dir.join("webhook-secret").display().to_string()),
+    );
+}
