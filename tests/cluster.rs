@@ -208,8 +208,35 @@ async fn approval_removes_the_discovery_hardware_and_the_applied_hardware_is_fol
     let workflow = documents(&yaml).remove(1);
     kube.create_workflow(workflow);
     kube.set_workflow_status("tinkerbell", "7xk2n14", json!({"state": "RUNNING"}));
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(r.machine(mac).await.unwrap()["machine"]["state"], "applied");
+    // Registrar polls each applied machine's Workflow in turn, in one loop: once it has read
+    // the Workflow twice since RUNNING was set, it has acted on the first of those answers.
+    let reads = || {
+        kube.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|(m, p)| m == "GET" && p.ends_with("/workflows/7xk2n14"))
+            .count()
+    };
+    let before = reads();
+    let state = async || r.machine(mac).await.unwrap()["machine"]["state"].clone();
+    for _ in 0..300 {
+        if reads() >= before + 2 || state().await != "applied" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        state().await,
+        "applied",
+        "a RUNNING Workflow is not the end of provisioning"
+    );
+    assert!(
+        reads() >= before + 2,
+        "the RUNNING Workflow was never read twice ({} reads)",
+        reads() - before
+    );
     kube.set_workflow_status("tinkerbell", "7xk2n14", json!({"state": "SUCCESS"}));
     let m = r.wait_for_state(mac, "provisioned").await;
     assert!(
@@ -229,6 +256,19 @@ async fn approval_removes_the_discovery_hardware_and_the_applied_hardware_is_fol
         .filter(|(m, p)| m == "DELETE" && p.ends_with("/discovery-b0-7b-25-de-ad-03"))
         .count();
     assert_eq!(other, 0);
+}
+
+/// Waits until the cluster index holds `count` MACs (the status API says).
+async fn wait_cluster_index(r: &Registrar, count: u64) {
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        last = r.get("/api/v1/status").await["known_macs"].clone();
+        if last["cluster"] == count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the cluster index never reached {count} MACs: {last}");
 }
 
 /// A DHCP socket on loopback and the discovery side on, bounded to `max` machines.
@@ -295,11 +335,12 @@ async fn an_unknown_machine_is_booted_into_discovery_with_its_own_token() {
     let token = wf["spec"]["hardwareMap"]["report_token"].as_str().unwrap().to_string();
     r.wait_for_state(mac, "discovering").await;
 
-    // The same machine asking again makes nothing new.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The same machine asking again makes nothing new: the listener takes it for a repeat.
+    let repeats = metric(&r, DHCP_REPEAT).await;
     sender.send_to(&pxe_discover([2, 0, 0, 0, 0x0c, 1]), dhcp).unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_metric(&r, DHCP_REPEAT, repeats + 1.0).await;
     assert_eq!(kube.objects("hardware").len(), 1);
+    assert_eq!(kube.objects("workflows").len(), 1);
 
     // Its token reports for it, and for no other machine.
     let post = |m: &str, t: &str| {
@@ -325,14 +366,11 @@ async fn an_unknown_machine_is_booted_into_discovery_with_its_own_token() {
 
     // A machine the cluster already has Hardware for gets nothing.
     kube.create(hardware("node-known", "02:00:00:00:0c:09"));
-    for _ in 0..200 {
-        if r.get("/api/v1/status").await["known_macs"]["cluster"] == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_cluster_index(&r, 1).await;
+    // The listener drops it as known (counted there, before anything would be recorded).
+    let known = metric(&r, DHCP_KNOWN).await;
     sender.send_to(&pxe_discover([2, 0, 0, 0, 0x0c, 9]), dhcp).unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_metric(&r, DHCP_KNOWN, known + 1.0).await;
     assert_eq!(kube.objects("workflows").len(), 0);
     assert!(r.machine("02:00:00:00:0c:09").await.is_none());
 }
@@ -390,12 +428,7 @@ async fn smees_log_reports_unknown_machines_across_pod_restarts() {
             panic!("nobody follows the log");
         }
     };
-    for _ in 0..100 {
-        if r.get("/api/v1/status").await["known_macs"]["cluster"] == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_cluster_index(&r, 1).await;
     say("3c:ec:ef:4c:4f:54").await; // has Hardware: not a new machine
     say("02:00:00:00:0e:01").await;
     let m = r.wait_for_state("02:00:00:00:0e:01", "detected").await;
@@ -452,12 +485,14 @@ async fn the_shipped_rbac_grants_exactly_what_the_code_uses() {
     kube.create_workflow(docs[1].clone());
     kube.set_workflow_status("tinkerbell", "rbac1", json!({"state": "SUCCESS"}));
     r.wait_for_state(mac, "provisioned").await;
+    let follows_logs = || kube.rbac_used().iter().any(|(_, res, _)| res == "pods/log");
     for _ in 0..200 {
-        if kube.rbac_used().iter().any(|(_, res, _)| res == "pods/log") {
+        if follows_logs() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    assert!(follows_logs(), "the second Registrar never followed Smee's log");
 
     let text = std::fs::read_to_string(manifest_dir().join("deploy/rbac/rbac.yaml")).unwrap();
     let mut granted = std::collections::BTreeSet::new();

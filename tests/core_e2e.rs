@@ -8,6 +8,9 @@ use support::*;
 
 const MAC: &str = "ac:1f:6b:dc:19:c2";
 const BRANCH: &str = "registrar/ac-1f-6b-dc-19-c2";
+/// A machine of its own, reported to prove that the proposal worker has run a pass.
+const PROBE: &str = "02:00:00:00:99:01";
+const PROBE_BRANCH: &str = "registrar/02-00-00-00-99-01";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn report_then_approve_puts_a_valid_hardware_on_main() {
@@ -106,7 +109,10 @@ async fn report_then_approve_puts_a_valid_hardware_on_main() {
         .report(&report_body(MAC, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json")))
         .await;
     assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["queued"], false);
-    assert_eq!(r.remote.branches(), vec!["main".to_string()]);
+    // Even after a worker pass (the probe's), no branch for it.
+    probe_worker_pass(&r, PROBE).await;
+    assert_eq!(r.remote.branches(), vec!["main".to_string(), PROBE_BRANCH.to_string()]);
+    assert_eq!(r.machine(MAC).await.unwrap()["machine"]["state"], "approved");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -134,8 +140,9 @@ async fn reject_removes_the_branch_and_suppresses_the_mac() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["suppressed"], true);
     assert_eq!(body["queued"], false);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(r.remote.branches(), vec!["main".to_string()]);
+    // Had it been queued anyway, the probe's worker pass would have synced it first.
+    probe_worker_pass(&r, PROBE).await;
+    assert_eq!(r.remote.branches(), vec!["main".to_string(), PROBE_BRANCH.to_string()]);
     let m = r.machine(mac).await.unwrap();
     assert_eq!(m["machine"]["state"], "rejected");
     assert_eq!(m["proposal"]["state"], "closed");

@@ -37,6 +37,12 @@ async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 const MAC: &str = "3c:ec:ef:4c:4f:54";
 const BRANCH: &str = "registrar/3c-ec-ef-4c-4f-54";
+/// A machine of its own, reported to prove that the proposal worker has run a pass.
+const PROBE: &str = "02:00:00:00:99:01";
+
+fn pulls_of(gh: &FakeGithub, branch: &str) -> usize {
+    gh.pulls().iter().filter(|p| p.head == branch).count()
+}
 
 async fn propose_one(gh: &FakeGithub, r: &Registrar) -> u64 {
     r.report(&report_body(MAC, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json")))
@@ -79,13 +85,27 @@ async fn a_report_opens_one_pull_request_with_body_and_labels_at_three_calls() {
     assert_eq!(calls.len(), 3, "lookup, create, labels: {calls:?}");
     assert_eq!(calls.iter().filter(|(m, _)| m != "GET").count(), 2, "{calls:?}");
 
-    // The same report again: the same pull request, no REST call at all.
+    // The same report again: the same pull request, no REST call at all. A probe machine
+    // reported after it is proposed once a worker pass has synced everything queued before
+    // it; the REST calls since are then the probe's own three, and nothing for this machine.
     let before = gh.requests().len();
-    r.report(&report_body(MAC, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json")))
+    let resp = r
+        .report(&report_body(MAC, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json")))
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(gh.pulls().len(), 1);
-    assert_eq!(gh.requests().len(), before, "{:?}", &gh.requests()[before..]);
+    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["queued"], false);
+    let probe = probe_worker_pass(&r, PROBE).await["proposal"]["number"]
+        .as_u64()
+        .unwrap();
+    assert_ne!(probe, n);
+    let pulls = "/repos/acme/gitops/pulls".to_string();
+    let expected = [
+        ("GET".to_string(), pulls.clone()),
+        ("POST".to_string(), pulls),
+        ("POST".to_string(), format!("/repos/acme/gitops/issues/{probe}/labels")),
+    ];
+    assert_eq!(gh.requests()[before..], expected, "only the probe's calls");
+    assert_eq!(pulls_of(&gh, BRANCH), 1);
+    assert_eq!(r.machine(MAC).await.unwrap()["machine"]["pending"], false);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -125,14 +145,18 @@ async fn a_workflow_label_re_renders_and_an_unknown_one_gets_one_comment() {
     gh.label(n, "workflow/../../etc/passwd", "mallory").await;
     eventually("comment", || (gh.comments(n).len() == 1).then_some(())).await;
     let payload = gh.payload("labeled", n, "mallory", Some("workflow/../../etc/passwd"));
-    gh.deliver(
-        "pull_request",
-        &fake_github::uuid(),
-        serde_json::to_vec(&payload).unwrap(),
-        Some(SECRET),
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resp = gh
+        .deliver(
+            "pull_request",
+            &fake_github::uuid(),
+            serde_json::to_vec(&payload).unwrap(),
+            Some(SECRET),
+        )
+        .await;
+    assert_eq!(resp.status(), 202, "a new delivery, handed to the background");
+    // Every accepted delivery, this one included, handled to the end: had it commented
+    // again, the comment would be there now.
+    wait_webhooks_handled(&r).await;
     let comments = gh.comments(n);
     assert_eq!(comments.len(), 1, "{comments:?}");
     assert!(
@@ -157,15 +181,19 @@ async fn merge_approves_close_rejects_reopen_proposes_again() {
             .iter()
             .any(|t| t["actor"] == "github:bob" && t["to"] == "rejected")
     );
-    // Suppressed: a new report opens nothing.
-    r.report(&report_body(MAC, lshw("supermicro-ssg-6029p-x11dph-t.json")))
+    // Suppressed: a new report opens nothing, even after a worker pass (the probe's).
+    let resp = r
+        .report(&report_body(MAC, lshw("supermicro-ssg-6029p-x11dph-t.json")))
         .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(gh.pulls().len(), 1);
+    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["suppressed"], true);
+    probe_worker_pass(&r, PROBE).await;
+    assert_eq!(pulls_of(&gh, BRANCH), 1);
+    assert!(!gh.pull(n).open, "not reopened");
+    assert_eq!(r.wait_for_state(MAC, "rejected").await["machine"]["suppressed"], true);
 
     assert_eq!(gh.reopen(n, "bob").await.status(), 202);
     r.wait_for_state(MAC, "proposed").await;
-    assert_eq!(gh.pulls().len(), 1, "the same pull request, reopened");
+    assert_eq!(pulls_of(&gh, BRANCH), 1, "the same pull request, reopened");
 
     assert_eq!(gh.merge(n, "carol").await.status(), 202);
     let m = r.wait_for_state(MAC, "approved").await;
@@ -190,6 +218,10 @@ async fn bad_signatures_are_refused_and_replays_change_nothing() {
     let n = propose_one(&gh, &r).await;
     gh.state.lock().unwrap().pulls[0].open = false;
     let body = serde_json::to_vec(&gh.payload("closed", n, "eve", None)).unwrap();
+    let (accepted, refused) = (
+        metric(&r, WEBHOOKS_ACCEPTED).await,
+        metric(&r, WEBHOOKS_BAD_SIGNATURE).await,
+    );
     for (what, secret) in [
         ("missing", None),
         ("wrong", Some("not-the-secret")),
@@ -212,7 +244,11 @@ async fn bad_signatures_are_refused_and_replays_change_nothing() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Refused before anything is handed to the background (which counts as accepted first):
+    // the counters prove that none of the four will act later.
+    let text = metrics_text(&r).await;
+    assert_eq!(metric_in(&text, WEBHOOKS_BAD_SIGNATURE), refused + 4.0, "{text}");
+    assert_eq!(metric_in(&text, WEBHOOKS_ACCEPTED), accepted, "{text}");
     assert_eq!(
         r.machine(MAC).await.unwrap()["machine"]["state"],
         "proposed",
@@ -231,10 +267,19 @@ async fn bad_signatures_are_refused_and_replays_change_nothing() {
     gh.state.lock().unwrap().pulls[0].open = true;
     gh.reopen(n, "bob").await;
     r.wait_for_state(MAC, "proposed").await;
+    let (accepted, duplicates) = (
+        metric(&r, WEBHOOKS_ACCEPTED).await,
+        metric(&r, WEBHOOKS_DUPLICATE).await,
+    );
     let resp = gh.deliver("pull_request", &delivery, body, Some(SECRET)).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["duplicate"], delivery);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Counted a duplicate, not accepted: never handed to the background. And everything
+    // that was accepted (the genuine close, the reopen) has been handled to the end.
+    let text = metrics_text(&r).await;
+    assert_eq!(metric_in(&text, WEBHOOKS_DUPLICATE), duplicates + 1.0, "{text}");
+    assert_eq!(metric_in(&text, WEBHOOKS_ACCEPTED), accepted, "{text}");
+    wait_webhooks_handled(&r).await;
     assert_eq!(r.machine(MAC).await.unwrap()["machine"]["state"], "proposed");
 
     // Ping, and deliveries about other repositories.
@@ -270,7 +315,10 @@ async fn a_lost_delivery_is_caught_up_by_the_reconcile() {
 #[tokio::test(flavor = "multi_thread")]
 async fn recorded_github_payloads_parse_and_other_repositories_are_ignored() {
     let (gh, r) = start().await;
-    let dir = shared().join("fixtures/github/webhooks");
+    let dir = shared_path(
+        "fixtures/github/webhooks",
+        "recorded GitHub webhook deliveries (<event>.<action>.<n>.json)",
+    );
     let mut pull_requests = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -414,19 +462,27 @@ async fn a_human_push_is_respected_and_said_once() {
     );
 
     // New facts and a workflow label no longer rewrite the branch, and nothing is said twice.
-    r.report(&report_body(MAC, lshw("supermicro-ssg-6029p-x11dph-t.json")))
+    let resp = r
+        .report(&report_body(MAC, lshw("supermicro-ssg-6029p-x11dph-t.json")))
         .await;
-    gh.label(n, "workflow/ubuntu-2204", "alice").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["queued"], true);
+    assert_eq!(gh.label(n, "workflow/ubuntu-2204", "alice").await.status(), 202);
+    // The label's delivery handled to the end (it queues the machine again), then the
+    // machine synced with nothing left to do: both changes have been acted on.
+    wait_webhooks_handled(&r).await;
+    let m = r.wait_for_state(MAC, "proposed").await;
+    assert_eq!(m["machine"]["workflow"], "ubuntu-2204", "the label was taken: {m:#}");
+    assert_eq!(
+        m["machine"]["facts"]["vendor"], "Supermicro",
+        "the report was taken: {m:#}"
+    );
     assert_eq!(
         gh.repo().head(BRANCH),
         Some(human),
         "the person's commit stays the head"
     );
-    assert_eq!(gh.comments(n).len(), 1);
-    let m = r.machine(MAC).await.unwrap();
+    assert_eq!(gh.comments(n).len(), 1, "{:?}", gh.comments(n));
     assert_eq!(m["proposal"]["hands_off"], true);
-    assert_eq!(m["machine"]["pending"], false);
 
     // Merging still approves.
     gh.merge(n, "alice").await;

@@ -112,7 +112,8 @@ async fn with_a_local_remote_open_proposals_come_back_from_their_branches() {
         manifest
     );
     // Approved: on main, known, not brought back as a proposal. Rejected: its branch is gone.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The scan for branches the store lost has finished, so neither will come back later.
+    wait_metric(&r, ADOPTION_SCANS, 1.0).await;
     assert!(r.machine(B).await.is_none());
     assert!(r.machine(C).await.is_none());
     assert_eq!(
@@ -177,7 +178,9 @@ async fn with_github_open_pull_requests_are_adopted_and_closed_ones_stay_rejecte
     .await;
     assert_eq!(b["machine"]["suppressed"], true, "a rejection survives the lost store");
     assert_eq!(gh.pulls().len(), 3, "no second pull request");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The scan for branches the store lost has finished (C's included), so C is not
+    // adopted later either.
+    wait_metric(&r, ADOPTION_SCANS, 1.0).await;
     assert!(
         r.machine(C).await.is_none(),
         "merged: the base holds it; nothing to adopt"
