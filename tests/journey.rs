@@ -14,70 +14,14 @@ use serde_json::{Value, json};
 use support::binary::{Process, eventually, example, free_port, kubeconfig, point_at_github, set, token_env};
 use support::fake_github::FakeGithub;
 use support::fake_kube::FakeKube;
+use support::journey::*;
 use support::*;
-
-const NS: &str = "tinkerbell";
-
-async fn get(url: &str, token: &str) -> (u16, Value) {
-    let resp = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn machine(p: &Process, mac: &str) -> Value {
-    get(&format!("{}/api/v1/machines/{mac}", p.url), OPERATOR_TOKEN).await.1
-}
-
-async fn wait_for_state(p: &Process, mac: &str, state: &str) -> Value {
-    eventually(60, &format!("{mac} to be {state}"), || async {
-        let m = machine(p, mac).await;
-        (m["machine"]["state"] == state).then_some(m)
-    })
-    .await
-}
-
-/// What the discovery action asks while it waits: `next` (wait, reboot, poweroff).
-async fn next_step(p: &Process, mac: &str, token: &str) -> String {
-    let (status, body) = get(&format!("{}/api/v1/reports/{mac}", p.url), token).await;
-    assert_eq!(status, 200, "GET /api/v1/reports/{mac}: {body}");
-    body["next"].as_str().unwrap().to_string()
-}
-
-/// The Template a proposal's Workflow names.
-fn template_ref(manifest: &str) -> String {
-    documents(manifest)
-        .into_iter()
-        .find(|d| d["kind"] == "Workflow")
-        .and_then(|w| w["spec"]["templateRef"].as_str().map(str::to_string))
-        .unwrap_or_default()
-}
 
 /// The port the server will listen on, chosen first so its URL can go into the config.
 fn listen_on(config: &mut Value) -> String {
     let port = free_port();
     set(config, "server.listen", json!(format!("127.0.0.1:{port}")));
     format!("http://127.0.0.1:{port}")
-}
-
-/// Applies the manifests a merge put on the base branch, as Flux or Argo CD would: every
-/// Hardware and Workflow in the machine's file (the fake API server validates them).
-fn apply_merged(gh: &FakeGithub, kube: &FakeKube, path: &str) -> String {
-    let text = gh
-        .repo()
-        .read("main", path)
-        .unwrap_or_else(|| panic!("{path} is not on main"));
-    let mut hardware = None;
-    for doc in documents(&text) {
-        match doc["kind"].as_str() {
-            Some("Hardware") => {
-                hardware = doc["metadata"]["name"].as_str().map(str::to_string);
-                kube.create(doc);
-            }
-            Some("Workflow") => kube.create_workflow(doc),
-            _ => {}
-        }
-    }
-    hardware.expect("the merged file holds a Hardware")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -95,7 +39,7 @@ async fn local_forge_a_report_is_proposed_approved_with_the_cli_and_merged() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
-    let proposed = wait_for_state(&p, mac, "proposed").await;
+    let proposed = state_reached(&p, mac, "proposed").await;
     let path = proposed["proposal"]["path"]
         .as_str()
         .expect("a proposal path")
@@ -109,7 +53,7 @@ async fn local_forge_a_report_is_proposed_approved_with_the_cli_and_merged() {
         "registrar approve: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_for_state(&p, mac, "approved").await;
+    state_reached(&p, mac, "approved").await;
     let remote = Repo::at(&dir.path().join("state/gitops.git"));
     let merged = remote.read("main", &path).expect("the approved manifest is on main");
     assert!(merged.contains("kind: Hardware") && merged.contains(mac), "{merged}");
@@ -167,109 +111,150 @@ async fn github_and_cluster_from_a_smee_log_line_to_provisioned() {
     journey_after_detection(&mut p, &gh, &kube, mac).await;
 }
 
-/// From the moment a machine is noticed: the rest of the journey, shared by every source.
-pub async fn journey_after_detection(p: &mut Process, gh: &FakeGithub, kube: &FakeKube, mac: &str) {
-    let dashed = mac.replace(':', "-");
-    let temp = format!("registrar-discover-{dashed}");
-    // Booted into discovery: a temporary Hardware Smee serves, and the Workflow that reports.
-    let workflow = eventually(30, "the temporary Workflow", || async {
-        kube.object("workflows", NS, &temp)
+/// A Registrar on GitHub and the fake cluster, noticing machines from Smee's log, with
+/// `edit` applied to examples/all.yaml (DHCP off: tests/journey_dhcp.rs covers it).
+async fn start_with_cluster(dir: &std::path::Path, edit: impl FnOnce(&mut Value)) -> (Process, FakeGithub, FakeKube) {
+    let gh = FakeGithub::start().await;
+    let kube = FakeKube::start().await;
+    kube.add_pod(NS, "tinkerbell-7f9c", json!({"app": "tinkerbell"}));
+    let mut config = example("all.yaml");
+    point_at_github(&mut config, dir, &gh);
+    let url = listen_on(&mut config);
+    set(&mut config, "dhcp.enabled", json!(false));
+    set(&mut config, "cluster.smee_logs.enabled", json!(true));
+    set(&mut config, "cluster.discovery.report_url", json!(url));
+    edit(&mut config);
+    let kubeconfig = kubeconfig(dir, &kube.url);
+    let mut env = token_env();
+    env.push(("KUBECONFIG", kubeconfig.to_str().unwrap()));
+    let mut p = Process::start(dir, config, &env);
+    *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
+    p.wait_ready().await;
+    (p, gh, kube)
+}
+
+/// Smee logs `mac` as unknown (once Registrar follows the log).
+async fn smee_sees(kube: &FakeKube, mac: &str) {
+    let line = format!(
+        r#"{{"time":"2026-12-05T10:00:00.1Z","level":"0","msg":"Ignoring packet","logger":"smee","mac":"{mac}","xid":"0x1","error":"hardware not found: in all namespaces with MAC \"{mac}\""}}"#
+    );
+    eventually(30, "Registrar to follow Smee's log", || async {
+        (kube.log("tinkerbell-7f9c", &line) > 0).then_some(())
     })
     .await;
-    assert!(kube.object("hardware", NS, &temp).is_some(), "the temporary Hardware");
+}
+
+fn temporary(mac: &str) -> String {
+    format!("registrar-discover-{}", mac.replace(':', "-"))
+}
+
+async fn metric(p: &Process, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", p.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_discovery_limit_machines_wait_visibly_and_start_when_a_slot_frees() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _gh, kube) = start_with_cluster(dir.path(), |c| set(c, "cluster.discovery.max_machines", json!(1))).await;
+    let (first, second) = ("0c:c4:7a:aa:cc:01", "0c:c4:7a:aa:cc:02");
+    smee_sees(&kube, first).await;
+    state_reached(&p, first, "discovering").await;
+    smee_sees(&kube, second).await;
+
+    // Every slot is taken: the second machine waits, and says so.
+    let waiting = state_reached(&p, second, "waiting").await;
+    let cause = waiting["transitions"].as_array().unwrap().last().unwrap()["cause"].clone();
+    assert!(cause.as_str().unwrap().contains("max_machines: 1"), "{cause}");
+    assert!(kube.object("hardware", NS, &temporary(second)).is_none());
+    eventually(10, "the waiting gauge to show it", || async {
+        (metric(&p, "registrar_discovery_waiting ").await == 1.0).then_some(())
+    })
+    .await;
+
+    // The first is rejected: its slot frees, and the second starts without being seen again.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/machines/{first}/reject", p.url))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&json!({"reason": "not ours"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "reject: {}", resp.text().await.unwrap());
+    state_reached(&p, second, "discovering").await;
+    assert!(kube.object("workflows", NS, &temporary(second)).is_some());
+    assert!(kube.object("hardware", NS, &temporary(first)).is_none());
+    eventually(10, "the waiting gauge to drop to 0", || async {
+        (metric(&p, "registrar_discovery_waiting ").await == 0.0).then_some(())
+    })
+    .await;
+}
+
+/// The objects of a machine that never reports expire after `ttl_seconds`; a machine that
+/// reported keeps its objects and its token for the whole wait for its review.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reported_machine_keeps_its_token_and_objects_past_the_discovery_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _gh, kube) = start_with_cluster(dir.path(), |c| {
+        set(c, "cluster.discovery.ttl_seconds", json!(2));
+        set(c, "cluster.discovery.decision_wait_seconds", json!(3600));
+    })
+    .await;
+    let (reported, silent) = ("0c:c4:7a:aa:dd:01", "0c:c4:7a:aa:dd:02");
+    smee_sees(&kube, reported).await;
+    let workflow = eventually(30, "the temporary Workflow", || async {
+        kube.object("workflows", NS, &temporary(reported))
+    })
+    .await;
     let token = workflow["spec"]["hardwareMap"]["report_token"]
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(workflow["spec"]["hardwareMap"]["max_wait_seconds"], "86400");
-    wait_for_state(p, mac, "discovering").await;
-
-    // The discovery action reports with its own token, then waits.
     let resp = reqwest::Client::new()
         .post(format!("{}/api/v1/reports", p.url))
         .bearer_auth(&token)
-        .json(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json")))
+        .json(&report_body(reported, lshw("supermicro-ssg-6029p-x11dph-t.json")))
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
-    assert_eq!(next_step(p, mac, &token).await, "wait");
+    assert_eq!(resp.status(), 202);
 
-    // One pull request, from Registrar's branch, labelled with the rules' workflow.
-    let pr = eventually(60, "the pull request", || async {
-        gh.pulls()
-            .into_iter()
-            .find(|p| p.head.contains(&dashed) && p.open && !p.labels.is_empty())
+    // A second machine, booted later, never reports: its objects expire after 2 s — and
+    // by then the first machine's original deadline has passed too.
+    smee_sees(&kube, silent).await;
+    let silent_workflow = eventually(30, "the silent machine's Workflow", || async {
+        kube.object("workflows", NS, &temporary(silent))
     })
     .await;
-    assert!(pr.labels.iter().any(|l| l == "workflow/ubuntu-2404"), "{:?}", pr.labels);
-    let proposed = wait_for_state(p, mac, "proposed").await;
-    let path = proposed["proposal"]["path"].as_str().unwrap().to_string();
-    assert_eq!(template_ref(&gh.repo().read(&pr.head, &path).unwrap()), "ubuntu-2404");
-
-    // A pod restart in the middle of the wait: the action's token still works.
-    p.restart().await;
-    assert_eq!(next_step(p, mac, &token).await, "wait");
-
-    // The reviewer picks another workflow with a label: the branch is re-rendered.
-    let resp = gh.label(pr.number, "workflow/ubuntu-2204", "reviewer").await;
-    assert!(resp.status().is_success(), "label delivery: {}", resp.status());
-    eventually(60, "the branch re-rendered for ubuntu-2204", || async {
-        gh.repo()
-            .read(&pr.head, &path)
-            .filter(|f| template_ref(f) == "ubuntu-2204")
-            .map(|_| ())
+    let silent_token = silent_workflow["spec"]["hardwareMap"]["report_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually(30, "the silent machine's objects to expire", || async {
+        kube.object("hardware", NS, &temporary(silent)).is_none().then_some(())
     })
     .await;
-    eventually(60, "the machine's workflow to be ubuntu-2204", || async {
-        (machine(p, mac).await["machine"]["workflow"] == "ubuntu-2204").then_some(())
-    })
-    .await;
+    state_reached(&p, silent, "detected").await;
+    let (status, _) = get(&format!("{}/api/v1/reports/{silent}", p.url), &silent_token).await;
+    assert_eq!(status, 401, "an expired token reads nothing");
 
-    // Merging approves. The temporary objects stay until the approved Hardware is applied,
-    // and the action keeps waiting: rebooting now would find no Hardware for its MAC.
-    let resp = gh.merge(pr.number, "reviewer").await;
-    assert!(resp.status().is_success(), "merge delivery: {}", resp.status());
-    wait_for_state(p, mac, "approved").await;
-    assert_eq!(template_ref(&gh.repo().read("main", &path).unwrap()), "ubuntu-2204");
-    assert_eq!(next_step(p, mac, &token).await, "wait");
     assert!(
-        kube.object("hardware", NS, &temp).is_some(),
-        "the temporary Hardware must stay until the apply"
-    );
-    // Flux is slow today: past the hand-off timeout the machine says why it waits.
-    let overdue = eventually(30, "the hand-off to be shown overdue", || async {
-        let m = machine(p, mac).await;
-        let overdue = m["machine"]["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("Flux or Argo CD"));
-        overdue.then_some(m)
-    })
-    .await;
-    assert_eq!(overdue["machine"]["state"], "approved");
-    assert_eq!(next_step(p, mac, &token).await, "wait");
-
-    // Flux applies the merge.
-    let name = apply_merged(gh, kube, &path);
-    eventually(30, "the action to be told to reboot", || async {
-        (next_step(p, mac, &token).await == "reboot").then_some(())
-    })
-    .await;
-    assert!(
-        kube.object("hardware", NS, &temp).is_none(),
-        "the temporary Hardware is gone before 'reboot'"
+        kube.object("hardware", NS, &temporary(reported)).is_some(),
+        "the reported machine keeps its Hardware"
     );
     assert!(
-        kube.object("workflows", NS, &temp).is_none(),
-        "the temporary Workflow is gone before 'reboot'"
+        kube.object("workflows", NS, &temporary(reported)).is_some(),
+        "and the Workflow its action runs in"
     );
-    assert!(kube.object("hardware", NS, &name).is_some());
-    let applied = machine(p, mac).await;
-    assert_eq!(applied["machine"]["state"], "applied");
-    assert!(applied["machine"]["last_error"].is_null(), "{applied:#}");
-
-    // tink-controller runs the provisioning Workflow to success.
-    kube.set_workflow_status(NS, &name, json!({"state": "SUCCESS"}));
-    wait_for_state(p, mac, "provisioned").await;
-    assert!(p.stop().success());
+    assert_eq!(next_step(&p, reported, &token).await, "wait");
+    // Its token reads its own machine only.
+    let (status, body) = get(&format!("{}/api/v1/reports/{silent}", p.url), &token).await;
+    assert_eq!(status, 403, "{body}");
 }

@@ -6,6 +6,7 @@ pub mod binary;
 pub mod fake_github;
 pub mod fake_kube;
 pub mod git_http;
+pub mod journey;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,0 +1,173 @@
+//! The journey's steps as a user checks them, shared by the end-to-end tests on the binary
+//! (tests/journey.rs, tests/journey_dhcp.rs).
+
+use serde_json::{Value, json};
+
+use super::binary::{Process, eventually};
+use super::fake_github::FakeGithub;
+use super::fake_kube::FakeKube;
+use super::{OPERATOR_TOKEN, documents, lshw, report_body};
+
+pub const NS: &str = "tinkerbell";
+
+pub async fn get(url: &str, token: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn machine(p: &Process, mac: &str) -> Value {
+    get(&format!("{}/api/v1/machines/{mac}", p.url), OPERATOR_TOKEN).await.1
+}
+
+pub async fn state_reached(p: &Process, mac: &str, state: &str) -> Value {
+    eventually(60, &format!("{mac} to be {state}"), || async {
+        let m = machine(p, mac).await;
+        (m["machine"]["state"] == state).then_some(m)
+    })
+    .await
+}
+
+/// What the discovery action asks while it waits: `next` (wait, reboot, poweroff).
+pub async fn next_step(p: &Process, mac: &str, token: &str) -> String {
+    let (status, body) = get(&format!("{}/api/v1/reports/{mac}", p.url), token).await;
+    assert_eq!(status, 200, "GET /api/v1/reports/{mac}: {body}");
+    body["next"].as_str().unwrap().to_string()
+}
+
+/// The Template a proposal's Workflow names.
+pub fn template_ref(manifest: &str) -> String {
+    documents(manifest)
+        .into_iter()
+        .find(|d| d["kind"] == "Workflow")
+        .and_then(|w| w["spec"]["templateRef"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Applies the manifests a merge put on the base branch, as Flux or Argo CD would: every
+/// Hardware and Workflow in the machine's file (the fake API server validates them).
+pub fn apply_merged(gh: &FakeGithub, kube: &FakeKube, path: &str) -> String {
+    let text = gh
+        .repo()
+        .read("main", path)
+        .unwrap_or_else(|| panic!("{path} is not on main"));
+    let mut hardware = None;
+    for doc in documents(&text) {
+        match doc["kind"].as_str() {
+            Some("Hardware") => {
+                hardware = doc["metadata"]["name"].as_str().map(str::to_string);
+                kube.create(doc);
+            }
+            Some("Workflow") => kube.create_workflow(doc),
+            _ => {}
+        }
+    }
+    hardware.expect("the merged file holds a Hardware")
+}
+
+/// From the moment a machine is noticed: the rest of the journey, shared by every source.
+pub async fn journey_after_detection(p: &mut Process, gh: &FakeGithub, kube: &FakeKube, mac: &str) {
+    let dashed = mac.replace(':', "-");
+    let temp = format!("registrar-discover-{dashed}");
+    // Booted into discovery: a temporary Hardware Smee serves, and the Workflow that reports.
+    let workflow = eventually(30, "the temporary Workflow", || async {
+        kube.object("workflows", NS, &temp)
+    })
+    .await;
+    assert!(kube.object("hardware", NS, &temp).is_some(), "the temporary Hardware");
+    let token = workflow["spec"]["hardwareMap"]["report_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(workflow["spec"]["hardwareMap"]["max_wait_seconds"], "86400");
+    state_reached(p, mac, "discovering").await;
+
+    // The discovery action reports with its own token, then waits.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/reports", p.url))
+        .bearer_auth(&token)
+        .json(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+    assert_eq!(next_step(p, mac, &token).await, "wait");
+
+    // One pull request, from Registrar's branch, labelled with the rules' workflow.
+    let pr = eventually(60, "the pull request", || async {
+        gh.pulls()
+            .into_iter()
+            .find(|p| p.head.contains(&dashed) && p.open && !p.labels.is_empty())
+    })
+    .await;
+    assert!(pr.labels.iter().any(|l| l == "workflow/ubuntu-2404"), "{:?}", pr.labels);
+    let proposed = state_reached(p, mac, "proposed").await;
+    let path = proposed["proposal"]["path"].as_str().unwrap().to_string();
+    assert_eq!(template_ref(&gh.repo().read(&pr.head, &path).unwrap()), "ubuntu-2404");
+
+    // A pod restart in the middle of the wait: the action's token still works.
+    p.restart().await;
+    assert_eq!(next_step(p, mac, &token).await, "wait");
+
+    // The reviewer picks another workflow with a label: the branch is re-rendered.
+    let resp = gh.label(pr.number, "workflow/ubuntu-2204", "reviewer").await;
+    assert!(resp.status().is_success(), "label delivery: {}", resp.status());
+    eventually(60, "the branch re-rendered for ubuntu-2204", || async {
+        gh.repo()
+            .read(&pr.head, &path)
+            .filter(|f| template_ref(f) == "ubuntu-2204")
+            .map(|_| ())
+    })
+    .await;
+    eventually(60, "the machine's workflow to be ubuntu-2204", || async {
+        (machine(p, mac).await["machine"]["workflow"] == "ubuntu-2204").then_some(())
+    })
+    .await;
+
+    // Merging approves. The temporary objects stay until the approved Hardware is applied,
+    // and the action keeps waiting: rebooting now would find no Hardware for its MAC.
+    let resp = gh.merge(pr.number, "reviewer").await;
+    assert!(resp.status().is_success(), "merge delivery: {}", resp.status());
+    state_reached(p, mac, "approved").await;
+    assert_eq!(template_ref(&gh.repo().read("main", &path).unwrap()), "ubuntu-2204");
+    assert_eq!(next_step(p, mac, &token).await, "wait");
+    assert!(
+        kube.object("hardware", NS, &temp).is_some(),
+        "the temporary Hardware must stay until the apply"
+    );
+    // Flux is slow today: past the hand-off timeout the machine says why it waits.
+    let overdue = eventually(30, "the hand-off to be shown overdue", || async {
+        let m = machine(p, mac).await;
+        let overdue = m["machine"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Flux or Argo CD"));
+        overdue.then_some(m)
+    })
+    .await;
+    assert_eq!(overdue["machine"]["state"], "approved");
+    assert_eq!(next_step(p, mac, &token).await, "wait");
+
+    // Flux applies the merge.
+    let name = apply_merged(gh, kube, &path);
+    eventually(30, "the action to be told to reboot", || async {
+        (next_step(p, mac, &token).await == "reboot").then_some(())
+    })
+    .await;
+    assert!(
+        kube.object("hardware", NS, &temp).is_none(),
+        "the temporary Hardware is gone before 'reboot'"
+    );
+    assert!(
+        kube.object("workflows", NS, &temp).is_none(),
+        "the temporary Workflow is gone before 'reboot'"
+    );
+    assert!(kube.object("hardware", NS, &name).is_some());
+    let applied = machine(p, mac).await;
+    assert_eq!(applied["machine"]["state"], "applied");
+    assert!(applied["machine"]["last_error"].is_null(), "{applied:#}");
+
+    // tink-controller runs the provisioning Workflow to success.
+    kube.set_workflow_status(NS, &name, json!({"state": "SUCCESS"}));
+    state_reached(p, mac, "provisioned").await;
+    assert!(p.stop().success());
+}
