@@ -186,23 +186,30 @@ async fn approval_removes_the_discovery_hardware_and_the_applied_hardware_is_fol
             .filter(|(m, p)| m == "DELETE" && p.ends_with("/discovery-b0-7b-25-de-ad-02"))
             .count()
     };
+    let approved = r.wait_for_state(mac, "approved").await;
     assert_eq!(
         names(),
-        1,
-        "the discovery Hardware is deleted at approval, before anything applies the approved one"
+        0,
+        "the discovery Hardware stays until the approved one is applied: until then it is the only Hardware Smee has for the machine"
     );
+    assert!(approved["machine"]["last_error"].is_null());
 
-    // Flux applies what merged: the machine is followed to "applied".
+    // Flux applies what merged: the discovery Hardware goes, then the machine is "applied".
     let yaml = r.remote.read("main", "hardware/7xk2n14.yaml").expect("merged");
     let approved = documents(&yaml).remove(0);
     kube.create(approved);
     let m = r.wait_for_state(mac, "applied").await;
+    assert_eq!(
+        names(),
+        1,
+        "the discovery Hardware is deleted once the approved one is there"
+    );
     assert!(
         m["transitions"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|t| t["to"] == "applied" && t["cause"].as_str().unwrap().contains("tinkerbell/7xk2n14"))
+            .any(|t| t["to"] == "applied" && t["cause"].as_str().unwrap().contains("1 discovery Hardware removed"))
     );
     // And its Workflow, which merged with it, is followed until it fails or succeeds.
     let workflow = documents(&yaml).remove(1);
@@ -354,24 +361,52 @@ async fn an_unknown_machine_is_booted_into_discovery_with_its_own_token() {
     assert_eq!(post(mac, &token).await.unwrap().status(), 202);
     r.wait_for_state(mac, "proposed").await;
 
-    // Approval removes the temporary objects.
+    // Approval keeps the temporary objects, and the action waits, until the approved
+    // Hardware is applied; then they go, and the action hears "reboot".
     assert_eq!(
         r.post(&format!("/api/v1/machines/{mac}/approve"), json!({}))
             .await
             .status(),
         200
     );
-    wait_objects(&kube, "hardware", 0).await;
+    let next = async || {
+        let resp = r
+            .client
+            .get(format!("{}/api/v1/reports/{mac}", r.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        resp.json::<Value>().await.unwrap()["next"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    r.wait_for_state(mac, "approved").await;
+    assert_eq!(next().await, "wait");
+    assert_eq!(kube.objects("hardware").len(), 1);
+    let name = r.machine(mac).await.unwrap()["machine"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let merged = r.remote.read("main", &format!("hardware/{name}.yaml")).expect("merged");
+    kube.create(documents(&merged).remove(0));
+    r.wait_for_state(mac, "applied").await;
+    assert_eq!(next().await, "reboot");
     wait_objects(&kube, "workflows", 0).await;
+    let left: Vec<Value> = kube.objects("hardware");
+    assert_eq!(left.len(), 1, "only the approved Hardware is left: {left:?}");
+    assert_eq!(left[0]["metadata"]["name"], name.as_str());
 
     // A machine the cluster already has Hardware for gets nothing.
     kube.create(hardware("node-known", "02:00:00:00:0c:09"));
-    wait_cluster_index(&r, 1).await;
+    wait_cluster_index(&r, 2).await;
     // The listener drops it as known (counted there, before anything would be recorded).
     let known = metric(&r, DHCP_KNOWN).await;
     sender.send_to(&pxe_discover([2, 0, 0, 0, 0x0c, 9]), dhcp).unwrap();
     wait_metric(&r, DHCP_KNOWN, known + 1.0).await;
     assert_eq!(kube.objects("workflows").len(), 0);
+    assert_eq!(kube.objects("hardware").len(), 2);
     assert!(r.machine("02:00:00:00:0c:09").await.is_none());
 }
 
@@ -382,12 +417,17 @@ async fn discovery_is_bounded_and_expires() {
     sender.send_to(&pxe_discover([2, 0, 0, 0, 0x0d, 1]), dhcp).unwrap();
     wait_objects(&kube, "hardware", 1).await;
     sender.send_to(&pxe_discover([2, 0, 0, 0, 0x0d, 2]), dhcp).unwrap();
-    let second = r.wait_for_state("02:00:00:00:0d:02", "detected").await;
-    assert_eq!(second["machine"]["state"], "detected", "over the limit: it waits");
-    assert_eq!(kube.objects("hardware").len(), 1);
-    // After the time to live the objects go, and the machine is back to detected.
-    wait_objects(&kube, "hardware", 0).await;
-    wait_objects(&kube, "workflows", 0).await;
+    let second = r.wait_for_state("02:00:00:00:0d:02", "waiting").await;
+    assert_eq!(kube.objects("hardware").len(), 1, "over the limit: it waits, visibly");
+    assert!(
+        second["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["to"] == "waiting")
+    );
+    // After the time to live the first one's objects go, it is back to detected, and the
+    // slot goes to the waiting machine without it asking again.
     let m = r.wait_for_state("02:00:00:00:0d:01", "detected").await;
     assert!(
         m["transitions"]
@@ -396,6 +436,17 @@ async fn discovery_is_bounded_and_expires() {
             .iter()
             .any(|t| t["cause"] == "discovery expired without a report")
     );
+    let second = r.wait_for_state("02:00:00:00:0d:02", "detected").await;
+    assert!(
+        second["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["to"] == "discovering"),
+        "the waiting machine got the freed slot: {second:#}"
+    );
+    wait_objects(&kube, "hardware", 0).await;
+    wait_objects(&kube, "workflows", 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,5 +1,7 @@
 //! The shipped templates and rules over real lshw outputs and hostile facts.
 
+mod support;
+
 use std::path::Path;
 
 use registrar::domain::facts::{self, Bmc, Facts};
@@ -16,8 +18,8 @@ fn renderer() -> Renderer {
 }
 
 fn lshw(name: &str) -> Facts {
-    let path = format!("{}/../shared/fixtures/lshw/{name}", env!("CARGO_MANIFEST_DIR"));
-    facts::from_lshw(&serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap())
+    // support::lshw names what ../shared must hold when it is missing.
+    facts::from_lshw(&support::lshw(name))
 }
 
 fn mac() -> Mac {

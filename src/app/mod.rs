@@ -279,6 +279,8 @@ impl App {
         let grace = Duration::from_secs(app.config.server.shutdown_grace_seconds.max(1));
         let mut state = app.state;
         state.shutdown = Some(shutdown.clone());
+        // A cluster handed in (a test's API server) is followed like a configured one.
+        state.follows_cluster = kube.is_some();
         let router = server::router(state);
         let stop = shutdown.clone();
         // The peer address decides whether a proxy's user header is trusted.
