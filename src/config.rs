@@ -409,8 +409,9 @@ impl Default for TinkerbellConfig {
 }
 
 impl Config {
-    /// Reads `path` (if given), then applies `REGISTRAR_*` environment overrides, then
-    /// resolves relative paths against the config file's directory.
+    /// Reads `path` (if given), resolves relative paths in it (`state_dir`, `templates_dir`
+    /// and every `*_file`) against the config file's directory, then applies `REGISTRAR_*`
+    /// environment overrides (whose paths are relative to the working directory).
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         let mut config = match path {
             Some(p) => {
@@ -422,6 +423,23 @@ impl Config {
                     .unwrap_or(Path::new("."));
                 c.state_dir = base.join(&c.state_dir);
                 c.templates_dir = base.join(&c.templates_dir);
+                // Secret files too: a config and the secrets beside it move together, and
+                // the same file works whatever directory Registrar is started from.
+                let g = &mut c.forge.github;
+                for file in [
+                    &mut c.auth.report_token_file,
+                    &mut c.auth.operator_token_file,
+                    &mut c.gitops.password_file,
+                    &mut g.token_file,
+                    &mut g.app_private_key_file,
+                    &mut g.webhook_secret_file,
+                    &mut g.webhook_previous_secret_file,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    *file = base.join(&*file);
+                }
                 c
             }
             None => Config::default(),
@@ -742,5 +760,20 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn secret_files_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("conf")).unwrap();
+        let file = dir.path().join("conf/registrar.yaml");
+        std::fs::write(
+            &file,
+            "auth:\n  report_token_file: secrets/report\nforge:\n  github:\n    token_file: /abs/token\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file)).unwrap();
+        assert_eq!(c.auth.report_token_file.unwrap(), dir.path().join("conf/secrets/report"));
+        assert_eq!(c.forge.github.token_file.unwrap(), PathBuf::from("/abs/token"));
     }
 }

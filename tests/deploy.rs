@@ -511,6 +511,8 @@ fn full_registry() -> String {
     m.webhook("x");
     m.dhcp_dropped("x");
     m.forge_error("x");
+    m.pipeline_up("x").set(1);
+    m.pipeline_restarts("x").inc();
     m.machines
         .get_or_create(&registrar::metrics::StateLabel { state: "x".into() })
         .set(0);
