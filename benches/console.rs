@@ -78,9 +78,11 @@ async fn main() {
     seed(&state, n);
     eprintln!("seeded {n} machines in {:.1} s", started.elapsed().as_secs_f64());
 
-    let mut config = Config::default();
-    config.state_dir = state.clone();
-    config.templates_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("hardware-templates");
+    let mut config = Config {
+        state_dir: state.clone(),
+        templates_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("hardware-templates"),
+        ..Config::default()
+    };
     config.auth.operator_token = Some(OPERATOR_TOKEN.to_string().into());
     config.auth.report_token = Some(REPORT_TOKEN.to_string().into());
     let app = tokio::task::spawn_blocking(move || App::build(config))

@@ -52,7 +52,7 @@ fn request(i: usize, mac_index: usize) -> Vec<u8> {
     }
     b.extend_from_slice(&[12, 10]);
     b.extend_from_slice(format!("node{:06}", mac_index % 1_000_000).as_bytes());
-    if mac_index % 3 == 0 {
+    if mac_index.is_multiple_of(3) {
         b[24..28].copy_from_slice(&[10, 0, (mac_index >> 8) as u8, 1]);
         let port = format!("Ethernet1/{}", mac_index % 48);
         b.extend_from_slice(&[82, port.len() as u8 + 2, 1, port.len() as u8]);

@@ -7,7 +7,7 @@
 //! Run: `cargo bench --bench github_drain` (options: `-- --machines N`); takes ~4 minutes.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::collections::VecDeque;

@@ -89,9 +89,11 @@ async fn measure(files: usize, proposals: usize, naive: usize) -> Row {
     let dir = tempfile::tempdir().unwrap();
     let remote = dir.path().join("gitops.git");
     seed_remote(&remote, files);
-    let mut config = Config::default();
-    config.state_dir = dir.path().join("state");
-    config.templates_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("hardware-templates");
+    let mut config = Config {
+        state_dir: dir.path().join("state"),
+        templates_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("hardware-templates"),
+        ..Config::default()
+    };
     config.gitops.remote = remote.display().to_string();
     config.auth.report_token = Some(REPORT_TOKEN.to_string().into());
     config.auth.operator_token = Some(format!("{REPORT_TOKEN}-op").into());

@@ -773,7 +773,10 @@ mod tests {
         )
         .unwrap();
         let c = Config::load(Some(&file)).unwrap();
-        assert_eq!(c.auth.report_token_file.unwrap(), dir.path().join("conf/secrets/report"));
+        assert_eq!(
+            c.auth.report_token_file.unwrap(),
+            dir.path().join("conf/secrets/report")
+        );
         assert_eq!(c.forge.github.token_file.unwrap(), PathBuf::from("/abs/token"));
     }
 }

@@ -28,7 +28,9 @@ async fn post(r: &Registrar, token: Option<&str>, body: Vec<u8>) -> (u16, Value)
 async fn bad_requests_are_answered_and_store_nothing() {
     let r = Registrar::start().await;
     let good = serde_json::to_vec(&report_body("aa:bb:cc:00:00:01", json!({"class": "system"}))).unwrap();
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    // (what, token, body, expected status, a word the answer must contain)
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("no token", None, good.clone(), 401, "Bearer"),
         (
             "wrong token",

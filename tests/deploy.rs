@@ -332,11 +332,11 @@ fn every_shipped_configuration_loads_and_fits_its_deployment() {
         }
         // Literal environment overrides parse as Config::apply_env would parse them.
         for env in c["env"].as_array().unwrap() {
-            if let (Some(k), Some(v)) = (env["name"].as_str(), env["value"].as_str()) {
-                if k.ends_with("_LISTEN") {
-                    v.parse::<std::net::SocketAddr>()
-                        .unwrap_or_else(|e| panic!("{name}: {k}={v}: {e}"));
-                }
+            if let (Some(k), Some(v)) = (env["name"].as_str(), env["value"].as_str())
+                && k.ends_with("_LISTEN")
+            {
+                v.parse::<std::net::SocketAddr>()
+                    .unwrap_or_else(|e| panic!("{name}: {k}={v}: {e}"));
             }
         }
     }

@@ -65,16 +65,16 @@ impl DiscoveryQueue {
         self.discovery.create(&mac, Some(sighting), &token, expires).await?;
         let store = self.proposer.store().clone();
         tokio::task::spawn_blocking(move || {
-            if let Some(m) = store.machine(mac)? {
-                if matches!(m.state, State::Detected | State::Waiting) {
-                    store.transition(
-                        mac,
-                        State::Discovering,
-                        "discovery objects created",
-                        "registrar",
-                        Utc::now(),
-                    )?;
-                }
+            if let Some(m) = store.machine(mac)?
+                && matches!(m.state, State::Detected | State::Waiting)
+            {
+                store.transition(
+                    mac,
+                    State::Discovering,
+                    "discovery objects created",
+                    "registrar",
+                    Utc::now(),
+                )?;
             }
             Ok::<_, StoreError>(())
         })

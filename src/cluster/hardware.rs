@@ -22,7 +22,7 @@ pub enum Seen {
     /// A registered machine: its MACs are known.
     Registered(Vec<Mac>),
     /// Tinkerbell discovered it: propose it, with these facts.
-    Discovered { mac: Mac, facts: Facts },
+    Discovered { mac: Mac, facts: Box<Facts> },
     /// A discovery object without usable content, or Registrar's own temporary one.
     Ignore,
 }
@@ -57,7 +57,10 @@ pub fn classify(obj: &Value) -> Seen {
         .and_then(|a| serde_json::from_str::<Value>(a).ok())
         .map(|a| from_agent_attributes(&a))
         .unwrap_or_default();
-    Seen::Discovered { mac, facts }
+    Seen::Discovered {
+        mac,
+        facts: Box::new(facts),
+    }
 }
 
 /// What the watch passes on: a machine Tinkerbell discovered, with its facts. (Registered
@@ -128,7 +131,7 @@ pub async fn watch(
                 }
                 Seen::Discovered { mac, facts } => {
                     into.remove(&key);
-                    if discovered.try_send(Noticed(mac, facts)).is_err() {
+                    if discovered.try_send(Noticed(mac, *facts)).is_err() {
                         tracing::warn!(%mac, "auto-discovered machine dropped: backlog full; the next relist brings it again");
                     }
                 }
@@ -190,6 +193,6 @@ mod tests {
         let temporary = json!({"metadata": {"labels": {TEMPORARY: "true"}}, "spec": {"interfaces": [{"dhcp": {"mac": "3c:ec:ef:4c:4f:56"}}]}});
         assert_eq!(classify(&temporary), Seen::Ignore);
         let no_attrs = json!({"metadata": {"labels": {AUTO_DISCOVERED: "true"}}, "spec": {"interfaces": [{"dhcp": {"mac": "3c:ec:ef:4c:4f:57"}}]}});
-        assert!(matches!(classify(&no_attrs), Seen::Discovered { facts, .. } if facts == Facts::default()));
+        assert!(matches!(classify(&no_attrs), Seen::Discovered { facts, .. } if *facts == Facts::default()));
     }
 }

@@ -51,13 +51,13 @@ impl Proposer {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let mut errors = row.errors.clone();
-            if let Some(w) = &row.values.workflow {
-                if !self.renderer.has_workflow(w) {
-                    errors.push(format!(
-                        "no workflow template named {w:?} (known: {})",
-                        self.renderer.workflows().collect::<Vec<_>>().join(", ")
-                    ));
-                }
+            if let Some(w) = &row.values.workflow
+                && !self.renderer.has_workflow(w)
+            {
+                errors.push(format!(
+                    "no workflow template named {w:?} (known: {})",
+                    self.renderer.workflows().collect::<Vec<_>>().join(", ")
+                ));
             }
             if let Some(mac) = row.mac {
                 if self.known.contains(&mac) {

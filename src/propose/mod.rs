@@ -156,10 +156,10 @@ impl Proposer {
     /// Removes a rejected or forgotten machine's discovery objects (an approved machine's go
     /// when its Hardware appears: the hand-off, which retries until they are gone).
     pub async fn remove_discovery_objects(&self, mac: Mac) {
-        if let Some(cluster) = self.cluster.get() {
-            if let Err(e) = cluster.remove_discovery_objects(mac).await {
-                tracing::warn!(%mac, error = %e, "could not remove the discovery objects; retried when the approved Hardware appears");
-            }
+        if let Some(cluster) = self.cluster.get()
+            && let Err(e) = cluster.remove_discovery_objects(mac).await
+        {
+            tracing::warn!(%mac, error = %e, "could not remove the discovery objects; retried when the approved Hardware appears");
         }
     }
 
@@ -314,13 +314,13 @@ impl Proposer {
         // one, another tool's) is never overwritten by rebuilding on the base: say so.
         let (git, p) = (self.git.clone(), path.clone());
         let base = self.git.base().to_string();
-        if let Some(on_base) = blocking(move || git.read(&base, &p)).await? {
-            if on_base != rendered.manifest.as_bytes() {
-                return Err(ProposeError::Conflict(format!(
-                    "{path} already exists on {} with other content; Registrar does not overwrite it: remove or rename it there, then re-render",
-                    self.git.base()
-                )));
-            }
+        if let Some(on_base) = blocking(move || git.read(&base, &p)).await?
+            && on_base != rendered.manifest.as_bytes()
+        {
+            return Err(ProposeError::Conflict(format!(
+                "{path} already exists on {} with other content; Registrar does not overwrite it: remove or rename it there, then re-render",
+                self.git.base()
+            )));
         }
         let git = self.git.clone();
         let files = self.files_for(&path, &rendered).await?;

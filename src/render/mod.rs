@@ -182,21 +182,21 @@ impl Renderer {
                 .map(|r| (format!("rule {:?}", r.name), &r.choice)),
         );
         for (who, choice) in choices {
-            if let Some(t) = &choice.hardware {
-                if !exists(t) {
-                    problems.push(format!(
-                        "{}: {who} references hardware template {t:?}, which does not exist",
-                        rules_path.display()
-                    ));
-                }
+            if let Some(t) = &choice.hardware
+                && !exists(t)
+            {
+                problems.push(format!(
+                    "{}: {who} references hardware template {t:?}, which does not exist",
+                    rules_path.display()
+                ));
             }
-            if let Some(w) = &choice.workflow {
-                if !self.workflows.contains(w) {
-                    problems.push(format!(
-                        "{}: {who} references workflow {w:?}, but workflows/{w}.yaml.j2 does not exist",
-                        rules_path.display()
-                    ));
-                }
+            if let Some(w) = &choice.workflow
+                && !self.workflows.contains(w)
+            {
+                problems.push(format!(
+                    "{}: {who} references workflow {w:?}, but workflows/{w}.yaml.j2 does not exist",
+                    rules_path.display()
+                ));
             }
         }
         if self.rules.defaults.hardware.is_none() && !exists("hardware.yaml.j2") {

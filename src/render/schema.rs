@@ -149,12 +149,12 @@ fn check_hardware(object: &Value) -> Vec<String> {
         .enumerate()
     {
         let dhcp = &iface["dhcp"];
-        if let Some(mac) = dhcp.get("mac") {
-            if !mac.as_str().is_some_and(is_canonical_mac) {
-                errors.push(format!(
-                    "/spec/interfaces/{i}/dhcp/mac: {mac} is not a lower-case colon MAC"
-                ));
-            }
+        if let Some(mac) = dhcp.get("mac")
+            && !mac.as_str().is_some_and(is_canonical_mac)
+        {
+            errors.push(format!(
+                "/spec/interfaces/{i}/dhcp/mac: {mac} is not a lower-case colon MAC"
+            ));
         }
         let set = |k: &str| dhcp.get(k).and_then(Value::as_str).is_some_and(|s| !s.is_empty());
         if set("tftp_server_name") != set("boot_file_name") {
@@ -163,10 +163,10 @@ fn check_hardware(object: &Value) -> Vec<String> {
             ));
         }
     }
-    if let Some(agent) = object["spec"].get("agentID") {
-        if !agent.as_str().is_some_and(is_canonical_mac) {
-            errors.push(format!("/spec/agentID: {agent} is not a lower-case colon MAC"));
-        }
+    if let Some(agent) = object["spec"].get("agentID")
+        && !agent.as_str().is_some_and(is_canonical_mac)
+    {
+        errors.push(format!("/spec/agentID: {agent} is not a lower-case colon MAC"));
     }
     errors
 }

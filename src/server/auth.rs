@@ -69,16 +69,17 @@ async fn require(state: &AppState, mut req: Request, next: Next, needed: Role) -
     let presented = bearer(&req).map(str::to_string);
     let mut role = presented.as_deref().and_then(|t| state.tokens.role(t));
     // A per-machine token (from a discovery Workflow) may report for its own MAC only.
-    if role.is_none() && needed == Role::Reporter {
-        if let Some(token) = presented {
-            let store = state.proposer.store().clone();
-            let hash = digest_hex(&token);
-            if let Ok(Ok(Some(mac))) =
-                tokio::task::spawn_blocking(move || store.report_token_mac(&hash, chrono::Utc::now())).await
-            {
-                req.extensions_mut().insert(MachineToken(mac));
-                role = Some(Role::Reporter);
-            }
+    if role.is_none()
+        && needed == Role::Reporter
+        && let Some(token) = presented
+    {
+        let store = state.proposer.store().clone();
+        let hash = digest_hex(&token);
+        if let Ok(Ok(Some(mac))) =
+            tokio::task::spawn_blocking(move || store.report_token_mac(&hash, chrono::Utc::now())).await
+        {
+            req.extensions_mut().insert(MachineToken(mac));
+            role = Some(Role::Reporter);
         }
     }
     match (role, needed) {

@@ -83,15 +83,15 @@ pub async fn post_report(
         }
     })?;
 
-    if let Some(axum::Extension(super::auth::MachineToken(allowed))) = machine_token {
-        if allowed != parsed.mac {
-            state.metrics.report("wrong_machine");
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("this token was issued for {allowed}, not {}", parsed.mac),
-            ));
-        }
+    if let Some(axum::Extension(super::auth::MachineToken(allowed))) = machine_token
+        && allowed != parsed.mac
+    {
+        state.metrics.report("wrong_machine");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this token was issued for {allowed}, not {}", parsed.mac),
+        ));
     }
     let store = state.proposer.store().clone();
     let by_machine = machine_token.is_some();
@@ -143,14 +143,14 @@ pub async fn report_state(
 ) -> Result<Json<Value>, ApiError> {
     use crate::domain::State as S;
     let mac = crate::domain::Mac::parse(&mac).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if let Some(axum::Extension(super::auth::MachineToken(allowed))) = machine_token {
-        if allowed != mac {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("this token was issued for {allowed}, not {mac}"),
-            ));
-        }
+    if let Some(axum::Extension(super::auth::MachineToken(allowed))) = machine_token
+        && allowed != mac
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this token was issued for {allowed}, not {mac}"),
+        ));
     }
     let store = state.proposer.store().clone();
     let machine = tokio::task::spawn_blocking(move || store.machine(mac))

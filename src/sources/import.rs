@@ -411,19 +411,18 @@ fn row_from(line: u32, field: impl Fn(&str) -> Option<String>, errors: &mut Vec<
             errors.push(format!("workflow {:?} is not a workflow name", shorten(&w)));
         }
     }
-    if let Some(l) = field("location") {
-        match clean(&l) {
-            Some(text) => match label_value(&text) {
-                Some(label) => {
-                    v.location = Some(text);
-                    v.location_label = Some(label);
-                }
-                None => errors.push(format!(
-                    "location {:?} has nothing usable as a label value",
-                    shorten(&l)
-                )),
-            },
-            None => {}
+    if let Some(l) = field("location")
+        && let Some(text) = clean(&l)
+    {
+        match label_value(&text) {
+            Some(label) => {
+                v.location = Some(text);
+                v.location_label = Some(label);
+            }
+            None => errors.push(format!(
+                "location {:?} has nothing usable as a label value",
+                shorten(&l)
+            )),
         }
     }
     if let Some(ls) = field("labels") {

@@ -108,10 +108,11 @@ pub fn parse(body: &[u8], header_mac: Option<&str>) -> Result<Report, ReportErro
                     ));
                 }
             };
-            if let Some(t) = map.get("timestamp") {
-                if !t.is_string() && !t.is_null() {
-                    return Err(invalid(format!("timestamp must be a string, not {}", kind(t))));
-                }
+            if let Some(t) = map.get("timestamp")
+                && !t.is_string()
+                && !t.is_null()
+            {
+                return Err(invalid(format!("timestamp must be a string, not {}", kind(t))));
             }
             (mac, facts, Some(map))
         }

@@ -777,28 +777,28 @@ fn preconditions(current: Option<&Value>, patched: &Value, resource: &str) -> Op
         Some(c) => (c["metadata"]["resourceVersion"].as_str(), c["metadata"]["uid"].as_str()),
         None => (None, None),
     };
-    if let Some(uid) = want_uid {
-        if Some(uid) != have_uid {
-            return Some(status(
-                StatusCode::CONFLICT,
-                "Conflict",
-                &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    have_uid.unwrap_or("")
-                ),
-            ));
-        }
+    if let Some(uid) = want_uid
+        && Some(uid) != have_uid
+    {
+        return Some(status(
+            StatusCode::CONFLICT,
+            "Conflict",
+            &format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                have_uid.unwrap_or("")
+            ),
+        ));
     }
-    if let Some(rv) = want_rv {
-        if Some(rv) != have_rv {
-            return Some(status(
-                StatusCode::CONFLICT,
-                "Conflict",
-                &format!(
-                    "Operation cannot be fulfilled on {resource}: the object has been modified; please apply your changes to the latest version and try again"
-                ),
-            ));
-        }
+    if let Some(rv) = want_rv
+        && Some(rv) != have_rv
+    {
+        return Some(status(
+            StatusCode::CONFLICT,
+            "Conflict",
+            &format!(
+                "Operation cannot be fulfilled on {resource}: the object has been modified; please apply your changes to the latest version and try again"
+            ),
+        ));
     }
     None
 }
@@ -814,10 +814,10 @@ fn scoped(config: &Value, sub: Option<&str>) -> Value {
         }
         Some(_) => m.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status")),
     }
-    if sub.is_some() {
-        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.retain(|k, _| k == "name" || k == "namespace");
-        }
+    if sub.is_some()
+        && let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        meta.retain(|k, _| k == "name" || k == "namespace");
     }
     c
 }

@@ -42,9 +42,11 @@ pub fn lshw(name: &str) -> Value {
 
 /// The configuration of the embedded default, in a fresh temporary state directory.
 pub fn local_config(dir: &Path) -> Config {
-    let mut c = Config::default();
-    c.state_dir = dir.join("state");
-    c.templates_dir = manifest_dir().join("hardware-templates");
+    let mut c = Config {
+        state_dir: dir.join("state"),
+        templates_dir: manifest_dir().join("hardware-templates"),
+        ..Config::default()
+    };
     c.server.listen = "127.0.0.1:0".parse().unwrap();
     c.auth.report_token = Some(REPORT_TOKEN.to_string().into());
     c.auth.operator_token = Some(OPERATOR_TOKEN.to_string().into());
@@ -177,12 +179,12 @@ pub async fn wait_for_state(client: &reqwest::Client, url: &str, mac: &str, stat
             .bearer_auth(OPERATOR_TOKEN)
             .send()
             .await;
-        if let Ok(resp) = resp {
-            if resp.status().is_success() {
-                last = resp.json().await.unwrap();
-                if last["machine"]["state"] == state && last["machine"]["pending"] == false {
-                    return last;
-                }
+        if let Ok(resp) = resp
+            && resp.status().is_success()
+        {
+            last = resp.json().await.unwrap();
+            if last["machine"]["state"] == state && last["machine"]["pending"] == false {
+                return last;
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

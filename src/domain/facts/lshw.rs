@@ -223,10 +223,10 @@ fn dev_or_plain_name(n: &Value) -> Option<String> {
 
 /// lshw appends ` (<sku>)` to the product when DMI has a SKU; the SKU is a separate fact.
 fn strip_sku(product: &str, sku: Option<&str>) -> String {
-    if let Some(sku) = sku {
-        if let Some(stripped) = product.strip_suffix(&format!(" ({sku})")) {
-            return stripped.to_string();
-        }
+    if let Some(sku) = sku
+        && let Some(stripped) = product.strip_suffix(&format!(" ({sku})"))
+    {
+        return stripped.to_string();
     }
     product.to_string()
 }

@@ -319,7 +319,7 @@ pub fn parse_speed_mbps(s: &str) -> Option<u64> {
     } else {
         return None;
     };
-    (mbps.is_finite() && mbps >= 0.0 && mbps < 1e12).then_some(mbps.round() as u64)
+    (mbps.is_finite() && (0.0..1e12).contains(&mbps)).then_some(mbps.round() as u64)
 }
 
 /// Known GPU makers. A BMC's VGA (ASPEED, Matrox) is a display, not a GPU.

@@ -71,10 +71,10 @@ impl Forge for LocalForge {
         let head = Oid::from_str(&proposal.head).ok();
         blocking(move || {
             git.fetch()?;
-            if let Some(head) = head {
-                if git.is_in_base(head)? {
-                    return Ok(ProposalState::Merged);
-                }
+            if let Some(head) = head
+                && git.is_in_base(head)?
+            {
+                return Ok(ProposalState::Merged);
             }
             Ok(if git.branch_head(&branch).is_some() {
                 ProposalState::Open

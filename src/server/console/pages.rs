@@ -1,5 +1,8 @@
 //! The console's pages and forms. Handlers gather data and hand it to a template; the
 //! decisions (approve, reject, import) are the proposer's, exactly as for the API.
+// Both arms of a page's result are an HTTP response (the error one is the error page):
+// boxing one would only add an allocation to every page.
+#![allow(clippy::result_large_err)]
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -318,11 +321,7 @@ pub async fn machines(
         .iter()
         .map(|s| {
             let n = counts.iter().find(|(st, _)| st == s).map(|(_, n)| *n).unwrap_or(0);
-            let pct = if all == 0 {
-                0
-            } else {
-                ((n * 100 + all / 2) / all).min(100)
-            };
+            let pct = (n * 100 + all / 2).checked_div(all).map_or(0, |p| p.min(100));
             context! { state => s.as_str(), n, pct }
         })
         .collect();
@@ -399,10 +398,10 @@ pub async fn bulk(State(state): State<AppState>, Extension(op): Extension<Operat
         match k.as_ref() {
             "action" => action = Some(v.into_owned()),
             "mac" => {
-                if let Ok(m) = Mac::parse(&v) {
-                    if !macs.contains(&m) {
-                        macs.push(m);
-                    }
+                if let Ok(m) = Mac::parse(&v)
+                    && !macs.contains(&m)
+                {
+                    macs.push(m);
                 }
             }
             _ => {}
@@ -584,15 +583,15 @@ pub async fn machine(
         Some(p) => read_base(p.clone()).await,
         None => None,
     };
-    if changes.is_empty() {
-        if let (Some(new), Some(p)) = (&manifest_text, &path) {
-            diff_html = diff(
-                base_text.as_deref().unwrap_or(""),
-                new,
-                &format!("{base}:{p}"),
-                "proposal",
-            );
-        }
+    if changes.is_empty()
+        && let (Some(new), Some(p)) = (&manifest_text, &path)
+    {
+        diff_html = diff(
+            base_text.as_deref().unwrap_or(""),
+            new,
+            &format!("{base}:{p}"),
+            "proposal",
+        );
     }
     let f = m.facts.clone().unwrap_or_default();
     let human = crate::render::human_bytes;

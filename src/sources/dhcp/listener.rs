@@ -137,7 +137,7 @@ impl Reader {
             Reader::Socket(s) => s.recv_from(buf).await.map(|(n, _)| 0..n),
             Reader::Capture(fd) => loop {
                 let mut guard = fd.readable().await?;
-                let n = match guard.try_io(|inner| std::io::Read::read(&mut &*inner.get_ref(), &mut *buf)) {
+                let n = match guard.try_io(|inner| std::io::Read::read(&mut inner.get_ref(), &mut *buf)) {
                     Ok(result) => result?,
                     Err(_would_block) => continue,
                 };

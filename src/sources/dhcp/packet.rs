@@ -120,7 +120,7 @@ pub fn parse(buf: &[u8]) -> Result<Packet<'_>, Error> {
             61 => p.client_id = Some(data),
             77 => p.user_class = Some(data),
             93 => {
-                if len < 2 || len % 2 != 0 {
+                if len < 2 || !len.is_multiple_of(2) {
                     return Err(Error::BadOption);
                 }
                 p.client_arch = Some(u16::from_be_bytes([data[0], data[1]]));

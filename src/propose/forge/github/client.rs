@@ -142,11 +142,23 @@ impl Pacing {
         };
         if self.per_minute > 0 && in_window(self.minute) >= self.per_minute {
             // The slot frees when the oldest send within the window leaves it.
-            let oldest = sent.iter().rev().take(self.per_minute).last().copied().unwrap_or(now);
+            let oldest = sent
+                .iter()
+                .rev()
+                .take(self.per_minute)
+                .next_back()
+                .copied()
+                .unwrap_or(now);
             next = next.max(oldest + self.minute);
         }
         if self.per_hour > 0 && sent.len() >= self.per_hour {
-            let oldest = sent.iter().rev().take(self.per_hour).last().copied().unwrap_or(now);
+            let oldest = sent
+                .iter()
+                .rev()
+                .take(self.per_hour)
+                .next_back()
+                .copied()
+                .unwrap_or(now);
             next = next.max(oldest + self.hour);
         }
         next.max(now)
@@ -306,10 +318,10 @@ impl Client {
 
     async fn wait_if_paused(&self) {
         let until = *self.paused_until.lock().await;
-        if let Some(until) = until {
-            if until > Instant::now() {
-                tokio::time::sleep_until(until.into()).await;
-            }
+        if let Some(until) = until
+            && until > Instant::now()
+        {
+            tokio::time::sleep_until(until.into()).await;
         }
     }
 
@@ -352,14 +364,12 @@ pub fn rate_limit_wait(status: StatusCode, headers: &HeaderMap, body: &Value) ->
             return Some(date.duration_since(SystemTime::now()).unwrap_or_default());
         }
     }
-    if primary {
-        if let Some(reset) = header("x-ratelimit-reset").and_then(|r| r.parse::<u64>().ok()) {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs();
-            return Some(Duration::from_secs(reset.saturating_sub(now) + 1));
-        }
+    if primary && let Some(reset) = header("x-ratelimit-reset").and_then(|r| r.parse::<u64>().ok()) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        return Some(Duration::from_secs(reset.saturating_sub(now) + 1));
     }
     Some(Duration::from_secs(60))
 }

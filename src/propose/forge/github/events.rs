@@ -97,10 +97,10 @@ impl GithubHooks {
         let action = payload["action"].as_str().unwrap_or_default();
         let label = payload["label"]["name"].as_str();
         // `unlabeled` payloads may still list the removed label: act on label.name.
-        if action == "unlabeled" {
-            if let Some(l) = label {
-                pr.labels.retain(|x| x != l);
-            }
+        if action == "unlabeled"
+            && let Some(l) = label
+        {
+            pr.labels.retain(|x| x != l);
         }
         let actor = format!("github:{}", payload["sender"]["login"].as_str().unwrap_or("unknown"));
         self.apply(&pr, &actor, if action == "labeled" { label } else { None })
@@ -145,10 +145,10 @@ impl GithubHooks {
         }
         let store = self.proposer.store().clone();
         let proposal = self.blocking(move || store.proposal(mac)).await?;
-        if let Some(p) = proposal.filter(|p| !p.hands_off && p.number == Some(number)) {
-            if self.proposer.is_foreign_head(&p, &pr.head_sha).await? {
-                self.proposer.hands_off(&p, &pr.head_sha).await?;
-            }
+        if let Some(p) = proposal.filter(|p| !p.hands_off && p.number == Some(number))
+            && self.proposer.is_foreign_head(&p, &pr.head_sha).await?
+        {
+            self.proposer.hands_off(&p, &pr.head_sha).await?;
         }
         if machine.state == State::Rejected {
             // Reopened: propose it again, on the same pull request.
