@@ -324,10 +324,17 @@ impl Proposer {
         }
         let git = self.git.clone();
         let files = self.files_for(&path, &rendered).await?;
-        let (b, m) = (branch.clone(), message);
+        let (b, m, store) = (branch.clone(), message, self.store.clone());
         let published = blocking(move || {
             let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (p.as_str(), c.as_slice())).collect();
-            git.publish(&b, &refs, &m)
+            // The commit is recorded as Registrar's before it is pushed: the `synchronize`
+            // of this push, or a crash right after it, must not make it look like a person's.
+            git.publish(&b, &refs, &m, |commit| {
+                store
+                    .remember_once(&crate::domain::pushed_key(&commit.to_string()), Utc::now())
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
         })
         .await?;
         if self.crash_at == Some(CrashPoint::AfterPush) {
@@ -335,13 +342,6 @@ impl Proposer {
             std::process::abort();
         }
 
-        if published.changed {
-            let (store, key) = (
-                self.store.clone(),
-                crate::domain::pushed_key(&published.commit.to_string()),
-            );
-            blocking(move || store.remember_once(&key, Utc::now())).await?;
-        }
         let forge_ref = self
             .forge
             .open(
@@ -518,6 +518,7 @@ impl Proposer {
             blocking(move || store.set_proposal_state(mac, ProposalState::Open, Utc::now())).await?;
             return Err(match e {
                 ForgeError::Git(g @ git::GitError::Conflict { .. }) => ProposeError::Conflict(g.to_string()),
+                ForgeError::Conflict(why) => ProposeError::Conflict(why),
                 other => other.into(),
             });
         }

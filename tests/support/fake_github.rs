@@ -33,6 +33,9 @@ pub struct Pull {
     pub merged: bool,
     pub merged_by: Option<String>,
     pub labels: Vec<String>,
+    /// Where the head branch lives: `None` is this repository; `Some("mallory/gitops")` a
+    /// fork, whose branch may carry any name, `registrar/<mac>` included.
+    pub fork: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -46,6 +49,8 @@ pub struct Faults {
     pub timeout_for: Duration,
     /// Enforce GitHub's secondary limits on mutations: (per minute, minute, per hour, hour).
     pub secondary_budget: Option<(usize, Duration, usize, Duration)>,
+    /// Carry out merges, then answer 502: the merge happened, the answer was lost.
+    pub merge_answer_lost: bool,
 }
 
 #[derive(Default)]
@@ -64,6 +69,9 @@ pub struct GhState {
     /// A GitHub App: its id and public key (PEM); installation tokens it has issued.
     pub app: Option<(u64, Vec<u8>)>,
     pub installation_tokens: Vec<String>,
+    /// Deliver `pull_request` `synchronize` when a push moves an open pull request's head,
+    /// as GitHub does — before the pusher has even read the push's answer.
+    pub push_webhooks: bool,
 }
 
 #[derive(Clone)]
@@ -197,6 +205,25 @@ impl FakeGithub {
         self.deliver_pr("labeled", number, by, Some(label)).await
     }
 
+    /// Someone opens a pull request from their fork, from a branch of any name.
+    pub fn open_fork_pull(&self, fork: &str, branch: &str) -> u64 {
+        let mut st = self.state.lock().unwrap();
+        let number = st.pulls.iter().map(|p| p.number).max().unwrap_or(0) + 1;
+        st.pulls.push(Pull {
+            number,
+            title: "Add my machine".into(),
+            body: String::new(),
+            head: branch.into(),
+            base: "main".into(),
+            open: true,
+            merged: false,
+            merged_by: None,
+            labels: vec![],
+            fork: Some(fork.into()),
+        });
+        number
+    }
+
     pub fn payload(&self, action: &str, number: u64, by: &str, label: Option<&str>) -> Value {
         let pr = pull_json(&self.pull(number), &self.repo().path);
         let mut v = json!({
@@ -296,11 +323,24 @@ fn pull_json(p: &Pull, repo: &std::path::Path) -> Value {
         "merged": p.merged,
         "merged_at": if p.merged { json!("2026-11-25T12:00:00Z") } else { Value::Null },
         "merged_by": p.merged_by.as_ref().map(|l| json!({"login": l})).unwrap_or(Value::Null),
-        "head": {"ref": p.head, "sha": head_sha(repo, &p.head), "repo": {"full_name": format!("{OWNER}/{REPO}")}},
+        "head": match &p.fork {
+            None => json!({"ref": p.head, "sha": head_sha(repo, &p.head), "repo": {"full_name": format!("{OWNER}/{REPO}")}}),
+            Some(fork) => json!({"ref": p.head, "sha": "f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0", "repo": {"full_name": fork}}),
+        },
         "base": {"ref": p.base, "repo": {"full_name": format!("{OWNER}/{REPO}")}},
         "labels": p.labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>(),
         "user": {"login": "registrar[bot]", "type": "Bot"},
     })
+}
+
+fn heads_of_open_pulls(gh: &FakeGithub) -> Vec<(u64, String)> {
+    let repo = gh.repo().path;
+    let pulls = gh.pulls();
+    pulls
+        .iter()
+        .filter(|p| p.open && p.fork.is_none())
+        .map(|p| (p.number, head_sha(&repo, &p.head)))
+        .collect()
 }
 
 fn merge_in_repo(path: &std::path::Path, head: &str, base: &str, message: &str) {
@@ -432,7 +472,20 @@ async fn route(State(gh): State<FakeGithub>, method: Method, uri: Uri, headers: 
         } else {
             TOKEN.to_string()
         };
-        return super::git_http::serve(&gh.root, "x-access-token", &password, method, uri, headers, body).await;
+        let pushing = method == Method::POST && path.ends_with("/git-receive-pack");
+        let before: Vec<(u64, String)> = heads_of_open_pulls(&gh);
+        let response = super::git_http::serve(&gh.root, "x-access-token", &password, method, uri, headers, body).await;
+        if pushing && gh.state.lock().unwrap().push_webhooks {
+            for (number, sha) in before {
+                if heads_of_open_pulls(&gh).iter().any(|(n, s)| *n == number && *s != sha) {
+                    gh.deliver_pr("synchronize", number, "registrar[bot]", None).await;
+                    // The pusher is still waiting for its answer while the delivery is
+                    // handled: the order GitHub cannot promise, made the likely one here.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        }
+        return response;
     }
     if method == Method::POST && path.starts_with("/app/installations/") && path.ends_with("/access_tokens") {
         return access_token(&gh, &headers);
@@ -555,6 +608,7 @@ fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, body: &Value)
                 merged: false,
                 merged_by: None,
                 labels: vec![],
+                fork: None,
             };
             st.pulls.push(pull.clone());
             reply(StatusCode::CREATED, pull_json(&pull, &repo_path))
@@ -595,6 +649,14 @@ fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, body: &Value)
                     json!({"message": "Pull Request is not mergeable"}),
                 );
             }
+            if let Some(sha) = body["sha"].as_str()
+                && sha != head_sha(&repo_path, &p.head)
+            {
+                return reply(
+                    StatusCode::CONFLICT,
+                    json!({"message": "Head branch was modified. Review and try the merge again."}),
+                );
+            }
 
             merge_in_repo(
                 &repo_path,
@@ -604,6 +666,10 @@ fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, body: &Value)
             );
             p.merged = true;
             p.open = false;
+            p.merged_by = Some("registrar[bot]".into());
+            if st.faults.merge_answer_lost {
+                return reply(StatusCode::BAD_GATEWAY, json!({"message": "Server Error"}));
+            }
             reply(
                 StatusCode::OK,
                 json!({"merged": true, "message": "Pull Request successfully merged"}),

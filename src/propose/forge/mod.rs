@@ -16,6 +16,10 @@ pub use local::LocalForge;
 pub enum ForgeError {
     #[error(transparent)]
     Git(#[from] super::git::GitError),
+    /// The forge refused because what it holds changed since it was looked at (a merge
+    /// pinned to a head that moved): look again, nothing was done.
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Other(String),
 }

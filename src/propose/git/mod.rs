@@ -365,7 +365,16 @@ impl GitRepo {
 
     /// Makes `branch` hold the base branch plus `files` (path, content), in one commit whose
     /// message is `message`. Writes nothing if the branch already holds exactly that.
-    pub fn publish(&self, branch: &str, files: &[(&str, &[u8])], message: &str) -> Result<Published> {
+    /// `before_push` runs with the new commit after it is written and before any ref moves:
+    /// the caller records the commit as its own there, so that the forge's notice of the push
+    /// (which may arrive before the push returns) is never taken for someone else's.
+    pub fn publish(
+        &self,
+        branch: &str,
+        files: &[(&str, &[u8])],
+        message: &str,
+        before_push: impl FnOnce(Oid) -> std::result::Result<(), String>,
+    ) -> Result<Published> {
         let (commit, old) = {
             let repo = self.lock();
             let blobs = files
@@ -400,6 +409,10 @@ impl GitRepo {
                 .ctx(|| "committing".into())?;
             (oid, old)
         };
+        before_push(commit).map_err(|message| GitError::Refused {
+            refname: format!("refs/heads/{branch}"),
+            message: format!("not pushed: {message}"),
+        })?;
         self.update_refs(&[RefUpdate {
             branch,
             old,

@@ -91,20 +91,32 @@ impl GithubHooks {
         if event != "pull_request" {
             return Ok(());
         }
-        let Some(mut pr) = PullRequest::from_json(&payload["pull_request"]) else {
+        let Some(announced) = PullRequest::from_json(&payload["pull_request"]) else {
             return Ok(());
         };
-        let action = payload["action"].as_str().unwrap_or_default();
-        let label = payload["label"]["name"].as_str();
-        // `unlabeled` payloads may still list the removed label: act on label.name.
-        if action == "unlabeled"
-            && let Some(l) = label
-        {
-            pr.labels.retain(|x| x != l);
+        if !self.is_ours_pr(&announced) {
+            return Ok(());
         }
-        let actor = format!("github:{}", payload["sender"]["login"].as_str().unwrap_or("unknown"));
-        self.apply(&pr, &actor, if action == "labeled" { label } else { None })
+        // A delivery says that something changed, not what is true now: deliveries arrive
+        // late, out of order and with stale label lists. Look at the pull request itself.
+        let pr = self
+            .forge
+            .get(announced.number)
             .await
+            .map_err(|e| ProposeError::Forge(e.into()))?;
+        let action = payload["action"].as_str().unwrap_or_default();
+        // The label a reviewer just added wins over the others, if it is still there.
+        let added = payload["label"]["name"]
+            .as_str()
+            .filter(|l| action == "labeled" && pr.labels.iter().any(|x| x == l));
+        let actor = format!("github:{}", payload["sender"]["login"].as_str().unwrap_or("unknown"));
+        self.apply(&pr, &actor, added).await
+    }
+
+    /// Whether a pull request is from this repository's own branches (a fork's branch may
+    /// carry any name, `registrar/<mac>` included).
+    fn is_ours_pr(&self, pr: &PullRequest) -> bool {
+        pr.head_repo.is_empty() || pr.head_repo.eq_ignore_ascii_case(&self.forge.full_name())
     }
 
     /// Makes Registrar's record of `pr`'s machine agree with the pull request.
@@ -113,12 +125,21 @@ impl GithubHooks {
             return Ok(());
         }
         let Some(mac) = mac_of(&pr.head_ref) else { return Ok(()) };
+        if !self.is_ours_pr(pr) {
+            return Ok(());
+        }
         let store = self.proposer.store().clone();
-        let machine = tokio::task::spawn_blocking(move || store.machine(mac))
-            .await
-            .map_err(|e| ProposeError::Join(e.to_string()))??;
+        let (machine, recorded) =
+            tokio::task::spawn_blocking(move || Ok::<_, StoreError>((store.machine(mac)?, store.proposal(mac)?)))
+                .await
+                .map_err(|e| ProposeError::Join(e.to_string()))??;
         let Some(machine) = machine else { return Ok(()) };
         let number = pr.number;
+        // Ours is the pull request Registrar opened (its number is recorded): another one on
+        // a branch of the same name (closed long ago, say) says nothing about this machine.
+        if recorded.as_ref().and_then(|p| p.number).is_some_and(|n| n != number) {
+            return Ok(());
+        }
         if pr.merged {
             if !matches!(
                 machine.state,
@@ -159,8 +180,11 @@ impl GithubHooks {
         self.follow_workflow_label(&machine, pr, actor, just_added).await
     }
 
-    /// A `workflow/<name>` label chooses the provisioning workflow. The newly added label
-    /// wins; without an event, the one workflow label that differs from the current choice.
+    /// A `workflow/<name>` label chooses the provisioning workflow. The label a reviewer
+    /// just added wins; otherwise a workflow label that is neither the machine's current
+    /// choice nor the one Registrar itself last put on the pull request. (While Registrar
+    /// swaps its label, the pull request shows both the old and the new one: the old one is
+    /// Registrar's own and must not be taken for a reviewer's choice.)
     async fn follow_workflow_label(
         &self,
         machine: &crate::domain::Machine,
@@ -168,16 +192,12 @@ impl GithubHooks {
         actor: &str,
         just_added: Option<&str>,
     ) -> Result<(), ProposeError> {
-        let current = match machine.workflow.clone() {
-            Some(w) => Some(w),
-            // The rules' choice, as the proposal recorded it.
-            None => {
-                let (store, mac) = (self.proposer.store().clone(), machine.mac);
-                self.blocking(move || store.proposal(mac))
-                    .await?
-                    .and_then(|p| p.workflow)
-            }
-        };
+        let (store, mac) = (self.proposer.store().clone(), machine.mac);
+        let labelled_by_registrar = self
+            .blocking(move || store.proposal(mac))
+            .await?
+            .and_then(|p| p.workflow);
+        let current = machine.workflow.clone().or_else(|| labelled_by_registrar.clone());
         let labelled: Vec<&str> = pr
             .labels
             .iter()
@@ -188,7 +208,7 @@ impl GithubHooks {
             None => labelled
                 .iter()
                 .copied()
-                .filter(|w| Some(*w) != current.as_deref())
+                .filter(|w| Some(*w) != current.as_deref() && Some(*w) != labelled_by_registrar.as_deref())
                 .collect(),
         };
         let choice = match candidates.as_slice() {

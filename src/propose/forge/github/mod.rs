@@ -404,41 +404,61 @@ impl Forge for GithubForge {
         let number = proposal
             .number
             .ok_or_else(|| ForgeError::Other("the proposal has no pull request".into()))?;
-        let body = json!({"merge_method": "merge", "commit_title": format!("Merge {}: {}", proposal.branch, proposal.title), "commit_message": format!("Approved-by: {actor}")});
-        match self
+        let mut body = json!({"merge_method": "merge", "commit_title": format!("Merge {}: {}", proposal.branch, proposal.title), "commit_message": format!("Approved-by: {actor}")});
+        // Only what was reviewed is merged: the head Registrar pushed. (A branch a person
+        // took over is reviewed on GitHub, as it is there.)
+        if !proposal.hands_off && !proposal.head.is_empty() {
+            body["sha"] = json!(proposal.head);
+        }
+        // Sent once (Kind::Create): a merge whose answer is lost is looked up, not resent.
+        let merged = self
             .client
             .call(
                 Method::PUT,
                 &self.path(&format!("/pulls/{number}/merge")),
                 Some(&body),
-                Kind::Idempotent,
+                Kind::Create,
             )
-            .await
-        {
-            Ok(_) => {
-                // The forge is the record of who approved what: say who, on the PR itself.
-                let (origin, who) = actor.split_once(':').unwrap_or(("registrar", actor));
-                let via = match origin {
-                    "console" => "in Registrar's console",
-                    "cli" => "with Registrar's command line",
-                    "api" => "through Registrar's API",
-                    _ => "by Registrar",
-                };
-                let note = format!(
-                    "Approved and merged {via} by **{}**.",
-                    crate::render::markdown::escape(who)
-                );
-                if let Err(e) = self.comment(number, &note).await {
-                    tracing::warn!(number, error = %e, "merged, but could not comment who approved");
+            .await;
+        if let Err(e) = merged {
+            let moved = matches!(&e, GhError::Status { status, .. } if *status == http::StatusCode::CONFLICT);
+            // Whatever the answer said, GitHub's pull request is the truth.
+            let observed = self.get(number).await;
+            match observed {
+                Ok(pr) if pr.merged => {
+                    tracing::info!(number, error = %e, "the merge's answer was an error, but the pull request is merged");
                 }
-                Ok(())
+                _ if moved => {
+                    return Err(ForgeError::Conflict(format!(
+                        "pull request #{number} changed after it was reviewed (its head is no longer {}); nothing was merged: look at it again",
+                        short(&proposal.head)
+                    )));
+                }
+                // 405: not mergeable (branch protection, conflicts); the PR stays the record.
+                _ => {
+                    return Err(ForgeError::Other(format!(
+                        "GitHub did not merge pull request #{number} ({e}); branch protection may require a review there: {}",
+                        proposal.url.as_deref().unwrap_or("see the pull request")
+                    )));
+                }
             }
-            // 405: not mergeable (branch protection, conflicts); say so, the PR stays the record.
-            Err(e) => Err(ForgeError::Other(format!(
-                "GitHub did not merge pull request #{number} ({e}); branch protection may require a review there: {}",
-                proposal.url.as_deref().unwrap_or("see the pull request")
-            ))),
         }
+        // The forge is the record of who approved what: say who, on the PR itself.
+        let (origin, who) = actor.split_once(':').unwrap_or(("registrar", actor));
+        let via = match origin {
+            "console" => "in Registrar's console",
+            "cli" => "with Registrar's command line",
+            "api" => "through Registrar's API",
+            _ => "by Registrar",
+        };
+        let note = format!(
+            "Approved and merged {via} by **{}**.",
+            crate::render::markdown::escape(who)
+        );
+        if let Err(e) = self.comment(number, &note).await {
+            tracing::warn!(number, error = %e, "merged, but could not comment who approved");
+        }
+        Ok(())
     }
 
     async fn reject(&self, proposal: &Proposal, _actor: &str) -> Result<(), ForgeError> {
@@ -483,4 +503,8 @@ impl Forge for GithubForge {
             ProposalState::Closed
         })
     }
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
 }

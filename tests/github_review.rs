@@ -1,0 +1,196 @@
+//! Reviews on GitHub that must leave Registrar agreeing with GitHub (issue 15's symptoms):
+//! a fork's pull request is never ours, a delivery is a trigger to look (not the truth), a
+//! merge is pinned to the head that was reviewed, a merge whose answer was lost is observed
+//! rather than resent, and Registrar's own push is never taken for a person's.
+
+mod support;
+
+use serde_json::json;
+use support::fake_github::{self, FakeGithub};
+use support::*;
+
+const MAC: &str = "3c:ec:ef:4c:4f:54";
+const BRANCH: &str = "registrar/3c-ec-ef-4c-4f-54";
+
+async fn start_with(edit: impl FnOnce(&mut registrar::config::Config) + Send + 'static) -> (FakeGithub, Registrar) {
+    let gh = FakeGithub::start().await;
+    let (api, git) = (gh.url.clone(), gh.git_url());
+    let r = Registrar::start_with(move |c| {
+        fake_github::configure(c, &api, &git);
+        c.forge.github.reconcile_seconds = 3600;
+        edit(c);
+    })
+    .await;
+    *gh.hook_url.lock().unwrap() = Some(format!("{}/webhooks/github", r.url));
+    (gh, r)
+}
+
+async fn propose(gh: &FakeGithub, r: &Registrar) -> u64 {
+    r.report(&report_body(MAC, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json")))
+        .await;
+    let m = r.wait_for_state(MAC, "proposed").await;
+    assert_eq!(gh.pulls().len(), 1);
+    m["proposal"]["number"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fork_pull_request_named_like_ours_is_never_ours() {
+    let (gh, r) = start_with(|_| {}).await;
+    let ours = propose(&gh, &r).await;
+    // Someone opens a pull request from a fork whose branch is named like Registrar's, and
+    // closes it.
+    let theirs = gh.open_fork_pull("mallory/gitops", BRANCH);
+    assert_ne!(ours, theirs);
+    assert!(gh.close(theirs, "mallory").await.status().is_success());
+    wait_webhooks_handled(&r).await;
+    let m = r.machine(MAC).await.unwrap();
+    assert_eq!(m["machine"]["state"], "proposed", "{m:#}");
+    assert_eq!(m["machine"]["suppressed"], false);
+    assert_eq!(m["proposal"]["number"], ours);
+    assert!(gh.pull(ours).open);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_closed_delivery_after_a_reopen_leaves_the_machine_proposed() {
+    let (gh, r) = start_with(|_| {}).await;
+    let number = propose(&gh, &r).await;
+    assert!(gh.close(number, "reviewer").await.status().is_success());
+    r.wait_for_state(MAC, "rejected").await;
+    // The "closed" delivery, as GitHub sent it then.
+    let stale = serde_json::to_vec(&gh.payload("closed", number, "reviewer", None)).unwrap();
+    assert!(gh.reopen(number, "reviewer").await.status().is_success());
+    r.wait_for_state(MAC, "proposed").await;
+    // It arrives late (GitHub does not promise order): the pull request is open now.
+    let resp = gh
+        .deliver("pull_request", &fake_github::uuid(), stale, Some(fake_github::SECRET))
+        .await;
+    assert_eq!(resp.status(), 202);
+    wait_webhooks_handled(&r).await;
+    let m = r.machine(MAC).await.unwrap();
+    assert_eq!(
+        m["machine"]["state"], "proposed",
+        "Registrar must agree with GitHub: {m:#}"
+    );
+    assert!(gh.pull(number).open, "and nothing closed the reopened pull request");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_merge_is_pinned_to_the_head_that_was_reviewed() {
+    let (gh, r) = start_with(|_| {}).await;
+    let number = propose(&gh, &r).await;
+    let reviewed = gh.repo().head(BRANCH).unwrap();
+    // Someone pushes to the branch after the review, and no delivery tells Registrar.
+    let repo = git2::Repository::open_bare(gh.repo().path).unwrap();
+    let head = repo.find_commit(reviewed).unwrap();
+    let blob = repo.blob(b"kind: Secret\n").unwrap();
+    let mut tree = repo.treebuilder(Some(&head.tree().unwrap())).unwrap();
+    tree.insert("sneaky.yaml", blob, 0o100644).unwrap();
+    let tree = repo.find_tree(tree.write().unwrap()).unwrap();
+    let sig = git2::Signature::now("Mallory", "mallory@example.com").unwrap();
+    let sneaky = repo.commit(None, &sig, &sig, "more", &tree, &[&head]).unwrap();
+    repo.reference(&format!("refs/heads/{BRANCH}"), sneaky, true, "push")
+        .unwrap();
+
+    let resp = r
+        .post(&format!("/api/v1/machines/{MAC}/approve"), json!({"actor": "ops"}))
+        .await;
+    assert_eq!(resp.status(), 409, "{}", resp.text().await.unwrap());
+    assert!(gh.pull(number).open, "nothing unreviewed was merged");
+    assert!(gh.repo().read("main", "sneaky.yaml").is_none());
+    let m = r.machine(MAC).await.unwrap();
+    assert_eq!(m["machine"]["state"], "proposed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_merge_whose_answer_was_lost_is_observed_not_resent() {
+    let (gh, r) = start_with(|_| {}).await;
+    let number = propose(&gh, &r).await;
+    gh.set_faults(fake_github::Faults {
+        merge_answer_lost: true,
+        ..Default::default()
+    });
+    let resp = r
+        .post(&format!("/api/v1/machines/{MAC}/approve"), json!({"actor": "ops"}))
+        .await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert!(gh.pull(number).merged);
+    let m = r.wait_for_state(MAC, "approved").await;
+    assert_eq!(m["proposal"]["state"], "merged");
+    let merges = gh
+        .requests()
+        .iter()
+        .filter(|(m, p)| m == "PUT" && p.ends_with("/merge"))
+        .count();
+    assert_eq!(merges, 1, "a merge is never resent blindly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registrars_own_push_is_never_taken_for_a_persons() {
+    let (gh, r) = start_with(|_| {}).await;
+    gh.state.lock().unwrap().push_webhooks = true;
+    let number = propose(&gh, &r).await;
+    let first = gh.repo().head(BRANCH).unwrap();
+    // New facts re-render the proposal: Registrar pushes, and GitHub's `synchronize` for that
+    // push arrives while the push is still in flight.
+    let mut specs = lshw("packet-c3small-asrockrack-e3c246d4i-nl.json");
+    specs[0]["product"] = json!("E3C246D4I-NL (re-inventoried)");
+    r.report(&report_body(MAC, specs)).await;
+    let second = {
+        let mut head = first;
+        for _ in 0..200 {
+            head = gh.repo().head(BRANCH).unwrap();
+            if head != first {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        head
+    };
+    assert_ne!(second, first, "the proposal was re-rendered");
+    r.wait_for_state(MAC, "proposed").await;
+    wait_webhooks_handled(&r).await;
+    let comments = gh.comments(number);
+    assert!(
+        comments.iter().all(|c| !c.contains("pushed")),
+        "Registrar mistook its own push for a person's: {comments:?}"
+    );
+    let m = r.machine(MAC).await.unwrap();
+    assert_eq!(m["proposal"]["hands_off"], false, "{m:#}");
+}
+
+/// The workflow a reviewer picks with a label stays picked: Registrar's own push and label
+/// swap (whose deliveries still show the old label beside the new) never flip it back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reviewers_workflow_label_is_not_flipped_back_by_registrars_own_deliveries() {
+    let (gh, r) = start_with(|_| {}).await;
+    gh.state.lock().unwrap().push_webhooks = true;
+    let number = propose(&gh, &r).await;
+    assert!(gh.pull(number).labels.contains(&"workflow/ubuntu-2404".to_string()));
+    assert!(
+        gh.label(number, "workflow/ubuntu-2204", "reviewer")
+            .await
+            .status()
+            .is_success()
+    );
+    // Registrar re-renders, swaps the label; every delivery that causes is handled.
+    for _ in 0..200 {
+        let labels = gh.pull(number).labels;
+        if !labels.contains(&"workflow/ubuntu-2404".to_string()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    wait_webhooks_handled(&r).await;
+    probe_worker_pass(&r, "02:00:00:00:99:02").await;
+    wait_webhooks_handled(&r).await;
+    let m = r.machine(MAC).await.unwrap();
+    assert_eq!(m["machine"]["workflow"], "ubuntu-2204", "{m:#}");
+    assert_eq!(gh.pull(number).labels, ["registrar", "workflow/ubuntu-2204"]);
+    let path = m["proposal"]["path"].as_str().unwrap();
+    let manifest = gh.repo().read(BRANCH, path).unwrap();
+    let workflow = documents(&manifest)
+        .into_iter()
+        .find(|d| d["kind"] == "Workflow")
+        .unwrap();
+    assert_eq!(workflow["spec"]["templateRef"], "ubuntu-2204");
+}
