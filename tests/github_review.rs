@@ -194,3 +194,99 @@ async fn a_reviewers_workflow_label_is_not_flipped_back_by_registrars_own_delive
         .unwrap();
     assert_eq!(workflow["spec"]["templateRef"], "ubuntu-2204");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifting_a_rejection_reopens_the_pull_request() {
+    let (gh, r) = start_with(|_| {}).await;
+    let number = propose(&gh, &r).await;
+    let resp = r
+        .post(&format!("/api/v1/machines/{MAC}/reject"), json!({"reason": "not yet"}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    r.wait_for_state(MAC, "rejected").await;
+    assert!(!gh.pull(number).open);
+
+    let resp = r
+        .post(&format!("/api/v1/machines/{MAC}/unsuppress"), json!({"actor": "ops"}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let m = r.wait_for_state(MAC, "proposed").await;
+    assert!(
+        gh.pull(number).open,
+        "the pull request is open again, as Registrar says"
+    );
+    assert_eq!(m["proposal"]["number"], number);
+    assert_eq!(m["proposal"]["state"], "open");
+    assert_eq!(gh.pulls().len(), 1);
+}
+
+/// Forgetting a rejected machine and seeing it again proposes it afresh: its closed pull
+/// request is never re-adopted as if it were open.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forgotten_rejected_machine_gets_a_fresh_pull_request() {
+    let (gh, r) = start_with(|_| {}).await;
+    let first = propose(&gh, &r).await;
+    assert_eq!(
+        r.post(&format!("/api/v1/machines/{MAC}/reject"), json!({}))
+            .await
+            .status(),
+        200
+    );
+    r.wait_for_state(MAC, "rejected").await;
+    forget(&r, MAC).await;
+    assert!(r.machine(MAC).await.is_none());
+
+    r.report(&report_body(MAC, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json")))
+        .await;
+    let m = r.wait_for_state(MAC, "proposed").await;
+    let second = m["proposal"]["number"].as_u64().unwrap();
+    assert_ne!(second, first, "{m:#}");
+    assert!(gh.pull(second).open);
+    assert!(!gh.pull(first).open, "the rejected pull request stays closed");
+    assert!(
+        gh.comments(second).iter().any(|c| c.contains(&format!("#{first}"))),
+        "and the new one says which it replaces"
+    );
+}
+
+/// The console's Forget button, as an operator presses it.
+async fn forget(r: &Registrar, mac: &str) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = client
+        .post(format!("{}/login", r.url))
+        .form(&[("token", OPERATOR_TOKEN), ("name", "alice")])
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let html = client
+        .get(format!("{}/machines/{mac}", r.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a CSRF token on the machine page");
+    let csrf = html[at + 19..].split('"').next().unwrap().to_string();
+    let resp = client
+        .post(format!("{}/machines/{mac}/forget", r.url))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_redirection(), "forget: {}", resp.status());
+}

@@ -297,9 +297,14 @@ impl GithubForge {
             "body": draft.rendered.summary,
             "maintainer_can_modify": false,
         });
+        let mut earlier = None;
         for _ in 0..3 {
-            if let Some(pr) = self.find(draft.branch).await? {
-                return Ok(pr);
+            // Only an open one is ours to adopt (a create whose answer was lost): a closed
+            // one on the same branch is an earlier, rejected proposal, never silently revived.
+            match self.find(draft.branch).await? {
+                Some(pr) if pr.open => return Ok(pr),
+                Some(pr) if !pr.merged => earlier = Some(pr.number),
+                _ => {}
             }
             match self
                 .client
@@ -307,9 +312,18 @@ impl GithubForge {
                 .await
             {
                 Ok(reply) => {
-                    return PullRequest::from_json(&reply.body).ok_or_else(|| {
+                    let pr = PullRequest::from_json(&reply.body).ok_or_else(|| {
                         ForgeError::Other("GitHub's answer to the create is not a pull request".into())
-                    });
+                    })?;
+                    if let Some(old) = earlier {
+                        let note = format!(
+                            "Registrar proposes this machine again; its earlier pull request #{old} stays closed."
+                        );
+                        if let Err(e) = self.comment(pr.number, &note).await {
+                            tracing::warn!(number = pr.number, error = %e, "could not say which pull request this one replaces");
+                        }
+                    }
+                    return Ok(pr);
                 }
                 Err(e @ GhError::Status { .. }) if e.status() == Some(StatusCode::UNPROCESSABLE_ENTITY) => {
                     let messages = e.validation_messages().join("; ");
@@ -330,7 +344,46 @@ impl GithubForge {
         }
         self.find(draft.branch)
             .await?
+            .filter(|pr| pr.open)
             .ok_or_else(|| ForgeError::Other(format!("could not open a pull request for {}", draft.branch)))
+    }
+
+    /// Reopens a closed proposal's pull request. False when there is none to reopen or
+    /// GitHub refuses (a branch recreated since, say): the caller opens a fresh one.
+    async fn reopen(&self, proposal: &Proposal) -> Result<bool, ForgeError> {
+        let Some(number) = proposal.number else {
+            return Ok(false);
+        };
+        let pr = self.get(number).await?;
+        if pr.open {
+            return Ok(true);
+        }
+        if pr.merged {
+            return Ok(false);
+        }
+        match self
+            .client
+            .call(
+                Method::PATCH,
+                &self.path(&format!("/pulls/{number}")),
+                Some(&json!({"state": "open"})),
+                Kind::Idempotent,
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(
+                    number,
+                    "reopened the pull request of a machine whose rejection was lifted"
+                );
+                Ok(true)
+            }
+            Err(e) if e.status() == Some(StatusCode::UNPROCESSABLE_ENTITY) => {
+                tracing::info!(number, error = %e, "GitHub would not reopen the pull request; opening a fresh one");
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -360,7 +413,13 @@ impl Forge for GithubForge {
 
     async fn open(&self, draft: &Draft<'_>, existing: Option<&Proposal>) -> Result<ForgeRef, ForgeError> {
         let workflow = draft.rendered.decision.workflow.as_deref();
-        if let Some(p) = existing.filter(|p| p.number.is_some() && p.forge == "github") {
+        // A rejection that was lifted brings its pull request back: reopened, or — where
+        // GitHub refuses to reopen it — a fresh one (the proposal then records the new number).
+        let reopened = match existing.filter(|p| p.state == ProposalState::Closed) {
+            Some(p) => self.reopen(p).await?,
+            None => true,
+        };
+        if let Some(p) = existing.filter(|p| p.number.is_some() && p.forge == "github" && reopened) {
             let number = p.number.expect("filtered");
             if p.title != draft.rendered.title || p.summary != draft.rendered.summary {
                 let body = json!({"title": draft.rendered.title, "body": draft.rendered.summary});
