@@ -10,6 +10,11 @@ use super::{OPERATOR_TOKEN, documents, lshw, report_body};
 
 pub const NS: &str = "tinkerbell";
 
+/// Tells the story as it goes (`cargo test --test journey -- --nocapture` shows it).
+pub fn step(what: &str) {
+    eprintln!("journey: {what}");
+}
+
 pub async fn get(url: &str, token: &str) -> (u16, Value) {
     let resp = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap();
     let status = resp.status().as_u16();
@@ -70,6 +75,7 @@ pub async fn journey_after_detection(p: &mut Process, gh: &FakeGithub, kube: &Fa
     let dashed = mac.replace(':', "-");
     let temp = format!("registrar-discover-{dashed}");
     // Booted into discovery: a temporary Hardware Smee serves, and the Workflow that reports.
+    step("noticed: waiting for the temporary Hardware and Workflow");
     let workflow = eventually(30, "the temporary Workflow", || async {
         kube.object("workflows", NS, &temp)
     })
@@ -83,6 +89,7 @@ pub async fn journey_after_detection(p: &mut Process, gh: &FakeGithub, kube: &Fa
     state_reached(p, mac, "discovering").await;
 
     // The discovery action reports with its own token, then waits.
+    step("booted into discovery; the action reports with its own token");
     let resp = reqwest::Client::new()
         .post(format!("{}/api/v1/reports", p.url))
         .bearer_auth(&token)
@@ -94,6 +101,7 @@ pub async fn journey_after_detection(p: &mut Process, gh: &FakeGithub, kube: &Fa
     assert_eq!(next_step(p, mac, &token).await, "wait");
 
     // One pull request, from Registrar's branch, labelled with the rules' workflow.
+    step("reported; waiting for the pull request");
     let pr = eventually(60, "the pull request", || async {
         gh.pulls()
             .into_iter()
@@ -106,10 +114,12 @@ pub async fn journey_after_detection(p: &mut Process, gh: &FakeGithub, kube: &Fa
     assert_eq!(template_ref(&gh.repo().read(&pr.head, &path).unwrap()), "ubuntu-2404");
 
     // A pod restart in the middle of the wait: the action's token still works.
+    step("pull request open; restarting Registrar mid-wait");
     p.restart().await;
     assert_eq!(next_step(p, mac, &token).await, "wait");
 
     // The reviewer picks another workflow with a label: the branch is re-rendered.
+    step("a reviewer labels the pull request workflow/ubuntu-2204");
     let resp = gh.label(pr.number, "workflow/ubuntu-2204", "reviewer").await;
     assert!(resp.status().is_success(), "label delivery: {}", resp.status());
     eventually(60, "the branch re-rendered for ubuntu-2204", || async {
@@ -125,6 +135,7 @@ pub async fn journey_after_detection(p: &mut Process, gh: &FakeGithub, kube: &Fa
     .await;
 
     // Merging approves. The temporary objects stay until the approved Hardware is applied,
+    step("re-rendered; the reviewer merges");
     // and the action keeps waiting: rebooting now would find no Hardware for its MAC.
     let resp = gh.merge(pr.number, "reviewer").await;
     assert!(resp.status().is_success(), "merge delivery: {}", resp.status());
@@ -136,6 +147,7 @@ pub async fn journey_after_detection(p: &mut Process, gh: &FakeGithub, kube: &Fa
         "the temporary Hardware must stay until the apply"
     );
     // Flux is slow today: past the hand-off timeout the machine says why it waits.
+    step("approved; the action still waits; Flux has not applied yet");
     let overdue = eventually(30, "the hand-off to be shown overdue", || async {
         let m = machine(p, mac).await;
         let overdue = m["machine"]["last_error"]
@@ -148,6 +160,7 @@ pub async fn journey_after_detection(p: &mut Process, gh: &FakeGithub, kube: &Fa
     assert_eq!(next_step(p, mac, &token).await, "wait");
 
     // Flux applies the merge.
+    step("Flux applies the merged Hardware and Workflow");
     let name = apply_merged(gh, kube, &path);
     eventually(30, "the action to be told to reboot", || async {
         (next_step(p, mac, &token).await == "reboot").then_some(())
@@ -167,7 +180,9 @@ pub async fn journey_after_detection(p: &mut Process, gh: &FakeGithub, kube: &Fa
     assert!(applied["machine"]["last_error"].is_null(), "{applied:#}");
 
     // tink-controller runs the provisioning Workflow to success.
+    step("the action was told to reboot; the Workflow succeeds");
     kube.set_workflow_status(NS, &name, json!({"state": "SUCCESS"}));
     state_reached(p, mac, "provisioned").await;
+    step("provisioned");
     assert!(p.stop().success());
 }
