@@ -158,11 +158,17 @@ impl Default for ClusterConfig {
 pub struct QueueConfig {
     /// Work that failed (forge or remote down) is retried this often; new work starts at once.
     pub retry_seconds: u64,
+    /// How often proposals are reconciled with the forge and the repository (unfinished
+    /// approvals and rejections carried through, merges done elsewhere noticed).
+    pub reconcile_seconds: u64,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig { retry_seconds: 10 }
+        QueueConfig {
+            retry_seconds: 10,
+            reconcile_seconds: 60,
+        }
     }
 }
 

@@ -70,6 +70,8 @@ pub struct Metrics {
     /// Approved machines whose Hardware has not appeared in the cluster within the hand-off
     /// timeout (Flux or Argo CD not applying?).
     pub handoff_overdue: Gauge,
+    /// Finished passes of the proposals' reconcile with the forge and the repository.
+    pub reconcile_passes: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -223,6 +225,12 @@ impl Metrics {
             "Approved machines whose Hardware has not appeared in the cluster within the hand-off timeout",
             handoff_overdue.clone(),
         );
+        let reconcile_passes = Counter::default();
+        registry.register(
+            "reconcile_passes",
+            "Finished passes of the proposals' reconcile with the forge and the repository",
+            reconcile_passes.clone(),
+        );
         // Label values known in advance start at 0, so `increase()` sees their first event
         // and dashboards show 0 rather than "no data".
         for r in [
@@ -253,6 +261,7 @@ impl Metrics {
             let _ = dhcp_dropped.get_or_create(&ReasonLabel { reason: r.into() });
         }
         Metrics {
+            reconcile_passes,
             pipelines_up,
             pipeline_restarts_total,
             discovery_waiting,

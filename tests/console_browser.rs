@@ -184,8 +184,11 @@ async fn an_operator_reviews_a_machine_and_imports_expected_ones_in_a_real_brows
 
     // Approve: the state says so and the manifest is on the base branch.
     c.find(Locator::Id("approve")).await.unwrap().click().await.unwrap();
+    // While the form posts and the page reloads, the element may be briefly absent.
     for _ in 0..50 {
-        if text(&c, "#machine-state").await == "approved" {
+        if let Ok(e) = c.find(Locator::Css("#machine-state")).await
+            && e.text().await.is_ok_and(|t| t == "approved")
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -290,3 +290,40 @@ async fn forget(r: &Registrar, mac: &str) {
         .unwrap();
     assert!(resp.status().is_redirection(), "forget: {}", resp.status());
 }
+
+/// At rest, rejected machines cost nothing: their closed pull requests are not fetched on
+/// every pass of the reconcile (GitHub's 5,000 requests an hour are not spent on history).
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_proposals_cost_no_requests_at_rest() {
+    let (gh, r) = start_with(|c| c.queue.reconcile_seconds = 1).await;
+    let macs: Vec<String> = (1..=5).map(|i| format!("02:00:00:00:7a:0{i}")).collect();
+    for mac in &macs {
+        let specs = json!({"class": "system", "vendor": "Rest", "product": "Test", "serial": format!("REST{}", &mac[15..]), "children": []});
+        r.report(&report_body(mac, specs)).await;
+    }
+    for mac in &macs {
+        r.wait_for_state(mac, "proposed").await;
+        assert_eq!(
+            r.post(&format!("/api/v1/machines/{mac}/reject"), json!({}))
+                .await
+                .status(),
+            200
+        );
+    }
+    for mac in &macs {
+        let m = r.machine(mac).await.unwrap();
+        assert_eq!(m["proposal"]["state"], "closed", "{m:#}");
+        assert!(!gh.pull(m["proposal"]["number"].as_u64().unwrap()).open);
+    }
+    // Two whole reconcile passes from now on.
+    let passes = "registrar_reconcile_passes_total";
+    let start = wait_metric(&r, passes, 1.0).await;
+    wait_metric(&r, passes, start + 1.0).await;
+    let before = gh.requests().len();
+    wait_metric(&r, passes, start + 3.0).await;
+    let during: Vec<(String, String)> = gh.requests()[before..].to_vec();
+    assert!(
+        during.iter().all(|(m, p)| !(m == "GET" && p.contains("/pulls/"))),
+        "closed pull requests were fetched at rest: {during:?}"
+    );
+}

@@ -196,6 +196,7 @@ impl App {
     /// then waits for the pipelines.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let retry = Duration::from_secs(self.config.queue.retry_seconds.max(1));
+        let reconcile = Duration::from_secs(self.config.queue.reconcile_seconds.max(1));
         let supervisor = Supervisor::new(shutdown.clone(), self.readiness.clone(), self.state.metrics.clone());
         let readiness = self.readiness.clone();
 
@@ -217,7 +218,7 @@ impl App {
             let (proposer, stop, ready) = (proposer.clone(), stop.clone(), ready.clone());
             async move {
                 ready.ready("proposals", "working the proposal queue");
-                proposer.run(retry, stop).await;
+                proposer.run(retry, reconcile, stop).await;
                 Ok(())
             }
         });

@@ -15,6 +15,9 @@ pub enum ProposalState {
     /// Approval is under way (the merge may or may not have reached the remote yet).
     Approving,
     Merged,
+    /// Rejected in Registrar (recorded first); closing it on the forge may not have
+    /// happened yet. The reconcile finishes it, then it is `closed`.
+    Rejecting,
     Closed,
 }
 
@@ -24,6 +27,7 @@ impl ProposalState {
             ProposalState::Open => "open",
             ProposalState::Approving => "approving",
             ProposalState::Merged => "merged",
+            ProposalState::Rejecting => "rejecting",
             ProposalState::Closed => "closed",
         }
     }
@@ -42,6 +46,7 @@ impl FromStr for ProposalState {
             ProposalState::Open,
             ProposalState::Approving,
             ProposalState::Merged,
+            ProposalState::Rejecting,
             ProposalState::Closed,
         ]
         .into_iter()

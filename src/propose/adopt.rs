@@ -71,7 +71,7 @@ impl Proposer {
             let (b, now) = (branch.clone(), Utc::now());
             match state {
                 Some(ProposalState::Merged) => continue,
-                Some(ProposalState::Closed) => {
+                Some(ProposalState::Closed | ProposalState::Rejecting) => {
                     blocking(move || {
                         store.record_facts(mac, Source::Report, &facts, now)?;
                         store.note(

@@ -182,7 +182,7 @@ impl Proposer {
 
     /// The worker: drains the queue whenever woken, and every `interval` anyway (so
     /// failed work is retried and nothing depends on a wake-up being delivered).
-    pub async fn run(self: Arc<Self>, interval: Duration, shutdown: crate::shutdown::Shutdown) {
+    pub async fn run(self: Arc<Self>, interval: Duration, every: Duration, shutdown: crate::shutdown::Shutdown) {
         let mut since_reconcile = Instant::now();
         if let Err(e) = self.reconcile().await {
             tracing::warn!(error = %e, "reconcile failed");
@@ -191,15 +191,16 @@ impl Proposer {
             if let Err(e) = self.drain().await {
                 tracing::warn!(error = %e, "proposal queue pass failed; retrying");
             }
-            if since_reconcile.elapsed() > interval * 6 {
+            if since_reconcile.elapsed() >= every {
                 since_reconcile = Instant::now();
                 if let Err(e) = self.reconcile().await {
                     tracing::warn!(error = %e, "reconcile failed");
                 }
             }
+            let next_reconcile = every.saturating_sub(since_reconcile.elapsed());
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(interval.min(next_reconcile)) => {}
                 _ = shutdown.wait() => return,
             }
         }
@@ -577,11 +578,21 @@ impl Proposer {
             Ok::<_, StoreError>((m, store.proposal(mac)?))
         })
         .await?;
-        if let Some(p) = proposal {
-            self.forge.reject(&p, actor).await?;
+        if let Some(p) = proposal.filter(|p| p.state == ProposalState::Rejecting) {
+            self.close_rejected(&p, actor).await?;
         }
         self.remove_discovery_objects(mac).await;
         Ok(machine)
+    }
+
+    /// Carries a recorded rejection to the forge, then records it done: a closed proposal
+    /// is terminal, and costs nothing at rest (a reopen comes as a webhook, or in the
+    /// forge's list of recently updated pull requests).
+    async fn close_rejected(&self, p: &Proposal, actor: &str) -> Result<(), ProposeError> {
+        self.forge.reject(p, actor).await?;
+        let (store, mac) = (self.store.clone(), p.mac);
+        blocking(move || store.set_proposal_state(mac, ProposalState::Closed, Utc::now())).await?;
+        Ok(())
     }
 
     /// Forgets a machine no proposal of which is open or merged, so that it is noticed
@@ -599,7 +610,18 @@ impl Proposer {
         let _lane = self.lane.lock().await;
         let store = self.store.clone();
         let (cause, actor) = (cause.to_string(), actor.to_string());
-        let machine = blocking(move || store.reject(mac, &cause, &actor, Utc::now())).await?;
+        let machine = blocking(move || {
+            let m = store.reject(mac, &cause, &actor, Utc::now())?;
+            // The forge closed it: nothing is left to carry there.
+            if store
+                .proposal(mac)?
+                .is_some_and(|p| p.state == ProposalState::Rejecting)
+            {
+                store.set_proposal_state(mac, ProposalState::Closed, Utc::now())?;
+            }
+            Ok::<_, StoreError>(m)
+        })
+        .await?;
         self.remove_discovery_objects(mac).await;
         Ok(machine)
     }
@@ -625,12 +647,11 @@ impl Proposer {
         for p in proposals {
             let result: Result<(), ProposeError> = async {
                 match p.state {
-                    ProposalState::Merged => {}
-                    ProposalState::Closed => {
-                        // Rejected, but the branch may have outlived a crash.
-                        if self.forge.state(&p).await? == ProposalState::Open {
-                            self.forge.reject(&p, "registrar").await?;
-                        }
+                    ProposalState::Merged | ProposalState::Closed => {}
+                    ProposalState::Rejecting => {
+                        // Rejected, but a crash may have come before the forge heard of it.
+                        let _lane = self.lane.lock().await;
+                        self.close_rejected(&p, "registrar").await?;
                     }
                     ProposalState::Approving => {
                         // In the lane, so no background sync pushes the branch mid-merge.
@@ -666,6 +687,7 @@ impl Proposer {
             }
         }
         self.rebuild_stale().await?;
+        self.metrics.reconcile_passes.inc();
         Ok(())
     }
 }

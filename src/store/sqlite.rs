@@ -573,7 +573,7 @@ impl Store for SqliteStore {
             // Nothing more goes to git for it: mark every revision synced.
             tx.execute("UPDATE machines SET suppressed = 1, synced_rev = rev, pending_since = NULL WHERE mac = ?1", [mac.to_string()])?;
             tx.execute(
-                "UPDATE proposals SET state = 'closed', updated_at = ?2 WHERE mac = ?1 AND state IN ('open', 'approving')",
+                "UPDATE proposals SET state = 'rejecting', updated_at = ?2 WHERE mac = ?1 AND state IN ('open', 'approving')",
                 params![mac.to_string(), ts(now)],
             )?;
             must_get(tx, mac)

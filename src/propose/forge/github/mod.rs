@@ -415,7 +415,7 @@ impl Forge for GithubForge {
         let workflow = draft.rendered.decision.workflow.as_deref();
         // A rejection that was lifted brings its pull request back: reopened, or — where
         // GitHub refuses to reopen it — a fresh one (the proposal then records the new number).
-        let reopened = match existing.filter(|p| p.state == ProposalState::Closed) {
+        let reopened = match existing.filter(|p| matches!(p.state, ProposalState::Closed | ProposalState::Rejecting)) {
             Some(p) => self.reopen(p).await?,
             None => true,
         };
