@@ -153,6 +153,21 @@ impl Supervisor {
         });
     }
 
+    /// Runs a one-off task (done once it returns Ok, e.g. a scan at start) under the same
+    /// ownership: awaited at shutdown, and its failure or panic logged, never silent.
+    pub fn spawn_once<Fut>(&self, name: &'static str, task: Fut)
+    where
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.tracker.spawn(async move {
+            match tokio::spawn(task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(task = name, error = %format!("{e:#}"), "task failed"),
+                Err(e) => tracing::error!(task = name, error = %e, "task panicked"),
+            }
+        });
+    }
+
     /// Waits (at most `grace`) for every pipeline to see the shutdown and stop.
     pub async fn wait(&self, grace: Duration) -> bool {
         self.tracker.close();

@@ -390,7 +390,7 @@ fn the_deployment_is_locked_down() {
             assert_eq!(pod["securityContext"]["runAsUser"], 65532, "{name}");
             assert!(pod["hostNetwork"].is_null() || pod["hostNetwork"] == false, "{name}");
         }
-        for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz?check=store")] {
             assert_eq!(
                 c[probe]["httpGet"],
                 json!({"path": path, "port": "http"}),

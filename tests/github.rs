@@ -9,16 +9,7 @@ use support::fake_github::{self, FakeGithub, SECRET};
 use support::*;
 
 async fn start_with(edit: impl FnOnce(&mut registrar::config::Config) + Send + 'static) -> (FakeGithub, Registrar) {
-    let gh = FakeGithub::start().await;
-    let (api, git) = (gh.url.clone(), gh.git_url());
-    let r = Registrar::start_with(move |c| {
-        fake_github::configure(c, &api, &git);
-        c.forge.github.reconcile_seconds = 3600;
-        edit(c);
-    })
-    .await;
-    *gh.hook_url.lock().unwrap() = Some(format!("{}/webhooks/github", r.url));
-    (gh, r)
+    start_on_github(edit).await
 }
 
 async fn start() -> (FakeGithub, Registrar) {
@@ -519,37 +510,6 @@ async fn as_a_github_app_with_installation_tokens() {
 }
 
 /// Logs in to the console and returns the cookie and the CSRF token of a machine's page.
-async fn console_session(r: &Registrar, mac: &str) -> (String, String) {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let resp = client
-        .post(format!("{}/login", r.url))
-        .form(&[("token", OPERATOR_TOKEN), ("name", "alice")])
-        .send()
-        .await
-        .unwrap();
-    let cookie = resp.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let html = client
-        .get(format!("{}/machines/{mac}", r.url))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let at = html.find("name=\"csrf\" value=\"").unwrap();
-    (cookie, html[at + 19..].split('"').next().unwrap().to_string())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn approving_in_the_console_merges_the_pull_request_and_names_the_operator_there() {
     let (gh, r) = start().await;

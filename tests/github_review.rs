@@ -13,16 +13,7 @@ const MAC: &str = "3c:ec:ef:4c:4f:54";
 const BRANCH: &str = "registrar/3c-ec-ef-4c-4f-54";
 
 async fn start_with(edit: impl FnOnce(&mut registrar::config::Config) + Send + 'static) -> (FakeGithub, Registrar) {
-    let gh = FakeGithub::start().await;
-    let (api, git) = (gh.url.clone(), gh.git_url());
-    let r = Registrar::start_with(move |c| {
-        fake_github::configure(c, &api, &git);
-        c.forge.github.reconcile_seconds = 3600;
-        edit(c);
-    })
-    .await;
-    *gh.hook_url.lock().unwrap() = Some(format!("{}/webhooks/github", r.url));
-    (gh, r)
+    start_on_github(edit).await
 }
 
 async fn propose(gh: &FakeGithub, r: &Registrar) -> u64 {
@@ -221,10 +212,11 @@ async fn lifting_a_rejection_reopens_the_pull_request() {
 }
 
 /// Forgetting a rejected machine and seeing it again proposes it afresh: its closed pull
-/// request is never re-adopted as if it were open.
+/// request is never re-adopted as if it were open, nor taken for a rejection of the machine
+/// seen anew, however often the reconcile reads it while the machine waits for its facts.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forgotten_rejected_machine_gets_a_fresh_pull_request() {
-    let (gh, r) = start_with(|_| {}).await;
+    let (gh, r) = start_with(|c| c.forge.github.reconcile_seconds = 1).await;
     let first = propose(&gh, &r).await;
     assert_eq!(
         r.post(&format!("/api/v1/machines/{MAC}/reject"), json!({}))
@@ -235,6 +227,17 @@ async fn a_forgotten_rejected_machine_gets_a_fresh_pull_request() {
     r.wait_for_state(MAC, "rejected").await;
     forget(&r, MAC).await;
     assert!(r.machine(MAC).await.is_none());
+
+    // Seen again, with no facts yet (an operator imports it as expected).
+    expect(&r, MAC).await;
+    r.wait_for_state(MAC, "detected").await;
+    wait_for_forge_reconciles(&gh, 2).await;
+    let m = r.machine(MAC).await.unwrap();
+    assert_eq!(
+        m["machine"]["state"], "detected",
+        "the old closed pull request rejected it: {m:#}"
+    );
+    assert_eq!(m["machine"]["suppressed"], false);
 
     r.report(&report_body(MAC, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json")))
         .await;
@@ -249,38 +252,63 @@ async fn a_forgotten_rejected_machine_gets_a_fresh_pull_request() {
     );
 }
 
+/// A fork's pull request from a branch named like Registrar's, closed after the fork was
+/// deleted, does not reject a machine that has no pull request yet.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fork_cannot_reject_a_machine_that_has_no_pull_request_yet() {
+    let (gh, r) = start_with(|_| {}).await;
+    expect(&r, MAC).await;
+    r.wait_for_state(MAC, "detected").await;
+    // Mallory deletes the fork before closing: GitHub then names no head repository.
+    let theirs = gh.open_fork_pull("mallory/gitops", BRANCH);
+    gh.delete_fork(theirs);
+    assert!(gh.close(theirs, "mallory").await.status().is_success());
+    wait_webhooks_handled(&r).await;
+    let m = r.machine(MAC).await.unwrap();
+    assert_eq!(m["machine"]["state"], "detected", "{m:#}");
+    assert_eq!(m["machine"]["suppressed"], false);
+}
+
+/// An operator imports `mac` as an expected machine (it is then known, without facts).
+async fn expect(r: &Registrar, mac: &str) {
+    let resp = r
+        .client
+        .post(format!("{}/api/v1/imports?mode=expected&name=test", r.url))
+        .bearer_auth(OPERATOR_TOKEN)
+        .header("content-type", "text/csv")
+        .body(format!("mac\n{mac}\n"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "import: {}", resp.text().await.unwrap());
+}
+
+/// Waits until the forge's reconcile has listed the pull requests `n` more times.
+async fn wait_for_forge_reconciles(gh: &FakeGithub, n: usize) {
+    let lists = || {
+        gh.requests()
+            .iter()
+            .filter(|(m, p)| m == "GET" && p.ends_with("/pulls"))
+            .count()
+    };
+    let start = lists();
+    for _ in 0..300 {
+        // Each reconcile lists open and closed pull requests: two listings.
+        if lists() >= start + 2 * n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the forge's reconcile never ran {n} times");
+}
+
 /// The console's Forget button, as an operator presses it.
 async fn forget(r: &Registrar, mac: &str) {
+    let (cookie, csrf) = console_session(r, mac).await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let login = client
-        .post(format!("{}/login", r.url))
-        .form(&[("token", OPERATOR_TOKEN), ("name", "alice")])
-        .send()
-        .await
-        .unwrap();
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let html = client
-        .get(format!("{}/machines/{mac}", r.url))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let at = html
-        .find("name=\"csrf\" value=\"")
-        .expect("a CSRF token on the machine page");
-    let csrf = html[at + 19..].split('"').next().unwrap().to_string();
     let resp = client
         .post(format!("{}/machines/{mac}/forget", r.url))
         .header("cookie", &cookie)

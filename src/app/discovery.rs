@@ -21,6 +21,9 @@ pub struct DiscoveryQueue {
     proposer: Arc<Proposer>,
     discovery: Discovery,
     metrics: Arc<Metrics>,
+    /// A MAC that found a home while it waited (a Hardware applied, a manifest merged) is
+    /// never given temporary Hardware: two Hardware with one MAC and Smee answers neither.
+    known: Arc<crate::domain::KnownMacs>,
     wake: tokio::sync::Notify,
 }
 
@@ -28,18 +31,28 @@ pub struct DiscoveryQueue {
 const PASS: Duration = Duration::from_secs(2);
 
 impl DiscoveryQueue {
-    pub fn new(proposer: Arc<Proposer>, discovery: Discovery, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        proposer: Arc<Proposer>,
+        discovery: Discovery,
+        metrics: Arc<Metrics>,
+        known: Arc<crate::domain::KnownMacs>,
+    ) -> Self {
         DiscoveryQueue {
             proposer,
             discovery,
             metrics,
+            known,
             wake: tokio::sync::Notify::new(),
         }
     }
 
     /// A source noticed `machine`: boot it into discovery now, or queue it.
     pub async fn notice(&self, machine: &Machine) {
-        if machine.state != State::Detected || machine.facts.is_some() || machine.suppressed {
+        if machine.state != State::Detected
+            || machine.facts.is_some()
+            || machine.suppressed
+            || self.known.contains(&machine.mac)
+        {
             return;
         }
         let sighting = machine.sighting.clone().unwrap_or_default();
@@ -129,6 +142,11 @@ impl DiscoveryQueue {
             .await??;
             for m in waiting {
                 if m.suppressed || m.facts.is_some() {
+                    continue;
+                }
+                if self.known.contains(&m.mac) {
+                    let cause = "a Hardware or a manifest holds its MAC now: it needs no discovery";
+                    self.move_if(m.mac, State::Waiting, State::Detected, cause).await?;
                     continue;
                 }
                 if !self

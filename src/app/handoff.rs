@@ -66,22 +66,31 @@ impl Handoff {
         let approved = self.machines(State::Approved).await?;
         let mut overdue = 0;
         let mut awaiting = 0;
+        // One machine's trouble (a deletion refused, a Workflow unreadable) is shown on that
+        // machine and retried next pass; it never holds up the others.
         for m in &approved {
-            if self.known.contains_in("cluster", &m.mac) {
-                self.apply(m).await?;
+            let step = if self.known.contains_in("cluster", &m.mac) {
+                self.apply(m).await
             } else {
                 awaiting += 1;
-                if self.flag_if_overdue(m).await? {
-                    overdue += 1;
-                }
-            }
+                self.flag_if_overdue(m).await.map(|late| overdue += i64::from(late))
+            };
+            self.note_failure(m, step).await;
         }
         self.metrics.handoff_overdue.set(overdue);
         let applied = self.machines(State::Applied).await?;
         for m in &applied {
-            self.follow_provisioning(m).await?;
+            let step = self.follow_provisioning(m).await;
+            self.note_failure(m, step).await;
         }
         Ok((awaiting, applied.len()))
+    }
+
+    async fn note_failure(&self, m: &Machine, step: anyhow::Result<()>) {
+        let Err(e) = step else { return };
+        let (store, mac, why) = (self.proposer.store().clone(), m.mac, format!("hand-off: {e:#}"));
+        tracing::warn!(%mac, error = %why, "hand-off step failed; retrying next pass");
+        let _ = tokio::task::spawn_blocking(move || store.set_error(mac, Some(&why))).await;
     }
 
     /// The approved Hardware is in the cluster: the temporary objects go first, then the

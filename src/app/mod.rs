@@ -222,7 +222,10 @@ impl App {
                 Ok(())
             }
         });
-        tokio::spawn(pipelines::adopt_orphans(self.proposer.clone(), retry, shutdown.clone()));
+        supervisor.spawn_once(
+            "adopt",
+            pipelines::adopt_orphans(self.proposer.clone(), retry, shutdown.clone()),
+        );
 
         let (proposer, known, metrics, stop, ready) = (
             self.proposer.clone(),
@@ -355,6 +358,7 @@ impl App {
                 self.proposer.clone(),
                 crate::cluster::discovery::Discovery::new(client.clone(), settings),
                 self.state.metrics.clone(),
+                self.known.clone(),
             ));
             let (q, s, r) = (queue.clone(), stop.clone(), ready.clone());
             supervisor.spawn("discovery", move || {

@@ -38,7 +38,17 @@ pub async fn follow(
     loop {
         match pods.list(&ListParams::default().labels(&settings.label_selector)).await {
             Ok(list) => {
-                readiness.ready("smee_logs", format!("following {} Smee pod(s)", list.items.len()));
+                if list.items.is_empty() {
+                    readiness.not_ready(
+                        "smee_logs",
+                        format!(
+                            "no pod in {} matches {}: check cluster.smee_logs.label_selector",
+                            settings.namespace, settings.label_selector
+                        ),
+                    );
+                } else {
+                    readiness.ready("smee_logs", format!("following {} Smee pod(s)", list.items.len()));
+                }
                 for pod in list.items {
                     let Some(name) = pod.metadata.name.clone() else {
                         continue;

@@ -70,7 +70,7 @@ impl State {
     pub fn accepts_facts(self) -> bool {
         matches!(
             self,
-            State::Detected | State::Discovering | State::Reported | State::Proposed
+            State::Detected | State::Waiting | State::Discovering | State::Reported | State::Proposed
         )
     }
 
@@ -215,6 +215,12 @@ mod tests {
         assert!(!Proposed.can_become(Proposed));
         assert!(Proposed.can_become(Rejected));
         assert!(Rejected.can_become(Detected));
+    }
+
+    #[test]
+    fn a_machine_waiting_for_a_discovery_slot_takes_the_facts_it_reports() {
+        assert!(Waiting.accepts_facts());
+        assert!(Waiting.can_become(Reported));
     }
 
     #[test]

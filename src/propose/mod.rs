@@ -192,10 +192,11 @@ impl Proposer {
                 tracing::warn!(error = %e, "proposal queue pass failed; retrying");
             }
             if since_reconcile.elapsed() >= every {
-                since_reconcile = Instant::now();
                 if let Err(e) = self.reconcile().await {
                     tracing::warn!(error = %e, "reconcile failed");
                 }
+                // From the end of the pass: a slow pass never runs back to back.
+                since_reconcile = Instant::now();
             }
             let next_reconcile = every.saturating_sub(since_reconcile.elapsed());
             tokio::select! {
@@ -639,6 +640,14 @@ impl Proposer {
         }
     }
 
+    /// `mac`'s proposal, if it is (still) in `state`.
+    async fn proposal_in(&self, mac: Mac, state: ProposalState) -> Result<Option<Proposal>, ProposeError> {
+        let store = self.store.clone();
+        Ok(blocking(move || store.proposal(mac))
+            .await?
+            .filter(|p| p.state == state))
+    }
+
     /// Converges Registrar's records with what the forge and the repository say, so a crash
     /// in the middle of a review, or a merge done outside Registrar, leaves nothing behind.
     pub async fn reconcile(&self) -> Result<(), ProposeError> {
@@ -650,14 +659,30 @@ impl Proposer {
                     ProposalState::Merged | ProposalState::Closed => {}
                     ProposalState::Rejecting => {
                         // Rejected, but a crash may have come before the forge heard of it.
+                        // Read again in the lane: the rejection may have been lifted since.
                         let _lane = self.lane.lock().await;
-                        self.close_rejected(&p, "registrar").await?;
+                        if let Some(p) = self.proposal_in(p.mac, ProposalState::Rejecting).await? {
+                            self.close_rejected(&p, "registrar").await?;
+                        }
                     }
                     ProposalState::Approving => {
                         // In the lane, so no background sync pushes the branch mid-merge.
                         let _lane = self.lane.lock().await;
-                        if self.forge.state(&p).await? != ProposalState::Merged {
-                            self.forge.approve(&p, "registrar").await?;
+                        let Some(p) = self.proposal_in(p.mac, ProposalState::Approving).await? else {
+                            return Ok(());
+                        };
+                        if self.forge.state(&p).await? != ProposalState::Merged
+                            && let Err(e) = self.forge.approve(&p, "registrar").await
+                        {
+                            // Not merged (the head moved, branch protection): back to review,
+                            // never merged unattended on a later pass.
+                            let (store, mac, why) = (self.store.clone(), p.mac, e.to_string());
+                            blocking(move || {
+                                store.set_proposal_state(mac, ProposalState::Open, Utc::now())?;
+                                store.set_error(mac, Some(&format!("the interrupted approval did not merge: {why}")))
+                            })
+                            .await?;
+                            return Ok(());
                         }
                         self.finish_approval_inner(p.mac, &format!("{} merged (resumed)", p.branch), "registrar")
                             .await?;

@@ -14,7 +14,14 @@ pub async fn healthz() -> &'static str {
 /// Ready when the store answers and every pipeline the configuration enables is ready
 /// (forge reachable and authenticated, cluster watch synced, DHCP capture open…); the body
 /// names each one with what it is doing or why it is not ready.
-pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+///
+/// `?check=store,gitops` limits the answer to the named checks: the Deployment's readiness
+/// probe asks for `store` only, so that GitHub being down never takes the report webhook
+/// and the console out of the Service, while people and monitors read everything.
+pub async fn readyz(
+    State(state): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> impl IntoResponse {
     let store = state.proposer.store().clone();
     let store_check = match tokio::task::spawn_blocking(move || store.count_by_state()).await {
         Ok(Ok(_)) => crate::supervisor::Check {
@@ -36,6 +43,10 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let mut checks: std::collections::BTreeMap<&str, crate::supervisor::Check> =
         state.readiness.snapshot().into_iter().collect();
     checks.insert("store", store_check);
+    if let Some(only) = query.get("check") {
+        let wanted: Vec<&str> = only.split(',').map(str::trim).collect();
+        checks.retain(|name, _| wanted.contains(name));
+    }
     let ready = checks.values().all(|c| c.ready);
     let code = if ready {
         StatusCode::OK

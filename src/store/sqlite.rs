@@ -859,7 +859,7 @@ impl Store for SqliteStore {
             let m = must_get(tx, mac)?;
             let open: Option<String> = tx
                 .query_row(
-                    "SELECT state FROM proposals WHERE mac = ?1 AND state IN ('open', 'approving', 'merged')",
+                    "SELECT state FROM proposals WHERE mac = ?1 AND state IN ('open', 'approving', 'rejecting', 'merged')",
                     [mac.to_string()],
                     |r| r.get(0),
                 )

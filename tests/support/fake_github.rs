@@ -224,6 +224,13 @@ impl FakeGithub {
         number
     }
 
+    /// The fork a pull request came from is deleted (its head repository becomes null).
+    pub fn delete_fork(&self, number: u64) {
+        let mut st = self.state.lock().unwrap();
+        let p = st.pulls.iter_mut().find(|p| p.number == number).unwrap();
+        p.fork = Some(String::new());
+    }
+
     pub fn payload(&self, action: &str, number: u64, by: &str, label: Option<&str>) -> Value {
         let pr = pull_json(&self.pull(number), &self.repo().path);
         let mut v = json!({
@@ -325,6 +332,8 @@ fn pull_json(p: &Pull, repo: &std::path::Path) -> Value {
         "merged_by": p.merged_by.as_ref().map(|l| json!({"login": l})).unwrap_or(Value::Null),
         "head": match &p.fork {
             None => json!({"ref": p.head, "sha": head_sha(repo, &p.head), "repo": {"full_name": format!("{OWNER}/{REPO}")}}),
+            // A deleted fork: GitHub sends no head repository at all.
+            Some(fork) if fork.is_empty() => json!({"ref": p.head, "sha": "f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0", "repo": null}),
             Some(fork) => json!({"ref": p.head, "sha": "f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0", "repo": {"full_name": fork}}),
         },
         "base": {"ref": p.base, "repo": {"full_name": format!("{OWNER}/{REPO}")}},

@@ -471,3 +471,51 @@ pub const SYNCS_ERROR: &str = r#"registrar_proposal_syncs_total{result="error"}"
 pub const ADOPTION_SCANS: &str = "registrar_adoption_scans_total";
 pub const DHCP_REPEAT: &str = r#"registrar_dhcp_dropped_total{reason="repeat"}"#;
 pub const DHCP_KNOWN: &str = r#"registrar_dhcp_dropped_total{reason="known"}"#;
+
+/// A Registrar on the fake GitHub (token, no pacing, webhooks delivered to it), with `edit`
+/// applied to its configuration.
+pub async fn start_on_github(edit: impl FnOnce(&mut Config) + Send + 'static) -> (fake_github::FakeGithub, Registrar) {
+    let gh = fake_github::FakeGithub::start().await;
+    let (api, git) = (gh.url.clone(), gh.git_url());
+    let r = Registrar::start_with(move |c| {
+        fake_github::configure(c, &api, &git);
+        c.forge.github.reconcile_seconds = 3600;
+        edit(c);
+    })
+    .await;
+    *gh.hook_url.lock().unwrap() = Some(format!("{}/webhooks/github", r.url));
+    (gh, r)
+}
+
+/// Logs in to the console as an operator named alice and opens `mac`'s page: the session
+/// cookie and the page's CSRF token, for the forms a person would submit.
+pub async fn console_session(r: &Registrar, mac: &str) -> (String, String) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = client
+        .post(format!("{}/login", r.url))
+        .form(&[("token", OPERATOR_TOKEN), ("name", "alice")])
+        .send()
+        .await
+        .unwrap();
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let html = client
+        .get(format!("{}/machines/{mac}", r.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = html.find("name=\"csrf\" value=\"").unwrap();
+    (cookie, html[at + 19..].split('"').next().unwrap().to_string())
+}

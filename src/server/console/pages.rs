@@ -642,7 +642,7 @@ pub async fn machine(
             can_approve => open,
             can_reject => !matches!(m.state, MachineState::Rejected | MachineState::Approved | MachineState::Applied | MachineState::Provisioned | MachineState::Failed),
             can_rerender => m.state.accepts_facts() && !m.suppressed && m.facts.is_some(),
-            can_forget => !open && !proposal.as_ref().is_some_and(|p| p.state == ProposalState::Merged) && !matches!(m.state, MachineState::Approved | MachineState::Applied | MachineState::Provisioned | MachineState::Failed),
+            can_forget => !open && !proposal.as_ref().is_some_and(|p| matches!(p.state, ProposalState::Merged | ProposalState::Rejecting)) && !matches!(m.state, MachineState::Approved | MachineState::Applied | MachineState::Provisioned | MachineState::Failed),
         },
     )
 }

@@ -94,7 +94,11 @@ impl GithubHooks {
         let Some(announced) = PullRequest::from_json(&payload["pull_request"]) else {
             return Ok(());
         };
-        if !self.is_ours_pr(&announced) {
+        // Cheap checks first: a delivery about any other pull request costs no request.
+        if !self.is_ours_pr(&announced)
+            || mac_of(&announced.head_ref).is_none()
+            || announced.base_ref != self.proposer.git().base()
+        {
             return Ok(());
         }
         // A delivery says that something changed, not what is true now: deliveries arrive
@@ -115,8 +119,9 @@ impl GithubHooks {
 
     /// Whether a pull request is from this repository's own branches (a fork's branch may
     /// carry any name, `registrar/<mac>` included).
+    /// (GitHub sends no head repository once a fork is deleted: that is not ours either.)
     fn is_ours_pr(&self, pr: &PullRequest) -> bool {
-        pr.head_repo.is_empty() || pr.head_repo.eq_ignore_ascii_case(&self.forge.full_name())
+        pr.head_repo.eq_ignore_ascii_case(&self.forge.full_name())
     }
 
     /// Makes Registrar's record of `pr`'s machine agree with the pull request.
@@ -135,11 +140,13 @@ impl GithubHooks {
                 .map_err(|e| ProposeError::Join(e.to_string()))??;
         let Some(machine) = machine else { return Ok(()) };
         let number = pr.number;
-        // Ours is the pull request Registrar opened (its number is recorded): another one on
-        // a branch of the same name (closed long ago, say) says nothing about this machine.
-        if recorded.as_ref().and_then(|p| p.number).is_some_and(|n| n != number) {
+        // Ours is the pull request Registrar opened and recorded: another one on a branch of
+        // the same name (closed before the machine was forgotten, say) says nothing about
+        // this machine. Without a record there is nothing to agree with yet: the next sync
+        // opens or adopts (only an open) pull request, and records it.
+        let Some(recorded) = recorded.filter(|p| p.number == Some(number)) else {
             return Ok(());
-        }
+        };
         if pr.merged {
             if !matches!(
                 machine.state,
@@ -170,6 +177,11 @@ impl GithubHooks {
             && self.proposer.is_foreign_head(&p, &pr.head_sha).await?
         {
             self.proposer.hands_off(&p, &pr.head_sha).await?;
+        }
+        // Open on GitHub while a rejection is under way (recorded, not yet carried to GitHub):
+        // the reconcile closes it. Only a pull request Registrar knew as closed is reopened.
+        if recorded.state == crate::domain::ProposalState::Rejecting {
+            return Ok(());
         }
         if machine.state == State::Rejected {
             // Reopened: propose it again, on the same pull request.

@@ -198,9 +198,7 @@ impl GithubForge {
             .flatten()
             .filter_map(PullRequest::from_json)
             .filter(|p| {
-                p.head_ref == branch
-                    && p.base_ref == self.base
-                    && (p.head_repo.is_empty() || p.head_repo.eq_ignore_ascii_case(&self.full_name()))
+                p.head_ref == branch && p.base_ref == self.base && p.head_repo.eq_ignore_ascii_case(&self.full_name())
             })
             .collect();
         prs.sort_by_key(|p| (p.open, p.number));
