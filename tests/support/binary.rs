@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 /// The binary under test: `REGISTRAR_TEST_BINARY` (`.ci/run` builds the release binary and
 /// points it there), else the one `cargo test` built.
 pub fn binary() -> PathBuf {
-    match std::env::var_os("REGISTRAR_TEST_BINARY") {
+    match std::env::var_os("REGISTRAR_TEST_BINARY").filter(|p| !p.is_empty()) {
         Some(p) => PathBuf::from(p),
         None => PathBuf::from(env!("CARGO_BIN_EXE_registrar")),
     }

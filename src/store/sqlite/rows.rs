@@ -1,0 +1,194 @@
+//! Rows to domain values and back, and the steps every write shares (read a machine, move
+//! it to a state with its transition, queue it).
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::super::{Batch, BatchRow, MachineQuery, Result, StoreError};
+use super::MACHINE_COLUMNS;
+use crate::domain::{Expected, Facts, ImportMode, Mac, Machine, Proposal, ProposalState, Sighting, Source, State};
+
+pub(super) fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+pub(super) fn parse_ts(s: &str) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+pub(super) fn conv<T, E: std::error::Error + Send + Sync + 'static>(
+    r: std::result::Result<T, E>,
+) -> rusqlite::Result<T> {
+    r.map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+#[derive(Debug)]
+pub(super) struct Msg(pub(super) String);
+impl std::fmt::Display for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Msg {}
+
+pub(super) fn machine_from_row(r: &Row) -> rusqlite::Result<Machine> {
+    let facts: Option<String> = r.get(3)?;
+    Ok(Machine {
+        mac: conv(Mac::parse(&r.get::<_, String>(0)?))?,
+        state: conv(r.get::<_, String>(1)?.parse::<State>().map_err(Msg))?,
+        source: conv(r.get::<_, String>(2)?.parse::<Source>().map_err(Msg))?,
+        facts: facts.map(|f| conv(serde_json::from_str::<Facts>(&f))).transpose()?,
+        name: r.get(4)?,
+        workflow: r.get(5)?,
+        suppressed: r.get(6)?,
+        first_seen: parse_ts(&r.get::<_, String>(7)?)?,
+        last_seen: parse_ts(&r.get::<_, String>(8)?)?,
+        seen_count: r.get::<_, i64>(9)? as u64,
+        pending: r.get(10)?,
+        last_error: r.get(11)?,
+        sighting: r
+            .get::<_, Option<String>>(12)?
+            .map(|s| conv(serde_json::from_str::<Sighting>(&s)))
+            .transpose()?,
+        expected: r
+            .get::<_, Option<String>>(13)?
+            .map(|s| conv(serde_json::from_str::<Expected>(&s)))
+            .transpose()?,
+    })
+}
+
+pub(super) fn proposal_from_row(r: &Row) -> rusqlite::Result<Proposal> {
+    Ok(Proposal {
+        mac: conv(Mac::parse(&r.get::<_, String>(0)?))?,
+        forge: r.get(1)?,
+        number: r.get::<_, Option<i64>>(2)?.map(|n| n as u64),
+        url: r.get(3)?,
+        branch: r.get(4)?,
+        path: r.get(5)?,
+        name: r.get(6)?,
+        title: r.get(7)?,
+        summary: r.get(8)?,
+        head: r.get(9)?,
+        rule: r.get(10)?,
+        workflow: r.get(11)?,
+        state: conv(r.get::<_, String>(12)?.parse::<ProposalState>().map_err(Msg))?,
+        created_at: parse_ts(&r.get::<_, String>(13)?)?,
+        updated_at: parse_ts(&r.get::<_, String>(14)?)?,
+        hands_off: r.get(15)?,
+    })
+}
+
+pub(super) const PROPOSAL_COLUMNS: &str =
+    "mac, forge, number, url, branch, path, name, title, summary, head, rule, workflow, state, created_at, updated_at";
+pub(super) const PROPOSAL_SELECT: &str = "mac, forge, number, url, branch, path, name, title, summary, head, rule, workflow, state, created_at, updated_at, hands_off";
+
+/// The WHERE clause for a machine list and its arguments; values are always bound, never
+/// spliced into the SQL.
+pub(super) fn machine_filter(q: &MachineQuery) -> (String, Vec<Option<String>>) {
+    let like = q
+        .text
+        .as_ref()
+        .map(|t| format!("%{}%", t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+    let expected = q.expected.map(|e| if e { "1" } else { "0" }.to_string());
+    (
+        "(?1 IS NULL OR state = ?1)
+         AND (?2 IS NULL OR source = ?2)
+         AND (?3 IS NULL OR (expected IS NOT NULL) = (?3 = '1'))
+         AND (?4 IS NULL OR mac LIKE ?4 ESCAPE '\\' OR name LIKE ?4 ESCAPE '\\' OR facts LIKE ?4 ESCAPE '\\' OR expected LIKE ?4 ESCAPE '\\')"
+            .to_string(),
+        vec![q.state.map(|s| s.as_str().to_string()), q.source.map(|s| s.as_str().to_string()), expected, like],
+    )
+}
+
+pub(super) fn batch_from_row(r: &Row) -> rusqlite::Result<Batch> {
+    Ok(Batch {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        mode: conv(r.get::<_, String>(2)?.parse::<ImportMode>().map_err(Msg))?,
+        actor: r.get(3)?,
+        created_at: parse_ts(&r.get::<_, String>(4)?)?,
+        rows: conv(serde_json::from_str::<Vec<BatchRow>>(&r.get::<_, String>(5)?))?,
+    })
+}
+
+/// Fills in each imported row's current state.
+pub(super) fn with_fates(tx: &rusqlite::Transaction, mut b: Batch) -> Result<Batch> {
+    let mut stmt = tx.prepare_cached("SELECT state FROM machines WHERE mac = ?1")?;
+    for row in b.rows.iter_mut().filter(|r| r.error.is_none()) {
+        if let Some(mac) = row.mac {
+            let state: Option<String> = stmt.query_row([mac.to_string()], |r| r.get(0)).optional()?;
+            row.state = state.and_then(|s| s.parse().ok());
+        }
+    }
+    Ok(b)
+}
+
+pub(super) fn get_machine(tx: &rusqlite::Transaction, mac: Mac) -> Result<Option<Machine>> {
+    Ok(tx
+        .query_row(
+            &format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE mac = ?1"),
+            [mac.to_string()],
+            machine_from_row,
+        )
+        .optional()?)
+}
+
+pub(super) fn must_get(tx: &rusqlite::Transaction, mac: Mac) -> Result<Machine> {
+    get_machine(tx, mac)?.ok_or(StoreError::NotFound(mac))
+}
+
+pub(super) fn log_transition(
+    tx: &rusqlite::Transaction,
+    mac: Mac,
+    from: Option<State>,
+    to: State,
+    cause: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO transitions (mac, from_state, to_state, at, cause, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            mac.to_string(),
+            from.map(State::as_str),
+            to.as_str(),
+            ts(now),
+            cause,
+            actor
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn move_to(
+    tx: &rusqlite::Transaction,
+    m: &Machine,
+    to: State,
+    cause: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if !m.state.can_become(to) {
+        return Err(StoreError::Transition {
+            mac: m.mac,
+            from: m.state,
+            to,
+        });
+    }
+    tx.execute(
+        "UPDATE machines SET state = ?2 WHERE mac = ?1",
+        params![m.mac.to_string(), to.as_str()],
+    )?;
+    log_transition(tx, m.mac, Some(m.state), to, cause, actor, now)
+}
+
+/// Bumps the revision: the machine has something new for git.
+pub(super) fn queue(tx: &rusqlite::Transaction, mac: Mac, now: DateTime<Utc>) -> Result<()> {
+    tx.execute(
+        "UPDATE machines SET rev = rev + 1, pending_since = COALESCE(CASE WHEN rev > synced_rev THEN pending_since END, ?2) WHERE mac = ?1",
+        params![mac.to_string(), ts(now)],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! The schema, as migrations: each runs once, in order.
+
+/// Each entry runs once, in order; `PRAGMA user_version` remembers how far a file got.
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE machines (
+    mac         TEXT PRIMARY KEY,
+    state       TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    facts       TEXT,
+    facts_fp    TEXT,
+    name        TEXT,
+    workflow    TEXT,
+    suppressed  INTEGER NOT NULL DEFAULT 0,
+    first_seen  TEXT NOT NULL,
+    last_seen   TEXT NOT NULL,
+    seen_count  INTEGER NOT NULL DEFAULT 1,
+    rev         INTEGER NOT NULL DEFAULT 0,
+    synced_rev  INTEGER NOT NULL DEFAULT 0,
+    pending_since TEXT,
+    last_error  TEXT
+);
+CREATE INDEX machines_pending ON machines(pending_since) WHERE rev > synced_rev;
+CREATE INDEX machines_state ON machines(state);
+CREATE INDEX machines_name ON machines(name);
+CREATE TABLE transitions (
+    id         INTEGER PRIMARY KEY,
+    mac        TEXT NOT NULL,
+    from_state TEXT,
+    to_state   TEXT NOT NULL,
+    at         TEXT NOT NULL,
+    cause      TEXT NOT NULL,
+    actor      TEXT NOT NULL
+);
+CREATE INDEX transitions_mac ON transitions(mac, id);
+CREATE TABLE proposals (
+    id         INTEGER PRIMARY KEY,
+    mac        TEXT NOT NULL UNIQUE,
+    forge      TEXT NOT NULL,
+    number     INTEGER,
+    url        TEXT,
+    branch     TEXT NOT NULL,
+    path       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    title      TEXT NOT NULL,
+    summary    TEXT NOT NULL,
+    head       TEXT NOT NULL,
+    rule       TEXT NOT NULL,
+    workflow   TEXT,
+    state      TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX proposals_state ON proposals(state);
+"#,
+    r#"
+ALTER TABLE machines ADD COLUMN sighting TEXT;
+"#,
+    r#"
+CREATE TABLE once (key TEXT PRIMARY KEY, at TEXT NOT NULL);
+"#,
+    r#"
+ALTER TABLE proposals ADD COLUMN hands_off INTEGER NOT NULL DEFAULT 0;
+"#,
+    r#"
+CREATE TABLE report_tokens (hash TEXT PRIMARY KEY, mac TEXT NOT NULL, expires_at TEXT NOT NULL);
+"#,
+    r#"
+ALTER TABLE machines ADD COLUMN expected TEXT;
+CREATE TABLE import_batches (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    mode       TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    rows       TEXT NOT NULL
+);
+CREATE INDEX machines_last_seen ON machines(last_seen);
+CREATE INDEX machines_first_seen ON machines(first_seen);
+CREATE INDEX machines_source ON machines(source);
+"#,
+];
