@@ -355,3 +355,33 @@ async fn closed_proposals_cost_no_requests_at_rest() {
         "closed pull requests were fetched at rest: {during:?}"
     );
 }
+
+/// An approval is never cut off half-way by the client that asked for it: a script or a
+/// browser that gives up before GitHub answered still gets its merge, without waiting for
+/// the reconcile.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_finishes_after_the_client_gave_up() {
+    let (gh, r) = start_with(|c| c.queue.reconcile_seconds = 3600).await;
+    let number = propose(&gh, &r).await;
+    // GitHub is slow today: every request takes a second.
+    gh.set_faults(fake_github::Faults {
+        timeouts: 1.0,
+        timeout_for: std::time::Duration::from_secs(1),
+        ..Default::default()
+    });
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(format!("{}/api/v1/machines/{MAC}/approve", r.url))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&json!({"actor": "ops"}))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client was meant to give up first");
+    let m = r.wait_for_state(MAC, "approved").await;
+    assert_eq!(m["proposal"]["state"], "merged");
+    gh.set_faults(fake_github::Faults::default());
+    assert!(gh.pull(number).merged);
+}

@@ -501,6 +501,18 @@ impl Proposer {
         Ok(rendered)
     }
 
+    /// Runs a review step on its own task, and waits for it: a request that started it (a
+    /// browser, a script) may give up, but the step is never cut off half-way.
+    pub async fn detached<T, Fut>(self: &Arc<Self>, step: impl FnOnce(Arc<Self>) -> Fut) -> Result<T, ProposeError>
+    where
+        T: Send + 'static,
+        Fut: std::future::Future<Output = Result<T, ProposeError>> + Send + 'static,
+    {
+        tokio::spawn(step(self.clone()))
+            .await
+            .map_err(|e| ProposeError::Join(e.to_string()))?
+    }
+
     /// Approves a machine's open proposal: record the intent, merge, record the result.
     pub async fn approve(&self, mac: Mac, actor: &str) -> Result<Machine, ProposeError> {
         let _lane = self.lane.lock().await;

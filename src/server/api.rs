@@ -123,7 +123,11 @@ pub async fn approve(
     body: Option<Json<ReviewBody>>,
 ) -> Result<Json<Value>, ApiError> {
     let mac = parse_mac(&mac)?;
-    let machine = state.proposer.approve(mac, &actor(&session, &body)).await?;
+    let who = actor(&session, &body);
+    let machine = state
+        .proposer
+        .detached(move |p| async move { p.approve(mac, &who).await })
+        .await?;
     Ok(Json(json!({ "machine": machine })))
 }
 
@@ -141,7 +145,11 @@ pub async fn reject(
         .chars()
         .take(500)
         .collect();
-    let machine = state.proposer.reject(mac, &actor(&session, &body), &reason).await?;
+    let who = actor(&session, &body);
+    let machine = state
+        .proposer
+        .detached(move |p| async move { p.reject(mac, &who, &reason).await })
+        .await?;
     Ok(Json(json!({ "machine": machine })))
 }
 
