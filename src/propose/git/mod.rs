@@ -126,10 +126,31 @@ pub struct GitRepo {
 
 const REMOTE: &str = "origin";
 
+/// Has libgit2 fsync the objects and refs it writes (off by default): a crash or power loss
+/// must never leave a ref pointing at an object that is not on disk. Once per process.
+fn fsync_git_writes() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        libgit2_sys::init();
+        // SAFETY: git_libgit2_opts with ENABLE_FSYNC_GITDIR takes one int; it only sets a
+        // global flag, and runs before any repository is opened here.
+        let rc = unsafe {
+            libgit2_sys::git_libgit2_opts(
+                libgit2_sys::GIT_OPT_ENABLE_FSYNC_GITDIR as std::ffi::c_int,
+                1 as std::ffi::c_int,
+            )
+        };
+        if rc != 0 {
+            tracing::warn!(rc, "libgit2 would not fsync its writes");
+        }
+    });
+}
+
 impl GitRepo {
     /// Opens the repository Registrar works in: the remote itself for `file://` remotes,
     /// otherwise a bare mirror at `mirror`, created and pointed at the remote as needed.
     pub fn open(mirror: &Path, settings: GitSettings) -> Result<Self> {
+        fsync_git_writes();
         if let Some(local) = settings.remote_url.strip_prefix("file://") {
             let path = PathBuf::from(local);
             let repo =

@@ -59,16 +59,30 @@ pub fn splice(raw: &[u8], name: &[u8], mode: &[u8], oid: Oid) -> Result<Vec<u8>,
     new_entry.extend_from_slice(name);
     new_entry.push(0);
     new_entry.extend_from_slice(oid.as_bytes());
+    let mut out = Vec::with_capacity(raw.len() + new_entry.len());
+    // An entry of the same name is found by name, not by sorted position: a folder `a`
+    // sorts as `a/`, so a file `a` would otherwise be inserted beside it, a duplicate name.
+    if let Some(e) = list.iter().find(|e| e.name == name) {
+        if (e.mode == MODE_TREE) != (mode == MODE_TREE) {
+            let (is, want) = if e.mode == MODE_TREE {
+                ("a folder", "a file")
+            } else {
+                ("a file", "a folder")
+            };
+            return Err(git2::Error::from_str(&format!(
+                "{} is {is} in the repository; Registrar will not put {want} of the same name there",
+                String::from_utf8_lossy(name)
+            )));
+        }
+        out.extend_from_slice(&raw[..e.start]);
+        out.extend_from_slice(&new_entry);
+        out.extend_from_slice(&raw[e.end..]);
+        return Ok(out);
+    }
     let pos = list
         .iter()
         .position(|e| sort_key(e.name, e.mode).cmp(sort_key(name, mode)) != std::cmp::Ordering::Less);
-    let mut out = Vec::with_capacity(raw.len() + new_entry.len());
     match pos.map(|p| &list[p]) {
-        Some(e) if e.name == name => {
-            out.extend_from_slice(&raw[..e.start]);
-            out.extend_from_slice(&new_entry);
-            out.extend_from_slice(&raw[e.end..]);
-        }
         Some(e) => {
             out.extend_from_slice(&raw[..e.start]);
             out.extend_from_slice(&new_entry);
@@ -115,7 +129,14 @@ pub fn write_tree(repo: &Repository, raw: &[u8]) -> Result<Oid, git2::Error> {
     let final_path = dir.join(&hex[2..]);
     let tmp = dir.join(format!("tmp_{}_{}", std::process::id(), &hex[2..]));
     let bytes = zlib_stored(&[header.as_bytes(), raw].concat());
-    std::fs::write(&tmp, bytes).map_err(io)?;
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        file.write_all(&bytes).map_err(io)?;
+        // On disk before any ref can point at it (libgit2's own writes fsync likewise:
+        // enable_fsync_gitdir, set at start).
+        file.sync_all().map_err(io)?;
+    }
     std::fs::rename(&tmp, &final_path).map_err(io)?;
     Ok(oid)
 }
@@ -236,6 +257,85 @@ pub fn write_commit(
 mod tests {
     use super::*;
     use std::path::Path;
+
+    /// Every tree `tree_with` writes is one git accepts: names unique and in git's order,
+    /// whatever mix of files and folders with look-alike names it is given; a file where a
+    /// folder of the same name is (or the other way round) is refused, never duplicated.
+    #[test]
+    fn spliced_trees_are_trees_git_accepts() {
+        use proptest::prelude::*;
+        let names = prop::sample::select(vec!["a", "a-1", "a.txt", "a0", "b", "hw", "hw.yaml"]);
+        let paths = prop::collection::vec(prop::collection::vec(names, 1..4), 1..12);
+        let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+            cases: 64,
+            ..Default::default()
+        });
+        runner
+            .run(&paths, |paths| {
+                let dir = tempfile::tempdir().unwrap();
+                let repo = Repository::init_bare(dir.path()).unwrap();
+                let cache = TreeCache::default();
+                let blob = repo.blob(b"kind: Hardware\n").unwrap();
+                let mut tree = repo.treebuilder(None).unwrap().write().unwrap();
+                for parts in &paths {
+                    let path = parts.join("/");
+                    if let Ok(next) = tree_with(&repo, &cache, tree, &path, blob) {
+                        tree = next;
+                    }
+                }
+                let mut stack = vec![tree];
+                while let Some(oid) = stack.pop() {
+                    let raw = repo.odb().unwrap().read(oid).unwrap().data().to_vec();
+                    let list = entries(&raw).unwrap();
+                    for pair in list.windows(2) {
+                        let (a, b) = (&pair[0], &pair[1]);
+                        prop_assert!(a.name != b.name, "duplicate {:?}", String::from_utf8_lossy(a.name));
+                        prop_assert!(
+                            sort_key(a.name, a.mode).cmp(sort_key(b.name, b.mode)) == std::cmp::Ordering::Less,
+                            "out of order"
+                        );
+                    }
+                    for e in &list {
+                        if e.mode == MODE_TREE {
+                            stack.push(Oid::from_bytes(&raw[e.end - 20..e.end]).unwrap());
+                        }
+                    }
+                }
+                // And git itself agrees.
+                let sig = Signature::now("t", "t@example.com").unwrap();
+                let t = repo.find_tree(tree).unwrap();
+                repo.commit(Some("refs/heads/main"), &sig, &sig, "m", &t, &[]).unwrap();
+                let fsck = std::process::Command::new("git")
+                    .args(["fsck", "--strict", "--no-dangling"])
+                    .current_dir(dir.path())
+                    .output()
+                    .unwrap();
+                prop_assert!(
+                    fsck.status.success(),
+                    "git fsck: {}",
+                    String::from_utf8_lossy(&fsck.stderr)
+                );
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_file_and_a_folder_of_one_name_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let cache = TreeCache::default();
+        let blob = repo.blob(b"x\n").unwrap();
+        let empty = repo.treebuilder(None).unwrap().write().unwrap();
+        let with_folder = tree_with(&repo, &cache, empty, "hw/a.yaml", blob).unwrap();
+        let with_neighbour = tree_with(&repo, &cache, with_folder, "hw-1", blob).unwrap();
+        let err = tree_with(&repo, &cache, with_neighbour, "hw", blob).unwrap_err();
+        assert!(err.message().contains("is a folder"), "{err}");
+        let with_file = tree_with(&repo, &cache, empty, "hw", blob).unwrap();
+        let with_file = tree_with(&repo, &cache, with_file, "hw.yaml", blob).unwrap();
+        let err = tree_with(&repo, &cache, with_file, "hw/a.yaml", blob).unwrap_err();
+        assert!(err.message().contains("is a file"), "{err}");
+    }
 
     #[test]
     fn stored_zlib_frames_inflate() {
