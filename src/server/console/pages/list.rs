@@ -276,11 +276,18 @@ pub async fn bulk(State(state): State<AppState>, Extension(op): Extension<Operat
     let mut ok = 0;
     let mut failed = Vec::new();
     for mac in macs {
-        let result = if action == "approve" {
-            state.proposer.approve(mac, &who).await
-        } else {
-            state.proposer.reject(mac, &who, "rejected in the console").await
-        };
+        // On their own task: a browser that gives up never cuts a review off half-way.
+        let (approve, who) = (action == "approve", who.clone());
+        let result = state
+            .proposer
+            .detached(move |p| async move {
+                if approve {
+                    p.approve(mac, &who).await
+                } else {
+                    p.reject(mac, &who, "rejected in the console").await
+                }
+            })
+            .await;
         match result {
             Ok(_) => ok += 1,
             Err(e) => {

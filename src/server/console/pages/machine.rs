@@ -214,12 +214,16 @@ pub async fn machine_action(
     let who = actor(&op);
     let back = format!("/machines/{mac}");
     let result: Result<(), String> = match action.as_str() {
-        "approve" => state
-            .proposer
-            .approve(mac, &who)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
+        // On their own task: a browser that gives up never cuts a review off half-way.
+        "approve" => {
+            let who = who.clone();
+            state
+                .proposer
+                .detached(move |p| async move { p.approve(mac, &who).await })
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
         "reject" => {
             let reason: String = field("reason")
                 .unwrap_or_default()
@@ -227,17 +231,15 @@ pub async fn machine_action(
                 .filter(|c| !c.is_control())
                 .take(500)
                 .collect();
+            let reason = if reason.is_empty() {
+                "rejected in the console".to_string()
+            } else {
+                reason
+            };
+            let who = who.clone();
             state
                 .proposer
-                .reject(
-                    mac,
-                    &who,
-                    if reason.is_empty() {
-                        "rejected in the console"
-                    } else {
-                        &reason
-                    },
-                )
+                .detached(move |p| async move { p.reject(mac, &who, &reason).await })
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
