@@ -1,0 +1,103 @@
+//! The Kubernetes cluster Tinkerbell runs in: Smee's logs, discovery objects, the namespace.
+
+use serde::Deserialize;
+
+/// The Kubernetes cluster Tinkerbell runs in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Watch Hardware (known MACs, Tinkerbell's auto discovery). Uses the in-cluster
+    /// service account, or KUBECONFIG / ~/.kube/config outside a cluster.
+    pub enabled: bool,
+    /// The namespace whose Hardware is watched; empty: all namespaces.
+    pub watch_namespace: String,
+    pub discovery: DiscoveryConfig,
+    pub smee_logs: SmeeLogsConfig,
+    /// After a merge, the approved Hardware should appear in the cluster (Flux or Argo CD
+    /// applies it) within this long; past it the machine shows why it still waits.
+    pub handoff_timeout_seconds: u64,
+}
+
+/// Follow Smee's logs for MACs it has no Hardware for (Smee logs them in its proxy and
+/// auto-proxy DHCP modes only; in reservation mode use DHCP snooping).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmeeLogsConfig {
+    pub enabled: bool,
+    pub namespace: String,
+    /// `app=tinkerbell` for the current chart, `app=smee` for the legacy stack.
+    pub label_selector: String,
+    /// `tinkerbell` or `smee`.
+    pub container: String,
+}
+
+impl Default for SmeeLogsConfig {
+    fn default() -> Self {
+        SmeeLogsConfig {
+            enabled: false,
+            namespace: "tinkerbell".into(),
+            label_selector: "app=tinkerbell".into(),
+            container: "tinkerbell".into(),
+        }
+    }
+}
+
+/// Temporary discovery objects for unknown machines (in `tinkerbell.namespace`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    pub enabled: bool,
+    /// The discovery Template (`deploy/discovery/template.yaml`).
+    pub template: String,
+    /// Registrar's URL as a machine on the provisioning network reaches it.
+    pub report_url: String,
+    /// At most this many machines in discovery at once.
+    pub max_machines: usize,
+    /// A machine that has not reported this long after its temporary objects were created
+    /// loses them (and its report token); its slot goes to the next waiting machine.
+    pub ttl_seconds: u64,
+    /// How long a machine that reported waits in discovery for its review (the discovery
+    /// action's MAX_WAIT_SECONDS, passed to it as `max_wait_seconds`): from its report on,
+    /// its token and temporary objects live this long, so the waiting action can always ask.
+    pub decision_wait_seconds: u64,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            enabled: false,
+            template: "registrar-discovery".into(),
+            report_url: String::new(),
+            max_machines: 20,
+            ttl_seconds: 3600,
+            decision_wait_seconds: 86_400,
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            enabled: false,
+            watch_namespace: String::new(),
+            discovery: DiscoveryConfig::default(),
+            smee_logs: SmeeLogsConfig::default(),
+            handoff_timeout_seconds: 1800,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TinkerbellConfig {
+    /// Namespace of rendered objects: `tinkerbell` with the current chart, `tink-system` before.
+    pub namespace: String,
+}
+
+impl Default for TinkerbellConfig {
+    fn default() -> Self {
+        TinkerbellConfig {
+            namespace: "tinkerbell".into(),
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The GitOps repository proposals are written to, and the forge they are reviewed on.
+
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GitopsConfig {
+    /// `file://…`, `http(s)://…` or a path. Empty: a bare repo in `state_dir/gitops.git`.
+    pub remote: String,
+    pub base_branch: String,
+    /// Where a machine's manifests go; `{name}` and `{mac}` (dashed) are replaced.
+    pub path: String,
+    pub author_name: String,
+    pub author_email: String,
+    /// HTTP(S) credentials for the remote.
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for GitopsConfig {
+    fn default() -> Self {
+        GitopsConfig {
+            remote: String::new(),
+            base_branch: "main".into(),
+            path: "hardware/{name}.yaml".into(),
+            author_name: "Registrar".into(),
+            author_email: "registrar@localhost".into(),
+            username: None,
+            password: None,
+            password_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForgeConfig {
+    /// `local`: proposals are reviewed in Registrar's own API/UI; `github`: as pull requests.
+    pub kind: String,
+    pub github: GithubConfig,
+}
+
+impl Default for ForgeConfig {
+    fn default() -> Self {
+        ForgeConfig {
+            kind: "local".into(),
+            github: GithubConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GithubConfig {
+    /// REST API root: `https://api.github.com`, or `https://<host>/api/v3` for GitHub Enterprise.
+    pub api_url: String,
+    pub owner: String,
+    pub repo: String,
+    /// A token with contents and pull-requests write access (fine-grained PAT or an App
+    /// installation token). Prefer `token_file` or REGISTRAR_GITHUB_TOKEN.
+    pub token: Option<SecretString>,
+    pub token_file: Option<PathBuf>,
+    /// GitHub App authentication (preferred over a token): the App's id, its private key
+    /// (PEM), and the installation on the GitOps repository's owner.
+    pub app_id: Option<u64>,
+    pub app_private_key_file: Option<PathBuf>,
+    pub installation_id: Option<u64>,
+    /// The webhook's secret: deliveries are verified with it before they are parsed.
+    pub webhook_secret: Option<SecretString>,
+    pub webhook_secret_file: Option<PathBuf>,
+    /// While rotating the webhook secret: the old one, still accepted until GitHub and
+    /// Registrar both have the new one. Remove it afterwards.
+    pub webhook_previous_secret_file: Option<PathBuf>,
+    /// Pause between content-creating requests (GitHub asks for ≥ 1 s; secondary limits
+    /// allow about 80 a minute).
+    pub mutation_interval_ms: u64,
+    /// Budgets for mutations, under GitHub's secondary limits (80/minute, 500/hour).
+    pub max_mutations_per_minute: usize,
+    pub max_mutations_per_hour: usize,
+    /// The budgets' window lengths: GitHub's are a minute and an hour. Shortened only to
+    /// measure the pacing in a benchmark.
+    pub budget_minute_ms: u64,
+    pub budget_hour_ms: u64,
+    /// Base delay of the exponential backoff (with full jitter) for retried requests.
+    pub retry_base_ms: u64,
+    /// How often the reconcile reads the open and recently closed pull requests.
+    pub reconcile_seconds: u64,
+    /// How long to wait for an answer; a create that times out is looked up, not resent.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for GithubConfig {
+    fn default() -> Self {
+        GithubConfig {
+            api_url: "https://api.github.com".into(),
+            owner: String::new(),
+            repo: String::new(),
+            token: None,
+            token_file: None,
+            app_id: None,
+            app_private_key_file: None,
+            installation_id: None,
+            webhook_secret: None,
+            webhook_secret_file: None,
+            webhook_previous_secret_file: None,
+            mutation_interval_ms: 1000,
+            max_mutations_per_minute: 60,
+            max_mutations_per_hour: 400,
+            budget_minute_ms: 60_000,
+            budget_hour_ms: 3_600_000,
+            retry_base_ms: 1000,
+            reconcile_seconds: 300,
+            request_timeout_ms: 30_000,
+        }
+    }
+}

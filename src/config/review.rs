@@ -1,0 +1,32 @@
+//! What reaches the review queue, and the proposal queue's worker.
+
+use serde::Deserialize;
+
+/// What reaches the review queue.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReviewConfig {
+    /// Only machines imported as expected are proposed; others are recorded and shown, never
+    /// proposed, so a rogue machine on the provisioning network gets no pull request.
+    pub only_expected: bool,
+}
+
+/// The proposal queue's worker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Work that failed (forge or remote down) is retried this often; new work starts at once.
+    pub retry_seconds: u64,
+    /// How often proposals are reconciled with the forge and the repository (unfinished
+    /// approvals and rejections carried through, merges done elsewhere noticed).
+    pub reconcile_seconds: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            retry_seconds: 10,
+            reconcile_seconds: 60,
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Secrets: tokens, the GitHub credentials and the git password, from the configuration,
+//! a file, or generated once into the state directory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::Config;
+
+impl Config {
+    /// The report and operator tokens: configured, or generated once into the state
+    /// directory (mode 0600) so the embedded default is never open.
+    pub fn tokens(&self) -> anyhow::Result<Tokens> {
+        Ok(Tokens {
+            report: resolve_secret(
+                &self.auth.report_token,
+                &self.auth.report_token_file,
+                &self.state_dir.join("report-token"),
+            )?,
+            operator: resolve_secret(
+                &self.auth.operator_token,
+                &self.auth.operator_token_file,
+                &self.state_dir.join("operator-token"),
+            )?,
+        })
+    }
+
+    pub fn github_token(&self) -> anyhow::Result<SecretString> {
+        let g = &self.forge.github;
+        match (&g.token, &g.token_file) {
+            (Some(t), _) => Ok(t.clone()),
+            (None, Some(f)) => read_secret(f),
+            (None, None) => bail!("no GitHub token configured"),
+        }
+    }
+
+    pub fn github_webhook_secret(&self) -> anyhow::Result<SecretString> {
+        let g = &self.forge.github;
+        match (&g.webhook_secret, &g.webhook_secret_file) {
+            (Some(t), _) => Ok(t.clone()),
+            (None, Some(f)) => read_secret(f),
+            (None, None) => bail!("no GitHub webhook secret configured"),
+        }
+    }
+
+    pub fn github_previous_webhook_secret(&self) -> anyhow::Result<Option<SecretString>> {
+        self.forge
+            .github
+            .webhook_previous_secret_file
+            .as_ref()
+            .map(|f| read_secret(f))
+            .transpose()
+    }
+
+    pub fn git_password(&self) -> anyhow::Result<Option<SecretString>> {
+        if let Some(p) = &self.gitops.password {
+            return Ok(Some(p.clone()));
+        }
+        if self.forge.kind == "github" && self.gitops.username.is_none() {
+            // Git over HTTPS with a GitHub token: user `x-access-token`, the token as password.
+            // An App's installation token is fetched at start and refreshed.
+            if self.forge.github.app_id.is_some() {
+                return Ok(None);
+            }
+            return self.github_token().map(Some);
+        }
+        match &self.gitops.password_file {
+            Some(f) => Ok(Some(read_secret(f)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Tokens {
+    pub report: SecretString,
+    pub operator: SecretString,
+}
+
+fn read_secret(path: &Path) -> anyhow::Result<SecretString> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading secret {}", path.display()))?;
+    let token = text.trim();
+    if token.len() < 16 {
+        bail!("secret in {} is shorter than 16 characters", path.display());
+    }
+    Ok(SecretString::from(token.to_string()))
+}
+
+fn resolve_secret(
+    value: &Option<SecretString>,
+    file: &Option<PathBuf>,
+    generated: &Path,
+) -> anyhow::Result<SecretString> {
+    if let Some(v) = value {
+        if v.expose_secret().len() < 16 {
+            bail!("tokens must be at least 16 characters");
+        }
+        return Ok(v.clone());
+    }
+    if let Some(f) = file {
+        return read_secret(f);
+    }
+    if generated.exists() {
+        return read_secret(generated);
+    }
+    if let Some(dir) = generated.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let token = hex::encode(rand::random::<[u8; 24]>());
+    write_private(generated, &token)?;
+    tracing::info!(path = %generated.display(), "generated a token; read it from this file");
+    Ok(SecretString::from(token))
+}
+
+fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(content.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_are_stable_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config {
+            state_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let a = c.tokens().unwrap();
+        let b = c.tokens().unwrap();
+        assert_eq!(a.report.expose_secret(), b.report.expose_secret());
+        assert_ne!(a.report.expose_secret(), a.operator.expose_secret());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("report-token"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

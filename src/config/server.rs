@@ -1,0 +1,71 @@
+//! The HTTP server, its bearer tokens, and the web console's login.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes (a big server's `lshw -json` is ~300 KiB).
+    pub max_body_bytes: usize,
+    /// After SIGTERM, in-flight requests and the current proposal get this long to finish;
+    /// then the process exits anyway (everything is persisted before it is acted on, so the
+    /// next start resumes it). Keep it below the pod's terminationGracePeriodSeconds.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".parse().expect("valid"),
+            max_body_bytes: 4 << 20,
+            shutdown_grace_seconds: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Bearer token discovery machines send with reports. Prefer `report_token_file`.
+    pub report_token: Option<SecretString>,
+    pub report_token_file: Option<PathBuf>,
+    /// Bearer token for operators (API and CLI: list, approve, reject).
+    pub operator_token: Option<SecretString>,
+    pub operator_token_file: Option<PathBuf>,
+}
+
+/// The web console at `/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// Reading and acting need a login: the operator token in the login form, or a trusted
+    /// reverse proxy's header. Off only for a console bound to loopback on a workstation.
+    pub auth: bool,
+    /// A header naming the user, set by a reverse proxy such as oauth2-proxy
+    /// (`X-Forwarded-Email`); honoured only from `trusted_proxies`.
+    pub proxy_header: Option<String>,
+    /// Addresses or CIDRs of the reverse proxies allowed to set `proxy_header`.
+    pub trusted_proxies: Vec<String>,
+    /// A session lasts this long after login.
+    pub session_hours: u64,
+    /// Mark the session cookie `Secure` (set when the console is served over TLS, directly
+    /// or behind a TLS-terminating ingress).
+    pub secure_cookie: bool,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            auth: true,
+            proxy_header: None,
+            trusted_proxies: vec![],
+            session_hours: 12,
+            secure_cookie: false,
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Checks a loaded configuration before anything acts on it.
+
+use anyhow::bail;
+
+use super::Config;
+
+impl Config {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !self.ui.auth && !self.server.listen.ip().is_loopback() {
+            bail!(
+                "ui.auth: false opens the console without a login; it is allowed only with server.listen on loopback (127.0.0.1 or ::1), not {}",
+                self.server.listen
+            );
+        }
+        let p = &self.gitops.path;
+        if !p.contains("{name}") && !p.contains("{mac}") {
+            bail!("gitops.path {p:?} must contain {{name}} or {{mac}}, or every machine would share one file");
+        }
+        if p.starts_with('/')
+            || p.split('/').any(|c| c == ".." || c.is_empty())
+            || !(p.ends_with(".yaml") || p.ends_with(".yml"))
+        {
+            bail!("gitops.path {p:?} must be a relative path without '..' ending in .yaml");
+        }
+        if !git2::Reference::is_valid_name(&format!("refs/heads/{}", self.gitops.base_branch)) {
+            bail!(
+                "gitops.base_branch {:?} is not a valid branch name",
+                self.gitops.base_branch
+            );
+        }
+        match self.forge.kind.as_str() {
+            "local" => {}
+            "github" => {
+                let g = &self.forge.github;
+                if g.owner.is_empty() || g.repo.is_empty() {
+                    bail!("forge.github.owner and forge.github.repo are required with forge.kind: github");
+                }
+                if !g.api_url.starts_with("http://") && !g.api_url.starts_with("https://") {
+                    bail!("forge.github.api_url {:?} must be an http(s) URL", g.api_url);
+                }
+                if g.app_id.is_some() && (g.app_private_key_file.is_none() || g.installation_id.is_none()) {
+                    bail!("forge.github.app_id needs app_private_key_file and installation_id");
+                }
+                if g.app_id.is_none() && g.token.is_none() && g.token_file.is_none() {
+                    bail!(
+                        "forge.kind github needs a GitHub App (app_id, app_private_key_file, installation_id) or a token (token_file or REGISTRAR_GITHUB_TOKEN)"
+                    );
+                }
+                if g.webhook_secret.is_none() && g.webhook_secret_file.is_none() {
+                    bail!(
+                        "forge.kind github needs the webhook secret: forge.github.webhook_secret_file or REGISTRAR_GITHUB_WEBHOOK_SECRET"
+                    );
+                }
+            }
+            other => bail!("forge.kind {other:?} is unknown (known: local, github)"),
+        }
+        if !crate::render::names::is_dns1123(&self.tinkerbell.namespace) {
+            bail!(
+                "tinkerbell.namespace {:?} is not a valid namespace",
+                self.tinkerbell.namespace
+            );
+        }
+        self.dhcp.filters()?;
+        if self.cluster.discovery.enabled && !self.cluster.discovery.report_url.starts_with("http") {
+            bail!("cluster.discovery.report_url must be Registrar's http(s) URL as machines reach it");
+        }
+        if self.dhcp.debounce_seconds == 0 || self.dhcp.max_tracked_macs == 0 {
+            bail!("dhcp.debounce_seconds and dhcp.max_tracked_macs must be positive");
+        }
+        if self.server.max_body_bytes < 1024 {
+            bail!("server.max_body_bytes must be at least 1024");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_paths_that_escape_or_collide() {
+        for bad in [
+            "hardware/all.yaml",
+            "../x/{name}.yaml",
+            "/abs/{name}.yaml",
+            "hw/{name}.txt",
+        ] {
+            let mut c = Config::default();
+            c.gitops.path = bad.into();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+    }
+}
