@@ -72,6 +72,10 @@ pub struct Metrics {
     pub handoff_overdue: Gauge,
     /// Finished passes of the proposals' reconcile with the forge and the repository.
     pub reconcile_passes: Counter,
+    /// Machines only ever seen, dropped (oldest first) to stay within discovery.max_undiscovered.
+    pub detections_evicted: Counter,
+    /// New machines not recorded: more than discovery.max_new_per_minute arrived.
+    pub detections_refused: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -231,6 +235,18 @@ impl Metrics {
             "Finished passes of the proposals' reconcile with the forge and the repository",
             reconcile_passes.clone(),
         );
+        let detections_evicted = Counter::default();
+        registry.register(
+            "detections_evicted",
+            "Machines only ever seen, dropped oldest first to stay within discovery.max_undiscovered",
+            detections_evicted.clone(),
+        );
+        let detections_refused = Counter::default();
+        registry.register(
+            "detections_refused",
+            "New machines not recorded: more than discovery.max_new_per_minute arrived",
+            detections_refused.clone(),
+        );
         // Label values known in advance start at 0, so `increase()` sees their first event
         // and dashboards show 0 rather than "no data".
         for r in [
@@ -261,6 +277,8 @@ impl Metrics {
             let _ = dhcp_dropped.get_or_create(&ReasonLabel { reason: r.into() });
         }
         Metrics {
+            detections_evicted,
+            detections_refused,
             reconcile_passes,
             pipelines_up,
             pipeline_restarts_total,

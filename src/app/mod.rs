@@ -48,7 +48,12 @@ impl App {
             .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
         let lock = crate::lock::StateLock::acquire(&config.state_dir)?;
         let renderer = Renderer::load(&config.templates_dir, &config.tinkerbell.namespace)?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.state_dir.join("registrar.db"))?);
+        let sqlite = SqliteStore::open(&config.state_dir.join("registrar.db"))?;
+        sqlite.set_bounds(crate::store::Bounds {
+            max_undiscovered: config.discovery.max_undiscovered,
+            max_new_per_minute: config.discovery.max_new_per_minute,
+        });
+        let store: Arc<dyn Store> = Arc::new(sqlite);
         if config.gitops.remote.is_empty() {
             let path = config.state_dir.join("gitops.git");
             if git::init_local_remote(&path, &config.gitops.base_branch)? {
@@ -376,10 +381,12 @@ impl App {
                 container: sl.container.clone(),
             };
             let (proposer, known, queue) = (self.proposer.clone(), self.known.clone(), discovery.clone());
+            let metrics = self.state.metrics.clone();
             supervisor.spawn("smee_logs", move || {
                 let (tx, rx) = tokio::sync::mpsc::channel(1024);
                 let consumer = tokio::spawn(pipelines::record_smee(
                     proposer.clone(),
+                    metrics.clone(),
                     known.clone(),
                     queue.clone(),
                     rx,

@@ -14,6 +14,7 @@ use crate::propose::Proposer;
 use crate::propose::forge::github::events::GithubHooks;
 use crate::shutdown::Shutdown;
 use crate::sources::dhcp::Debouncer;
+use crate::store::StoreError;
 use crate::supervisor::Readiness;
 
 /// Once per start: proposals whose branches outlived the store (a lost volume) come back.
@@ -97,6 +98,7 @@ pub async fn record_sightings(
         match tokio::task::spawn_blocking(move || store.record_detection(mac, Source::Dhcp, Some(&s), Utc::now())).await
         {
             Ok(Ok(recorded)) => {
+                metrics.detections_evicted.inc_by(recorded.evicted);
                 if recorded.new {
                     metrics.dhcp_new_macs.inc();
                     tracing::info!(
@@ -115,6 +117,10 @@ pub async fn record_sightings(
                     d.notice(&recorded.machine).await;
                 }
             }
+            Ok(Err(StoreError::Flood(why))) => {
+                metrics.detections_refused.inc();
+                tracing::debug!(%mac, %why, "new machine not recorded");
+            }
             Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record a DHCP sighting"),
             Err(e) => tracing::warn!(%mac, error = %e, "DHCP sighting task failed"),
         }
@@ -124,6 +130,7 @@ pub async fn record_sightings(
 /// Stores the machines Smee could not find Hardware for, debounced per MAC.
 pub async fn record_smee(
     proposer: Arc<Proposer>,
+    metrics: Arc<Metrics>,
     known: Arc<KnownMacs>,
     discovery: Option<Arc<DiscoveryQueue>>,
     mut rx: tokio::sync::mpsc::Receiver<Mac>,
@@ -136,12 +143,17 @@ pub async fn record_smee(
         let store = proposer.store().clone();
         match tokio::task::spawn_blocking(move || store.record_detection(mac, Source::Smee, None, Utc::now())).await {
             Ok(Ok(recorded)) => {
+                metrics.detections_evicted.inc_by(recorded.evicted);
                 if recorded.new {
                     tracing::info!(%mac, "new machine in Smee's log");
                 }
                 if let Some(d) = &discovery {
                     d.notice(&recorded.machine).await;
                 }
+            }
+            Ok(Err(StoreError::Flood(why))) => {
+                metrics.detections_refused.inc();
+                tracing::debug!(%mac, %why, "new machine not recorded");
             }
             Ok(Err(e)) => tracing::warn!(%mac, error = %e, "could not record a machine from Smee's log"),
             Err(e) => tracing::warn!(%mac, error = %e, "Smee log task failed"),

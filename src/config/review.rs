@@ -3,12 +3,27 @@
 use serde::Deserialize;
 
 /// What reaches the review queue.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReviewConfig {
     /// Only machines imported as expected are proposed; others are recorded and shown, never
     /// proposed, so a rogue machine on the provisioning network gets no pull request.
     pub only_expected: bool,
+    /// At most this many machines only ever seen (no facts, not expected, no proposal); the
+    /// oldest are dropped first, so a flood of spoofed MACs costs bounded rows. 0: no bound.
+    pub max_undiscovered: u64,
+    /// At most this many new machines a minute; more are not recorded (counted). 0: no bound.
+    pub max_new_per_minute: u64,
+}
+
+impl Default for ReviewConfig {
+    fn default() -> Self {
+        ReviewConfig {
+            only_expected: false,
+            max_undiscovered: 10_000,
+            max_new_per_minute: 1_000,
+        }
+    }
 }
 
 /// The proposal queue's worker.

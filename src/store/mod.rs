@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::domain::{
     Expected, Facts, ImportMode, Mac, Machine, Proposal, ProposalState, Sighting, Source, State, Transition,
 };
-pub use sqlite::SqliteStore;
+pub use sqlite::{Bounds, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -25,6 +25,9 @@ pub enum StoreError {
     Db(#[from] rusqlite::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A flood of new machines: this one was not recorded (see `discovery.max_new_per_minute`).
+    #[error("not recorded: {0}")]
+    Flood(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -37,6 +40,10 @@ pub struct Recorded {
     pub new: bool,
     /// Whether this changed what must reach git (false for repeats and suppressed MACs).
     pub queued: bool,
+    /// Machines never discovered that were dropped, oldest first, to stay within
+    /// `discovery.max_undiscovered`.
+    #[serde(skip)]
+    pub evicted: u64,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -28,7 +28,16 @@ pub struct SqliteStore {
     /// Reads, beside the writer (WAL lets them run at once). None for an in-memory store,
     /// whose data only its one connection sees.
     reader: Option<Mutex<Connection>>,
+    bounds: Mutex<Bounds>,
     changes: tokio::sync::watch::Sender<u64>,
+}
+
+/// How many machines that never reported the store keeps, and how fast new ones come in:
+/// a flood of spoofed MACs costs bounded rows. 0: no bound.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bounds {
+    pub max_undiscovered: u64,
+    pub max_new_per_minute: u64,
 }
 
 const MACHINE_COLUMNS: &str = "mac, state, source, facts, name, workflow, suppressed, first_seen, last_seen, seen_count, rev > synced_rev, last_error, sighting, expected";
@@ -77,8 +86,13 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             reader: None,
+            bounds: Mutex::new(Bounds::default()),
             changes: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    pub fn set_bounds(&self, bounds: Bounds) {
+        *self.bounds.lock().unwrap_or_else(|p| p.into_inner()) = bounds;
     }
 
     /// A read in one consistent snapshot, on the read connection where there is one.
@@ -142,7 +156,7 @@ impl Store for SqliteStore {
                     }
                 }
             };
-            Ok(Recorded { machine: must_get(tx, mac)?, new, queued })
+            Ok(Recorded { machine: must_get(tx, mac)?, new, queued, evicted: 0 })
         })
     }
 
@@ -159,13 +173,17 @@ impl Store for SqliteStore {
         self.with(|tx| {
             let existing = get_machine(tx, mac)?;
             let mut queued = false;
+            let mut evicted = 0;
             match &existing {
                 None => {
+                    let bounds = *self.bounds.lock().unwrap_or_else(|p| p.into_inner());
+                    refuse_a_flood(tx, bounds, now)?;
                     tx.execute(
                         "INSERT INTO machines (mac, state, source, sighting, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
                         params![mac.to_string(), State::Detected.as_str(), source.as_str(), json, ts(now)],
                     )?;
                     log_transition(tx, mac, None, State::Detected, &format!("seen ({})", source.as_str()), "registrar", now)?;
+                    evicted = evict_undiscovered(tx, bounds.max_undiscovered)?;
                 }
                 Some(m) => {
                     tx.execute(
@@ -180,7 +198,7 @@ impl Store for SqliteStore {
                     }
                 }
             }
-            Ok(Recorded { machine: must_get(tx, mac)?, new: existing.is_none(), queued })
+            Ok(Recorded { machine: must_get(tx, mac)?, new: existing.is_none(), queued, evicted })
         })
     }
 

@@ -192,3 +192,47 @@ pub(super) fn queue(tx: &rusqlite::Transaction, mac: Mac, now: DateTime<Utc>) ->
     )?;
     Ok(())
 }
+
+/// Refuses a new machine when more than `max_new_per_minute` were first seen in the last
+/// minute (a flood of spoofed MACs), before anything is written.
+pub(super) fn refuse_a_flood(tx: &rusqlite::Transaction, bounds: super::Bounds, now: DateTime<Utc>) -> Result<()> {
+    if bounds.max_new_per_minute == 0 {
+        return Ok(());
+    }
+    let since = now - chrono::Duration::minutes(1);
+    let recent: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM machines WHERE first_seen > ?1",
+        [ts(since)],
+        |r| r.get(0),
+    )?;
+    if recent as u64 >= bounds.max_new_per_minute {
+        return Err(StoreError::Flood(format!(
+            "{recent} new machines in the last minute (discovery.max_new_per_minute: {})",
+            bounds.max_new_per_minute
+        )));
+    }
+    Ok(())
+}
+
+/// Machines only ever seen (no facts, not expected, no proposal, not suppressed), beyond
+/// `keep`, oldest first, with their timelines: a flood never grows the store without bound.
+pub(super) fn evict_undiscovered(tx: &rusqlite::Transaction, keep: u64) -> Result<u64> {
+    if keep == 0 {
+        return Ok(0);
+    }
+    const UNDISCOVERED: &str = "state IN ('detected', 'waiting') AND facts IS NULL AND expected IS NULL \
+         AND suppressed = 0 AND mac NOT IN (SELECT mac FROM proposals)";
+    let count: i64 = tx.query_row(
+        &format!("SELECT COUNT(*) FROM machines WHERE {UNDISCOVERED}"),
+        [],
+        |r| r.get(0),
+    )?;
+    let excess = (count as u64).saturating_sub(keep);
+    if excess == 0 {
+        return Ok(0);
+    }
+    let victims = format!("SELECT mac FROM machines WHERE {UNDISCOVERED} ORDER BY first_seen, mac LIMIT {excess}");
+    tx.execute(&format!("DELETE FROM transitions WHERE mac IN ({victims})"), [])?;
+    tx.execute(&format!("DELETE FROM machines WHERE mac IN ({victims})"), [])?;
+    Ok(excess)
+}
