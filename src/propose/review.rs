@@ -1,0 +1,241 @@
+//! Reviews: approving, rejecting and forgetting a machine, each recorded as an intent first,
+//! and the reconcile that carries unfinished ones through.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::forge::ForgeError;
+use super::git;
+use super::{ProposeError, Proposer, blocking};
+use crate::domain::{Mac, Machine, Proposal, ProposalState, State};
+use crate::store::StoreError;
+
+impl Proposer {
+    /// Runs a review step on its own task, and waits for it: a request that started it (a
+    /// browser, a script) may give up, but the step is never cut off half-way.
+    pub async fn detached<T, Fut>(self: &Arc<Self>, step: impl FnOnce(Arc<Self>) -> Fut) -> Result<T, ProposeError>
+    where
+        T: Send + 'static,
+        Fut: std::future::Future<Output = Result<T, ProposeError>> + Send + 'static,
+    {
+        tokio::spawn(step(self.clone()))
+            .await
+            .map_err(|e| ProposeError::Join(e.to_string()))?
+    }
+
+    /// Approves a machine's open proposal: record the intent, merge, record the result.
+    pub async fn approve(&self, mac: Mac, actor: &str) -> Result<Machine, ProposeError> {
+        let _lane = self.lane.lock().await;
+        let mut proposal = self.open_proposal(mac).await?;
+        // A proposal behind the base (another one merged meanwhile) is rebuilt first, so a
+        // shared kustomization never conflicts.
+        if !proposal.hands_off && !self.git.is_on_base(&proposal.branch) {
+            let store = self.store.clone();
+            let work = blocking(move || store.requeue(mac, Utc::now())).await?;
+            self.sync_inner(work).await?;
+            proposal = self.open_proposal(mac).await?;
+        }
+        let store = self.store.clone();
+        blocking(move || store.set_proposal_state(mac, ProposalState::Approving, Utc::now())).await?;
+        if let Err(e) = self.forge.approve(&proposal, actor).await {
+            let store = self.store.clone();
+            blocking(move || store.set_proposal_state(mac, ProposalState::Open, Utc::now())).await?;
+            return Err(match e {
+                ForgeError::Git(g @ git::GitError::Conflict { .. }) => ProposeError::Conflict(g.to_string()),
+                ForgeError::Conflict(why) => ProposeError::Conflict(why),
+                other => other.into(),
+            });
+        }
+        self.finish_approval_inner(mac, &format!("{} merged", proposal.branch), actor)
+            .await
+    }
+
+    /// Records an approval that happened on the forge (a merge).
+    pub async fn finish_approval(&self, mac: Mac, cause: &str, actor: &str) -> Result<Machine, ProposeError> {
+        let _lane = self.lane.lock().await;
+        self.finish_approval_inner(mac, cause, actor).await
+    }
+
+    async fn finish_approval_inner(&self, mac: Mac, cause: &str, actor: &str) -> Result<Machine, ProposeError> {
+        let store = self.store.clone();
+        let (cause, actor) = (cause.to_string(), actor.to_string());
+        let machine = blocking(move || {
+            store.set_proposal_state(mac, ProposalState::Merged, Utc::now())?;
+            let m = store.machine(mac)?.ok_or(StoreError::NotFound(mac))?;
+            if m.state == State::Approved {
+                Ok(m)
+            } else {
+                store.transition(mac, State::Approved, &cause, &actor, Utc::now())
+            }
+        })
+        .await?;
+        // The discovery objects stay until the approved Hardware is in the cluster (the
+        // hand-off, app/handoff.rs): until then they are the only Hardware Smee has for it.
+        // The base moved: proposals sharing a kustomization are rebuilt on it.
+        let git = self.git.clone();
+        blocking(move || git.fetch()).await?;
+        if let Err(e) = self.rebuild_stale().await {
+            tracing::warn!(error = %e, "could not rebuild proposals on the new base");
+        }
+        Ok(machine)
+    }
+
+    /// Rejects a machine: suppress it first (so nothing re-proposes it), then close the proposal.
+    pub async fn reject(&self, mac: Mac, actor: &str, reason: &str) -> Result<Machine, ProposeError> {
+        let _lane = self.lane.lock().await;
+        self.reject_inner(mac, actor, reason).await
+    }
+
+    async fn reject_inner(&self, mac: Mac, actor: &str, reason: &str) -> Result<Machine, ProposeError> {
+        let store = self.store.clone();
+        let (actor_s, reason) = (
+            actor.to_string(),
+            if reason.is_empty() {
+                "rejected".to_string()
+            } else {
+                reason.to_string()
+            },
+        );
+        let (machine, proposal) = blocking(move || {
+            let m = store.reject(mac, &reason, &actor_s, Utc::now())?;
+            Ok::<_, StoreError>((m, store.proposal(mac)?))
+        })
+        .await?;
+        if let Some(p) = proposal.filter(|p| p.state == ProposalState::Rejecting) {
+            self.close_rejected(&p, actor).await?;
+        }
+        self.remove_discovery_objects(mac).await;
+        Ok(machine)
+    }
+
+    /// Carries a recorded rejection to the forge, then records it done: a closed proposal
+    /// is terminal, and costs nothing at rest (a reopen comes as a webhook, or in the
+    /// forge's list of recently updated pull requests).
+    async fn close_rejected(&self, p: &Proposal, actor: &str) -> Result<(), ProposeError> {
+        self.forge.reject(p, actor).await?;
+        let (store, mac) = (self.store.clone(), p.mac);
+        blocking(move || store.set_proposal_state(mac, ProposalState::Closed, Utc::now())).await?;
+        Ok(())
+    }
+
+    /// Forgets a machine no proposal of which is open or merged, so that it is noticed
+    /// afresh; in the lane, so no sync of it is half done, and its discovery objects go too.
+    pub async fn forget(&self, mac: Mac, actor: &str) -> Result<(), ProposeError> {
+        let _lane = self.lane.lock().await;
+        let (store, who) = (self.store.clone(), actor.to_string());
+        blocking(move || store.forget(mac, &who, Utc::now())).await?;
+        self.remove_discovery_objects(mac).await;
+        Ok(())
+    }
+
+    /// Records a rejection that happened on the forge (a pull request closed unmerged).
+    pub async fn record_rejection(&self, mac: Mac, cause: &str, actor: &str) -> Result<Machine, ProposeError> {
+        let _lane = self.lane.lock().await;
+        let store = self.store.clone();
+        let (cause, actor) = (cause.to_string(), actor.to_string());
+        let machine = blocking(move || {
+            let m = store.reject(mac, &cause, &actor, Utc::now())?;
+            // The forge closed it: nothing is left to carry there.
+            if store
+                .proposal(mac)?
+                .is_some_and(|p| p.state == ProposalState::Rejecting)
+            {
+                store.set_proposal_state(mac, ProposalState::Closed, Utc::now())?;
+            }
+            Ok::<_, StoreError>(m)
+        })
+        .await?;
+        self.remove_discovery_objects(mac).await;
+        Ok(machine)
+    }
+
+    async fn open_proposal(&self, mac: Mac) -> Result<Proposal, ProposeError> {
+        let store = self.store.clone();
+        let p = blocking(move || store.proposal(mac))
+            .await?
+            .ok_or(ProposeError::NotFound(mac))?;
+        match p.state {
+            ProposalState::Open | ProposalState::Approving => Ok(p),
+            s => Err(ProposeError::Conflict(format!(
+                "the proposal for {mac} is {s}, not open"
+            ))),
+        }
+    }
+
+    /// `mac`'s proposal, if it is (still) in `state`.
+    async fn proposal_in(&self, mac: Mac, state: ProposalState) -> Result<Option<Proposal>, ProposeError> {
+        let store = self.store.clone();
+        Ok(blocking(move || store.proposal(mac))
+            .await?
+            .filter(|p| p.state == state))
+    }
+
+    /// Converges Registrar's records with what the forge and the repository say, so a crash
+    /// in the middle of a review, or a merge done outside Registrar, leaves nothing behind.
+    pub async fn reconcile(&self) -> Result<(), ProposeError> {
+        let store = self.store.clone();
+        let proposals = blocking(move || store.proposals(None)).await?;
+        for p in proposals {
+            let result: Result<(), ProposeError> = async {
+                match p.state {
+                    ProposalState::Merged | ProposalState::Closed => {}
+                    ProposalState::Rejecting => {
+                        // Rejected, but a crash may have come before the forge heard of it.
+                        // Read again in the lane: the rejection may have been lifted since.
+                        let _lane = self.lane.lock().await;
+                        if let Some(p) = self.proposal_in(p.mac, ProposalState::Rejecting).await? {
+                            self.close_rejected(&p, "registrar").await?;
+                        }
+                    }
+                    ProposalState::Approving => {
+                        // In the lane, so no background sync pushes the branch mid-merge.
+                        let _lane = self.lane.lock().await;
+                        let Some(p) = self.proposal_in(p.mac, ProposalState::Approving).await? else {
+                            return Ok(());
+                        };
+                        if self.forge.state(&p).await? != ProposalState::Merged
+                            && let Err(e) = self.forge.approve(&p, "registrar").await
+                        {
+                            // Not merged (the head moved, branch protection): back to review,
+                            // never merged unattended on a later pass.
+                            let (store, mac, why) = (self.store.clone(), p.mac, e.to_string());
+                            blocking(move || {
+                                store.set_proposal_state(mac, ProposalState::Open, Utc::now())?;
+                                store.set_error(mac, Some(&format!("the interrupted approval did not merge: {why}")))
+                            })
+                            .await?;
+                            return Ok(());
+                        }
+                        self.finish_approval_inner(p.mac, &format!("{} merged (resumed)", p.branch), "registrar")
+                            .await?;
+                    }
+                    ProposalState::Open if self.forge.lists_changes() => {}
+                    ProposalState::Open => match self.forge.state(&p).await? {
+                        ProposalState::Merged => {
+                            self.finish_approval(p.mac, &format!("{} found merged", p.branch), "registrar")
+                                .await?;
+                        }
+                        ProposalState::Closed => {
+                            self.reject(
+                                p.mac,
+                                "registrar",
+                                &format!("{} was closed outside Registrar", p.branch),
+                            )
+                            .await?;
+                        }
+                        _ => {}
+                    },
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(mac = %p.mac, error = %e, "reconcile of proposal failed");
+            }
+        }
+        self.rebuild_stale().await?;
+        self.metrics.reconcile_passes.inc();
+        Ok(())
+    }
+}

@@ -1,0 +1,279 @@
+//! Bringing one machine's revision to git and the forge: rendering, publishing the branch,
+//! opening or updating its proposal, and keeping hands off a proposal someone else took over.
+
+use chrono::Utc;
+
+use super::forge::Draft;
+use super::{CrashPoint, ProposeError, Proposer, blocking};
+use super::{git, index};
+use crate::domain::{Facts, Mac, Machine, Proposal, ProposalState, branch_for};
+use crate::render::{RenderInput, Rendered};
+use crate::store::{Pending, StoreError};
+
+impl Proposer {
+    /// Brings one machine's revision to git and the forge. Returns whether git changed.
+    pub async fn sync(&self, work: Pending) -> Result<bool, ProposeError> {
+        let _lane = self.lane.lock().await;
+        self.sync_inner(work).await
+    }
+
+    pub(super) async fn sync_inner(&self, work: Pending) -> Result<bool, ProposeError> {
+        let store = self.store.clone();
+        let (machine, existing) =
+            blocking(move || Ok::<_, StoreError>((store.machine(work.mac)?, store.proposal(work.mac)?))).await?;
+        let Some(machine) = machine else { return Ok(false) };
+        let Some(facts) = machine
+            .facts
+            .clone()
+            .filter(|_| !machine.suppressed && machine.state.accepts_facts())
+        else {
+            let store = self.store.clone();
+            blocking(move || store.mark_synced(work, None, None, Utc::now())).await?;
+            return Ok(false);
+        };
+        // A new proposal only for a machine that may have one; the reason is shown where an
+        // operator looks when "nothing happens".
+        let refusal = match existing {
+            Some(_) => None,
+            None if self.only_expected && machine.expected.is_none() => {
+                Some("not proposed: not expected (discovery.only_expected is on); import it as expected to propose it")
+            }
+            None if self.known.contains(&machine.mac) => {
+                Some("not proposed: a Hardware in the cluster or a manifest on the base branch already holds this MAC")
+            }
+            None => None,
+        };
+        if let Some(reason) = refusal {
+            let store = self.store.clone();
+            blocking(move || {
+                store.mark_synced(work, None, None, Utc::now())?;
+                store.set_error(work.mac, Some(reason))
+            })
+            .await?;
+            return Ok(false);
+        }
+        let rendered = self.render_for(&machine, &facts).await?;
+        let branch = branch_for(&machine.mac);
+        let path = self.path_for(&rendered.name, &machine.mac);
+        let message = commit_message(&rendered, &machine.mac, &facts);
+
+        if let Some(p) = existing
+            .as_ref()
+            .filter(|p| matches!(p.state, ProposalState::Open | ProposalState::Approving))
+        {
+            let remote = self.git.branch_head(&branch).map(|o| o.to_string());
+            let foreign = match &remote {
+                Some(head) => self.is_foreign_head(p, head).await?,
+                None => false,
+            };
+            if p.hands_off || foreign {
+                return self
+                    .keep_hands_off(work, p, remote.as_deref().unwrap_or_default())
+                    .await;
+            }
+        }
+        if self.crash_at == Some(CrashPoint::BeforePush) {
+            tracing::error!("REGISTRAR_CRASH_AT=before-push: aborting");
+            std::process::abort();
+        }
+        // A file at this path on the base that Registrar did not put there (a hand-written
+        // one, another tool's) is never overwritten by rebuilding on the base: say so.
+        let (git, p) = (self.git.clone(), path.clone());
+        let base = self.git.base().to_string();
+        if let Some(on_base) = blocking(move || git.read(&base, &p)).await?
+            && on_base != rendered.manifest.as_bytes()
+        {
+            return Err(ProposeError::Conflict(format!(
+                "{path} already exists on {} with other content; Registrar does not overwrite it: remove or rename it there, then re-render",
+                self.git.base()
+            )));
+        }
+        let git = self.git.clone();
+        let files = self.files_for(&path, &rendered).await?;
+        let (b, m, store) = (branch.clone(), message, self.store.clone());
+        let published = blocking(move || {
+            let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (p.as_str(), c.as_slice())).collect();
+            // The commit is recorded as Registrar's before it is pushed: the `synchronize`
+            // of this push, or a crash right after it, must not make it look like a person's.
+            git.publish(&b, &refs, &m, |commit| {
+                store
+                    .remember_once(&crate::domain::pushed_key(&commit.to_string()), Utc::now())
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .await?;
+        if self.crash_at == Some(CrashPoint::AfterPush) {
+            tracing::error!("REGISTRAR_CRASH_AT=after-push: aborting");
+            std::process::abort();
+        }
+
+        let forge_ref = self
+            .forge
+            .open(
+                &Draft {
+                    branch: &branch,
+                    rendered: &rendered,
+                },
+                existing.as_ref(),
+            )
+            .await?;
+        let now = Utc::now();
+        let proposal = Proposal {
+            mac: machine.mac,
+            forge: self.forge.kind().to_string(),
+            number: forge_ref.number,
+            url: forge_ref.url,
+            branch,
+            path,
+            name: rendered.name.clone(),
+            title: rendered.title.clone(),
+            summary: rendered.summary.clone(),
+            head: published.commit.to_string(),
+            rule: rendered.decision.rule.clone(),
+            workflow: rendered.decision.workflow.clone(),
+            state: ProposalState::Open,
+            created_at: existing.as_ref().map(|e| e.created_at).unwrap_or(now),
+            updated_at: now,
+            hands_off: false,
+        };
+        let store = self.store.clone();
+        let name = rendered.name.clone();
+        blocking(move || store.mark_synced(work, Some(&proposal), Some(&name), now)).await?;
+        if published.changed {
+            tracing::info!(mac = %machine.mac, name = %rendered.name, commit = %published.commit, "proposal pushed");
+        }
+        Ok(published.changed)
+    }
+
+    /// Someone else pushed to the branch: never overwrite their work. Record it, say so once
+    /// on the forge, and consider this revision done (merge and close are still followed).
+    async fn keep_hands_off(&self, work: Pending, proposal: &Proposal, head: &str) -> Result<bool, ProposeError> {
+        self.hands_off_inner(proposal, head).await?;
+        let store = self.store.clone();
+        blocking(move || store.mark_synced(work, None, None, Utc::now())).await?;
+        Ok(false)
+    }
+
+    /// Marks a proposal whose branch someone else pushed to, and tells the reviewers once.
+    /// The mark is stored first: after a crash, a missed comment beats a repeated one.
+    pub async fn hands_off(&self, proposal: &Proposal, head: &str) -> Result<(), ProposeError> {
+        let _lane = self.lane.lock().await;
+        self.hands_off_inner(proposal, head).await
+    }
+
+    async fn hands_off_inner(&self, proposal: &Proposal, head: &str) -> Result<(), ProposeError> {
+        if proposal.hands_off {
+            return Ok(());
+        }
+        tracing::warn!(mac = %proposal.mac, branch = %proposal.branch, %head, "someone pushed to the proposal branch; Registrar stops updating it");
+        let (store, mac) = (self.store.clone(), proposal.mac);
+        blocking(move || store.set_hands_off(mac, Utc::now())).await?;
+        self.forge.note_hands_off(proposal, head).await?;
+        Ok(())
+    }
+
+    /// Whether `head` is a commit someone other than Registrar pushed to `proposal`'s branch.
+    pub async fn is_foreign_head(&self, proposal: &Proposal, head: &str) -> Result<bool, ProposeError> {
+        if head.is_empty() || head == proposal.head {
+            return Ok(false);
+        }
+        let (store, key) = (self.store.clone(), crate::domain::pushed_key(head));
+        Ok(!blocking(move || store.was_remembered(&key)).await?)
+    }
+
+    /// The files a proposal writes: its manifest, and — where its directory on the base has
+    /// a kustomization — that kustomization with the manifest added to `resources`.
+    async fn files_for(&self, path: &str, rendered: &Rendered) -> Result<Vec<(String, Vec<u8>)>, ProposeError> {
+        let mut files = vec![(path.to_string(), rendered.manifest.clone().into_bytes())];
+        let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
+        if let Some((kpath, text)) = self.base_kustomization(dir).await? {
+            let updated = index::with_resource(&String::from_utf8_lossy(&text), file)
+                .map_err(|e| ProposeError::Conflict(format!("{kpath}: {e}")))?;
+            files.push((kpath, updated.into_bytes()));
+        }
+        Ok(files)
+    }
+
+    /// The kustomization file in `dir` on the base branch, if any: (path, content).
+    async fn base_kustomization(&self, dir: &str) -> Result<Option<(String, Vec<u8>)>, ProposeError> {
+        let (git, dir) = (self.git.clone(), dir.to_string());
+        blocking(move || {
+            for name in index::KUSTOMIZATION_FILES {
+                let p = if dir.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{dir}/{name}")
+                };
+                if let Some(text) = git.read(git.base(), &p)? {
+                    return Ok::<_, git::GitError>(Some((p, text)));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    /// After the base moved (a merge), proposals whose directory has a kustomization are
+    /// regenerated on the new base, so reviewers never resolve conflicts by hand.
+    pub async fn rebuild_stale(&self) -> Result<usize, ProposeError> {
+        if self
+            .base_kustomization(index::manifest_dir(&self.path_template))
+            .await?
+            .is_none()
+        {
+            return Ok(0);
+        }
+        let store = self.store.clone();
+        let open = blocking(move || store.proposals(Some(ProposalState::Open))).await?;
+        let mut queued = 0;
+        for p in open.into_iter().filter(|p| !p.hands_off) {
+            if !self.git.is_on_base(&p.branch) {
+                let store = self.store.clone();
+                blocking(move || store.requeue(p.mac, Utc::now()).map(|_| ())).await?;
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            self.wake();
+        }
+        Ok(queued)
+    }
+
+    /// Renders a machine as it would be proposed now, without touching git.
+    pub async fn render_for(&self, machine: &Machine, facts: &Facts) -> Result<Rendered, ProposeError> {
+        let input = RenderInput {
+            mac: &machine.mac,
+            facts,
+            source: machine.source,
+            workflow: machine.workflow.as_deref(),
+            force_mac_name: false,
+            sighting: machine.sighting.as_ref(),
+            expected: machine.expected.as_ref(),
+        };
+        let mut rendered = self.renderer.render(&input)?;
+        // Two machines may claim one serial; the second one is named after its MAC.
+        let store = self.store.clone();
+        let name = rendered.name.clone();
+        let owner = blocking(move || store.name_owner(&name)).await?;
+        if owner.is_some_and(|m| m != machine.mac) {
+            rendered = self.renderer.render(&RenderInput {
+                force_mac_name: true,
+                ..input
+            })?;
+        }
+        Ok(rendered)
+    }
+}
+
+/// The proposal commit's message carries the normalised facts, so the repository's history
+/// answers "what did this machine look like when it was approved".
+pub fn commit_message(rendered: &Rendered, mac: &Mac, facts: &Facts) -> String {
+    let facts_json = serde_json::to_string(facts).expect("facts serialise");
+    format!(
+        "{}\n\nProposed by Registrar: rule {}, workflow {}.\n\nRegistrar-Mac: {mac}\nRegistrar-Facts: {facts_json}\n",
+        rendered.title,
+        rendered.decision.rule,
+        rendered.decision.workflow.as_deref().unwrap_or("none"),
+    )
+}
