@@ -1,0 +1,146 @@
+//! Reaching the remote: credentials, fetching, and updating refs in place or by a checked push.
+
+use git2::{Cred, FetchOptions, PushOptions, RemoteCallbacks};
+use secrecy::ExposeSecret;
+
+use super::{Ctx, GitError, GitRepo, REMOTE, RefUpdate, Result, Transport};
+
+impl GitRepo {
+    fn callbacks(&self) -> RemoteCallbacks<'_> {
+        let mut cb = RemoteCallbacks::new();
+        let user = self.settings.username.clone();
+        let pass = self.settings.password.get();
+        let mut tries = 0;
+        cb.credentials(move |_url, username_from_url, _allowed| {
+            tries += 1;
+            // libgit2 asks again after a refusal; answering forever would loop.
+            if tries > 1 {
+                return Err(git2::Error::from_str("the remote refused the configured credentials"));
+            }
+            match &pass {
+                Some(p) => Cred::userpass_plaintext(
+                    user.as_deref().or(username_from_url).unwrap_or("registrar"),
+                    p.expose_secret(),
+                ),
+                None => Err(git2::Error::from_str(
+                    "the remote asks for credentials; set gitops.username and gitops.password_file",
+                )),
+            }
+        });
+        cb
+    }
+
+    /// Brings the base branch and Registrar's branches up to date from the remote.
+    pub fn fetch(&self) -> Result<()> {
+        if let Transport::InPlace = self.transport {
+            return Ok(());
+        }
+        let repo = self.lock();
+        let mut remote = repo.find_remote(REMOTE).ctx(|| "finding remote".into())?;
+        let mut opts = FetchOptions::new();
+        opts.remote_callbacks(self.callbacks());
+        opts.prune(git2::FetchPrune::On);
+        let base = &self.settings.base;
+        let specs = [
+            format!("+refs/heads/{base}:refs/remotes/origin/{base}"),
+            "+refs/heads/registrar/*:refs/remotes/origin/registrar/*".to_string(),
+        ];
+        remote
+            .fetch(&specs, Some(&mut opts), None)
+            .ctx(|| format!("fetching from {}", self.settings.remote_url))?;
+        Ok(())
+    }
+
+    pub(super) fn update_refs(&self, updates: &[RefUpdate]) -> Result<()> {
+        match self.transport {
+            Transport::InPlace => self.update_in_place(updates),
+            Transport::Mirror => self.push(updates),
+        }
+    }
+
+    fn update_in_place(&self, updates: &[RefUpdate]) -> Result<()> {
+        let repo = self.lock();
+        for u in updates {
+            let name = format!("refs/heads/{}", u.branch);
+            let current = repo.refname_to_id(&name).ok();
+            if !u.force && current != u.old {
+                return Err(GitError::Refused {
+                    refname: name,
+                    message: "the ref moved (not a fast-forward from what Registrar read)".into(),
+                });
+            }
+            match (u.new, current) {
+                (Some(new), Some(cur)) if !u.force => {
+                    repo.reference_matching(&name, new, true, cur, "registrar")
+                        .map_err(|e| GitError::Refused {
+                            refname: name.clone(),
+                            message: e.message().to_string(),
+                        })?;
+                }
+                (Some(new), _) => {
+                    repo.reference(&name, new, true, "registrar")
+                        .ctx(|| format!("updating {name}"))?;
+                }
+                (None, Some(_)) => {
+                    repo.find_reference(&name)
+                        .and_then(|mut r| r.delete())
+                        .ctx(|| format!("deleting {name}"))?;
+                }
+                (None, None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn push(&self, updates: &[RefUpdate]) -> Result<()> {
+        let repo = self.lock();
+        let mut specs = Vec::new();
+        for u in updates {
+            let local = format!("refs/heads/{}", u.branch);
+            match u.new {
+                Some(new) => {
+                    repo.reference(&local, new, true, "registrar: to push")
+                        .ctx(|| format!("updating {local}"))?;
+                    specs.push(format!("{}{local}:{local}", if u.force { "+" } else { "" }));
+                }
+                None => specs.push(format!(":{local}")),
+            }
+        }
+        let mut remote = repo.find_remote(REMOTE).ctx(|| "finding remote".into())?;
+        let refused = std::cell::RefCell::new(Vec::new());
+        let mut cb = self.callbacks();
+        cb.push_update_reference(|refname, status| {
+            if let Some(msg) = status {
+                refused.borrow_mut().push((refname.to_string(), msg.to_string()));
+            }
+            Ok(())
+        });
+        let mut opts = PushOptions::new();
+        opts.remote_callbacks(cb);
+        remote
+            .push(&specs, Some(&mut opts))
+            .ctx(|| format!("pushing {} to {}", specs.join(" "), self.settings.remote_url))?;
+        drop(opts);
+        if let Some((refname, message)) = refused.into_inner().into_iter().next() {
+            return Err(GitError::Refused { refname, message });
+        }
+        // The remote took it: record what it now holds.
+        for u in updates {
+            let tracking = self.tracking(u.branch);
+            match u.new {
+                Some(new) => {
+                    repo.reference(&tracking, new, true, "registrar: pushed")
+                        .ctx(|| format!("updating {tracking}"))?;
+                }
+                None => {
+                    for name in [tracking, format!("refs/heads/{}", u.branch)] {
+                        if let Ok(mut r) = repo.find_reference(&name) {
+                            r.delete().ctx(|| format!("deleting {name}"))?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
