@@ -173,7 +173,8 @@ impl Registrar {
 
 pub async fn wait_for_state(client: &reqwest::Client, url: &str, mac: &str, state: &str) -> Value {
     let mut last = Value::Null;
-    for _ in 0..200 {
+    // Up to 30 s: on CI's two cores under the fault tests' retries, 10 s was seen to be short.
+    for _ in 0..600 {
         let resp = client
             .get(format!("{url}/api/v1/machines/{mac}"))
             .bearer_auth(OPERATOR_TOKEN)
