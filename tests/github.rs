@@ -35,14 +35,6 @@ fn pulls_of(gh: &FakeGithub, branch: &str) -> usize {
     gh.pulls().iter().filter(|p| p.head == branch).count()
 }
 
-async fn propose_one(gh: &FakeGithub, r: &Registrar) -> u64 {
-    r.report(&report_body(MAC, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json")))
-        .await;
-    let m = r.wait_for_state(MAC, "proposed").await;
-    assert_eq!(gh.pulls().len(), 1);
-    m["proposal"]["number"].as_u64().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_report_opens_one_pull_request_with_body_and_labels_at_three_calls() {
     let (gh, r) = start().await;
@@ -58,7 +50,7 @@ async fn a_report_opens_one_pull_request_with_body_and_labels_at_three_calls() {
     })
     .await;
     let before = gh.requests().len();
-    let n = propose_one(&gh, &r).await;
+    let n = propose_on_github(&gh, &r, MAC).await;
     let pull = gh.pull(n);
     assert_eq!(
         pull.title,
@@ -102,7 +94,7 @@ async fn a_report_opens_one_pull_request_with_body_and_labels_at_three_calls() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_workflow_label_re_renders_and_an_unknown_one_gets_one_comment() {
     let (gh, r) = start().await;
-    let n = propose_one(&gh, &r).await;
+    let n = propose_on_github(&gh, &r, MAC).await;
     let first = gh.repo().head(BRANCH).unwrap();
     assert_eq!(gh.label(n, "workflow/ubuntu-2204", "alice").await.status(), 202);
     let yaml = eventually("re-render", || {
@@ -161,7 +153,7 @@ async fn a_workflow_label_re_renders_and_an_unknown_one_gets_one_comment() {
 #[tokio::test(flavor = "multi_thread")]
 async fn merge_approves_close_rejects_reopen_proposes_again() {
     let (gh, r) = start().await;
-    let n = propose_one(&gh, &r).await;
+    let n = propose_on_github(&gh, &r, MAC).await;
     assert_eq!(gh.close(n, "bob").await.status(), 202);
     let m = r.wait_for_state(MAC, "rejected").await;
     assert_eq!(m["machine"]["suppressed"], true);
@@ -206,7 +198,7 @@ async fn merge_approves_close_rejects_reopen_proposes_again() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_signatures_are_refused_and_replays_change_nothing() {
     let (gh, r) = start().await;
-    let n = propose_one(&gh, &r).await;
+    let n = propose_on_github(&gh, &r, MAC).await;
     gh.state.lock().unwrap().pulls[0].open = false;
     let body = serde_json::to_vec(&gh.payload("closed", n, "eve", None)).unwrap();
     let (accepted, refused) = (
@@ -290,7 +282,7 @@ async fn bad_signatures_are_refused_and_replays_change_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_delivery_is_caught_up_by_the_reconcile() {
     let (gh, r) = start_with(|c| c.forge.github.reconcile_seconds = 1).await;
-    let n = propose_one(&gh, &r).await;
+    let n = propose_on_github(&gh, &r, MAC).await;
     gh.merge_quietly(n, "dave");
     let m = r.wait_for_state(MAC, "approved").await;
     assert!(
@@ -406,7 +398,7 @@ async fn under_faults_a_hundred_machines_get_exactly_a_hundred_pull_requests() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_human_push_is_respected_and_said_once() {
     let (gh, r) = start().await;
-    let n = propose_one(&gh, &r).await;
+    let n = propose_on_github(&gh, &r, MAC).await;
     // A person fixes something on the branch.
     let human = {
         let repo = git2::Repository::open_bare(&gh.repo().path).unwrap();
@@ -497,7 +489,7 @@ async fn as_a_github_app_with_installation_tokens() {
     })
     .await;
     *gh.hook_url.lock().unwrap() = Some(format!("{}/webhooks/github", r.url));
-    let n = propose_one(&gh, &r).await;
+    let n = propose_on_github(&gh, &r, MAC).await;
     assert_eq!(gh.pull(n).labels, ["registrar", "workflow/ubuntu-2404"]);
     assert!(
         gh.repo().read(BRANCH, "hardware/d5s0r8000105.yaml").is_some(),
@@ -513,7 +505,7 @@ async fn as_a_github_app_with_installation_tokens() {
 #[tokio::test(flavor = "multi_thread")]
 async fn approving_in_the_console_merges_the_pull_request_and_names_the_operator_there() {
     let (gh, r) = start().await;
-    let number = propose_one(&gh, &r).await;
+    let number = propose_on_github(&gh, &r, MAC).await;
     let (cookie, csrf) = console_session(&r, MAC).await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -541,7 +533,7 @@ async fn approving_in_the_console_merges_the_pull_request_and_names_the_operator
 #[tokio::test(flavor = "multi_thread")]
 async fn a_merge_that_branch_protection_refuses_leaves_the_review_on_the_pull_request() {
     let (gh, r) = start().await;
-    propose_one(&gh, &r).await;
+    propose_on_github(&gh, &r, MAC).await;
     gh.state.lock().unwrap().protected = true;
     let (cookie, csrf) = console_session(&r, MAC).await;
     let client = reqwest::Client::builder()
@@ -591,7 +583,7 @@ async fn a_merge_that_branch_protection_refuses_leaves_the_review_on_the_pull_re
 #[tokio::test(flavor = "multi_thread")]
 async fn choosing_a_workflow_in_the_console_sets_the_pull_requests_label() {
     let (gh, r) = start().await;
-    let number = propose_one(&gh, &r).await;
+    let number = propose_on_github(&gh, &r, MAC).await;
     assert!(gh.pulls()[0].labels.contains(&"workflow/ubuntu-2404".to_string()));
     let (cookie, csrf) = console_session(&r, MAC).await;
     let client = reqwest::Client::builder()
@@ -628,7 +620,7 @@ async fn during_a_secret_rotation_both_secrets_are_accepted_and_no_other() {
     std::fs::write(&previous, "the-webhook-secret-being-rotated-out\n").unwrap();
     let p = previous.clone();
     let (gh, r) = start_with(move |c| c.forge.github.webhook_previous_secret_file = Some(p)).await;
-    let n = propose_one(&gh, &r).await;
+    let n = propose_on_github(&gh, &r, MAC).await;
     let body = serde_json::to_vec(&gh.payload("labeled", n, "octocat", Some("registrar"))).unwrap();
     for (secret, expected) in [
         (Some("the-webhook-secret-being-rotated-out"), 202),

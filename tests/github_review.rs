@@ -16,18 +16,10 @@ async fn start_with(edit: impl FnOnce(&mut registrar::config::Config) + Send + '
     start_on_github(edit).await
 }
 
-async fn propose(gh: &FakeGithub, r: &Registrar) -> u64 {
-    r.report(&report_body(MAC, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json")))
-        .await;
-    let m = r.wait_for_state(MAC, "proposed").await;
-    assert_eq!(gh.pulls().len(), 1);
-    m["proposal"]["number"].as_u64().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fork_pull_request_named_like_ours_is_never_ours() {
     let (gh, r) = start_with(|_| {}).await;
-    let ours = propose(&gh, &r).await;
+    let ours = propose_on_github(&gh, &r, MAC).await;
     // Someone opens a pull request from a fork whose branch is named like Registrar's, and
     // closes it.
     let theirs = gh.open_fork_pull("mallory/gitops", BRANCH);
@@ -44,7 +36,7 @@ async fn a_fork_pull_request_named_like_ours_is_never_ours() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_closed_delivery_after_a_reopen_leaves_the_machine_proposed() {
     let (gh, r) = start_with(|_| {}).await;
-    let number = propose(&gh, &r).await;
+    let number = propose_on_github(&gh, &r, MAC).await;
     assert!(gh.close(number, "reviewer").await.status().is_success());
     r.wait_for_state(MAC, "rejected").await;
     // The "closed" delivery, as GitHub sent it then.
@@ -68,7 +60,7 @@ async fn a_stale_closed_delivery_after_a_reopen_leaves_the_machine_proposed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_merge_is_pinned_to_the_head_that_was_reviewed() {
     let (gh, r) = start_with(|_| {}).await;
-    let number = propose(&gh, &r).await;
+    let number = propose_on_github(&gh, &r, MAC).await;
     let reviewed = gh.repo().head(BRANCH).unwrap();
     // Someone pushes to the branch after the review, and no delivery tells Registrar.
     let repo = git2::Repository::open_bare(gh.repo().path).unwrap();
@@ -95,7 +87,7 @@ async fn a_merge_is_pinned_to_the_head_that_was_reviewed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_merge_whose_answer_was_lost_is_observed_not_resent() {
     let (gh, r) = start_with(|_| {}).await;
-    let number = propose(&gh, &r).await;
+    let number = propose_on_github(&gh, &r, MAC).await;
     gh.set_faults(fake_github::Faults {
         merge_answer_lost: true,
         ..Default::default()
@@ -119,7 +111,7 @@ async fn a_merge_whose_answer_was_lost_is_observed_not_resent() {
 async fn registrars_own_push_is_never_taken_for_a_persons() {
     let (gh, r) = start_with(|_| {}).await;
     gh.state.lock().unwrap().push_webhooks = true;
-    let number = propose(&gh, &r).await;
+    let number = propose_on_github(&gh, &r, MAC).await;
     let first = gh.repo().head(BRANCH).unwrap();
     // New facts re-render the proposal: Registrar pushes, and GitHub's `synchronize` for that
     // push arrives while the push is still in flight.
@@ -155,7 +147,7 @@ async fn registrars_own_push_is_never_taken_for_a_persons() {
 async fn a_reviewers_workflow_label_is_not_flipped_back_by_registrars_own_deliveries() {
     let (gh, r) = start_with(|_| {}).await;
     gh.state.lock().unwrap().push_webhooks = true;
-    let number = propose(&gh, &r).await;
+    let number = propose_on_github(&gh, &r, MAC).await;
     assert!(gh.pull(number).labels.contains(&"workflow/ubuntu-2404".to_string()));
     assert!(
         gh.label(number, "workflow/ubuntu-2204", "reviewer")
@@ -189,7 +181,7 @@ async fn a_reviewers_workflow_label_is_not_flipped_back_by_registrars_own_delive
 #[tokio::test(flavor = "multi_thread")]
 async fn lifting_a_rejection_reopens_the_pull_request() {
     let (gh, r) = start_with(|_| {}).await;
-    let number = propose(&gh, &r).await;
+    let number = propose_on_github(&gh, &r, MAC).await;
     let resp = r
         .post(&format!("/api/v1/machines/{MAC}/reject"), json!({"reason": "not yet"}))
         .await;
@@ -217,7 +209,7 @@ async fn lifting_a_rejection_reopens_the_pull_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forgotten_rejected_machine_gets_a_fresh_pull_request() {
     let (gh, r) = start_with(|c| c.forge.github.reconcile_seconds = 1).await;
-    let first = propose(&gh, &r).await;
+    let first = propose_on_github(&gh, &r, MAC).await;
     assert_eq!(
         r.post(&format!("/api/v1/machines/{MAC}/reject"), json!({}))
             .await
@@ -362,7 +354,7 @@ async fn closed_proposals_cost_no_requests_at_rest() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_approval_finishes_after_the_client_gave_up() {
     let (gh, r) = start_with(|c| c.queue.reconcile_seconds = 3600).await;
-    let number = propose(&gh, &r).await;
+    let number = propose_on_github(&gh, &r, MAC).await;
     // GitHub is slow today: every request takes a second.
     gh.set_faults(fake_github::Faults {
         timeouts: 1.0,

@@ -144,22 +144,11 @@ async fn all_together_from_a_pxe_dhcp_request_to_provisioned() {
         String::from_utf8_lossy(&out.stderr)
     );
     let seen = eventually(30, "the DHCP request to be noticed", || async {
-        let (status, body) = get(&format!("{url}/api/v1/machines/{mac}")).await;
+        let (status, body) = support::journey::get(&format!("{url}/api/v1/machines/{mac}"), OPERATOR_TOKEN).await;
         (status == 200).then_some(body)
     })
     .await;
     assert_eq!(seen["machine"]["source"], "dhcp", "{seen:#}");
     assert_eq!(seen["machine"]["sighting"]["uefi"], true, "{seen:#}");
     support::journey::journey_after_detection(&mut p, &gh, &kube, mac).await;
-}
-
-async fn get(url: &str) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(OPERATOR_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
 }

@@ -23,22 +23,15 @@ pub async fn readyz(
     axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> impl IntoResponse {
     let store = state.proposer.store().clone();
-    let store_check = match tokio::task::spawn_blocking(move || store.count_by_state()).await {
-        Ok(Ok(_)) => crate::supervisor::Check {
-            ready: true,
-            detail: "answering".into(),
-            restarts: 0,
-        },
-        Ok(Err(e)) => crate::supervisor::Check {
-            ready: false,
-            detail: e.to_string(),
-            restarts: 0,
-        },
-        Err(e) => crate::supervisor::Check {
-            ready: false,
-            detail: e.to_string(),
-            restarts: 0,
-        },
+    let answered = match tokio::task::spawn_blocking(move || store.count_by_state()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let store_check = crate::supervisor::Check {
+        ready: answered.is_ok(),
+        detail: answered.err().unwrap_or_else(|| "answering".into()),
+        restarts: 0,
     };
     let mut checks: std::collections::BTreeMap<&str, crate::supervisor::Check> =
         state.readiness.snapshot().into_iter().collect();

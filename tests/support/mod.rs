@@ -520,3 +520,13 @@ pub async fn console_session(r: &Registrar, mac: &str) -> (String, String) {
     let at = html.find("name=\"csrf\" value=\"").unwrap();
     (cookie, html[at + 19..].split('"').next().unwrap().to_string())
 }
+
+/// `mac` reports the recorded Packet c3.small's facts and is proposed: its pull request's
+/// number (the fake GitHub holds that one pull request alone).
+pub async fn propose_on_github(gh: &fake_github::FakeGithub, r: &Registrar, mac: &str) -> u64 {
+    r.report(&report_body(mac, lshw("packet-c3small-asrockrack-e3c246d4i-nl.json")))
+        .await;
+    let m = r.wait_for_state(mac, "proposed").await;
+    assert_eq!(gh.pulls().len(), 1);
+    m["proposal"]["number"].as_u64().unwrap()
+}

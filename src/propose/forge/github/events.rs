@@ -171,12 +171,8 @@ impl GithubHooks {
             }
             return Ok(());
         }
-        let store = self.proposer.store().clone();
-        let proposal = self.blocking(move || store.proposal(mac)).await?;
-        if let Some(p) = proposal.filter(|p| !p.hands_off && p.number == Some(number))
-            && self.proposer.is_foreign_head(&p, &pr.head_sha).await?
-        {
-            self.proposer.hands_off(&p, &pr.head_sha).await?;
+        if !recorded.hands_off && self.proposer.is_foreign_head(&recorded, &pr.head_sha).await? {
+            self.proposer.hands_off(&recorded, &pr.head_sha).await?;
         }
         // Open on GitHub while a rejection is under way (recorded, not yet carried to GitHub):
         // the reconcile closes it. Only a pull request Registrar knew as closed is reopened.
@@ -189,7 +185,8 @@ impl GithubHooks {
             self.blocking(move || store.unsuppress(mac, &who, Utc::now())).await?;
             self.proposer.wake();
         }
-        self.follow_workflow_label(&machine, pr, actor, just_added).await
+        self.follow_workflow_label(&machine, recorded.workflow.as_deref(), pr, actor, just_added)
+            .await
     }
 
     /// A `workflow/<name>` label chooses the provisioning workflow. The label a reviewer
@@ -200,16 +197,12 @@ impl GithubHooks {
     async fn follow_workflow_label(
         &self,
         machine: &crate::domain::Machine,
+        labelled_by_registrar: Option<&str>,
         pr: &PullRequest,
         actor: &str,
         just_added: Option<&str>,
     ) -> Result<(), ProposeError> {
-        let (store, mac) = (self.proposer.store().clone(), machine.mac);
-        let labelled_by_registrar = self
-            .blocking(move || store.proposal(mac))
-            .await?
-            .and_then(|p| p.workflow);
-        let current = machine.workflow.clone().or_else(|| labelled_by_registrar.clone());
+        let current = machine.workflow.as_deref().or(labelled_by_registrar);
         let labelled: Vec<&str> = pr
             .labels
             .iter()
@@ -220,7 +213,7 @@ impl GithubHooks {
             None => labelled
                 .iter()
                 .copied()
-                .filter(|w| Some(*w) != current.as_deref() && Some(*w) != labelled_by_registrar.as_deref())
+                .filter(|w| Some(*w) != current && Some(*w) != labelled_by_registrar)
                 .collect(),
         };
         let choice = match candidates.as_slice() {
@@ -240,7 +233,7 @@ impl GithubHooks {
                     .await;
             }
         };
-        if Some(choice) == current.as_deref() {
+        if Some(choice) == current {
             return Ok(());
         }
         if !self.proposer.renderer().has_workflow(choice) {
