@@ -28,6 +28,7 @@ pub struct Metrics {
     pub sync_seconds: Histogram,
     /// Machines whose latest change has not reached git and the forge yet.
     pub queue_length: Gauge,
+    pub queue_retrying: Gauge,
     /// Machines per state.
     pub machines: Family<StateLabel, Gauge>,
     /// Requests refused for a missing or wrong token.
@@ -115,6 +116,12 @@ impl Metrics {
             "queue_length",
             "Machines whose change still has to reach git and the forge",
             queue_length.clone(),
+        );
+        let queue_retrying = Gauge::default();
+        registry.register(
+            "queue_retrying",
+            "Machines whose last sync failed and that wait out their backoff before the next try",
+            queue_retrying.clone(),
         );
         let machines = Family::<StateLabel, Gauge>::default();
         registry.register("machines", "Machines known to Registrar, by state", machines.clone());
@@ -297,6 +304,7 @@ impl Metrics {
             syncs,
             sync_seconds,
             queue_length,
+            queue_retrying,
             machines,
             auth_failures,
             dhcp_packets,

@@ -11,18 +11,11 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::binary::{Process, eventually, example, free_port, kubeconfig, point_at_github, set, token_env};
+use support::binary::{Process, eventually, example, kubeconfig, listen_on, point_at_github, set, token_env};
 use support::fake_github::FakeGithub;
 use support::fake_kube::FakeKube;
 use support::journey::*;
 use support::*;
-
-/// The port the server will listen on, chosen first so its URL can go into the config.
-fn listen_on(config: &mut Value) -> String {
-    let port = free_port();
-    set(config, "server.listen", json!(format!("127.0.0.1:{port}")));
-    format!("http://127.0.0.1:{port}")
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn local_forge_a_report_is_proposed_approved_with_the_cli_and_merged() {

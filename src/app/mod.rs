@@ -135,7 +135,12 @@ impl App {
                 metrics.clone(),
             )
             .with_known(known.clone())
-            .with_only_expected(config.discovery.only_expected),
+            .with_only_expected(config.discovery.only_expected)
+            .with_queue(
+                config.queue.concurrency,
+                Duration::from_secs(config.queue.retry_seconds.max(1)),
+                Duration::from_secs(config.queue.retry_max_seconds.max(1)),
+            ),
         );
         let hooks = match github_forge {
             Some(f) => Some(Arc::new(

@@ -30,8 +30,14 @@ impl Default for ReviewConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
-    /// Work that failed (forge or remote down) is retried this often; new work starts at once.
+    /// How many machines are brought to git and the forge at once (never two steps of one
+    /// machine at once). The forge's pacing is shared by all of them.
+    pub concurrency: usize,
+    /// Work that failed (forge or remote down) is retried after this long at first; new work
+    /// starts at once.
     pub retry_seconds: u64,
+    /// A machine that keeps failing backs off, doubling (with jitter) up to this.
+    pub retry_max_seconds: u64,
     /// How often proposals are reconciled with the forge and the repository (unfinished
     /// approvals and rejections carried through, merges done elsewhere noticed).
     pub reconcile_seconds: u64,
@@ -40,7 +46,9 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
+            concurrency: 4,
             retry_seconds: 10,
+            retry_max_seconds: 600,
             reconcile_seconds: 60,
         }
     }

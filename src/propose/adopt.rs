@@ -66,7 +66,7 @@ impl Proposer {
                 continue;
             }
             let state = self.forge.branch_state(&branch).await?;
-            let _lane = self.lane.lock().await;
+            let _machine = self.machines.lock(mac).await;
             let store = self.store.clone();
             let (b, now) = (branch.clone(), Utc::now());
             match state {

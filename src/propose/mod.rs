@@ -10,6 +10,9 @@ pub mod forge;
 pub mod git;
 mod import;
 pub mod index;
+mod keyed;
+
+use keyed::MachineGuard;
 mod review;
 mod sync;
 
@@ -19,6 +22,7 @@ pub use sync::commit_message;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use tokio::sync::Notify;
 
 use crate::domain::Mac;
@@ -73,10 +77,14 @@ pub struct Proposer {
     metrics: Arc<Metrics>,
     wake: Notify,
     crash_at: Option<CrashPoint>,
-    /// One lane for everything that writes a proposal's branch or record (sync, approve,
-    /// reject, forge events), so a background sync never re-pushes a branch that a review
-    /// is merging or closing at the same moment.
-    lane: tokio::sync::Mutex<()>,
+    /// One lock per machine for everything that writes its branch or record (sync, approve,
+    /// reject, forge events): a background sync never re-pushes a branch that a review is
+    /// merging or closing, and a machine waiting on the forge holds up no other.
+    machines: keyed::MachineLocks,
+    /// When each machine whose sync failed is tried again.
+    retries: keyed::Retries,
+    /// How many machines are synced at once.
+    concurrency: usize,
     /// MACs that already have a home (cluster Hardware, base-branch manifests).
     known: Arc<crate::domain::KnownMacs>,
     /// The cluster, when configured: approval removes the machine's discovery objects.
@@ -115,7 +123,9 @@ impl Proposer {
             metrics,
             wake: Notify::new(),
             crash_at: CrashPoint::from_env(),
-            lane: tokio::sync::Mutex::new(()),
+            machines: Default::default(),
+            retries: keyed::Retries::new(Duration::from_secs(10), Duration::from_secs(600)),
+            concurrency: 4,
             known: Default::default(),
             cluster: std::sync::OnceLock::new(),
             only_expected: false,
@@ -126,6 +136,14 @@ impl Proposer {
     /// proposed again.
     pub fn with_known(mut self, known: Arc<crate::domain::KnownMacs>) -> Self {
         self.known = known;
+        self
+    }
+
+    /// How many machines sync at once, and how failed ones are retried: first after
+    /// `retry`, then backing off per machine up to `retry_max`.
+    pub fn with_queue(mut self, concurrency: usize, retry: Duration, retry_max: Duration) -> Self {
+        self.concurrency = concurrency.max(1);
+        self.retries = keyed::Retries::new(retry, retry_max);
         self
     }
 
@@ -229,23 +247,41 @@ impl Proposer {
             blocking(move || macs.into_iter().try_for_each(|m| store.set_error(m, Some(&msg)))).await?;
             return Err(e);
         }
-        let mut done = 0;
-        for item in &work {
-            done += 1;
-            let started = Instant::now();
-            match self.sync(*item).await {
-                Ok(changed) => self.metrics.sync(if changed { "pushed" } else { "unchanged" }),
-                Err(e) => {
-                    self.metrics.sync("error");
-                    tracing::warn!(mac = %item.mac, error = %e, "could not sync proposal");
-                    let store = self.store.clone();
-                    let (mac, msg) = (item.mac, e.to_string());
-                    blocking(move || store.set_error(mac, Some(&msg))).await?;
+        // Machines whose last attempt failed wait out their backoff; the rest go, several
+        // at once, each under its own machine's lock.
+        let now = Instant::now();
+        let work: Vec<_> = work.into_iter().filter(|w| self.retries.due(w.mac, now)).collect();
+        let left = std::sync::atomic::AtomicUsize::new(work.len());
+        futures::stream::iter(&work)
+            .for_each_concurrent(self.concurrency, |item| {
+                let left = &left;
+                async move {
+                    let started = Instant::now();
+                    let machine = self.machines.lock(item.mac).await;
+                    match self.publish_revision(&machine, *item).await {
+                        Ok(changed) => {
+                            self.retries.succeeded(item.mac);
+                            self.metrics.sync(if changed { "pushed" } else { "unchanged" })
+                        }
+                        Err(e) => {
+                            self.metrics.sync("error");
+                            let retry = self.retries.failed(item.mac, Instant::now());
+                            let retry_in = retry.next.saturating_duration_since(Instant::now()).as_secs();
+                            tracing::warn!(mac = %item.mac, error = %e, tries = retry.tries, retry_in, "could not sync proposal");
+                            let msg = format!("{e} (try {}; next try in {retry_in} s)", retry.tries);
+                            let (store, mac) = (self.store.clone(), item.mac);
+                            if let Err(e) = blocking(move || store.set_error(mac, Some(&msg))).await {
+                                tracing::warn!(%mac, error = %e, "could not record the sync error");
+                            }
+                        }
+                    }
+                    self.metrics.sync_seconds.observe(started.elapsed().as_secs_f64());
+                    let left = left.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) - 1;
+                    self.metrics.queue_length.set(left as i64);
                 }
-            }
-            self.metrics.sync_seconds.observe(started.elapsed().as_secs_f64());
-            self.metrics.queue_length.set((work.len() - done) as i64);
-        }
-        Ok(done)
+            })
+            .await;
+        self.metrics.queue_retrying.set(self.retries.len() as i64);
+        Ok(work.len())
     }
 }

@@ -7,7 +7,7 @@ use chrono::Utc;
 
 use super::forge::ForgeError;
 use super::git;
-use super::{ProposeError, Proposer, blocking};
+use super::{MachineGuard, ProposeError, Proposer, blocking};
 use crate::domain::{Mac, Machine, Proposal, ProposalState, State};
 use crate::store::StoreError;
 
@@ -26,14 +26,14 @@ impl Proposer {
 
     /// Approves a machine's open proposal: record the intent, merge, record the result.
     pub async fn approve(&self, mac: Mac, actor: &str) -> Result<Machine, ProposeError> {
-        let _lane = self.lane.lock().await;
+        let machine = self.machines.lock(mac).await;
         let mut proposal = self.open_proposal(mac).await?;
         // A proposal behind the base (another one merged meanwhile) is rebuilt first, so a
         // shared kustomization never conflicts.
         if !proposal.hands_off && !self.git.is_on_base(&proposal.branch) {
             let store = self.store.clone();
             let work = blocking(move || store.requeue(mac, Utc::now())).await?;
-            self.sync_inner(work).await?;
+            self.publish_revision(&machine, work).await?;
             proposal = self.open_proposal(mac).await?;
         }
         let store = self.store.clone();
@@ -47,18 +47,24 @@ impl Proposer {
                 other => other.into(),
             });
         }
-        self.finish_approval_inner(mac, &format!("{} merged", proposal.branch), actor)
+        self.record_approval(&machine, &format!("{} merged", proposal.branch), actor)
             .await
     }
 
     /// Records an approval that happened on the forge (a merge).
     pub async fn finish_approval(&self, mac: Mac, cause: &str, actor: &str) -> Result<Machine, ProposeError> {
-        let _lane = self.lane.lock().await;
-        self.finish_approval_inner(mac, cause, actor).await
+        let machine = self.machines.lock(mac).await;
+        self.record_approval(&machine, cause, actor).await
     }
 
-    async fn finish_approval_inner(&self, mac: Mac, cause: &str, actor: &str) -> Result<Machine, ProposeError> {
-        let store = self.store.clone();
+    /// Records the held machine's proposal as merged and the machine as approved.
+    async fn record_approval(
+        &self,
+        held: &MachineGuard<'_>,
+        cause: &str,
+        actor: &str,
+    ) -> Result<Machine, ProposeError> {
+        let (store, mac) = (self.store.clone(), held.mac());
         let (cause, actor) = (cause.to_string(), actor.to_string());
         let machine = blocking(move || {
             store.set_proposal_state(mac, ProposalState::Merged, Utc::now())?;
@@ -83,11 +89,7 @@ impl Proposer {
 
     /// Rejects a machine: suppress it first (so nothing re-proposes it), then close the proposal.
     pub async fn reject(&self, mac: Mac, actor: &str, reason: &str) -> Result<Machine, ProposeError> {
-        let _lane = self.lane.lock().await;
-        self.reject_inner(mac, actor, reason).await
-    }
-
-    async fn reject_inner(&self, mac: Mac, actor: &str, reason: &str) -> Result<Machine, ProposeError> {
+        let _machine = self.machines.lock(mac).await;
         let store = self.store.clone();
         let (actor_s, reason) = (
             actor.to_string(),
@@ -122,7 +124,7 @@ impl Proposer {
     /// Forgets a machine no proposal of which is open or merged, so that it is noticed
     /// afresh; in the lane, so no sync of it is half done, and its discovery objects go too.
     pub async fn forget(&self, mac: Mac, actor: &str) -> Result<(), ProposeError> {
-        let _lane = self.lane.lock().await;
+        let _machine = self.machines.lock(mac).await;
         let (store, who) = (self.store.clone(), actor.to_string());
         blocking(move || store.forget(mac, &who, Utc::now())).await?;
         self.remove_discovery_objects(mac).await;
@@ -131,7 +133,7 @@ impl Proposer {
 
     /// Records a rejection that happened on the forge (a pull request closed unmerged).
     pub async fn record_rejection(&self, mac: Mac, cause: &str, actor: &str) -> Result<Machine, ProposeError> {
-        let _lane = self.lane.lock().await;
+        let _machine = self.machines.lock(mac).await;
         let store = self.store.clone();
         let (cause, actor) = (cause.to_string(), actor.to_string());
         let machine = blocking(move || {
@@ -183,14 +185,14 @@ impl Proposer {
                     ProposalState::Rejecting => {
                         // Rejected, but a crash may have come before the forge heard of it.
                         // Read again in the lane: the rejection may have been lifted since.
-                        let _lane = self.lane.lock().await;
+                        let _machine = self.machines.lock(p.mac).await;
                         if let Some(p) = self.proposal_in(p.mac, ProposalState::Rejecting).await? {
                             self.close_rejected(&p, "registrar").await?;
                         }
                     }
                     ProposalState::Approving => {
                         // In the lane, so no background sync pushes the branch mid-merge.
-                        let _lane = self.lane.lock().await;
+                        let machine = self.machines.lock(p.mac).await;
                         let Some(p) = self.proposal_in(p.mac, ProposalState::Approving).await? else {
                             return Ok(());
                         };
@@ -207,7 +209,7 @@ impl Proposer {
                             .await?;
                             return Ok(());
                         }
-                        self.finish_approval_inner(p.mac, &format!("{} merged (resumed)", p.branch), "registrar")
+                        self.record_approval(&machine, &format!("{} merged (resumed)", p.branch), "registrar")
                             .await?;
                     }
                     ProposalState::Open if self.forge.lists_changes() => {}

@@ -4,7 +4,7 @@
 use chrono::Utc;
 
 use super::forge::Draft;
-use super::{CrashPoint, ProposeError, Proposer, blocking};
+use super::{CrashPoint, MachineGuard, ProposeError, Proposer, blocking};
 use super::{git, index};
 use crate::domain::{Facts, Mac, Machine, Proposal, ProposalState, branch_for};
 use crate::render::{RenderInput, Rendered};
@@ -13,11 +13,13 @@ use crate::store::{Pending, StoreError};
 impl Proposer {
     /// Brings one machine's revision to git and the forge. Returns whether git changed.
     pub async fn sync(&self, work: Pending) -> Result<bool, ProposeError> {
-        let _lane = self.lane.lock().await;
-        self.sync_inner(work).await
+        let machine = self.machines.lock(work.mac).await;
+        self.publish_revision(&machine, work).await
     }
 
-    pub(super) async fn sync_inner(&self, work: Pending) -> Result<bool, ProposeError> {
+    /// Renders, publishes and opens (or updates) one revision, holding the machine.
+    pub(super) async fn publish_revision(&self, held: &MachineGuard<'_>, work: Pending) -> Result<bool, ProposeError> {
+        debug_assert_eq!(held.mac(), work.mac);
         let store = self.store.clone();
         let (machine, existing) =
             blocking(move || Ok::<_, StoreError>((store.machine(work.mac)?, store.proposal(work.mac)?))).await?;
@@ -68,7 +70,7 @@ impl Proposer {
             };
             if p.hands_off || foreign {
                 return self
-                    .keep_hands_off(work, p, remote.as_deref().unwrap_or_default())
+                    .keep_hands_off(held, work, p, remote.as_deref().unwrap_or_default())
                     .await;
             }
         }
@@ -148,8 +150,14 @@ impl Proposer {
 
     /// Someone else pushed to the branch: never overwrite their work. Record it, say so once
     /// on the forge, and consider this revision done (merge and close are still followed).
-    async fn keep_hands_off(&self, work: Pending, proposal: &Proposal, head: &str) -> Result<bool, ProposeError> {
-        self.hands_off_inner(proposal, head).await?;
+    async fn keep_hands_off(
+        &self,
+        held: &MachineGuard<'_>,
+        work: Pending,
+        proposal: &Proposal,
+        head: &str,
+    ) -> Result<bool, ProposeError> {
+        self.record_hands_off(held, proposal, head).await?;
         let store = self.store.clone();
         blocking(move || store.mark_synced(work, None, None, Utc::now())).await?;
         Ok(false)
@@ -158,11 +166,17 @@ impl Proposer {
     /// Marks a proposal whose branch someone else pushed to, and tells the reviewers once.
     /// The mark is stored first: after a crash, a missed comment beats a repeated one.
     pub async fn hands_off(&self, proposal: &Proposal, head: &str) -> Result<(), ProposeError> {
-        let _lane = self.lane.lock().await;
-        self.hands_off_inner(proposal, head).await
+        let machine = self.machines.lock(proposal.mac).await;
+        self.record_hands_off(&machine, proposal, head).await
     }
 
-    async fn hands_off_inner(&self, proposal: &Proposal, head: &str) -> Result<(), ProposeError> {
+    async fn record_hands_off(
+        &self,
+        held: &MachineGuard<'_>,
+        proposal: &Proposal,
+        head: &str,
+    ) -> Result<(), ProposeError> {
+        debug_assert_eq!(held.mac(), proposal.mac);
         if proposal.hands_off {
             return Ok(());
         }

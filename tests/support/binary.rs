@@ -18,6 +18,14 @@ pub fn binary() -> PathBuf {
     }
 }
 
+/// Chooses the port the server will listen on before it starts, so its URL can go into the
+/// config (a report URL) or a fake (GitHub's webhook URL).
+pub fn listen_on(config: &mut Value) -> String {
+    let port = free_port();
+    set(config, "server.listen", json!(format!("127.0.0.1:{port}")));
+    format!("http://127.0.0.1:{port}")
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -64,9 +72,10 @@ impl Process {
     /// Writes `config` to `dir/config.yaml` (with its own state directory, the repository's
     /// templates and a free loopback port) and starts the binary on it.
     pub fn start(dir: &Path, mut config: Value, env: &[(&str, &str)]) -> Process {
-        // A test that must know the URL first (a report URL, a webhook) sets the port itself.
+        // A test that must know the URL first (a report URL, a webhook) chose the port with
+        // `listen_on`; the examples' own ports (8080) would clash between tests.
         let listen = match config["server"]["listen"].as_str() {
-            Some(l) if l.starts_with("127.0.0.1:") => l.to_string(),
+            Some(l) if l.starts_with("127.0.0.1:") && !l.ends_with(":8080") => l.to_string(),
             _ => format!("127.0.0.1:{}", free_port()),
         };
         set(&mut config, "server.listen", json!(listen));

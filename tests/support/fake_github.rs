@@ -72,6 +72,12 @@ pub struct GhState {
     /// Deliver `pull_request` `synchronize` when a push moves an open pull request's head,
     /// as GitHub does — before the pusher has even read the push's answer.
     pub push_webhooks: bool,
+    /// Requests whose path ends with one of these wait, unanswered, until released: a call
+    /// that GitHub is slow to answer (a rate limit, a long merge).
+    pub held: Vec<String>,
+    /// Refuse to open pull requests (403), as GitHub does for a token that lost its
+    /// pull-requests permission.
+    pub refuse_creates: bool,
 }
 
 #[derive(Clone)]
@@ -138,6 +144,15 @@ impl FakeGithub {
 
     pub fn requests(&self) -> Vec<(String, String)> {
         self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Holds every request whose path ends with `suffix` until `release`.
+    pub fn hold(&self, suffix: &str) {
+        self.state.lock().unwrap().held.push(suffix.to_string());
+    }
+
+    pub fn release(&self) {
+        self.state.lock().unwrap().held.clear();
     }
 
     pub fn set_faults(&self, faults: Faults) {
@@ -538,6 +553,9 @@ async fn route(State(gh): State<FakeGithub>, method: Method, uri: Uri, headers: 
             f.timeout_for,
         )
     };
+    while gh.state.lock().unwrap().held.iter().any(|h| path.ends_with(h.as_str())) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     if fault_limit {
         return (
             StatusCode::FORBIDDEN,
@@ -550,6 +568,12 @@ async fn route(State(gh): State<FakeGithub>, method: Method, uri: Uri, headers: 
         tokio::time::sleep(timeout_for).await;
     }
     let is_create = method == Method::POST && rest == "/pulls";
+    if is_create && gh.state.lock().unwrap().refuse_creates {
+        return reply(
+            StatusCode::FORBIDDEN,
+            json!({"message": "Resource not accessible by integration"}),
+        );
+    }
     if fault_5xx && !is_create {
         return reply(StatusCode::BAD_GATEWAY, json!({"message": "Server Error"}));
     }

@@ -1,0 +1,163 @@
+//! One reconciler per machine, on the shipped binary (issue 15): each machine's steps run in
+//! order under its own lock, so a machine waiting on GitHub holds up no other, and a
+//! machine that keeps failing backs off on its own.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::binary::{Process, eventually, example, listen_on, point_at_github, set, token_env};
+use support::fake_github::FakeGithub;
+use support::journey::{machine, state_reached};
+use support::*;
+
+const A: &str = "0c:c4:7a:15:00:0a";
+const B: &str = "0c:c4:7a:15:00:0b";
+
+/// The binary on examples/github.yaml, pointed at the fake GitHub, its webhooks delivered.
+async fn start_on_fake_github(dir: &std::path::Path, edit: impl FnOnce(&mut Value)) -> (Process, FakeGithub) {
+    let gh = FakeGithub::start().await;
+    let mut config = example("github.yaml");
+    point_at_github(&mut config, dir, &gh);
+    set(&mut config, "forge.github.mutation_interval_ms", json!(0));
+    let url = listen_on(&mut config);
+    edit(&mut config);
+    *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
+    let mut p = Process::start(dir, config, &token_env());
+    p.wait_ready().await;
+    (p, gh)
+}
+
+async fn report(p: &Process, mac: &str, lshw_file: &str) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/reports", p.url))
+        .bearer_auth(REPORT_TOKEN)
+        .json(&report_body(mac, lshw(lshw_file)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+}
+
+async fn approve(url: String, mac: &str) -> (u16, String) {
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/api/v1/machines/{mac}/approve"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&json!({"actor": "ops"}))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+fn number(m: &Value) -> u64 {
+    m["proposal"]["number"].as_u64().expect("a pull request number")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_merge_github_is_slow_to_answer_holds_up_no_other_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, gh) = start_on_fake_github(dir.path(), |_| {}).await;
+    report(&p, A, "packet-c3small-asrockrack-e3c246d4i-nl.json").await;
+    report(&p, B, "supermicro-ssg-6029p-x11dph-t.json").await;
+    let (a, b) = (
+        number(&state_reached(&p, A, "proposed").await),
+        number(&state_reached(&p, B, "proposed").await),
+    );
+
+    // The operator approves A; GitHub takes its time answering that merge.
+    gh.hold(&format!("/pulls/{a}/merge"));
+    let approving_a = tokio::spawn(approve(p.url.clone(), A));
+    eventually(30, "Registrar's merge of A to reach GitHub", || async {
+        gh.requests()
+            .iter()
+            .any(|(method, path)| method == "PUT" && path.ends_with(&format!("/pulls/{a}/merge")))
+            .then_some(())
+    })
+    .await;
+
+    // Meanwhile a reviewer merges B on github.com: Registrar records it while A still waits.
+    assert!(gh.merge(b, "reviewer").await.status().is_success());
+    let approved = state_reached(&p, B, "approved").await;
+    assert_eq!(approved["proposal"]["state"], "merged", "{approved:#}");
+    assert!(!approving_a.is_finished(), "A's merge is still unanswered");
+    assert!(!gh.pull(a).merged);
+    assert_eq!(machine(&p, A).await["machine"]["state"], "proposed");
+
+    // GitHub answers: A's approval completes as usual.
+    gh.release();
+    let (status, body) = approving_a.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    state_reached(&p, A, "approved").await;
+    assert!(gh.pull(a).merged);
+    assert!(p.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_machine_github_keeps_refusing_backs_off_while_the_next_is_proposed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, gh) = start_on_fake_github(dir.path(), |c| {
+        set(c, "queue.retry_seconds", json!(1));
+        set(c, "queue.retry_max_seconds", json!(3600));
+    })
+    .await;
+    // GitHub refuses to open any pull request until further notice.
+    gh.state.lock().unwrap().refuse_creates = true;
+    report(&p, A, "packet-c3small-asrockrack-e3c246d4i-nl.json").await;
+    // The machine says why it waits and when it is tried next; the wait doubles from 1 s.
+    let failing = eventually(60, "A's fourth failed try", || async {
+        let m = machine(&p, A).await;
+        let error = m["machine"]["last_error"].as_str()?.to_string();
+        error.contains("(try 4;").then_some(m)
+    })
+    .await;
+    let error = failing["machine"]["last_error"].as_str().unwrap();
+    assert!(error.contains("Resource not accessible by integration"), "{error}");
+    let next_in: u64 = error
+        .split("next try in ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no 'next try in N s' in {error:?}"));
+    assert!(
+        (8..16).contains(&next_in),
+        "the fourth wait is 8 s plus jitter: {error}"
+    );
+    assert_eq!(failing["machine"]["state"], "reported", "{failing:#}");
+    assert_eq!(wait_metric_binary(&p, "registrar_queue_retrying", 1.0).await, 1.0);
+    assert_eq!(creates(&gh), 4, "tried four times, not on every pass");
+
+    // GitHub accepts again. B is proposed at once, while A waits out its backoff.
+    gh.state.lock().unwrap().refuse_creates = false;
+    report(&p, B, "supermicro-ssg-6029p-x11dph-t.json").await;
+    state_reached(&p, B, "proposed").await;
+    // A is not forgotten: it is proposed when its turn comes.
+    let a = eventually(120, "A to be proposed after its backoff", || async {
+        let m = machine(&p, A).await;
+        (m["machine"]["state"] == "proposed").then_some(m)
+    })
+    .await;
+    assert!(gh.pull(number(&a)).open);
+    assert_eq!(gh.pulls().len(), 2, "one pull request each, however often A was tried");
+    assert!(p.stop().success());
+}
+
+fn creates(gh: &FakeGithub) -> usize {
+    gh.requests()
+        .iter()
+        .filter(|(method, path)| method == "POST" && path.ends_with("/pulls"))
+        .count()
+}
+
+async fn wait_metric_binary(p: &Process, series: &str, at_least: f64) -> f64 {
+    eventually(30, series, || async {
+        let text = reqwest::get(format!("{}/metrics", p.url))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let v = metric_in(&text, series);
+        (v >= at_least).then_some(v)
+    })
+    .await
+}
