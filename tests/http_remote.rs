@@ -69,3 +69,61 @@ async fn wrong_credentials_leave_the_report_queued_with_a_readable_error() {
     assert_eq!(status["queue"]["length"], 1);
     assert!(status["queue"]["oldest_since"].is_string());
 }
+
+/// Branch updates over HTTP are compare-and-swap: a person's push made after Registrar last
+/// read the branch is refused, not overwritten, and Registrar sees it on its next fetch.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_made_since_registrar_looked_is_never_overwritten() {
+    use registrar::propose::git::{GitError, GitRepo, GitSettings, Password};
+    let hosting = tempfile::tempdir().unwrap();
+    registrar::propose::git::init_local_remote(&hosting.path().join("hw.git"), "main").unwrap();
+    let server = GitHttpServer::start(hosting.path().to_path_buf(), "registrar", "pw").await;
+    let remote = Repo::at(&hosting.path().join("hw.git"));
+    let (url, mirror) = (server.url("hw.git"), hosting.path().join("mirror.git"));
+    let pusher = Repo::at(&remote.path);
+    let outcome = tokio::task::spawn_blocking(move || {
+        let git = GitRepo::open(
+            &mirror,
+            GitSettings {
+                remote_url: url,
+                base: "main".into(),
+                author_name: "Registrar".into(),
+                author_email: "registrar@example.com".into(),
+                username: Some("registrar".into()),
+                password: Password::fixed(Some("pw".to_string().into())),
+            },
+        )
+        .unwrap();
+        git.fetch().unwrap();
+        let branch = "registrar/b4-96-91-70-26-c8";
+        git.publish(branch, &[("hardware/a.yaml", b"first\n")], "first", |_| Ok(()))
+            .unwrap();
+        // Someone pushes to the branch; Registrar has not fetched since.
+        let theirs = pusher.push_on_top(branch, "THEIRS.md", "theirs\n");
+        let second = git.publish(branch, &[("hardware/a.yaml", b"second\n")], "second", |_| Ok(()));
+        let deleted = git.delete_branch(branch);
+        git.fetch().unwrap();
+        (theirs, second, deleted, git.branch_head(branch))
+    })
+    .await
+    .unwrap();
+    let (theirs, second, deleted, seen) = outcome;
+    for (what, result) in [("publish", second.map(|_| ())), ("delete", deleted)] {
+        match result {
+            Err(GitError::Refused { message, .. }) => {
+                assert!(message.contains("changed since Registrar read it"), "{message}")
+            }
+            other => panic!("{what} over a newer push: {other:?}"),
+        }
+    }
+    assert_eq!(
+        remote.head("registrar/b4-96-91-70-26-c8"),
+        Some(theirs),
+        "the person's commit stays"
+    );
+    assert_eq!(
+        remote.read("registrar/b4-96-91-70-26-c8", "hardware/a.yaml").as_deref(),
+        Some("first\n")
+    );
+    assert_eq!(seen, Some(theirs), "the next fetch shows Registrar the change");
+}

@@ -281,6 +281,23 @@ impl Repo {
             .to_string()
     }
 
+    /// A person's push: a commit adding the top-level file `path` on top of `branch`, written into the remote.
+    pub fn push_on_top(&self, branch: &str, path: &str, content: &str) -> git2::Oid {
+        let repo = self.open();
+        let head = repo.find_commit(self.head(branch).unwrap()).unwrap();
+        let blob = repo.blob(content.as_bytes()).unwrap();
+        let mut tree = repo.treebuilder(Some(&head.tree().unwrap())).unwrap();
+        tree.insert(path, blob, 0o100644).unwrap();
+        let tree = repo.find_tree(tree.write().unwrap()).unwrap();
+        let sig = git2::Signature::now("A Person", "person@example.com").unwrap();
+        let oid = repo
+            .commit(None, &sig, &sig, "a person's change", &tree, &[&head])
+            .unwrap();
+        repo.reference(&format!("refs/heads/{branch}"), oid, true, "push")
+            .unwrap();
+        oid
+    }
+
     pub fn parent_count(&self, branch: &str) -> usize {
         self.open()
             .find_commit(self.head(branch).unwrap())

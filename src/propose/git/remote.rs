@@ -5,6 +5,19 @@ use secrecy::ExposeSecret;
 
 use super::{Ctx, GitError, GitRepo, REMOTE, RefUpdate, Result, Transport};
 
+/// The refusal when a ref is no longer what Registrar read: its next look sees the change.
+fn moved(refname: String, expected: Option<git2::Oid>, found: Option<git2::Oid>) -> GitError {
+    let show = |o: Option<git2::Oid>| o.map_or("absent".to_string(), |o| o.to_string());
+    GitError::Refused {
+        refname,
+        message: format!(
+            "it changed since Registrar read it (expected {}, found {}); nothing was overwritten, and the change is looked at on the next pass",
+            show(expected),
+            show(found)
+        ),
+    }
+}
+
 impl GitRepo {
     fn callbacks(&self) -> RemoteCallbacks<'_> {
         let mut cb = RemoteCallbacks::new();
@@ -63,23 +76,24 @@ impl GitRepo {
         for u in updates {
             let name = format!("refs/heads/{}", u.branch);
             let current = repo.refname_to_id(&name).ok();
-            if !u.force && current != u.old {
-                return Err(GitError::Refused {
-                    refname: name,
-                    message: "the ref moved (not a fast-forward from what Registrar read)".into(),
-                });
+            if current != u.old {
+                return Err(moved(name, u.old, current));
             }
             match (u.new, current) {
-                (Some(new), Some(cur)) if !u.force => {
+                (Some(new), Some(cur)) => {
                     repo.reference_matching(&name, new, true, cur, "registrar")
                         .map_err(|e| GitError::Refused {
                             refname: name.clone(),
                             message: e.message().to_string(),
                         })?;
                 }
-                (Some(new), _) => {
-                    repo.reference(&name, new, true, "registrar")
-                        .ctx(|| format!("updating {name}"))?;
+                (Some(new), None) => {
+                    // Created only if still absent.
+                    repo.reference(&name, new, false, "registrar")
+                        .map_err(|e| GitError::Refused {
+                            refname: name.clone(),
+                            message: e.message().to_string(),
+                        })?;
                 }
                 (None, Some(_)) => {
                     repo.find_reference(&name)
@@ -107,6 +121,27 @@ impl GitRepo {
             }
         }
         let mut remote = repo.find_remote(REMOTE).ctx(|| "finding remote".into())?;
+        // Compare-and-swap over the wire: connect, compare what the remote advertises with
+        // what Registrar last read, and push on the same connection. The push sends the
+        // advertised ids as each ref's old value, and the server moves a ref only if it
+        // still holds that value: someone else's change is refused, never overwritten.
+        let mut connection = remote
+            .connect_auth(git2::Direction::Push, Some(self.callbacks()), None)
+            .ctx(|| format!("connecting to {}", self.settings.remote_url))?;
+        let advertised: std::collections::HashMap<String, git2::Oid> = connection
+            .list()
+            .ctx(|| format!("listing refs of {}", self.settings.remote_url))?
+            .iter()
+            .map(|head| (head.name().to_string(), head.oid()))
+            .collect();
+        for u in updates {
+            let name = format!("refs/heads/{}", u.branch);
+            let current = advertised.get(&name).copied();
+            if current != u.old {
+                return Err(moved(name, u.old, current));
+            }
+        }
+        let remote = connection.remote();
         let refused = std::cell::RefCell::new(Vec::new());
         let mut cb = self.callbacks();
         cb.push_update_reference(|refname, status| {
@@ -117,9 +152,17 @@ impl GitRepo {
         });
         let mut opts = PushOptions::new();
         opts.remote_callbacks(cb);
-        remote
-            .push(&specs, Some(&mut opts))
-            .ctx(|| format!("pushing {} to {}", specs.join(" "), self.settings.remote_url))?;
+        remote.push(&specs, Some(&mut opts)).map_err(|e| match e.code() {
+            // The server's compare failed after all (a change between listing and pushing).
+            git2::ErrorCode::NotFastForward => GitError::Refused {
+                refname: specs.join(" "),
+                message: e.message().to_string(),
+            },
+            _ => GitError::Git {
+                context: format!("pushing {} to {}", specs.join(" "), self.settings.remote_url),
+                source: e,
+            },
+        })?;
         drop(opts);
         if let Some((refname, message)) = refused.into_inner().into_iter().next() {
             return Err(GitError::Refused { refname, message });
