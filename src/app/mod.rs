@@ -79,8 +79,8 @@ impl App {
             let g = &config.forge.github;
             let pacing = Pacing {
                 mutation_interval: Duration::from_millis(g.mutation_interval_ms),
-                per_minute: g.max_mutations_per_minute,
-                per_hour: g.max_mutations_per_hour,
+                per_minute: g.mutations_per_minute(),
+                per_hour: g.mutations_per_hour(),
                 minute: Duration::from_millis(g.budget_minute_ms.max(1)),
                 hour: Duration::from_millis(g.budget_hour_ms.max(1)),
                 retry_base: Duration::from_millis(g.retry_base_ms),

@@ -78,9 +78,13 @@ pub struct GithubConfig {
     /// Pause between content-creating requests (GitHub asks for ≥ 1 s; secondary limits
     /// allow about 80 a minute).
     pub mutation_interval_ms: u64,
-    /// Budgets for mutations, under GitHub's secondary limits (80/minute, 500/hour).
+    /// GitHub's documented secondary limits on content-creating requests: 80 a minute and
+    /// 500 an hour. Every mutation counts against them (0: no budget).
     pub max_mutations_per_minute: usize,
     pub max_mutations_per_hour: usize,
+    /// The share of those limits Registrar leaves unused, in percent: room for whatever
+    /// else uses the same token or App (a person's script, another bot).
+    pub mutation_headroom_percent: u8,
     /// The budgets' window lengths: GitHub's are a minute and an hour. Shortened only to
     /// measure the pacing in a benchmark.
     pub budget_minute_ms: u64,
@@ -91,6 +95,25 @@ pub struct GithubConfig {
     pub reconcile_seconds: u64,
     /// How long to wait for an answer; a create that times out is looked up, not resent.
     pub request_timeout_ms: u64,
+}
+
+impl GithubConfig {
+    /// The budget Registrar paces itself to: the limit less the headroom (at least one).
+    pub fn mutations_per_minute(&self) -> usize {
+        self.after_headroom(self.max_mutations_per_minute)
+    }
+
+    pub fn mutations_per_hour(&self) -> usize {
+        self.after_headroom(self.max_mutations_per_hour)
+    }
+
+    fn after_headroom(&self, limit: usize) -> usize {
+        if limit == 0 {
+            return 0;
+        }
+        let kept = 100 - usize::from(self.mutation_headroom_percent.min(99));
+        (limit * kept / 100).max(1)
+    }
 }
 
 impl Default for GithubConfig {
@@ -108,13 +131,36 @@ impl Default for GithubConfig {
             webhook_secret_file: None,
             webhook_previous_secret_file: None,
             mutation_interval_ms: 1000,
-            max_mutations_per_minute: 60,
-            max_mutations_per_hour: 400,
+            max_mutations_per_minute: 80,
+            max_mutations_per_hour: 500,
+            mutation_headroom_percent: 2,
             budget_minute_ms: 60_000,
             budget_hour_ms: 3_600_000,
             retry_base_ms: 1000,
             reconcile_seconds: 300,
             request_timeout_ms: 30_000,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GithubConfig;
+
+    #[test]
+    fn the_budget_is_githubs_limits_less_the_named_headroom() {
+        let g = GithubConfig::default();
+        assert_eq!((g.max_mutations_per_minute, g.max_mutations_per_hour), (80, 500));
+        assert_eq!((g.mutations_per_minute(), g.mutations_per_hour()), (78, 490));
+        let g = GithubConfig {
+            mutation_headroom_percent: 20,
+            ..GithubConfig::default()
+        };
+        assert_eq!((g.mutations_per_minute(), g.mutations_per_hour()), (64, 400));
+        let off = GithubConfig {
+            max_mutations_per_minute: 0,
+            ..GithubConfig::default()
+        };
+        assert_eq!(off.mutations_per_minute(), 0, "0 stays 'no budget'");
     }
 }
