@@ -58,6 +58,9 @@ pub struct Metrics {
     /// Forge calls that failed, by kind: error (any failure) or rate_limited (primary or
     /// secondary limit answers, which the client waits out).
     pub forge_errors: Family<KindLabel, Counter>,
+    /// Forge requests by kind: read, write, create, and not_modified (conditional reads
+    /// answered 304, which GitHub does not count against the rate limit).
+    pub forge_requests: Family<KindLabel, Counter>,
     /// Requests left in the forge's primary rate-limit window (-1 when not known).
     pub forge_rate_limit_remaining: Gauge,
     /// 1 while the Hardware watch on the cluster is connected and listing or watching.
@@ -199,6 +202,15 @@ impl Metrics {
             "Forge calls that failed, by kind (error, rate_limited)",
             forge_errors.clone(),
         );
+        let forge_requests = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "forge_requests",
+            "Forge requests sent, by kind (read, write, create; not_modified: reads answered 304, free of rate limit)",
+            forge_requests.clone(),
+        );
+        for k in ["read", "write", "create", "not_modified"] {
+            let _ = forge_requests.get_or_create(&KindLabel { kind: k.into() });
+        }
         let forge_rate_limit_remaining = Gauge::default();
         forge_rate_limit_remaining.set(-1);
         registry.register(
@@ -293,6 +305,7 @@ impl Metrics {
             handoff_overdue,
             queue_oldest_seconds,
             forge_errors,
+            forge_requests,
             forge_rate_limit_remaining,
             cluster_watch_up,
             webhooks,

@@ -161,3 +161,46 @@ async fn wait_metric_binary(p: &Process, series: &str, at_least: f64) -> f64 {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn at_rest_finished_machines_cost_no_rate_limited_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, gh) = start_on_fake_github(dir.path(), |c| {
+        set(c, "forge.github.reconcile_seconds", json!(1));
+        set(c, "queue.reconcile_seconds", json!(1));
+    })
+    .await;
+    report(&p, A, "packet-c3small-asrockrack-e3c246d4i-nl.json").await;
+    report(&p, B, "supermicro-ssg-6029p-x11dph-t.json").await;
+    let (a, b) = (
+        number(&state_reached(&p, A, "proposed").await),
+        number(&state_reached(&p, B, "proposed").await),
+    );
+    assert!(gh.merge(a, "reviewer").await.status().is_success());
+    assert!(gh.close(b, "reviewer").await.status().is_success());
+    state_reached(&p, A, "approved").await;
+    state_reached(&p, B, "rejected").await;
+
+    // Each reconcile pass still asks GitHub what changed, conditionally: GitHub answers
+    // 304 Not Modified, which does not count against its rate limit.
+    let counted = |gh: &FakeGithub| {
+        let st = gh.state.lock().unwrap();
+        st.requests.len() as u64 - st.not_modified
+    };
+    let not_modified = |gh: &FakeGithub| gh.state.lock().unwrap().not_modified;
+    // The first pass after the merge and the close reads what changed; from then on, rest.
+    let settled = not_modified(&gh);
+    eventually(30, "a reconcile pass answered 304", || async {
+        (not_modified(&gh) >= settled + 2).then_some(())
+    })
+    .await;
+    let (before, free_before) = (counted(&gh), not_modified(&gh));
+    eventually(30, "three more reconcile passes answered 304", || async {
+        (not_modified(&gh) >= free_before + 6).then_some(())
+    })
+    .await;
+    assert_eq!(counted(&gh), before, "requests that count: {:?}", &gh.requests()[..]);
+    let free = wait_metric_binary(&p, r#"registrar_forge_requests_total{kind="not_modified"}"#, 6.0).await;
+    assert!(free >= 6.0);
+    assert!(p.stop().success());
+}

@@ -50,16 +50,16 @@ impl AppState {
         let m = &self.metrics;
         m.forge_rate_limit_remaining
             .set(c.remaining.load(std::sync::atomic::Ordering::Relaxed));
-        for (kind, total) in [
-            ("error", c.errors.load(std::sync::atomic::Ordering::Relaxed)),
-            (
-                "rate_limited",
-                c.rate_limited.load(std::sync::atomic::Ordering::Relaxed),
-            ),
+        let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+        for (family, kind, total) in [
+            (&m.forge_errors, "error", load(&c.errors)),
+            (&m.forge_errors, "rate_limited", load(&c.rate_limited)),
+            (&m.forge_requests, "read", load(&c.reads)),
+            (&m.forge_requests, "write", load(&c.writes)),
+            (&m.forge_requests, "create", load(&c.creates)),
+            (&m.forge_requests, "not_modified", load(&c.not_modified)),
         ] {
-            let counter = m
-                .forge_errors
-                .get_or_create(&crate::metrics::KindLabel { kind: kind.into() });
+            let counter = family.get_or_create(&crate::metrics::KindLabel { kind: kind.into() });
             let seen = counter.get();
             if total > seen {
                 counter.inc_by(total - seen);

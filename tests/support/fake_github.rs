@@ -78,6 +78,8 @@ pub struct GhState {
     /// Refuse to open pull requests (403), as GitHub does for a token that lost its
     /// pull-requests permission.
     pub refuse_creates: bool,
+    /// Conditional GETs answered 304 (free of GitHub's rate limit).
+    pub not_modified: u64,
 }
 
 #[derive(Clone)]
@@ -582,7 +584,34 @@ async fn route(State(gh): State<FakeGithub>, method: Method, uri: Uri, headers: 
         // The pull request was created, but the answer is lost: the ambiguous case.
         return reply(StatusCode::BAD_GATEWAY, json!({"message": "Server Error"}));
     }
+    if method == Method::GET && response.status() == StatusCode::OK {
+        return conditional(&gh, &headers, response).await;
+    }
     response
+}
+
+/// Like GitHub, every 200 to a GET carries an ETag, and a GET whose `If-None-Match` names
+/// the current one is answered 304 with no body (and, on GitHub, costs no rate limit).
+async fn conditional(gh: &FakeGithub, headers: &HeaderMap, response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let etag = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut h);
+        format!("\"{:016x}\"", h.finish())
+    };
+    let matches = headers
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == etag);
+    parts.headers.insert("etag", etag.parse().unwrap());
+    if matches {
+        gh.state.lock().unwrap().not_modified += 1;
+        parts.status = StatusCode::NOT_MODIFIED;
+        return Response::from_parts(parts, axum::body::Body::empty());
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, body: &Value) -> Response {

@@ -85,6 +85,8 @@ pub struct Counters {
     pub writes: AtomicU64,
     pub creates: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// Conditional reads GitHub answered 304 Not Modified: they cost no rate limit.
+    pub not_modified: AtomicU64,
     pub retries: AtomicU64,
     /// Calls that failed in the end (gave up, ambiguous, or refused other than 404/422,
     /// which callers expect as answers).
@@ -100,6 +102,7 @@ impl Default for Counters {
             writes: AtomicU64::new(0),
             creates: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
+            not_modified: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             remaining: std::sync::atomic::AtomicI64::new(-1),
@@ -172,6 +175,8 @@ pub struct Client {
     mutations: Mutex<std::collections::VecDeque<Instant>>,
     /// Every request waits until this instant (set by rate-limit answers).
     paused_until: Mutex<Option<Instant>>,
+    /// The last answer to each conditional read (a few listing pages): its ETag and body.
+    cached: std::sync::Mutex<std::collections::HashMap<String, (http::HeaderValue, Value)>>,
     pub counters: Arc<Counters>,
 }
 
@@ -188,6 +193,7 @@ impl Client {
             pacing,
             mutations: Mutex::new(Default::default()),
             paused_until: Mutex::new(None),
+            cached: Default::default(),
             counters: Arc::new(Counters::default()),
         }
     }
@@ -196,10 +202,56 @@ impl Client {
         self.call(Method::GET, path, None, Kind::Read).await
     }
 
+    /// A read that GitHub may answer "304 Not Modified" (which costs no rate limit): the
+    /// last answer's ETag goes with it, and a 304 gives back that answer's body. Returns the
+    /// reply and whether it changed. For the few paths that are read again and again (the
+    /// reconcile's listings), so the cache stays small.
+    pub async fn get_if_changed(&self, path: &str) -> Result<(Reply, bool), GhError> {
+        let cached = self.cache().get(path).cloned();
+        let mut headers = HeaderMap::new();
+        if let Some((etag, _)) = &cached {
+            headers.insert(http::header::IF_NONE_MATCH, etag.clone());
+        }
+        let reply = self.call_with(Method::GET, path, None, Kind::Read, headers).await?;
+        if reply.status == StatusCode::NOT_MODIFIED
+            && let Some((_, body)) = cached
+        {
+            self.counters.not_modified.fetch_add(1, Ordering::Relaxed);
+            return Ok((
+                Reply {
+                    status: StatusCode::OK,
+                    headers: reply.headers,
+                    body,
+                },
+                false,
+            ));
+        }
+        if let Some(etag) = reply.headers.get(http::header::ETAG) {
+            self.cache()
+                .insert(path.to_string(), (etag.clone(), reply.body.clone()));
+        }
+        Ok((reply, true))
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (http::HeaderValue, Value)>> {
+        self.cached.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Sends one request, retrying as its kind allows. Non-2xx answers other than rate
     /// limits and server errors come back as `GhError::Status` for the caller to judge.
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>, kind: Kind) -> Result<Reply, GhError> {
-        let result = self.call_once(method, path, body, kind).await;
+        self.call_with(method, path, body, kind, HeaderMap::new()).await
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        kind: Kind,
+        headers: HeaderMap,
+    ) -> Result<Reply, GhError> {
+        let result = self.call_once(method, path, body, kind, &headers).await;
         let expected = matches!(&result, Err(GhError::Status { status, .. }) if *status == StatusCode::NOT_FOUND || *status == StatusCode::UNPROCESSABLE_ENTITY);
         if result.is_err() && !expected {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -207,7 +259,14 @@ impl Client {
         result
     }
 
-    async fn call_once(&self, method: Method, path: &str, body: Option<&Value>, kind: Kind) -> Result<Reply, GhError> {
+    async fn call_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        kind: Kind,
+        headers: &HeaderMap,
+    ) -> Result<Reply, GhError> {
         let mutation = method != Method::GET;
         // Holding the mutation lock across the attempts keeps mutations strictly serial.
         let mut last_mutation = if mutation {
@@ -231,7 +290,7 @@ impl Client {
                 Kind::Idempotent => self.counters.writes.fetch_add(1, Ordering::Relaxed),
                 Kind::Create => self.counters.creates.fetch_add(1, Ordering::Relaxed),
             };
-            let outcome = tokio::time::timeout(self.pacing.timeout, self.send(&method, path, body)).await;
+            let outcome = tokio::time::timeout(self.pacing.timeout, self.send(&method, path, body, headers)).await;
             let detail = match outcome {
                 Err(_) => format!("no answer within {:?}", self.pacing.timeout),
                 Ok(Err(e)) => format!("transport: {e}"),
@@ -293,8 +352,15 @@ impl Client {
         }
     }
 
-    async fn send(&self, method: &Method, path: &str, body: Option<&Value>) -> Result<Reply, octocrab::Error> {
+    async fn send(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &HeaderMap,
+    ) -> Result<Reply, octocrab::Error> {
         let resp = match *method {
+            Method::GET if !headers.is_empty() => self.octo._get_with_headers(path, Some(headers.clone())).await?,
             Method::GET => self.octo._get(path).await?,
             Method::POST => self.octo._post(path, body).await?,
             Method::PATCH => self.octo._patch(path, body).await?,

@@ -219,9 +219,10 @@ impl GithubForge {
         let mut out = Vec::new();
         for state in ["open", "closed"] {
             for page in 1..=10 {
-                let reply = self
+                // Conditional: at rest GitHub answers 304, which costs no rate limit.
+                let (reply, _) = self
                     .client
-                    .get(&self.path(&format!(
+                    .get_if_changed(&self.path(&format!(
                         "/pulls?state={state}&sort=updated&direction=desc&per_page=100&page={page}"
                     )))
                     .await?;
