@@ -76,6 +76,9 @@ pub struct Metrics {
     pub handoff_overdue: Gauge,
     /// Finished passes of the proposals' reconcile with the forge and the repository.
     pub reconcile_passes: Counter,
+    /// How long a pass of the proposals' reconcile takes (it reads every proposal's record:
+    /// its cost grows with the store, never with GitHub requests).
+    pub reconcile_seconds: Histogram,
     /// Machines only ever seen, dropped (oldest first) to stay within discovery.max_undiscovered.
     pub detections_evicted: Counter,
     /// New machines not recorded: more than discovery.max_new_per_minute arrived.
@@ -248,6 +251,12 @@ impl Metrics {
             "Approved machines whose Hardware has not appeared in the cluster within the hand-off timeout",
             handoff_overdue.clone(),
         );
+        let reconcile_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "reconcile_seconds",
+            "Time of one pass of the proposals' reconcile",
+            reconcile_seconds.clone(),
+        );
         let reconcile_passes = Counter::default();
         registry.register(
             "reconcile_passes",
@@ -299,6 +308,7 @@ impl Metrics {
             detections_evicted,
             detections_refused,
             reconcile_passes,
+            reconcile_seconds,
             pipelines_up,
             pipeline_restarts_total,
             discovery_waiting,

@@ -176,6 +176,7 @@ impl Proposer {
     /// Converges Registrar's records with what the forge and the repository say, so a crash
     /// in the middle of a review, or a merge done outside Registrar, leaves nothing behind.
     pub async fn reconcile(&self) -> Result<(), ProposeError> {
+        let started = std::time::Instant::now();
         let store = self.store.clone();
         let proposals = blocking(move || store.proposals(None)).await?;
         for p in proposals {
@@ -238,6 +239,7 @@ impl Proposer {
         }
         self.rebuild_stale().await?;
         self.metrics.reconcile_passes.inc();
+        self.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 }

@@ -21,7 +21,6 @@ mod schema;
 mod tests;
 
 use rows::*;
-use schema::MIGRATIONS;
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -64,25 +63,20 @@ impl SqliteStore {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> anyhow::Result<Self> {
+    fn init(mut conn: Connection) -> anyhow::Result<Self> {
         // WAL with synchronous=NORMAL survives any crash of the process; after a power
         // loss the newest transactions may be lost, and the reconcile rebuilds from git.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version > MIGRATIONS.len() {
-            anyhow::bail!(
-                "the database is from a newer Registrar (schema {version}, this build knows {})",
-                MIGRATIONS.len()
-            );
+        let known = schema::STEPS.len();
+        if version > known {
+            anyhow::bail!("the database is from a newer Registrar (schema {version}, this build knows {known})");
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            let tx = conn.unchecked_transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", i + 1)?;
-            tx.commit()?;
-        }
+        schema::migrations()
+            .to_latest(&mut conn)
+            .map_err(|e| anyhow::anyhow!("migrating the database from schema {version}: {e}"))?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             reader: None,

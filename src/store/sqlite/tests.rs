@@ -120,3 +120,45 @@ fn survives_reopening() {
         Some("A")
     );
 }
+
+#[test]
+fn a_file_from_an_older_registrar_migrates_and_keeps_its_machines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registrar.db");
+    {
+        // As the release with the first three steps left it.
+        let conn = Connection::open(&path).unwrap();
+        for step in &schema::STEPS[..3] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute(
+            "INSERT INTO machines (mac, state, source, first_seen, last_seen) VALUES ('aa:bb:cc:dd:ee:07', 'detected', 'dhcp', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+            [],
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let m = s
+        .machine(mac("aa:bb:cc:dd:ee:07"))
+        .unwrap()
+        .expect("the machine survives");
+    assert_eq!(m.state, State::Detected);
+    assert!(m.expected.is_none(), "columns added later start empty");
+    drop(s);
+    let conn = Connection::open(&path).unwrap();
+    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, schema::STEPS.len());
+}
+
+#[test]
+fn a_file_from_a_newer_registrar_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registrar.db");
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let err = SqliteStore::open(&path).err().expect("refused").to_string();
+    assert!(err.contains("newer Registrar (schema 99"), "{err}");
+}
