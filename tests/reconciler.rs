@@ -204,3 +204,37 @@ async fn at_rest_finished_machines_cost_no_rate_limited_request() {
     assert!(free >= 6.0);
     assert!(p.stop().success());
 }
+
+/// A crash right after the pull request is opened and before Registrar records it; the
+/// reviewer merges it while Registrar is down (so its webhook is lost). Back up, Registrar
+/// finds its own pull request merged: the machine is approved on it, not refused as "already
+/// on the base", and no second pull request is opened.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pull_request_merged_while_its_record_was_lost_is_an_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, gh) = start_on_fake_github(dir.path(), |_| {}).await;
+    p.set_env("REGISTRAR_CRASH_AT", Some("after-open"));
+    p.restart().await;
+    report(&p, A, "packet-c3small-asrockrack-e3c246d4i-nl.json").await;
+    let number = eventually(30, "the pull request to be opened", || async {
+        gh.pulls().first().map(|pr| pr.number)
+    })
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while p.exited().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Registrar did not crash after opening"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    gh.merge_quietly(number, "reviewer");
+
+    p.set_env("REGISTRAR_CRASH_AT", None);
+    p.start_again().await;
+    let approved = state_reached(&p, A, "approved").await;
+    assert_eq!(approved["proposal"]["number"], number, "{approved:#}");
+    assert_eq!(approved["proposal"]["state"], "merged");
+    assert_eq!(gh.pulls().len(), 1, "no second pull request");
+    assert!(p.stop().success());
+}

@@ -65,7 +65,7 @@ impl Proposer {
             if blocking(move || store.machine(mac)).await?.is_some() {
                 continue;
             }
-            let state = self.forge.branch_state(&branch).await?;
+            let state = self.forge.branch_state(&branch).await?.map(|(state, _)| state);
             let _machine = self.machines.lock(mac).await;
             let store = self.store.clone();
             let (b, now) = (branch.clone(), Utc::now());

@@ -51,11 +51,13 @@ pub enum ProposeError {
 }
 
 /// A place where a test can make the process die, to prove that restarts converge.
-/// Set with `REGISTRAR_CRASH_AT=before-push|after-push`; never set in production.
+/// Set with `REGISTRAR_CRASH_AT=before-push|after-push|after-open`; never set in production.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {
     BeforePush,
     AfterPush,
+    /// The proposal is open on the forge, and not yet recorded.
+    AfterOpen,
 }
 
 impl CrashPoint {
@@ -63,6 +65,7 @@ impl CrashPoint {
         match std::env::var("REGISTRAR_CRASH_AT").ok()?.as_str() {
             "before-push" => Some(CrashPoint::BeforePush),
             "after-push" => Some(CrashPoint::AfterPush),
+            "after-open" => Some(CrashPoint::AfterOpen),
             _ => None,
         }
     }

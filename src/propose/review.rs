@@ -58,7 +58,7 @@ impl Proposer {
     }
 
     /// Records the held machine's proposal as merged and the machine as approved.
-    async fn record_approval(
+    pub(super) async fn record_approval(
         &self,
         held: &MachineGuard<'_>,
         cause: &str,

@@ -33,6 +33,15 @@ impl Proposer {
             blocking(move || store.mark_synced(work, None, None, Utc::now())).await?;
             return Ok(false);
         };
+        // Its MAC is on the base already, and Registrar has no record of a proposal: perhaps
+        // its own pull request, merged while the record was not yet written (a crash between
+        // opening it and recording it). The forge says.
+        if existing.is_none()
+            && self.known.contains(&machine.mac)
+            && let Some((ProposalState::Merged, found)) = self.forge.branch_state(&branch_for(&machine.mac)).await?
+        {
+            return self.adopt_merged(held, work, &machine, &facts, found).await;
+        }
         // A new proposal only for a machine that may have one; the reason is shown where an
         // operator looks when "nothing happens".
         let refusal = match existing {
@@ -120,6 +129,10 @@ impl Proposer {
                 existing.as_ref(),
             )
             .await?;
+        if self.crash_at == Some(CrashPoint::AfterOpen) {
+            tracing::error!("REGISTRAR_CRASH_AT=after-open: aborting");
+            std::process::abort();
+        }
         let now = Utc::now();
         let proposal = Proposal {
             mac: machine.mac,
@@ -146,6 +159,48 @@ impl Proposer {
             tracing::info!(mac = %machine.mac, name = %rendered.name, commit = %published.commit, "proposal pushed");
         }
         Ok(published.changed)
+    }
+
+    /// Records a merged pull request Registrar opened but never recorded: the machine is
+    /// proposed and approved on it, as if the merge's webhook had come in time.
+    async fn adopt_merged(
+        &self,
+        held: &MachineGuard<'_>,
+        work: Pending,
+        machine: &Machine,
+        facts: &Facts,
+        found: super::forge::ForgeRef,
+    ) -> Result<bool, ProposeError> {
+        let rendered = self.render_for(machine, facts).await?;
+        let now = Utc::now();
+        let proposal = Proposal {
+            mac: machine.mac,
+            forge: self.forge.kind().to_string(),
+            number: found.number,
+            url: found.url,
+            branch: branch_for(&machine.mac),
+            path: self.path_for(&rendered.name, &machine.mac),
+            name: rendered.name.clone(),
+            title: rendered.title.clone(),
+            summary: rendered.summary.clone(),
+            head: String::new(),
+            rule: rendered.decision.rule.clone(),
+            workflow: rendered.decision.workflow.clone(),
+            state: ProposalState::Open,
+            created_at: now,
+            updated_at: now,
+            hands_off: false,
+        };
+        let (store, name) = (self.store.clone(), rendered.name.clone());
+        blocking(move || store.mark_synced(work, Some(&proposal), Some(&name), now)).await?;
+        let number = found.number.map(|n| format!(" #{n}")).unwrap_or_default();
+        self.record_approval(
+            held,
+            &format!("its pull request{number} was found merged (Registrar had not recorded it)"),
+            "registrar",
+        )
+        .await?;
+        Ok(false)
     }
 
     /// Someone else pushed to the branch: never overwrite their work. Record it, say so once

@@ -184,6 +184,33 @@ impl Process {
         }
     }
 
+    /// Sets (or with `None` removes) an environment variable for the next start.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
+        }
+    }
+
+    /// Starts again after the process exited by itself (a crash), on the same state.
+    pub async fn start_again(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.wait().unwrap();
+        }
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// SIGKILL at whatever point it is (a node failure, the OOM killer), then starts again on
+    /// the same configuration and state.
+    pub async fn crash_and_restart(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        self.spawn();
+        self.wait_ready().await;
+    }
+
     /// Stops and starts again on the same configuration and state (a pod restart).
     pub async fn restart(&mut self) {
         let status = self.stop();

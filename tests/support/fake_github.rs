@@ -80,6 +80,8 @@ pub struct GhState {
     pub refuse_creates: bool,
     /// Conditional GETs answered 304 (free of GitHub's rate limit).
     pub not_modified: u64,
+    /// Merges asked for without the `sha` that pins them to the reviewed head.
+    pub unpinned_merges: u64,
 }
 
 #[derive(Clone)]
@@ -705,12 +707,19 @@ fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, body: &Value)
             let Some(p) = st.pulls.iter_mut().find(|p| p.number.to_string() == *n) else {
                 return reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"}));
             };
-            if p.merged {
+            // GitHub merges only open pull requests.
+            if p.merged || !p.open {
                 return reply(
                     StatusCode::METHOD_NOT_ALLOWED,
                     json!({"message": "Pull Request is not mergeable"}),
                 );
             }
+            if body["sha"].as_str().is_none() {
+                st.unpinned_merges += 1;
+            }
+            let Some(p) = st.pulls.iter_mut().find(|p| p.number.to_string() == *n) else {
+                return reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"}));
+            };
             if let Some(sha) = body["sha"].as_str()
                 && sha != head_sha(&repo_path, &p.head)
             {

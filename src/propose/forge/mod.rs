@@ -56,8 +56,8 @@ pub trait Forge: Send + Sync + 'static {
     /// What became of the proposal whose branch is `branch`, found by the branch alone (the
     /// store lost its record): open, merged, closed, or no proposal at all. The local forge
     /// deletes branches it merges or rejects, so a branch it still has is open.
-    async fn branch_state(&self, _branch: &str) -> Result<Option<ProposalState>, ForgeError> {
-        Ok(Some(ProposalState::Open))
+    async fn branch_state(&self, _branch: &str) -> Result<Option<(ProposalState, ForgeRef)>, ForgeError> {
+        Ok(Some((ProposalState::Open, ForgeRef::default())))
     }
     /// True when the forge reports changes in bulk (a listing, webhooks), so the reconcile
     /// need not ask about every open proposal one by one.

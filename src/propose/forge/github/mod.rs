@@ -536,15 +536,22 @@ impl Forge for GithubForge {
         Ok(())
     }
 
-    async fn branch_state(&self, branch: &str) -> Result<Option<ProposalState>, ForgeError> {
+    async fn branch_state(&self, branch: &str) -> Result<Option<(ProposalState, ForgeRef)>, ForgeError> {
         Ok(self.find(branch).await?.map(|pr| {
-            if pr.merged {
+            let state = if pr.merged {
                 ProposalState::Merged
             } else if pr.open {
                 ProposalState::Open
             } else {
                 ProposalState::Closed
-            }
+            };
+            (
+                state,
+                ForgeRef {
+                    number: Some(pr.number),
+                    url: pr.url,
+                },
+            )
         }))
     }
 
