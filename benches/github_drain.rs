@@ -6,7 +6,11 @@
 //! its default settings (those limits less `mutation_headroom_percent`); the share is of
 //! GitHub's own ceiling.
 //!
-//! Run: `cargo bench --bench github_drain` (options: `-- --machines N`); takes ~4 minutes.
+//! Then an operator approves 50 machines one click at a time while a second backlog of the
+//! same size is being proposed: the latency of a click.
+//!
+//! Run: `cargo bench --bench github_drain` (options: `-- --machines N --approvals N`);
+//! takes ~5 minutes.
 
 #[path = "../tests/support/mod.rs"]
 #[allow(unused_imports)]
@@ -82,8 +86,7 @@ fn main() {
         for i in 0..machines {
             let mut specs = template.clone();
             specs[0]["serial"] = serde_json::Value::String(format!("DRAIN{i:05}"));
-            let mac = format!("02:00:00:{:02x}:{:02x}:{:02x}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
-            assert_eq!(r.report(&report_body(&mac, specs)).await.status(), 202);
+            assert_eq!(r.report(&report_body(&mac(i), specs)).await.status(), 202);
         }
         loop {
             if gh.pulls().len() == machines && gh.pulls().iter().all(|p| p.labels.len() == 2) {
@@ -121,5 +124,45 @@ fn main() {
         );
         println!();
         println!("Time scale: 1/{SCALE} (a budget minute is {minute:?}, an hour {hour:?}); at GitHub's own pace the same drain takes {:.1} h.", took.as_secs_f64() * SCALE as f64 / 3600.0);
+
+        // An operator approves, one click at a time, while a second backlog of the same size
+        // is being proposed: how long does a click wait behind the proposals?
+        let clicks = arg("--approvals", 50);
+        for i in machines..2 * machines {
+            let mut specs = template.clone();
+            specs[0]["serial"] = serde_json::Value::String(format!("DRAIN{i:05}"));
+            assert_eq!(r.report(&report_body(&mac(i), specs)).await.status(), 202);
+        }
+        let mut latencies = Vec::with_capacity(clicks);
+        for i in 0..clicks.min(machines) {
+            tokio::time::sleep(minute / 50).await;
+            let started = Instant::now();
+            let resp = r.post(&format!("/api/v1/machines/{}/approve", mac(i)), serde_json::json!({"actor": "ops"})).await;
+            assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+            latencies.push(started.elapsed());
+        }
+        latencies.sort();
+        let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0;
+        let proposed_meanwhile = gh.pulls().len() - machines;
+        println!();
+        println!("| approval clicks during a {machines}-machine backlog | p50 | p90 | p99 | max | pull requests opened meanwhile |");
+        println!("|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "| {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {proposed_meanwhile} |",
+            latencies.len(),
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            at(1.0)
+        );
     });
+}
+
+fn mac(i: usize) -> String {
+    format!(
+        "02:00:00:{:02x}:{:02x}:{:02x}",
+        (i >> 16) & 0xff,
+        (i >> 8) & 0xff,
+        i & 0xff
+    )
 }
