@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod domain;
+pub mod ipam;
 pub mod lock;
 pub mod metrics;
 pub mod propose;

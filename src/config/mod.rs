@@ -9,6 +9,7 @@ use serde::Deserialize;
 mod cluster;
 mod dhcp;
 mod gitops;
+pub mod ipam;
 mod review;
 mod secrets;
 mod server;
@@ -38,6 +39,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub ui: UiConfig,
     pub discovery: ReviewConfig,
+    /// Address pools (Smee's reservation mode serves only Hardware with an address).
+    pub ipam: ipam::IpamConfig,
 }
 
 impl Default for Config {
@@ -55,6 +58,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             ui: UiConfig::default(),
             discovery: ReviewConfig::default(),
+            ipam: Default::default(),
         }
     }
 }

@@ -67,6 +67,7 @@ impl Config {
         if self.dhcp.debounce_seconds == 0 || self.dhcp.max_tracked_macs == 0 {
             bail!("dhcp.debounce_seconds and dhcp.max_tracked_macs must be positive");
         }
+        crate::ipam::Pools::from_config(&self.ipam).map_err(|e| anyhow::anyhow!(e))?;
         if self.server.max_body_bytes < 1024 {
             bail!("server.max_body_bytes must be at least 1024");
         }

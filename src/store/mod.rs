@@ -209,6 +209,20 @@ pub trait Store: Send + Sync + 'static {
     fn forget(&self, mac: Mac, actor: &str, now: DateTime<Utc>) -> Result<()>;
     /// Adds a line to a machine's timeline without changing its state.
     fn note(&self, mac: Mac, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<()>;
+    /// `mac`'s address in `pool`, kept across restarts and re-renders (see
+    /// `sqlite/allocations.rs`); None when the pool is exhausted or `wanted` is not free.
+    fn allocate(
+        &self,
+        mac: Mac,
+        pool: &crate::ipam::Pool,
+        wanted: Option<std::net::Ipv4Addr>,
+        taken: &dyn Fn(std::net::Ipv4Addr) -> bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<std::net::Ipv4Addr>>;
+    /// Returns `mac`'s addresses to their pools, unused until `free_after`.
+    fn release_addresses(&self, mac: Mac, free_after: DateTime<Utc>) -> Result<usize>;
+    /// The addresses `mac` holds: (pool, ip).
+    fn addresses(&self, mac: Mac) -> Result<Vec<(String, String)>>;
     /// A counter that moves whenever anything changed: the console's live updates.
     fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
 }

@@ -14,6 +14,7 @@ use crate::domain::{
     Expected, Facts, ImportMode, Mac, Machine, Proposal, ProposalState, Sighting, Source, State, Transition,
 };
 
+mod allocations;
 mod imports;
 mod rows;
 mod schema;
@@ -535,6 +536,25 @@ impl Store for SqliteStore {
             )?;
             Ok(n as u64)
         })
+    }
+
+    fn allocate(
+        &self,
+        mac: Mac,
+        pool: &crate::ipam::Pool,
+        wanted: Option<std::net::Ipv4Addr>,
+        taken: &dyn Fn(std::net::Ipv4Addr) -> bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<std::net::Ipv4Addr>> {
+        self.with(|tx| allocations::allocate(tx, mac, pool, wanted, taken, now))
+    }
+
+    fn release_addresses(&self, mac: Mac, free_after: DateTime<Utc>) -> Result<usize> {
+        self.with(|tx| allocations::release(tx, mac, free_after))
+    }
+
+    fn addresses(&self, mac: Mac) -> Result<Vec<(String, String)>> {
+        self.read(|tx| allocations::held_by(tx, mac))
     }
 
     fn import(

@@ -87,6 +87,19 @@ CREATE INDEX machines_last_seen ON machines(last_seen);
 CREATE INDEX machines_first_seen ON machines(first_seen);
 CREATE INDEX machines_source ON machines(source);
 "#,
+    r#"
+CREATE TABLE allocations (
+    pool       TEXT NOT NULL,
+    ip         TEXT NOT NULL,
+    mac        TEXT NOT NULL,
+    held       INTEGER NOT NULL DEFAULT 1,
+    free_after TEXT,
+    at         TEXT NOT NULL,
+    PRIMARY KEY (pool, ip)
+);
+CREATE UNIQUE INDEX allocations_held ON allocations(pool, mac) WHERE held = 1;
+CREATE INDEX allocations_mac ON allocations(mac);
+"#,
 ];
 
 #[cfg(test)]

@@ -162,3 +162,97 @@ fn a_file_from_a_newer_registrar_is_refused_untouched() {
     let err = SqliteStore::open(&path).err().expect("refused").to_string();
     assert!(err.contains("newer Registrar (schema 99"), "{err}");
 }
+
+mod addresses {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::net::Ipv4Addr;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::ipam::Pools;
+
+    fn pool() -> crate::ipam::Pool {
+        let config: crate::config::ipam::IpamConfig = yaml_serde::from_str(
+            "pools: [{name: small, cidr: 10.1.0.0/28, ranges: [10.1.0.2-10.1.0.9], exclude: [10.1.0.5], gateway: 10.1.0.1}]",
+        )
+        .unwrap();
+        Pools::from_config(&config).unwrap().production[0].clone()
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Allocate(u8),
+        Release(u8),
+        Restart,
+        Wait(u16),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (0u8..12).prop_map(Step::Allocate),
+            2 => (0u8..12).prop_map(Step::Release),
+            1 => Just(Step::Restart),
+            1 => (1u16..120).prop_map(Step::Wait),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Whatever the order of allocations, releases, restarts and waits: no address is held
+        /// by two machines, a machine keeps its address, a released one is unused for the
+        /// quarantine, and none leaks (a machine is refused only when every address is held,
+        /// quarantined or taken elsewhere).
+        #[test]
+        fn never_twice_never_leaked(steps in proptest::collection::vec(step(), 1..60)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("registrar.db");
+            let mut store = SqliteStore::open(&path).unwrap();
+            let pool = pool();
+            let taken_elsewhere: Ipv4Addr = "10.1.0.3".parse().unwrap();
+            let taken = move |ip: Ipv4Addr| ip == taken_elsewhere;
+            let quarantine = chrono::Duration::seconds(60);
+            let mut now = Utc::now();
+            let mut held: BTreeMap<u8, Ipv4Addr> = BTreeMap::new();
+            let mut resting: BTreeMap<Ipv4Addr, (DateTime<Utc>, u8)> = BTreeMap::new();
+            let size = pool.candidates().filter(|ip| !taken(*ip)).count();
+            for s in steps {
+                match s {
+                    Step::Allocate(n) => {
+                        let m = mac(&format!("02:00:00:00:00:{n:02x}"));
+                        let got = store.allocate(m, &pool, None, &taken, now).unwrap();
+                        resting.retain(|_, (until, _)| *until > now);
+                        match (held.get(&n), got) {
+                            (Some(had), got) => prop_assert_eq!(Some(*had), got, "a machine keeps its address"),
+                            (None, Some(ip)) => {
+                                prop_assert!(!held.values().any(|h| *h == ip), "{ip} handed out twice");
+                                prop_assert!(!taken(ip) && pool.may_hand_out(ip));
+                                // Only its own quarantined address may come back early.
+                                if let Some((_, owner)) = resting.remove(&ip) {
+                                    prop_assert_eq!(owner, n, "{} came out of quarantine early for another machine", ip);
+                                }
+                                held.insert(n, ip);
+                            }
+                            (None, None) => {
+                                let busy: BTreeSet<Ipv4Addr> = held.values().copied().chain(resting.keys().copied()).collect();
+                                prop_assert_eq!(busy.len(), size, "refused while addresses were free: {:?}", busy);
+                            }
+                        }
+                    }
+                    Step::Release(n) => {
+                        let m = mac(&format!("02:00:00:00:00:{n:02x}"));
+                        store.release_addresses(m, now + quarantine).unwrap();
+                        if let Some(ip) = held.remove(&n) {
+                            resting.insert(ip, (now + quarantine, n));
+                        }
+                    }
+                    Step::Restart => {
+                        drop(store);
+                        store = SqliteStore::open(&path).unwrap();
+                    }
+                    Step::Wait(secs) => now += chrono::Duration::seconds(secs as i64),
+                }
+            }
+        }
+    }
+}

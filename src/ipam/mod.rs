@@ -1,0 +1,214 @@
+//! Address pools, checked once at start: which addresses a pool may hand out, which pool a
+//! machine's address comes from, and what a template is told about it. The choice of a free
+//! address and its record are the store's (one transaction, a unique constraint), so no
+//! address is handed out twice whatever runs at once.
+
+use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+use crate::config::ipam::{IpamConfig, PoolConfig, PoolMatch};
+
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub name: String,
+    pub net: Ipv4Net,
+    ranges: Vec<RangeInclusive<u32>>,
+    exclude: Vec<RangeInclusive<u32>>,
+    pub gateway: Option<Ipv4Addr>,
+    nameservers: Vec<String>,
+    ntp: Vec<String>,
+    vlan: Option<u16>,
+    lease_seconds: u64,
+    selector: Option<PoolMatch>,
+}
+
+/// What a template is told about a machine's address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Address {
+    pub pool: String,
+    pub ip: String,
+    pub netmask: String,
+    pub prefix: u8,
+    pub gateway: Option<String>,
+    pub nameservers: Vec<String>,
+    pub ntp: Vec<String>,
+    pub vlan: Option<u16>,
+    pub lease_seconds: u64,
+}
+
+fn range(key: &str, text: &str, net: &Ipv4Net) -> Result<RangeInclusive<u32>, String> {
+    let (first, last) = text.split_once('-').unwrap_or((text, text));
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<Ipv4Addr>()
+            .map_err(|_| format!("{key}: {s:?} is not an IPv4 address"))
+    };
+    let (first, last) = (parse(first)?, parse(last)?);
+    if first > last {
+        return Err(format!("{key}: {text:?} runs backwards"));
+    }
+    for ip in [first, last] {
+        if !net.contains(&ip) {
+            return Err(format!("{key}: {ip} is outside the pool's cidr {net}"));
+        }
+    }
+    Ok(u32::from(first)..=u32::from(last))
+}
+
+impl Pool {
+    /// Checks a pool as configured; an error names the key (`key` is where the pool is).
+    pub fn from_config(key: &str, c: &PoolConfig) -> Result<Pool, String> {
+        if c.name.trim().is_empty() {
+            return Err(format!("{key}.name: a pool needs a name"));
+        }
+        let net = c.cidr.trunc();
+        if net.prefix_len() > 30 {
+            return Err(format!("{key}.cidr: {} leaves no addresses to hand out", c.cidr));
+        }
+        let ranges = if c.ranges.is_empty() {
+            vec![u32::from(net.network()) + 1..=u32::from(net.broadcast()) - 1]
+        } else {
+            c.ranges
+                .iter()
+                .enumerate()
+                .map(|(i, r)| range(&format!("{key}.ranges[{i}]"), r, &net))
+                .collect::<Result<_, _>>()?
+        };
+        let exclude = c
+            .exclude
+            .iter()
+            .enumerate()
+            .map(|(i, r)| range(&format!("{key}.exclude[{i}]"), r, &net))
+            .collect::<Result<_, _>>()?;
+        if let Some(gw) = c.gateway
+            && !net.contains(&gw)
+        {
+            return Err(format!("{key}.gateway: {gw} is outside the pool's cidr {net}"));
+        }
+        Ok(Pool {
+            name: c.name.clone(),
+            net,
+            ranges,
+            exclude,
+            gateway: c.gateway,
+            nameservers: c.nameservers.iter().map(|n| n.to_string()).collect(),
+            ntp: c.ntp.clone(),
+            vlan: c.vlan,
+            lease_seconds: c.lease_seconds,
+            selector: c.selector.clone(),
+        })
+    }
+
+    /// Whether the pool may hand out `ip`: in a range, not excluded, and not the network,
+    /// broadcast or gateway address.
+    pub fn may_hand_out(&self, ip: Ipv4Addr) -> bool {
+        let n = u32::from(ip);
+        self.ranges.iter().any(|r| r.contains(&n))
+            && !self.exclude.iter().any(|r| r.contains(&n))
+            && ip != self.net.network()
+            && ip != self.net.broadcast()
+            && Some(ip) != self.gateway
+    }
+
+    /// Every address the pool may hand out, lowest first.
+    pub fn candidates(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.ranges
+            .iter()
+            .flat_map(|r| r.clone())
+            .map(Ipv4Addr::from)
+            .filter(|ip| self.may_hand_out(*ip))
+    }
+
+    /// How many addresses the pool may hand out.
+    pub fn size(&self) -> u64 {
+        self.candidates().count() as u64
+    }
+
+    fn fits(&self, relay: Option<Ipv4Addr>, location: Option<&str>) -> bool {
+        match &self.selector {
+            None => true,
+            Some(m) => {
+                m.relay.is_none_or(|r| Some(r) == relay) && m.location.as_deref().is_none_or(|l| Some(l) == location)
+            }
+        }
+    }
+
+    pub fn address(&self, ip: Ipv4Addr) -> Address {
+        Address {
+            pool: self.name.clone(),
+            ip: ip.to_string(),
+            netmask: self.net.netmask().to_string(),
+            prefix: self.net.prefix_len(),
+            gateway: self.gateway.map(|g| g.to_string()),
+            nameservers: self.nameservers.clone(),
+            ntp: self.ntp.clone(),
+            vlan: self.vlan,
+            lease_seconds: self.lease_seconds,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Pools {
+    pub discovery: Option<Pool>,
+    pub production: Vec<Pool>,
+    pub quarantine_seconds: u64,
+}
+
+impl Pools {
+    /// The configured pools, checked: names unique, ranges inside their cidr, gateways
+    /// inside theirs, and no address in two pools.
+    pub fn from_config(c: &IpamConfig) -> Result<Pools, String> {
+        let discovery = c
+            .discovery
+            .as_ref()
+            .map(|p| Pool::from_config("ipam.discovery", p))
+            .transpose()?;
+        let production = c
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Pool::from_config(&format!("ipam.pools[{i}]"), p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let all: Vec<&Pool> = discovery.iter().chain(&production).collect();
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                if a.name == b.name {
+                    return Err(format!("ipam: two pools are named {:?}", a.name));
+                }
+                let clash = a.ranges.iter().find_map(|ra| {
+                    b.ranges
+                        .iter()
+                        .find(|rb| ra.start() <= rb.end() && rb.start() <= ra.end())
+                        .map(|rb| Ipv4Addr::from(*ra.start().max(rb.start())))
+                });
+                if let Some(ip) = clash {
+                    return Err(format!(
+                        "ipam: pools {:?} and {:?} overlap (both may hand out {ip})",
+                        a.name, b.name
+                    ));
+                }
+            }
+        }
+        Ok(Pools {
+            discovery,
+            production,
+            quarantine_seconds: c.quarantine_seconds,
+        })
+    }
+
+    /// The pool a machine's permanent address comes from: the first that fits.
+    pub fn for_machine(&self, relay: Option<Ipv4Addr>, location: Option<&str>) -> Option<&Pool> {
+        self.production.iter().find(|p| p.fits(relay, location))
+    }
+
+    pub fn named(&self, name: &str) -> Option<&Pool> {
+        self.discovery.iter().chain(&self.production).find(|p| p.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,85 @@
+//! Addresses handed out from the pools: one row per (pool, address), held by one MAC or
+//! released with a quarantine deadline. The choice and the record are one write
+//! transaction, and the primary key refuses a second holder, so an address is never
+//! handed out twice, whatever runs at once.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+
+use super::super::Result;
+use super::rows::*;
+use crate::domain::Mac;
+use crate::ipam::Pool;
+
+/// `mac`'s address in `pool`: the one it holds (or held and whose quarantine it may cut
+/// short: it is its own), else `wanted` if given and free, else the lowest free one that
+/// `taken` does not name (addresses already in Hardware elsewhere). None: exhausted, or
+/// `wanted` is not free.
+pub(super) fn allocate(
+    tx: &rusqlite::Transaction,
+    mac: Mac,
+    pool: &Pool,
+    wanted: Option<Ipv4Addr>,
+    taken: &dyn Fn(Ipv4Addr) -> bool,
+    now: DateTime<Utc>,
+) -> Result<Option<Ipv4Addr>> {
+    let own: Option<String> = tx
+        .query_row(
+            "SELECT ip FROM allocations WHERE pool = ?1 AND mac = ?2 ORDER BY held DESC LIMIT 1",
+            params![pool.name, mac.to_string()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(ip) = own.and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+        && wanted.is_none_or(|w| w == ip)
+        && pool.may_hand_out(ip)
+    {
+        tx.execute(
+            "UPDATE allocations SET held = 1, free_after = NULL WHERE pool = ?1 AND ip = ?2",
+            params![pool.name, ip.to_string()],
+        )?;
+        return Ok(Some(ip));
+    }
+    let mut busy = tx.prepare_cached("SELECT ip FROM allocations WHERE pool = ?1 AND (held = 1 OR free_after > ?2)")?;
+    let busy: HashSet<Ipv4Addr> = busy
+        .query_map(params![pool.name, ts(now)], |r| r.get::<_, String>(0))?
+        .filter_map(|ip| ip.ok()?.parse().ok())
+        .collect();
+    let free = |ip: &Ipv4Addr| pool.may_hand_out(*ip) && !busy.contains(ip) && !taken(*ip);
+    let chosen = match wanted {
+        Some(ip) => Some(ip).filter(free),
+        None => pool.candidates().find(free),
+    };
+    let Some(ip) = chosen else { return Ok(None) };
+    // A previous holder's row past its quarantine is taken over; the primary key refuses
+    // anything else.
+    tx.execute(
+        "DELETE FROM allocations WHERE pool = ?1 AND (mac = ?2 OR (ip = ?3 AND held = 0))",
+        params![pool.name, mac.to_string(), ip.to_string()],
+    )?;
+    tx.execute(
+        "INSERT INTO allocations (pool, ip, mac, held, at) VALUES (?1, ?2, ?3, 1, ?4)",
+        params![pool.name, ip.to_string(), mac.to_string(), ts(now)],
+    )?;
+    Ok(Some(ip))
+}
+
+/// Releases every address `mac` holds; each stays unused until `free_after`.
+pub(super) fn release(tx: &rusqlite::Transaction, mac: Mac, free_after: DateTime<Utc>) -> Result<usize> {
+    Ok(tx.execute(
+        "UPDATE allocations SET held = 0, free_after = ?2 WHERE mac = ?1 AND held = 1",
+        params![mac.to_string(), ts(free_after)],
+    )?)
+}
+
+/// The addresses `mac` holds: (pool, ip).
+pub(super) fn held_by(tx: &rusqlite::Transaction, mac: Mac) -> Result<Vec<(String, String)>> {
+    let mut q = tx.prepare_cached("SELECT pool, ip FROM allocations WHERE mac = ?1 AND held = 1 ORDER BY pool")?;
+    let rows = q
+        .query_map(params![mac.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
