@@ -389,6 +389,7 @@ fn render(
         force_mac_name: false,
         sighting: None,
         expected: None,
+        address: None,
     })?;
     if summary {
         println!("{}", rendered.summary);
@@ -420,6 +421,7 @@ fn check(config: &Config) -> anyhow::Result<()> {
             force_mac_name: false,
             sighting: None,
             expected: None,
+            address: None,
         }) {
             problems.push(format!(
                 "sample render with workflow {}: {e}",

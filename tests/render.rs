@@ -36,6 +36,7 @@ fn render(facts: &Facts) -> registrar::render::Rendered {
             force_mac_name: false,
             sighting: None,
             expected: None,
+            address: None,
         })
         .unwrap()
 }
@@ -106,6 +107,7 @@ fn a_reviewer_may_pick_only_workflows_that_exist() {
             force_mac_name: false,
             sighting: None,
             expected: None,
+            address: None,
         })
         .unwrap();
     assert_eq!(ok.documents[1]["spec"]["templateRef"], "ubuntu-2204");
@@ -119,6 +121,7 @@ fn a_reviewer_may_pick_only_workflows_that_exist() {
                 force_mac_name: false,
                 sighting: None,
                 expected: None,
+                address: None,
             })
             .unwrap_err();
         assert!(err.to_string().contains("no workflow template"), "{err}");

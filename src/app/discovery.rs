@@ -75,7 +75,10 @@ impl DiscoveryQueue {
         let expires = Utc::now() + self.discovery.settings().ttl;
         let (store, hash) = (self.proposer.store().clone(), crate::server::digest_hex(&token));
         tokio::task::spawn_blocking(move || store.add_report_token(mac, &hash, expires)).await??;
-        self.discovery.create(&mac, Some(sighting), &token, expires).await?;
+        let address = self.proposer.discovery_address(mac).await?;
+        self.discovery
+            .create(&mac, Some(sighting), &token, expires, address.as_ref())
+            .await?;
         let store = self.proposer.store().clone();
         tokio::task::spawn_blocking(move || {
             if let Some(m) = store.machine(mac)?
@@ -187,6 +190,7 @@ impl DiscoveryQueue {
                 continue;
             }
             self.discovery.remove(&mac).await?;
+            self.proposer.release_discovery_address(mac).await?;
             let cause = if reported {
                 "the discovery action's wait for the review is over; temporary objects removed"
             } else {

@@ -98,6 +98,7 @@ impl Handoff {
     async fn apply(&self, m: &Machine) -> anyhow::Result<()> {
         let mac = m.mac;
         let removed = self.cluster.remove_discovery_objects(mac).await?;
+        self.proposer.release_discovery_address(mac).await?;
         let cause = format!("its approved Hardware is in the cluster; {removed} discovery Hardware removed");
         let store = self.proposer.store().clone();
         tokio::task::spawn_blocking(move || {

@@ -136,6 +136,7 @@ impl App {
             )
             .with_known(known.clone())
             .with_only_expected(config.discovery.only_expected)
+            .with_pools(crate::ipam::Pools::from_config(&config.ipam).map_err(|e| anyhow::anyhow!(e))?)
             .with_queue(
                 config.queue.concurrency,
                 Duration::from_secs(config.queue.retry_seconds.max(1)),

@@ -59,9 +59,14 @@ pub async fn index_gitops(
         .await?;
         match result {
             Ok(indexed) => {
-                if let Some((tree, macs)) = indexed {
-                    tracing::debug!(count = macs.len(), "indexed MACs on the base branch");
-                    known.replace("gitops", macs);
+                if let Some((tree, found)) = indexed {
+                    tracing::debug!(
+                        macs = found.macs.len(),
+                        addresses = found.addresses.len(),
+                        "indexed the base branch's Hardware"
+                    );
+                    known.replace("gitops", found.macs);
+                    known.replace_addresses("gitops", found.addresses);
                     metrics.known_macs.set(known.len() as i64);
                     last = Some(tree);
                 }

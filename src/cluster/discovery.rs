@@ -48,18 +48,34 @@ pub fn objects(
     sighting: Option<&Sighting>,
     token: &str,
     expires: DateTime<Utc>,
+    address: Option<&crate::ipam::Address>,
 ) -> (Value, Value) {
     let name = object_name(mac);
     let labels = json!({TEMPORARY: "true", MAC_LABEL: mac.dashed(), EXPIRES_LABEL: expires.timestamp().to_string()});
     let arch = sighting.and_then(|s| s.arch.clone()).unwrap_or_else(|| "x86_64".into());
     let uefi = sighting.and_then(|s| s.uefi).unwrap_or(true);
+    let mut dhcp = json!({"mac": mac.to_string(), "arch": arch, "uefi": uefi, "lease_time": 3600});
+    // Smee's reservation mode answers only a Hardware that carries an address.
+    if let Some(a) = address {
+        dhcp["lease_time"] = json!(a.lease_seconds);
+        dhcp["ip"] = json!({"address": a.ip, "netmask": a.netmask, "family": 4});
+        if let Some(gw) = &a.gateway {
+            dhcp["ip"]["gateway"] = json!(gw);
+        }
+        if !a.nameservers.is_empty() {
+            dhcp["name_servers"] = json!(a.nameservers);
+        }
+        if let Some(vlan) = a.vlan {
+            dhcp["vlan_id"] = json!(vlan.to_string());
+        }
+    }
     let hardware = json!({
         "apiVersion": "tinkerbell.org/v1alpha1", "kind": "Hardware",
         "metadata": {"name": name, "namespace": s.namespace, "labels": labels},
         "spec": {
             "agentID": mac.to_string(),
             "interfaces": [{
-                "dhcp": {"mac": mac.to_string(), "arch": arch, "uefi": uefi, "lease_time": 3600},
+                "dhcp": dhcp,
                 "netboot": {"allowPXE": true, "allowWorkflow": true}
             }]
         }
@@ -139,8 +155,9 @@ impl Discovery {
         sighting: Option<&Sighting>,
         token: &str,
         expires: DateTime<Utc>,
+        address: Option<&crate::ipam::Address>,
     ) -> Result<bool, kube::Error> {
-        let (hardware, workflow) = objects(&self.settings, mac, sighting, token, expires);
+        let (hardware, workflow) = objects(&self.settings, mac, sighting, token, expires, address);
         let created = create(&self.api(&hardware_resource()), hardware).await?;
         create(&self.api(&workflow_resource()), workflow).await?;
         Ok(created)

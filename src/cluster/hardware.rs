@@ -36,6 +36,15 @@ fn macs_of(obj: &Value) -> Vec<Mac> {
         .collect()
 }
 
+fn addresses_of(obj: &Value) -> Vec<std::net::Ipv4Addr> {
+    obj["spec"]["interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["dhcp"]["ip"]["address"].as_str().and_then(|a| a.parse().ok()))
+        .collect()
+}
+
 /// Classifies a Hardware object (as JSON: `metadata`, `spec`).
 pub fn classify(obj: &Value) -> Seen {
     let labels = &obj["metadata"]["labels"];
@@ -89,10 +98,17 @@ pub async fn watch(
         Some(ns) => Api::namespaced_with(client, ns, &ar),
         None => Api::all_with(client, &ar),
     };
-    let mut objects: HashMap<String, Vec<Mac>> = HashMap::new();
-    let mut buffer: Option<HashMap<String, Vec<Mac>>> = None;
-    let publish = |objects: &HashMap<String, Vec<Mac>>| {
-        known.replace("cluster", objects.values().flatten().copied().collect::<HashSet<_>>());
+    let mut objects: HashMap<String, (Vec<Mac>, Vec<std::net::Ipv4Addr>)> = HashMap::new();
+    let mut buffer: Option<HashMap<String, (Vec<Mac>, Vec<std::net::Ipv4Addr>)>> = None;
+    let publish = |objects: &HashMap<String, (Vec<Mac>, Vec<std::net::Ipv4Addr>)>| {
+        known.replace(
+            "cluster",
+            objects
+                .values()
+                .flat_map(|o| o.0.iter().copied())
+                .collect::<HashSet<_>>(),
+        );
+        known.replace_addresses("cluster", objects.values().flat_map(|o| o.1.iter().copied()).collect());
     };
     let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);
@@ -118,7 +134,7 @@ pub async fn watch(
                 continue;
             }
         };
-        let take = |obj: &DynamicObject, into: &mut HashMap<String, Vec<Mac>>| {
+        let take = |obj: &DynamicObject, into: &mut HashMap<String, (Vec<Mac>, Vec<std::net::Ipv4Addr>)>| {
             let key = format!(
                 "{}/{}",
                 obj.metadata.namespace.as_deref().unwrap_or(""),
@@ -127,7 +143,7 @@ pub async fn watch(
             let value = serde_json::to_value(obj).unwrap_or_default();
             match classify(&value) {
                 Seen::Registered(macs) => {
-                    into.insert(key, macs);
+                    into.insert(key, (macs, addresses_of(&value)));
                 }
                 Seen::Discovered { mac, facts } => {
                     into.remove(&key);

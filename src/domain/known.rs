@@ -9,9 +9,29 @@ use super::mac::Mac;
 #[derive(Default)]
 pub struct KnownMacs {
     by_source: RwLock<HashMap<&'static str, HashSet<Mac>>>,
+    /// The IPv4 addresses those Hardware objects carry (`dhcp.ip.address`): an address
+    /// pool never hands one of them out.
+    addresses: RwLock<HashMap<&'static str, HashSet<std::net::Ipv4Addr>>>,
 }
 
 impl KnownMacs {
+    pub fn replace_addresses(&self, source: &'static str, addresses: HashSet<std::net::Ipv4Addr>) {
+        self.addresses
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(source, addresses);
+    }
+
+    /// Whether a Hardware already registered elsewhere (the base branch, the cluster) holds
+    /// `ip`.
+    pub fn address_taken(&self, ip: std::net::Ipv4Addr) -> bool {
+        self.addresses
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|s| s.contains(&ip))
+    }
+
     pub fn replace(&self, source: &'static str, macs: HashSet<Mac>) {
         self.by_source
             .write()

@@ -17,9 +17,23 @@ pub fn manifest_dir(path_template: &str) -> &str {
     fixed.rfind('/').map(|i| &fixed[..i]).unwrap_or("")
 }
 
+/// What the Hardware on the base branch hold: their MACs and IPv4 addresses.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub macs: HashSet<Mac>,
+    pub addresses: HashSet<std::net::Ipv4Addr>,
+}
+
 /// MACs of the Hardware objects in one YAML file (any number of documents; anything that
 /// is not a Hardware, or not YAML, is skipped).
 pub fn hardware_macs(text: &str, out: &mut HashSet<Mac>) {
+    let mut found = Registered::default();
+    hardware_identities(text, &mut found);
+    out.extend(found.macs);
+}
+
+/// MACs and addresses of the Hardware objects in one YAML file.
+pub fn hardware_identities(text: &str, out: &mut Registered) {
     for doc in yaml_serde::Deserializer::from_str(text) {
         let Ok(v) = Value::deserialize(doc) else { return };
         if v["kind"] != "Hardware" {
@@ -27,7 +41,10 @@ pub fn hardware_macs(text: &str, out: &mut HashSet<Mac>) {
         }
         for iface in v["spec"]["interfaces"].as_array().into_iter().flatten() {
             if let Some(mac) = iface["dhcp"]["mac"].as_str().and_then(|m| Mac::parse(m).ok()) {
-                out.insert(mac);
+                out.macs.insert(mac);
+            }
+            if let Some(ip) = iface["dhcp"]["ip"]["address"].as_str().and_then(|a| a.parse().ok()) {
+                out.addresses.insert(ip);
             }
         }
     }
@@ -40,16 +57,16 @@ impl GitRepo {
         &self,
         dir: &str,
         unless_tree: Option<git2::Oid>,
-    ) -> Result<Option<(git2::Oid, HashSet<Mac>)>, super::git::GitError> {
+    ) -> Result<Option<(git2::Oid, Registered)>, super::git::GitError> {
         let files = match self.yaml_files(dir, unless_tree)? {
             None => return Ok(None),
             Some(f) => f,
         };
-        let mut macs = HashSet::new();
+        let mut found = Registered::default();
         for text in &files.1 {
-            hardware_macs(text, &mut macs);
+            hardware_identities(text, &mut found);
         }
-        Ok(Some((files.0, macs)))
+        Ok(Some((files.0, found)))
     }
 }
 

@@ -5,6 +5,7 @@
 //! this content); (4) open or update the proposal on the forge (idempotent); (5) mark the
 //! revision synced. Reviews run the same way: intent first, then git, then the record.
 
+mod addresses;
 mod adopt;
 pub mod forge;
 pub mod git;
@@ -94,6 +95,8 @@ pub struct Proposer {
     cluster: std::sync::OnceLock<crate::cluster::Cluster>,
     /// `discovery.only_expected`: unexpected machines are recorded and shown, never proposed.
     only_expected: bool,
+    /// Where machines' addresses come from (empty: no addresses are allocated).
+    pools: Arc<crate::ipam::Pools>,
 }
 
 async fn blocking<T: Send + 'static, E: Send + 'static>(
@@ -132,6 +135,7 @@ impl Proposer {
             known: Default::default(),
             cluster: std::sync::OnceLock::new(),
             only_expected: false,
+            pools: Default::default(),
         }
     }
 

@@ -108,6 +108,7 @@ impl Proposer {
             self.close_rejected(&p, actor).await?;
         }
         self.remove_discovery_objects(mac).await;
+        self.release_addresses(mac).await?;
         Ok(machine)
     }
 
@@ -128,6 +129,7 @@ impl Proposer {
         let (store, who) = (self.store.clone(), actor.to_string());
         blocking(move || store.forget(mac, &who, Utc::now())).await?;
         self.remove_discovery_objects(mac).await;
+        self.release_addresses(mac).await?;
         Ok(())
     }
 
@@ -149,6 +151,7 @@ impl Proposer {
         })
         .await?;
         self.remove_discovery_objects(mac).await;
+        self.release_addresses(mac).await?;
         Ok(machine)
     }
 

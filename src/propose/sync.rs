@@ -63,7 +63,9 @@ impl Proposer {
             .await?;
             return Ok(false);
         }
-        let rendered = self.render_for(&machine, &facts).await?;
+        // Its address is chosen (or found: it keeps the one it has) before anything renders.
+        let address = self.production_address(&machine).await?;
+        let rendered = self.render_for(&machine, &facts, address.as_ref()).await?;
         let branch = branch_for(&machine.mac);
         let path = self.path_for(&rendered.name, &machine.mac);
         let message = commit_message(&rendered, &machine.mac, &facts);
@@ -171,7 +173,8 @@ impl Proposer {
         facts: &Facts,
         found: super::forge::ForgeRef,
     ) -> Result<bool, ProposeError> {
-        let rendered = self.render_for(machine, facts).await?;
+        let address = self.production_address(machine).await?;
+        let rendered = self.render_for(machine, facts, address.as_ref()).await?;
         let now = Utc::now();
         let proposal = Proposal {
             mac: machine.mac,
@@ -310,7 +313,12 @@ impl Proposer {
     }
 
     /// Renders a machine as it would be proposed now, without touching git.
-    pub async fn render_for(&self, machine: &Machine, facts: &Facts) -> Result<Rendered, ProposeError> {
+    pub async fn render_for(
+        &self,
+        machine: &Machine,
+        facts: &Facts,
+        address: Option<&crate::ipam::Address>,
+    ) -> Result<Rendered, ProposeError> {
         let input = RenderInput {
             mac: &machine.mac,
             facts,
@@ -319,6 +327,7 @@ impl Proposer {
             force_mac_name: false,
             sighting: machine.sighting.as_ref(),
             expected: machine.expected.as_ref(),
+            address,
         };
         let mut rendered = self.renderer.render(&input)?;
         // Two machines may claim one serial; the second one is named after its MAC.

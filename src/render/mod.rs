@@ -56,6 +56,8 @@ pub struct RenderInput<'a> {
     pub sighting: Option<&'a Sighting>,
     /// What an operator imported for this machine: wins over what it says of itself.
     pub expected: Option<&'a crate::domain::Expected>,
+    /// The address its pool gave it (`ipam.pools`), for `dhcp.ip` in the Hardware.
+    pub address: Option<&'a crate::ipam::Address>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -313,6 +315,7 @@ impl Renderer {
             seen => input.sighting.map(to_jinja),
             location => input.sighting.and_then(Sighting::location),
             expected => input.expected.map(to_jinja),
+            address => input.address.map(to_jinja),
         };
         let mut decision = self.decide(&base)?;
         if let Some(h) = input.expected.and_then(|e| e.hostname.clone()) {

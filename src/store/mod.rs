@@ -219,8 +219,9 @@ pub trait Store: Send + Sync + 'static {
         taken: &dyn Fn(std::net::Ipv4Addr) -> bool,
         now: DateTime<Utc>,
     ) -> Result<Option<std::net::Ipv4Addr>>;
-    /// Returns `mac`'s addresses to their pools, unused until `free_after`.
-    fn release_addresses(&self, mac: Mac, free_after: DateTime<Utc>) -> Result<usize>;
+    /// Returns `mac`'s addresses (in `pool` only, if given) to their pools, unused until
+    /// `free_after`.
+    fn release_addresses(&self, mac: Mac, pool: Option<&str>, free_after: DateTime<Utc>) -> Result<usize>;
     /// The addresses `mac` holds: (pool, ip).
     fn addresses(&self, mac: Mac) -> Result<Vec<(String, String)>>;
     /// A counter that moves whenever anything changed: the console's live updates.

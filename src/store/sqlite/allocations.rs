@@ -67,11 +67,17 @@ pub(super) fn allocate(
     Ok(Some(ip))
 }
 
-/// Releases every address `mac` holds; each stays unused until `free_after`.
-pub(super) fn release(tx: &rusqlite::Transaction, mac: Mac, free_after: DateTime<Utc>) -> Result<usize> {
+/// Releases the addresses `mac` holds (in `pool`, or in every pool); each stays unused
+/// until `free_after`.
+pub(super) fn release(
+    tx: &rusqlite::Transaction,
+    mac: Mac,
+    pool: Option<&str>,
+    free_after: DateTime<Utc>,
+) -> Result<usize> {
     Ok(tx.execute(
-        "UPDATE allocations SET held = 0, free_after = ?2 WHERE mac = ?1 AND held = 1",
-        params![mac.to_string(), ts(free_after)],
+        "UPDATE allocations SET held = 0, free_after = ?2 WHERE mac = ?1 AND held = 1 AND (?3 IS NULL OR pool = ?3)",
+        params![mac.to_string(), ts(free_after), pool],
     )?)
 }
 

@@ -549,8 +549,8 @@ impl Store for SqliteStore {
         self.with(|tx| allocations::allocate(tx, mac, pool, wanted, taken, now))
     }
 
-    fn release_addresses(&self, mac: Mac, free_after: DateTime<Utc>) -> Result<usize> {
-        self.with(|tx| allocations::release(tx, mac, free_after))
+    fn release_addresses(&self, mac: Mac, pool: Option<&str>, free_after: DateTime<Utc>) -> Result<usize> {
+        self.with(|tx| allocations::release(tx, mac, pool, free_after))
     }
 
     fn addresses(&self, mac: Mac) -> Result<Vec<(String, String)>> {

@@ -241,7 +241,7 @@ mod addresses {
                     }
                     Step::Release(n) => {
                         let m = mac(&format!("02:00:00:00:00:{n:02x}"));
-                        store.release_addresses(m, now + quarantine).unwrap();
+                        store.release_addresses(m, None, now + quarantine).unwrap();
                         if let Some(ip) = held.remove(&n) {
                             resting.insert(ip, (now + quarantine, n));
                         }

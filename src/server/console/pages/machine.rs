@@ -111,7 +111,8 @@ pub async fn machine(
     } else if let Some(p) = proposal.as_ref().filter(|p| p.state == ProposalState::Merged) {
         manifest_text = read_base(p.path.clone()).await;
     } else if let Some(facts) = m.facts.clone() {
-        match state.proposer.render_for(&m, &facts).await {
+        let address = state.proposer.held_address(&m).await.ok().flatten();
+        match state.proposer.render_for(&m, &facts, address.as_ref()).await {
             Ok(r) => {
                 rule = Some(r.decision.rule.clone());
                 workflow = r.decision.workflow.clone();

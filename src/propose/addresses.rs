@@ -1,0 +1,105 @@
+//! Machines' addresses from the configured pools: a discovery address for the temporary
+//! Hardware, a production address for the proposed one. The store chooses and records
+//! each in one transaction; what the base branch and the cluster already hold is never
+//! handed out.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::{ProposeError, Proposer, blocking};
+use crate::domain::{Mac, Machine};
+use crate::ipam::{Address, Pool, Pools};
+
+impl Proposer {
+    pub fn with_pools(mut self, pools: Pools) -> Self {
+        self.pools = Arc::new(pools);
+        self
+    }
+
+    pub fn pools(&self) -> &Arc<Pools> {
+        &self.pools
+    }
+
+    /// The address `mac`'s temporary Hardware carries; None without a discovery pool.
+    pub async fn discovery_address(&self, mac: Mac) -> Result<Option<Address>, ProposeError> {
+        match self.pools.discovery.clone() {
+            Some(pool) => self.allocate(mac, pool, None).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The address `machine`'s permanent Hardware carries: from the first pool that fits
+    /// it (its DHCP relay, its imported location), or the address its import row gave,
+    /// checked the same way. None without production pools.
+    pub async fn production_address(&self, machine: &Machine) -> Result<Option<Address>, ProposeError> {
+        let relay = machine
+            .sighting
+            .as_ref()
+            .and_then(|s| s.relay.as_ref())
+            .and_then(|r| r.address.parse().ok());
+        let location = machine.expected.as_ref().and_then(|e| e.location.as_deref());
+        let Some(pool) = self.pools.for_machine(relay, location).cloned() else {
+            return Ok(None);
+        };
+        let wanted =
+            match machine.expected.as_ref().and_then(|e| e.ip.as_deref()) {
+                None => None,
+                Some(ip) => Some(ip.parse().map_err(|_| {
+                    ProposeError::Conflict(format!("the imported address {ip:?} is not an IPv4 address"))
+                })?),
+            };
+        self.allocate(machine.mac, pool, wanted).await.map(Some)
+    }
+
+    /// The production address `mac` holds now, if any (a read: nothing is allocated).
+    pub async fn held_address(&self, machine: &Machine) -> Result<Option<Address>, ProposeError> {
+        let (store, mac) = (self.store.clone(), machine.mac);
+        let held = blocking(move || store.addresses(mac)).await?;
+        Ok(held.into_iter().find_map(|(pool, ip)| {
+            let pool = self.pools.production.iter().find(|p| p.name == pool)?;
+            Some(pool.address(ip.parse().ok()?))
+        }))
+    }
+
+    async fn allocate(
+        &self,
+        mac: Mac,
+        pool: Pool,
+        wanted: Option<std::net::Ipv4Addr>,
+    ) -> Result<Address, ProposeError> {
+        let (store, known, p) = (self.store.clone(), self.known.clone(), pool.clone());
+        let ip = blocking(move || store.allocate(mac, &p, wanted, &|ip| known.address_taken(ip), Utc::now())).await?;
+        match (ip, wanted) {
+            (Some(ip), _) => Ok(pool.address(ip)),
+            (None, Some(w)) => Err(ProposeError::Conflict(format!(
+                "the imported address {w} cannot be given: it is outside pool {:?}'s ranges, excluded, held by another machine or already in a Hardware",
+                pool.name
+            ))),
+            (None, None) => Err(ProposeError::Conflict(format!(
+                "address pool {:?} is exhausted: every address is held, quarantined or already in a Hardware",
+                pool.name
+            ))),
+        }
+    }
+
+    /// Returns `mac`'s addresses to their pools, unused for `ipam.quarantine_seconds`.
+    pub async fn release_addresses(&self, mac: Mac) -> Result<(), ProposeError> {
+        self.release(mac, None).await
+    }
+
+    /// Returns `mac`'s discovery address once its temporary Hardware is gone.
+    pub async fn release_discovery_address(&self, mac: Mac) -> Result<(), ProposeError> {
+        match self.pools.discovery.as_ref().map(|p| p.name.clone()) {
+            Some(pool) => self.release(mac, Some(pool)).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn release(&self, mac: Mac, pool: Option<String>) -> Result<(), ProposeError> {
+        let until = Utc::now() + chrono::Duration::seconds(self.pools.quarantine_seconds as i64);
+        let store = self.store.clone();
+        blocking(move || store.release_addresses(mac, pool.as_deref(), until)).await?;
+        Ok(())
+    }
+}
