@@ -1,0 +1,183 @@
+//! Addresses and names on the shipped binary (issue 16): in Smee's default reservation mode
+//! a machine is served only if its Hardware carries an address, so the temporary discovery
+//! Hardware gets one from the discovery pool and the proposed Hardware one from a production
+//! pool — never one a Hardware already holds, the same one across restarts, and a rejected
+//! machine's address only after the quarantine.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::binary::{Process, eventually, example, kubeconfig, listen_on, point_at_github, set, token_env};
+use support::fake_github::FakeGithub;
+use support::fake_kube::FakeKube;
+use support::journey::{NS, state_reached};
+use support::*;
+
+fn smee_line(mac: &str) -> String {
+    format!(
+        r#"{{"time":"2026-12-06T10:00:00.1Z","level":"0","msg":"Ignoring packet","logger":"smee","mac":"{mac}","xid":"0x1","error":"hardware not found: in all namespaces with MAC \"{mac}\""}}"#
+    )
+}
+
+fn dhcp_of(hardware: &Value) -> Value {
+    hardware["spec"]["interfaces"][0]["dhcp"].clone()
+}
+
+/// A machine Smee saw: its temporary Hardware's address, and the token its action reports with.
+async fn discovered(kube: &FakeKube, mac: &str) -> (String, String) {
+    assert!(kube.log("tinkerbell-7f9c", &smee_line(mac)) > 0);
+    let name = format!("registrar-discover-{}", mac.replace(':', "-"));
+    let hardware = eventually(30, "the temporary Hardware", || async {
+        kube.object("hardware", NS, &name)
+    })
+    .await;
+    let workflow = eventually(30, "the temporary Workflow", || async {
+        kube.object("workflows", NS, &name)
+    })
+    .await;
+    let ip = dhcp_of(&hardware)["ip"]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (
+        ip,
+        workflow["spec"]["hardwareMap"]["report_token"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    )
+}
+
+async fn report(p: &Process, mac: &str, token: &str, serial: &str) {
+    let mut specs = lshw("supermicro-ssg-6029p-x11dph-t.json");
+    specs["serial"] = json!(serial);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/reports", p.url))
+        .bearer_auth(token)
+        .json(&report_body(mac, specs))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+}
+
+/// The proposed Hardware's `dhcp` block, as the pull request's branch holds it.
+async fn proposed_dhcp(p: &Process, gh: &FakeGithub, mac: &str) -> Value {
+    let m = state_reached(p, mac, "proposed").await;
+    let (branch, path) = (
+        m["proposal"]["branch"].as_str().unwrap(),
+        m["proposal"]["path"].as_str().unwrap(),
+    );
+    let text = gh.repo().read(branch, path).expect("the proposal's file");
+    let hardware = documents(&text).into_iter().find(|d| d["kind"] == "Hardware").unwrap();
+    dhcp_of(&hardware)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reservation_mode_machines_get_addresses_smee_serves_and_keep_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGithub::start().await;
+    let kube = FakeKube::start().await;
+    kube.add_pod(NS, "tinkerbell-7f9c", json!({"app": "tinkerbell"}));
+    // A machine registered before Registrar holds the pool's first address.
+    kube.create(json!({
+        "apiVersion": "tinkerbell.org/v1alpha1", "kind": "Hardware",
+        "metadata": {"name": "old-server", "namespace": NS},
+        "spec": {"interfaces": [{"dhcp": {"mac": "0c:c4:7a:00:00:01", "ip": {"address": "10.0.10.11", "netmask": "255.255.255.0", "family": 4}}}]}
+    }));
+    let mut config = example("all.yaml");
+    point_at_github(&mut config, dir.path(), &gh);
+    let url = listen_on(&mut config);
+    set(&mut config, "dhcp.enabled", json!(false));
+    set(&mut config, "cluster.smee_logs.enabled", json!(true));
+    set(&mut config, "cluster.discovery.report_url", json!(url));
+    set(&mut config, "forge.github.mutation_interval_ms", json!(0));
+    set(
+        &mut config,
+        "ipam",
+        json!({
+            "discovery": {"name": "discovery", "cidr": "10.0.9.0/24", "ranges": ["10.0.9.100-10.0.9.109"], "gateway": "10.0.9.1", "lease_seconds": 600},
+            "pools": [{"name": "rack1", "cidr": "10.0.10.0/24", "ranges": ["10.0.10.11-10.0.10.20"], "gateway": "10.0.10.1", "nameservers": ["10.0.0.53"]}],
+            "quarantine_seconds": 3600
+        }),
+    );
+    let kubeconfig = kubeconfig(dir.path(), &kube.url);
+    let mut env = token_env();
+    env.push(("KUBECONFIG", kubeconfig.to_str().unwrap()));
+    *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
+    let mut p = Process::start(dir.path(), config, &env);
+    p.wait_ready().await;
+
+    let macs = ["0c:c4:7a:16:00:01", "0c:c4:7a:16:00:02", "0c:c4:7a:16:00:03"];
+    let mut discovery_ips = Vec::new();
+    let mut production = Vec::new();
+    for (i, mac) in macs.iter().enumerate() {
+        let (ip, token) = discovered(&kube, mac).await;
+        assert!(
+            ip.starts_with("10.0.9.1"),
+            "{mac}'s temporary Hardware has a discovery address: {ip:?}"
+        );
+        discovery_ips.push(ip);
+        report(&p, mac, &token, &format!("ADDR{i:04}")).await;
+        let dhcp = proposed_dhcp(&p, &gh, mac).await;
+        assert_eq!(dhcp["ip"]["netmask"], "255.255.255.0", "{dhcp}");
+        assert_eq!(dhcp["ip"]["gateway"], "10.0.10.1");
+        assert_eq!(dhcp["name_servers"], json!(["10.0.0.53"]));
+        production.push(dhcp["ip"]["address"].as_str().unwrap().to_string());
+    }
+    discovery_ips.sort();
+    discovery_ips.dedup();
+    assert_eq!(discovery_ips.len(), 3, "one discovery address each");
+    assert_eq!(
+        production,
+        ["10.0.10.12", "10.0.10.13", "10.0.10.14"],
+        "unique, from the pool, never the address old-server holds"
+    );
+
+    // A restart changes no allocation: a re-render keeps the address.
+    p.restart().await;
+    let resp = p_post(
+        &p,
+        &format!("/api/v1/machines/{}/workflow", macs[0]),
+        json!({"workflow": "ubuntu-2204"}),
+    )
+    .await;
+    assert!(resp < 300, "choosing a workflow: {resp}");
+    eventually(60, "the re-render", || async {
+        let dhcp = proposed_dhcp(&p, &gh, macs[0]).await;
+        let m = support::journey::machine(&p, macs[0]).await;
+        (m["proposal"]["workflow"] == "ubuntu-2204").then_some(dhcp)
+    })
+    .await;
+    assert_eq!(proposed_dhcp(&p, &gh, macs[0]).await["ip"]["address"], "10.0.10.12");
+
+    // Rejected: its address rests for the quarantine; the next machine gets a fresh one.
+    assert_eq!(
+        p_post(
+            &p,
+            &format!("/api/v1/machines/{}/reject", macs[1]),
+            json!({"reason": "not ours"})
+        )
+        .await,
+        200
+    );
+    let (_, token) = discovered(&kube, "0c:c4:7a:16:00:04").await;
+    report(&p, "0c:c4:7a:16:00:04", &token, "ADDR0004").await;
+    assert_eq!(
+        proposed_dhcp(&p, &gh, "0c:c4:7a:16:00:04").await["ip"]["address"],
+        "10.0.10.15"
+    );
+    assert!(p.stop().success());
+}
+
+async fn p_post(p: &Process, path: &str, body: Value) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}{path}", p.url))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
