@@ -123,7 +123,24 @@ async fn reservation_mode_machines_get_addresses_smee_serves_and_keep_them() {
         assert_eq!(dhcp["ip"]["netmask"], "255.255.255.0", "{dhcp}");
         assert_eq!(dhcp["ip"]["gateway"], "10.0.10.1");
         assert_eq!(dhcp["name_servers"], json!(["10.0.0.53"]));
-        production.push(dhcp["ip"]["address"].as_str().unwrap().to_string());
+        let ip = dhcp["ip"]["address"].as_str().unwrap().to_string();
+        // Shown where a person looks: the API and the pull request.
+        let m = support::journey::machine(&p, mac).await;
+        assert!(
+            m["addresses"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"pool": "rack1", "ip": ip})),
+            "{m:#}"
+        );
+        let number = m["proposal"]["number"].as_u64().unwrap();
+        // (The body is Markdown-escaped: `10\.0\.10\.12`.)
+        let body = gh.pull(number).body.replace('\\', "");
+        assert!(
+            body.contains(&format!("| Address | {ip}/24 via 10.0.10.1 (pool rack1) |")),
+            "{body}"
+        );
+        production.push(ip);
     }
     discovery_ips.sort();
     discovery_ips.dedup();

@@ -84,11 +84,22 @@ pub async fn list_machines(State(state): State<AppState>, Query(q): Query<ListQu
 pub async fn get_machine(State(state): State<AppState>, Path(mac): Path<String>) -> Result<Json<Value>, ApiError> {
     let mac = parse_mac(&mac)?;
     let store = state.proposer.store().clone();
-    let (machine, transitions, proposal) =
-        run(move || Ok((store.machine(mac)?, store.transitions(mac)?, store.proposal(mac)?))).await?;
+    let (machine, transitions, proposal, addresses) = run(move || {
+        Ok((
+            store.machine(mac)?,
+            store.transitions(mac)?,
+            store.proposal(mac)?,
+            store.addresses(mac)?,
+        ))
+    })
+    .await?;
     let machine = machine.ok_or_else(|| ApiError::not_found(format!("no machine with MAC {mac}")))?;
+    let addresses: Vec<Value> = addresses
+        .into_iter()
+        .map(|(pool, ip)| json!({"pool": pool, "ip": ip}))
+        .collect();
     Ok(Json(
-        json!({ "machine": machine, "transitions": transitions, "proposal": proposal }),
+        json!({ "machine": machine, "transitions": transitions, "proposal": proposal, "addresses": addresses }),
     ))
 }
 
