@@ -122,6 +122,25 @@ impl Pool {
             .filter(|ip| self.may_hand_out(*ip))
     }
 
+    /// Every address the pool may hand out, starting after `after` and wrapping around
+    /// (next fit: after the last one handed out, the next is usually free at once, so the
+    /// cost of a choice does not grow with the addresses already held).
+    pub fn candidates_after(&self, after: Option<Ipv4Addr>) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        let cut = after.map_or(0, |a| u32::from(a).saturating_add(1));
+        let tail = self.ranges.iter().filter_map(move |r| {
+            let start = (*r.start()).max(cut);
+            (start <= *r.end()).then(|| start..=*r.end())
+        });
+        let head = self.ranges.iter().filter_map(move |r| {
+            let end = (*r.end()).min(cut.saturating_sub(1));
+            (cut > 0 && *r.start() <= end).then(|| *r.start()..=end)
+        });
+        tail.chain(head)
+            .flatten()
+            .map(Ipv4Addr::from)
+            .filter(|ip| self.may_hand_out(*ip))
+    }
+
     /// How many addresses the pool may hand out.
     pub fn size(&self) -> u64 {
         self.candidates().count() as u64

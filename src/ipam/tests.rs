@@ -54,6 +54,23 @@ fn candidates_skip_excluded_gateway_network_and_broadcast() {
 }
 
 #[test]
+fn next_fit_starts_after_the_last_and_wraps_around() {
+    let pools = Pools::from_config(&config(TWO_POOLS)).unwrap();
+    let rack1 = pools.named("rack1").unwrap();
+    let all: Vec<_> = rack1.candidates().collect();
+    for (i, after) in all.iter().enumerate() {
+        let got: Vec<_> = rack1.candidates_after(Some(*after)).collect();
+        let mut want = all[i + 1..].to_vec();
+        want.extend_from_slice(&all[..=i]);
+        assert_eq!(got, want, "after {after}");
+    }
+    assert_eq!(rack1.candidates_after(None).collect::<Vec<_>>(), all);
+    // From an address outside the ranges (the pool changed since).
+    let got: Vec<_> = rack1.candidates_after(Some("10.0.10.14".parse().unwrap())).collect();
+    assert_eq!(got.len(), all.len());
+}
+
+#[test]
 fn a_machine_gets_the_first_pool_that_fits() {
     let pools = Pools::from_config(&config(TWO_POOLS)).unwrap();
     assert_eq!(pools.for_machine(None, Some("rack1")).unwrap().name, "rack1");

@@ -3,7 +3,6 @@
 //! transaction, and the primary key refuses a second holder, so an address is never
 //! handed out twice, whatever runs at once.
 
-use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use chrono::{DateTime, Utc};
@@ -43,15 +42,33 @@ pub(super) fn allocate(
         )?;
         return Ok(Some(ip));
     }
-    let mut busy = tx.prepare_cached("SELECT ip FROM allocations WHERE pool = ?1 AND (held = 1 OR free_after > ?2)")?;
-    let busy: HashSet<Ipv4Addr> = busy
-        .query_map(params![pool.name, ts(now)], |r| r.get::<_, String>(0))?
-        .filter_map(|ip| ip.ok()?.parse().ok())
-        .collect();
-    let free = |ip: &Ipv4Addr| pool.may_hand_out(*ip) && !busy.contains(ip) && !taken(*ip);
+    // Point lookups on the primary key, from just after the newest allocation (next fit):
+    // the cost of a choice does not grow with the addresses already held.
+    let mut busy =
+        tx.prepare_cached("SELECT 1 FROM allocations WHERE pool = ?1 AND ip = ?2 AND (held = 1 OR free_after > ?3)")?;
+    let now_ts = ts(now);
+    let mut free = |ip: &Ipv4Addr| -> Result<bool> {
+        Ok(pool.may_hand_out(*ip) && !taken(*ip) && !busy.exists(params![pool.name, ip.to_string(), now_ts])?)
+    };
     let chosen = match wanted {
-        Some(ip) => Some(ip).filter(free),
-        None => pool.candidates().find(free),
+        Some(ip) => free(&ip)?.then_some(ip),
+        None => {
+            let newest: Option<String> = tx
+                .query_row(
+                    "SELECT ip FROM allocations WHERE pool = ?1 ORDER BY at DESC, rowid DESC LIMIT 1",
+                    params![pool.name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let mut chosen = None;
+            for ip in pool.candidates_after(newest.and_then(|ip| ip.parse().ok())) {
+                if free(&ip)? {
+                    chosen = Some(ip);
+                    break;
+                }
+            }
+            chosen
+        }
     };
     let Some(ip) = chosen else { return Ok(None) };
     // A previous holder's row past its quarantine is taken over; the primary key refuses
