@@ -1,6 +1,6 @@
 //! Allocating addresses: 10,000 machines from one pool beside 10,000 addresses that
 //! Hardware already holds, recorded in the real SQLite store (one write transaction each,
-//! as Registrar does). Per-allocation time, early and late, in a /18 and a /16: the goal is
+//! as Registrar does). Per-allocation time, early and late, in a /17 and a /16: the goal is
 //! p50 ≤ 1 ms, flat in the number held and in the pool's size.
 //!
 //! Run: `cargo bench --bench ipam` (options: `-- --machines N`); a few seconds.
@@ -34,7 +34,7 @@ fn main() {
         "| pool | addresses Hardware already holds | allocations | p50 first 1,000 | p50 last 1,000 | p99 overall |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
-    for cidr in ["10.20.0.0/18", "10.20.0.0/16"] {
+    for cidr in ["10.20.0.0/17", "10.20.0.0/16"] {
         let config: IpamConfig = yaml_serde::from_str(&format!("pools: [{{name: bench, cidr: {cidr}}}]")).unwrap();
         let pool = Pools::from_config(&config).unwrap().production[0].clone();
         // Existing Hardware holds every other address of the first 20,000: the worst case

@@ -55,7 +55,7 @@ pub(super) fn allocate(
         None => {
             let newest: Option<String> = tx
                 .query_row(
-                    "SELECT ip FROM allocations WHERE pool = ?1 ORDER BY at DESC, rowid DESC LIMIT 1",
+                    "SELECT ip FROM allocations WHERE pool = ?1 ORDER BY at DESC LIMIT 1",
                     params![pool.name],
                     |r| r.get(0),
                 )
@@ -73,9 +73,14 @@ pub(super) fn allocate(
     let Some(ip) = chosen else { return Ok(None) };
     // A previous holder's row past its quarantine is taken over; the primary key refuses
     // anything else.
+    // (Two statements: one OR across both would scan the pool's rows.)
     tx.execute(
-        "DELETE FROM allocations WHERE pool = ?1 AND (mac = ?2 OR (ip = ?3 AND held = 0))",
-        params![pool.name, mac.to_string(), ip.to_string()],
+        "DELETE FROM allocations WHERE mac = ?2 AND pool = ?1",
+        params![pool.name, mac.to_string()],
+    )?;
+    tx.execute(
+        "DELETE FROM allocations WHERE pool = ?1 AND ip = ?2 AND held = 0",
+        params![pool.name, ip.to_string()],
     )?;
     tx.execute(
         "INSERT INTO allocations (pool, ip, mac, held, at) VALUES (?1, ?2, ?3, 1, ?4)",

@@ -98,7 +98,7 @@ CREATE TABLE allocations (
     PRIMARY KEY (pool, ip)
 );
 CREATE UNIQUE INDEX allocations_held ON allocations(pool, mac) WHERE held = 1;
-CREATE INDEX allocations_mac ON allocations(mac);
+CREATE INDEX allocations_mac ON allocations(mac, pool);
 CREATE INDEX allocations_newest ON allocations(pool, at);
 "#,
 ];
