@@ -71,6 +71,9 @@ fn main() {
             c.forge.github.budget_minute_ms = minute.as_millis() as u64;
             c.forge.github.budget_hour_ms = hour.as_millis() as u64;
             c.queue.retry_seconds = 1;
+            if let Some(n) = std::env::args().position(|a| a == "--concurrency").and_then(|i| std::env::args().nth(i + 1)) {
+                c.queue.concurrency = n.parse().unwrap();
+            }
         })
         .await;
         *gh.hook_url.lock().unwrap() = Some(format!("{}/webhooks/github", r.url));
