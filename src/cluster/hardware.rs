@@ -16,6 +16,9 @@ use crate::domain::facts::{Facts, from_agent_attributes};
 use crate::domain::{KnownMacs, Mac};
 use crate::shutdown::Shutdown;
 
+/// What a registered Hardware object holds: its MACs and its IPv4 addresses.
+type Identities = (Vec<Mac>, Vec<std::net::Ipv4Addr>);
+
 /// What one Hardware object tells Registrar.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Seen {
@@ -98,9 +101,9 @@ pub async fn watch(
         Some(ns) => Api::namespaced_with(client, ns, &ar),
         None => Api::all_with(client, &ar),
     };
-    let mut objects: HashMap<String, (Vec<Mac>, Vec<std::net::Ipv4Addr>)> = HashMap::new();
-    let mut buffer: Option<HashMap<String, (Vec<Mac>, Vec<std::net::Ipv4Addr>)>> = None;
-    let publish = |objects: &HashMap<String, (Vec<Mac>, Vec<std::net::Ipv4Addr>)>| {
+    let mut objects: HashMap<String, Identities> = HashMap::new();
+    let mut buffer: Option<HashMap<String, Identities>> = None;
+    let publish = |objects: &HashMap<String, Identities>| {
         known.replace(
             "cluster",
             objects
@@ -134,7 +137,7 @@ pub async fn watch(
                 continue;
             }
         };
-        let take = |obj: &DynamicObject, into: &mut HashMap<String, (Vec<Mac>, Vec<std::net::Ipv4Addr>)>| {
+        let take = |obj: &DynamicObject, into: &mut HashMap<String, Identities>| {
             let key = format!(
                 "{}/{}",
                 obj.metadata.namespace.as_deref().unwrap_or(""),
