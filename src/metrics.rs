@@ -29,6 +29,11 @@ pub struct Metrics {
     /// Machines whose latest change has not reached git and the forge yet.
     pub queue_length: Gauge,
     pub queue_retrying: Gauge,
+    /// Addresses a pool may hand out, and how many are held or quarantined.
+    pub pool_size: Family<PoolLabel, Gauge>,
+    pub pool_used: Family<PoolLabel, Gauge>,
+    /// Machines refused an address because their pool had none left.
+    pub pool_exhausted: Family<PoolLabel, Counter>,
     /// Machines per state.
     pub machines: Family<StateLabel, Gauge>,
     /// Requests refused for a missing or wrong token.
@@ -96,6 +101,11 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabel {
+    pub pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: String,
 }
@@ -128,6 +138,24 @@ impl Metrics {
             "queue_retrying",
             "Machines whose last sync failed and that wait out their backoff before the next try",
             queue_retrying.clone(),
+        );
+        let pool_size = Family::<PoolLabel, Gauge>::default();
+        registry.register(
+            "address_pool_size",
+            "Addresses an address pool may hand out",
+            pool_size.clone(),
+        );
+        let pool_used = Family::<PoolLabel, Gauge>::default();
+        registry.register(
+            "address_pool_used",
+            "Addresses of a pool held by machines or resting in quarantine",
+            pool_used.clone(),
+        );
+        let pool_exhausted = Family::<PoolLabel, Counter>::default();
+        registry.register(
+            "address_pool_exhausted",
+            "Times a machine found its address pool with no address left",
+            pool_exhausted.clone(),
         );
         let machines = Family::<StateLabel, Gauge>::default();
         registry.register("machines", "Machines known to Registrar, by state", machines.clone());
@@ -328,6 +356,9 @@ impl Metrics {
             sync_seconds,
             queue_length,
             queue_retrying,
+            pool_size,
+            pool_used,
+            pool_exhausted,
             machines,
             auth_failures,
             dhcp_packets,

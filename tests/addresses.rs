@@ -151,6 +151,23 @@ async fn reservation_mode_machines_get_addresses_smee_serves_and_keep_them() {
         "unique, from the pool, never the address old-server holds"
     );
 
+    // The operator sees how full each pool is.
+    let metrics = reqwest::get(format!("{}/metrics", p.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric_in(&metrics, r#"registrar_address_pool_size{pool="rack1"}"#),
+        10.0
+    );
+    assert_eq!(metric_in(&metrics, r#"registrar_address_pool_used{pool="rack1"}"#), 3.0);
+    assert_eq!(
+        metric_in(&metrics, r#"registrar_address_pool_size{pool="discovery"}"#),
+        10.0
+    );
+
     // A restart changes no allocation: a re-render keeps the address.
     p.restart().await;
     let resp = p_post(

@@ -516,6 +516,10 @@ fn full_registry() -> String {
     m.machines
         .get_or_create(&registrar::metrics::StateLabel { state: "x".into() })
         .set(0);
+    let pool = registrar::metrics::PoolLabel { pool: "x".into() };
+    m.pool_size.get_or_create(&pool).set(1);
+    m.pool_used.get_or_create(&pool).set(0);
+    m.pool_exhausted.get_or_create(&pool).inc();
     m.encode()
 }
 

@@ -13,6 +13,13 @@ use crate::ipam::{Address, Pool, Pools};
 
 impl Proposer {
     pub fn with_pools(mut self, pools: Pools) -> Self {
+        for pool in pools.discovery.iter().chain(&pools.production) {
+            let label = crate::metrics::PoolLabel {
+                pool: pool.name.clone(),
+            };
+            self.metrics.pool_size.get_or_create(&label).set(pool.size() as i64);
+            let _ = self.metrics.pool_exhausted.get_or_create(&label);
+        }
         self.pools = Arc::new(pools);
         self
     }
@@ -69,7 +76,18 @@ impl Proposer {
         wanted: Option<std::net::Ipv4Addr>,
     ) -> Result<Address, ProposeError> {
         let (store, known, p) = (self.store.clone(), self.known.clone(), pool.clone());
-        let ip = blocking(move || store.allocate(mac, &p, wanted, &|ip| known.address_taken(ip), Utc::now())).await?;
+        let (ip, used) = blocking(move || {
+            let ip = store.allocate(mac, &p, wanted, &|ip| known.address_taken(ip), Utc::now())?;
+            Ok::<_, crate::store::StoreError>((ip, store.addresses_used(&p.name, Utc::now())?))
+        })
+        .await?;
+        let label = crate::metrics::PoolLabel {
+            pool: pool.name.clone(),
+        };
+        self.metrics.pool_used.get_or_create(&label).set(used as i64);
+        if ip.is_none() && wanted.is_none() {
+            self.metrics.pool_exhausted.get_or_create(&label).inc();
+        }
         match (ip, wanted) {
             (Some(ip), _) => Ok(pool.address(ip)),
             (None, Some(w)) => Err(ProposeError::Conflict(format!(

@@ -222,6 +222,8 @@ pub trait Store: Send + Sync + 'static {
     /// Returns `mac`'s addresses (in `pool` only, if given) to their pools, unused until
     /// `free_after`.
     fn release_addresses(&self, mac: Mac, pool: Option<&str>, free_after: DateTime<Utc>) -> Result<usize>;
+    /// How many addresses of `pool` are held or quarantined at `now`.
+    fn addresses_used(&self, pool: &str, now: DateTime<Utc>) -> Result<u64>;
     /// The addresses `mac` holds: (pool, ip).
     fn addresses(&self, mac: Mac) -> Result<Vec<(String, String)>>;
     /// A counter that moves whenever anything changed: the console's live updates.

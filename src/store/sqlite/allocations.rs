@@ -103,6 +103,15 @@ pub(super) fn release(
     )?)
 }
 
+/// How many addresses of `pool` are held or resting in quarantine at `now`.
+pub(super) fn used(tx: &rusqlite::Transaction, pool: &str, now: DateTime<Utc>) -> Result<u64> {
+    Ok(tx.query_row(
+        "SELECT COUNT(*) FROM allocations WHERE pool = ?1 AND (held = 1 OR free_after > ?2)",
+        params![pool, ts(now)],
+        |r| r.get(0),
+    )?)
+}
+
 /// The addresses `mac` holds: (pool, ip).
 pub(super) fn held_by(tx: &rusqlite::Transaction, mac: Mac) -> Result<Vec<(String, String)>> {
     let mut q = tx.prepare_cached("SELECT pool, ip FROM allocations WHERE mac = ?1 AND held = 1 ORDER BY pool")?;

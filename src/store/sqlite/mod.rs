@@ -553,6 +553,10 @@ impl Store for SqliteStore {
         self.with(|tx| allocations::release(tx, mac, pool, free_after))
     }
 
+    fn addresses_used(&self, pool: &str, now: DateTime<Utc>) -> Result<u64> {
+        self.read(|tx| allocations::used(tx, pool, now))
+    }
+
     fn addresses(&self, mac: Mac) -> Result<Vec<(String, String)>> {
         self.read(|tx| allocations::held_by(tx, mac))
     }
