@@ -6,10 +6,14 @@
 //!
 //! Run: `cargo bench --bench at_rest` (options: `-- --seconds N`); about a minute.
 
+#[path = "support/args.rs"]
+mod args;
+
 #[path = "../tests/support/mod.rs"]
 #[allow(unused_imports)]
 mod support;
 
+use args::arg;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -19,15 +23,6 @@ use registrar::config::Config;
 use registrar::domain::{Mac, Proposal, ProposalState, Source, State, branch_for};
 use registrar::store::{Pending, SqliteStore, Store};
 use support::fake_github::{FakeGithub, Pull};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn mac(i: usize) -> Mac {
     Mac::parse(&format!(

@@ -7,6 +7,10 @@
 //! Server time is measured from the client over loopback (request sent → last byte read),
 //! so it includes HTTP and the local socket; the server's own share is a little smaller.
 
+#[path = "support/args.rs"]
+mod args;
+
+use args::arg;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -19,15 +23,6 @@ use serde_json::Value;
 
 const OPERATOR_TOKEN: &str = "bench-operator-token-0123456789abcdef";
 const REPORT_TOKEN: &str = "bench-report-token-0123456789abcdef";
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn mac(i: usize) -> Mac {
     Mac::parse(&format!(

@@ -3,21 +3,16 @@
 //! same capture (when installed). Run: `cargo bench --bench dhcp` (see docs/benchmarks.md).
 //! Options: `-- --packets N --macs N`.
 
+#[path = "support/args.rs"]
+mod args;
+
+use args::arg;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use registrar::domain::KnownMacs;
 use registrar::sources::dhcp::{Debouncer, Filters, Outcome, Snooper};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A request as clients send them, varied the way a rack is: BIOS, UEFI and ARM PXE ROMs,
 /// iPXE, an installed OS renewing; a third relayed with option 82.

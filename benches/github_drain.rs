@@ -12,10 +12,14 @@
 //! Run: `cargo bench --bench github_drain` (options: `-- --machines N --approvals N`);
 //! takes ~5 minutes.
 
+#[path = "support/args.rs"]
+mod args;
+
 #[path = "../tests/support/mod.rs"]
 #[allow(unused_imports)]
 mod support;
 
+use args::arg;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -24,15 +28,6 @@ use support::fake_github::{FakeGithub, Faults};
 use support::*;
 
 const SCALE: u32 = 60;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The least time `n` mutations can take under the budgets: the ideal scheduler.
 fn ideal(pacing: &Pacing, n: usize) -> Duration {

@@ -5,6 +5,10 @@
 //!
 //! Run: `cargo bench --bench ipam` (options: `-- --machines N`); a few seconds.
 
+#[path = "support/args.rs"]
+mod args;
+
+use args::arg;
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -14,15 +18,6 @@ use registrar::config::ipam::IpamConfig;
 use registrar::domain::Mac;
 use registrar::ipam::Pools;
 use registrar::store::{SqliteStore, Store};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn ms(sorted: &[Duration], q: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0

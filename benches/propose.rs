@@ -5,6 +5,10 @@
 //! Run: `cargo bench --bench propose` (prints a Markdown table; see docs/benchmarks.md).
 //! Options: `-- --proposals N` (default 200), `--naive N` (default 10).
 
+#[path = "support/args.rs"]
+mod args;
+
+use args::arg;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -15,15 +19,6 @@ use registrar::config::Config;
 use serde_json::Value;
 
 const REPORT_TOKEN: &str = "bench-report-token-0123456789abcdef";
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn lshw() -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/lshw/supermicro-ssg-6029p-x11dph-t.json");

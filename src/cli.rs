@@ -57,6 +57,13 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// List the address pools with their use, or show one machine's addresses and the pool
+    /// its permanent address comes from.
+    Ipam {
+        mac: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// List proposals.
     Proposals {
         #[arg(long)]
@@ -152,6 +159,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 None,
             )
         }
+        Command::Ipam { mac, remote } => api(
+            &config,
+            &remote,
+            reqwest::Method::GET,
+            &match mac {
+                Some(mac) => format!("/api/v1/ipam/{mac}"),
+                None => "/api/v1/ipam".to_string(),
+            },
+            None,
+        ),
         Command::Proposals { state, remote } => {
             let q = state.map(|s| format!("?state={s}")).unwrap_or_default();
             api(

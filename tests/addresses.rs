@@ -168,6 +168,64 @@ async fn reservation_mode_machines_get_addresses_smee_serves_and_keep_them() {
         10.0
     );
 
+    // `registrar ipam` lists the pools; `registrar ipam MAC` explains one machine's address.
+    let out = p.cli(&["ipam"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rack1 = listed["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "rack1")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (rack1["size"].clone(), rack1["used"].clone(), rack1["purpose"].clone()),
+        (json!(10), json!(3), json!("production"))
+    );
+    let out = p.cli(&["ipam", macs[2]]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["production_pool"], "rack1", "{shown:#}");
+    assert!(
+        shown["addresses"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"pool": "rack1", "ip": "10.0.10.14"})),
+        "{shown:#}"
+    );
+
+    // The console's machine page shows it too.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = browser
+        .post(format!("{}/login", p.url))
+        .form(&[("token", OPERATOR_TOKEN), ("name", "alice")])
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = browser
+        .get(format!("{}/machines/{}", p.url, macs[2]))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(r#"<span class="mono">10.0.10.14</span> from pool rack1"#),
+        "{page}"
+    );
+
     // A restart changes no allocation: a re-render keeps the address.
     p.restart().await;
     let resp = p_post(

@@ -223,6 +223,62 @@ pub async fn list_proposals(
     Ok(Json(json!({ "proposals": proposals })))
 }
 
+/// The address pools: what each may hand out and how much of it is held or quarantined.
+pub async fn pools(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let pools = state.proposer.pools().clone();
+    let store = state.proposer.store().clone();
+    let listed = run(move || {
+        let mut out = Vec::new();
+        for (purpose, pool) in pools
+            .discovery
+            .iter()
+            .map(|p| ("discovery", p))
+            .chain(pools.production.iter().map(|p| ("production", p)))
+        {
+            out.push(json!({
+                "name": pool.name,
+                "purpose": purpose,
+                "cidr": pool.net.to_string(),
+                "gateway": pool.gateway.map(|g| g.to_string()),
+                "size": pool.size(),
+                "used": store.addresses_used(&pool.name, chrono::Utc::now())?,
+            }));
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(Json(json!({ "pools": listed })))
+}
+
+/// One machine's addresses, and the pool its permanent address comes from (and why).
+pub async fn machine_addresses(
+    State(state): State<AppState>,
+    Path(mac): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let mac = parse_mac(&mac)?;
+    let store = state.proposer.store().clone();
+    let (machine, held) = run(move || Ok((store.machine(mac)?, store.addresses(mac)?))).await?;
+    let machine = machine.ok_or_else(|| ApiError::not_found(format!("no machine with MAC {mac}")))?;
+    let relay = machine
+        .sighting
+        .as_ref()
+        .and_then(|s| s.relay.as_ref())
+        .map(|r| r.address.clone());
+    let location = machine.expected.as_ref().and_then(|e| e.location.clone());
+    let pool = state
+        .proposer
+        .pools()
+        .for_machine(relay.as_deref().and_then(|r| r.parse().ok()), location.as_deref())
+        .map(|p| p.name.clone());
+    Ok(Json(json!({
+        "mac": mac.to_string(),
+        "addresses": held.into_iter().map(|(pool, ip)| json!({"pool": pool, "ip": ip})).collect::<Vec<_>>(),
+        "production_pool": pool,
+        "chosen_by": {"relay": relay, "location": location},
+        "last_error": machine.last_error,
+    })))
+}
+
 pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let store = state.proposer.store().clone();
     let ((queued, oldest), counts) = run(move || Ok((store.queue_summary()?, store.count_by_state()?))).await?;

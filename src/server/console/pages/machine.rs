@@ -25,8 +25,16 @@ pub async fn machine(
     let mac = Mac::parse(&mac)
         .map_err(|e| error_page(&state, &op, StatusCode::BAD_REQUEST, "Not a MAC", &e.to_string(), None))?;
     let store = state.proposer.store().clone();
-    let loaded = run(move || Ok((store.machine(mac)?, store.transitions(mac)?, store.proposal(mac)?))).await;
-    let (m, transitions, proposal) = loaded.map_err(|e| {
+    let loaded = run(move || {
+        Ok((
+            store.machine(mac)?,
+            store.transitions(mac)?,
+            store.proposal(mac)?,
+            store.addresses(mac)?,
+        ))
+    })
+    .await;
+    let (m, transitions, proposal, addresses) = loaded.map_err(|e| {
         error_page(
             &state,
             &op,
@@ -162,6 +170,7 @@ pub async fn machine(
             first_seen_ago => ago(m.first_seen, now),
             last_seen_ago => if m.seen_count == 0 { "not seen yet".to_string() } else { ago(m.last_seen, now) },
             location => location_of(&m),
+            addresses => addresses.iter().map(|(pool, ip)| context! { pool => pool, ip => ip }).collect::<Vec<_>>(),
             f => ser(&f),
             facts_json => m.facts.as_ref().map(ser),
             memory => f.memory_bytes.map(human).unwrap_or_else(|| "unknown".into()),
