@@ -195,32 +195,7 @@ async fn reservation_mode_machines_get_addresses_smee_serves_and_keep_them() {
     );
 
     // The console's machine page shows it too.
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let login = browser
-        .post(format!("{}/login", p.url))
-        .form(&[("token", OPERATOR_TOKEN), ("name", "alice")])
-        .send()
-        .await
-        .unwrap();
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let page = browser
-        .get(format!("{}/machines/{}", p.url, macs[2]))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, page) = console_page(&p.url, macs[2]).await;
     assert!(
         page.contains(r#"<span class="mono">10.0.10.14</span> from pool rack1"#),
         "{page}"

@@ -506,7 +506,7 @@ async fn as_a_github_app_with_installation_tokens() {
 async fn approving_in_the_console_merges_the_pull_request_and_names_the_operator_there() {
     let (gh, r) = start().await;
     let number = propose_on_github(&gh, &r, MAC).await;
-    let (cookie, csrf) = console_session(&r, MAC).await;
+    let (cookie, csrf) = console_session(&r.url, MAC).await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -535,7 +535,7 @@ async fn a_merge_that_branch_protection_refuses_leaves_the_review_on_the_pull_re
     let (gh, r) = start().await;
     propose_on_github(&gh, &r, MAC).await;
     gh.state.lock().unwrap().protected = true;
-    let (cookie, csrf) = console_session(&r, MAC).await;
+    let (cookie, csrf) = console_session(&r.url, MAC).await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -585,7 +585,7 @@ async fn choosing_a_workflow_in_the_console_sets_the_pull_requests_label() {
     let (gh, r) = start().await;
     let number = propose_on_github(&gh, &r, MAC).await;
     assert!(gh.pulls()[0].labels.contains(&"workflow/ubuntu-2404".to_string()));
-    let (cookie, csrf) = console_session(&r, MAC).await;
+    let (cookie, csrf) = console_session(&r.url, MAC).await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

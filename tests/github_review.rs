@@ -296,7 +296,7 @@ async fn wait_for_forge_reconciles(gh: &FakeGithub, n: usize) {
 
 /// The console's Forget button, as an operator presses it.
 async fn forget(r: &Registrar, mac: &str) {
-    let (cookie, csrf) = console_session(r, mac).await;
+    let (cookie, csrf) = console_session(&r.url, mac).await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -507,13 +507,20 @@ pub async fn start_on_github(edit: impl FnOnce(&mut Config) + Send + 'static) ->
 
 /// Logs in to the console as an operator named alice and opens `mac`'s page: the session
 /// cookie and the page's CSRF token, for the forms a person would submit.
-pub async fn console_session(r: &Registrar, mac: &str) -> (String, String) {
+pub async fn console_session(url: &str, mac: &str) -> (String, String) {
+    let (cookie, html) = console_page(url, mac).await;
+    let at = html.find("name=\"csrf\" value=\"").unwrap();
+    (cookie, html[at + 19..].split('"').next().unwrap().to_string())
+}
+
+/// Logs in to the console as alice and loads `mac`'s page: the session cookie and the HTML.
+pub async fn console_page(url: &str, mac: &str) -> (String, String) {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
     let resp = client
-        .post(format!("{}/login", r.url))
+        .post(format!("{url}/login"))
         .form(&[("token", OPERATOR_TOKEN), ("name", "alice")])
         .send()
         .await
@@ -526,7 +533,7 @@ pub async fn console_session(r: &Registrar, mac: &str) -> (String, String) {
         .unwrap()
         .to_string();
     let html = client
-        .get(format!("{}/machines/{mac}", r.url))
+        .get(format!("{url}/machines/{mac}"))
         .header("cookie", &cookie)
         .send()
         .await
@@ -534,8 +541,7 @@ pub async fn console_session(r: &Registrar, mac: &str) -> (String, String) {
         .text()
         .await
         .unwrap();
-    let at = html.find("name=\"csrf\" value=\"").unwrap();
-    (cookie, html[at + 19..].split('"').next().unwrap().to_string())
+    (cookie, html)
 }
 
 /// `mac` reports the recorded Packet c3.small's facts and is proposed: its pull request's
