@@ -30,7 +30,8 @@ impl Proposer {
         let mut proposal = self.open_proposal(mac).await?;
         // A proposal behind the base (another one merged meanwhile) is rebuilt first, so a
         // shared kustomization never conflicts.
-        if !proposal.hands_off && !self.git.is_on_base(&proposal.branch) {
+        let (git, branch) = (self.git.clone(), proposal.branch.clone());
+        if !proposal.hands_off && !blocking(move || Ok::<_, git::GitError>(git.is_on_base(&branch))).await? {
             let store = self.store.clone();
             let work = blocking(move || store.requeue(mac, Utc::now())).await?;
             self.publish_revision(&machine, work).await?;

@@ -74,7 +74,10 @@ impl Proposer {
             .as_ref()
             .filter(|p| matches!(p.state, ProposalState::Open | ProposalState::Approving))
         {
-            let remote = self.git.branch_head(&branch).map(|o| o.to_string());
+            let (git, b) = (self.git.clone(), branch.clone());
+            let remote = blocking(move || Ok::<_, git::GitError>(git.branch_head(&b)))
+                .await?
+                .map(|o| o.to_string());
             let foreign = match &remote {
                 Some(head) => self.is_foreign_head(p, head).await?,
                 None => false,
@@ -89,11 +92,14 @@ impl Proposer {
             tracing::error!("REGISTRAR_CRASH_AT=before-push: aborting");
             std::process::abort();
         }
+        // One base head for everything below: a fetch by another machine's step meanwhile
+        // must not move the files' base under them.
+        let git = self.git.clone();
+        let base_head = blocking(move || git.base_head()).await?;
         // A file at this path on the base that Registrar did not put there (a hand-written
         // one, another tool's) is never overwritten by rebuilding on the base: say so.
         let (git, p) = (self.git.clone(), path.clone());
-        let base = self.git.base().to_string();
-        if let Some(on_base) = blocking(move || git.read(&base, &p)).await?
+        if let Some(on_base) = blocking(move || git.read_at(base_head, &p)).await?
             && on_base != rendered.manifest.as_bytes()
         {
             return Err(ProposeError::Conflict(format!(
@@ -102,13 +108,13 @@ impl Proposer {
             )));
         }
         let git = self.git.clone();
-        let files = self.files_for(&path, &rendered).await?;
+        let files = self.files_for(&path, &rendered, base_head).await?;
         let (b, m, store) = (branch.clone(), message, self.store.clone());
         let published = blocking(move || {
             let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (p.as_str(), c.as_slice())).collect();
             // The commit is recorded as Registrar's before it is pushed: the `synchronize`
             // of this push, or a crash right after it, must not make it look like a person's.
-            git.publish(&b, &refs, &m, |commit| {
+            git.publish(&b, &refs, base_head, &m, |commit| {
                 store
                     .remember_once(&crate::domain::pushed_key(&commit.to_string()), Utc::now())
                     .map(|_| ())
@@ -256,10 +262,15 @@ impl Proposer {
 
     /// The files a proposal writes: its manifest, and — where its directory on the base has
     /// a kustomization — that kustomization with the manifest added to `resources`.
-    async fn files_for(&self, path: &str, rendered: &Rendered) -> Result<Vec<(String, Vec<u8>)>, ProposeError> {
+    async fn files_for(
+        &self,
+        path: &str,
+        rendered: &Rendered,
+        base: git2::Oid,
+    ) -> Result<Vec<(String, Vec<u8>)>, ProposeError> {
         let mut files = vec![(path.to_string(), rendered.manifest.clone().into_bytes())];
         let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
-        if let Some((kpath, text)) = self.base_kustomization(dir).await? {
+        if let Some((kpath, text)) = self.base_kustomization(dir, Some(base)).await? {
             let updated = index::with_resource(&String::from_utf8_lossy(&text), file)
                 .map_err(|e| ProposeError::Conflict(format!("{kpath}: {e}")))?;
             files.push((kpath, updated.into_bytes()));
@@ -267,8 +278,13 @@ impl Proposer {
         Ok(files)
     }
 
-    /// The kustomization file in `dir` on the base branch, if any: (path, content).
-    async fn base_kustomization(&self, dir: &str) -> Result<Option<(String, Vec<u8>)>, ProposeError> {
+    /// The kustomization file in `dir` on the base branch (at commit `at`, or its head), if
+    /// any: (path, content).
+    async fn base_kustomization(
+        &self,
+        dir: &str,
+        at: Option<git2::Oid>,
+    ) -> Result<Option<(String, Vec<u8>)>, ProposeError> {
         let (git, dir) = (self.git.clone(), dir.to_string());
         blocking(move || {
             for name in index::KUSTOMIZATION_FILES {
@@ -277,7 +293,11 @@ impl Proposer {
                 } else {
                     format!("{dir}/{name}")
                 };
-                if let Some(text) = git.read(git.base(), &p)? {
+                let text = match at {
+                    Some(commit) => git.read_at(commit, &p)?,
+                    None => git.read(git.base(), &p)?,
+                };
+                if let Some(text) = text {
                     return Ok::<_, git::GitError>(Some((p, text)));
                 }
             }
@@ -290,7 +310,7 @@ impl Proposer {
     /// regenerated on the new base, so reviewers never resolve conflicts by hand.
     pub async fn rebuild_stale(&self) -> Result<usize, ProposeError> {
         if self
-            .base_kustomization(index::manifest_dir(&self.path_template))
+            .base_kustomization(index::manifest_dir(&self.path_template), None)
             .await?
             .is_none()
         {
@@ -300,7 +320,8 @@ impl Proposer {
         let open = blocking(move || store.proposals(Some(ProposalState::Open))).await?;
         let mut queued = 0;
         for p in open.into_iter().filter(|p| !p.hands_off) {
-            if !self.git.is_on_base(&p.branch) {
+            let (git, b) = (self.git.clone(), p.branch.clone());
+            if !blocking(move || Ok::<_, git::GitError>(git.is_on_base(&b))).await? {
                 let store = self.store.clone();
                 blocking(move || store.requeue(p.mac, Utc::now()).map(|_| ())).await?;
                 queued += 1;

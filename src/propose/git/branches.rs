@@ -116,14 +116,19 @@ impl GitRepo {
 
     /// The file at `path` on the remote's `branch`, if both exist.
     pub fn read(&self, branch: &str, path: &str) -> Result<Option<Vec<u8>>> {
-        let repo = self.lock();
-        let Some(head) = self.target(&repo, branch) else {
+        let Some(head) = self.branch_head(branch) else {
             return Ok(None);
         };
+        self.read_at(head, path)
+    }
+
+    /// The file at `path` in `commit`, if it has one.
+    pub fn read_at(&self, commit: Oid, path: &str) -> Result<Option<Vec<u8>>> {
+        let repo = self.lock();
         let tree = repo
-            .find_commit(head)
+            .find_commit(commit)
             .and_then(|c| c.tree())
-            .ctx(|| format!("reading {branch}"))?;
+            .ctx(|| format!("reading {commit}"))?;
         let Ok(entry) = tree.get_path(Path::new(path)) else {
             return Ok(None);
         };
@@ -131,8 +136,10 @@ impl GitRepo {
         Ok(Some(blob.content().to_vec()))
     }
 
-    /// Makes `branch` hold the base branch plus `files` (path, content), in one commit whose
-    /// message is `message`. Writes nothing if the branch already holds exactly that.
+    /// Makes `branch` hold the base commit `base` plus `files` (path, content), in one commit
+    /// whose message is `message`. Writes nothing if the branch already holds exactly that.
+    /// `base` is the base head the files were computed from (a kustomization's resources):
+    /// a fetch meanwhile must not put them on a newer base that they would undo.
     /// `before_push` runs with the new commit after it is written and before any ref moves:
     /// the caller records the commit as its own there, so that the forge's notice of the push
     /// (which may arrive before the push returns) is never taken for someone else's.
@@ -140,6 +147,7 @@ impl GitRepo {
         &self,
         branch: &str,
         files: &[(&str, &[u8])],
+        base: Oid,
         message: &str,
         before_push: impl FnOnce(Oid) -> std::result::Result<(), String>,
     ) -> Result<Published> {
@@ -150,9 +158,7 @@ impl GitRepo {
                 .map(|(p, c)| Ok((*p, repo.blob(c).ctx(|| format!("writing {p}"))?)))
                 .collect::<Result<Vec<_>>>()?;
             let old = self.target(&repo, branch);
-            let base_oid = self
-                .target(&repo, &self.settings.base)
-                .ok_or_else(|| GitError::NoBase(self.settings.base.clone()))?;
+            let base_oid = base;
             let base = repo.find_commit(base_oid).ctx(|| "reading base".into())?;
             let mut tree = base.tree_id();
             for (path, blob) in &blobs {
