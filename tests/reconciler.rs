@@ -238,3 +238,32 @@ async fn a_pull_request_merged_while_its_record_was_lost_is_an_approval() {
     assert_eq!(gh.pulls().len(), 1, "no second pull request");
     assert!(p.stop().success());
 }
+
+/// An operator rejects a machine; a reviewer disagrees, reopens its pull request on
+/// github.com and merges it, both deliveries lost. The merge put the machine in git, so
+/// Registrar says approved — and the machine is no longer suppressed — rather than failing
+/// to record it on every reconcile for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pull_request_merged_after_its_machine_was_rejected_approves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, gh) = start_on_fake_github(dir.path(), |c| set(c, "forge.github.reconcile_seconds", json!(1))).await;
+    report(&p, A, "packet-c3small-asrockrack-e3c246d4i-nl.json").await;
+    let pr = number(&state_reached(&p, A, "proposed").await);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/machines/{A}/reject", p.url))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&json!({"actor": "ops", "reason": "not this one"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert!(!gh.pull(pr).open, "the rejection closed the pull request");
+
+    gh.reopen_quietly(pr);
+    gh.merge_quietly(pr, "reviewer");
+    let approved = state_reached(&p, A, "approved").await;
+    assert_eq!(approved["proposal"]["number"], pr, "{approved:#}");
+    assert_eq!(approved["proposal"]["state"], "merged");
+    assert_eq!(approved["machine"]["suppressed"], false, "{approved:#}");
+    assert!(p.stop().success());
+}

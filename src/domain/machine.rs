@@ -93,6 +93,9 @@ impl State {
             (Applied, Provisioned | Failed) => true,
             (Failed, Provisioned | Applied) => true,
             (Rejected, Detected | Reported | Proposed) => true,
+            // A pull request merged after its machine was rejected (a reviewer reopened and
+            // merged it, or merged it before Registrar could close it): git holds it now.
+            (Rejected, Approved) => true,
             _ => false,
         }
     }
@@ -215,6 +218,7 @@ mod tests {
         assert!(!Proposed.can_become(Proposed));
         assert!(Proposed.can_become(Rejected));
         assert!(Rejected.can_become(Detected));
+        assert!(Rejected.can_become(Approved), "a pull request merged after a rejection");
     }
 
     #[test]

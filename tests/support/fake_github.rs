@@ -199,6 +199,12 @@ impl FakeGithub {
     }
 
     pub async fn reopen(&self, number: u64, by: &str) -> reqwest::Response {
+        self.reopen_quietly(number);
+        self.deliver_pr("reopened", number, by, None).await
+    }
+
+    /// Reopens without delivering the webhook (a lost delivery).
+    pub fn reopen_quietly(&self, number: u64) {
         self.state
             .lock()
             .unwrap()
@@ -207,7 +213,6 @@ impl FakeGithub {
             .find(|p| p.number == number)
             .unwrap()
             .open = true;
-        self.deliver_pr("reopened", number, by, None).await
     }
 
     pub async fn label(&self, number: u64, label: &str, by: &str) -> reqwest::Response {

@@ -177,9 +177,10 @@ pub(super) fn move_to(
             to,
         });
     }
+    // Leaving "rejected" lifts the suppression that came with it, whichever way it is left.
     tx.execute(
-        "UPDATE machines SET state = ?2 WHERE mac = ?1",
-        params![m.mac.to_string(), to.as_str()],
+        "UPDATE machines SET state = ?2, suppressed = CASE WHEN ?3 THEN 0 ELSE suppressed END WHERE mac = ?1",
+        params![m.mac.to_string(), to.as_str(), m.state == State::Rejected],
     )?;
     log_transition(tx, m.mac, Some(m.state), to, cause, actor, now)
 }
