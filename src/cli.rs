@@ -407,6 +407,9 @@ fn render(
         sighting: None,
         expected: None,
         address: None,
+        // A counting name pattern previews as the first machine.
+        sequence: Some(1),
+        name_clash: None,
     })?;
     if summary {
         println!("{}", rendered.summary);
@@ -439,6 +442,8 @@ fn check(config: &Config) -> anyhow::Result<()> {
             sighting: None,
             expected: None,
             address: None,
+            sequence: Some(1),
+            name_clash: None,
         }) {
             problems.push(format!(
                 "sample render with workflow {}: {e}",

@@ -73,20 +73,12 @@ async fn proposed_dhcp(p: &Process, gh: &FakeGithub, mac: &str) -> Value {
     dhcp_of(&hardware)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn reservation_mode_machines_get_addresses_smee_serves_and_keep_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let gh = FakeGithub::start().await;
-    let kube = FakeKube::start().await;
+/// The binary on examples/all.yaml in Smee's reservation mode: Smee's logs name unknown
+/// machines, pools give addresses, proposals go to the fake GitHub; `edit` adjusts the config.
+async fn start(dir: &std::path::Path, gh: &FakeGithub, kube: &FakeKube, edit: impl FnOnce(&mut Value)) -> Process {
     kube.add_pod(NS, "tinkerbell-7f9c", json!({"app": "tinkerbell"}));
-    // A machine registered before Registrar holds the pool's first address.
-    kube.create(json!({
-        "apiVersion": "tinkerbell.org/v1alpha1", "kind": "Hardware",
-        "metadata": {"name": "old-server", "namespace": NS},
-        "spec": {"interfaces": [{"dhcp": {"mac": "0c:c4:7a:00:00:01", "ip": {"address": "10.0.10.11", "netmask": "255.255.255.0", "family": 4}}}]}
-    }));
     let mut config = example("all.yaml");
-    point_at_github(&mut config, dir.path(), &gh);
+    point_at_github(&mut config, dir, gh);
     let url = listen_on(&mut config);
     set(&mut config, "dhcp.enabled", json!(false));
     set(&mut config, "cluster.smee_logs.enabled", json!(true));
@@ -101,12 +93,33 @@ async fn reservation_mode_machines_get_addresses_smee_serves_and_keep_them() {
             "quarantine_seconds": 3600
         }),
     );
-    let kubeconfig = kubeconfig(dir.path(), &kube.url);
+    edit(&mut config);
+    let kubeconfig = kubeconfig(dir, &kube.url);
     let mut env = token_env();
     env.push(("KUBECONFIG", kubeconfig.to_str().unwrap()));
     *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
-    let mut p = Process::start(dir.path(), config, &env);
+    let mut p = Process::start(dir, config, &env);
     p.wait_ready().await;
+    p
+}
+
+/// A Hardware registered before Registrar, for another machine.
+fn registered(name: &str, mac: &str, ip: &str) -> Value {
+    json!({
+        "apiVersion": "tinkerbell.org/v1alpha1", "kind": "Hardware",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"interfaces": [{"dhcp": {"mac": mac, "ip": {"address": ip, "netmask": "255.255.255.0", "family": 4}}}]}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reservation_mode_machines_get_addresses_smee_serves_and_keep_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGithub::start().await;
+    let kube = FakeKube::start().await;
+    // A machine registered before Registrar holds the pool's first address.
+    kube.create(registered("old-server", "0c:c4:7a:00:00:01", "10.0.10.11"));
+    let mut p = start(dir.path(), &gh, &kube, |_| {}).await;
 
     let macs = ["0c:c4:7a:16:00:01", "0c:c4:7a:16:00:02", "0c:c4:7a:16:00:03"];
     let mut discovery_ips = Vec::new();
@@ -247,4 +260,109 @@ async fn p_post(p: &Process, path: &str, body: Value) -> u16 {
         .unwrap()
         .status()
         .as_u16()
+}
+
+/// The name pattern of hardware-templates/rules.yaml replaced by `pattern`, in a copy.
+fn templates_named(dir: &std::path::Path, pattern: &str) -> std::path::PathBuf {
+    let templates = dir.join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    copy_dir(&manifest_dir().join("hardware-templates"), &templates);
+    let rules = templates.join("rules.yaml");
+    let text = std::fs::read_to_string(&rules).unwrap();
+    let changed = text.replace(r#"name: "{{ facts.serial | lower }}""#, &format!("name: {pattern:?}"));
+    assert_ne!(text, changed, "rules.yaml's name pattern moved");
+    std::fs::write(&rules, changed).unwrap();
+    templates
+}
+
+async fn proposed_name(p: &Process, mac: &str) -> String {
+    let m = state_reached(p, mac, "proposed").await;
+    m["proposal"]["path"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("hardware/")
+        .trim_end_matches(".yaml")
+        .to_string()
+}
+
+/// Names from a counting pattern (`node-{{ seq | pad(4) }}`) are unique across the cluster,
+/// the base branch and Registrar's own machines, and a machine keeps its name across a
+/// restart and a re-render.
+#[tokio::test(flavor = "multi_thread")]
+async fn counted_names_skip_names_others_have_and_stay_with_their_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGithub::start().await;
+    let kube = FakeKube::start().await;
+    kube.create(registered("node-0001", "0c:c4:7a:00:00:01", "10.0.10.11"));
+    let on_base = serde_json::to_string(&registered("node-0002", "0c:c4:7a:00:00:02", "10.0.10.12")).unwrap();
+    gh.repo().push_on_top("main", "hardware/node-0002.yaml", &on_base);
+    let templates = templates_named(dir.path(), "node-{{ seq | pad(4) }}");
+    let mut p = start(dir.path(), &gh, &kube, |c| {
+        set(c, "templates_dir", json!(templates.display().to_string()))
+    })
+    .await;
+
+    let macs = ["0c:c4:7a:16:01:01", "0c:c4:7a:16:01:02", "0c:c4:7a:16:01:03"];
+    let mut names = Vec::new();
+    for (i, mac) in macs.iter().enumerate() {
+        let (_, token) = discovered(&kube, mac).await;
+        report(&p, mac, &token, &format!("NAME{i:04}")).await;
+        names.push(proposed_name(&p, mac).await);
+    }
+    assert_eq!(names, ["node-0003", "node-0004", "node-0005"]);
+    let m = support::journey::machine(&p, macs[1]).await;
+    let hardware = documents(
+        &gh.repo()
+            .read(m["proposal"]["branch"].as_str().unwrap(), "hardware/node-0004.yaml")
+            .unwrap(),
+    )
+    .into_iter()
+    .find(|d| d["kind"] == "Hardware")
+    .unwrap();
+    assert_eq!(hardware["metadata"]["name"], "node-0004");
+    assert_eq!(hardware["spec"]["interfaces"][0]["dhcp"]["hostname"], "node-0004");
+
+    p.restart().await;
+    assert_eq!(
+        p_post(
+            &p,
+            &format!("/api/v1/machines/{}/workflow", macs[0]),
+            json!({"workflow": "ubuntu-2204"})
+        )
+        .await,
+        200
+    );
+    let m = eventually(60, "the re-render", || async {
+        let m = support::journey::machine(&p, macs[0]).await;
+        (m["proposal"]["workflow"] == "ubuntu-2204").then_some(m)
+    })
+    .await;
+    assert_eq!(m["proposal"]["path"], "hardware/node-0003.yaml", "{m:#}");
+    assert!(p.stop().success());
+}
+
+/// A name the pattern gives that a Hardware in the cluster already has, for another
+/// machine, is never proposed: the machine is named after its MAC and the pull request
+/// tells the reviewer why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_another_machine_has_is_told_to_the_reviewer_not_proposed() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGithub::start().await;
+    let kube = FakeKube::start().await;
+    kube.create(registered("clash0001", "0c:c4:7a:00:00:01", "10.0.10.11"));
+    let mut p = start(dir.path(), &gh, &kube, |_| {}).await;
+    let mac = "0c:c4:7a:16:02:01";
+    let (_, token) = discovered(&kube, mac).await;
+    report(&p, mac, &token, "CLASH0001").await;
+    assert_eq!(proposed_name(&p, mac).await, "node-0c-c4-7a-16-02-01");
+    let m = support::journey::machine(&p, mac).await;
+    let body = gh
+        .pull(m["proposal"]["number"].as_u64().unwrap())
+        .body
+        .replace('\\', "");
+    assert!(
+        body.contains("| ⚠ Name | the name clash0001 is a Hardware in the cluster, for another machine; this one is named after its MAC |"),
+        "{body}"
+    );
+    assert!(p.stop().success());
 }

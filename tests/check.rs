@@ -8,21 +8,7 @@ use std::process::Command;
 use support::*;
 
 fn copy_templates(to: &Path) {
-    let from = manifest_dir().join("hardware-templates");
-    for entry in walk(&from) {
-        let rel = entry.strip_prefix(&from).unwrap();
-        std::fs::create_dir_all(to.join(rel).parent().unwrap()).unwrap();
-        std::fs::copy(&entry, to.join(rel)).unwrap();
-    }
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
-    }
-    out
+    copy_dir(&manifest_dir().join("hardware-templates"), to);
 }
 
 fn registrar(templates: &Path, args: &[&str]) -> (bool, String, String) {

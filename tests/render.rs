@@ -37,6 +37,8 @@ fn render(facts: &Facts) -> registrar::render::Rendered {
             sighting: None,
             expected: None,
             address: None,
+            sequence: None,
+            name_clash: None,
         })
         .unwrap()
 }
@@ -108,6 +110,8 @@ fn a_reviewer_may_pick_only_workflows_that_exist() {
             sighting: None,
             expected: None,
             address: None,
+            sequence: None,
+            name_clash: None,
         })
         .unwrap();
     assert_eq!(ok.documents[1]["spec"]["templateRef"], "ubuntu-2204");
@@ -122,6 +126,8 @@ fn a_reviewer_may_pick_only_workflows_that_exist() {
                 sighting: None,
                 expected: None,
                 address: None,
+                sequence: None,
+                name_clash: None,
             })
             .unwrap_err();
         assert!(err.to_string().contains("no workflow template"), "{err}");
@@ -238,4 +244,94 @@ fn a_bmc_address_adds_a_rufio_machine() {
 fn the_same_facts_render_the_same_bytes() {
     let f = lshw("packet-c3small-asrockrack-e3c246d4i-nl.json");
     assert_eq!(render(&f).manifest, render(&f).manifest);
+}
+
+/// The shipped templates with another name pattern, as an operator would write it.
+fn renderer_named(pattern: &str) -> (tempfile::TempDir, Renderer) {
+    let dir = tempfile::tempdir().unwrap();
+    support::copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("hardware-templates"),
+        dir.path(),
+    );
+    let rules = dir.path().join("rules.yaml");
+    let text = std::fs::read_to_string(&rules).unwrap();
+    let text = text.replace(r#"name: "{{ facts.serial | lower }}""#, &format!("name: {pattern:?}"));
+    std::fs::write(&rules, text).unwrap();
+    let r = Renderer::load(dir.path(), "tinkerbell").unwrap();
+    (dir, r)
+}
+
+#[test]
+fn names_follow_the_pattern_with_rack_unit_and_number() {
+    let f = lshw("supermicro-ssg-6029p-x11dph-t.json");
+    let expected = registrar::domain::Expected {
+        rack: Some("r12".into()),
+        u: Some(7),
+        ..Default::default()
+    };
+    let input = RenderInput {
+        mac: &mac(),
+        facts: &f,
+        source: Source::Import,
+        workflow: None,
+        force_mac_name: false,
+        sighting: None,
+        expected: Some(&expected),
+        address: None,
+        sequence: Some(7),
+        name_clash: None,
+    };
+    let (_dir, racked) = renderer_named("{{ location.rack }}-u{{ location.u }}");
+    assert_eq!(racked.name_for(&input), "r12-u7");
+    let (_dir, counted) = renderer_named("node-{{ seq | pad(4) }}");
+    assert!(counted.names_by_sequence());
+    let rendered = counted.render(&input).unwrap();
+    assert_eq!(rendered.name, "node-0007");
+    assert_eq!(rendered.documents[0]["metadata"]["name"], "node-0007");
+    // A pattern over untrusted facts still makes a DNS-1123 label, or the MAC's name.
+    let mut hostile = f.clone();
+    hostile.serial = Some("X\nspec: {}\n<b>".into());
+    let (_dir, by_serial) = renderer_named("{{ facts.serial | lower }}");
+    assert_eq!(
+        by_serial.name_for(&RenderInput {
+            facts: &hostile,
+            ..input
+        }),
+        "x-spec-b"
+    );
+    hostile.serial = Some("---".into());
+    assert_eq!(
+        by_serial.name_for(&RenderInput {
+            facts: &hostile,
+            ..input
+        }),
+        "node-ac-1f-6b-dc-19-c2"
+    );
+}
+
+#[test]
+fn a_name_clash_is_told_to_the_reviewer() {
+    let f = lshw("supermicro-ssg-6029p-x11dph-t.json");
+    let rendered = renderer()
+        .render(&RenderInput {
+            mac: &mac(),
+            facts: &f,
+            source: Source::Report,
+            workflow: None,
+            force_mac_name: true,
+            sighting: None,
+            expected: None,
+            address: None,
+            sequence: None,
+            name_clash: Some("the name a1 is a Hardware in the cluster, for another machine"),
+        })
+        .unwrap();
+    assert_eq!(rendered.name, "node-ac-1f-6b-dc-19-c2");
+    assert!(
+        rendered
+            .summary
+            .contains("| ⚠ Name | the name a1 is a Hardware in the cluster, for another machine |"),
+        "{}",
+        rendered.summary
+    );
 }

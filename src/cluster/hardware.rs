@@ -112,6 +112,12 @@ pub async fn watch(
                 .collect::<HashSet<_>>(),
         );
         known.replace_addresses("cluster", objects.values().flat_map(|o| o.1.iter().copied()).collect());
+        let mut names: HashMap<String, Vec<Mac>> = HashMap::new();
+        for (key, (macs, _)) in objects {
+            let name = key.rsplit('/').next().unwrap_or(key);
+            names.entry(name.to_string()).or_default().extend(macs);
+        }
+        known.replace_names("cluster", names);
     };
     let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);

@@ -66,6 +66,12 @@ pub struct Expected {
     /// Where the machine stands, as the operator wrote it, and as a label value.
     pub location: Option<String>,
     pub location_label: Option<String>,
+    /// The rack and the rack unit it stands in (`rack`, `u` columns): for name patterns
+    /// such as `{{ location.rack }}-u{{ location.u }}`.
+    #[serde(default)]
+    pub rack: Option<String>,
+    #[serde(default)]
+    pub u: Option<u32>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }

@@ -12,9 +12,31 @@ pub struct KnownMacs {
     /// The IPv4 addresses those Hardware objects carry (`dhcp.ip.address`): an address
     /// pool never hands one of them out.
     addresses: RwLock<HashMap<&'static str, HashSet<std::net::Ipv4Addr>>>,
+    /// Those Hardware objects' names, each with the MACs it carries: a new machine is never
+    /// given a name another machine's Hardware has.
+    names: RwLock<HashMap<&'static str, HashMap<String, Vec<Mac>>>>,
 }
 
 impl KnownMacs {
+    pub fn replace_names(&self, source: &'static str, names: HashMap<String, Vec<Mac>>) {
+        self.names
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(source, names);
+    }
+
+    /// Where a Hardware named `name` that does not carry `mac` is registered ("gitops",
+    /// "cluster"): the name is another machine's there.
+    pub fn name_holder(&self, name: &str, mac: &Mac) -> Option<&'static str> {
+        let names = self.names.read().unwrap_or_else(|p| p.into_inner());
+        let mut sources: Vec<_> = names.iter().collect();
+        sources.sort_by_key(|(source, _)| **source);
+        sources
+            .into_iter()
+            .find(|(_, held)| held.get(name).is_some_and(|macs| !macs.contains(mac)))
+            .map(|(source, _)| *source)
+    }
+
     pub fn replace_addresses(&self, source: &'static str, addresses: HashSet<std::net::Ipv4Addr>) {
         self.addresses
             .write()

@@ -2,7 +2,7 @@
 //! every Hardware under the proposals' directory. Sources consult it so that a registered
 //! machine asking for an address is never noticed as new.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -22,6 +22,8 @@ pub fn manifest_dir(path_template: &str) -> &str {
 pub struct Registered {
     pub macs: HashSet<Mac>,
     pub addresses: HashSet<std::net::Ipv4Addr>,
+    /// Each Hardware's name, with the MACs it carries.
+    pub names: HashMap<String, Vec<Mac>>,
 }
 
 /// MACs of the Hardware objects in one YAML file (any number of documents; anything that
@@ -39,13 +41,18 @@ pub fn hardware_identities(text: &str, out: &mut Registered) {
         if v["kind"] != "Hardware" {
             continue;
         }
+        let mut carried = Vec::new();
         for iface in v["spec"]["interfaces"].as_array().into_iter().flatten() {
             if let Some(mac) = iface["dhcp"]["mac"].as_str().and_then(|m| Mac::parse(m).ok()) {
                 out.macs.insert(mac);
+                carried.push(mac);
             }
             if let Some(ip) = iface["dhcp"]["ip"]["address"].as_str().and_then(|a| a.parse().ok()) {
                 out.addresses.insert(ip);
             }
+        }
+        if let Some(name) = v["metadata"]["name"].as_str() {
+            out.names.entry(name.to_string()).or_default().extend(carried);
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod git;
 mod import;
 pub mod index;
 mod keyed;
+mod naming;
 
 use keyed::MachineGuard;
 mod review;

@@ -349,19 +349,22 @@ impl Proposer {
             sighting: machine.sighting.as_ref(),
             expected: machine.expected.as_ref(),
             address,
+            sequence: None,
+            name_clash: None,
         };
-        let mut rendered = self.renderer.render(&input)?;
-        // Two machines may claim one serial; the second one is named after its MAC.
-        let store = self.store.clone();
-        let name = rendered.name.clone();
-        let owner = blocking(move || store.name_owner(&name)).await?;
-        if owner.is_some_and(|m| m != machine.mac) {
-            rendered = self.renderer.render(&RenderInput {
+        let sequence = self.name_number(&input).await?;
+        let input = RenderInput { sequence, ..input };
+        let rendered = self.renderer.render(&input)?;
+        // A name another machine has (two machines claiming one serial, a Hardware on the
+        // base branch or in the cluster): named after its MAC, and the reviewer is told.
+        match self.name_clash(&rendered.name, &machine.mac).await? {
+            None => Ok(rendered),
+            Some(clash) => Ok(self.renderer.render(&RenderInput {
                 force_mac_name: true,
+                name_clash: Some(&clash),
                 ..input
-            })?;
+            })?),
         }
-        Ok(rendered)
     }
 }
 

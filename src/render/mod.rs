@@ -58,6 +58,10 @@ pub struct RenderInput<'a> {
     pub expected: Option<&'a crate::domain::Expected>,
     /// The address its pool gave it (`ipam.pools`), for `dhcp.ip` in the Hardware.
     pub address: Option<&'a crate::ipam::Address>,
+    /// Its number, where the name pattern counts machines (`seq`).
+    pub sequence: Option<u64>,
+    /// Why it is not named as the pattern says (that name is taken), for the reviewer.
+    pub name_clash: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -102,6 +106,7 @@ impl Renderer {
             minijinja::escape_formatter(out, state, value)
         });
         env.add_filter("dns1123", |s: String| names::dns1123(&s).unwrap_or_default());
+        env.add_filter("pad", names::pad);
         env.add_filter("fenced", |s: String, lang: Option<String>| {
             JValue::from_safe_string(markdown::fenced(&s, lang.as_deref().unwrap_or("")))
         });
@@ -268,39 +273,6 @@ impl Renderer {
         Ok(self.rules.decide(None))
     }
 
-    pub fn name_for(&self, input: &RenderInput) -> String {
-        if input.force_mac_name {
-            return names::mac_name(input.mac);
-        }
-        // An operator's hostname names the machine better than any serial number.
-        if let Some(short) = input
-            .expected
-            .and_then(|e| e.hostname.as_deref())
-            .and_then(|h| h.split('.').next())
-            .and_then(names::dns1123)
-        {
-            return short;
-        }
-        // The name template sees the facts leniently: a missing serial renders empty.
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Chainable);
-        env.set_formatter(|out, state, value| {
-            if value.is_none() {
-                Ok(())
-            } else {
-                minijinja::escape_formatter(out, state, value)
-            }
-        });
-        // Unknown facts are left out rather than `none`, so `{{ facts.serial | lower }}` is empty.
-        let mut facts = serde_json::to_value(input.facts).unwrap_or_default();
-        strip_nulls(&mut facts);
-        let ctx = minijinja::context! { facts => to_jinja(facts), mac => input.mac.to_string(), mac_dashed => input.mac.dashed() };
-        env.render_str(&self.rules.name, ctx)
-            .ok()
-            .and_then(|s| names::dns1123(&s))
-            .unwrap_or_else(|| names::mac_name(input.mac))
-    }
-
     pub fn render(&self, input: &RenderInput) -> Result<Rendered, RenderError> {
         let name = self.name_for(input);
         let mut facts = with_sighting(input.facts, input.sighting);
@@ -313,7 +285,7 @@ impl Renderer {
             facts => to_jinja(&facts),
             source => input.source.as_str(),
             seen => input.sighting.map(to_jinja),
-            location => input.sighting.and_then(Sighting::location),
+            location => to_jinja(names::location(input)),
             expected => input.expected.map(to_jinja),
             address => input.address.map(to_jinja),
         };
@@ -330,10 +302,25 @@ impl Renderer {
             }
             decision.workflow = Some(w.to_string());
         }
+        let hostname = decision
+            .values
+            .get("hostname")
+            .and_then(|h| h.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| name.clone());
+        let address = input.address;
         let ctx = minijinja::context! {
             ..base,
             ..minijinja::context! {
                 name => &name,
+                name_clash => input.name_clash,
+                // The address's parts as plain variables, for templates of one's own.
+                hostname => &hostname,
+                ip => address.map(|a| &a.ip),
+                netmask => address.map(|a| &a.netmask),
+                gateway => address.and_then(|a| a.gateway.as_ref()),
+                nameservers => address.map(|a| a.nameservers.clone()).unwrap_or_default(),
+                pool => address.map(|a| &a.pool),
                 namespace => &self.namespace,
                 workflow => decision.workflow.as_deref(),
                 rule => &decision.rule,

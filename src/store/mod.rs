@@ -226,6 +226,13 @@ pub trait Store: Send + Sync + 'static {
     fn addresses_used(&self, pool: &str, now: DateTime<Utc>) -> Result<u64>;
     /// The addresses `mac` holds: (pool, ip).
     fn addresses(&self, mac: Mac) -> Result<Vec<(String, String)>>;
+    /// The number `mac` was given for a counting name pattern, if any.
+    fn name_number(&self, mac: Mac) -> Result<Option<u64>>;
+    /// The number after the highest given so far.
+    fn next_name_number(&self) -> Result<u64>;
+    /// Gives `mac` the number `seq` if neither has one; the number `mac` holds afterwards,
+    /// None when `seq` is another machine's (see `sqlite/names.rs`).
+    fn claim_name_number(&self, mac: Mac, seq: u64) -> Result<Option<u64>>;
     /// A counter that moves whenever anything changed: the console's live updates.
     fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
 }

@@ -70,7 +70,8 @@ pub struct Process {
 
 impl Process {
     /// Writes `config` to `dir/config.yaml` (with its own state directory, the repository's
-    /// templates and a free loopback port) and starts the binary on it.
+    /// templates unless `templates_dir` is an absolute path, and a free loopback port) and
+    /// starts the binary on it.
     pub fn start(dir: &Path, mut config: Value, env: &[(&str, &str)]) -> Process {
         // A test that must know the URL first (a report URL, a webhook) chose the port with
         // `listen_on`; the examples' own ports (8080) would clash between tests.
@@ -80,8 +81,14 @@ impl Process {
         };
         set(&mut config, "server.listen", json!(listen));
         set(&mut config, "state_dir", json!(dir.join("state").display().to_string()));
-        let templates = super::manifest_dir().join("hardware-templates");
-        set(&mut config, "templates_dir", json!(templates.display().to_string()));
+        // The repository's templates, unless the test brought its own.
+        if config["templates_dir"]
+            .as_str()
+            .is_none_or(|t| !Path::new(t).is_absolute())
+        {
+            let templates = super::manifest_dir().join("hardware-templates");
+            set(&mut config, "templates_dir", json!(templates.display().to_string()));
+        }
         let path = dir.join("config.yaml");
         std::fs::write(&path, yaml_serde::to_string(&config).unwrap()).unwrap();
         let mut p = Process {

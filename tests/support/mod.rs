@@ -281,14 +281,16 @@ impl Repo {
             .to_string()
     }
 
-    /// A person's push: a commit adding the top-level file `path` on top of `branch`, written into the remote.
+    /// A person's push: a commit adding the file `path` on top of `branch`, written into the remote.
     pub fn push_on_top(&self, branch: &str, path: &str, content: &str) -> git2::Oid {
         let repo = self.open();
         let head = repo.find_commit(self.head(branch).unwrap()).unwrap();
         let blob = repo.blob(content.as_bytes()).unwrap();
-        let mut tree = repo.treebuilder(Some(&head.tree().unwrap())).unwrap();
-        tree.insert(path, blob, 0o100644).unwrap();
-        let tree = repo.find_tree(tree.write().unwrap()).unwrap();
+        let tree = git2::build::TreeUpdateBuilder::new()
+            .upsert(path, blob, git2::FileMode::Blob)
+            .create_updated(&repo, &head.tree().unwrap())
+            .unwrap();
+        let tree = repo.find_tree(tree).unwrap();
         let sig = git2::Signature::now("A Person", "person@example.com").unwrap();
         let oid = repo
             .commit(None, &sig, &sig, "a person's change", &tree, &[&head])
@@ -552,4 +554,18 @@ pub async fn propose_on_github(gh: &fake_github::FakeGithub, r: &Registrar, mac:
     let m = r.wait_for_state(mac, "proposed").await;
     assert_eq!(gh.pulls().len(), 1);
     m["proposal"]["number"].as_u64().unwrap()
+}
+
+/// Copies a directory tree (the shipped templates, to change one file of them).
+pub fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
 }

@@ -135,6 +135,22 @@ pub(super) fn row_from(line: u32, field: impl Fn(&str) -> Option<String>, errors
             )),
         }
     }
+    if let Some(r) = field("rack") {
+        // A rack becomes part of a host name: only what a DNS label may hold.
+        match crate::render::names::dns1123(&r).filter(|d| d.len() <= 32 && *d == r.to_ascii_lowercase()) {
+            Some(rack) => v.rack = Some(rack),
+            None => errors.push(format!(
+                "rack {:?} is not usable in a host name (letters, digits and dashes, at most 32)",
+                shorten(&r)
+            )),
+        }
+    }
+    if let Some(u) = field("u") {
+        match u.trim_start_matches(['u', 'U']).parse::<u32>() {
+            Ok(n) if (1..=99).contains(&n) => v.u = Some(n),
+            _ => errors.push(format!("u {:?} is not a rack unit (1 to 99)", shorten(&u))),
+        }
+    }
     if let Some(ls) = field("labels") {
         let mut labels = BTreeMap::new();
         for pair in split_list(&ls) {

@@ -3,7 +3,7 @@
 //! preview can show them all before anything is stored.
 //!
 //! Columns: `mac` (required), then any of `hostname`, `ip`, `netmask`, `gateway`,
-//! `nameservers`, `bmc_address`, `bmc_secret`, `workflow`, `location`, `labels`. The
+//! `nameservers`, `bmc_address`, `bmc_secret`, `workflow`, `location`, `rack`, `u`, `labels`. The
 //! separator is `,` or `;` (whichever the header uses); a UTF-8 BOM and CRLF line ends are
 //! tolerated; MACs may be written in any common form.
 
@@ -27,6 +27,8 @@ pub const COLUMNS: &[&str] = &[
     "bmc_secret",
     "workflow",
     "location",
+    "rack",
+    "u",
     "labels",
 ];
 /// More rows than any rack room holds; bounds the work one request can cause.

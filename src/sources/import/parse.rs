@@ -258,6 +258,16 @@ mod tests {
     }
 
     #[test]
+    fn rack_and_unit_are_kept_for_name_patterns_and_checked() {
+        let rows = parse_csv(b"mac,rack,u\naa:bb:cc:dd:ee:01,r12,U7\naa:bb:cc:dd:ee:02,\"r1\nspec: {}\",0\n").unwrap();
+        let v = rows[0].values.clone();
+        assert_eq!((v.rack.as_deref(), v.u), (Some("r12"), Some(7)));
+        let e = errors(&rows);
+        assert!(e.iter().any(|(l, m)| *l == 3 && m.starts_with("rack ")), "{e:?}");
+        assert!(e.iter().any(|(l, m)| *l == 3 && m.starts_with("u ")), "{e:?}");
+    }
+
+    #[test]
     fn row_errors_are_precise_and_do_not_stop_the_other_rows() {
         let text = "mac,hostname,ip,labels\n\
                     aa:bb:cc:dd:ee:01,ok,10.0.0.1,\n\

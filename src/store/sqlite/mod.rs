@@ -16,6 +16,7 @@ use crate::domain::{
 
 mod allocations;
 mod imports;
+mod names;
 mod rows;
 mod schema;
 #[cfg(test)]
@@ -559,6 +560,18 @@ impl Store for SqliteStore {
 
     fn addresses(&self, mac: Mac) -> Result<Vec<(String, String)>> {
         self.read(|tx| allocations::held_by(tx, mac))
+    }
+
+    fn name_number(&self, mac: Mac) -> Result<Option<u64>> {
+        self.read(|tx| names::number_of(tx, mac))
+    }
+
+    fn next_name_number(&self) -> Result<u64> {
+        self.read(names::next_number)
+    }
+
+    fn claim_name_number(&self, mac: Mac, seq: u64) -> Result<Option<u64>> {
+        self.with(|tx| names::claim_number(tx, mac, seq))
     }
 
     fn import(

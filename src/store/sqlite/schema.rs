@@ -101,6 +101,12 @@ CREATE UNIQUE INDEX allocations_held ON allocations(pool, mac) WHERE held = 1;
 CREATE INDEX allocations_mac ON allocations(mac, pool);
 CREATE INDEX allocations_newest ON allocations(pool, at);
 "#,
+    r#"
+CREATE TABLE name_numbers (
+    mac TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL UNIQUE
+);
+"#,
 ];
 
 #[cfg(test)]

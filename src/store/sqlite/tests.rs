@@ -105,6 +105,27 @@ fn a_dhcp_sighting_is_kept_and_a_change_rerenders_an_open_proposal() {
 }
 
 #[test]
+fn a_name_number_is_given_once_to_one_machine_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let (a, b) = (mac("aa:bb:cc:dd:ee:0a"), mac("aa:bb:cc:dd:ee:0b"));
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.next_name_number().unwrap(), 1);
+    assert_eq!(s.claim_name_number(a, 1).unwrap(), Some(1));
+    // B cannot have A's number, and A keeps its own whatever it asks for later.
+    assert_eq!(s.claim_name_number(b, 1).unwrap(), None);
+    assert_eq!(s.claim_name_number(a, 5).unwrap(), Some(1));
+    assert_eq!(s.next_name_number().unwrap(), 2);
+    assert_eq!(s.claim_name_number(b, 2).unwrap(), Some(2));
+    drop(s);
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        (s.name_number(a).unwrap(), s.name_number(b).unwrap()),
+        (Some(1), Some(2))
+    );
+}
+
+#[test]
 fn survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
