@@ -57,10 +57,11 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// List the address pools with their use, or show one machine's addresses and the pool
-    /// its permanent address comes from.
+    /// Address pools: list them with their use (the default), show one machine's
+    /// addresses, or check them against the Hardware already registered.
     Ipam {
-        mac: Option<String>,
+        #[command(subcommand)]
+        action: Option<IpamCommand>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -117,10 +118,22 @@ pub enum Command {
     },
 }
 
+#[derive(Subcommand)]
+pub enum IpamCommand {
+    /// The pools, with their size and how many addresses are held or resting.
+    List,
+    /// One machine's addresses, the pool its permanent address comes from, and what chose it.
+    Show { mac: String },
+    /// Addresses inside the pools' ranges that a Hardware on the base branch or in the
+    /// cluster holds but Registrar never gave (skipped; they belong in `exclude`). Exits
+    /// non-zero when there are any.
+    Check,
+}
+
 #[derive(clap::Args)]
 pub struct Remote {
     /// The server's URL (default: the configured listen address).
-    #[arg(long, env = "REGISTRAR_URL")]
+    #[arg(long, env = "REGISTRAR_URL", global = true)]
     pub url: Option<String>,
 }
 
@@ -159,16 +172,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 None,
             )
         }
-        Command::Ipam { mac, remote } => api(
-            &config,
-            &remote,
-            reqwest::Method::GET,
-            &match mac {
-                Some(mac) => format!("/api/v1/ipam/{mac}"),
-                None => "/api/v1/ipam".to_string(),
-            },
-            None,
-        ),
+        Command::Ipam { action, remote } => {
+            let path = match &action {
+                None | Some(IpamCommand::List) => "/api/v1/ipam".to_string(),
+                Some(IpamCommand::Show { mac }) => format!("/api/v1/ipam/{mac}"),
+                Some(IpamCommand::Check) => "/api/v1/ipam/check".to_string(),
+            };
+            let answer = api_value(&config, &remote, reqwest::Method::GET, &path, None)?;
+            let clashes = answer["clashes"].as_array().map_or(0, Vec::len);
+            if clashes > 0 {
+                bail!("{clashes} address(es) clash with the pools");
+            }
+            Ok(())
+        }
         Command::Proposals { state, remote } => {
             let q = state.map(|s| format!("?state={s}")).unwrap_or_default();
             api(
@@ -424,6 +440,7 @@ fn render(
 /// through the defaults and every rule.
 fn check(config: &Config) -> anyhow::Result<()> {
     let renderer = Renderer::load(&config.templates_dir, &config.tinkerbell.namespace)?;
+    crate::app::checked_pools(config, &renderer)?;
     let sample = crate::domain::facts::Facts {
         vendor: Some("Example".into()),
         product: Some("Sample".into()),
@@ -474,6 +491,17 @@ fn api(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<()> {
+    api_value(config, remote, method, path, body).map(|_| ())
+}
+
+/// Calls the running server's API as the operator, prints the answer, and returns it.
+fn api_value(
+    config: &Config,
+    remote: &Remote,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
     let base = remote
         .url
         .clone()
@@ -492,13 +520,15 @@ fn api(
             .with_context(|| format!("contacting Registrar at {base}"))?;
         let status = resp.status();
         let text = resp.text().await?;
-        let pretty = serde_json::from_str::<serde_json::Value>(&text)
-            .map(|v| serde_json::to_string_pretty(&v).unwrap_or(text.clone()))
-            .unwrap_or(text);
+        let value = serde_json::from_str::<serde_json::Value>(&text).unwrap_or(serde_json::Value::Null);
+        let pretty = match &value {
+            serde_json::Value::Null => text,
+            v => serde_json::to_string_pretty(v).unwrap_or(text),
+        };
         println!("{pretty}");
         if !status.is_success() {
             bail!("{status}");
         }
-        Ok(())
+        Ok(value)
     })
 }

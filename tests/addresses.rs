@@ -181,8 +181,9 @@ async fn reservation_mode_machines_get_addresses_smee_serves_and_keep_them() {
         10.0
     );
 
-    // `registrar ipam` lists the pools; `registrar ipam MAC` explains one machine's address.
-    let out = p.cli(&["ipam"]);
+    // `registrar ipam list` lists the pools; `registrar ipam show MAC` explains one
+    // machine's address; `registrar ipam check` names what clashes with the pools.
+    let out = p.cli(&["ipam", "list"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     let rack1 = listed["pools"]
@@ -196,7 +197,8 @@ async fn reservation_mode_machines_get_addresses_smee_serves_and_keep_them() {
         (rack1["size"].clone(), rack1["used"].clone(), rack1["purpose"].clone()),
         (json!(10), json!(3), json!("production"))
     );
-    let out = p.cli(&["ipam", macs[2]]);
+    let out = p.cli(&["ipam", "show", macs[2]]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["production_pool"], "rack1", "{shown:#}");
     assert!(
@@ -207,11 +209,36 @@ async fn reservation_mode_machines_get_addresses_smee_serves_and_keep_them() {
         "{shown:#}"
     );
 
+    let out = p.cli(&["ipam", "check"]);
+    assert!(!out.status.success(), "old-server's address is inside rack1's ranges");
+    let checked: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        checked["clashes"],
+        json!([{
+            "pool": "rack1", "ip": "10.0.10.11", "registered_in": "cluster",
+            "message": "10.0.10.11 is in pool \"rack1\"'s ranges and held by a Hardware in the cluster that Registrar did not give it to; it is skipped — add it to ipam.pools[0].exclude"
+        }])
+    );
+
     // The console's machine page shows it too.
-    let (_, page) = console_page(&p.url, macs[2]).await;
+    let (cookie, page) = console_page(&p.url, macs[2]).await;
     assert!(
         page.contains(r#"<span class="mono">10.0.10.14</span> from pool rack1"#),
         "{page}"
+    );
+    // And the machine list, beside each name.
+    let list = reqwest::Client::new()
+        .get(format!("{}/", p.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        list.contains(r#"<td class="mono">10.0.10.14 (rack1), 10.0.9.102 (discovery)</td>"#),
+        "{list}"
     );
 
     // A restart changes no allocation: a re-render keeps the address.
@@ -298,11 +325,24 @@ async fn counted_names_skip_names_others_have_and_stay_with_their_machine() {
     gh.repo().push_on_top("main", "hardware/node-0002.yaml", &on_base);
     let templates = templates_named(dir.path(), "node-{{ seq | pad(4) }}");
     let mut p = start(dir.path(), &gh, &kube, |c| {
-        set(c, "templates_dir", json!(templates.display().to_string()))
+        set(c, "templates_dir", json!(templates.display().to_string()));
+        // Rack r12 has its own subnet; every other machine gets rack1's.
+        let r12 = json!({"name": "r12", "cidr": "10.0.12.0/24", "ranges": ["10.0.12.10-10.0.12.20"], "match": {"rack": "r12"}});
+        c["ipam"]["pools"].as_array_mut().unwrap().insert(0, r12);
     })
     .await;
 
     let macs = ["0c:c4:7a:16:01:01", "0c:c4:7a:16:01:02", "0c:c4:7a:16:01:03"];
+    // The operator says where the third one stands.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/imports?mode=expected&name=r12", p.url))
+        .bearer_auth(OPERATOR_TOKEN)
+        .header("content-type", "text/csv")
+        .body(format!("mac,rack,u\n{},r12,7\n", macs[2]))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "import: {}", resp.text().await.unwrap());
     let mut names = Vec::new();
     for (i, mac) in macs.iter().enumerate() {
         let (_, token) = discovered(&kube, mac).await;
@@ -310,6 +350,13 @@ async fn counted_names_skip_names_others_have_and_stay_with_their_machine() {
         names.push(proposed_name(&p, mac).await);
     }
     assert_eq!(names, ["node-0003", "node-0004", "node-0005"]);
+    assert_eq!(
+        proposed_dhcp(&p, &gh, macs[2]).await["ip"]["address"],
+        "10.0.12.10",
+        "the rack's pool"
+    );
+    // .11 and .12 are node-0001's and node-0002's.
+    assert_eq!(proposed_dhcp(&p, &gh, macs[1]).await["ip"]["address"], "10.0.10.14");
     let m = support::journey::machine(&p, macs[1]).await;
     let hardware = documents(
         &gh.repo()

@@ -42,12 +42,25 @@ pub struct App {
     _lock: crate::lock::StateLock,
 }
 
+/// The configured address pools, checked, with every pool's `match.when` condition compiled
+/// by the templates' environment (so a typo stops the start, naming the key).
+pub fn checked_pools(config: &Config, renderer: &Renderer) -> anyhow::Result<crate::ipam::Pools> {
+    let pools = crate::ipam::Pools::from_config(&config.ipam).map_err(|e| anyhow::anyhow!(e))?;
+    for (key, when) in pools.conditions() {
+        renderer
+            .check_condition(when)
+            .map_err(|e| anyhow::anyhow!("{key}: `{when}`: {e}"))?;
+    }
+    Ok(pools)
+}
+
 impl App {
     pub fn build(config: Config) -> anyhow::Result<App> {
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
         let lock = crate::lock::StateLock::acquire(&config.state_dir)?;
         let renderer = Renderer::load(&config.templates_dir, &config.tinkerbell.namespace)?;
+        let pools = checked_pools(&config, &renderer)?;
         let sqlite = SqliteStore::open(&config.state_dir.join("registrar.db"))?;
         sqlite.set_bounds(crate::store::Bounds {
             max_undiscovered: config.discovery.max_undiscovered,
@@ -136,7 +149,7 @@ impl App {
             )
             .with_known(known.clone())
             .with_only_expected(config.discovery.only_expected)
-            .with_pools(crate::ipam::Pools::from_config(&config.ipam).map_err(|e| anyhow::anyhow!(e))?)
+            .with_pools(pools)
             .with_queue(
                 config.queue.concurrency,
                 Duration::from_secs(config.queue.retry_seconds.max(1)),

@@ -50,8 +50,18 @@ pub struct PoolConfig {
 pub struct PoolMatch {
     /// The DHCP relay's address (giaddr) its requests came through.
     pub relay: Option<Ipv4Addr>,
-    /// The location an import row gave it (its `location` column, e.g. a rack).
+    /// The relay agent's option 82 circuit id (the switch port) and remote id (the switch).
+    pub circuit_id: Option<String>,
+    pub remote_id: Option<String>,
+    /// A switch the machine reported as an LLDP neighbour (`lldpctl`, in its facts).
+    pub switch: Option<String>,
+    /// The location an import row gave it (its `location` column).
     pub location: Option<String>,
+    /// The rack an import row gave it (its `rack` column).
+    pub rack: Option<String>,
+    /// A condition over the machine, as the rules' `when` in rules.yaml (`facts.gpus |
+    /// length > 0`).
+    pub when: Option<String>,
 }
 
 impl Default for IpamConfig {

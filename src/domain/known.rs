@@ -54,6 +54,17 @@ impl KnownMacs {
             .any(|s| s.contains(&ip))
     }
 
+    /// Every address a registered Hardware holds, with where it is registered.
+    pub fn addresses(&self) -> Vec<(&'static str, std::net::Ipv4Addr)> {
+        let held = self.addresses.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = held
+            .iter()
+            .flat_map(|(source, ips)| ips.iter().map(move |ip| (*source, *ip)))
+            .collect();
+        out.sort();
+        out
+    }
+
     pub fn replace(&self, source: &'static str, macs: HashSet<Mac>) {
         self.by_source
             .write()

@@ -146,13 +146,17 @@ impl Pool {
         self.candidates().count() as u64
     }
 
-    fn fits(&self, relay: Option<Ipv4Addr>, location: Option<&str>) -> bool {
-        match &self.selector {
-            None => true,
-            Some(m) => {
-                m.relay.is_none_or(|r| Some(r) == relay) && m.location.as_deref().is_none_or(|l| Some(l) == location)
-            }
-        }
+    /// Whether the machine `at` fits this pool; `holds` evaluates a `when` condition.
+    fn fits(&self, at: &Placement, holds: &dyn Fn(&str) -> bool) -> bool {
+        let Some(m) = &self.selector else { return true };
+        let is = |want: &Option<String>, have: Option<&str>| want.as_deref().is_none_or(|w| Some(w) == have);
+        m.relay.is_none_or(|r| Some(r) == at.relay)
+            && is(&m.circuit_id, at.circuit_id)
+            && is(&m.remote_id, at.remote_id)
+            && m.switch.as_deref().is_none_or(|s| at.switches.contains(&s))
+            && is(&m.location, at.location)
+            && is(&m.rack, at.rack)
+            && m.when.as_deref().is_none_or(holds)
     }
 
     pub fn address(&self, ip: Ipv4Addr) -> Address {
@@ -219,13 +223,65 @@ impl Pools {
         })
     }
 
-    /// The pool a machine's permanent address comes from: the first that fits.
-    pub fn for_machine(&self, relay: Option<Ipv4Addr>, location: Option<&str>) -> Option<&Pool> {
-        self.production.iter().find(|p| p.fits(relay, location))
+    /// The pool a machine's permanent address comes from: the first that fits. `holds`
+    /// evaluates a pool's `when` condition over the machine (false when it cannot).
+    pub fn for_machine(&self, at: &Placement, holds: &dyn Fn(&str) -> bool) -> Option<&Pool> {
+        self.production.iter().find(|p| p.fits(at, holds))
+    }
+
+    /// Every pool with the key it is configured under (`ipam.discovery`, `ipam.pools[1]`).
+    pub fn keyed(&self) -> impl Iterator<Item = (String, &Pool)> {
+        let discovery = self.discovery.iter().map(|p| ("ipam.discovery".to_string(), p));
+        discovery.chain(
+            self.production
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("ipam.pools[{i}]"), p)),
+        )
+    }
+
+    /// Every pool's `when` condition, with the key it is configured under.
+    pub fn conditions(&self) -> impl Iterator<Item = (String, &str)> {
+        self.production.iter().enumerate().filter_map(|(i, p)| {
+            let when = p.selector.as_ref()?.when.as_deref()?;
+            Some((format!("ipam.pools[{i}].match.when"), when))
+        })
     }
 
     pub fn named(&self, name: &str) -> Option<&Pool> {
         self.discovery.iter().chain(&self.production).find(|p| p.name == name)
+    }
+}
+
+/// Where a machine stands, as far as choosing its pool goes: how its DHCP requests reached
+/// Registrar, the switches it reported, and its import row.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Placement<'a> {
+    pub relay: Option<Ipv4Addr>,
+    pub circuit_id: Option<&'a str>,
+    pub remote_id: Option<&'a str>,
+    pub switches: Vec<&'a str>,
+    pub location: Option<&'a str>,
+    pub rack: Option<&'a str>,
+}
+
+impl<'a> Placement<'a> {
+    pub fn of(machine: &'a crate::domain::Machine) -> Self {
+        let relay = machine.sighting.as_ref().and_then(|s| s.relay.as_ref());
+        let expected = machine.expected.as_ref();
+        Placement {
+            relay: relay.and_then(|r| r.address.parse().ok()),
+            circuit_id: relay.and_then(|r| r.circuit_id.as_deref()),
+            remote_id: relay.and_then(|r| r.remote_id.as_deref()),
+            switches: machine
+                .facts
+                .iter()
+                .flat_map(|f| &f.lldp)
+                .filter_map(|n| n.switch.as_deref())
+                .collect(),
+            location: expected.and_then(|e| e.location.as_deref()),
+            rack: expected.and_then(|e| e.rack.as_deref()),
+        }
     }
 }
 

@@ -73,10 +73,65 @@ fn next_fit_starts_after_the_last_and_wraps_around() {
 #[test]
 fn a_machine_gets_the_first_pool_that_fits() {
     let pools = Pools::from_config(&config(TWO_POOLS)).unwrap();
-    assert_eq!(pools.for_machine(None, Some("rack1")).unwrap().name, "rack1");
-    assert_eq!(pools.for_machine(None, Some("rack2")).unwrap().name, "default");
-    assert_eq!(pools.for_machine(None, None).unwrap().name, "default");
+    let never = |_: &str| false;
+    let at = |location| Placement {
+        location,
+        ..Placement::default()
+    };
+    assert_eq!(pools.for_machine(&at(Some("rack1")), &never).unwrap().name, "rack1");
+    assert_eq!(pools.for_machine(&at(Some("rack2")), &never).unwrap().name, "default");
+    assert_eq!(pools.for_machine(&at(None), &never).unwrap().name, "default");
     assert_eq!(pools.discovery.as_ref().unwrap().name, "discovery");
+}
+
+#[test]
+fn pools_are_chosen_by_option_82_lldp_rack_or_a_condition() {
+    let pools = Pools::from_config(&config(
+        "pools:
+  - {name: port, cidr: 10.1.0.0/24, match: {relay: 10.1.0.1, circuit_id: Ethernet1/12}}
+  - {name: switch, cidr: 10.2.0.0/24, match: {remote_id: leaf-7}}
+  - {name: lldp, cidr: 10.3.0.0/24, match: {switch: leaf-9}}
+  - {name: rack, cidr: 10.4.0.0/24, match: {rack: r12}}
+  - {name: gpu, cidr: 10.5.0.0/24, match: {when: 'facts.gpus | length > 0'}}
+  - {name: default, cidr: 10.9.0.0/24}",
+    ))
+    .unwrap();
+    let chosen = |at: Placement, gpu: bool| pools.for_machine(&at, &|_| gpu).unwrap().name.clone();
+    let relay = Some("10.1.0.1".parse().unwrap());
+    let port = Placement {
+        relay,
+        circuit_id: Some("Ethernet1/12"),
+        ..Placement::default()
+    };
+    assert_eq!(chosen(port, false), "port");
+    // Every field given must fit: the relay alone is not enough.
+    let other_port = Placement {
+        relay,
+        circuit_id: Some("Ethernet1/13"),
+        ..Placement::default()
+    };
+    assert_eq!(chosen(other_port, false), "default");
+    let leaf7 = Placement {
+        remote_id: Some("leaf-7"),
+        ..Placement::default()
+    };
+    assert_eq!(chosen(leaf7, false), "switch");
+    let cabled = Placement {
+        switches: vec!["leaf-1", "leaf-9"],
+        ..Placement::default()
+    };
+    assert_eq!(chosen(cabled, false), "lldp");
+    let racked = Placement {
+        rack: Some("r12"),
+        ..Placement::default()
+    };
+    assert_eq!(chosen(racked, false), "rack");
+    assert_eq!(chosen(Placement::default(), true), "gpu");
+    assert_eq!(chosen(Placement::default(), false), "default");
+    assert_eq!(
+        pools.conditions().collect::<Vec<_>>(),
+        [("ipam.pools[4].match.when".to_string(), "facts.gpus | length > 0")]
+    );
 }
 
 #[test]

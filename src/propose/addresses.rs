@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use super::{ProposeError, Proposer, blocking};
 use crate::domain::{Mac, Machine};
-use crate::ipam::{Address, Pool, Pools};
+use crate::ipam::{Address, Placement, Pool, Pools};
 
 impl Proposer {
     pub fn with_pools(mut self, pools: Pools) -> Self {
@@ -40,13 +40,7 @@ impl Proposer {
     /// it (its DHCP relay, its imported location), or the address its import row gave,
     /// checked the same way. None without production pools.
     pub async fn production_address(&self, machine: &Machine) -> Result<Option<Address>, ProposeError> {
-        let relay = machine
-            .sighting
-            .as_ref()
-            .and_then(|s| s.relay.as_ref())
-            .and_then(|r| r.address.parse().ok());
-        let location = machine.expected.as_ref().and_then(|e| e.location.as_deref());
-        let Some(pool) = self.pools.for_machine(relay, location).cloned() else {
+        let Some(pool) = self.production_pool(machine)? else {
             return Ok(None);
         };
         let wanted =
@@ -57,6 +51,39 @@ impl Proposer {
                 })?),
             };
         self.allocate(machine.mac, pool, wanted).await.map(Some)
+    }
+
+    /// The pool `machine`'s permanent address comes from: the first whose `match` fits
+    /// (relay, option 82, LLDP switch, import location or rack, a condition over facts).
+    pub fn production_pool(&self, machine: &Machine) -> Result<Option<Pool>, ProposeError> {
+        let facts = machine.facts.clone().unwrap_or_default();
+        let input = crate::render::RenderInput {
+            mac: &machine.mac,
+            facts: &facts,
+            source: machine.source,
+            workflow: machine.workflow.as_deref(),
+            force_mac_name: false,
+            sighting: machine.sighting.as_ref(),
+            expected: machine.expected.as_ref(),
+            address: None,
+            sequence: None,
+            name_clash: None,
+        };
+        // A condition that cannot be evaluated stops the choice: a machine meant for a
+        // special pool must not silently get the default one.
+        let failed = std::cell::RefCell::new(None);
+        let holds = |when: &str| match self.renderer.holds(when, &input) {
+            Ok(yes) => yes,
+            Err(e) => {
+                failed.borrow_mut().get_or_insert(e);
+                false
+            }
+        };
+        let pool = self.pools.for_machine(&Placement::of(machine), &holds).cloned();
+        match failed.into_inner() {
+            Some(e) => Err(ProposeError::Conflict(format!("choosing an address pool: {e}"))),
+            None => Ok(pool),
+        }
     }
 
     /// The production address `mac` holds now, if any (a read: nothing is allocated).

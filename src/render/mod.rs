@@ -273,8 +273,9 @@ impl Renderer {
         Ok(self.rules.decide(None))
     }
 
-    pub fn render(&self, input: &RenderInput) -> Result<Rendered, RenderError> {
-        let name = self.name_for(input);
+    /// The facts as templates see them (DHCP fills gaps, an import's BMC wins), and the
+    /// context rules' conditions see.
+    fn base_context(&self, input: &RenderInput) -> (Facts, JValue) {
         let mut facts = with_sighting(input.facts, input.sighting);
         if let Some(addr) = input.expected.and_then(|e| e.bmc_address.clone()) {
             facts.bmc = Some(crate::domain::facts::Bmc { address: addr });
@@ -289,6 +290,34 @@ impl Renderer {
             expected => input.expected.map(to_jinja),
             address => input.address.map(to_jinja),
         };
+        (facts, base)
+    }
+
+    /// Whether a condition written like a rule's `when` (an address pool's `match.when`)
+    /// holds for the machine; one that cannot be evaluated is an error, not a silent no.
+    pub fn holds(&self, when: &str, input: &RenderInput) -> Result<bool, RenderError> {
+        let expr = self
+            .env
+            .compile_expression(when)
+            .map_err(|e| RenderError::Template(format!("`{when}`: {e}")))?;
+        let (_, ctx) = self.base_context(input);
+        Ok(expr
+            .eval(ctx)
+            .map_err(|e| RenderError::Template(format!("`{when}`: {e}")))?
+            .is_true())
+    }
+
+    /// Whether a condition compiles, for checks at start.
+    pub fn check_condition(&self, when: &str) -> Result<(), String> {
+        self.env
+            .compile_expression(when)
+            .map(|_| ())
+            .map_err(|e| e.detail().unwrap_or(&e.to_string()).to_string())
+    }
+
+    pub fn render(&self, input: &RenderInput) -> Result<Rendered, RenderError> {
+        let name = self.name_for(input);
+        let (facts, base) = self.base_context(input);
         let mut decision = self.decide(&base)?;
         if let Some(h) = input.expected.and_then(|e| e.hostname.clone()) {
             decision.values.insert("hostname".into(), Value::String(h));

@@ -250,6 +250,34 @@ pub async fn pools(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
     Ok(Json(json!({ "pools": listed })))
 }
 
+/// Addresses inside a pool's ranges that a Hardware (on the base branch, in the cluster)
+/// holds but Registrar never gave: they are skipped, and belong in the pool's `exclude`.
+pub async fn pool_clashes(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let pools = state.proposer.pools().clone();
+    let store = state.proposer.store().clone();
+    let registered = state.known.addresses();
+    let clashes = run(move || {
+        let mut out = Vec::new();
+        for (source, ip) in registered {
+            let Some((key, pool)) = pools.keyed().find(|(_, p)| p.may_hand_out(ip)) else {
+                continue;
+            };
+            if store.address_holder(&pool.name, ip)?.is_none() {
+                let place = if source == "gitops" { "the base branch" } else { "the cluster" };
+                out.push(json!({
+                    "pool": pool.name,
+                    "ip": ip.to_string(),
+                    "registered_in": source,
+                    "message": format!("{ip} is in pool {:?}'s ranges and held by a Hardware in {place} that Registrar did not give it to; it is skipped — add it to {key}.exclude", pool.name),
+                }));
+            }
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(Json(json!({ "clashes": clashes })))
+}
+
 /// One machine's addresses, and the pool its permanent address comes from (and why).
 pub async fn machine_addresses(
     State(state): State<AppState>,
@@ -259,22 +287,17 @@ pub async fn machine_addresses(
     let store = state.proposer.store().clone();
     let (machine, held) = run(move || Ok((store.machine(mac)?, store.addresses(mac)?))).await?;
     let machine = machine.ok_or_else(|| ApiError::not_found(format!("no machine with MAC {mac}")))?;
-    let relay = machine
-        .sighting
-        .as_ref()
-        .and_then(|s| s.relay.as_ref())
-        .map(|r| r.address.clone());
-    let location = machine.expected.as_ref().and_then(|e| e.location.clone());
-    let pool = state
-        .proposer
-        .pools()
-        .for_machine(relay.as_deref().and_then(|r| r.parse().ok()), location.as_deref())
-        .map(|p| p.name.clone());
+    let (pool, pool_error) = match state.proposer.production_pool(&machine) {
+        Ok(pool) => (pool.map(|p| p.name), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     Ok(Json(json!({
         "mac": mac.to_string(),
         "addresses": held.into_iter().map(|(pool, ip)| json!({"pool": pool, "ip": ip})).collect::<Vec<_>>(),
         "production_pool": pool,
-        "chosen_by": {"relay": relay, "location": location},
+        "pool_error": pool_error,
+        // What pools are chosen by, as Registrar knows it for this machine.
+        "chosen_by": crate::ipam::Placement::of(&machine),
         "last_error": machine.last_error,
     })))
 }

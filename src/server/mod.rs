@@ -84,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/machines/{mac}/unsuppress", post(api::unsuppress))
         .route("/api/v1/machines/{mac}/workflow", post(api::set_workflow))
         .route("/api/v1/ipam", get(api::pools))
+        .route("/api/v1/ipam/check", get(api::pool_clashes))
         .route("/api/v1/ipam/{mac}", get(api::machine_addresses))
         .route("/api/v1/proposals", get(api::list_proposals))
         .route("/api/v1/proposals/{mac}/approve", post(api::approve))

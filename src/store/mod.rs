@@ -226,6 +226,8 @@ pub trait Store: Send + Sync + 'static {
     fn addresses_used(&self, pool: &str, now: DateTime<Utc>) -> Result<u64>;
     /// The addresses `mac` holds: (pool, ip).
     fn addresses(&self, mac: Mac) -> Result<Vec<(String, String)>>;
+    /// The machine `ip` in `pool` was given to (held, or resting in quarantine).
+    fn address_holder(&self, pool: &str, ip: std::net::Ipv4Addr) -> Result<Option<Mac>>;
     /// The number `mac` was given for a counting name pattern, if any.
     fn name_number(&self, mac: Mac) -> Result<Option<u64>>;
     /// The number after the highest given so far.

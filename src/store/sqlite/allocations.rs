@@ -120,3 +120,15 @@ pub(super) fn held_by(tx: &rusqlite::Transaction, mac: Mac) -> Result<Vec<(Strin
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(rows)
 }
+
+/// The machine that holds `ip` in `pool`, or held it last (in quarantine).
+pub(super) fn holder(tx: &rusqlite::Transaction, pool: &str, ip: Ipv4Addr) -> Result<Option<Mac>> {
+    let mac: Option<String> = tx
+        .query_row(
+            "SELECT mac FROM allocations WHERE pool = ?1 AND ip = ?2",
+            params![pool, ip.to_string()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(mac.and_then(|m| Mac::parse(&m).ok()))
+}

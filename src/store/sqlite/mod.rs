@@ -562,6 +562,10 @@ impl Store for SqliteStore {
         self.read(|tx| allocations::held_by(tx, mac))
     }
 
+    fn address_holder(&self, pool: &str, ip: std::net::Ipv4Addr) -> Result<Option<Mac>> {
+        self.read(|tx| allocations::holder(tx, pool, ip))
+    }
+
     fn name_number(&self, mac: Mac) -> Result<Option<u64>> {
         self.read(|tx| names::number_of(tx, mac))
     }

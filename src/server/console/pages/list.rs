@@ -23,6 +23,8 @@ struct Row {
     state: &'static str,
     error: Option<String>,
     name: Option<String>,
+    /// Its addresses, "10.0.10.12 (rack1)", the permanent one first.
+    address: Option<String>,
     vendor: Option<String>,
     product: Option<String>,
     cores: Option<u32>,
@@ -67,14 +69,29 @@ pub(super) fn location_of(m: &Machine) -> Option<String> {
         .or_else(|| m.expected.as_ref().and_then(|e| e.location.clone()))
 }
 
-fn row(m: &Machine, proposal: Option<&crate::domain::Proposal>, now: chrono::DateTime<Utc>) -> Row {
+fn row(
+    m: &Machine,
+    proposal: Option<&crate::domain::Proposal>,
+    addresses: &[(String, String)],
+    discovery_pool: Option<&str>,
+    now: chrono::DateTime<Utc>,
+) -> Row {
     let f = m.facts.as_ref();
+    let mut addresses: Vec<&(String, String)> = addresses.iter().collect();
+    addresses.sort_by_key(|(pool, _)| Some(pool.as_str()) == discovery_pool);
     let human = crate::render::human_bytes;
     Row {
         mac: m.mac.to_string(),
         state: m.state.as_str(),
         error: m.last_error.clone(),
         name: m.name.clone(),
+        address: (!addresses.is_empty()).then(|| {
+            addresses
+                .iter()
+                .map(|(pool, ip)| format!("{ip} ({pool})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }),
         vendor: f.and_then(|f| f.vendor.clone()),
         product: f.and_then(|f| f.product.clone()),
         cores: f.map(|f| f.cpu_cores).filter(|&c| c > 0),
@@ -123,15 +140,19 @@ pub async fn machines(
             .iter()
             .map(|m| store.proposal(m.mac))
             .collect::<Result<Vec<_>, _>>()?;
+        let addresses = machines
+            .iter()
+            .map(|m| store.addresses(m.mac))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok((
             machines,
-            proposals,
+            (proposals, addresses),
             store.count_machines(&query2)?,
             store.count_by_state()?,
         ))
     })
     .await;
-    let (machines, proposals, total, counts) = loaded.map_err(|e| {
+    let (machines, (proposals, addresses), total, counts) = loaded.map_err(|e| {
         error_page(
             &state,
             &op,
@@ -142,10 +163,11 @@ pub async fn machines(
         )
     })?;
     let now = Utc::now();
+    let discovery_pool = state.proposer.pools().discovery.as_ref().map(|p| p.name.clone());
     let rows: Vec<Row> = machines
         .iter()
-        .zip(&proposals)
-        .map(|(m, p)| row(m, p.as_ref(), now))
+        .zip(proposals.iter().zip(&addresses))
+        .map(|(m, (p, a))| row(m, p.as_ref(), a, discovery_pool.as_deref(), now))
         .collect();
     let all: u64 = counts.iter().map(|(_, n)| n).sum();
     let counts: Vec<_> = MachineState::ALL
@@ -186,7 +208,7 @@ pub async fn machines(
         format!("/?{}", ser.finish())
     };
     let columns: Vec<Value> = [
-        ("State", Some(Sort::State)), ("MAC", Some(Sort::Mac)), ("Name", Some(Sort::Name)), ("Vendor / product", None), ("Cores", None),
+        ("State", Some(Sort::State)), ("MAC", Some(Sort::Mac)), ("Name", Some(Sort::Name)), ("Address", None), ("Vendor / product", None), ("Cores", None),
         ("Memory", None), ("Disk", None), ("NICs", None), ("Source", None), ("Seen at", None), ("First seen", Some(Sort::FirstSeen)),
         ("Last seen", Some(Sort::LastSeen)), ("Expected", None), ("Proposal", None),
     ]
