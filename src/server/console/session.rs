@@ -45,7 +45,7 @@ pub struct Sessions {
     pub auth: bool,
     pub secure_cookie: bool,
     proxy_header: Option<header::HeaderName>,
-    trusted_proxies: Vec<Cidr>,
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 fn random_token() -> String {
@@ -71,7 +71,7 @@ impl Sessions {
         let trusted_proxies = config
             .trusted_proxies
             .iter()
-            .map(|p| Cidr::parse(p).ok_or_else(|| anyhow::anyhow!("ui.trusted_proxies {p:?}: not an address or CIDR")))
+            .map(|p| trusted_net(p).ok_or_else(|| anyhow::anyhow!("ui.trusted_proxies {p:?}: not an address or CIDR")))
             .collect::<anyhow::Result<Vec<_>>>()?;
         if proxy_header.is_some() && trusted_proxies.is_empty() {
             anyhow::bail!("ui.proxy_header needs ui.trusted_proxies: the header is honoured only from those addresses");
@@ -140,7 +140,7 @@ impl Sessions {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
             v4 => v4,
         };
-        if !self.trusted_proxies.iter().any(|n| n.contains(peer)) {
+        if !self.trusted_proxies.iter().any(|n| n.contains(&peer)) {
             return None;
         }
         let user = headers.get(name)?.to_str().ok()?.trim();
@@ -148,45 +148,12 @@ impl Sessions {
     }
 }
 
-/// An address range, v4 or v6.
-#[derive(Debug, Clone, Copy)]
-pub struct Cidr {
-    net: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    pub fn parse(s: &str) -> Option<Cidr> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
-            None => (s.parse::<IpAddr>().ok()?, None),
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        (prefix <= max).then_some(Cidr { net: addr, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let m = if self.prefix == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - u32::from(self.prefix))
-                };
-                u32::from(n) & m == u32::from(a) & m
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let m = if self.prefix == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - u32::from(self.prefix))
-                };
-                u128::from(n) & m == u128::from(a) & m
-            }
-            _ => false,
-        }
-    }
+/// An address or a CIDR range, v4 or v6, as `ui.trusted_proxies` lists them (a bare
+/// address is its own /32 or /128).
+fn trusted_net(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 pub fn cookie_id(headers: &HeaderMap) -> Option<String> {
