@@ -7,17 +7,11 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::binary::{Process, eventually, example, kubeconfig, listen_on, point_at_github, set, token_env};
+use support::binary::{Process, eventually, set};
 use support::fake_github::FakeGithub;
 use support::fake_kube::FakeKube;
-use support::journey::{NS, state_reached};
+use support::journey::{NS, smee_line, start_on_cluster, state_reached};
 use support::*;
-
-fn smee_line(mac: &str) -> String {
-    format!(
-        r#"{{"time":"2026-12-06T10:00:00.1Z","level":"0","msg":"Ignoring packet","logger":"smee","mac":"{mac}","xid":"0x1","error":"hardware not found: in all namespaces with MAC \"{mac}\""}}"#
-    )
-}
 
 fn dhcp_of(hardware: &Value) -> Value {
     hardware["spec"]["interfaces"][0]["dhcp"].clone()
@@ -76,31 +70,20 @@ async fn proposed_dhcp(p: &Process, gh: &FakeGithub, mac: &str) -> Value {
 /// The binary on examples/all.yaml in Smee's reservation mode: Smee's logs name unknown
 /// machines, pools give addresses, proposals go to the fake GitHub; `edit` adjusts the config.
 async fn start(dir: &std::path::Path, gh: &FakeGithub, kube: &FakeKube, edit: impl FnOnce(&mut Value)) -> Process {
-    kube.add_pod(NS, "tinkerbell-7f9c", json!({"app": "tinkerbell"}));
-    let mut config = example("all.yaml");
-    point_at_github(&mut config, dir, gh);
-    let url = listen_on(&mut config);
-    set(&mut config, "dhcp.enabled", json!(false));
-    set(&mut config, "cluster.smee_logs.enabled", json!(true));
-    set(&mut config, "cluster.discovery.report_url", json!(url));
-    set(&mut config, "forge.github.mutation_interval_ms", json!(0));
-    set(
-        &mut config,
-        "ipam",
-        json!({
-            "discovery": {"name": "discovery", "cidr": "10.0.9.0/24", "ranges": ["10.0.9.100-10.0.9.109"], "gateway": "10.0.9.1", "lease_seconds": 600},
-            "pools": [{"name": "rack1", "cidr": "10.0.10.0/24", "ranges": ["10.0.10.11-10.0.10.20"], "gateway": "10.0.10.1", "nameservers": ["10.0.0.53"]}],
-            "quarantine_seconds": 3600
-        }),
-    );
-    edit(&mut config);
-    let kubeconfig = kubeconfig(dir, &kube.url);
-    let mut env = token_env();
-    env.push(("KUBECONFIG", kubeconfig.to_str().unwrap()));
-    *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
-    let mut p = Process::start(dir, config, &env);
-    p.wait_ready().await;
-    p
+    start_on_cluster(dir, gh, kube, |config| {
+        set(config, "forge.github.mutation_interval_ms", json!(0));
+        set(
+            config,
+            "ipam",
+            json!({
+                "discovery": {"name": "discovery", "cidr": "10.0.9.0/24", "ranges": ["10.0.9.100-10.0.9.109"], "gateway": "10.0.9.1", "lease_seconds": 600},
+                "pools": [{"name": "rack1", "cidr": "10.0.10.0/24", "ranges": ["10.0.10.11-10.0.10.20"], "gateway": "10.0.10.1", "nameservers": ["10.0.0.53"]}],
+                "quarantine_seconds": 3600
+            }),
+        );
+        edit(config);
+    })
+    .await
 }
 
 /// A Hardware registered before Registrar, for another machine.

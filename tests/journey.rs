@@ -94,47 +94,17 @@ async fn github_and_cluster_from_a_smee_log_line_to_provisioned() {
     }
 
     let mac = "0c:c4:7a:aa:bb:01";
-    let line = format!(
-        r#"{{"time":"2026-12-05T10:00:00.1Z","level":"0","msg":"Ignoring packet","logger":"smee","mac":"{mac}","xid":"0x1","error":"hardware not found: in all namespaces with MAC \"{mac}\""}}"#
-    );
-    eventually(30, "Registrar to follow Smee's log", || async {
-        (kube.log("tinkerbell-7f9c", &line) > 0).then_some(())
-    })
-    .await;
+    smee_sees(&kube, mac).await;
     journey_after_detection(&mut p, &gh, &kube, mac).await;
 }
 
 /// A Registrar on GitHub and the fake cluster, noticing machines from Smee's log, with
-/// `edit` applied to examples/all.yaml (DHCP off: tests/journey_dhcp.rs covers it).
+/// `edit` applied to examples/all.yaml.
 async fn start_with_cluster(dir: &std::path::Path, edit: impl FnOnce(&mut Value)) -> (Process, FakeGithub, FakeKube) {
     let gh = FakeGithub::start().await;
     let kube = FakeKube::start().await;
-    kube.add_pod(NS, "tinkerbell-7f9c", json!({"app": "tinkerbell"}));
-    let mut config = example("all.yaml");
-    point_at_github(&mut config, dir, &gh);
-    let url = listen_on(&mut config);
-    set(&mut config, "dhcp.enabled", json!(false));
-    set(&mut config, "cluster.smee_logs.enabled", json!(true));
-    set(&mut config, "cluster.discovery.report_url", json!(url));
-    edit(&mut config);
-    let kubeconfig = kubeconfig(dir, &kube.url);
-    let mut env = token_env();
-    env.push(("KUBECONFIG", kubeconfig.to_str().unwrap()));
-    let mut p = Process::start(dir, config, &env);
-    *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
-    p.wait_ready().await;
+    let p = start_on_cluster(dir, &gh, &kube, edit).await;
     (p, gh, kube)
-}
-
-/// Smee logs `mac` as unknown (once Registrar follows the log).
-async fn smee_sees(kube: &FakeKube, mac: &str) {
-    let line = format!(
-        r#"{{"time":"2026-12-05T10:00:00.1Z","level":"0","msg":"Ignoring packet","logger":"smee","mac":"{mac}","xid":"0x1","error":"hardware not found: in all namespaces with MAC \"{mac}\""}}"#
-    );
-    eventually(30, "Registrar to follow Smee's log", || async {
-        (kube.log("tinkerbell-7f9c", &line) > 0).then_some(())
-    })
-    .await;
 }
 
 fn temporary(mac: &str) -> String {

@@ -3,12 +3,54 @@
 
 use serde_json::{Value, json};
 
-use super::binary::{Process, eventually};
+use super::binary::{Process, eventually, example, kubeconfig, listen_on, point_at_github, set, token_env};
 use super::fake_github::FakeGithub;
 use super::fake_kube::FakeKube;
 use super::{OPERATOR_TOKEN, documents, lshw, report_body};
 
 pub const NS: &str = "tinkerbell";
+
+/// The binary on examples/all.yaml against `gh` and `kube` (seed them first: what is there
+/// before the start is there from the first look), noticing machines from Smee's log (DHCP
+/// off: tests/journey_dhcp.rs covers it); `edit` adjusts the config.
+pub async fn start_on_cluster(
+    dir: &std::path::Path,
+    gh: &FakeGithub,
+    kube: &FakeKube,
+    edit: impl FnOnce(&mut Value),
+) -> Process {
+    kube.add_pod(NS, "tinkerbell-7f9c", json!({"app": "tinkerbell"}));
+    let mut config = example("all.yaml");
+    point_at_github(&mut config, dir, gh);
+    let url = listen_on(&mut config);
+    set(&mut config, "dhcp.enabled", json!(false));
+    set(&mut config, "cluster.smee_logs.enabled", json!(true));
+    set(&mut config, "cluster.discovery.report_url", json!(url));
+    edit(&mut config);
+    let kubeconfig = kubeconfig(dir, &kube.url);
+    let mut env = token_env();
+    env.push(("KUBECONFIG", kubeconfig.to_str().unwrap()));
+    *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
+    let mut p = Process::start(dir, config, &env);
+    p.wait_ready().await;
+    p
+}
+
+/// The line Smee logs when it ignores an unknown MAC.
+pub fn smee_line(mac: &str) -> String {
+    format!(
+        r#"{{"time":"2026-12-05T10:00:00.1Z","level":"0","msg":"Ignoring packet","logger":"smee","mac":"{mac}","xid":"0x1","error":"hardware not found: in all namespaces with MAC \"{mac}\""}}"#
+    )
+}
+
+/// Smee logs `mac` as unknown (once Registrar follows the log).
+pub async fn smee_sees(kube: &FakeKube, mac: &str) {
+    let line = smee_line(mac);
+    eventually(30, "Registrar to follow Smee's log", || async {
+        (kube.log("tinkerbell-7f9c", &line) > 0).then_some(())
+    })
+    .await;
+}
 
 /// Tells the story as it goes (`cargo test --test journey -- --nocapture` shows it).
 pub fn step(what: &str) {
