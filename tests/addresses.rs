@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use support::binary::{Process, eventually, set};
 use support::fake_github::FakeGithub;
 use support::fake_kube::FakeKube;
-use support::journey::{NS, smee_line, start_on_cluster, state_reached};
+use support::journey::{NS, registered, smee_line, start_on_cluster, state_reached};
 use support::*;
 
 fn dhcp_of(hardware: &Value) -> Value {
@@ -84,15 +84,6 @@ async fn start(dir: &std::path::Path, gh: &FakeGithub, kube: &FakeKube, edit: im
         edit(config);
     })
     .await
-}
-
-/// A Hardware registered before Registrar, for another machine.
-fn registered(name: &str, mac: &str, ip: &str) -> Value {
-    json!({
-        "apiVersion": "tinkerbell.org/v1alpha1", "kind": "Hardware",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {"interfaces": [{"dhcp": {"mac": mac, "ip": {"address": ip, "netmask": "255.255.255.0", "family": 4}}}]}
-    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -270,19 +261,6 @@ async fn p_post(p: &Process, path: &str, body: Value) -> u16 {
         .unwrap()
         .status()
         .as_u16()
-}
-
-/// The name pattern of hardware-templates/rules.yaml replaced by `pattern`, in a copy.
-fn templates_named(dir: &std::path::Path, pattern: &str) -> std::path::PathBuf {
-    let templates = dir.join("templates");
-    std::fs::create_dir_all(&templates).unwrap();
-    copy_dir(&manifest_dir().join("hardware-templates"), &templates);
-    let rules = templates.join("rules.yaml");
-    let text = std::fs::read_to_string(&rules).unwrap();
-    let changed = text.replace(r#"name: "{{ facts.serial | lower }}""#, &format!("name: {pattern:?}"));
-    assert_ne!(text, changed, "rules.yaml's name pattern moved");
-    std::fs::write(&rules, changed).unwrap();
-    templates
 }
 
 async fn proposed_name(p: &Process, mac: &str) -> String {

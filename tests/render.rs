@@ -249,15 +249,8 @@ fn the_same_facts_render_the_same_bytes() {
 /// The shipped templates with another name pattern, as an operator would write it.
 fn renderer_named(pattern: &str) -> (tempfile::TempDir, Renderer) {
     let dir = tempfile::tempdir().unwrap();
-    support::copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("hardware-templates"),
-        dir.path(),
-    );
-    let rules = dir.path().join("rules.yaml");
-    let text = std::fs::read_to_string(&rules).unwrap();
-    let text = text.replace(r#"name: "{{ facts.serial | lower }}""#, &format!("name: {pattern:?}"));
-    std::fs::write(&rules, text).unwrap();
-    let r = Renderer::load(dir.path(), "tinkerbell").unwrap();
+    let templates = support::templates_named(dir.path(), pattern);
+    let r = Renderer::load(&templates, "tinkerbell").unwrap();
     (dir, r)
 }
 

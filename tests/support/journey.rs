@@ -36,6 +36,15 @@ pub async fn start_on_cluster(
     p
 }
 
+/// A Hardware registered before Registrar, for another machine.
+pub fn registered(name: &str, mac: &str, ip: &str) -> Value {
+    json!({
+        "apiVersion": "tinkerbell.org/v1alpha1", "kind": "Hardware",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"interfaces": [{"dhcp": {"mac": mac, "ip": {"address": ip, "netmask": "255.255.255.0", "family": 4}}}]}
+    })
+}
+
 /// The line Smee logs when it ignores an unknown MAC.
 pub fn smee_line(mac: &str) -> String {
     format!(

@@ -569,3 +569,16 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A copy of hardware-templates in `dir` whose rules.yaml names machines by `pattern`.
+pub fn templates_named(dir: &Path, pattern: &str) -> PathBuf {
+    let templates = dir.join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    copy_dir(&manifest_dir().join("hardware-templates"), &templates);
+    let rules = templates.join("rules.yaml");
+    let text = std::fs::read_to_string(&rules).unwrap();
+    let shipped = r#"name: "{{ facts.serial | lower }}""#;
+    assert!(text.contains(shipped), "rules.yaml's name pattern moved");
+    std::fs::write(&rules, text.replace(shipped, &format!("name: {pattern:?}"))).unwrap();
+    templates
+}
