@@ -14,9 +14,9 @@ use crate::domain::Mac;
 use crate::ipam::Pool;
 
 /// `mac`'s address in `pool`: the one it holds (or held and whose quarantine it may cut
-/// short: it is its own), else `wanted` if given and free, else the lowest free one that
-/// `taken` does not name (addresses already in Hardware elsewhere). None: exhausted, or
-/// `wanted` is not free.
+/// short: it is its own), else `wanted` if given and free, else the next free one that
+/// `taken` does not name (addresses already in Hardware elsewhere) and no other machine's
+/// import row names. None: exhausted, or `wanted` is not free.
 pub(super) fn allocate(
     tx: &rusqlite::Transaction,
     mac: Mac,
@@ -25,16 +25,23 @@ pub(super) fn allocate(
     taken: &dyn Fn(Ipv4Addr) -> bool,
     now: DateTime<Utc>,
 ) -> Result<Option<Ipv4Addr>> {
-    let own: Option<String> = tx
+    // An address another machine's import row names is kept for that machine.
+    let mut imported = tx.prepare_cached(
+        "SELECT 1 FROM machines WHERE expected IS NOT NULL AND json_extract(expected, '$.ip') = ?1 AND mac != ?2",
+    )?;
+    let mac_s = mac.to_string();
+    let own: Option<(String, bool)> = tx
         .query_row(
-            "SELECT ip FROM allocations WHERE pool = ?1 AND mac = ?2 ORDER BY held DESC LIMIT 1",
-            params![pool.name, mac.to_string()],
-            |r| r.get(0),
+            "SELECT ip, held FROM allocations WHERE pool = ?1 AND mac = ?2 ORDER BY held DESC LIMIT 1",
+            params![pool.name, mac_s],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    if let Some(ip) = own.and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+    if let Some((ip, held)) = own.and_then(|(ip, held)| Some((ip.parse::<Ipv4Addr>().ok()?, held)))
         && wanted.is_none_or(|w| w == ip)
         && pool.may_hand_out(ip)
+        // One it only held once goes to the machine an import row has given it since.
+        && (held || !imported.exists(params![ip.to_string(), mac_s])?)
     {
         tx.execute(
             "UPDATE allocations SET held = 1, free_after = NULL WHERE pool = ?1 AND ip = ?2",
@@ -48,7 +55,11 @@ pub(super) fn allocate(
         tx.prepare_cached("SELECT 1 FROM allocations WHERE pool = ?1 AND ip = ?2 AND (held = 1 OR free_after > ?3)")?;
     let now_ts = ts(now);
     let mut free = |ip: &Ipv4Addr| -> Result<bool> {
-        Ok(pool.may_hand_out(*ip) && !taken(*ip) && !busy.exists(params![pool.name, ip.to_string(), now_ts])?)
+        let text = ip.to_string();
+        Ok(pool.may_hand_out(*ip)
+            && !taken(*ip)
+            && !busy.exists(params![pool.name, text, now_ts])?
+            && !imported.exists(params![text, mac_s])?)
     };
     let chosen = match wanted {
         Some(ip) => free(&ip)?.then_some(ip),
@@ -74,9 +85,10 @@ pub(super) fn allocate(
     // A previous holder's row past its quarantine is taken over; the primary key refuses
     // anything else.
     // (Two statements: one OR across both would scan the pool's rows.)
+    // Its own old row goes too, unless it still rests: the machine may hold that lease yet.
     tx.execute(
-        "DELETE FROM allocations WHERE mac = ?2 AND pool = ?1",
-        params![pool.name, mac.to_string()],
+        "DELETE FROM allocations WHERE mac = ?2 AND pool = ?1 AND (held = 1 OR free_after IS NULL OR free_after <= ?3)",
+        params![pool.name, mac.to_string(), now_ts],
     )?;
     tx.execute(
         "DELETE FROM allocations WHERE pool = ?1 AND ip = ?2 AND held = 0",

@@ -107,6 +107,10 @@ CREATE TABLE name_numbers (
     seq INTEGER NOT NULL UNIQUE
 );
 "#,
+    // An address an import row names is that machine's: allocations for others look it up.
+    r#"
+CREATE INDEX machines_imported_ip ON machines(json_extract(expected, '$.ip')) WHERE expected IS NOT NULL;
+"#,
 ];
 
 #[cfg(test)]

@@ -205,6 +205,8 @@ mod addresses {
     enum Step {
         Allocate(u8),
         Release(u8),
+        /// An import row names an address (by its index among the pool's) for a machine.
+        Import(u8, u8),
         Restart,
         Wait(u16),
     }
@@ -213,6 +215,7 @@ mod addresses {
         prop_oneof![
             4 => (0u8..12).prop_map(Step::Allocate),
             2 => (0u8..12).prop_map(Step::Release),
+            1 => (0u8..12, 0u8..8).prop_map(|(n, i)| Step::Import(n, i)),
             1 => Just(Step::Restart),
             1 => (1u16..120).prop_map(Step::Wait),
         ]
@@ -236,30 +239,59 @@ mod addresses {
             let mut now = Utc::now();
             let mut held: BTreeMap<u8, Ipv4Addr> = BTreeMap::new();
             let mut resting: BTreeMap<Ipv4Addr, (DateTime<Utc>, u8)> = BTreeMap::new();
+            let mut imported: BTreeMap<u8, Ipv4Addr> = BTreeMap::new();
             let size = pool.candidates().filter(|ip| !taken(*ip)).count();
+            let all: Vec<Ipv4Addr> = pool.candidates().collect();
             for s in steps {
                 match s {
                     Step::Allocate(n) => {
                         let m = mac(&format!("02:00:00:00:00:{n:02x}"));
-                        let got = store.allocate(m, &pool, None, &taken, now).unwrap();
+                        // As production_address does: an imported address is the one asked for.
+                        let wanted = imported.get(&n).copied();
+                        let got = store.allocate(m, &pool, wanted, &taken, now).unwrap();
                         resting.retain(|_, (until, _)| *until > now);
                         match (held.get(&n), got) {
                             (Some(had), got) => prop_assert_eq!(Some(*had), got, "a machine keeps its address"),
                             (None, Some(ip)) => {
                                 prop_assert!(!held.values().any(|h| *h == ip), "{ip} handed out twice");
                                 prop_assert!(!taken(ip) && pool.may_hand_out(ip));
+                                prop_assert!(wanted.is_none_or(|w| w == ip), "asked for {wanted:?}, got {ip}");
+                                prop_assert!(
+                                    !imported.iter().any(|(other, i)| *other != n && *i == ip),
+                                    "{ip} is another machine's by its import row"
+                                );
                                 // Only its own quarantined address may come back early.
                                 if let Some((_, owner)) = resting.remove(&ip) {
                                     prop_assert_eq!(owner, n, "{} came out of quarantine early for another machine", ip);
                                 }
                                 held.insert(n, ip);
                             }
+                            (None, None) if wanted.is_some() => {}
                             (None, None) => {
-                                let busy: BTreeSet<Ipv4Addr> = held.values().copied().chain(resting.keys().copied()).collect();
+                                let busy: BTreeSet<Ipv4Addr> = held
+                                    .values()
+                                    .chain(resting.keys())
+                                    .chain(imported.iter().filter(|(other, _)| **other != n).map(|(_, ip)| ip))
+                                    .copied()
+                                    .filter(|ip| !taken(*ip))
+                                    .collect();
                                 prop_assert_eq!(busy.len(), size, "refused while addresses were free: {:?}", busy);
                             }
                         }
                     }
+                    // Only for a machine that holds nothing and was never imported: a row that
+                    // moves a machine is another story.
+                    Step::Import(n, i) if !held.contains_key(&n) && !imported.contains_key(&n) => {
+                        let ip = all[i as usize % all.len()];
+                        let m = mac(&format!("02:00:00:00:00:{n:02x}"));
+                        let row = crate::domain::Expected {
+                            ip: Some(ip.to_string()),
+                            ..Default::default()
+                        };
+                        store.import("prop", crate::domain::ImportMode::Expected, "test", &[(m, row)], &[], now).unwrap();
+                        imported.insert(n, ip);
+                    }
+                    Step::Import(..) => {}
                     Step::Release(n) => {
                         let m = mac(&format!("02:00:00:00:00:{n:02x}"));
                         store.release_addresses(m, None, now + quarantine).unwrap();
