@@ -440,7 +440,7 @@ fn render(
 /// through the defaults and every rule.
 fn check(config: &Config) -> anyhow::Result<()> {
     let renderer = Renderer::load(&config.templates_dir, &config.tinkerbell.namespace)?;
-    crate::app::checked_pools(config, &renderer)?;
+    crate::app::checked_pools(&config.ipam, &renderer)?;
     let sample = crate::domain::facts::Facts {
         vendor: Some("Example".into()),
         product: Some("Sample".into()),

@@ -374,3 +374,112 @@ async fn a_name_another_machine_has_is_told_to_the_reviewer_not_proposed() {
     );
     assert!(p.stop().success());
 }
+
+/// GitHub's delivery for a push to the base branch.
+async fn pushed_to_main(gh: &FakeGithub) {
+    let body =
+        serde_json::to_vec(&json!({"ref": "refs/heads/main", "repository": {"full_name": "acme/gitops"}})).unwrap();
+    let resp = gh
+        .deliver(
+            "push",
+            &support::fake_github::uuid(),
+            body,
+            Some(support::fake_github::SECRET),
+        )
+        .await;
+    assert!(resp.status().is_success(), "push delivery: {}", resp.status());
+}
+
+fn pools_file(range: &str, gateway: &str) -> String {
+    format!(
+        "discovery: {{name: discovery, cidr: 10.0.9.0/24, ranges: [10.0.9.100-10.0.9.109]}}\npools:\n  - {{name: rack1, cidr: 10.0.10.0/24, ranges: [{range}], gateway: {gateway}}}\nquarantine_seconds: 3600\n"
+    )
+}
+
+async fn rack1_size(p: &Process) -> u64 {
+    let out = p.cli(&["ipam", "list"]);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    listed["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "rack1")
+        .unwrap()["size"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Pools kept in the GitOps repository (`ipam.file`), so a pool change is reviewed like any
+/// other: read from the base branch, a merged change is in use once GitHub says the base
+/// moved, and a broken change keeps the pools in use and makes Registrar not ready, naming
+/// the file and the key.
+#[tokio::test(flavor = "multi_thread")]
+async fn pools_in_the_gitops_repository_follow_its_base_branch() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGithub::start().await;
+    let kube = FakeKube::start().await;
+    gh.repo().push_on_top(
+        "main",
+        "ipam/pools.yaml",
+        &pools_file("10.0.10.11-10.0.10.20", "10.0.10.1"),
+    );
+    let mut p = start(dir.path(), &gh, &kube, |c| {
+        set(c, "ipam", json!({"file": "ipam/pools.yaml"}))
+    })
+    .await;
+
+    let (ip, token) = discovered(&kube, macs_in_file(0)).await;
+    assert!(ip.starts_with("10.0.9.10"), "{ip:?}");
+    report(&p, macs_in_file(0), &token, "FILE0000").await;
+    assert_eq!(
+        proposed_dhcp(&p, &gh, macs_in_file(0)).await["ip"]["address"],
+        "10.0.10.11"
+    );
+
+    // A reviewed change moves rack1's range; GitHub tells Registrar the base moved.
+    gh.repo().push_on_top(
+        "main",
+        "ipam/pools.yaml",
+        &pools_file("10.0.10.50-10.0.10.60", "10.0.10.1"),
+    );
+    pushed_to_main(&gh).await;
+    eventually(30, "the new pools to be in use", || async {
+        (rack1_size(&p).await == 11).then_some(())
+    })
+    .await;
+    let (_, token) = discovered(&kube, macs_in_file(1)).await;
+    report(&p, macs_in_file(1), &token, "FILE0001").await;
+    assert_eq!(
+        proposed_dhcp(&p, &gh, macs_in_file(1)).await["ip"]["address"],
+        "10.0.10.50"
+    );
+
+    // A broken change: the pools in use stay, and Registrar says why it is not ready.
+    gh.repo().push_on_top(
+        "main",
+        "ipam/pools.yaml",
+        &pools_file("10.0.10.50-10.0.10.60", "10.0.11.1"),
+    );
+    pushed_to_main(&gh).await;
+    let check = eventually(30, "Registrar to be not ready", || async {
+        let resp = reqwest::get(format!("{}/readyz", p.url)).await.unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        (status == 503).then(|| body["checks"]["ipam"].clone())
+    })
+    .await;
+    assert_eq!(check["ready"], false, "{check:#}");
+    assert!(
+        check["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ipam/pools.yaml on main: ipam.pools[0].gateway: 10.0.11.1 is outside the pool's cidr"),
+        "{check:#}"
+    );
+    assert_eq!(rack1_size(&p).await, 11, "the pools in use stay");
+    assert!(p.stop().success());
+}
+
+fn macs_in_file(i: usize) -> &'static str {
+    ["0c:c4:7a:16:03:01", "0c:c4:7a:16:03:02"][i]
+}

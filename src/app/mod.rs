@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 mod discovery;
 mod handoff;
 mod pipelines;
+mod pools_file;
 
 use crate::config::Config;
 use crate::domain::KnownMacs;
@@ -44,8 +45,11 @@ pub struct App {
 
 /// The configured address pools, checked, with every pool's `match.when` condition compiled
 /// by the templates' environment (so a typo stops the start, naming the key).
-pub fn checked_pools(config: &Config, renderer: &Renderer) -> anyhow::Result<crate::ipam::Pools> {
-    let pools = crate::ipam::Pools::from_config(&config.ipam).map_err(|e| anyhow::anyhow!(e))?;
+pub fn checked_pools(
+    ipam: &crate::config::ipam::IpamConfig,
+    renderer: &Renderer,
+) -> anyhow::Result<crate::ipam::Pools> {
+    let pools = crate::ipam::Pools::from_config(ipam).map_err(|e| anyhow::anyhow!(e))?;
     for (key, when) in pools.conditions() {
         renderer
             .check_condition(when)
@@ -60,7 +64,7 @@ impl App {
             .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
         let lock = crate::lock::StateLock::acquire(&config.state_dir)?;
         let renderer = Renderer::load(&config.templates_dir, &config.tinkerbell.namespace)?;
-        let pools = checked_pools(&config, &renderer)?;
+        let pools = checked_pools(&config.ipam, &renderer)?;
         let sqlite = SqliteStore::open(&config.state_dir.join("registrar.db"))?;
         sqlite.set_bounds(crate::store::Bounds {
             max_undiscovered: config.discovery.max_undiscovered,
@@ -150,6 +154,9 @@ impl App {
             .with_known(known.clone())
             .with_only_expected(config.discovery.only_expected)
             .with_pools(pools)
+            .awaiting_pools(
+                (config.ipam.file.as_ref()).map(|f| format!("{f} on the base branch {}", config.gitops.base_branch)),
+            )
             .with_queue(
                 config.queue.concurrency,
                 Duration::from_secs(config.queue.retry_seconds.max(1)),
@@ -259,12 +266,14 @@ impl App {
             readiness.clone(),
         );
         let dir = manifest_dir(&self.config.gitops.path).to_string();
+        let pools_file = self.config.ipam.file.clone();
         supervisor.spawn("gitops", move || {
             pipelines::index_gitops(
                 proposer.clone(),
                 known.clone(),
                 metrics.clone(),
                 dir.clone(),
+                pools_file.clone(),
                 ready.clone(),
                 stop.clone(),
             )

@@ -40,16 +40,23 @@ pub async fn adopt_orphans(proposer: Arc<Proposer>, retry: Duration, shutdown: S
 }
 
 /// Keeps the known-MAC set in step with the GitOps base branch, re-reading the manifests
-/// only when their directory's tree changed. Its readiness is the remote's: fetched or not.
+/// only when their directory's tree changed, and the address pools with their file there
+/// (`ipam.file`). Its readiness is the remote's: fetched or not. It looks every 30 s, and
+/// at once when a push webhook says the base moved.
 pub async fn index_gitops(
     proposer: Arc<Proposer>,
     known: Arc<KnownMacs>,
     metrics: Arc<Metrics>,
     dir: String,
+    pools_file: Option<String>,
     readiness: Arc<Readiness>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let mut last = None;
+    let mut pools_file = pools_file.map(super::pools_file::PoolsFile::new);
+    if let Some(file) = &pools_file {
+        readiness.not_ready("ipam", format!("{} not read yet", file.path()));
+    }
     loop {
         let (git, d) = (proposer.git().clone(), dir.clone());
         let result = tokio::task::spawn_blocking(move || {
@@ -72,6 +79,9 @@ pub async fn index_gitops(
                     last = Some(tree);
                 }
                 readiness.ready("gitops", "base branch fetched and indexed");
+                if let Some(file) = pools_file.as_mut() {
+                    file.refresh(&proposer, &readiness).await;
+                }
             }
             Err(e) => {
                 readiness.not_ready("gitops", format!("could not fetch the GitOps repository: {e}"));
@@ -86,6 +96,7 @@ pub async fn index_gitops(
         };
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(pause)) => {}
+            _ = proposer.base_moved_notified() => {}
             _ = shutdown.wait() => return Ok(()),
         }
     }

@@ -18,6 +18,10 @@ pub struct IpamConfig {
     /// How long a released address (a rejected or forgotten machine) stays unused before
     /// it is handed out again, so a machine that still holds its lease never meets a twin.
     pub quarantine_seconds: u64,
+    /// A file on the GitOps base branch holding `discovery`, `pools` and
+    /// `quarantine_seconds` instead of this config, so a pool change is reviewed and merged
+    /// like any other; re-read whenever the base branch moves.
+    pub file: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -70,6 +74,7 @@ impl Default for IpamConfig {
             discovery: None,
             pools: vec![],
             quarantine_seconds: 3600,
+            file: None,
         }
     }
 }

@@ -68,6 +68,14 @@ impl Config {
             bail!("dhcp.debounce_seconds and dhcp.max_tracked_macs must be positive");
         }
         crate::ipam::Pools::from_config(&self.ipam).map_err(|e| anyhow::anyhow!(e))?;
+        if let Some(file) = &self.ipam.file {
+            if self.ipam.discovery.is_some() || !self.ipam.pools.is_empty() {
+                bail!("ipam.file {file:?} holds the pools: leave ipam.discovery and ipam.pools out of the config");
+            }
+            if file.is_empty() || file.starts_with('/') || file.split('/').any(|part| part == "..") {
+                bail!("ipam.file {file:?} must be a path inside the GitOps repository");
+            }
+        }
         if self.server.max_body_bytes < 1024 {
             bail!("server.max_body_bytes must be at least 1024");
         }

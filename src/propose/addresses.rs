@@ -11,8 +11,30 @@ use super::{ProposeError, Proposer, blocking};
 use crate::domain::{Mac, Machine};
 use crate::ipam::{Address, Placement, Pool, Pools};
 
+/// The pools in use, or why there are none yet.
+#[derive(Debug, Default)]
+pub struct LoadedPools {
+    pools: Arc<Pools>,
+    /// Set while the pools are to come from a file not read yet: allocation waits for it
+    /// rather than proceeding without addresses.
+    awaited: Option<String>,
+}
+
 impl Proposer {
-    pub fn with_pools(mut self, pools: Pools) -> Self {
+    pub fn with_pools(self, pools: Pools) -> Self {
+        self.replace_pools(pools);
+        self
+    }
+
+    /// With a `source` (the GitOps repository's file), the pools come from there and are
+    /// not read yet.
+    pub fn awaiting_pools(self, source: Option<String>) -> Self {
+        self.pools.write().unwrap_or_else(|p| p.into_inner()).awaited = source;
+        self
+    }
+
+    /// Puts `pools` in use (at start, or when their file on the base branch changed).
+    pub fn replace_pools(&self, pools: Pools) {
         for pool in pools.discovery.iter().chain(&pools.production) {
             let label = crate::metrics::PoolLabel {
                 pool: pool.name.clone(),
@@ -20,17 +42,30 @@ impl Proposer {
             self.metrics.pool_size.get_or_create(&label).set(pool.size() as i64);
             let _ = self.metrics.pool_exhausted.get_or_create(&label);
         }
-        self.pools = Arc::new(pools);
-        self
+        *self.pools.write().unwrap_or_else(|p| p.into_inner()) = LoadedPools {
+            pools: Arc::new(pools),
+            awaited: None,
+        };
     }
 
-    pub fn pools(&self) -> &Arc<Pools> {
-        &self.pools
+    pub fn pools(&self) -> Arc<Pools> {
+        self.pools.read().unwrap_or_else(|p| p.into_inner()).pools.clone()
+    }
+
+    /// The pools to allocate from; an error while they are still to be read.
+    fn usable_pools(&self) -> Result<Arc<Pools>, ProposeError> {
+        let loaded = self.pools.read().unwrap_or_else(|p| p.into_inner());
+        match &loaded.awaited {
+            Some(source) => Err(ProposeError::Conflict(format!(
+                "the address pools are not read yet from {source}"
+            ))),
+            None => Ok(loaded.pools.clone()),
+        }
     }
 
     /// The address `mac`'s temporary Hardware carries; None without a discovery pool.
     pub async fn discovery_address(&self, mac: Mac) -> Result<Option<Address>, ProposeError> {
-        match self.pools.discovery.clone() {
+        match self.usable_pools()?.discovery.clone() {
             Some(pool) => self.allocate(mac, pool, None).await.map(Some),
             None => Ok(None),
         }
@@ -79,7 +114,10 @@ impl Proposer {
                 false
             }
         };
-        let pool = self.pools.for_machine(&Placement::of(machine), &holds).cloned();
+        let pool = self
+            .usable_pools()?
+            .for_machine(&Placement::of(machine), &holds)
+            .cloned();
         match failed.into_inner() {
             Some(e) => Err(ProposeError::Conflict(format!("choosing an address pool: {e}"))),
             None => Ok(pool),
@@ -90,8 +128,9 @@ impl Proposer {
     pub async fn held_address(&self, machine: &Machine) -> Result<Option<Address>, ProposeError> {
         let (store, mac) = (self.store.clone(), machine.mac);
         let held = blocking(move || store.addresses(mac)).await?;
+        let pools = self.pools();
         Ok(held.into_iter().find_map(|(pool, ip)| {
-            let pool = self.pools.production.iter().find(|p| p.name == pool)?;
+            let pool = pools.production.iter().find(|p| p.name == pool)?;
             Some(pool.address(ip.parse().ok()?))
         }))
     }
@@ -135,14 +174,14 @@ impl Proposer {
 
     /// Returns `mac`'s discovery address once its temporary Hardware is gone.
     pub async fn release_discovery_address(&self, mac: Mac) -> Result<(), ProposeError> {
-        match self.pools.discovery.as_ref().map(|p| p.name.clone()) {
+        match self.pools().discovery.as_ref().map(|p| p.name.clone()) {
             Some(pool) => self.release(mac, Some(pool)).await,
             None => Ok(()),
         }
     }
 
     async fn release(&self, mac: Mac, pool: Option<String>) -> Result<(), ProposeError> {
-        let until = Utc::now() + chrono::Duration::seconds(self.pools.quarantine_seconds as i64);
+        let until = Utc::now() + chrono::Duration::seconds(self.pools().quarantine_seconds as i64);
         let store = self.store.clone();
         blocking(move || store.release_addresses(mac, pool.as_deref(), until)).await?;
         Ok(())

@@ -5,7 +5,7 @@
 //! this content); (4) open or update the proposal on the forge (idempotent); (5) mark the
 //! revision synced. Reviews run the same way: intent first, then git, then the record.
 
-mod addresses;
+pub mod addresses;
 mod adopt;
 pub mod forge;
 pub mod git;
@@ -81,6 +81,8 @@ pub struct Proposer {
     path_template: String,
     metrics: Arc<Metrics>,
     wake: Notify,
+    /// Rung when the base branch moved (a push webhook): the base's index looks again.
+    base_moved: Notify,
     crash_at: Option<CrashPoint>,
     /// One lock per machine for everything that writes its branch or record (sync, approve,
     /// reject, forge events): a background sync never re-pushes a branch that a review is
@@ -96,8 +98,9 @@ pub struct Proposer {
     cluster: std::sync::OnceLock<crate::cluster::Cluster>,
     /// `discovery.only_expected`: unexpected machines are recorded and shown, never proposed.
     only_expected: bool,
-    /// Where machines' addresses come from (empty: no addresses are allocated).
-    pools: Arc<crate::ipam::Pools>,
+    /// Where machines' addresses come from (empty: no addresses are allocated); replaced
+    /// when the pools' file in the GitOps repository changes.
+    pools: std::sync::RwLock<addresses::LoadedPools>,
 }
 
 async fn blocking<T: Send + 'static, E: Send + 'static>(
@@ -129,6 +132,7 @@ impl Proposer {
             path_template,
             metrics,
             wake: Notify::new(),
+            base_moved: Notify::new(),
             crash_at: CrashPoint::from_env(),
             machines: Default::default(),
             retries: keyed::Retries::new(Duration::from_secs(10), Duration::from_secs(600)),
@@ -206,6 +210,16 @@ impl Proposer {
     /// Something was queued: wake the worker.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Tells the base branch's index that the base moved, so it need not wait for its pause.
+    pub fn base_moved(&self) {
+        self.base_moved.notify_one();
+    }
+
+    /// Resolves when the base branch is known to have moved.
+    pub async fn base_moved_notified(&self) {
+        self.base_moved.notified().await
     }
 
     /// The worker: drains the queue whenever woken, and every `interval` anyway (so

@@ -84,6 +84,7 @@ impl GithubHooks {
                 tokio::task::spawn_blocking(move || git.fetch())
                     .await
                     .map_err(|e| ProposeError::Join(e.to_string()))??;
+                self.proposer.base_moved();
                 self.proposer.rebuild_stale().await?;
             }
             return Ok(());
