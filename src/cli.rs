@@ -425,7 +425,7 @@ fn render(
         address: None,
         // A counting name pattern previews as the first machine.
         sequence: Some(1),
-        name_clash: None,
+        warnings: &[],
     })?;
     if summary {
         println!("{}", rendered.summary);
@@ -460,7 +460,7 @@ fn check(config: &Config) -> anyhow::Result<()> {
             expected: None,
             address: None,
             sequence: Some(1),
-            name_clash: None,
+            warnings: &[],
         }) {
             problems.push(format!(
                 "sample render with workflow {}: {e}",

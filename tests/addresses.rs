@@ -369,7 +369,7 @@ async fn a_name_another_machine_has_is_told_to_the_reviewer_not_proposed() {
         .body
         .replace('\\', "");
     assert!(
-        body.contains("| ⚠ Name | the name clash0001 is a Hardware in the cluster, for another machine; this one is named after its MAC |"),
+        body.starts_with("> **⚠ Name: the name clash0001 is a Hardware in the cluster, for another machine; this one is named after its MAC.**"),
         "{body}"
     );
     assert!(p.stop().success());

@@ -182,7 +182,7 @@ async fn restart_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn new_facts_update_the_same_proposal_and_a_reviewer_can_switch_workflow() {
-    let r = Registrar::start().await;
+    let r = Registrar::start_with(|c| c.discovery.bmc_networks = vec!["10.0.0.0/24".parse().unwrap()]).await;
     let mac = "f0:ad:4e:03:64:7f";
     r.report(&report_body(mac, lshw("globalscale-espressobin-arm64.json")))
         .await;

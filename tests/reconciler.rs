@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::binary::{Process, eventually, example, listen_on, point_at_github, set, token_env};
+use support::binary::{Process, eventually, set, start_on_github};
 use support::fake_github::FakeGithub;
 use support::journey::{machine, state_reached};
 use support::*;
@@ -16,14 +16,7 @@ const B: &str = "0c:c4:7a:15:00:0b";
 /// The binary on examples/github.yaml, pointed at the fake GitHub, its webhooks delivered.
 async fn start_on_fake_github(dir: &std::path::Path, edit: impl FnOnce(&mut Value)) -> (Process, FakeGithub) {
     let gh = FakeGithub::start().await;
-    let mut config = example("github.yaml");
-    point_at_github(&mut config, dir, &gh);
-    set(&mut config, "forge.github.mutation_interval_ms", json!(0));
-    let url = listen_on(&mut config);
-    edit(&mut config);
-    *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
-    let mut p = Process::start(dir, config, &token_env());
-    p.wait_ready().await;
+    let p = start_on_github(dir, &gh, edit).await;
     (p, gh)
 }
 

@@ -38,7 +38,7 @@ fn render(facts: &Facts) -> registrar::render::Rendered {
             expected: None,
             address: None,
             sequence: None,
-            name_clash: None,
+            warnings: &[],
         })
         .unwrap()
 }
@@ -111,7 +111,7 @@ fn a_reviewer_may_pick_only_workflows_that_exist() {
             expected: None,
             address: None,
             sequence: None,
-            name_clash: None,
+            warnings: &[],
         })
         .unwrap();
     assert_eq!(ok.documents[1]["spec"]["templateRef"], "ubuntu-2204");
@@ -127,7 +127,7 @@ fn a_reviewer_may_pick_only_workflows_that_exist() {
                 expected: None,
                 address: None,
                 sequence: None,
-                name_clash: None,
+                warnings: &[],
             })
             .unwrap_err();
         assert!(err.to_string().contains("no workflow template"), "{err}");
@@ -272,7 +272,7 @@ fn names_follow_the_pattern_with_rack_unit_and_number() {
         expected: Some(&expected),
         address: None,
         sequence: Some(7),
-        name_clash: None,
+        warnings: &[],
     };
     let (_dir, racked) = renderer_named("{{ location.rack }}-u{{ location.u }}");
     assert_eq!(racked.name_for(&input), "r12-u7");
@@ -316,14 +316,16 @@ fn a_name_clash_is_told_to_the_reviewer() {
             expected: None,
             address: None,
             sequence: None,
-            name_clash: Some("the name a1 is a Hardware in the cluster, for another machine"),
+            warnings: &["Name: the name a1 is a Hardware in the cluster, for another machine".to_string()],
         })
         .unwrap();
     assert_eq!(rendered.name, "node-ac-1f-6b-dc-19-c2");
     assert!(
+        // (Markdown-escaped: `Name\:`.)
         rendered
             .summary
-            .contains("| ⚠ Name | the name a1 is a Hardware in the cluster, for another machine |"),
+            .replace('\\', "")
+            .starts_with("> **⚠ Name: the name a1 is a Hardware in the cluster, for another machine**"),
         "{}",
         rendered.summary
     );

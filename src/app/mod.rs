@@ -20,7 +20,6 @@ use crate::propose::forge::github::events::GithubHooks;
 use crate::propose::forge::github::{GithubAuth, GithubForge};
 use crate::propose::forge::{Forge, LocalForge};
 use crate::propose::git::{self, GitRepo, GitSettings, Password};
-use crate::propose::index::manifest_dir;
 use crate::render::Renderer;
 use crate::server::{self, AppState, TokenSet};
 use crate::shutdown::Shutdown;
@@ -153,6 +152,7 @@ impl App {
             )
             .with_known(known.clone())
             .with_only_expected(config.discovery.only_expected)
+            .with_bmc_networks(config.discovery.bmc_networks.clone())
             .with_pools(pools)
             .awaiting_pools(
                 (config.ipam.file.as_ref()).map(|f| format!("{f} on the base branch {}", config.gitops.base_branch)),
@@ -265,7 +265,9 @@ impl App {
             shutdown.clone(),
             readiness.clone(),
         );
-        let dir = manifest_dir(&self.config.gitops.path).to_string();
+        // The whole repository: a Hardware or BMC declared anywhere in the operator's
+        // layout registers its machine, its name and its BMC.
+        let dir = String::new();
         let pools_file = self.config.ipam.file.clone();
         supervisor.spawn("gitops", move || {
             pipelines::index_gitops(

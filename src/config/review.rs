@@ -14,6 +14,10 @@ pub struct ReviewConfig {
     pub max_undiscovered: u64,
     /// At most this many new machines a minute; more are not recorded (counted). 0: no bound.
     pub max_new_per_minute: u64,
+    /// Where BMCs may be. A BMC address a machine reports is proposed (as a Rufio Machine,
+    /// to which Rufio sends the BMC's credentials) only inside one of these networks; an
+    /// operator's import row is trusted. Empty: no reported BMC address is proposed.
+    pub bmc_networks: Vec<ipnet::IpNet>,
 }
 
 impl Default for ReviewConfig {
@@ -22,6 +26,7 @@ impl Default for ReviewConfig {
             only_expected: false,
             max_undiscovered: 10_000,
             max_new_per_minute: 1_000,
+            bmc_networks: vec![],
         }
     }
 }

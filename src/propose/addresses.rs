@@ -102,7 +102,7 @@ impl Proposer {
             expected: machine.expected.as_ref(),
             address: None,
             sequence: None,
-            name_clash: None,
+            warnings: &[],
         };
         // A condition that cannot be evaluated stops the choice: a machine meant for a
         // special pool must not silently get the default one.

@@ -24,6 +24,16 @@ pub struct Registered {
     pub addresses: HashSet<std::net::Ipv4Addr>,
     /// Each Hardware's name, with the MACs it carries.
     pub names: HashMap<String, Vec<Mac>>,
+    /// Each Rufio Machine (a BMC) by its address (`spec.connection.host`): its name, and the
+    /// MAC of the machine Registrar proposed it for, if it did.
+    pub bmcs: HashMap<String, Bmc>,
+}
+
+/// A BMC the repository already declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bmc {
+    pub name: String,
+    pub mac: Option<Mac>,
 }
 
 /// MACs of the Hardware objects in one YAML file (any number of documents; anything that
@@ -38,6 +48,19 @@ pub fn hardware_macs(text: &str, out: &mut HashSet<Mac>) {
 pub fn hardware_identities(text: &str, out: &mut Registered) {
     for doc in yaml_serde::Deserializer::from_str(text) {
         let Ok(v) = Value::deserialize(doc) else { return };
+        if v["kind"] == "Machine"
+            && v["apiVersion"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("bmc.tinkerbell.org/"))
+            && let Some(host) = v["spec"]["connection"]["host"].as_str()
+        {
+            let mac = v["metadata"]["labels"]["registrar.dev/mac"]
+                .as_str()
+                .and_then(|m| Mac::parse(m).ok());
+            let name = v["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            out.bmcs.insert(host.to_ascii_lowercase(), Bmc { name, mac });
+            continue;
+        }
         if v["kind"] != "Hardware" {
             continue;
         }

@@ -98,6 +98,8 @@ pub struct Proposer {
     cluster: std::sync::OnceLock<crate::cluster::Cluster>,
     /// `discovery.only_expected`: unexpected machines are recorded and shown, never proposed.
     only_expected: bool,
+    /// `discovery.bmc_networks`: where a reported BMC address may be.
+    bmc_networks: Vec<ipnet::IpNet>,
     /// Where machines' addresses come from (empty: no addresses are allocated); replaced
     /// when the pools' file in the GitOps repository changes.
     pools: std::sync::RwLock<addresses::LoadedPools>,
@@ -140,6 +142,7 @@ impl Proposer {
             known: Default::default(),
             cluster: std::sync::OnceLock::new(),
             only_expected: false,
+            bmc_networks: Vec::new(),
             pools: Default::default(),
         }
     }
@@ -160,6 +163,11 @@ impl Proposer {
     }
 
     /// Keeps machines nobody imported out of the review queue.
+    pub fn with_bmc_networks(mut self, networks: Vec<ipnet::IpNet>) -> Self {
+        self.bmc_networks = networks;
+        self
+    }
+
     pub fn with_only_expected(mut self, only_expected: bool) -> Self {
         self.only_expected = only_expected;
         self

@@ -1,9 +1,13 @@
-//! Names no other machine has: a counting pattern's number is given once per machine and
-//! skips names already taken; a name the pattern gives that another machine's Hardware
-//! has (in Registrar, on the base branch, in the cluster) is refused, and said why.
+//! A machine's identity against everyone else's. Names no other machine has: a counting
+//! pattern's number is given once per machine and skips names already taken; a name the
+//! pattern gives that another machine's Hardware has (in Registrar, anywhere on the base
+//! branch, in the cluster) is refused, and said why. A serial or system UUID another
+//! machine reported is told to the reviewer; a reported BMC address outside the BMC
+//! networks, or another machine's BMC, gets no BMC object (Rufio would send that BMC's
+//! credentials to it).
 
 use super::{ProposeError, Proposer, blocking};
-use crate::domain::Mac;
+use crate::domain::{Facts, Mac, Machine};
 use crate::render::RenderInput;
 
 /// How many taken names a new number skips before giving up (a pattern that ignores `seq`
@@ -64,5 +68,52 @@ impl Proposer {
             };
             format!("the name {name} is {place}, for another machine; this one is named after its MAC")
         }))
+    }
+}
+
+impl Proposer {
+    /// The facts to render and what the reviewer must be told about who the machine claims
+    /// to be.
+    pub(super) async fn check_identity(
+        &self,
+        machine: &Machine,
+        facts: &Facts,
+    ) -> Result<(Facts, Vec<String>), ProposeError> {
+        let mut facts = facts.clone();
+        let mut warnings = Vec::new();
+        let (store, mac) = (self.store.clone(), machine.mac);
+        let (serial, uuid) = (facts.serial.clone(), facts.uuid.clone());
+        let sharing = blocking(move || store.sharing_identity(mac, serial.as_deref(), uuid.as_deref())).await?;
+        for (other, what) in sharing {
+            warnings.push(format!(
+                "Identity: machine {other} reported the same {what}. Two machines claim one identity: make sure this is the machine you mean before merging."
+            ));
+        }
+        if let Some(bmc) = facts.bmc.as_ref().map(|b| b.address.clone()) {
+            let inside = bmc
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| self.bmc_networks.iter().any(|n| n.contains(&ip)));
+            let refusal = if !inside {
+                Some(format!(
+                    "BMC: the reported BMC address {bmc} is outside discovery.bmc_networks, so no BMC object is proposed (Rufio would send the BMC's credentials there)."
+                ))
+            } else {
+                self.known.bmc_of_another(&bmc, &mac).map(|other| {
+                    format!("BMC: {bmc} is the BMC of another machine (Machine {other}), so no BMC object is proposed.")
+                })
+            };
+            if let Some(refusal) = refusal {
+                facts.bmc = None;
+                warnings.push(refusal);
+            }
+        }
+        if let Some(bmc) = machine.expected.as_ref().and_then(|e| e.bmc_address.as_deref())
+            && let Some(other) = self.known.bmc_of_another(bmc, &mac)
+        {
+            warnings.push(format!(
+                "BMC: the imported BMC address {bmc} is the BMC of another machine (Machine {other})."
+            ));
+        }
+        Ok((facts, warnings))
     }
 }

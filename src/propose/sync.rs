@@ -340,9 +340,10 @@ impl Proposer {
         facts: &Facts,
         address: Option<&crate::ipam::Address>,
     ) -> Result<Rendered, ProposeError> {
+        let (facts, mut warnings) = self.check_identity(machine, facts).await?;
         let input = RenderInput {
             mac: &machine.mac,
-            facts,
+            facts: &facts,
             source: machine.source,
             workflow: machine.workflow.as_deref(),
             force_mac_name: false,
@@ -350,21 +351,25 @@ impl Proposer {
             expected: machine.expected.as_ref(),
             address,
             sequence: None,
-            name_clash: None,
+            warnings: &[],
         };
         let sequence = self.name_number(&input).await?;
         let input = RenderInput { sequence, ..input };
-        let rendered = self.renderer.render(&input)?;
+        let named = self.renderer.name_for(&input);
         // A name another machine has (two machines claiming one serial, a Hardware on the
         // base branch or in the cluster): named after its MAC, and the reviewer is told.
-        match self.name_clash(&rendered.name, &machine.mac).await? {
-            None => Ok(rendered),
-            Some(clash) => Ok(self.renderer.render(&RenderInput {
-                force_mac_name: true,
-                name_clash: Some(&clash),
-                ..input
-            })?),
-        }
+        let force_mac_name = match self.name_clash(&named, &machine.mac).await? {
+            Some(clash) => {
+                warnings.insert(0, format!("Name: {clash}."));
+                true
+            }
+            None => false,
+        };
+        Ok(self.renderer.render(&RenderInput {
+            force_mac_name,
+            warnings: &warnings,
+            ..input
+        })?)
     }
 }
 

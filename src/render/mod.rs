@@ -60,8 +60,9 @@ pub struct RenderInput<'a> {
     pub address: Option<&'a crate::ipam::Address>,
     /// Its number, where the name pattern counts machines (`seq`).
     pub sequence: Option<u64>,
-    /// Why it is not named as the pattern says (that name is taken), for the reviewer.
-    pub name_clash: Option<&'a str>,
+    /// What the reviewer must not miss (a name or an identity another machine has, a BMC
+    /// address refused), shown first in the proposal.
+    pub warnings: &'a [String],
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -342,7 +343,7 @@ impl Renderer {
             ..base,
             ..minijinja::context! {
                 name => &name,
-                name_clash => input.name_clash,
+                warnings => input.warnings.to_vec(),
                 // The address's parts as plain variables, for templates of one's own.
                 hostname => &hostname,
                 ip => address.map(|a| &a.ip),

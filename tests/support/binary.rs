@@ -70,7 +70,7 @@ pub struct Process {
 
 impl Process {
     /// Writes `config` to `dir/config.yaml` (with its own state directory, the repository's
-    /// templates unless `templates_dir` is an absolute path, and a free loopback port) and
+    /// templates unless `templates_dir` is inside `dir`, and a free loopback port) and
     /// starts the binary on it.
     pub fn start(dir: &Path, mut config: Value, env: &[(&str, &str)]) -> Process {
         // A test that must know the URL first (a report URL, a webhook) chose the port with
@@ -81,10 +81,10 @@ impl Process {
         };
         set(&mut config, "server.listen", json!(listen));
         set(&mut config, "state_dir", json!(dir.join("state").display().to_string()));
-        // The repository's templates, unless the test brought its own.
+        // The repository's templates, unless the test brought its own (in its directory).
         if config["templates_dir"]
             .as_str()
-            .is_none_or(|t| !Path::new(t).is_absolute())
+            .is_none_or(|t| !Path::new(t).starts_with(dir))
         {
             let templates = super::manifest_dir().join("hardware-templates");
             set(&mut config, "templates_dir", json!(templates.display().to_string()));
@@ -330,4 +330,22 @@ pub fn point_at_github(config: &mut Value, dir: &Path, gh: &super::fake_github::
         "forge.github.webhook_secret_file",
         json!(dir.join("webhook-secret").display().to_string()),
     );
+}
+
+/// The binary on examples/github.yaml, pointed at the fake GitHub with its webhooks
+/// delivered and no pause between mutations; `edit` adjusts the config.
+pub async fn start_on_github(
+    dir: &Path,
+    gh: &super::fake_github::FakeGithub,
+    edit: impl FnOnce(&mut Value),
+) -> Process {
+    let mut config = example("github.yaml");
+    point_at_github(&mut config, dir, gh);
+    set(&mut config, "forge.github.mutation_interval_ms", json!(0));
+    let url = listen_on(&mut config);
+    edit(&mut config);
+    *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
+    let mut p = Process::start(dir, config, &token_env());
+    p.wait_ready().await;
+    p
 }

@@ -566,6 +566,10 @@ impl Store for SqliteStore {
         self.read(|tx| allocations::holder(tx, pool, ip))
     }
 
+    fn sharing_identity(&self, mac: Mac, serial: Option<&str>, uuid: Option<&str>) -> Result<Vec<(Mac, String)>> {
+        self.read(|tx| names::sharing_identity(tx, mac, serial, uuid))
+    }
+
     fn name_number(&self, mac: Mac) -> Result<Option<u64>> {
         self.read(|tx| names::number_of(tx, mac))
     }

@@ -1,4 +1,5 @@
-//! Machine numbers for name patterns that count (`node-{{ seq | pad(4) }}`): each machine is
+//! Who a machine is: other machines claiming its serial or system UUID, and machine
+//! numbers for name patterns that count (`node-{{ seq | pad(4) }}`): each machine is
 //! given one number, once, and keeps it across restarts, re-renders and a forget. The
 //! unique column refuses a number to a second machine, whatever runs at once.
 
@@ -30,4 +31,31 @@ pub(super) fn claim_number(tx: &rusqlite::Transaction, mac: Mac, seq: u64) -> Re
         params![mac.to_string(), seq as i64],
     )?;
     number_of(tx, mac)
+}
+
+/// Other machines whose facts name `serial` or `uuid` (indexed: migration 10), at most five.
+pub(super) fn sharing_identity(
+    tx: &rusqlite::Transaction,
+    mac: Mac,
+    serial: Option<&str>,
+    uuid: Option<&str>,
+) -> Result<Vec<(Mac, String)>> {
+    let mut out = Vec::new();
+    for (what, path, value) in [("serial", "$.serial", serial), ("system UUID", "$.uuid", uuid)] {
+        let Some(value) = value.filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let mut q = tx.prepare_cached(&format!(
+            "SELECT mac FROM machines WHERE facts IS NOT NULL AND json_extract(facts, '{path}') = ?1 AND mac != ?2 LIMIT 5"
+        ))?;
+        let macs = q
+            .query_map(params![value, mac.to_string()], |r| r.get::<_, String>(0))?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        out.extend(
+            macs.into_iter()
+                .filter_map(|m| Mac::parse(&m).ok())
+                .map(|m| (m, format!("{what} {value}"))),
+        );
+    }
+    Ok(out)
 }

@@ -111,6 +111,11 @@ CREATE TABLE name_numbers (
     r#"
 CREATE INDEX machines_imported_ip ON machines(json_extract(expected, '$.ip')) WHERE expected IS NOT NULL;
 "#,
+    // Two machines claiming one serial or system UUID are shown to the reviewer.
+    r#"
+CREATE INDEX machines_serial ON machines(json_extract(facts, '$.serial')) WHERE facts IS NOT NULL;
+CREATE INDEX machines_uuid ON machines(json_extract(facts, '$.uuid')) WHERE facts IS NOT NULL;
+"#,
 ];
 
 #[cfg(test)]

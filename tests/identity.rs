@@ -1,0 +1,142 @@
+//! Machines cannot steal identities (issue 17), on the shipped binary against the fake
+//! GitHub: a machine that reports another machine's serial, or another machine's BMC
+//! address, or a BMC address outside the configured BMC networks, never gets a proposal
+//! that redefines that machine or points a BMC object (and so Rufio's credentials) at an
+//! address it chose — and the pull request says so first, where a reviewer cannot miss it.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::binary::{Process, set, start_on_github};
+use support::fake_github::FakeGithub;
+use support::journey::state_reached;
+use support::*;
+
+/// A machine registered before Registrar, in the operator's own layout (not Registrar's
+/// `hardware/` directory): its Hardware and its BMC, whose credentials live in a Secret
+/// named after it.
+const OLD_SERVER: &str = r#"apiVersion: tinkerbell.org/v1alpha1
+kind: Hardware
+metadata:
+  name: sn-old
+  namespace: tinkerbell
+spec:
+  interfaces:
+    - dhcp:
+        mac: 0c:c4:7a:00:00:01
+---
+apiVersion: bmc.tinkerbell.org/v1alpha1
+kind: Machine
+metadata:
+  name: sn-old-bmc
+  namespace: tinkerbell
+spec:
+  connection:
+    host: 192.0.2.10
+    port: 623
+    insecureTLS: false
+    authSecretRef:
+      name: sn-old-bmc
+      namespace: tinkerbell
+"#;
+
+async fn report(p: &Process, mac: &str, serial: &str, bmc: &str) {
+    let mut specs = lshw("supermicro-ssg-6029p-x11dph-t.json");
+    specs["serial"] = json!(serial);
+    // Each its own system UUID (the fixture's is one machine's).
+    specs["configuration"]["uuid"] = json!(format!("00000000-0000-4000-8000-{}", mac.replace(':', "")));
+    let mut body = report_body(mac, specs);
+    body["bmc_address"] = json!(bmc);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/reports", p.url))
+        .bearer_auth(REPORT_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+}
+
+/// The proposal's pull request body (Markdown escapes removed) and its documents.
+async fn proposal(p: &Process, gh: &FakeGithub, mac: &str) -> (String, Vec<Value>) {
+    let m = state_reached(p, mac, "proposed").await;
+    let number = m["proposal"]["number"].as_u64().unwrap();
+    let text = gh
+        .repo()
+        .read(
+            m["proposal"]["branch"].as_str().unwrap(),
+            m["proposal"]["path"].as_str().unwrap(),
+        )
+        .unwrap();
+    (gh.pull(number).body.replace('\\', ""), documents(&text))
+}
+
+fn bmc_of(documents: &[Value]) -> Option<&Value> {
+    documents.iter().find(|d| d["kind"] == "Machine")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_machine_cannot_take_another_machines_name_serial_or_bmc() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGithub::start().await;
+    gh.repo()
+        .push_on_top("main", "inventory/rack1/old-server.yaml", OLD_SERVER);
+    let mut p = start_on_github(dir.path(), &gh, |c: &mut Value| {
+        set(c, "discovery.bmc_networks", json!(["192.0.2.0/24"]))
+    })
+    .await;
+
+    // It claims the old server's serial, with a BMC address of its own choosing.
+    let thief = "0c:c4:7a:17:00:01";
+    report(&p, thief, "SN-OLD", "192.0.2.66").await;
+    let (body, docs) = proposal(&p, &gh, thief).await;
+    assert!(
+        body.starts_with("> **⚠ Name: the name sn-old is a Hardware on the base branch main, for another machine; this one is named after its MAC.**"),
+        "{body}"
+    );
+    assert_eq!(docs[0]["metadata"]["name"], "node-0c-c4-7a-17-00-01");
+    let bmc = bmc_of(&docs).expect("its own BMC, under its own name");
+    assert_eq!(bmc["metadata"]["name"], "node-0c-c4-7a-17-00-01-bmc");
+    assert_eq!(
+        bmc["spec"]["connection"]["authSecretRef"]["name"],
+        "node-0c-c4-7a-17-00-01-bmc"
+    );
+    assert_eq!(
+        gh.repo().read("main", "inventory/rack1/old-server.yaml").unwrap(),
+        OLD_SERVER
+    );
+
+    // Another claims the old server's BMC address: no BMC object at all.
+    let borrower = "0c:c4:7a:17:00:02";
+    report(&p, borrower, "NEW0002", "192.0.2.10").await;
+    let (body, docs) = proposal(&p, &gh, borrower).await;
+    assert!(
+        body.starts_with(
+            "> **⚠ BMC: 192.0.2.10 is the BMC of another machine (Machine sn-old-bmc), so no BMC object is proposed.**"
+        ),
+        "{body}"
+    );
+    assert!(bmc_of(&docs).is_none(), "{docs:#?}");
+
+    // A BMC address outside the BMC networks: no BMC object either.
+    let outsider = "0c:c4:7a:17:00:03";
+    report(&p, outsider, "NEW0003", "203.0.113.9").await;
+    let (body, docs) = proposal(&p, &gh, outsider).await;
+    assert!(
+        body.starts_with("> **⚠ BMC: the reported BMC address 203.0.113.9 is outside discovery.bmc_networks"),
+        "{body}"
+    );
+    assert!(bmc_of(&docs).is_none(), "{docs:#?}");
+
+    // A second machine with the first one's serial: the reviewer is told both claim it.
+    let twin = "0c:c4:7a:17:00:04";
+    report(&p, twin, "SN-OLD", "192.0.2.67").await;
+    let (body, _) = proposal(&p, &gh, twin).await;
+    assert!(
+        body.contains(&format!(
+            "> **⚠ Identity: machine {thief} reported the same serial SN-OLD."
+        )),
+        "{body}"
+    );
+    assert!(p.stop().success());
+}
