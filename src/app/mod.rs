@@ -176,7 +176,10 @@ impl App {
             github: hooks,
             proposer: proposer.clone(),
             metrics,
-            tokens: Arc::new(TokenSet::new(&tokens.report, &tokens.operator)),
+            tokens: Arc::new(TokenSet::new(
+                config.auth.shared_report_token.then_some(&tokens.report),
+                &tokens.operator,
+            )),
             max_body_bytes: config.server.max_body_bytes,
             forge_kind: forge.kind(),
             console: Arc::new(crate::server::console::Console::new(

@@ -28,15 +28,31 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
+    /// Whether one shared report token is accepted beside the per-machine tokens the
+    /// discovery Workflows carry. Weaker: whoever holds it reports for any MAC. Needed for
+    /// discovery scripts of one's own (no cluster discovery).
+    pub shared_report_token: bool,
     /// Bearer token discovery machines send with reports. Prefer `report_token_file`.
     pub report_token: Option<SecretString>,
     pub report_token_file: Option<PathBuf>,
     /// Bearer token for operators (API and CLI: list, approve, reject).
     pub operator_token: Option<SecretString>,
     pub operator_token_file: Option<PathBuf>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            shared_report_token: true,
+            report_token: None,
+            report_token_file: None,
+            operator_token: None,
+            operator_token_file: None,
+        }
+    }
 }
 
 /// The web console at `/`.

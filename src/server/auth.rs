@@ -22,7 +22,8 @@ pub enum Role {
 }
 
 pub struct TokenSet {
-    report: [u8; 32],
+    /// None when only per-machine tokens may report (`auth.shared_report_token: false`).
+    report: Option<[u8; 32]>,
     operator: [u8; 32],
 }
 
@@ -39,9 +40,9 @@ fn digest(s: &str) -> [u8; 32] {
 }
 
 impl TokenSet {
-    pub fn new(report: &SecretString, operator: &SecretString) -> Self {
+    pub fn new(report: Option<&SecretString>, operator: &SecretString) -> Self {
         TokenSet {
-            report: digest(report.expose_secret()),
+            report: report.map(|r| digest(r.expose_secret())),
             operator: digest(operator.expose_secret()),
         }
     }
@@ -51,7 +52,7 @@ impl TokenSet {
         let d = digest(presented);
         if bool::from(d.ct_eq(&self.operator)) {
             Some(Role::Operator)
-        } else if bool::from(d.ct_eq(&self.report)) {
+        } else if self.report.is_some_and(|r| bool::from(d.ct_eq(&r))) {
             Some(Role::Reporter)
         } else {
             None
