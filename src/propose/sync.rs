@@ -99,7 +99,17 @@ impl Proposer {
         // A file at this path on the base that Registrar did not put there (a hand-written
         // one, another tool's) is never overwritten by rebuilding on the base: say so.
         let (git, p) = (self.git.clone(), path.clone());
-        if let Some(on_base) = blocking(move || git.read_at(base_head, &p)).await?
+        let on_base = blocking(move || git.read_at(base_head, &p)).await?;
+        // Its very file on the base with no proposal recorded: its own pull request, merged
+        // while the record was lost, and the base's index has not caught up yet. The forge
+        // says (the same check as above, without waiting for the index).
+        if existing.is_none()
+            && on_base.as_deref() == Some(rendered.manifest.as_bytes())
+            && let Some((ProposalState::Merged, found)) = self.forge.branch_state(&branch).await?
+        {
+            return self.adopt_merged(held, work, &machine, &facts, found).await;
+        }
+        if let Some(on_base) = on_base
             && on_base != rendered.manifest.as_bytes()
         {
             return Err(ProposeError::Conflict(format!(
