@@ -21,6 +21,7 @@ mod rows;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 use rows::*;
 
@@ -422,67 +423,27 @@ impl Store for SqliteStore {
     }
 
     fn remember_once(&self, key: &str, now: DateTime<Utc>) -> Result<bool> {
-        self.with(|tx| {
-            Ok(tx.execute(
-                "INSERT OR IGNORE INTO once (key, at) VALUES (?1, ?2)",
-                params![key, ts(now)],
-            )? == 1)
-        })
+        self.with(|tx| tokens::remember_once(tx, key, now))
     }
 
     fn add_report_token(&self, mac: Mac, hash: &str, expires_at: DateTime<Utc>) -> Result<()> {
-        self.with(|tx| {
-            tx.execute("DELETE FROM report_tokens WHERE expires_at < ?1", [ts(Utc::now())])?;
-            tx.execute(
-                "INSERT OR REPLACE INTO report_tokens (hash, mac, expires_at) VALUES (?1, ?2, ?3)",
-                params![hash, mac.to_string(), ts(expires_at)],
-            )?;
-            Ok(())
-        })
+        self.with(|tx| tokens::add(tx, mac, hash, expires_at))
     }
 
     fn report_token_mac(&self, hash: &str, now: DateTime<Utc>) -> Result<Option<Mac>> {
-        self.read(|tx| {
-            let mac: Option<String> = tx
-                .query_row(
-                    "SELECT mac FROM report_tokens WHERE hash = ?1 AND expires_at >= ?2",
-                    params![hash, ts(now)],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            mac.map(|m| Mac::parse(&m).map_err(|e| StoreError::Corrupt(e.to_string())))
-                .transpose()
-        })
+        self.read(|tx| tokens::mac_of(tx, hash, now))
     }
 
     fn extend_report_tokens(&self, mac: Mac, until: DateTime<Utc>) -> Result<()> {
-        self.with(|tx| {
-            tx.execute(
-                "UPDATE report_tokens SET expires_at = ?2 WHERE mac = ?1 AND expires_at < ?2",
-                params![mac.to_string(), ts(until)],
-            )?;
-            Ok(())
-        })
+        self.with(|tx| tokens::extend(tx, mac, until))
     }
 
     fn report_token_expiry(&self, mac: Mac) -> Result<Option<DateTime<Utc>>> {
-        self.read(|tx| {
-            let latest: Option<String> = tx.query_row(
-                "SELECT MAX(expires_at) FROM report_tokens WHERE mac = ?1",
-                [mac.to_string()],
-                |r| r.get(0),
-            )?;
-            Ok(latest.map(|t| parse_ts(&t)).transpose()?)
-        })
+        self.read(|tx| tokens::expiry(tx, mac))
     }
 
     fn was_remembered(&self, key: &str) -> Result<bool> {
-        self.read(|tx| {
-            Ok(tx
-                .query_row("SELECT 1 FROM once WHERE key = ?1", [key], |_| Ok(()))
-                .optional()?
-                .is_some())
-        })
+        self.read(|tx| tokens::was_remembered(tx, key))
     }
 
     fn set_hands_off(&self, mac: Mac, now: DateTime<Utc>) -> Result<()> {
@@ -620,35 +581,7 @@ impl Store for SqliteStore {
     }
 
     fn forget(&self, mac: Mac, actor: &str, now: DateTime<Utc>) -> Result<()> {
-        self.with(|tx| {
-            let m = must_get(tx, mac)?;
-            let open: Option<String> = tx
-                .query_row(
-                    "SELECT state FROM proposals WHERE mac = ?1 AND state IN ('open', 'approving', 'rejecting', 'merged')",
-                    [mac.to_string()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if open.is_some()
-                || matches!(
-                    m.state,
-                    State::Approved | State::Applied | State::Provisioned | State::Failed
-                )
-            {
-                // Git holds it (or is about to): forgetting would hide it, not remove it.
-                return Err(StoreError::Transition {
-                    mac,
-                    from: m.state,
-                    to: State::Detected,
-                });
-            }
-            tracing::info!(%mac, actor, at = %ts(now), "machine forgotten");
-            tx.execute("DELETE FROM machines WHERE mac = ?1", [mac.to_string()])?;
-            tx.execute("DELETE FROM transitions WHERE mac = ?1", [mac.to_string()])?;
-            tx.execute("DELETE FROM proposals WHERE mac = ?1", [mac.to_string()])?;
-            tx.execute("DELETE FROM report_tokens WHERE mac = ?1", [mac.to_string()])?;
-            Ok(())
-        })
+        self.with(|tx| rows::forget(tx, mac, actor, now))
     }
 
     fn note(&self, mac: Mac, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<()> {

@@ -237,3 +237,35 @@ pub(super) fn evict_undiscovered(tx: &rusqlite::Transaction, keep: u64) -> Resul
     tx.execute(&format!("DELETE FROM machines WHERE mac IN ({victims})"), [])?;
     Ok(excess)
 }
+
+/// Deletes a machine no proposal of which is open or merged, with its history and tokens,
+/// so that it is noticed afresh.
+pub(super) fn forget(tx: &rusqlite::Transaction, mac: Mac, actor: &str, now: DateTime<Utc>) -> Result<()> {
+    let m = must_get(tx, mac)?;
+    let open: Option<String> = tx
+        .query_row(
+            "SELECT state FROM proposals WHERE mac = ?1 AND state IN ('open', 'approving', 'rejecting', 'merged')",
+            [mac.to_string()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if open.is_some()
+        || matches!(
+            m.state,
+            State::Approved | State::Applied | State::Provisioned | State::Failed
+        )
+    {
+        // Git holds it (or is about to): forgetting would hide it, not remove it.
+        return Err(StoreError::Transition {
+            mac,
+            from: m.state,
+            to: State::Detected,
+        });
+    }
+    tracing::info!(%mac, actor, at = %ts(now), "machine forgotten");
+    tx.execute("DELETE FROM machines WHERE mac = ?1", [mac.to_string()])?;
+    tx.execute("DELETE FROM transitions WHERE mac = ?1", [mac.to_string()])?;
+    tx.execute("DELETE FROM proposals WHERE mac = ?1", [mac.to_string()])?;
+    tx.execute("DELETE FROM report_tokens WHERE mac = ?1", [mac.to_string()])?;
+    Ok(())
+}
