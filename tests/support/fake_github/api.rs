@@ -1,341 +1,9 @@
-//! A stateful fake GitHub: pull requests, labels and comments behind the REST paths
-//! Registrar calls, branches in real bare repositories served over smart HTTP, webhook
-//! deliveries signed exactly as GitHub signs them, and faults injected on demand. Tests
-//! drive it like a person on github.com: merge, close, reopen, label.
+//! The REST API as GitHub answers it: routing, conditional requests, pull requests,
+//! merges in the bare repository, labels, comments and App installation tokens.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use super::*;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use hmac::{Hmac, Mac as _};
-use serde_json::{Value, json};
-use sha2::Sha256;
-
-pub const OWNER: &str = "acme";
-pub const REPO: &str = "gitops";
-pub const TOKEN: &str = "ghs_fake_installation_token_0123456789";
-pub const SECRET: &str = "webhook-secret-for-tests";
-
-#[derive(Debug, Clone)]
-pub struct Pull {
-    pub number: u64,
-    pub title: String,
-    pub body: String,
-    pub head: String,
-    pub base: String,
-    pub open: bool,
-    pub merged: bool,
-    pub merged_by: Option<String>,
-    pub labels: Vec<String>,
-    /// Where the head branch lives: `None` is this repository; `Some("mallory/gitops")` a
-    /// fork, whose branch may carry any name, `registrar/<mac>` included.
-    pub fork: Option<String>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Faults {
-    /// Answer this share of requests with 502 — for creates, after carrying them out.
-    pub server_errors: f64,
-    /// Answer this share of mutations with a secondary-rate-limit 403 and `Retry-After: 1`.
-    pub secondary_limits: f64,
-    /// Hold this share of requests longer than the client waits.
-    pub timeouts: f64,
-    pub timeout_for: Duration,
-    /// Enforce GitHub's secondary limits on mutations: (per minute, minute, per hour, hour).
-    pub secondary_budget: Option<(usize, Duration, usize, Duration)>,
-    /// Carry out merges, then answer 502: the merge happened, the answer was lost.
-    pub merge_answer_lost: bool,
-}
-
-#[derive(Default)]
-pub struct GhState {
-    pub pulls: Vec<Pull>,
-    pub labels: BTreeMap<String, (String, String)>,
-    pub comments: BTreeMap<u64, Vec<String>>,
-    /// Every REST request: (method, path).
-    pub requests: Vec<(String, String)>,
-    pub faults: Faults,
-    /// Branch protection on the base: merges through the API are refused (405).
-    pub protected: bool,
-    pub secondary_limit_hits: u64,
-    /// When mutations arrived, for the enforced budget.
-    pub mutation_times: Vec<std::time::Instant>,
-    /// A GitHub App: its id and public key (PEM); installation tokens it has issued.
-    pub app: Option<(u64, Vec<u8>)>,
-    pub installation_tokens: Vec<String>,
-    /// Deliver `pull_request` `synchronize` when a push moves an open pull request's head,
-    /// as GitHub does — before the pusher has even read the push's answer.
-    pub push_webhooks: bool,
-    /// Requests whose path ends with one of these wait, unanswered, until released: a call
-    /// that GitHub is slow to answer (a rate limit, a long merge).
-    pub held: Vec<String>,
-    /// Refuse to open pull requests (403), as GitHub does for a token that lost its
-    /// pull-requests permission.
-    pub refuse_creates: bool,
-    /// Conditional GETs answered 304 (free of GitHub's rate limit).
-    pub not_modified: u64,
-    /// Merges asked for without the `sha` that pins them to the reviewed head.
-    pub unpinned_merges: u64,
-}
-
-#[derive(Clone)]
-pub struct FakeGithub {
-    pub url: String,
-    pub root: PathBuf,
-    pub state: Arc<Mutex<GhState>>,
-    /// Where deliveries go (Registrar's webhook URL), once known.
-    pub hook_url: Arc<Mutex<Option<String>>>,
-    client: reqwest::Client,
-    _dir: Arc<tempfile::TempDir>,
-}
-
-impl FakeGithub {
-    pub async fn start() -> Self {
-        Self::start_on(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()).await
-    }
-
-    /// Serves on `listener` (a port chosen before GitHub "came up", say).
-    pub async fn start_on(listener: tokio::net::TcpListener) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        registrar::propose::git::init_local_remote(&root.join(OWNER).join(format!("{REPO}.git")), "main").unwrap();
-        let state = Arc::new(Mutex::new(GhState::default()));
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let fake = FakeGithub {
-            url,
-            root,
-            state,
-            hook_url: Arc::new(Mutex::new(None)),
-            client: reqwest::Client::new(),
-            _dir: Arc::new(dir),
-        };
-        let app = Router::new().fallback(route).with_state(fake.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        fake
-    }
-
-    pub fn git_url(&self) -> String {
-        format!("{}/{OWNER}/{REPO}.git", self.url)
-    }
-
-    pub fn repo(&self) -> super::Repo {
-        super::Repo::at(&self.root.join(OWNER).join(format!("{REPO}.git")))
-    }
-
-    pub fn pulls(&self) -> Vec<Pull> {
-        self.state.lock().unwrap().pulls.clone()
-    }
-
-    pub fn pull(&self, number: u64) -> Pull {
-        self.pulls().into_iter().find(|p| p.number == number).unwrap()
-    }
-
-    pub fn comments(&self, number: u64) -> Vec<String> {
-        self.state
-            .lock()
-            .unwrap()
-            .comments
-            .get(&number)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    pub fn requests(&self) -> Vec<(String, String)> {
-        self.state.lock().unwrap().requests.clone()
-    }
-
-    /// Holds every request whose path ends with `suffix` until `release`.
-    pub fn hold(&self, suffix: &str) {
-        self.state.lock().unwrap().held.push(suffix.to_string());
-    }
-
-    pub fn release(&self) {
-        self.state.lock().unwrap().held.clear();
-    }
-
-    pub fn set_faults(&self, faults: Faults) {
-        self.state.lock().unwrap().faults = faults;
-    }
-
-    // --- what people do on github.com; each sends the webhook GitHub would ---
-
-    pub async fn merge(&self, number: u64, by: &str) -> reqwest::Response {
-        self.merge_quietly(number, by);
-        self.deliver_pr("closed", number, by, None).await
-    }
-
-    /// Merges without delivering the webhook (a lost delivery).
-    pub fn merge_quietly(&self, number: u64, by: &str) {
-        let pull = self.pull(number);
-        merge_in_repo(
-            &self.repo().path,
-            &pull.head,
-            &pull.base,
-            &format!("Merge pull request #{number}"),
-        );
-        let mut st = self.state.lock().unwrap();
-        let p = st.pulls.iter_mut().find(|p| p.number == number).unwrap();
-        p.open = false;
-        p.merged = true;
-        p.merged_by = Some(by.into());
-    }
-
-    pub async fn close(&self, number: u64, by: &str) -> reqwest::Response {
-        self.state
-            .lock()
-            .unwrap()
-            .pulls
-            .iter_mut()
-            .find(|p| p.number == number)
-            .unwrap()
-            .open = false;
-        self.deliver_pr("closed", number, by, None).await
-    }
-
-    pub async fn reopen(&self, number: u64, by: &str) -> reqwest::Response {
-        self.reopen_quietly(number);
-        self.deliver_pr("reopened", number, by, None).await
-    }
-
-    /// Reopens without delivering the webhook (a lost delivery).
-    pub fn reopen_quietly(&self, number: u64) {
-        self.state
-            .lock()
-            .unwrap()
-            .pulls
-            .iter_mut()
-            .find(|p| p.number == number)
-            .unwrap()
-            .open = true;
-    }
-
-    pub async fn label(&self, number: u64, label: &str, by: &str) -> reqwest::Response {
-        {
-            let mut st = self.state.lock().unwrap();
-            st.labels
-                .entry(label.into())
-                .or_insert(("ededed".into(), String::new()));
-            let p = st.pulls.iter_mut().find(|p| p.number == number).unwrap();
-            if !p.labels.iter().any(|l| l == label) {
-                p.labels.push(label.into());
-            }
-        }
-        self.deliver_pr("labeled", number, by, Some(label)).await
-    }
-
-    /// Someone opens a pull request from their fork, from a branch of any name.
-    pub fn open_fork_pull(&self, fork: &str, branch: &str) -> u64 {
-        let mut st = self.state.lock().unwrap();
-        let number = st.pulls.iter().map(|p| p.number).max().unwrap_or(0) + 1;
-        st.pulls.push(Pull {
-            number,
-            title: "Add my machine".into(),
-            body: String::new(),
-            head: branch.into(),
-            base: "main".into(),
-            open: true,
-            merged: false,
-            merged_by: None,
-            labels: vec![],
-            fork: Some(fork.into()),
-        });
-        number
-    }
-
-    /// The fork a pull request came from is deleted (its head repository becomes null).
-    pub fn delete_fork(&self, number: u64) {
-        let mut st = self.state.lock().unwrap();
-        let p = st.pulls.iter_mut().find(|p| p.number == number).unwrap();
-        p.fork = Some(String::new());
-    }
-
-    pub fn payload(&self, action: &str, number: u64, by: &str, label: Option<&str>) -> Value {
-        let pr = pull_json(&self.pull(number), &self.repo().path);
-        let mut v = json!({
-            "action": action,
-            "number": number,
-            "pull_request": pr,
-            "repository": {"full_name": format!("{OWNER}/{REPO}"), "name": REPO, "owner": {"login": OWNER}},
-            "sender": {"login": by, "type": "User"},
-            "installation": {"id": 42},
-        });
-        if let Some(l) = label {
-            v["label"] = json!({"name": l});
-        }
-        v
-    }
-
-    async fn deliver_pr(&self, action: &str, number: u64, by: &str, label: Option<&str>) -> reqwest::Response {
-        let payload = self.payload(action, number, by, label);
-        self.deliver(
-            "pull_request",
-            &uuid(),
-            serde_json::to_vec(&payload).unwrap(),
-            Some(SECRET),
-        )
-        .await
-    }
-
-    /// Posts a delivery to Registrar, signed with `secret` (None: unsigned).
-    pub async fn deliver(&self, event: &str, delivery: &str, body: Vec<u8>, secret: Option<&str>) -> reqwest::Response {
-        let url = self.hook_url.lock().unwrap().clone().expect("hook_url");
-        let mut req = self
-            .client
-            .post(url)
-            .header("content-type", "application/json")
-            .header("user-agent", "GitHub-Hookshot/fake")
-            .header("x-github-event", event)
-            .header("x-github-delivery", delivery)
-            .header("x-github-hook-id", "1");
-        if let Some(s) = secret {
-            req = req.header("x-hub-signature-256", sign(s, &body));
-        }
-        req.body(body).send().await.unwrap()
-    }
-}
-
-/// Points a Registrar configuration at this fake: the github forge with a token, no
-/// pacing (tests that measure pacing set their own), and the repository over smart HTTP.
-pub fn configure(c: &mut registrar::config::Config, api_url: &str, git_url: &str) {
-    c.forge.kind = "github".into();
-    c.forge.github.api_url = api_url.into();
-    c.forge.github.owner = OWNER.into();
-    c.forge.github.repo = REPO.into();
-    c.forge.github.token = Some(TOKEN.to_string().into());
-    c.forge.github.webhook_secret = Some(SECRET.to_string().into());
-    c.forge.github.mutation_interval_ms = 0;
-    c.forge.github.max_mutations_per_minute = 0; // 0: no budget
-    c.forge.github.max_mutations_per_hour = 0;
-    c.forge.github.retry_base_ms = 5;
-    c.gitops.remote = git_url.into();
-}
-
-pub fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-pub fn uuid() -> String {
-    let b: [u8; 16] = rand::random();
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
-fn head_sha(repo: &std::path::Path, branch: &str) -> String {
+pub(super) fn head_sha(repo: &std::path::Path, branch: &str) -> String {
     git2::Repository::open_bare(repo)
         .ok()
         .and_then(|r| r.refname_to_id(&format!("refs/heads/{branch}")).ok())
@@ -343,7 +11,7 @@ fn head_sha(repo: &std::path::Path, branch: &str) -> String {
         .unwrap_or_default()
 }
 
-fn pull_json(p: &Pull, repo: &std::path::Path) -> Value {
+pub(super) fn pull_json(p: &Pull, repo: &std::path::Path) -> Value {
     json!({
         "url": format!("https://api.example/repos/{OWNER}/{REPO}/pulls/{}", p.number),
         "html_url": format!("https://github.example/{OWNER}/{REPO}/pull/{}", p.number),
@@ -366,7 +34,7 @@ fn pull_json(p: &Pull, repo: &std::path::Path) -> Value {
     })
 }
 
-fn heads_of_open_pulls(gh: &FakeGithub) -> Vec<(u64, String)> {
+pub(super) fn heads_of_open_pulls(gh: &FakeGithub) -> Vec<(u64, String)> {
     let repo = gh.repo().path;
     let pulls = gh.pulls();
     pulls
@@ -376,7 +44,7 @@ fn heads_of_open_pulls(gh: &FakeGithub) -> Vec<(u64, String)> {
         .collect()
 }
 
-fn merge_in_repo(path: &std::path::Path, head: &str, base: &str, message: &str) {
+pub(super) fn merge_in_repo(path: &std::path::Path, head: &str, base: &str, message: &str) {
     let repo = git2::Repository::open_bare(path).unwrap();
     let ours = repo
         .find_branch(base, git2::BranchType::Local)
@@ -405,7 +73,7 @@ fn merge_in_repo(path: &std::path::Path, head: &str, base: &str, message: &str) 
     .unwrap();
 }
 
-fn reply(status: StatusCode, body: Value) -> Response {
+pub(super) fn reply(status: StatusCode, body: Value) -> Response {
     (
         status,
         [
@@ -417,7 +85,7 @@ fn reply(status: StatusCode, body: Value) -> Response {
         .into_response()
 }
 
-fn query(uri: &Uri) -> BTreeMap<String, String> {
+pub(super) fn query(uri: &Uri) -> BTreeMap<String, String> {
     uri.query()
         .unwrap_or("")
         .split('&')
@@ -426,7 +94,7 @@ fn query(uri: &Uri) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -452,7 +120,7 @@ impl GhState {
 }
 
 /// `POST /app/installations/{id}/access_tokens`: the App proves itself with an RS256 JWT.
-fn access_token(gh: &FakeGithub, headers: &HeaderMap) -> Response {
+pub(super) fn access_token(gh: &FakeGithub, headers: &HeaderMap) -> Response {
     let mut st = gh.state.lock().unwrap();
     let Some((app_id, public_pem)) = st.app.clone() else {
         return reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"}));
@@ -487,7 +155,13 @@ fn access_token(gh: &FakeGithub, headers: &HeaderMap) -> Response {
     }
 }
 
-async fn route(State(gh): State<FakeGithub>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn route(
+    State(gh): State<FakeGithub>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().to_string();
     if path.starts_with(&format!("/{OWNER}/{REPO}.git/")) {
         // Git over HTTPS: basic auth, `x-access-token` and a token as the password.
@@ -507,7 +181,8 @@ async fn route(State(gh): State<FakeGithub>, method: Method, uri: Uri, headers: 
         };
         let pushing = method == Method::POST && path.ends_with("/git-receive-pack");
         let before: Vec<(u64, String)> = heads_of_open_pulls(&gh);
-        let response = super::git_http::serve(&gh.root, "x-access-token", &password, method, uri, headers, body).await;
+        let response =
+            super::super::git_http::serve(&gh.root, "x-access-token", &password, method, uri, headers, body).await;
         if pushing && gh.state.lock().unwrap().push_webhooks {
             for (number, sha) in before {
                 if heads_of_open_pulls(&gh).iter().any(|(n, s)| *n == number && *s != sha) {
@@ -599,7 +274,7 @@ async fn route(State(gh): State<FakeGithub>, method: Method, uri: Uri, headers: 
 
 /// Like GitHub, every 200 to a GET carries an ETag, and a GET whose `If-None-Match` names
 /// the current one is answered 304 with no body (and, on GitHub, costs no rate limit).
-async fn conditional(gh: &FakeGithub, headers: &HeaderMap, response: Response) -> Response {
+pub(super) async fn conditional(gh: &FakeGithub, headers: &HeaderMap, response: Response) -> Response {
     let (mut parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
     let etag = {
@@ -621,7 +296,7 @@ async fn conditional(gh: &FakeGithub, headers: &HeaderMap, response: Response) -
     Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
-fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, body: &Value) -> Response {
+pub(super) fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, body: &Value) -> Response {
     let repo_path = gh.repo().path;
     let mut st = gh.state.lock().unwrap();
     let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
