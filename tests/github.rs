@@ -49,6 +49,17 @@ async fn a_report_opens_one_pull_request_with_body_and_labels_at_three_calls() {
             .cloned()
     })
     .await;
+    // And the forge's first reconcile has listed the pull requests (open and closed), so
+    // its listings do not count as this machine's calls.
+    eventually("the first reconcile's listings", || {
+        let listings = gh
+            .requests()
+            .iter()
+            .filter(|(m, p)| m == "GET" && p.ends_with("/pulls"))
+            .count();
+        (listings >= 2).then_some(())
+    })
+    .await;
     let before = gh.requests().len();
     let n = propose_on_github(&gh, &r, MAC).await;
     let pull = gh.pull(n);
