@@ -201,15 +201,7 @@ async fn reservation_mode_machines_get_addresses_smee_serves_and_keep_them() {
         "{page}"
     );
     // And the machine list, beside each name.
-    let list = reqwest::Client::new()
-        .get(format!("{}/", p.url))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = console_get(&p.url, "/", &cookie).await;
     assert!(
         list.contains(r#"<td class="mono">10.0.10.14 (rack1), 10.0.9.102 (discovery)</td>"#),
         "{list}"

@@ -199,18 +199,7 @@ async fn fifty_unknown_machines_get_addresses_and_names_and_are_provisioned() {
     let (rejected, forgotten) = (mac(MACHINES - 2), mac(MACHINES - 1));
     assert_eq!(operator(format!("/api/v1/machines/{rejected}/reject")).await, 200);
     assert_eq!(operator(format!("/api/v1/machines/{forgotten}/reject")).await, 200);
-    let (cookie, csrf) = console_session(&p.url, &forgotten).await;
-    let resp = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(format!("{}/machines/{forgotten}/forget", p.url))
-        .header("cookie", &cookie)
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_redirection(), "forget: {}", resp.status());
+    console_forget(&p.url, &forgotten).await;
     assert_eq!(held(&p, MACHINES - 2).await, json!([]));
     eventually(30, "the quarantine to end", || async {
         (pool_used(&p, "rack1").await == provisioned as u64 && pool_used(&p, "discovery").await == 0).then_some(())

@@ -217,7 +217,7 @@ async fn a_forgotten_rejected_machine_gets_a_fresh_pull_request() {
         200
     );
     r.wait_for_state(MAC, "rejected").await;
-    forget(&r, MAC).await;
+    console_forget(&r.url, MAC).await;
     assert!(r.machine(MAC).await.is_none());
 
     // Seen again, with no facts yet (an operator imports it as expected).
@@ -292,23 +292,6 @@ async fn wait_for_forge_reconciles(gh: &FakeGithub, n: usize) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("the forge's reconcile never ran {n} times");
-}
-
-/// The console's Forget button, as an operator presses it.
-async fn forget(r: &Registrar, mac: &str) {
-    let (cookie, csrf) = console_session(&r.url, mac).await;
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let resp = client
-        .post(format!("{}/machines/{mac}/forget", r.url))
-        .header("cookie", &cookie)
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_redirection(), "forget: {}", resp.status());
 }
 
 /// At rest, rejected machines cost nothing: their closed pull requests are not fetched on

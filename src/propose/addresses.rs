@@ -92,18 +92,7 @@ impl Proposer {
     /// (relay, option 82, LLDP switch, import location or rack, a condition over facts).
     pub fn production_pool(&self, machine: &Machine) -> Result<Option<Pool>, ProposeError> {
         let facts = machine.facts.clone().unwrap_or_default();
-        let input = crate::render::RenderInput {
-            mac: &machine.mac,
-            facts: &facts,
-            source: machine.source,
-            workflow: machine.workflow.as_deref(),
-            force_mac_name: false,
-            sighting: machine.sighting.as_ref(),
-            expected: machine.expected.as_ref(),
-            address: None,
-            sequence: None,
-            warnings: &[],
-        };
+        let input = crate::render::RenderInput::for_machine(machine, &facts);
         // A condition that cannot be evaluated stops the choice: a machine meant for a
         // special pool must not silently get the default one.
         let failed = std::cell::RefCell::new(None);

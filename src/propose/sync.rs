@@ -352,16 +352,8 @@ impl Proposer {
     ) -> Result<Rendered, ProposeError> {
         let (facts, mut warnings) = self.check_identity(machine, facts).await?;
         let input = RenderInput {
-            mac: &machine.mac,
-            facts: &facts,
-            source: machine.source,
-            workflow: machine.workflow.as_deref(),
-            force_mac_name: false,
-            sighting: machine.sighting.as_ref(),
-            expected: machine.expected.as_ref(),
             address,
-            sequence: None,
-            warnings: &[],
+            ..RenderInput::for_machine(machine, &facts)
         };
         let sequence = self.name_number(&input).await?;
         let input = RenderInput { sequence, ..input };

@@ -65,6 +65,25 @@ pub struct RenderInput<'a> {
     pub warnings: &'a [String],
 }
 
+impl<'a> RenderInput<'a> {
+    /// What the store knows of `machine`, with `facts` (its own, or with a part left out):
+    /// no address, number or warnings yet.
+    pub fn for_machine(machine: &'a crate::domain::Machine, facts: &'a Facts) -> Self {
+        RenderInput {
+            mac: &machine.mac,
+            facts,
+            source: machine.source,
+            workflow: machine.workflow.as_deref(),
+            force_mac_name: false,
+            sighting: machine.sighting.as_ref(),
+            expected: machine.expected.as_ref(),
+            address: None,
+            sequence: None,
+            warnings: &[],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Rendered {
     pub name: String,

@@ -534,16 +534,37 @@ pub async fn console_page(url: &str, mac: &str) -> (String, String) {
         .next()
         .unwrap()
         .to_string();
-    let html = client
-        .get(format!("{url}/machines/{mac}"))
-        .header("cookie", &cookie)
+    let html = console_get(url, &format!("/machines/{mac}"), &cookie).await;
+    (cookie, html)
+}
+
+/// A console page as the session `cookie` sees it.
+pub async fn console_get(url: &str, path: &str, cookie: &str) -> String {
+    reqwest::Client::new()
+        .get(format!("{url}{path}"))
+        .header("cookie", cookie)
         .send()
         .await
         .unwrap()
         .text()
         .await
+        .unwrap()
+}
+
+/// The machine page's Forget button, as an operator presses it.
+pub async fn console_forget(url: &str, mac: &str) {
+    let (cookie, csrf) = console_session(url, mac).await;
+    let resp = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{url}/machines/{mac}/forget"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
         .unwrap();
-    (cookie, html)
+    assert!(resp.status().is_redirection(), "forget: {}", resp.status());
 }
 
 /// `mac` reports the recorded Packet c3.small's facts and is proposed: its pull request's
