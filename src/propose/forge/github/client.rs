@@ -171,8 +171,8 @@ impl Pacing {
 pub struct Client {
     octo: Octocrab,
     pacing: Pacing,
-    /// Serialises mutations and remembers when they were sent (for the budgets).
-    mutations: Mutex<std::collections::VecDeque<Instant>>,
+    /// Serialises mutations (merges first) and remembers when they were sent (budgets).
+    mutations: super::gate::MutationGate,
     /// Every request waits until this instant (set by rate-limit answers).
     paused_until: Mutex<Option<Instant>>,
     /// The last answer to each conditional read (a few listing pages): its ETag and body.
@@ -191,7 +191,7 @@ impl Client {
         Client {
             octo,
             pacing,
-            mutations: Mutex::new(Default::default()),
+            mutations: Default::default(),
             paused_until: Mutex::new(None),
             cached: Default::default(),
             counters: Arc::new(Counters::default()),
@@ -268,9 +268,9 @@ impl Client {
         headers: &HeaderMap,
     ) -> Result<Reply, GhError> {
         let mutation = method != Method::GET;
-        // Holding the mutation lock across the attempts keeps mutations strictly serial.
+        // Holding the mutation gate across the attempts keeps mutations strictly serial.
         let mut last_mutation = if mutation {
-            Some(self.mutations.lock().await)
+            Some(self.mutations.enter(super::gate::is_urgent(&method, path)).await)
         } else {
             None
         };

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod events;
+mod gate;
 
 use std::sync::Arc;
 use std::time::Duration;
