@@ -260,3 +260,31 @@ async fn a_pull_request_merged_after_its_machine_was_rejected_approves_it() {
     assert_eq!(approved["machine"]["suppressed"], false, "{approved:#}");
     assert!(p.stop().success());
 }
+
+/// A reviewer merged on github.com (its delivery lost); an operator, not knowing, rejects
+/// the machine through the API. The rejection cannot happen — git holds the machine — so
+/// the API says so with a 409 and Registrar records the merge, rather than answering 200
+/// for a rejection GitHub never saw.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejection_of_a_pull_request_merged_meanwhile_is_refused_and_the_merge_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, gh) = start_on_fake_github(dir.path(), |_| {}).await;
+    report(&p, A, "packet-c3small-asrockrack-e3c246d4i-nl.json").await;
+    let pr = number(&state_reached(&p, A, "proposed").await);
+    gh.merge_quietly(pr, "reviewer");
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/machines/{A}/reject", p.url))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&json!({"actor": "ops", "reason": "not this one"}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.text().await.unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("merged before the rejection reached the forge"), "{body}");
+    let m = machine(&p, A).await;
+    assert_eq!(m["machine"]["state"], "approved", "{m:#}");
+    assert_eq!(m["proposal"]["state"], "merged");
+    assert!(p.stop().success());
+}

@@ -90,7 +90,7 @@ impl Proposer {
 
     /// Rejects a machine: suppress it first (so nothing re-proposes it), then close the proposal.
     pub async fn reject(&self, mac: Mac, actor: &str, reason: &str) -> Result<Machine, ProposeError> {
-        let _machine = self.machines.lock(mac).await;
+        let held = self.machines.lock(mac).await;
         let store = self.store.clone();
         let (actor_s, reason) = (
             actor.to_string(),
@@ -105,8 +105,12 @@ impl Proposer {
             Ok::<_, StoreError>((m, store.proposal(mac)?))
         })
         .await?;
-        if let Some(p) = proposal.filter(|p| p.state == ProposalState::Rejecting) {
-            self.close_rejected(&p, actor).await?;
+        if let Some(p) = proposal.filter(|p| p.state == ProposalState::Rejecting)
+            && !self.close_rejected(&held, &p, actor).await?
+        {
+            return Err(ProposeError::Conflict(format!(
+                "{mac}'s pull request was merged before the rejection reached the forge: it is approved, and removing it is now a change to git"
+            )));
         }
         self.remove_discovery_objects(mac).await;
         self.release_addresses(mac).await?;
@@ -116,11 +120,20 @@ impl Proposer {
     /// Carries a recorded rejection to the forge, then records it done: a closed proposal
     /// is terminal, and costs nothing at rest (a reopen comes as a webhook, or in the
     /// forge's list of recently updated pull requests).
-    async fn close_rejected(&self, p: &Proposal, actor: &str) -> Result<(), ProposeError> {
-        self.forge.reject(p, actor).await?;
+    /// False when the forge had merged it already: then the machine is recorded approved,
+    /// since git holds it, and the rejection did not happen.
+    async fn close_rejected(&self, held: &MachineGuard<'_>, p: &Proposal, actor: &str) -> Result<bool, ProposeError> {
+        match self.forge.reject(p, actor).await {
+            Err(ForgeError::Merged(number)) => {
+                let cause = format!("pull request #{number} was merged before the rejection reached the forge");
+                self.record_approval(held, &cause, "registrar").await?;
+                return Ok(false);
+            }
+            other => other?,
+        }
         let (store, mac) = (self.store.clone(), p.mac);
         blocking(move || store.set_proposal_state(mac, ProposalState::Closed, Utc::now())).await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Forgets a machine no proposal of which is open or merged, so that it is noticed
@@ -190,9 +203,9 @@ impl Proposer {
                     ProposalState::Rejecting => {
                         // Rejected, but a crash may have come before the forge heard of it.
                         // Read again in the lane: the rejection may have been lifted since.
-                        let _machine = self.machines.lock(p.mac).await;
+                        let held = self.machines.lock(p.mac).await;
                         if let Some(p) = self.proposal_in(p.mac, ProposalState::Rejecting).await? {
-                            self.close_rejected(&p, "registrar").await?;
+                            self.close_rejected(&held, &p, "registrar").await?;
                         }
                     }
                     ProposalState::Approving => {

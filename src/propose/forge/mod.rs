@@ -20,6 +20,9 @@ pub enum ForgeError {
     /// pinned to a head that moved): look again, nothing was done.
     #[error("{0}")]
     Conflict(String),
+    /// Closing was asked of a pull request that is merged already: git holds the machine.
+    #[error("pull request #{0} is merged already")]
+    Merged(u64),
     #[error("{0}")]
     Other(String),
 }

@@ -523,6 +523,9 @@ impl Forge for GithubForge {
     async fn reject(&self, proposal: &Proposal, _actor: &str) -> Result<(), ForgeError> {
         let Some(number) = proposal.number else { return Ok(()) };
         let pr = self.get(number).await?;
+        if pr.merged {
+            return Err(ForgeError::Merged(number));
+        }
         if pr.open {
             // The branch stays, so that reopening the pull request brings the machine back.
             self.client
