@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod console;
 pub mod fake_github;
 pub mod fake_kube;
 pub mod git_http;
@@ -15,6 +16,10 @@ use registrar::app::App;
 use registrar::config::Config;
 use serde_json::Value;
 use tempfile::TempDir;
+
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
+pub use console::{console_forget, console_get, console_page, console_session};
 
 pub const REPORT_TOKEN: &str = "report-token-for-tests-0123456789";
 pub const OPERATOR_TOKEN: &str = "operator-token-for-tests-0123456789";
@@ -505,66 +510,6 @@ pub async fn start_on_github(edit: impl FnOnce(&mut Config) + Send + 'static) ->
     .await;
     *gh.hook_url.lock().unwrap() = Some(format!("{}/webhooks/github", r.url));
     (gh, r)
-}
-
-/// Logs in to the console as an operator named alice and opens `mac`'s page: the session
-/// cookie and the page's CSRF token, for the forms a person would submit.
-pub async fn console_session(url: &str, mac: &str) -> (String, String) {
-    let (cookie, html) = console_page(url, mac).await;
-    let at = html.find("name=\"csrf\" value=\"").unwrap();
-    (cookie, html[at + 19..].split('"').next().unwrap().to_string())
-}
-
-/// Logs in to the console as alice and loads `mac`'s page: the session cookie and the HTML.
-pub async fn console_page(url: &str, mac: &str) -> (String, String) {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let resp = client
-        .post(format!("{url}/login"))
-        .form(&[("token", OPERATOR_TOKEN), ("name", "alice")])
-        .send()
-        .await
-        .unwrap();
-    let cookie = resp.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let html = console_get(url, &format!("/machines/{mac}"), &cookie).await;
-    (cookie, html)
-}
-
-/// A console page as the session `cookie` sees it.
-pub async fn console_get(url: &str, path: &str, cookie: &str) -> String {
-    reqwest::Client::new()
-        .get(format!("{url}{path}"))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// The machine page's Forget button, as an operator presses it.
-pub async fn console_forget(url: &str, mac: &str) {
-    let (cookie, csrf) = console_session(url, mac).await;
-    let resp = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(format!("{url}/machines/{mac}/forget"))
-        .header("cookie", &cookie)
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_redirection(), "forget: {}", resp.status());
 }
 
 /// `mac` reports the recorded Packet c3.small's facts and is proposed: its pull request's
