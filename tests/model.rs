@@ -120,6 +120,8 @@ async fn registrar_agrees_with_github_after_any_interleaving_of_reviews_faults_a
         ("queue.reconcile_seconds", json!(1)),
         ("queue.retry_seconds", json!(1)),
         ("queue.retry_max_seconds", json!(2)),
+        // The model approves through the API as well as by merging on GitHub.
+        ("forge.github.approve_in_registrar", json!(true)),
     ] {
         set(&mut config, key, value);
     }

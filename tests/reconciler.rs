@@ -16,7 +16,12 @@ const B: &str = "0c:c4:7a:15:00:0b";
 /// The binary on examples/github.yaml, pointed at the fake GitHub, its webhooks delivered.
 async fn start_on_fake_github(dir: &std::path::Path, edit: impl FnOnce(&mut Value)) -> (Process, FakeGithub) {
     let gh = FakeGithub::start().await;
-    let p = start_on_github(dir, &gh, edit).await;
+    let p = start_on_github(dir, &gh, |c| {
+        // These tests approve through the API too, not only by merging on GitHub.
+        set(c, "forge.github.approve_in_registrar", json!(true));
+        edit(c)
+    })
+    .await;
     (p, gh)
 }
 

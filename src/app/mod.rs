@@ -123,14 +123,10 @@ impl App {
                 }
                 None => GithubAuth::Token(config.github_token()?),
             };
-            Some(Arc::new(GithubForge::new(
-                &g.api_url,
-                auth,
-                &g.owner,
-                &g.repo,
-                &config.gitops.base_branch,
-                pacing,
-            )?))
+            Some(Arc::new(
+                GithubForge::new(&g.api_url, auth, &g.owner, &g.repo, &config.gitops.base_branch, pacing)?
+                    .approving_in_registrar(g.approve_in_registrar),
+            ))
         } else {
             None
         };
@@ -179,11 +175,13 @@ impl App {
             tokens: Arc::new(TokenSet::new(
                 config.auth.shared_report_token.then_some(&tokens.report),
                 &tokens.operator,
-            )),
+                &tokens.people,
+            )?),
             max_body_bytes: config.server.max_body_bytes,
             forge_kind: forge.kind(),
             console: Arc::new(crate::server::console::Console::new(
                 &config.ui,
+                &config.auth,
                 config.cluster.enabled,
             )?),
             shutdown: None,

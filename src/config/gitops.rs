@@ -95,6 +95,11 @@ pub struct GithubConfig {
     pub reconcile_seconds: u64,
     /// How long to wait for an answer; a create that times out is looked up, not resent.
     pub request_timeout_ms: u64,
+    /// Whether the console, API and CLI may approve. Approving there merges through the API
+    /// as Registrar's identity, which branch protection's required reviews do not stop if that
+    /// identity may bypass them (and GitHub never lets it approve its own pull request).
+    /// Off, approving means merging on GitHub, where reviews and branch protection apply.
+    pub approve_in_registrar: bool,
 }
 
 impl GithubConfig {
@@ -139,6 +144,7 @@ impl Default for GithubConfig {
             retry_base_ms: 1000,
             reconcile_seconds: 300,
             request_timeout_ms: 30_000,
+            approve_in_registrar: false,
         }
     }
 }

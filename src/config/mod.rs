@@ -11,7 +11,7 @@ mod dhcp;
 mod gitops;
 pub mod ipam;
 mod review;
-mod secrets;
+pub mod secrets;
 mod server;
 mod validate;
 
@@ -20,7 +20,7 @@ pub use dhcp::DhcpConfig;
 pub use gitops::{ForgeConfig, GithubConfig, GitopsConfig};
 pub use review::{QueueConfig, ReviewConfig};
 pub use secrets::Tokens;
-pub use server::{AuthConfig, ServerConfig, UiConfig};
+pub use server::{AuthConfig, Role, ServerConfig, UiConfig, UserConfig};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

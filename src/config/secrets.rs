@@ -23,6 +23,19 @@ impl Config {
                 &self.auth.operator_token_file,
                 &self.state_dir.join("operator-token"),
             )?,
+            people: self
+                .auth
+                .users
+                .iter()
+                .filter_map(|u| {
+                    let file = u.token_file.as_ref()?;
+                    Some(read_secret(file).map(|token| PersonToken {
+                        name: u.name.clone(),
+                        role: u.role,
+                        token,
+                    }))
+                })
+                .collect::<anyhow::Result<_>>()?,
         })
     }
 
@@ -76,6 +89,15 @@ impl Config {
 pub struct Tokens {
     pub report: SecretString,
     pub operator: SecretString,
+    /// The tokens of `auth.users` that have one.
+    pub people: Vec<PersonToken>,
+}
+
+#[derive(Clone)]
+pub struct PersonToken {
+    pub name: String,
+    pub role: super::Role,
+    pub token: SecretString,
 }
 
 fn read_secret(path: &Path) -> anyhow::Result<SecretString> {

@@ -38,9 +38,48 @@ pub struct AuthConfig {
     /// Bearer token discovery machines send with reports. Prefer `report_token_file`.
     pub report_token: Option<SecretString>,
     pub report_token_file: Option<PathBuf>,
-    /// Bearer token for operators (API and CLI: list, approve, reject).
+    /// The shared operator token (API, CLI and console login): an admin whose name is
+    /// whatever the caller says. Break-glass and single-operator setups; teams list `users`.
     pub operator_token: Option<SecretString>,
     pub operator_token_file: Option<PathBuf>,
+    /// Named people and their roles. A user with a `token_file` logs in (console) or calls
+    /// the API with that token, under that name; a user without one is known by the name a
+    /// trusted proxy sends in `ui.proxy_header`.
+    pub users: Vec<UserConfig>,
+    /// The role of someone a trusted proxy names who is not in `users`.
+    pub proxy_role: Role,
+}
+
+/// What a person may do, each role including the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads machines, proposals, imports and status.
+    Viewer,
+    /// Also approves, rejects, chooses a workflow, re-renders, lifts a suppression.
+    Approver,
+    /// Also imports and forgets machines.
+    Admin,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Viewer => "viewer",
+            Role::Approver => "approver",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    pub role: Role,
+    /// A file holding this person's token (at least 16 characters).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for AuthConfig {
@@ -51,6 +90,8 @@ impl Default for AuthConfig {
             report_token_file: None,
             operator_token: None,
             operator_token_file: None,
+            users: vec![],
+            proxy_role: Role::Viewer,
         }
     }
 }

@@ -12,6 +12,19 @@ impl Config {
                 self.server.listen
             );
         }
+        let mut names = std::collections::HashSet::new();
+        for u in &self.auth.users {
+            let name = u.name.trim();
+            if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+                bail!(
+                    "auth.users: {:?} is not a usable name (1 to 128 printable characters)",
+                    u.name
+                );
+            }
+            if !names.insert(name.to_lowercase()) {
+                bail!("auth.users: {name:?} is listed twice");
+            }
+        }
         let p = &self.gitops.path;
         if !p.contains("{name}") && !p.contains("{mac}") {
             bail!("gitops.path {p:?} must contain {{name}} or {{mac}}, or every machine would share one file");

@@ -188,6 +188,11 @@ impl Proposer {
         self.forge.kind()
     }
 
+    /// Why `proposal` is approved on the forge rather than through Registrar, if it is.
+    pub fn approval_elsewhere(&self, proposal: &crate::domain::Proposal) -> Option<String> {
+        self.forge.approval_elsewhere(proposal)
+    }
+
     /// Connects the cluster (once, when the server starts).
     pub fn set_cluster(&self, cluster: crate::cluster::Cluster) {
         let _ = self.cluster.set(cluster);

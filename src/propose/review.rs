@@ -28,6 +28,9 @@ impl Proposer {
     pub async fn approve(&self, mac: Mac, actor: &str) -> Result<Machine, ProposeError> {
         let machine = self.machines.lock(mac).await;
         let mut proposal = self.open_proposal(mac).await?;
+        if let Some(why) = self.forge.approval_elsewhere(&proposal) {
+            return Err(ProposeError::Conflict(why));
+        }
         // A proposal behind the base (another one merged meanwhile) is rebuilt first, so a
         // shared kustomization never conflicts.
         let (git, branch) = (self.git.clone(), proposal.branch.clone());

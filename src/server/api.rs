@@ -112,12 +112,17 @@ pub struct ReviewBody {
 }
 
 type Session = Option<axum::Extension<super::console::session::Operator>>;
+type NamedCaller = Option<axum::Extension<super::auth::Caller>>;
 
-/// Who acts: a console session names its user (what the body says is not proof); with the
-/// operator token, the body's `actor` is recorded as the caller's own account of itself.
-fn actor(session: &Session, body: &Option<Json<ReviewBody>>) -> String {
+/// Who acts: a console session or a personal token names its user (what the body says is
+/// not proof); with the shared operator token, the body's `actor` is recorded as the
+/// caller's own account of itself.
+fn actor(session: &Session, caller: &NamedCaller, body: &Option<Json<ReviewBody>>) -> String {
     if let Some(s) = session {
         return format!("console:{}", s.user);
+    }
+    if let Some(c) = caller {
+        return format!("api:{}", c.0.0);
     }
     let who = body
         .as_ref()
@@ -130,11 +135,12 @@ fn actor(session: &Session, body: &Option<Json<ReviewBody>>) -> String {
 pub async fn approve(
     State(state): State<AppState>,
     session: Session,
+    caller: NamedCaller,
     Path(mac): Path<String>,
     body: Option<Json<ReviewBody>>,
 ) -> Result<Json<Value>, ApiError> {
     let mac = parse_mac(&mac)?;
-    let who = actor(&session, &body);
+    let who = actor(&session, &caller, &body);
     let machine = state
         .proposer
         .detached(move |p| async move { p.approve(mac, &who).await })
@@ -145,6 +151,7 @@ pub async fn approve(
 pub async fn reject(
     State(state): State<AppState>,
     session: Session,
+    caller: NamedCaller,
     Path(mac): Path<String>,
     body: Option<Json<ReviewBody>>,
 ) -> Result<Json<Value>, ApiError> {
@@ -156,7 +163,7 @@ pub async fn reject(
         .chars()
         .take(500)
         .collect();
-    let who = actor(&session, &body);
+    let who = actor(&session, &caller, &body);
     let machine = state
         .proposer
         .detached(move |p| async move { p.reject(mac, &who, &reason).await })
@@ -167,11 +174,12 @@ pub async fn reject(
 pub async fn unsuppress(
     State(state): State<AppState>,
     session: Session,
+    caller: NamedCaller,
     Path(mac): Path<String>,
     body: Option<Json<ReviewBody>>,
 ) -> Result<Json<Value>, ApiError> {
     let mac = parse_mac(&mac)?;
-    let who = actor(&session, &body);
+    let who = actor(&session, &caller, &body);
     let store = state.proposer.store().clone();
     let machine = run(move || store.unsuppress(mac, &who, chrono::Utc::now())).await?;
     state.proposer.wake();
@@ -181,6 +189,7 @@ pub async fn unsuppress(
 pub async fn set_workflow(
     State(state): State<AppState>,
     session: Session,
+    caller: NamedCaller,
     Path(mac): Path<String>,
     body: Option<Json<ReviewBody>>,
 ) -> Result<Json<Value>, ApiError> {
@@ -196,7 +205,7 @@ pub async fn set_workflow(
             known.join(", ")
         )));
     }
-    let who = actor(&session, &body);
+    let who = actor(&session, &caller, &body);
     let store = state.proposer.store().clone();
     let machine = run(move || store.set_workflow(mac, &workflow, &who, chrono::Utc::now())).await?;
     state.proposer.wake();
@@ -357,7 +366,8 @@ fn too_large_import() -> ApiError {
 pub async fn post_import(
     State(state): State<AppState>,
     Query(q): Query<ImportQuery>,
-    session: Option<axum::Extension<super::console::session::Operator>>,
+    session: Session,
+    caller: NamedCaller,
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
@@ -386,9 +396,10 @@ pub async fn post_import(
             e.to_string(),
         )
     })?;
-    let who = match &session {
-        Some(s) => format!("console:{}", s.user),
-        None => "api:operator".to_string(),
+    let who = match (&session, &caller) {
+        (Some(s), _) => format!("console:{}", s.user),
+        (None, Some(c)) => format!("api:{}", c.0.0),
+        (None, None) => "api:operator".to_string(),
     };
     let name: String = q
         .name

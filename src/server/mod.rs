@@ -1,7 +1,7 @@
 //! The HTTP edge: parses, authenticates and hands over. No business logic lives here.
 
 pub mod api;
-mod auth;
+pub mod auth;
 pub mod console;
 pub mod error;
 mod github;

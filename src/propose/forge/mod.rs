@@ -67,4 +67,9 @@ pub trait Forge: Send + Sync + 'static {
     fn lists_changes(&self) -> bool {
         false
     }
+    /// Why a proposal may not be approved through Registrar (the forge is where reviews
+    /// happen), if that is so.
+    fn approval_elsewhere(&self, _proposal: &Proposal) -> Option<String> {
+        None
+    }
 }

@@ -53,7 +53,11 @@ pub const JS: &str = include_str!("static/console.js");
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 impl Console {
-    pub fn new(ui: &crate::config::UiConfig, cluster_enabled: bool) -> anyhow::Result<Self> {
+    pub fn new(
+        ui: &crate::config::UiConfig,
+        auth: &crate::config::AuthConfig,
+        cluster_enabled: bool,
+    ) -> anyhow::Result<Self> {
         let mut env = Environment::new();
         env.set_auto_escape_callback(|name| {
             if name.ends_with(".html") {
@@ -68,7 +72,7 @@ impl Console {
                 .map_err(|e| anyhow::anyhow!("console template {name}: {e}"))?;
         }
         Ok(Console {
-            sessions: Sessions::new(ui)?,
+            sessions: Sessions::new(ui, auth)?,
             env,
             cluster_enabled,
             streams: Default::default(),

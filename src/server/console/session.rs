@@ -19,6 +19,7 @@ use rand::RngCore;
 use subtle::ConstantTimeEq;
 
 use crate::server::AppState;
+use crate::server::auth::{Role, needed_role, refusal};
 use crate::server::error::ApiError;
 
 pub const COOKIE: &str = "registrar_session";
@@ -28,6 +29,7 @@ const MAX_SESSIONS: usize = 10_000;
 #[derive(Clone, Debug)]
 pub struct Session {
     pub user: String,
+    pub role: Role,
     pub csrf: String,
     expires: Instant,
 }
@@ -36,7 +38,18 @@ pub struct Session {
 #[derive(Clone, Debug)]
 pub struct Operator {
     pub user: String,
+    pub role: Role,
     pub csrf: String,
+}
+
+impl From<Session> for Operator {
+    fn from(s: Session) -> Self {
+        Operator {
+            user: s.user,
+            role: s.role,
+            csrf: s.csrf,
+        }
+    }
 }
 
 pub struct Sessions {
@@ -46,6 +59,9 @@ pub struct Sessions {
     pub secure_cookie: bool,
     proxy_header: Option<header::HeaderName>,
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// Roles of the people a proxy may name (by lower-case name), and everyone else's.
+    proxy_roles: HashMap<String, Role>,
+    proxy_role: Role,
 }
 
 fn random_token() -> String {
@@ -60,7 +76,7 @@ fn hash(id: &str) -> [u8; 32] {
 }
 
 impl Sessions {
-    pub fn new(config: &crate::config::UiConfig) -> anyhow::Result<Self> {
+    pub fn new(config: &crate::config::UiConfig, auth: &crate::config::AuthConfig) -> anyhow::Result<Self> {
         let proxy_header = config
             .proxy_header
             .as_deref()
@@ -83,14 +99,21 @@ impl Sessions {
             secure_cookie: config.secure_cookie,
             proxy_header,
             trusted_proxies,
+            proxy_roles: auth
+                .users
+                .iter()
+                .map(|u| (u.name.trim().to_lowercase(), u.role))
+                .collect(),
+            proxy_role: auth.proxy_role,
         })
     }
 
     /// Starts a session for `user`; returns the cookie id (shown to the browser only).
-    pub fn start(&self, user: &str) -> (String, Session) {
+    pub fn start(&self, user: &str, role: Role) -> (String, Session) {
         let id = random_token();
         let session = Session {
             user: user.chars().filter(|c| !c.is_control()).take(128).collect(),
+            role,
             csrf: random_token(),
             expires: Instant::now() + self.ttl,
         };
@@ -132,8 +155,9 @@ impl Sessions {
         .expect("ascii")
     }
 
-    /// The user a trusted reverse proxy names, if this request came through one.
-    fn proxy_user(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<String> {
+    /// The user a trusted reverse proxy names, if this request came through one, and their
+    /// role: the one `auth.users` gives that name, or `auth.proxy_role`.
+    fn proxy_user(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<(String, Role)> {
         let name = self.proxy_header.as_ref()?;
         let peer = peer?;
         let peer = match peer {
@@ -144,7 +168,15 @@ impl Sessions {
             return None;
         }
         let user = headers.get(name)?.to_str().ok()?.trim();
-        (!user.is_empty()).then(|| user.to_string())
+        if user.is_empty() {
+            return None;
+        }
+        let role = self
+            .proxy_roles
+            .get(&user.to_lowercase())
+            .copied()
+            .unwrap_or(self.proxy_role);
+        Some((user.to_string(), role))
     }
 }
 
@@ -193,44 +225,20 @@ pub fn resolve(state: &AppState, req: &Request, pages: bool) -> (Option<Operator
     let sessions = &state.console.sessions;
     let id = cookie_id(req.headers());
     let existing = id.as_deref().and_then(|id| sessions.get(id));
-    if let Some(proxy_user) = sessions.proxy_user(req.headers(), peer(req)) {
+    if let Some((proxy_user, role)) = sessions.proxy_user(req.headers(), peer(req)) {
         // The proxy is the authority: a session for someone else is replaced.
-        if let Some(s) = existing.filter(|s| s.user == proxy_user) {
-            return (
-                Some(Operator {
-                    user: s.user,
-                    csrf: s.csrf,
-                }),
-                None,
-            );
+        if let Some(s) = existing.filter(|s| s.user == proxy_user && s.role == role) {
+            return (Some(s.into()), None);
         }
-        let (id, s) = sessions.start(&proxy_user);
-        return (
-            Some(Operator {
-                user: s.user,
-                csrf: s.csrf,
-            }),
-            Some(sessions.cookie(&id)),
-        );
+        let (id, s) = sessions.start(&proxy_user, role);
+        return (Some(s.into()), Some(sessions.cookie(&id)));
     }
     if let Some(s) = existing {
-        return (
-            Some(Operator {
-                user: s.user,
-                csrf: s.csrf,
-            }),
-            None,
-        );
+        return (Some(s.into()), None);
     }
     if !sessions.auth && pages && addressed_to_loopback(req.headers()) {
-        let (id, s) = sessions.start("local");
-        return (
-            Some(Operator {
-                user: s.user,
-                csrf: s.csrf,
-            }),
-            Some(sessions.cookie(&id)),
-        );
+        let (id, s) = sessions.start("local", Role::Admin);
+        return (Some(s.into()), Some(sessions.cookie(&id)));
     }
     (None, None)
 }
@@ -305,6 +313,12 @@ pub async fn checked_session(state: &AppState, req: Request, next: Next) -> Resu
 
 async fn guarded(req: Request, next: Next, operator: Operator, set_cookie: Option<HeaderValue>) -> Response {
     let mut req = req;
+    let needed = needed_role(req.method(), req.uri().path());
+    if operator.role < needed {
+        tracing::info!(user = operator.user, role = %operator.role, path = req.uri().path(), "refused: role");
+        let why = refusal(&operator.user, operator.role, needed);
+        return (StatusCode::FORBIDDEN, format!("403 Forbidden: {why}.\n")).into_response();
+    }
     if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         let (presented, r) = presented_csrf(req).await;
         req = r;

@@ -317,6 +317,8 @@ pub fn configure(c: &mut registrar::config::Config, api_url: &str, git_url: &str
     c.forge.github.max_mutations_per_minute = 0; // 0: no budget
     c.forge.github.max_mutations_per_hour = 0;
     c.forge.github.retry_base_ms = 5;
+    // Tests of approving in the console and API; the default (off) has its own test.
+    c.forge.github.approve_in_registrar = true;
     c.gitops.remote = git_url.into();
 }
 

@@ -85,6 +85,8 @@ pub struct GithubForge {
     owner: String,
     repo: String,
     base: String,
+    /// `forge.github.approve_in_registrar`: off, approvals are merges on GitHub.
+    approves_in_registrar: bool,
 }
 
 impl GithubForge {
@@ -122,7 +124,14 @@ impl GithubForge {
             owner: owner.into(),
             repo: repo.into(),
             base: base.into(),
+            approves_in_registrar: false,
         })
+    }
+
+    /// Lets the console, API and CLI approve by merging through the API.
+    pub fn approving_in_registrar(mut self, allowed: bool) -> Self {
+        self.approves_in_registrar = allowed;
+        self
     }
 
     /// A fresh installation token for git, when authenticating as an App.
@@ -395,6 +404,15 @@ impl Forge for GithubForge {
 
     fn lists_changes(&self) -> bool {
         true
+    }
+
+    fn approval_elsewhere(&self, proposal: &Proposal) -> Option<String> {
+        (!self.approves_in_registrar).then(|| {
+            format!(
+                "approving in Registrar is off for GitHub (forge.github.approve_in_registrar): merge {} on GitHub, where its reviews and branch protection apply",
+                proposal.url.as_deref().unwrap_or("the pull request")
+            )
+        })
     }
 
     async fn note_hands_off(&self, proposal: &Proposal, head: &str) -> Result<(), ForgeError> {

@@ -228,6 +228,7 @@ pub async fn machines(
         "machines.html",
         context! {
             title => "Machines", nav => "machines", user => &op.user, csrf => &op.csrf,
+            reviewer => op.role >= crate::server::auth::Role::Approver,
             flash => flash.as_ref().map(|f| &f.0), flash_kind => flash.as_ref().map(|f| f.1),
             machines => ser(&rows), counts, all_count => all, total,
             first => offset + 1, last => offset + shown,

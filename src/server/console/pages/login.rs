@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::{PageResult, page};
 use crate::server::AppState;
+use crate::server::auth::Grant;
 use crate::server::console::session::cookie_id;
 
 #[derive(Deserialize, Default)]
@@ -43,26 +44,32 @@ pub struct LoginForm {
 }
 
 pub async fn login(State(state): State<AppState>, axum::Form(form): axum::Form<LoginForm>) -> PageResult {
-    if state.tokens.role(form.token.trim()) != Some(crate::server::auth::Role::Operator) {
+    let Some(Grant::Person(person)) = state.tokens.grant(form.token.trim()) else {
         state.metrics.auth_failures.inc();
         let mut r = page(
             &state,
             "login.html",
-            context! { title => "Log in", next => local_path(form.next.as_deref()), error => "That is not the operator token." },
+            context! { title => "Log in", next => local_path(form.next.as_deref()), error => "That is not an operator's token." },
         )?;
         *r.status_mut() = StatusCode::UNAUTHORIZED;
         return Ok(r);
-    }
-    let name: String = form
-        .name
-        .unwrap_or_default()
-        .chars()
-        .filter(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'))
-        .take(64)
-        .collect();
-    let user = if name.is_empty() { "operator".to_string() } else { name };
-    let (id, _) = state.console.sessions.start(&user);
-    tracing::info!(user, "console login");
+    };
+    // A personal token names its holder; the shared operator token's holder says who they are.
+    let user = match person.name {
+        Some(name) => name,
+        None => {
+            let name: String = form
+                .name
+                .unwrap_or_default()
+                .chars()
+                .filter(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'))
+                .take(64)
+                .collect();
+            if name.is_empty() { "operator".to_string() } else { name }
+        }
+    };
+    let (id, _) = state.console.sessions.start(&user, person.role);
+    tracing::info!(user, role = %person.role, "console login");
     let mut r = Redirect::to(&local_path(form.next.as_deref())).into_response();
     r.headers_mut()
         .append(header::SET_COOKIE, state.console.sessions.cookie(&id));

@@ -12,6 +12,7 @@ use super::list::{location_of, source_label};
 use super::{Done, PageResult, actor, error_page, flash, page, run, ser};
 use crate::domain::{Mac, ProposalState, State as MachineState};
 use crate::server::AppState;
+use crate::server::auth::Role;
 use crate::server::console::session::Operator;
 use crate::server::console::view::{ago, diff, highlight_yaml};
 use crate::store::StoreError;
@@ -156,6 +157,12 @@ pub async fn machine(
         .as_ref()
         .is_some_and(|p| matches!(p.state, ProposalState::Open | ProposalState::Approving));
     let flash = flash(&done);
+    // Buttons a person's role does not allow are not shown (the server refuses them anyway).
+    let reviewer = op.role >= Role::Approver;
+    let approve_on_forge = open
+        && proposal
+            .as_ref()
+            .is_some_and(|p| state.proposer.approval_elsewhere(p).is_some());
     page(
         &state,
         "machine.html",
@@ -191,10 +198,12 @@ pub async fn machine(
             base, path, base_exists => base_text.is_some(),
             foreign_files,
             hands_off => proposal.as_ref().is_some_and(|p| p.hands_off),
-            can_approve => open,
-            can_reject => !matches!(m.state, MachineState::Rejected | MachineState::Approved | MachineState::Applied | MachineState::Provisioned | MachineState::Failed),
-            can_rerender => m.state.accepts_facts() && !m.suppressed && m.facts.is_some(),
-            can_forget => !open && !proposal.as_ref().is_some_and(|p| matches!(p.state, ProposalState::Merged | ProposalState::Rejecting)) && !matches!(m.state, MachineState::Approved | MachineState::Applied | MachineState::Provisioned | MachineState::Failed),
+            can_approve => open && reviewer && !approve_on_forge,
+            approve_on_forge,
+            can_reject => reviewer && !matches!(m.state, MachineState::Rejected | MachineState::Approved | MachineState::Applied | MachineState::Provisioned | MachineState::Failed),
+            can_unsuppress => reviewer && m.suppressed,
+            can_rerender => reviewer && m.state.accepts_facts() && !m.suppressed && m.facts.is_some(),
+            can_forget => op.role >= Role::Admin && !open && !proposal.as_ref().is_some_and(|p| matches!(p.state, ProposalState::Merged | ProposalState::Rejecting)) && !matches!(m.state, MachineState::Approved | MachineState::Applied | MachineState::Provisioned | MachineState::Failed),
         },
     )
 }
