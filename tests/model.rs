@@ -216,6 +216,11 @@ async fn registrar_agrees_with_github_after_any_interleaving_of_reviews_faults_a
             }
             _ => "nothing".to_string(),
         };
+        gh.state
+            .lock()
+            .unwrap()
+            .requests
+            .push(("STEP".into(), format!("{step}: {action}")));
         log.push(format!("{step}: {action}"));
     }
 
@@ -231,6 +236,19 @@ async fn registrar_agrees_with_github_after_any_interleaving_of_reviews_faults_a
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     if let Some(what) = last {
+        let number = what
+            .split('#')
+            .nth(1)
+            .and_then(|n| n.split(|c: char| !c.is_ascii_digit()).next())
+            .unwrap_or("");
+        let pull = format!("/pulls/{number}");
+        let issue = format!("/issues/{number}/");
+        for (method, path) in gh.requests() {
+            if method == "STEP" || path.ends_with(&pull) || path.contains(&format!("{pull}/")) || path.contains(&issue)
+            {
+                eprintln!("{method} {path}");
+            }
+        }
         panic!(
             "REGISTRAR_MODEL_SEED={seed}: after quiescence {what}\nsteps:\n{}\nregistrar's log tail:\n{}",
             log.join("\n"),

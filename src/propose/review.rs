@@ -108,6 +108,23 @@ impl Proposer {
             Ok::<_, StoreError>((m, store.proposal(mac)?))
         })
         .await?;
+        // Recorded closed, but a reviewer may have reopened it since and its delivery is not
+        // handled yet: a rejection leaves the forge closed, so it looks rather than trusts.
+        let proposal = match proposal {
+            Some(p) if p.state == ProposalState::Closed && p.number.is_some() => {
+                if self.forge.state(&p).await? == ProposalState::Open {
+                    let store = self.store.clone();
+                    blocking(move || store.set_proposal_state(mac, ProposalState::Rejecting, Utc::now())).await?;
+                    Some(Proposal {
+                        state: ProposalState::Rejecting,
+                        ..p
+                    })
+                } else {
+                    Some(p)
+                }
+            }
+            other => other,
+        };
         if let Some(p) = proposal.filter(|p| p.state == ProposalState::Rejecting)
             && !self.close_rejected(&held, &p, actor).await?
         {
@@ -170,6 +187,43 @@ impl Proposer {
         self.remove_discovery_objects(mac).await;
         self.release_addresses(mac).await?;
         Ok(machine)
+    }
+
+    /// A reviewer reopened the machine's pull request `number` after a rejection: it is
+    /// proposed again on that pull request, recorded open (it is, so a rejection from now on
+    /// must close it on the forge). `still_open` looks again while the machine is held: a
+    /// rejection that closed it between the first look and now is not undone by a stale one.
+    pub async fn record_reopening<Fut>(
+        &self,
+        mac: Mac,
+        number: u64,
+        actor: &str,
+        still_open: impl FnOnce() -> Fut,
+    ) -> Result<(), ProposeError>
+    where
+        Fut: std::future::Future<Output = Result<bool, ProposeError>>,
+    {
+        let _held = self.machines.lock(mac).await;
+        let store = self.store.clone();
+        let (machine, recorded) =
+            blocking(move || Ok::<_, StoreError>((store.machine(mac)?, store.proposal(mac)?))).await?;
+        let (Some(machine), Some(recorded)) = (machine, recorded.filter(|p| p.number == Some(number))) else {
+            return Ok(());
+        };
+        let rejected = machine.state == State::Rejected;
+        if !(rejected || recorded.state == ProposalState::Closed) || !still_open().await? {
+            return Ok(());
+        }
+        let (store, who) = (self.store.clone(), actor.to_string());
+        blocking(move || {
+            if rejected {
+                store.unsuppress(mac, &who, Utc::now())?;
+            }
+            store.set_proposal_state(mac, ProposalState::Open, Utc::now())
+        })
+        .await?;
+        self.wake();
+        Ok(())
     }
 
     async fn open_proposal(&self, mac: Mac) -> Result<Proposal, ProposeError> {

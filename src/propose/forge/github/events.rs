@@ -180,11 +180,15 @@ impl GithubHooks {
         if recorded.state == crate::domain::ProposalState::Rejecting {
             return Ok(());
         }
-        if machine.state == State::Rejected {
+        if machine.state == State::Rejected || recorded.state == crate::domain::ProposalState::Closed {
             // Reopened: propose it again, on the same pull request.
-            let (store, who) = (self.proposer.store().clone(), actor.to_string());
-            self.blocking(move || store.unsuppress(mac, &who, Utc::now())).await?;
-            self.proposer.wake();
+            let forge = self.forge.clone();
+            self.proposer
+                .record_reopening(mac, number, actor, || async move {
+                    let now = forge.get(number).await.map_err(|e| ProposeError::Forge(e.into()))?;
+                    Ok(now.open && !now.merged)
+                })
+                .await?;
         }
         self.follow_workflow_label(&machine, recorded.workflow.as_deref(), pr, actor, just_added)
             .await
