@@ -293,3 +293,31 @@ async fn a_rejection_of_a_pull_request_merged_meanwhile_is_refused_and_the_merge
     assert_eq!(m["proposal"]["state"], "merged");
     assert!(p.stop().success());
 }
+
+/// Found by tests/model.rs (seed 3953551552): SIGKILL while git held a ref's lock in the
+/// mirror left `<ref>.lock` behind, and every later push of that machine's branch failed with
+/// "failed to lock file" for ever. A restart clears what a killed Registrar left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_git_lock_left_by_a_killed_registrar_does_not_stall_the_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, gh) = start_on_fake_github(dir.path(), |_| {}).await;
+    let status = p.stop();
+    assert!(status.success(), "{}", p.log());
+
+    // What SIGKILL between git's lock and its rename leaves: the ref's lock file, and the
+    // packed-refs one.
+    let mirror = dir.path().join("state/mirror.git");
+    let heads = mirror.join("refs/heads/registrar");
+    std::fs::create_dir_all(&heads).unwrap();
+    std::fs::write(heads.join("0c-c4-7a-15-00-0a.lock"), "").unwrap();
+    std::fs::write(mirror.join("packed-refs.lock"), "").unwrap();
+
+    p.start_again().await;
+    report(&p, A, "packet-c3small-asrockrack-e3c246d4i-nl.json").await;
+    let m = state_reached(&p, A, "proposed").await;
+    let pr = gh.pull(number(&m));
+    assert_eq!(pr.head, "registrar/0c-c4-7a-15-00-0a", "{pr:?}");
+    assert!(pr.open, "{pr:?}");
+    assert!(!heads.join("0c-c4-7a-15-00-0a.lock").exists());
+    assert!(!mirror.join("packed-refs.lock").exists());
+}

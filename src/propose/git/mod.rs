@@ -165,6 +165,7 @@ impl GitRepo {
                 path,
             });
         }
+        clear_stale_locks(mirror)?;
         let repo = match Repository::open_bare(mirror) {
             Ok(r) => r,
             Err(_) => Repository::init_bare(mirror).ctx(|| format!("creating mirror {}", mirror.display()))?,
@@ -249,4 +250,55 @@ pub fn init_local_remote(path: &Path, base: &str) -> Result<bool> {
     .ctx(|| "initial commit".into())?;
     repo.set_head(&format!("refs/heads/{base}")).ctx(|| "HEAD".into())?;
     Ok(true)
+}
+
+/// Removes the `.lock` files a killed process left in the mirror. git takes a ref's lock by
+/// creating `<ref>.lock` and renames it over the ref when done; SIGKILL between the two
+/// leaves the lock behind, and every later update of that ref fails with "failed to lock
+/// file" until someone deletes it. The mirror belongs to this state directory alone and the
+/// caller holds its `registrar.lock`, so at start-up no lock in it can belong to a live
+/// writer. The GitOps repository itself (a `file://` remote written in place) is never
+/// touched: other people and tools write there.
+fn clear_stale_locks(mirror: &Path) -> Result<()> {
+    fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                walk(&path, found)?;
+            } else if path.extension().is_some_and(|e| e == "lock") {
+                found.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut stale = Vec::new();
+    let found = walk(&mirror.join("refs"), &mut stale).and_then(|()| {
+        for top in [
+            "HEAD.lock",
+            "packed-refs.lock",
+            "config.lock",
+            "shallow.lock",
+            "index.lock",
+        ] {
+            let path = mirror.join(top);
+            if path.exists() {
+                stale.push(path);
+            }
+        }
+        for path in &stale {
+            std::fs::remove_file(path)?;
+            tracing::warn!(lock = %path.display(), "removed a lock a killed Registrar left in the mirror");
+        }
+        Ok(())
+    });
+    found.map_err(|e| GitError::Git {
+        context: format!("clearing stale locks in the mirror {}", mirror.display()),
+        source: git2::Error::from_str(&e.to_string()),
+    })
 }
