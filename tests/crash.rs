@@ -113,3 +113,43 @@ async fn killed_after_storing_before_pushing() {
 async fn killed_after_pushing_before_recording() {
     crash_then_restart("after-push").await;
 }
+
+/// SIGKILL between git's `<ref>.lock` and its rename leaves the lock behind in the embedded
+/// default's repository; the restart clears it instead of failing that branch for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_git_lock_left_by_a_kill_is_cleared_at_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mac = "ac:1f:6b:dc:19:c2";
+    let branch = "registrar/ac-1f-6b-dc-19-c2";
+
+    let mut child = spawn(&state, port, None);
+    wait_healthy(&client, &url).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let heads = state.join("gitops.git/refs/heads/registrar");
+    std::fs::create_dir_all(&heads).unwrap();
+    std::fs::write(heads.join("ac-1f-6b-dc-19-c2.lock"), "").unwrap();
+
+    let mut child = spawn(&state, port, None);
+    wait_healthy(&client, &url).await;
+    let resp = client
+        .post(format!("{url}/api/v1/reports"))
+        .bearer_auth(REPORT_TOKEN)
+        .json(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let m = wait_for_state(&client, &url, mac, "proposed").await;
+    let remote = Repo::at(&state.join("gitops.git"));
+    assert_eq!(
+        m["proposal"]["head"],
+        remote.head(branch).expect("the branch was pushed").to_string()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

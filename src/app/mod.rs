@@ -75,6 +75,7 @@ impl App {
             if git::init_local_remote(&path, &config.gitops.base_branch)? {
                 tracing::info!(path = %path.display(), "created the local GitOps repository");
             }
+            git::clear_stale_locks(&path)?;
         }
         let github = config.forge.kind == "github";
         let settings = GitSettings {

@@ -257,9 +257,10 @@ pub fn init_local_remote(path: &Path, base: &str) -> Result<bool> {
 /// leaves the lock behind, and every later update of that ref fails with "failed to lock
 /// file" until someone deletes it. The mirror belongs to this state directory alone and the
 /// caller holds its `registrar.lock`, so at start-up no lock in it can belong to a live
-/// writer. The GitOps repository itself (a `file://` remote written in place) is never
-/// touched: other people and tools write there.
-fn clear_stale_locks(mirror: &Path) -> Result<()> {
+/// writer. The same holds for the embedded default's `gitops.git` in the state directory; a
+/// GitOps repository elsewhere (a `file://` remote written in place) is never touched:
+/// other people and tools write there.
+pub fn clear_stale_locks(mirror: &Path) -> Result<()> {
     fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
