@@ -139,7 +139,10 @@ async fn reservation_mode_machines_get_addresses_smee_serves_and_keep_them() {
     );
 
     // The operator sees how full each pool is.
-    let metrics = reqwest::get(format!("{}/metrics", p.url))
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", p.url))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
         .await
         .unwrap()
         .text()

@@ -154,6 +154,7 @@ async fn bad_requests_are_answered_and_store_nothing() {
     let metrics = r
         .client
         .get(format!("{}/metrics", r.url))
+        .bearer_auth(OPERATOR_TOKEN)
         .send()
         .await
         .unwrap()

@@ -100,6 +100,7 @@ async fn a_booting_machine_is_detected_once_and_its_firmware_shapes_the_proposal
     let metrics = r
         .client
         .get(format!("{}/metrics", r.url))
+        .bearer_auth(OPERATOR_TOKEN)
         .send()
         .await
         .unwrap()
@@ -153,6 +154,7 @@ async fn registered_and_filtered_macs_are_ignored_and_garbage_is_counted() {
     let metrics = || async {
         r.client
             .get(format!("{}/metrics", r.url))
+            .bearer_auth(OPERATOR_TOKEN)
             .send()
             .await
             .unwrap()

@@ -112,7 +112,10 @@ fn temporary(mac: &str) -> String {
 }
 
 async fn metric(p: &Process, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", p.url))
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", p.url))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
         .await
         .unwrap()
         .text()

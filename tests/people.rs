@@ -14,6 +14,7 @@ use support::*;
 const VIEWER: &str = "vera-viewer-token-0123456789";
 const APPROVER: &str = "abe-approver-token-0123456789";
 const ADMIN: &str = "ada-admin-token-0123456789";
+const METRICS: &str = "prometheus-metrics-token-0123456789";
 const MAC: &str = "0c:c4:7a:21:00:01";
 
 /// Registrar on examples/local.yaml with three named users, each with a token file, one
@@ -32,6 +33,13 @@ async fn start_with_people(dir: &std::path::Path) -> Process {
     }
     users.push(json!({"name": "pat@example.com", "role": "approver"}));
     set(&mut config, "auth.users", json!(users));
+    let metrics = dir.join("metrics.token");
+    std::fs::write(&metrics, format!("{METRICS}\n")).unwrap();
+    set(
+        &mut config,
+        "auth.metrics_token_file",
+        json!(metrics.display().to_string()),
+    );
     set(&mut config, "ui.proxy_header", json!("X-Forwarded-Email"));
     set(&mut config, "ui.trusted_proxies", json!(["127.0.0.1/32"]));
     let mut p = Process::start(dir, config, &token_env());
@@ -234,6 +242,61 @@ async fn in_the_console_names_come_from_the_token_or_the_proxy_and_roles_hold() 
     state_reached(&p, MAC, "rejected").await;
     let last = transitions(&p, MAC).await.last().cloned().unwrap();
     assert_eq!(last["actor"], "console:pat@example.com", "{last}");
+}
+
+/// The machine counts and Registrar's dealings with GitHub are not for whoever reaches the
+/// port (on a hostNetwork pod, any booted machine): Prometheus reads `/metrics` with its
+/// own token, which opens nothing else; people read it with theirs.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_need_a_token_and_prometheus_token_opens_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = start_with_people(dir.path()).await;
+    let scrape = |token: Option<&'static str>| {
+        let url = format!("{}/metrics", p.url);
+        async move {
+            let mut request = reqwest::Client::new().get(url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let resp = request.send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let (status, text) = scrape(None).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("metrics token"), "the refusal says what to send: {text}");
+    assert!(!text.contains("registrar_machines"), "{text}");
+    let (status, text) = scrape(Some("not-a-token-of-anyone-0123")).await;
+    assert_eq!(status, 401, "{text}");
+
+    let (status, text) = scrape(Some(METRICS)).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("registrar_machines"), "{text}");
+    let (status, text) = scrape(Some(VIEWER)).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("registrar_auth_failures"), "{text}");
+
+    // Prometheus' token reads no machine and reports none.
+    let (status, body) = call(&p, reqwest::Method::GET, "/api/v1/machines", METRICS, Value::Null).await;
+    assert_eq!(status, 401, "{body}");
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/reports", p.url))
+        .bearer_auth(METRICS)
+        .json(&report_body(MAC, lshw("supermicro-ssg-6029p-x11dph-t.json")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let (status, list) = call(
+        &p,
+        reqwest::Method::GET,
+        "/api/v1/machines",
+        OPERATOR_TOKEN,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(list["machines"], json!([]), "refused requests store nothing");
 }
 
 #[tokio::test(flavor = "multi_thread")]

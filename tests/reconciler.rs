@@ -148,7 +148,10 @@ fn creates(gh: &FakeGithub) -> usize {
 
 async fn wait_metric_binary(p: &Process, series: &str, at_least: f64) -> f64 {
     eventually(30, series, || async {
-        let text = reqwest::get(format!("{}/metrics", p.url))
+        let text = reqwest::Client::new()
+            .get(format!("{}/metrics", p.url))
+            .bearer_auth(OPERATOR_TOKEN)
+            .send()
             .await
             .ok()?
             .text()

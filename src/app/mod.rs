@@ -176,6 +176,7 @@ impl App {
             tokens: Arc::new(TokenSet::new(
                 config.auth.shared_report_token.then_some(&tokens.report),
                 &tokens.operator,
+                tokens.metrics.as_ref(),
                 &tokens.people,
             )?),
             max_body_bytes: config.server.max_body_bytes,

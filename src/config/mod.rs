@@ -84,6 +84,7 @@ impl Config {
                 for file in [
                     &mut c.auth.report_token_file,
                     &mut c.auth.operator_token_file,
+                    &mut c.auth.metrics_token_file,
                     &mut c.gitops.password_file,
                     &mut g.token_file,
                     &mut g.app_private_key_file,
@@ -94,6 +95,11 @@ impl Config {
                 .flatten()
                 {
                     *file = base.join(&*file);
+                }
+                for user in &mut c.auth.users {
+                    if let Some(file) = &mut user.token_file {
+                        *file = base.join(&*file);
+                    }
                 }
                 c
             }
@@ -132,6 +138,9 @@ impl Config {
         }
         if let Some(v) = get("REGISTRAR_OPERATOR_TOKEN") {
             self.auth.operator_token = Some(v.into());
+        }
+        if let Some(v) = get("REGISTRAR_METRICS_TOKEN") {
+            self.auth.metrics_token = Some(v.into());
         }
         if let Some(v) = get("REGISTRAR_GITHUB_TOKEN") {
             self.forge.github.token = Some(v.into());

@@ -10,7 +10,8 @@ use super::Config;
 
 impl Config {
     /// The report and operator tokens: configured, or generated once into the state
-    /// directory (mode 0600) so the embedded default is never open.
+    /// directory (mode 0600) so the embedded default is never open. The metrics token and
+    /// people's tokens only when configured.
     pub fn tokens(&self) -> anyhow::Result<Tokens> {
         Ok(Tokens {
             report: resolve_secret(
@@ -23,6 +24,14 @@ impl Config {
                 &self.auth.operator_token_file,
                 &self.state_dir.join("operator-token"),
             )?,
+            metrics: match (&self.auth.metrics_token, &self.auth.metrics_token_file) {
+                (Some(t), _) if t.expose_secret().len() < 16 => {
+                    bail!("auth.metrics_token must be at least 16 characters")
+                }
+                (Some(t), _) => Some(t.clone()),
+                (None, Some(f)) => Some(read_secret(f)?),
+                (None, None) => None,
+            },
             people: self
                 .auth
                 .users
@@ -89,6 +98,8 @@ impl Config {
 pub struct Tokens {
     pub report: SecretString,
     pub operator: SecretString,
+    /// Prometheus' token: reads `/metrics` only.
+    pub metrics: Option<SecretString>,
     /// The tokens of `auth.users` that have one.
     pub people: Vec<PersonToken>,
 }

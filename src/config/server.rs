@@ -42,6 +42,10 @@ pub struct AuthConfig {
     /// whatever the caller says. Break-glass and single-operator setups; teams list `users`.
     pub operator_token: Option<SecretString>,
     pub operator_token_file: Option<PathBuf>,
+    /// The token Prometheus sends to read `/metrics`, and nothing else. People's tokens
+    /// read `/metrics` too; without any token it answers 401.
+    pub metrics_token: Option<SecretString>,
+    pub metrics_token_file: Option<PathBuf>,
     /// Named people and their roles. A user with a `token_file` logs in (console) or calls
     /// the API with that token, under that name; a user without one is known by the name a
     /// trusted proxy sends in `ui.proxy_header`.
@@ -90,6 +94,8 @@ impl Default for AuthConfig {
             report_token_file: None,
             operator_token: None,
             operator_token_file: None,
+            metrics_token: None,
+            metrics_token_file: None,
             users: vec![],
             proxy_role: Role::Viewer,
         }

@@ -46,6 +46,7 @@ pub struct TokenSet {
     /// None when only per-machine tokens may report (`auth.shared_report_token: false`).
     report: Option<[u8; 32]>,
     operator: [u8; 32],
+    metrics: Option<[u8; 32]>,
     people: Vec<([u8; 32], String, Role)>,
 }
 
@@ -65,11 +66,13 @@ impl TokenSet {
     pub fn new(
         report: Option<&SecretString>,
         operator: &SecretString,
+        metrics: Option<&SecretString>,
         people: &[crate::config::secrets::PersonToken],
     ) -> anyhow::Result<Self> {
         let set = TokenSet {
             report: report.map(|r| digest(r.expose_secret())),
             operator: digest(operator.expose_secret()),
+            metrics: metrics.map(|m| digest(m.expose_secret())),
             people: people
                 .iter()
                 .map(|p| (digest(p.token.expose_secret()), p.name.clone(), p.role))
@@ -77,6 +80,12 @@ impl TokenSet {
         };
         // One token, one holder: otherwise who acted would depend on the list's order.
         let mut seen: Vec<[u8; 32]> = set.report.iter().copied().chain([set.operator]).collect();
+        if let Some(m) = set.metrics {
+            if seen.contains(&m) {
+                anyhow::bail!("auth.metrics_token is also the report or operator token; give Prometheus its own");
+            }
+            seen.push(m);
+        }
         for (d, name, _) in &set.people {
             if seen.contains(d) {
                 anyhow::bail!("auth.users: {name:?}'s token is also another user's or the report or operator token");
@@ -109,6 +118,12 @@ impl TokenSet {
             found = found.or(Some(Grant::Reporter));
         }
         found
+    }
+
+    /// Whether `presented` is Prometheus' token, which reads `/metrics` and nothing else.
+    pub fn is_metrics(&self, presented: &str) -> bool {
+        let d = digest(presented);
+        self.metrics.is_some_and(|m| bool::from(d.ct_eq(&m)))
     }
 }
 
@@ -205,6 +220,24 @@ pub async fn reporter(State(state): State<AppState>, req: Request, next: Next) -
     require(&state, req, next, Access::Reporter).await
 }
 
+/// `/metrics` tells how many machines there are, in which states, and how Registrar fares
+/// with GitHub: not for anyone on the provisioning network. Prometheus comes with the
+/// metrics token; a person with any role may read it too.
+pub async fn metrics(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+    match bearer(&req) {
+        Some(token) if state.tokens.is_metrics(token) => Ok(next.run(req).await),
+        Some(_) => require(&state, req, next, Access::Operator).await,
+        None => {
+            state.metrics.auth_failures.inc();
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing token: send 'Authorization: Bearer <metrics token>' (auth.metrics_token_file, REGISTRAR_METRICS_TOKEN) or a person's token",
+            ))
+        }
+    }
+}
+
 /// Operators come with the operator token, or from the console with a session (and then
 /// a CSRF token on anything that changes state).
 pub async fn operator(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
@@ -260,6 +293,7 @@ mod tests {
         let tokens = TokenSet::new(
             None,
             &SecretString::from("operator-token-0123456789".to_string()),
+            None,
             &[person("vera", Role::Viewer, "vera-token-0123456789")],
         )
         .unwrap();
@@ -281,6 +315,7 @@ mod tests {
         let clash = TokenSet::new(
             None,
             &SecretString::from("operator-token-0123456789".to_string()),
+            None,
             &[person("eve", Role::Viewer, "operator-token-0123456789")],
         );
         assert!(clash.is_err(), "one token, one holder");

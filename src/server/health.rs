@@ -1,4 +1,5 @@
-//! Liveness, readiness and metrics: unauthenticated, and cheap.
+//! Liveness, readiness and metrics, cheap to answer. Liveness and readiness are open (the
+//! kubelet asks); `/metrics` takes a token (`auth::metrics`).
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};

@@ -106,7 +106,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .merge(
+            Router::new()
+                .route("/metrics", get(health::metrics))
+                .route_layer(from_fn_with_state(state.clone(), auth::metrics)),
+        )
         .merge(reports)
         .merge(imports)
         .merge(operator)

@@ -72,6 +72,7 @@ async fn registered_hardware_is_never_proposed_again() {
     let metrics = r
         .client
         .get(format!("{}/metrics", r.url))
+        .bearer_auth(OPERATOR_TOKEN)
         .send()
         .await
         .unwrap()

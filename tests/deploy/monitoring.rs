@@ -101,7 +101,9 @@ fn full_registry() -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn dashboards_and_alerts_use_exported_metrics() {
     // The live server: a report (reports, proposal syncs), a refused request, probes.
-    let r = Registrar::start().await;
+    // Scraped as the ServiceMonitor does: with the metrics token.
+    const METRICS_TOKEN: &str = "prometheus-metrics-token-0123";
+    let r = Registrar::start_with(|c| c.auth.metrics_token = Some(METRICS_TOKEN.to_string().into())).await;
     assert_eq!(
         r.report(&report_body(
             "ac:1f:6b:dc:19:c2",
@@ -130,6 +132,7 @@ async fn dashboards_and_alerts_use_exported_metrics() {
     let live = r
         .client
         .get(format!("{}/metrics", r.url))
+        .bearer_auth(METRICS_TOKEN)
         .send()
         .await
         .unwrap()
@@ -214,4 +217,36 @@ async fn dashboards_and_alerts_use_exported_metrics() {
         "deploy/grafana/registrar-dashboard.json shows no panel for {unshown:?}: add one"
     );
     assert!(referenced.len() > 10, "{referenced:?}");
+}
+
+/// `/metrics` takes a token: wherever a ServiceMonitor scrapes Registrar, it sends the token
+/// from the same Secret key the Deployment gives Registrar as `REGISTRAR_METRICS_TOKEN`.
+#[test]
+fn every_servicemonitor_scrapes_with_the_token_registrar_is_given() {
+    if kubectl_missing() {
+        return;
+    }
+    let mut checked = 0;
+    for (name, objects) in installs() {
+        let monitors = find(objects, "ServiceMonitor");
+        if monitors.is_empty() {
+            continue;
+        }
+        let env = container(deployment(objects))["env"].as_array().unwrap();
+        let given = env
+            .iter()
+            .find(|e| e["name"] == "REGISTRAR_METRICS_TOKEN")
+            .unwrap_or_else(|| panic!("{name}: a ServiceMonitor, but Registrar has no metrics token"));
+        let given = &given["valueFrom"]["secretKeyRef"];
+        for monitor in monitors {
+            for endpoint in monitor["spec"]["endpoints"].as_array().unwrap() {
+                let auth = &endpoint["authorization"];
+                assert_eq!(auth["type"], "Bearer", "{name}: {endpoint}");
+                assert_eq!(auth["credentials"]["name"], given["name"], "{name}: {endpoint}");
+                assert_eq!(auth["credentials"]["key"], given["key"], "{name}: {endpoint}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0, "no shipped installation has a ServiceMonitor");
 }

@@ -67,6 +67,7 @@ async fn a_merge_that_branch_protection_refuses_leaves_the_review_on_the_pull_re
     let metrics = r
         .client
         .get(format!("{}/metrics", r.url))
+        .bearer_auth(OPERATOR_TOKEN)
         .send()
         .await
         .unwrap()
