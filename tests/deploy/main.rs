@@ -216,6 +216,40 @@ fn mounts(deployment: &Value) -> Vec<(String, Value)> {
 
 /// Every config.yaml in every installation loads as Registrar would load it, and fits the
 /// Deployment and the image around it.
+/// The config.yaml an installation's Deployment runs with: the ConfigMap key mounted where
+/// its `--config` argument points.
+fn shipped_config(name: &str, objects: &[Value]) -> String {
+    let d = deployment(objects);
+    let c = container(d);
+    let mounts = mounts(d);
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let config_path = args
+        .iter()
+        .position(|a| *a == "--config")
+        .map(|i| args[i + 1])
+        .expect("--config");
+    let (config_dir, config_file) = config_path.rsplit_once('/').unwrap();
+    let config_volume = &mounts
+        .iter()
+        .find(|(p, _)| p == config_dir)
+        .unwrap_or_else(|| panic!("{name}: nothing mounted at {config_dir}"))
+        .1;
+    let cm_name = config_volume["configMap"]["name"].as_str().unwrap();
+    let cm = find(objects, "ConfigMap")
+        .into_iter()
+        .find(|m| m["metadata"]["name"] == cm_name)
+        .unwrap_or_else(|| panic!("{name}: no ConfigMap {cm_name}"));
+    let text = cm["data"][config_file]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name}: {cm_name} has no {config_file}"));
+    text.to_string()
+}
+
 #[test]
 fn every_shipped_configuration_loads_and_fits_its_deployment() {
     if kubectl_missing() {
@@ -231,31 +265,7 @@ fn every_shipped_configuration_loads_and_fits_its_deployment() {
         let d = deployment(objects);
         let c = container(d);
         let mounts = mounts(d);
-        let args: Vec<&str> = c["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect();
-        let config_path = args
-            .iter()
-            .position(|a| *a == "--config")
-            .map(|i| args[i + 1])
-            .expect("--config");
-        let (config_dir, config_file) = config_path.rsplit_once('/').unwrap();
-        let config_volume = &mounts
-            .iter()
-            .find(|(p, _)| p == config_dir)
-            .unwrap_or_else(|| panic!("{name}: nothing mounted at {config_dir}"))
-            .1;
-        let cm_name = config_volume["configMap"]["name"].as_str().unwrap();
-        let cm = find(objects, "ConfigMap")
-            .into_iter()
-            .find(|m| m["metadata"]["name"] == cm_name)
-            .unwrap_or_else(|| panic!("{name}: no ConfigMap {cm_name}"));
-        let text = cm["data"][config_file]
-            .as_str()
-            .unwrap_or_else(|| panic!("{name}: {cm_name} has no {config_file}"));
+        let text = shipped_config(name, objects);
         let path = dir.path().join(format!("{name}.yaml"));
         std::fs::write(&path, text).unwrap();
         let config = registrar::config::Config::load(Some(&path))
@@ -561,4 +571,5 @@ fn bench_names(manifest: &str) -> Vec<String> {
     out
 }
 
+mod exposure;
 mod monitoring;
