@@ -6,30 +6,8 @@ mod support;
 
 use std::time::Duration;
 
+use support::dhcp::{discover, mac_text, spoofed};
 use support::*;
-
-/// A PXE DISCOVER from `mac`.
-fn discover(mac: [u8; 6]) -> Vec<u8> {
-    let mut b = vec![0u8; 236];
-    b[0] = 1;
-    b[1] = 1;
-    b[2] = 6;
-    b[28..34].copy_from_slice(&mac);
-    b.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1]);
-    b.extend_from_slice(&[60, 9]);
-    b.extend_from_slice(b"PXEClient");
-    b.push(255);
-    b
-}
-
-fn spoofed(i: u32) -> [u8; 6] {
-    let b = i.to_be_bytes();
-    [0x02, 0x66, b[0], b[1], b[2], b[3]]
-}
-
-fn mac_text(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
 
 async fn start(edit: impl FnOnce(&mut registrar::config::Config)) -> (Registrar, std::net::SocketAddr) {
     let dir = tempfile::tempdir().unwrap();

@@ -4,10 +4,12 @@
 
 pub mod binary;
 pub mod console;
+pub mod dhcp;
 pub mod fake_github;
 pub mod fake_kube;
 pub mod git_http;
 pub mod journey;
+pub mod netns;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -387,7 +389,13 @@ pub fn skip_unless_ci(test: &str, missing: Option<String>) -> bool {
 
 /// Registrar's Prometheus metrics, as an operator's scraper reads them.
 pub async fn metrics_text(r: &Registrar) -> String {
-    let resp = r.client.get(format!("{}/metrics", r.url)).send().await.unwrap();
+    let resp = r
+        .client
+        .get(format!("{}/metrics", r.url))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert!(resp.status().is_success(), "GET /metrics: {}", resp.status());
     resp.text().await.unwrap()
 }

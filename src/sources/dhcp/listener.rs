@@ -193,6 +193,9 @@ pub async fn run(
                 metrics.dhcp_parsed.inc();
                 if sink.try_send((mac, sighting)).is_err() {
                     metrics.dhcp_dropped("backlog");
+                    // A real machine asks again within seconds; a flood should not cost it a
+                    // whole debounce window.
+                    snooper.forget(&mac);
                 }
             }
         }

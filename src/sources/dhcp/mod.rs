@@ -118,6 +118,12 @@ impl Debouncer {
         true
     }
 
+    /// Forgets that `mac` was passed on, so its next request is: it was not, after all.
+    pub fn forget(&mut self, mac: &Mac) {
+        self.current.remove(mac);
+        self.previous.remove(mac);
+    }
+
     pub fn tracked(&self) -> usize {
         self.current.len() + self.previous.len()
     }
@@ -187,6 +193,12 @@ impl Snooper {
             return Some("relay_subnet");
         }
         None
+    }
+
+    /// A machine `observe` admitted that could not be passed on (the recorder's backlog
+    /// was full): its next request is admitted again, rather than ignored for a window.
+    pub fn forget(&mut self, mac: &Mac) {
+        self.debounce.forget(mac);
     }
 
     pub fn tracked(&self) -> usize {
@@ -266,6 +278,21 @@ mod tests {
             .option(53, &[1])
             .option(60, b"PXEClient:Arch:00007:UNDI:003016")
             .build()
+    }
+
+    #[test]
+    fn a_machine_the_backlog_could_not_take_is_admitted_on_its_next_request() {
+        let (mut s, _) = snooper(Filters::default());
+        let t0 = Instant::now();
+        let Outcome::Seen(mac, _) = s.observe(&discover(MAC), t0) else {
+            panic!()
+        };
+        s.forget(&mac);
+        assert!(matches!(
+            s.observe(&discover(MAC), t0 + Duration::from_secs(1)),
+            Outcome::Seen(..)
+        ));
+        assert_eq!(s.observe(&discover(MAC), t0 + Duration::from_secs(2)), Outcome::Repeat);
     }
 
     #[test]
