@@ -135,6 +135,27 @@ fn check_deploy_renders_and_validates_everything() {
 /// The existing cluster test proves rbac.yaml grants exactly what the code uses; here, every
 /// installation grants exactly rbac.yaml, to the service account the pod runs as, in the
 /// namespace Registrar writes to.
+/// The claim holding the store and the mirror survives a prune, and the deletion of the
+/// Flux Kustomization or Argo CD Application that created it.
+#[test]
+fn the_state_volume_is_never_pruned() {
+    if kubectl_missing() {
+        return;
+    }
+    for (name, objects) in installs() {
+        for claim in find(objects, "PersistentVolumeClaim") {
+            let annotations = &claim["metadata"]["annotations"];
+            assert_eq!(annotations["kustomize.toolkit.fluxcd.io/prune"], "disabled", "{name}");
+            let argo = annotations["argocd.argoproj.io/sync-options"]
+                .as_str()
+                .unwrap_or_default();
+            for option in ["Prune=false", "Delete=false"] {
+                assert!(argo.split(',').any(|o| o.trim() == option), "{name}: {argo:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn every_installation_grants_exactly_the_shipped_rbac() {
     if kubectl_missing() {

@@ -23,17 +23,17 @@ pub fn bind(addr: SocketAddr, interface: Option<&str>) -> anyhow::Result<std::ne
                 " — ports below 1024 need root or CAP_NET_BIND_SERVICE (binding to an interface needs CAP_NET_RAW)"
             }
             std::io::ErrorKind::AddrInUse => {
-                " — another DHCP server or snooper holds it; Registrar shares it only with SO_REUSEADDR sockets"
+                " — a DHCP server or relay on this node holds it. Registrar does not share the port: sharing it would take unicast requests (renewals, relayed DISCOVERs) away from that server. Use dhcp.capture: true, which copies packets and takes none"
             }
             _ => "",
         };
         anyhow::anyhow!("DHCP listener: cannot {what} {addr}: {e}{hint}")
     };
+    // No SO_REUSEADDR: with it, a DHCP server on this node that set it too (Smee does) would
+    // share port 67 with Registrar, and Linux gives each unicast datagram to one socket only
+    // — often the newer one. Relayed requests meant for that server would end here, unanswered.
     let socket =
         Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(|e| explain("create a socket for", e))?;
-    socket
-        .set_reuse_address(true)
-        .map_err(|e| explain("set SO_REUSEADDR on", e))?;
     socket
         .set_broadcast(true)
         .map_err(|e| explain("set SO_BROADCAST on", e))?;
@@ -230,5 +230,30 @@ mod tests {
             let _ = dhcp_payload(&ip[..n]);
         }
         assert_eq!(dhcp_payload(&[0x46, 0]), None);
+    }
+
+    #[test]
+    fn a_port_a_dhcp_server_holds_is_not_shared_and_the_error_says_what_to_use() {
+        // A DHCP server on the same node, bound with SO_REUSEADDR as Smee binds port 67.
+        let server = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        server.set_reuse_address(true).unwrap();
+        server
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        let addr = server.local_addr().unwrap().as_socket().unwrap();
+        let err = bind(addr, None)
+            .expect_err("the server's port is not shared")
+            .to_string();
+        assert!(err.contains("dhcp.capture: true"), "{err}");
+        // Unicast requests keep reaching the server.
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.send_to(b"renew", addr).unwrap();
+        let server: std::net::UdpSocket = server.into();
+        server
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        let (n, _) = server.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"renew");
     }
 }
