@@ -151,16 +151,7 @@ async fn bad_requests_are_answered_and_store_nothing() {
         404
     );
     // Metrics count what was refused.
-    let metrics = r
-        .client
-        .get(format!("{}/metrics", r.url))
-        .bearer_auth(OPERATOR_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&r).await;
     assert!(metrics.contains("registrar_auth_failures_total 4"), "{metrics}");
     assert!(
         metrics.contains("registrar_reports_total{result=\"too_large\"} 1"),

@@ -49,6 +49,18 @@ async fn wait_healthy(client: &reqwest::Client, url: &str) {
     panic!("server at {url} never became healthy");
 }
 
+/// The discovery action's report; stored (202) before any side effect.
+async fn report(client: &reqwest::Client, url: &str, mac: &str) {
+    let resp = client
+        .post(format!("{url}/api/v1/reports"))
+        .bearer_auth(REPORT_TOKEN)
+        .json(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+}
+
 async fn crash_then_restart(point: &str) {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
@@ -60,14 +72,7 @@ async fn crash_then_restart(point: &str) {
 
     let mut child = spawn(&state, port, Some(point));
     wait_healthy(&client, &url).await;
-    let resp = client
-        .post(format!("{url}/api/v1/reports"))
-        .bearer_auth(REPORT_TOKEN)
-        .json(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202, "the report is stored before any side effect");
+    report(&client, &url, mac).await;
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
@@ -136,14 +141,7 @@ async fn a_git_lock_left_by_a_kill_is_cleared_at_restart() {
 
     let mut child = spawn(&state, port, None);
     wait_healthy(&client, &url).await;
-    let resp = client
-        .post(format!("{url}/api/v1/reports"))
-        .bearer_auth(REPORT_TOKEN)
-        .json(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+    report(&client, &url, mac).await;
     let m = wait_for_state(&client, &url, mac, "proposed").await;
     let remote = Repo::at(&state.join("gitops.git"));
     assert_eq!(

@@ -6,27 +6,8 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
+use support::dhcp::request as discover;
 use support::*;
-
-/// A BOOTREQUEST as a PXE ROM sends it.
-fn discover(mac: [u8; 6], vendor_class: &[u8], relay: Option<([u8; 4], &[u8])>) -> Vec<u8> {
-    let mut b = vec![0u8; 236];
-    b[0] = 1;
-    b[1] = 1;
-    b[2] = 6;
-    b[28..34].copy_from_slice(&mac);
-    b.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1]);
-    b.push(60);
-    b.push(vendor_class.len() as u8);
-    b.extend_from_slice(vendor_class);
-    if let Some((giaddr, port)) = relay {
-        b[24..28].copy_from_slice(&giaddr);
-        b.extend_from_slice(&[82, port.len() as u8 + 2, 1, port.len() as u8]);
-        b.extend_from_slice(port);
-    }
-    b.push(255);
-    b
-}
 
 async fn start_with_dhcp(edit: impl FnOnce(&mut registrar::config::Config)) -> (Registrar, std::net::SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
@@ -97,16 +78,7 @@ async fn a_booting_machine_is_detected_once_and_its_firmware_shapes_the_proposal
     let summary = m["proposal"]["summary"].as_str().unwrap();
     assert!(summary.contains("relay 10\\.0\\.0\\.1, port Ethernet1/12"), "{summary}");
 
-    let metrics = r
-        .client
-        .get(format!("{}/metrics", r.url))
-        .bearer_auth(OPERATOR_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&r).await;
     assert!(metrics.contains("registrar_dhcp_packets_total 25"), "{metrics}");
     assert!(metrics.contains("registrar_dhcp_new_macs_total 1"), "{metrics}");
     assert!(
@@ -151,17 +123,7 @@ async fn registered_and_filtered_macs_are_ignored_and_garbage_is_counted() {
     let socket = registrar::sources::dhcp::listener::bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
     let addr = socket.local_addr().unwrap();
     let r = Registrar::start_app(dir, config, move |app| app.with_dhcp_socket(socket)).await;
-    let metrics = || async {
-        r.client
-            .get(format!("{}/metrics", r.url))
-            .bearer_auth(OPERATOR_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics = || metrics_text(&r);
     for _ in 0..100 {
         if metrics().await.contains("registrar_known_macs 1") {
             break;

@@ -124,16 +124,7 @@ async fn a_real_dhcp_client_is_detected_exactly_once() {
     assert_eq!(list[0]["source"], "dhcp");
     assert_eq!(list[0]["state"], "detected");
     assert_eq!(list[0]["sighting"]["vendor_class"], "udhcp 1.35.0");
-    let metrics = r
-        .client
-        .get(format!("{}/metrics", r.url))
-        .bearer_auth(OPERATOR_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&r).await;
     assert!(metrics.contains("registrar_dhcp_new_macs_total 1"), "{metrics}");
     let packets: u64 = metrics
         .lines()

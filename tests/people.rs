@@ -161,17 +161,9 @@ async fn console_login(p: &Process, token: &str) -> (String, String, String) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 303);
-    let cookie = resp.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = session_cookie(&resp);
     let html = console_get(&p.url, &format!("/machines/{MAC}"), &cookie).await;
-    let at = html.find("name=\"csrf\" value=\"").expect("a CSRF token on the page");
-    let csrf = html[at + 19..].split('"').next().unwrap().to_string();
-    (cookie, csrf, html)
+    (cookie, csrf_token(&html), html)
 }
 
 async fn console_post(p: &Process, path: &str, cookie: &str, csrf: &str, headers: &[(&str, &str)]) -> (u16, String) {
@@ -197,16 +189,8 @@ async fn through_proxy(p: &Process, user: &str) -> (String, String) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let cookie = resp.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let html = resp.text().await.unwrap();
-    let at = html.find("name=\"csrf\" value=\"").unwrap();
-    (cookie, html[at + 19..].split('"').next().unwrap().to_string())
+    let cookie = session_cookie(&resp);
+    (cookie, csrf_token(&resp.text().await.unwrap()))
 }
 
 #[tokio::test(flavor = "multi_thread")]

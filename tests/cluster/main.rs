@@ -69,16 +69,7 @@ async fn registered_hardware_is_never_proposed_again() {
     kube.create(hardware("node01", "3c:ec:ef:4c:4f:54"));
     eventually_known(&r, &kube, "3c:ec:ef:4c:4f:54", 1).await;
     // The operator's view: the watch is up.
-    let metrics = r
-        .client
-        .get(format!("{}/metrics", r.url))
-        .bearer_auth(OPERATOR_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&r).await;
     assert!(
         metrics.lines().any(|l| l == "registrar_cluster_watch_up 1"),
         "{metrics}"

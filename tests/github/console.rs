@@ -64,16 +64,7 @@ async fn a_merge_that_branch_protection_refuses_leaves_the_review_on_the_pull_re
     assert_eq!(m["machine"]["state"], "proposed");
     assert_eq!(m["proposal"]["state"], "open", "the intent was rolled back");
     assert!(!gh.pulls()[0].merged);
-    let metrics = r
-        .client
-        .get(format!("{}/metrics", r.url))
-        .bearer_auth(OPERATOR_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&r).await;
     assert!(
         metrics
             .lines()

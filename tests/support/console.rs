@@ -6,8 +6,24 @@ use super::OPERATOR_TOKEN;
 /// cookie and the page's CSRF token, for the forms a person would submit.
 pub async fn console_session(url: &str, mac: &str) -> (String, String) {
     let (cookie, html) = console_page(url, mac).await;
-    let at = html.find("name=\"csrf\" value=\"").unwrap();
-    (cookie, html[at + 19..].split('"').next().unwrap().to_string())
+    (cookie, csrf_token(&html))
+}
+
+/// The session cookie an answer sets, as a browser sends it back.
+pub fn session_cookie(resp: &reqwest::Response) -> String {
+    resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The CSRF token of a console page's forms.
+pub fn csrf_token(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a CSRF token on the page");
+    html[at + 19..].split('"').next().unwrap().to_string()
 }
 
 /// Logs in to the console as alice and loads `mac`'s page: the session cookie and the HTML.
@@ -22,13 +38,7 @@ pub async fn console_page(url: &str, mac: &str) -> (String, String) {
         .send()
         .await
         .unwrap();
-    let cookie = resp.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = session_cookie(&resp);
     let html = console_get(url, &format!("/machines/{mac}"), &cookie).await;
     (cookie, html)
 }

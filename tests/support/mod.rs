@@ -21,7 +21,7 @@ use tempfile::TempDir;
 
 // Not every test binary uses every helper.
 #[allow(unused_imports)]
-pub use console::{console_forget, console_get, console_page, console_session};
+pub use console::{console_forget, console_get, console_page, console_session, csrf_token, session_cookie};
 
 pub const REPORT_TOKEN: &str = "report-token-for-tests-0123456789";
 pub const OPERATOR_TOKEN: &str = "operator-token-for-tests-0123456789";
