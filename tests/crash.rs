@@ -50,14 +50,8 @@ async fn wait_healthy(client: &reqwest::Client, url: &str) {
 }
 
 /// The discovery action's report; stored (202) before any side effect.
-async fn report(client: &reqwest::Client, url: &str, mac: &str) {
-    let resp = client
-        .post(format!("{url}/api/v1/reports"))
-        .bearer_auth(REPORT_TOKEN)
-        .json(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json")))
-        .send()
-        .await
-        .unwrap();
+async fn report(url: &str, mac: &str) {
+    let resp = support::journey::post_report(url, mac, "supermicro-ssg-6029p-x11dph-t.json").await;
     assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
 }
 
@@ -72,7 +66,7 @@ async fn crash_then_restart(point: &str) {
 
     let mut child = spawn(&state, port, Some(point));
     wait_healthy(&client, &url).await;
-    report(&client, &url, mac).await;
+    report(&url, mac).await;
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
@@ -141,7 +135,7 @@ async fn a_git_lock_left_by_a_kill_is_cleared_at_restart() {
 
     let mut child = spawn(&state, port, None);
     wait_healthy(&client, &url).await;
-    report(&client, &url, mac).await;
+    report(&url, mac).await;
     let m = wait_for_state(&client, &url, mac, "proposed").await;
     let remote = Repo::at(&state.join("gitops.git"));
     assert_eq!(

@@ -151,13 +151,7 @@ async fn the_shared_report_token_is_off_where_machines_have_their_own() {
     let kube = support::fake_kube::FakeKube::start().await;
     let mut p = support::journey::start_on_cluster(dir.path(), &gh, &kube, |_| {}).await;
     let mac = "0c:c4:7a:17:01:01";
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/v1/reports", p.url))
-        .bearer_auth(REPORT_TOKEN)
-        .json(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json")))
-        .send()
-        .await
-        .unwrap();
+    let resp = support::journey::post_report(&p.url, mac, "supermicro-ssg-6029p-x11dph-t.json").await;
     assert_eq!(resp.status(), 401, "{}", resp.text().await.unwrap());
     let (status, _) = support::journey::get(&format!("{}/api/v1/machines/{mac}", p.url), OPERATOR_TOKEN).await;
     assert_eq!(status, 404, "nothing was stored");

@@ -24,13 +24,7 @@ async fn local_forge_a_report_is_proposed_approved_with_the_cli_and_merged() {
     p.wait_ready().await;
     let mac = "0c:c4:7a:11:22:33";
 
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/v1/reports", p.url))
-        .bearer_auth(REPORT_TOKEN)
-        .json(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json")))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_report(&p.url, mac, "supermicro-ssg-6029p-x11dph-t.json").await;
     assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
     let proposed = state_reached(&p, mac, "proposed").await;
     let path = proposed["proposal"]["path"]

@@ -8,7 +8,7 @@ mod support;
 use serde_json::{Value, json};
 use support::binary::{Process, example, set, start_on_github, token_env};
 use support::fake_github::FakeGithub;
-use support::journey::state_reached;
+use support::journey::{post_report, state_reached};
 use support::*;
 
 const VIEWER: &str = "vera-viewer-token-0123456789";
@@ -73,13 +73,7 @@ async fn transitions(p: &Process, mac: &str) -> Vec<Value> {
 }
 
 async fn propose(p: &Process, mac: &str) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/v1/reports", p.url))
-        .bearer_auth(REPORT_TOKEN)
-        .json(&report_body(mac, lshw("supermicro-ssg-6029p-x11dph-t.json")))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_report(&p.url, mac, "supermicro-ssg-6029p-x11dph-t.json").await;
     assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
     state_reached(p, mac, "proposed").await;
 }

@@ -7,7 +7,7 @@ mod support;
 use serde_json::{Value, json};
 use support::binary::{Process, eventually, set, start_on_github};
 use support::fake_github::FakeGithub;
-use support::journey::{machine, state_reached};
+use support::journey::{machine, post_report, state_reached};
 use support::*;
 
 const A: &str = "0c:c4:7a:15:00:0a";
@@ -26,13 +26,7 @@ async fn start_on_fake_github(dir: &std::path::Path, edit: impl FnOnce(&mut Valu
 }
 
 async fn report(p: &Process, mac: &str, lshw_file: &str) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/v1/reports", p.url))
-        .bearer_auth(REPORT_TOKEN)
-        .json(&report_body(mac, lshw(lshw_file)))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_report(&p.url, mac, lshw_file).await;
     assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
 }
 

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::binary::{Process, eventually, example, kubeconfig, listen_on, point_at_github, set, token_env};
 use super::fake_github::FakeGithub;
 use super::fake_kube::FakeKube;
-use super::{OPERATOR_TOKEN, documents, lshw, report_body};
+use super::{OPERATOR_TOKEN, REPORT_TOKEN, documents, lshw, report_body};
 
 pub const NS: &str = "tinkerbell";
 
@@ -64,6 +64,17 @@ pub async fn smee_sees(kube: &FakeKube, mac: &str) {
 /// Tells the story as it goes (`cargo test --test journey -- --nocapture` shows it).
 pub fn step(what: &str) {
     eprintln!("journey: {what}");
+}
+
+/// A discovery action's report of `lshw_file`'s facts for `mac`, with the shared report token.
+pub async fn post_report(url: &str, mac: &str, lshw_file: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{url}/api/v1/reports"))
+        .bearer_auth(REPORT_TOKEN)
+        .json(&report_body(mac, lshw(lshw_file)))
+        .send()
+        .await
+        .unwrap()
 }
 
 pub async fn get(url: &str, token: &str) -> (u16, Value) {

@@ -252,54 +252,48 @@ pub fn init_local_remote(path: &Path, base: &str) -> Result<bool> {
     Ok(true)
 }
 
-/// Removes the `.lock` files a killed process left in the mirror. git takes a ref's lock by
-/// creating `<ref>.lock` and renames it over the ref when done; SIGKILL between the two
-/// leaves the lock behind, and every later update of that ref fails with "failed to lock
-/// file" until someone deletes it. The mirror belongs to this state directory alone and the
-/// caller holds its `registrar.lock`, so at start-up no lock in it can belong to a live
-/// writer. The same holds for the embedded default's `gitops.git` in the state directory; a
-/// GitOps repository elsewhere (a `file://` remote written in place) is never touched:
-/// other people and tools write there.
-pub fn clear_stale_locks(mirror: &Path) -> Result<()> {
-    fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
+/// Removes the `.lock` files a killed process left in a repository of the state directory.
+/// git takes a ref's lock by creating `<ref>.lock` and renames it over the ref when done;
+/// SIGKILL between the two leaves the lock behind, and every later update of that ref fails
+/// with "failed to lock file" until someone deletes it. The mirror, and the embedded
+/// default's `gitops.git`, belong to this state directory alone and the caller holds its
+/// `registrar.lock`, so at start-up no lock in them can belong to a live writer. A GitOps
+/// repository elsewhere (a `file://` remote written in place) is never touched: other people
+/// and tools write there.
+pub fn clear_stale_locks(repo: &Path) -> Result<()> {
+    fn ref_locks(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
+            entries => entries?,
         };
         for entry in entries {
-            let entry = entry?;
-            let path = entry.path();
-            if entry.file_type()?.is_dir() {
-                walk(&path, found)?;
+            let path = entry?.path();
+            if path.is_dir() {
+                ref_locks(&path, found)?;
             } else if path.extension().is_some_and(|e| e == "lock") {
                 found.push(path);
             }
         }
         Ok(())
     }
-    let mut stale = Vec::new();
-    let found = walk(&mirror.join("refs"), &mut stale).and_then(|()| {
-        for top in [
-            "HEAD.lock",
-            "packed-refs.lock",
-            "config.lock",
-            "shallow.lock",
-            "index.lock",
-        ] {
-            let path = mirror.join(top);
-            if path.exists() {
-                stale.push(path);
-            }
-        }
+    const TOP_LEVEL: [&str; 5] = [
+        "HEAD.lock",
+        "packed-refs.lock",
+        "config.lock",
+        "shallow.lock",
+        "index.lock",
+    ];
+    let clear = || -> std::io::Result<()> {
+        let mut stale: Vec<PathBuf> = TOP_LEVEL.iter().map(|l| repo.join(l)).filter(|p| p.exists()).collect();
+        ref_locks(&repo.join("refs"), &mut stale)?;
         for path in &stale {
             std::fs::remove_file(path)?;
-            tracing::warn!(lock = %path.display(), "removed a lock a killed Registrar left in the mirror");
+            tracing::warn!(lock = %path.display(), "removed a git lock a killed Registrar left");
         }
         Ok(())
-    });
-    found.map_err(|e| GitError::Git {
-        context: format!("clearing stale locks in the mirror {}", mirror.display()),
+    };
+    clear().map_err(|e| GitError::Git {
+        context: format!("clearing stale locks in {}", repo.display()),
         source: git2::Error::from_str(&e.to_string()),
     })
 }
