@@ -372,8 +372,8 @@ async fn a_name_another_machine_has_is_told_to_the_reviewer_not_proposed() {
 
 /// GitHub's delivery for a push to the base branch.
 async fn pushed_to_main(gh: &FakeGithub) {
-    let body =
-        serde_json::to_vec(&json!({"ref": "refs/heads/main", "repository": {"full_name": "acme/gitops"}})).unwrap();
+    let head = gh.head_of("main");
+    let body = serde_json::to_vec(&support::fake_github::shapes::push_delivery("main", &head, "someone")).unwrap();
     let resp = gh
         .deliver(
             "push",

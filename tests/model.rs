@@ -5,7 +5,10 @@
 //! things calm down, Registrar agrees with GitHub about every machine.
 //!
 //! The run is random but reproducible: `REGISTRAR_MODEL_SEED=<n>` replays one (the seed is
-//! printed); `REGISTRAR_MODEL_MACHINES` and `REGISTRAR_MODEL_STEPS` scale it.
+//! printed). It chooses the steps and, through `Faults::seed`, which requests the fake
+//! fails: a request's fate depends on the seed and the request, not on the order in which
+//! concurrent requests happen to arrive. `REGISTRAR_MODEL_MACHINES` and
+//! `REGISTRAR_MODEL_STEPS` scale it.
 
 mod support;
 
@@ -136,6 +139,7 @@ async fn registrar_agrees_with_github_after_any_interleaving_of_reviews_faults_a
         secondary_limits: 0.03,
         timeouts: 0.02,
         timeout_for: Duration::from_millis(1500),
+        seed,
         ..Faults::default()
     };
     gh.set_faults(faults.clone());

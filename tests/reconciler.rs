@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::binary::{Process, eventually, set, start_on_github};
-use support::fake_github::FakeGithub;
+use support::fake_github::{self, FakeGithub};
 use support::journey::{machine, post_report, state_reached};
 use support::*;
 
@@ -317,4 +317,62 @@ async fn a_git_lock_left_by_a_killed_registrar_does_not_stall_the_machine() {
     assert!(pr.open, "{pr:?}");
     assert!(!heads.join("0c-c4-7a-15-00-0a.lock").exists());
     assert!(!mirror.join("packed-refs.lock").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_not_shaped_as_githubs_is_refused_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, gh) = start_on_fake_github(dir.path(), |_| {}).await;
+    report(&p, A, "packet-c3small-asrockrack-e3c246d4i-nl.json").await;
+    let n = number(&state_reached(&p, A, "proposed").await);
+    // Closed on GitHub without a delivery; then a correctly signed "closed" delivery whose
+    // pull request lacks what GitHub always sends (its head).
+    gh.state
+        .lock()
+        .unwrap()
+        .pulls
+        .iter_mut()
+        .find(|x| x.number == n)
+        .unwrap()
+        .open = false;
+    let mut payload = gh.payload("closed", n, "reviewer", None);
+    payload["pull_request"].as_object_mut().unwrap().remove("head");
+    let delivery = fake_github::uuid();
+    let resp = gh
+        .deliver(
+            "pull_request",
+            &delivery,
+            serde_json::to_vec(&payload).unwrap(),
+            Some(fake_github::SECRET),
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+    let error = resp.json::<Value>().await.unwrap();
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a GitHub pull_request event"),
+        "{error:#}"
+    );
+    wait_metric_binary(&p, r#"registrar_webhook_deliveries_total{result="malformed"}"#, 1.0).await;
+    assert_eq!(machine(&p, A).await["machine"]["state"], "proposed", "nothing acted on");
+
+    // Nothing was stored, not even its delivery id: GitHub's redelivery of the same id, now
+    // whole, is accepted and acted on.
+    let whole = serde_json::to_vec(&gh.payload("closed", n, "reviewer", None)).unwrap();
+    let resp = gh
+        .deliver("pull_request", &delivery, whole, Some(fake_github::SECRET))
+        .await;
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+    let m = state_reached(&p, A, "rejected").await;
+    assert!(
+        m["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["actor"] == "github:reviewer"),
+        "{m:#}"
+    );
+    assert!(p.stop().success());
 }

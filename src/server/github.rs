@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
+use crate::propose::forge::github::events::Delivery;
 
 pub async fn webhook(
     State(state): State<AppState>,
@@ -51,6 +52,10 @@ pub async fn webhook(
         state.metrics.webhook("ignored");
         return Ok((StatusCode::ACCEPTED, Json(json!({"ignored": "another repository"}))));
     }
+    let read = Delivery::read(&event, &body).map_err(|e| {
+        state.metrics.webhook("malformed");
+        ApiError::bad_request(format!("the delivery is not a GitHub {event} event: {e}"))
+    })?;
     let store = state.proposer.store().clone();
     let key = format!("delivery:{}:{delivery}", header("x-github-hook-id").unwrap_or("-"));
     let first = tokio::task::spawn_blocking(move || store.remember_once(&key, Utc::now()))
@@ -63,7 +68,7 @@ pub async fn webhook(
     state.metrics.webhook("accepted");
     let answer = Json(json!({"accepted": delivery}));
     tokio::spawn(async move {
-        if let Err(e) = hooks.handle(&event, &payload).await {
+        if let Err(e) = hooks.handle(&read).await {
             tracing::warn!(%event, %delivery, error = %e, "webhook handling failed; the reconcile will retry");
         }
     });

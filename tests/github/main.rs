@@ -4,6 +4,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+use registrar::propose::forge::github::events::Delivery;
+
 mod console;
 
 use std::time::Duration;
@@ -316,18 +318,37 @@ async fn recorded_github_payloads_parse_and_other_repositories_are_ignored() {
         "fixtures/github/webhooks",
         "recorded GitHub webhook deliveries (<event>.<action>.<n>.json)",
     );
-    let mut pull_requests = 0;
+    let (mut pull_requests, mut pushes) = (0, 0);
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let body = std::fs::read(&path).unwrap();
         let payload: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let event = name.split('.').next().unwrap();
-        if event == "pull_request" {
-            let pr = registrar::propose::forge::github::PullRequest::from_json(&payload["pull_request"])
-                .unwrap_or_else(|| panic!("{name}"));
-            assert_eq!(pr.number, payload["number"].as_u64().unwrap());
-            pull_requests += 1;
+        // Read as Registrar reads them: with octocrab's webhook models.
+        match Delivery::read(event, &body).unwrap_or_else(|e| panic!("{name}: {e}")) {
+            Delivery::PullRequest { pull, labeled, sender } => {
+                assert_eq!(pull.number, payload["number"].as_u64().unwrap(), "{name}");
+                assert_eq!(pull.head_ref, payload["pull_request"]["head"]["ref"].as_str().unwrap());
+                assert_eq!(
+                    pull.head_repo,
+                    payload["pull_request"]["head"]["repo"]["full_name"].as_str().unwrap()
+                );
+                assert_eq!(pull.open, payload["pull_request"]["state"] == "open", "{name}");
+                assert_eq!(
+                    labeled.as_deref(),
+                    payload["label"]["name"]
+                        .as_str()
+                        .filter(|_| payload["action"] == "labeled")
+                );
+                assert_eq!(sender.as_deref(), payload["sender"]["login"].as_str());
+                pull_requests += 1;
+            }
+            Delivery::Push { branch_ref } => {
+                assert_eq!(branch_ref, payload["ref"].as_str().unwrap());
+                pushes += 1;
+            }
+            Delivery::Unused => assert!(event != "pull_request" && event != "push", "{name}"),
         }
         let resp = gh.deliver(event, &fake_github::uuid(), body, Some(SECRET)).await;
         let status = resp.status().as_u16();
@@ -342,7 +363,7 @@ async fn recorded_github_payloads_parse_and_other_repositories_are_ignored() {
             );
         }
     }
-    assert!(pull_requests >= 10);
+    assert!(pull_requests >= 10 && pushes >= 1);
     assert_eq!(r.machine_count().await, 0);
 }
 

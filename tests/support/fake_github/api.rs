@@ -12,26 +12,7 @@ pub(super) fn head_sha(repo: &std::path::Path, branch: &str) -> String {
 }
 
 pub(super) fn pull_json(p: &Pull, repo: &std::path::Path) -> Value {
-    json!({
-        "url": format!("https://api.example/repos/{OWNER}/{REPO}/pulls/{}", p.number),
-        "html_url": format!("https://github.example/{OWNER}/{REPO}/pull/{}", p.number),
-        "number": p.number,
-        "state": if p.open { "open" } else { "closed" },
-        "title": p.title,
-        "body": p.body,
-        "merged": p.merged,
-        "merged_at": if p.merged { json!("2026-11-25T12:00:00Z") } else { Value::Null },
-        "merged_by": p.merged_by.as_ref().map(|l| json!({"login": l})).unwrap_or(Value::Null),
-        "head": match &p.fork {
-            None => json!({"ref": p.head, "sha": head_sha(repo, &p.head), "repo": {"full_name": format!("{OWNER}/{REPO}")}}),
-            // A deleted fork: GitHub sends no head repository at all.
-            Some(fork) if fork.is_empty() => json!({"ref": p.head, "sha": "f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0", "repo": null}),
-            Some(fork) => json!({"ref": p.head, "sha": "f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0", "repo": {"full_name": fork}}),
-        },
-        "base": {"ref": p.base, "repo": {"full_name": format!("{OWNER}/{REPO}")}},
-        "labels": p.labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>(),
-        "user": {"login": "registrar[bot]", "type": "Bot"},
-    })
+    shapes::pull(p, &head_sha(repo, &p.head))
 }
 
 pub(super) fn heads_of_open_pulls(gh: &FakeGithub) -> Vec<(u64, String)> {
@@ -215,9 +196,14 @@ pub(super) async fn route(
     // Faults, decided before the request is carried out (except the 5xx-after-create).
     let (fault_5xx, fault_limit, fault_timeout, timeout_for) = {
         let mut st = gh.state.lock().unwrap();
-        st.requests.push((method.to_string(), path.clone()));
+        let method_s = method.to_string();
+        let sent = st.times_sent.entry((method_s.clone(), path.clone())).or_default();
+        let nth = *sent;
+        *sent += 1;
+        st.requests.push((method_s.clone(), path.clone()));
         let f = st.faults.clone();
-        let mut limit = method != Method::GET && rand::random::<f64>() < f.secondary_limits;
+        let roll = |fault: &str| f.roll(fault, &method_s, &path, nth);
+        let mut limit = method != Method::GET && roll("secondary-limit") < f.secondary_limits;
         if let (Some((per_minute, minute, per_hour, hour)), true) = (f.secondary_budget, method != Method::GET) {
             let now = std::time::Instant::now();
             let in_window = |w: Duration| st.mutation_times.iter().filter(|t| now.duration_since(**t) < w).count();
@@ -231,9 +217,9 @@ pub(super) async fn route(
             st.secondary_limit_hits += 1;
         }
         (
-            rand::random::<f64>() < f.server_errors,
+            roll("server-error") < f.server_errors,
             limit,
-            rand::random::<f64>() < f.timeouts,
+            roll("timeout") < f.timeouts,
             f.timeout_for,
         )
     };
@@ -431,7 +417,7 @@ pub(super) fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, bo
             Value::Array(
                 st.labels
                     .iter()
-                    .map(|(n, (c, d))| json!({"name": n, "color": c, "description": d}))
+                    .map(|(n, (c, d))| shapes::label_with(n, c, d))
                     .collect(),
             ),
         ),
@@ -443,14 +429,13 @@ pub(super) fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, bo
                     json!({"message": "Validation Failed", "errors": [{"resource": "Label", "code": "already_exists", "field": "name"}]}),
                 );
             }
-            st.labels.insert(
-                name.clone(),
-                (
-                    body["color"].as_str().unwrap_or("ededed").into(),
-                    body["description"].as_str().unwrap_or_default().into(),
-                ),
+            let (color, description) = (
+                body["color"].as_str().unwrap_or("ededed").to_string(),
+                body["description"].as_str().unwrap_or_default().to_string(),
             );
-            reply(StatusCode::CREATED, json!({"name": name}))
+            let created = shapes::label_with(&name, &color, &description);
+            st.labels.insert(name, (color, description));
+            reply(StatusCode::CREATED, created)
         }
         ("POST", ["issues", n, "labels"]) => {
             let names: Vec<String> = body["labels"]
@@ -473,7 +458,7 @@ pub(super) fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, bo
             }
             reply(
                 StatusCode::OK,
-                Value::Array(p.labels.iter().map(|l| json!({"name": l})).collect()),
+                Value::Array(p.labels.iter().map(|l| shapes::label(l)).collect()),
             )
         }
         ("DELETE", ["issues", n, "labels", name]) => {
@@ -487,19 +472,16 @@ pub(super) fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, bo
             p.labels.retain(|l| *l != name);
             reply(
                 StatusCode::OK,
-                Value::Array(p.labels.iter().map(|l| json!({"name": l})).collect()),
+                Value::Array(p.labels.iter().map(|l| shapes::label(l)).collect()),
             )
         }
         ("POST", ["issues", n, "comments"]) => {
             let number: u64 = n.parse().unwrap_or(0);
-            st.comments
-                .entry(number)
-                .or_default()
-                .push(body["body"].as_str().unwrap_or_default().into());
-            reply(
-                StatusCode::CREATED,
-                json!({"id": rand::random::<u32>(), "body": body["body"]}),
-            )
+            let text = body["body"].as_str().unwrap_or_default().to_string();
+            let comments = st.comments.entry(number).or_default();
+            comments.push(text.clone());
+            let id = number * 10_000 + comments.len() as u64;
+            reply(StatusCode::CREATED, shapes::comment(id, &text, "registrar[bot]"))
         }
         _ => reply(
             StatusCode::NOT_FOUND,

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 mod api;
+pub mod shapes;
 
 use api::*;
 
@@ -55,6 +56,21 @@ pub struct Faults {
     pub secondary_budget: Option<(usize, Duration, usize, Duration)>,
     /// Carry out merges, then answer 502: the merge happened, the answer was lost.
     pub merge_answer_lost: bool,
+    /// Which requests fail is a function of this seed and the request (its method, path
+    /// and how many times it was sent before), not of a random stream shared by every
+    /// task: a model run's seed replays the same faults whatever order its requests race in.
+    pub seed: u64,
+}
+
+impl Faults {
+    /// A number in [0, 1) for the `nth` sending of `method path`, one per kind of fault.
+    pub fn roll(&self, fault: &str, method: &str, path: &str, nth: usize) -> f64 {
+        use std::hash::{Hash, Hasher};
+        // DefaultHasher::new() has fixed keys: the same inputs give the same roll in every run.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.seed, fault, method, path, nth).hash(&mut h);
+        (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+    }
 }
 
 #[derive(Default)]
@@ -64,6 +80,8 @@ pub struct GhState {
     pub comments: BTreeMap<u64, Vec<String>>,
     /// Every REST request: (method, path).
     pub requests: Vec<(String, String)>,
+    /// How many times each (method, path) was sent: which fault a request meets depends on it.
+    pub times_sent: std::collections::HashMap<(String, String), usize>,
     pub faults: Faults,
     /// Branch protection on the base: merges through the API are refused (405).
     pub protected: bool,
@@ -126,6 +144,11 @@ impl FakeGithub {
 
     pub fn git_url(&self) -> String {
         format!("{}/{OWNER}/{REPO}.git", self.url)
+    }
+
+    /// The commit `branch` points at in the repository ("" when there is no such branch).
+    pub fn head_of(&self, branch: &str) -> String {
+        head_sha(&self.repo().path, branch)
     }
 
     pub fn repo(&self) -> super::Repo {
@@ -261,18 +284,7 @@ impl FakeGithub {
 
     pub fn payload(&self, action: &str, number: u64, by: &str, label: Option<&str>) -> Value {
         let pr = pull_json(&self.pull(number), &self.repo().path);
-        let mut v = json!({
-            "action": action,
-            "number": number,
-            "pull_request": pr,
-            "repository": {"full_name": format!("{OWNER}/{REPO}"), "name": REPO, "owner": {"login": OWNER}},
-            "sender": {"login": by, "type": "User"},
-            "installation": {"id": 42},
-        });
-        if let Some(l) = label {
-            v["label"] = json!({"name": l});
-        }
-        v
+        shapes::pull_request_delivery(action, pr, by, label)
     }
 
     async fn deliver_pr(&self, action: &str, number: u64, by: &str, label: Option<&str>) -> reqwest::Response {

@@ -36,6 +36,12 @@ pub enum GhError {
         path: String,
         detail: String,
     },
+    #[error("GitHub's answer to {method} {path} is not what its API describes: {detail}")]
+    Unreadable {
+        method: Method,
+        path: String,
+        detail: String,
+    },
     #[error("GitHub keeps refusing {method} {path}: {detail}")]
     GaveUp {
         method: Method,
@@ -181,9 +187,22 @@ pub struct Client {
 }
 
 pub struct Reply {
+    pub method: Method,
+    pub path: String,
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Value,
+}
+
+impl Reply {
+    /// The body as one of octocrab's models (a pull request, labels, a comment).
+    pub fn parse<T: serde::de::DeserializeOwned>(self) -> Result<T, GhError> {
+        serde_json::from_value(self.body).map_err(|e| GhError::Unreadable {
+            method: self.method,
+            path: self.path,
+            detail: e.to_string(),
+        })
+    }
 }
 
 impl Client {
@@ -220,8 +239,8 @@ impl Client {
             return Ok((
                 Reply {
                     status: StatusCode::OK,
-                    headers: reply.headers,
                     body,
+                    ..reply
                 },
                 false,
             ));
@@ -376,6 +395,8 @@ impl Client {
             serde_json::from_slice(&bytes).unwrap_or(Value::Null)
         };
         Ok(Reply {
+            method: method.clone(),
+            path: path.to_string(),
             status: parts.status,
             headers: parts.headers,
             body,

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use hmac::{Hmac, Mac as _};
+use octocrab::models::webhook_events::payload::PullRequestWebhookEventAction;
+use octocrab::models::webhook_events::{WebhookEvent, WebhookEventPayload};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use sha2::Sha256;
@@ -34,6 +36,44 @@ pub fn signature_ok(secret: &SecretString, header: Option<&str>, body: &[u8]) ->
     mac.update(body);
     // verify_slice compares in constant time and rejects wrong lengths.
     mac.verify_slice(&sig).is_ok()
+}
+
+/// What Registrar takes from a delivery. Read with octocrab's webhook models, so a
+/// delivery that is not what GitHub sends is refused before anything is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// A push to `branch_ref` (`refs/heads/…`).
+    Push { branch_ref: String },
+    PullRequest {
+        pull: Box<PullRequest>,
+        /// The label a `labeled` delivery names.
+        labeled: Option<String>,
+        sender: Option<String>,
+    },
+    /// An event Registrar does not act on.
+    Unused,
+}
+
+impl Delivery {
+    pub fn read(event: &str, body: &[u8]) -> Result<Self, serde_json::Error> {
+        if event != "pull_request" && event != "push" {
+            return Ok(Delivery::Unused);
+        }
+        let read = WebhookEvent::try_from_header_and_body(event, body)?;
+        let sender = read.sender.map(|s| s.login);
+        Ok(match read.specific {
+            WebhookEventPayload::Push(push) => Delivery::Push { branch_ref: push.r#ref },
+            WebhookEventPayload::PullRequest(p) => Delivery::PullRequest {
+                labeled: match p.action {
+                    PullRequestWebhookEventAction::Labeled => p.label.map(|l| l.name),
+                    _ => None,
+                },
+                pull: Box::new(p.pull_request.into()),
+                sender,
+            },
+            _ => Delivery::Unused,
+        })
+    }
 }
 
 fn mac_of(branch: &str) -> Option<Mac> {
@@ -70,33 +110,20 @@ impl GithubHooks {
 
     /// Handles one verified delivery. Events and actions Registrar does not use are ignored.
     /// Counted when done, so that whoever sent it can tell it has been acted on.
-    pub async fn handle(&self, event: &str, payload: &Value) -> Result<(), ProposeError> {
-        let result = self.handle_delivery(event, payload).await;
+    pub async fn handle(&self, delivery: &Delivery) -> Result<(), ProposeError> {
+        let result = self.handle_delivery(delivery).await;
         self.proposer.metrics.webhook_handled(result.is_ok());
         result
     }
 
-    async fn handle_delivery(&self, event: &str, payload: &Value) -> Result<(), ProposeError> {
-        if event == "push" {
-            // Someone moved the base: rebuild proposals that share a kustomization with it.
-            if payload["ref"].as_str() == Some(&format!("refs/heads/{}", self.proposer.git().base())) {
-                let git = self.proposer.git().clone();
-                tokio::task::spawn_blocking(move || git.fetch())
-                    .await
-                    .map_err(|e| ProposeError::Join(e.to_string()))??;
-                self.proposer.base_moved();
-                self.proposer.rebuild_stale().await?;
-            }
-            return Ok(());
-        }
-        if event != "pull_request" {
-            return Ok(());
-        }
-        let Some(announced) = PullRequest::from_json(&payload["pull_request"]) else {
-            return Ok(());
+    async fn handle_delivery(&self, delivery: &Delivery) -> Result<(), ProposeError> {
+        let (announced, labeled, sender) = match delivery {
+            Delivery::Unused => return Ok(()),
+            Delivery::PullRequest { pull, labeled, sender } => (pull, labeled, sender),
+            Delivery::Push { branch_ref } => return self.pushed(branch_ref).await,
         };
         // Cheap checks first: a delivery about any other pull request costs no request.
-        if !self.is_ours_pr(&announced)
+        if !self.is_ours_pr(announced)
             || mac_of(&announced.head_ref).is_none()
             || announced.base_ref != self.proposer.git().base()
         {
@@ -109,13 +136,24 @@ impl GithubHooks {
             .get(announced.number)
             .await
             .map_err(|e| ProposeError::Forge(e.into()))?;
-        let action = payload["action"].as_str().unwrap_or_default();
         // The label a reviewer just added wins over the others, if it is still there.
-        let added = payload["label"]["name"]
-            .as_str()
-            .filter(|l| action == "labeled" && pr.labels.iter().any(|x| x == l));
-        let actor = format!("github:{}", payload["sender"]["login"].as_str().unwrap_or("unknown"));
+        let added = labeled.as_deref().filter(|l| pr.labels.iter().any(|x| x == l));
+        let actor = format!("github:{}", sender.as_deref().unwrap_or("unknown"));
         self.apply(&pr, &actor, added).await
+    }
+
+    /// Someone moved the base: rebuild proposals that share a kustomization with it.
+    async fn pushed(&self, branch_ref: &str) -> Result<(), ProposeError> {
+        if branch_ref != format!("refs/heads/{}", self.proposer.git().base()) {
+            return Ok(());
+        }
+        let git = self.proposer.git().clone();
+        tokio::task::spawn_blocking(move || git.fetch())
+            .await
+            .map_err(|e| ProposeError::Join(e.to_string()))??;
+        self.proposer.base_moved();
+        self.proposer.rebuild_stale().await?;
+        Ok(())
     }
 
     /// Whether a pull request is from this repository's own branches (a fork's branch may

@@ -3,6 +3,11 @@
 //! The branch is pushed over git (no REST cost); then, for a new machine, at most three
 //! REST calls: a lookup by head branch (only when Registrar has no record), the create,
 //! and the labels. An unchanged repeat costs none.
+//!
+//! Answers are read with octocrab's models (pull requests, labels, webhook events); the
+//! requests themselves go through `client`, the one module that speaks raw REST, because
+//! each needs what octocrab's typed calls cannot carry: the shared pacing budget, ETags,
+//! and a create or merge that is never resent blindly.
 
 pub mod client;
 pub mod events;
@@ -13,7 +18,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use http::{Method, StatusCode};
-use serde_json::{Value, json};
+use octocrab::models::Label;
+use octocrab::models::pulls::PullRequest as GhPullRequest;
+use serde_json::json;
 
 use super::{Draft, Forge, ForgeError, ForgeRef};
 use crate::domain::{Proposal, ProposalState};
@@ -43,25 +50,21 @@ pub struct PullRequest {
     pub merged_by: Option<String>,
 }
 
-impl PullRequest {
-    pub fn from_json(v: &Value) -> Option<Self> {
-        Some(PullRequest {
-            number: v["number"].as_u64()?,
-            open: v["state"].as_str()? == "open",
-            merged: v["merged"].as_bool().unwrap_or(false) || v["merged_at"].is_string(),
-            head_ref: v["head"]["ref"].as_str()?.to_string(),
-            head_sha: v["head"]["sha"].as_str().unwrap_or_default().to_string(),
-            head_repo: v["head"]["repo"]["full_name"].as_str().unwrap_or_default().to_string(),
-            base_ref: v["base"]["ref"].as_str().unwrap_or_default().to_string(),
-            labels: v["labels"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|l| l["name"].as_str().map(str::to_string))
-                .collect(),
-            url: v["html_url"].as_str().map(str::to_string),
-            merged_by: v["merged_by"]["login"].as_str().map(str::to_string),
-        })
+impl From<octocrab::models::pulls::PullRequest> for PullRequest {
+    fn from(pr: octocrab::models::pulls::PullRequest) -> Self {
+        PullRequest {
+            number: pr.number,
+            open: pr.state == Some(octocrab::models::IssueState::Open),
+            merged: pr.merged == Some(true) || pr.merged_at.is_some(),
+            head_sha: pr.head.sha,
+            // GitHub sends no head repository once a fork is deleted.
+            head_repo: pr.head.repo.and_then(|r| r.full_name).unwrap_or_default(),
+            head_ref: pr.head.ref_field,
+            base_ref: pr.base.ref_field,
+            labels: pr.labels.into_iter().flatten().map(|l| l.name).collect(),
+            url: pr.html_url.map(String::from),
+            merged_by: pr.merged_by.map(|a| a.login),
+        }
     }
 }
 
@@ -170,13 +173,8 @@ impl GithubForge {
                 format!("Provision with the {w} workflow"),
             )
         }));
-        let existing = self.client.get(&self.path("/labels?per_page=100")).await?.body;
-        let have: Vec<&str> = existing
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|l| l["name"].as_str())
-            .collect();
+        let existing: Vec<Label> = self.client.get(&self.path("/labels?per_page=100")).await?.parse()?;
+        let have: Vec<&str> = existing.iter().map(|l| l.name.as_str()).collect();
         for (name, color, description) in wanted.iter().filter(|(n, _, _)| !have.contains(&n.as_str())) {
             let body = json!({"name": name, "color": color, "description": description});
             match self
@@ -202,11 +200,9 @@ impl GithubForge {
             .get(&self.path(&format!("/pulls?head={}&state=all&per_page=100", segment(&head))))
             .await?;
         let mut prs: Vec<PullRequest> = reply
-            .body
-            .as_array()
+            .parse::<Vec<GhPullRequest>>()?
             .into_iter()
-            .flatten()
-            .filter_map(PullRequest::from_json)
+            .map(PullRequest::from)
             .filter(|p| {
                 p.head_ref == branch && p.base_ref == self.base && p.head_repo.eq_ignore_ascii_case(&self.full_name())
             })
@@ -217,11 +213,7 @@ impl GithubForge {
 
     pub async fn get(&self, number: u64) -> Result<PullRequest, GhError> {
         let reply = self.client.get(&self.path(&format!("/pulls/{number}"))).await?;
-        PullRequest::from_json(&reply.body).ok_or_else(|| GhError::GaveUp {
-            method: Method::GET,
-            path: format!("/pulls/{number}"),
-            detail: "unreadable pull request".into(),
-        })
+        Ok(reply.parse::<GhPullRequest>()?.into())
     }
 
     /// Registrar's pull requests: every open one, and the most recently updated closed ones.
@@ -236,15 +228,16 @@ impl GithubForge {
                         "/pulls?state={state}&sort=updated&direction=desc&per_page=100&page={page}"
                     )))
                     .await?;
-                let items = reply.body.as_array().cloned().unwrap_or_default();
+                let items: Vec<GhPullRequest> = reply.parse()?;
+                let full_page = items.len() == 100;
                 out.extend(
                     items
-                        .iter()
-                        .filter_map(PullRequest::from_json)
+                        .into_iter()
+                        .map(PullRequest::from)
                         .filter(|p| p.head_ref.starts_with("registrar/")),
                 );
                 // Closed ones: the newest page is enough between two passes.
-                if items.len() < 100 || state == "closed" {
+                if !full_page || state == "closed" {
                     break;
                 }
             }
@@ -321,9 +314,7 @@ impl GithubForge {
                 .await
             {
                 Ok(reply) => {
-                    let pr = PullRequest::from_json(&reply.body).ok_or_else(|| {
-                        ForgeError::Other("GitHub's answer to the create is not a pull request".into())
-                    })?;
+                    let pr = PullRequest::from(reply.parse::<GhPullRequest>()?);
                     if let Some(old) = earlier {
                         let note = format!(
                             "Registrar proposes this machine again; its earlier pull request #{old} stays closed."
