@@ -11,6 +11,7 @@ pub mod forge;
 pub mod git;
 mod import;
 pub mod index;
+mod intent;
 mod keyed;
 mod naming;
 
@@ -19,6 +20,7 @@ mod review;
 mod sync;
 
 pub use import::{ImportOutcome, PreviewRow};
+pub use intent::{Intent, Observation};
 pub use sync::commit_message;
 
 use std::sync::Arc;
@@ -48,6 +50,9 @@ pub enum ProposeError {
     NotFound(Mac),
     #[error("{0}")]
     Conflict(String),
+    /// The intent cannot be carried out as asked (an unknown workflow, say).
+    #[error("{0}")]
+    Invalid(String),
     #[error("background task failed: {0}")]
     Join(String),
 }

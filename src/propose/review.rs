@@ -1,8 +1,6 @@
 //! Reviews: approving, rejecting and forgetting a machine, each recorded as an intent first,
 //! and the reconcile that carries unfinished ones through.
 
-use std::sync::Arc;
-
 use chrono::Utc;
 
 use super::forge::ForgeError;
@@ -12,20 +10,8 @@ use crate::domain::{Mac, Machine, Proposal, ProposalState, State};
 use crate::store::StoreError;
 
 impl Proposer {
-    /// Runs a review step on its own task, and waits for it: a request that started it (a
-    /// browser, a script) may give up, but the step is never cut off half-way.
-    pub async fn detached<T, Fut>(self: &Arc<Self>, step: impl FnOnce(Arc<Self>) -> Fut) -> Result<T, ProposeError>
-    where
-        T: Send + 'static,
-        Fut: std::future::Future<Output = Result<T, ProposeError>> + Send + 'static,
-    {
-        tokio::spawn(step(self.clone()))
-            .await
-            .map_err(|e| ProposeError::Join(e.to_string()))?
-    }
-
     /// Approves a machine's open proposal: record the intent, merge, record the result.
-    pub async fn approve(&self, mac: Mac, actor: &str) -> Result<Machine, ProposeError> {
+    pub(super) async fn approve(&self, mac: Mac, actor: &str) -> Result<Machine, ProposeError> {
         let machine = self.machines.lock(mac).await;
         let mut proposal = self.open_proposal(mac).await?;
         if let Some(why) = self.forge.approval_elsewhere(&proposal) {
@@ -56,7 +42,7 @@ impl Proposer {
     }
 
     /// Records an approval that happened on the forge (a merge).
-    pub async fn finish_approval(&self, mac: Mac, cause: &str, actor: &str) -> Result<Machine, ProposeError> {
+    pub(super) async fn finish_approval(&self, mac: Mac, cause: &str, actor: &str) -> Result<Machine, ProposeError> {
         let machine = self.machines.lock(mac).await;
         self.record_approval(&machine, cause, actor).await
     }
@@ -92,7 +78,7 @@ impl Proposer {
     }
 
     /// Rejects a machine: suppress it first (so nothing re-proposes it), then close the proposal.
-    pub async fn reject(&self, mac: Mac, actor: &str, reason: &str) -> Result<Machine, ProposeError> {
+    pub(super) async fn reject(&self, mac: Mac, actor: &str, reason: &str) -> Result<Machine, ProposeError> {
         let held = self.machines.lock(mac).await;
         let store = self.store.clone();
         let (actor_s, reason) = (
@@ -158,7 +144,7 @@ impl Proposer {
 
     /// Forgets a machine no proposal of which is open or merged, so that it is noticed
     /// afresh; in the lane, so no sync of it is half done, and its discovery objects go too.
-    pub async fn forget(&self, mac: Mac, actor: &str) -> Result<(), ProposeError> {
+    pub(super) async fn forget(&self, mac: Mac, actor: &str) -> Result<(), ProposeError> {
         let _machine = self.machines.lock(mac).await;
         let (store, who) = (self.store.clone(), actor.to_string());
         blocking(move || store.forget(mac, &who, Utc::now())).await?;
@@ -168,7 +154,7 @@ impl Proposer {
     }
 
     /// Records a rejection that happened on the forge (a pull request closed unmerged).
-    pub async fn record_rejection(&self, mac: Mac, cause: &str, actor: &str) -> Result<Machine, ProposeError> {
+    pub(super) async fn record_rejection(&self, mac: Mac, cause: &str, actor: &str) -> Result<Machine, ProposeError> {
         let _machine = self.machines.lock(mac).await;
         let store = self.store.clone();
         let (cause, actor) = (cause.to_string(), actor.to_string());
@@ -191,18 +177,9 @@ impl Proposer {
 
     /// A reviewer reopened the machine's pull request `number` after a rejection: it is
     /// proposed again on that pull request, recorded open (it is, so a rejection from now on
-    /// must close it on the forge). `still_open` looks again while the machine is held: a
+    /// must close it on the forge). The forge is asked again while the machine is held: a
     /// rejection that closed it between the first look and now is not undone by a stale one.
-    pub async fn record_reopening<Fut>(
-        &self,
-        mac: Mac,
-        number: u64,
-        actor: &str,
-        still_open: impl FnOnce() -> Fut,
-    ) -> Result<(), ProposeError>
-    where
-        Fut: std::future::Future<Output = Result<bool, ProposeError>>,
-    {
+    pub(super) async fn record_reopening(&self, mac: Mac, number: u64, actor: &str) -> Result<(), ProposeError> {
         let _held = self.machines.lock(mac).await;
         let store = self.store.clone();
         let (machine, recorded) =
@@ -211,7 +188,9 @@ impl Proposer {
             return Ok(());
         };
         let rejected = machine.state == State::Rejected;
-        if !(rejected || recorded.state == ProposalState::Closed) || !still_open().await? {
+        if !(rejected || recorded.state == ProposalState::Closed)
+            || self.forge.state(&recorded).await? != ProposalState::Open
+        {
             return Ok(());
         }
         let (store, who) = (self.store.clone(), actor.to_string());

@@ -239,7 +239,7 @@ impl Proposer {
 
     /// Marks a proposal whose branch someone else pushed to, and tells the reviewers once.
     /// The mark is stored first: after a crash, a missed comment beats a repeated one.
-    pub async fn hands_off(&self, proposal: &Proposal, head: &str) -> Result<(), ProposeError> {
+    pub(super) async fn hands_off(&self, proposal: &Proposal, head: &str) -> Result<(), ProposeError> {
         let machine = self.machines.lock(proposal.mac).await;
         self.record_hands_off(&machine, proposal, head).await
     }
@@ -262,7 +262,7 @@ impl Proposer {
     }
 
     /// Whether `head` is a commit someone other than Registrar pushed to `proposal`'s branch.
-    pub async fn is_foreign_head(&self, proposal: &Proposal, head: &str) -> Result<bool, ProposeError> {
+    pub(super) async fn is_foreign_head(&self, proposal: &Proposal, head: &str) -> Result<bool, ProposeError> {
         if head.is_empty() || head == proposal.head {
             return Ok(false);
         }

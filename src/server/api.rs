@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use crate::domain::{Mac, ProposalState, Source, State as MachineState};
+use crate::propose::Intent;
 use crate::store::{MachineQuery, Sort};
 
 fn parse_mac(raw: &str) -> Result<Mac, ApiError> {
@@ -141,10 +142,7 @@ pub async fn approve(
 ) -> Result<Json<Value>, ApiError> {
     let mac = parse_mac(&mac)?;
     let who = actor(&session, &caller, &body);
-    let machine = state
-        .proposer
-        .detached(move |p| async move { p.approve(mac, &who).await })
-        .await?;
+    let machine = state.proposer.intend(mac, Intent::Approve, &who).await?;
     Ok(Json(json!({ "machine": machine })))
 }
 
@@ -164,10 +162,7 @@ pub async fn reject(
         .take(500)
         .collect();
     let who = actor(&session, &caller, &body);
-    let machine = state
-        .proposer
-        .detached(move |p| async move { p.reject(mac, &who, &reason).await })
-        .await?;
+    let machine = state.proposer.intend(mac, Intent::Reject { reason }, &who).await?;
     Ok(Json(json!({ "machine": machine })))
 }
 
@@ -180,9 +175,7 @@ pub async fn unsuppress(
 ) -> Result<Json<Value>, ApiError> {
     let mac = parse_mac(&mac)?;
     let who = actor(&session, &caller, &body);
-    let store = state.proposer.store().clone();
-    let machine = run(move || store.unsuppress(mac, &who, chrono::Utc::now())).await?;
-    state.proposer.wake();
+    let machine = state.proposer.intend(mac, Intent::Unsuppress, &who).await?;
     Ok(Json(json!({ "machine": machine })))
 }
 
@@ -206,9 +199,7 @@ pub async fn set_workflow(
         )));
     }
     let who = actor(&session, &caller, &body);
-    let store = state.proposer.store().clone();
-    let machine = run(move || store.set_workflow(mac, &workflow, &who, chrono::Utc::now())).await?;
-    state.proposer.wake();
+    let machine = state.proposer.intend(mac, Intent::Workflow(workflow), &who).await?;
     Ok(Json(json!({ "machine": machine })))
 }
 

@@ -66,6 +66,7 @@ impl From<ProposeError> for ApiError {
             ProposeError::NotFound(mac) => ApiError::not_found(format!("no proposal for MAC {mac}")),
             ProposeError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             ProposeError::Render(r) => ApiError::unprocessable(r.to_string()),
+            ProposeError::Invalid(m) => ApiError::unprocessable(m),
             other => ApiError::internal(other),
         }
     }

@@ -15,7 +15,7 @@ use sha2::Sha256;
 
 use super::{GithubForge, PullRequest, WORKFLOW_PREFIX};
 use crate::domain::{Mac, State};
-use crate::propose::{ProposeError, Proposer};
+use crate::propose::{Observation, ProposeError, Proposer};
 use crate::store::StoreError;
 
 pub struct GithubHooks {
@@ -147,13 +147,7 @@ impl GithubHooks {
         if branch_ref != format!("refs/heads/{}", self.proposer.git().base()) {
             return Ok(());
         }
-        let git = self.proposer.git().clone();
-        tokio::task::spawn_blocking(move || git.fetch())
-            .await
-            .map_err(|e| ProposeError::Join(e.to_string()))??;
-        self.proposer.base_moved();
-        self.proposer.rebuild_stale().await?;
-        Ok(())
+        self.proposer.observe_base_moved().await
     }
 
     /// Whether a pull request is from this repository's own branches (a fork's branch may
@@ -196,22 +190,23 @@ impl GithubHooks {
                     .as_deref()
                     .map(|l| format!("github:{l}"))
                     .unwrap_or_else(|| actor.to_string());
-                self.proposer
-                    .finish_approval(mac, &format!("pull request #{number} merged"), &who)
-                    .await?;
+                self.proposer.observe(mac, Observation::Merged { number }, &who).await?;
             }
             return Ok(());
         }
         if !pr.open {
             if machine.state != State::Rejected && machine.state.can_become(State::Rejected) {
                 self.proposer
-                    .record_rejection(mac, &format!("pull request #{number} closed"), actor)
+                    .observe(mac, Observation::Closed { number }, actor)
                     .await?;
             }
             return Ok(());
         }
-        if !recorded.hands_off && self.proposer.is_foreign_head(&recorded, &pr.head_sha).await? {
-            self.proposer.hands_off(&recorded, &pr.head_sha).await?;
+        if !recorded.hands_off {
+            let head = Observation::Head {
+                sha: pr.head_sha.clone(),
+            };
+            self.proposer.observe(mac, head, actor).await?;
         }
         // Open on GitHub while a rejection is under way (recorded, not yet carried to GitHub):
         // the reconcile closes it. Only a pull request Registrar knew as closed is reopened.
@@ -220,12 +215,8 @@ impl GithubHooks {
         }
         if machine.state == State::Rejected || recorded.state == crate::domain::ProposalState::Closed {
             // Reopened: propose it again, on the same pull request.
-            let forge = self.forge.clone();
             self.proposer
-                .record_reopening(mac, number, actor, || async move {
-                    let now = forge.get(number).await.map_err(|e| ProposeError::Forge(e.into()))?;
-                    Ok(now.open && !now.merged)
-                })
+                .observe(mac, Observation::Reopened { number }, actor)
                 .await?;
         }
         self.follow_workflow_label(&machine, recorded.workflow.as_deref(), pr, actor, just_added)

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::{Done, PAGE, PageResult, actor, error_page, flash, page, run, ser};
 use crate::domain::{Mac, Machine, Source, State as MachineState};
+use crate::propose::Intent;
 use crate::server::AppState;
 use crate::server::api::ListQuery;
 use crate::server::console::session::Operator;
@@ -300,17 +301,14 @@ pub async fn bulk(State(state): State<AppState>, Extension(op): Extension<Operat
     let mut failed = Vec::new();
     for mac in macs {
         // On their own task: a browser that gives up never cuts a review off half-way.
-        let (approve, who) = (action == "approve", who.clone());
-        let result = state
-            .proposer
-            .detached(move |p| async move {
-                if approve {
-                    p.approve(mac, &who).await
-                } else {
-                    p.reject(mac, &who, "rejected in the console").await
-                }
-            })
-            .await;
+        let intent = if action == "approve" {
+            Intent::Approve
+        } else {
+            Intent::Reject {
+                reason: "rejected in the console".into(),
+            }
+        };
+        let result = state.proposer.intend(mac, intent, &who).await;
         match result {
             Ok(_) => ok += 1,
             Err(e) => {

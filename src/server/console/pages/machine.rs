@@ -11,6 +11,7 @@ use minijinja::{Value, context};
 use super::list::{location_of, source_label};
 use super::{Done, PageResult, actor, error_page, flash, page, run, ser};
 use crate::domain::{Mac, ProposalState, State as MachineState};
+use crate::propose::Intent;
 use crate::server::AppState;
 use crate::server::auth::Role;
 use crate::server::console::session::Operator;
@@ -234,15 +235,12 @@ pub async fn machine_action(
     let back = format!("/machines/{mac}");
     let result: Result<(), String> = match action.as_str() {
         // On their own task: a browser that gives up never cuts a review off half-way.
-        "approve" => {
-            let who = who.clone();
-            state
-                .proposer
-                .detached(move |p| async move { p.approve(mac, &who).await })
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
+        "approve" => state
+            .proposer
+            .intend(mac, Intent::Approve, &who)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         "reject" => {
             let reason: String = field("reason")
                 .unwrap_or_default()
@@ -255,49 +253,39 @@ pub async fn machine_action(
             } else {
                 reason
             };
-            let who = who.clone();
             state
                 .proposer
-                .detached(move |p| async move { p.reject(mac, &who, &reason).await })
+                .intend(mac, Intent::Reject { reason }, &who)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         }
-        "rerender" => {
-            let store = state.proposer.store().clone();
-            let r = run(move || store.requeue(mac, Utc::now()))
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string());
-            state.proposer.wake();
-            r
-        }
-        "unsuppress" => {
-            let store = state.proposer.store().clone();
-            let r = run(move || store.unsuppress(mac, &who, Utc::now()))
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string());
-            state.proposer.wake();
-            r
-        }
-        "forget" => match state.proposer.forget(mac, &who).await {
-            Ok(()) => return Redirect::to("/?done=forget&n=1").into_response(),
+        "rerender" => state
+            .proposer
+            .intend(mac, Intent::Rerender, &who)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        "unsuppress" => state
+            .proposer
+            .intend(mac, Intent::Unsuppress, &who)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        "forget" => match state.proposer.intend(mac, Intent::Forget, &who).await {
+            Ok(_) => return Redirect::to("/?done=forget&n=1").into_response(),
             Err(crate::propose::ProposeError::Store(StoreError::Transition { from, .. })) => Err(format!(
                 "A machine that is {from}, or whose proposal is open or merged, is in git's hands: reject an open proposal instead; a merged one is removed from git."
             )),
             Err(e) => Err(e.to_string()),
         },
         "workflow" => match field("workflow") {
-            Some(w) if state.proposer.renderer().has_workflow(&w) => {
-                let store = state.proposer.store().clone();
-                let r = run(move || store.set_workflow(mac, &w, &who, Utc::now()))
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string());
-                state.proposer.wake();
-                r
-            }
+            Some(w) if state.proposer.renderer().has_workflow(&w) => state
+                .proposer
+                .intend(mac, Intent::Workflow(w), &who)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
             _ => Err("Choose one of the workflows that have a template.".into()),
         },
         _ => {
