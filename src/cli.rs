@@ -33,6 +33,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the server: report webhook, API, proposal worker.
     Serve,
+    /// Snoop DHCP on this node and forward what is noticed to the API at `dhcp.forward_to`
+    /// (with `auth.snoop_token`), so that only this needs the provisioning network.
+    Snoop,
     /// Render the manifests for a report file, with no side effects.
     Render {
         /// A report body (`{"mac":..., "specs": <lshw -json>}`), bare `lshw -json`, or Tink Agent attributes.
@@ -142,6 +145,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve => serve(config),
+        Command::Snoop => snoop(config),
         Command::Render {
             facts,
             mac,
@@ -342,6 +346,17 @@ fn init_tracing(json: bool) {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn snoop(config: Config) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        let (trigger, shutdown) = crate::shutdown::channel();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            trigger.fire();
+        });
+        crate::sources::dhcp::forward::run(config, shutdown).await
+    })
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {

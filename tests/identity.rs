@@ -7,7 +7,9 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::binary::{Process, set, start_on_github};
+use support::binary::{
+    Process, eventually, example, kubeconfig, listen_on, point_at_github, set, start_on_github, token_env,
+};
 use support::fake_github::FakeGithub;
 use support::journey::state_reached;
 use support::*;
@@ -112,7 +114,7 @@ async fn a_machine_cannot_take_another_machines_name_serial_or_bmc() {
     let (body, docs) = proposal(&p, &gh, borrower).await;
     assert!(
         body.starts_with(
-            "> **⚠ BMC: 192.0.2.10 is the BMC of another machine (Machine sn-old-bmc), so no BMC object is proposed.**"
+            "> **⚠ BMC: 192.0.2.10 is the BMC of another machine (Machine sn-old-bmc, on the base branch), so no BMC object is proposed.**"
         ),
         "{body}"
     );
@@ -137,6 +139,61 @@ async fn a_machine_cannot_take_another_machines_name_serial_or_bmc() {
             "> **⚠ Identity: machine {thief} reported the same serial SN-OLD."
         )),
         "{body}"
+    );
+    assert!(p.stop().success());
+}
+
+/// A BMC that only the cluster knows (a Rufio Machine applied by hand or by another tool,
+/// in no file of the repository) is another machine's BMC just the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bmc_only_the_cluster_knows_is_never_given_to_another_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGithub::start().await;
+    let kube = support::fake_kube::FakeKube::start().await;
+    kube.create_bmc(json!({
+        "apiVersion": "bmc.tinkerbell.org/v1alpha1", "kind": "Machine",
+        "metadata": {"name": "lab-bmc-7", "namespace": "tinkerbell"},
+        "spec": {"connection": {"host": "192.0.2.77", "port": 623, "insecureTLS": false,
+                                "authSecretRef": {"name": "lab-bmc-7", "namespace": "tinkerbell"}}}
+    }));
+    let mut config = example("github.yaml");
+    point_at_github(&mut config, dir.path(), &gh);
+    let url = listen_on(&mut config);
+    set(&mut config, "discovery.bmc_networks", json!(["192.0.2.0/24"]));
+    set(&mut config, "cluster.enabled", json!(true));
+    set(&mut config, "cluster.watch_namespace", json!("tinkerbell"));
+    let kubeconfig = kubeconfig(dir.path(), &kube.url);
+    let mut env = token_env();
+    env.push(("KUBECONFIG", kubeconfig.to_str().unwrap()));
+    *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
+    let mut p = Process::start(dir.path(), config, &env);
+    p.wait_ready().await;
+    // The watch has listed the cluster's BMCs (readiness says what it sees).
+    eventually(30, "the Rufio Machine watch to list lab-bmc-7", || async {
+        let (_, ready) = support::journey::get(&format!("{}/readyz?check=cluster-bmcs", p.url), OPERATOR_TOKEN).await;
+        (ready["checks"]["cluster-bmcs"]["detail"] == "Rufio Machines watched (1 objects)").then_some(())
+    })
+    .await;
+
+    let borrower = "0c:c4:7a:17:02:01";
+    report(&p, borrower, "NEW0201", "192.0.2.77").await;
+    let (body, docs) = proposal(&p, &gh, borrower).await;
+    assert!(
+        body.starts_with(
+            "> **⚠ BMC: 192.0.2.77 is the BMC of another machine (Machine lab-bmc-7, in the cluster), so no BMC object is proposed.**"
+        ),
+        "{body}"
+    );
+    assert!(bmc_of(&docs).is_none(), "{docs:#?}");
+
+    // A BMC address nobody has: its BMC object is proposed as usual.
+    let owner = "0c:c4:7a:17:02:02";
+    report(&p, owner, "NEW0202", "192.0.2.78").await;
+    let (body, docs) = proposal(&p, &gh, owner).await;
+    assert!(!body.contains("⚠ BMC"), "{body}");
+    assert_eq!(
+        bmc_of(&docs).expect("its BMC object")["spec"]["connection"]["host"],
+        "192.0.2.78"
     );
     assert!(p.stop().success());
 }

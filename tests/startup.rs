@@ -15,13 +15,15 @@ use support::fake_github::{self, FakeGithub};
 use support::fake_kube::FakeKube;
 use support::*;
 
-/// Every configuration a user copies: examples/*.yaml and deploy/**/config.yaml.
+/// Every configuration a user copies for `registrar serve`: examples/*.yaml and
+/// deploy/**/config.yaml. (examples/snoop.yaml is `registrar snoop`'s: tests/snoop.rs runs it.)
 fn configurations() -> Vec<PathBuf> {
     let root = manifest_dir();
     let mut out: Vec<PathBuf> = std::fs::read_dir(root.join("examples"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .filter(|p| !p.ends_with("snoop.yaml"))
         .collect();
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -45,7 +47,7 @@ fn expected_pipelines(config: &Value) -> Vec<&'static str> {
         out.push("forge");
     }
     if config["cluster"]["enabled"] == true {
-        out.extend(["cluster", "handoff"]);
+        out.extend(["cluster", "cluster-bmcs", "handoff"]);
         if config["cluster"]["discovery"]["enabled"] == true {
             out.push("discovery");
         }

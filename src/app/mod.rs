@@ -177,6 +177,7 @@ impl App {
                 config.auth.shared_report_token.then_some(&tokens.report),
                 &tokens.operator,
                 tokens.metrics.as_ref(),
+                tokens.snoop.as_ref(),
                 &tokens.people,
             )?),
             max_body_bytes: config.server.max_body_bytes,
@@ -188,12 +189,13 @@ impl App {
             )?),
             shutdown: None,
             decision_wait: chrono::Duration::seconds(config.cluster.discovery.decision_wait_seconds as i64),
+            sightings: None,
             follows_cluster: config.cluster.enabled,
             readiness: readiness.clone(),
         };
         // Bound here, so a port that cannot be bound stops the start with a clear error.
         let dhcp_input = match config.dhcp.enabled {
-            true => Some(open_dhcp(&config.dhcp)?),
+            true => Some(dhcp::listener::open(&config.dhcp)?),
             false => None,
         };
         Ok(App {
@@ -320,6 +322,17 @@ impl App {
 
         let grace = Duration::from_secs(app.config.server.shutdown_grace_seconds.max(1));
         let mut state = app.state;
+        // Sightings `registrar snoop` forwards from the provisioning network's node are
+        // recorded the way the in-process listener's are.
+        if app.config.snoop_token()?.is_some() {
+            let (tx, rx) = tokio::sync::mpsc::channel(4096);
+            let (proposer, metrics) = (app.proposer.clone(), state.metrics.clone());
+            supervisor.spawn_once("forwarded-sightings", async move {
+                pipelines::record_sightings(proposer, metrics, discovery, rx).await;
+                Ok(())
+            });
+            state.sightings = Some(tx);
+        }
         state.shutdown = Some(shutdown.clone());
         // A cluster handed in (a test's API server) is followed like a configured one.
         state.follows_cluster = kube.is_some();
@@ -348,7 +361,8 @@ impl App {
 
         let (proposer, known, metrics) = (self.proposer.clone(), self.known.clone(), self.state.metrics.clone());
         let watched = Some(self.config.cluster.watch_namespace.clone()).filter(|n| !n.is_empty());
-        let (watch_client, watch_stop, watch_ready) = (client.clone(), stop.clone(), ready.clone());
+        let (watch_client, watch_stop, watch_ready, bmc_namespace) =
+            (client.clone(), stop.clone(), ready.clone(), watched.clone());
         supervisor.spawn("cluster", move || {
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             let consumer = tokio::spawn(pipelines::record_discovered(proposer.clone(), rx));
@@ -366,6 +380,18 @@ impl App {
                 consumer.abort();
                 result
             }
+        });
+
+        let (bmc_client, bmc_known, bmc_stop, bmc_ready) =
+            (client.clone(), self.known.clone(), stop.clone(), ready.clone());
+        supervisor.spawn("cluster-bmcs", move || {
+            crate::cluster::bmcs::watch(
+                bmc_client.clone(),
+                bmc_namespace.clone(),
+                bmc_known.clone(),
+                bmc_ready.clone(),
+                bmc_stop.clone(),
+            )
         });
 
         let handoff = Arc::new(handoff::Handoff {
@@ -470,7 +496,7 @@ fn start_dhcp(
             let reused = opened.lock().unwrap_or_else(|p| p.into_inner()).take();
             let input = match reused {
                 Some(input) => input,
-                None => open_dhcp(&config)?,
+                None => dhcp::listener::open(&config)?,
             };
             let snooper = Snooper::new(
                 config.filters()?,
@@ -489,14 +515,4 @@ fn start_dhcp(
             result
         }
     });
-}
-
-fn open_dhcp(config: &crate::config::DhcpConfig) -> anyhow::Result<dhcp::listener::Input> {
-    Ok(match config.capture {
-        false => dhcp::listener::Input::Socket(dhcp::listener::bind(config.listen, config.interface.as_deref())?),
-        #[cfg(target_os = "linux")]
-        true => dhcp::listener::Input::Capture(dhcp::listener::capture(config.interface.as_deref())?),
-        #[cfg(not(target_os = "linux"))]
-        true => anyhow::bail!("dhcp.capture needs Linux (AF_PACKET)"),
-    })
 }

@@ -75,7 +75,7 @@ pub async fn index_gitops(
                     known.replace("gitops", found.macs);
                     known.replace_addresses("gitops", found.addresses);
                     known.replace_names("gitops", found.names);
-                    known.replace_bmcs(found.bmcs);
+                    known.replace_bmcs("gitops", found.bmcs);
                     metrics.known_macs.set(known.len() as i64);
                     last = Some(tree);
                 }

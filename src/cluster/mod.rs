@@ -4,6 +4,7 @@
 //! Hardware is read through a kube-runtime watcher: it lists, then watches, and relists on
 //! its own after a dropped watch or a 410 Gone, so the index never misses a MAC for long.
 
+pub mod bmcs;
 pub mod discovery;
 pub mod hardware;
 pub mod smee_logs;

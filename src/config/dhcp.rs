@@ -28,6 +28,9 @@ pub struct DhcpConfig {
     pub oui_deny: Vec<String>,
     /// Only requests relayed from these subnets (by giaddr), e.g. `10.1.0.0/16`.
     pub relay_subnets: Vec<String>,
+    /// For `registrar snoop`: the Registrar API the sightings go to (e.g.
+    /// `http://registrar.tinkerbell.svc:8080`), with `auth.snoop_token`.
+    pub forward_to: String,
 }
 
 impl Default for DhcpConfig {
@@ -43,6 +46,7 @@ impl Default for DhcpConfig {
             oui_allow: vec![],
             oui_deny: vec![],
             relay_subnets: vec![],
+            forward_to: String::new(),
         }
     }
 }

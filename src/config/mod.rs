@@ -85,6 +85,7 @@ impl Config {
                     &mut c.auth.report_token_file,
                     &mut c.auth.operator_token_file,
                     &mut c.auth.metrics_token_file,
+                    &mut c.auth.snoop_token_file,
                     &mut c.gitops.password_file,
                     &mut g.token_file,
                     &mut g.app_private_key_file,
@@ -141,6 +142,12 @@ impl Config {
         }
         if let Some(v) = get("REGISTRAR_METRICS_TOKEN") {
             self.auth.metrics_token = Some(v.into());
+        }
+        if let Some(v) = get("REGISTRAR_SNOOP_TOKEN") {
+            self.auth.snoop_token = Some(v.into());
+        }
+        if let Some(v) = get("REGISTRAR_DHCP_FORWARD_TO") {
+            self.dhcp.forward_to = v;
         }
         if let Some(v) = get("REGISTRAR_GITHUB_TOKEN") {
             self.forge.github.token = Some(v.into());

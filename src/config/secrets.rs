@@ -24,14 +24,12 @@ impl Config {
                 &self.auth.operator_token_file,
                 &self.state_dir.join("operator-token"),
             )?,
-            metrics: match (&self.auth.metrics_token, &self.auth.metrics_token_file) {
-                (Some(t), _) if t.expose_secret().len() < 16 => {
-                    bail!("auth.metrics_token must be at least 16 characters")
-                }
-                (Some(t), _) => Some(t.clone()),
-                (None, Some(f)) => Some(read_secret(f)?),
-                (None, None) => None,
-            },
+            metrics: optional_secret(
+                "auth.metrics_token",
+                &self.auth.metrics_token,
+                &self.auth.metrics_token_file,
+            )?,
+            snoop: self.snoop_token()?,
             people: self
                 .auth
                 .users
@@ -46,6 +44,11 @@ impl Config {
                 })
                 .collect::<anyhow::Result<_>>()?,
         })
+    }
+
+    /// The token sightings are forwarded with (`registrar snoop`) and accepted by (the API).
+    pub fn snoop_token(&self) -> anyhow::Result<Option<SecretString>> {
+        optional_secret("auth.snoop_token", &self.auth.snoop_token, &self.auth.snoop_token_file)
     }
 
     pub fn github_token(&self) -> anyhow::Result<SecretString> {
@@ -94,12 +97,28 @@ impl Config {
     }
 }
 
+/// A secret given in the configuration (at least 16 characters) or in a file, if any.
+fn optional_secret(
+    key: &str,
+    value: &Option<SecretString>,
+    file: &Option<PathBuf>,
+) -> anyhow::Result<Option<SecretString>> {
+    match (value, file) {
+        (Some(t), _) if t.expose_secret().len() < 16 => bail!("{key} must be at least 16 characters"),
+        (Some(t), _) => Ok(Some(t.clone())),
+        (None, Some(f)) => Ok(Some(read_secret(f)?)),
+        (None, None) => Ok(None),
+    }
+}
+
 #[derive(Clone)]
 pub struct Tokens {
     pub report: SecretString,
     pub operator: SecretString,
     /// Prometheus' token: reads `/metrics` only.
     pub metrics: Option<SecretString>,
+    /// `registrar snoop`'s token: forwards DHCP sightings only.
+    pub snoop: Option<SecretString>,
     /// The tokens of `auth.users` that have one.
     pub people: Vec<PersonToken>,
 }

@@ -46,6 +46,11 @@ pub struct AuthConfig {
     /// read `/metrics` too; without any token it answers 401.
     pub metrics_token: Option<SecretString>,
     pub metrics_token_file: Option<PathBuf>,
+    /// The token `registrar snoop` forwards DHCP sightings with, and nothing else: the
+    /// snooper runs on the node's network, the API behind a Service. Without it, the API
+    /// takes no forwarded sightings.
+    pub snoop_token: Option<SecretString>,
+    pub snoop_token_file: Option<PathBuf>,
     /// Named people and their roles. A user with a `token_file` logs in (console) or calls
     /// the API with that token, under that name; a user without one is known by the name a
     /// trusted proxy sends in `ui.proxy_header`.
@@ -96,6 +101,8 @@ impl Default for AuthConfig {
             operator_token_file: None,
             metrics_token: None,
             metrics_token_file: None,
+            snoop_token: None,
+            snoop_token_file: None,
             users: vec![],
             proxy_role: Role::Viewer,
         }

@@ -15,9 +15,9 @@ pub struct KnownMacs {
     /// Those Hardware objects' names, each with the MACs it carries: a new machine is never
     /// given a name another machine's Hardware has.
     names: RwLock<HashMap<&'static str, HashMap<String, Vec<Mac>>>>,
-    /// The BMCs declared there (Rufio Machines) by address: a new machine never gets a BMC
-    /// object for another machine's BMC, which would send it that BMC's credentials.
-    bmcs: RwLock<HashMap<String, crate::propose::index::Bmc>>,
+    /// The BMCs declared there (Rufio Machines) by address, per source: a new machine never
+    /// gets a BMC object for another machine's BMC, which would send it that BMC's credentials.
+    bmcs: RwLock<HashMap<&'static str, HashMap<String, crate::propose::index::Bmc>>>,
 }
 
 impl KnownMacs {
@@ -28,16 +28,25 @@ impl KnownMacs {
             .insert(source, names);
     }
 
-    pub fn replace_bmcs(&self, bmcs: HashMap<String, crate::propose::index::Bmc>) {
-        *self.bmcs.write().unwrap_or_else(|p| p.into_inner()) = bmcs;
+    pub fn replace_bmcs(&self, source: &'static str, bmcs: HashMap<String, crate::propose::index::Bmc>) {
+        self.bmcs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(source, bmcs);
     }
 
-    /// The name of the BMC object another machine has at `host`, if any.
-    pub fn bmc_of_another(&self, host: &str, mac: &Mac) -> Option<String> {
+    /// The BMC object another machine has at `host`, if any: its name, and where it is
+    /// declared ("gitops", "cluster").
+    pub fn bmc_of_another(&self, host: &str, mac: &Mac) -> Option<(String, &'static str)> {
         let bmcs = self.bmcs.read().unwrap_or_else(|p| p.into_inner());
-        bmcs.get(&host.to_ascii_lowercase())
-            .filter(|b| b.mac != Some(*mac))
-            .map(|b| b.name.clone())
+        let host = host.trim().to_ascii_lowercase();
+        let mut sources: Vec<_> = bmcs.iter().collect();
+        sources.sort_by_key(|(source, _)| **source);
+        sources.into_iter().find_map(|(source, held)| {
+            held.get(&host)
+                .filter(|b| b.mac != Some(*mac))
+                .map(|b| (b.name.clone(), *source))
+        })
     }
 
     /// Where a Hardware named `name` that does not carry `mac` is registered ("gitops",

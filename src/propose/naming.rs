@@ -98,8 +98,11 @@ impl Proposer {
                     "BMC: the reported BMC address {bmc} is outside discovery.bmc_networks, so no BMC object is proposed (Rufio would send the BMC's credentials there)."
                 ))
             } else {
-                self.known.bmc_of_another(&bmc, &mac).map(|other| {
-                    format!("BMC: {bmc} is the BMC of another machine (Machine {other}), so no BMC object is proposed.")
+                self.known.bmc_of_another(&bmc, &mac).map(|(other, source)| {
+                    format!(
+                        "BMC: {bmc} is the BMC of another machine (Machine {other}, {}), so no BMC object is proposed.",
+                        declared_in(source)
+                    )
                 })
             };
             if let Some(refusal) = refusal {
@@ -108,12 +111,21 @@ impl Proposer {
             }
         }
         if let Some(bmc) = machine.expected.as_ref().and_then(|e| e.bmc_address.as_deref())
-            && let Some(other) = self.known.bmc_of_another(bmc, &mac)
+            && let Some((other, source)) = self.known.bmc_of_another(bmc, &mac)
         {
             warnings.push(format!(
-                "BMC: the imported BMC address {bmc} is the BMC of another machine (Machine {other})."
+                "BMC: the imported BMC address {bmc} is the BMC of another machine (Machine {other}, {}).",
+                declared_in(source)
             ));
         }
         Ok((facts, warnings))
+    }
+}
+
+/// Where a known object is declared, in words for a reviewer.
+fn declared_in(source: &str) -> &'static str {
+    match source {
+        "cluster" => "in the cluster",
+        _ => "on the base branch",
     }
 }

@@ -47,6 +47,8 @@ pub struct TokenSet {
     report: Option<[u8; 32]>,
     operator: [u8; 32],
     metrics: Option<[u8; 32]>,
+    /// `registrar snoop`'s: forwards DHCP sightings, and nothing else.
+    snoop: Option<[u8; 32]>,
     people: Vec<([u8; 32], String, Role)>,
 }
 
@@ -67,12 +69,14 @@ impl TokenSet {
         report: Option<&SecretString>,
         operator: &SecretString,
         metrics: Option<&SecretString>,
+        snoop: Option<&SecretString>,
         people: &[crate::config::secrets::PersonToken],
     ) -> anyhow::Result<Self> {
         let set = TokenSet {
             report: report.map(|r| digest(r.expose_secret())),
             operator: digest(operator.expose_secret()),
             metrics: metrics.map(|m| digest(m.expose_secret())),
+            snoop: snoop.map(|s| digest(s.expose_secret())),
             people: people
                 .iter()
                 .map(|p| (digest(p.token.expose_secret()), p.name.clone(), p.role))
@@ -85,6 +89,12 @@ impl TokenSet {
                 anyhow::bail!("auth.metrics_token is also the report or operator token; give Prometheus its own");
             }
             seen.push(m);
+        }
+        if let Some(s) = set.snoop {
+            if seen.contains(&s) {
+                anyhow::bail!("auth.snoop_token is also another token; give the snooper its own");
+            }
+            seen.push(s);
         }
         for (d, name, _) in &set.people {
             if seen.contains(d) {
@@ -118,6 +128,13 @@ impl TokenSet {
             found = found.or(Some(Grant::Reporter));
         }
         found
+    }
+
+    /// Whether `presented` is the snooper's token, which forwards DHCP sightings and
+    /// nothing else.
+    pub fn is_snoop(&self, presented: &str) -> bool {
+        let d = digest(presented);
+        self.snoop.is_some_and(|s| bool::from(d.ct_eq(&s)))
     }
 
     /// Whether `presented` is Prometheus' token, which reads `/metrics` and nothing else.
@@ -220,6 +237,23 @@ pub async fn reporter(State(state): State<AppState>, req: Request, next: Next) -
     require(&state, req, next, Access::Reporter).await
 }
 
+/// Forwarded DHCP sightings come from `registrar snoop`, with its own token and no other.
+pub async fn snooper(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+    match bearer(&req) {
+        Some(token) if state.tokens.is_snoop(token) => Ok(next.run(req).await),
+        presented => {
+            state.metrics.auth_failures.inc();
+            let message = match presented {
+                Some(_) => "this token may not forward DHCP sightings: registrar snoop sends auth.snoop_token",
+                None => {
+                    "missing token: send 'Authorization: Bearer <snoop token>' (auth.snoop_token_file, REGISTRAR_SNOOP_TOKEN)"
+                }
+            };
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message))
+        }
+    }
+}
+
 /// `/metrics` tells how many machines there are, in which states, and how Registrar fares
 /// with GitHub: not for anyone on the provisioning network. Prometheus comes with the
 /// metrics token; a person with any role may read it too.
@@ -294,6 +328,7 @@ mod tests {
             None,
             &SecretString::from("operator-token-0123456789".to_string()),
             None,
+            None,
             &[person("vera", Role::Viewer, "vera-token-0123456789")],
         )
         .unwrap();
@@ -315,6 +350,7 @@ mod tests {
         let clash = TokenSet::new(
             None,
             &SecretString::from("operator-token-0123456789".to_string()),
+            None,
             None,
             &[person("eve", Role::Viewer, "operator-token-0123456789")],
         );

@@ -7,6 +7,7 @@ pub mod error;
 mod github;
 mod health;
 mod reports;
+pub mod sightings;
 
 use std::sync::Arc;
 
@@ -39,6 +40,9 @@ pub struct AppState {
     pub follows_cluster: bool,
     /// Every enabled pipeline's readiness, for `/readyz`.
     pub readiness: Arc<crate::supervisor::Readiness>,
+    /// Where sightings forwarded by `registrar snoop` go; set while serving, when
+    /// `auth.snoop_token` is configured.
+    pub sightings: Option<tokio::sync::mpsc::Sender<(crate::domain::Mac, crate::domain::Sighting)>>,
 }
 
 impl AppState {
@@ -76,6 +80,11 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .route_layer(from_fn_with_state(state.clone(), reports::refuse_declared_oversize))
         .route_layer(from_fn_with_state(state.clone(), auth::reporter));
+    // 512 sightings of a few hundred bytes each fit well within 256 KiB.
+    let sightings = Router::new()
+        .route("/api/v1/sightings", post(sightings::post_sightings))
+        .layer(DefaultBodyLimit::max(256 * 1024))
+        .route_layer(from_fn_with_state(state.clone(), auth::snooper));
     let operator = Router::new()
         .route("/api/v1/machines", get(api::list_machines))
         .route("/api/v1/machines/{mac}", get(api::get_machine))
@@ -112,6 +121,7 @@ pub fn router(state: AppState) -> Router {
                 .route_layer(from_fn_with_state(state.clone(), auth::metrics)),
         )
         .merge(reports)
+        .merge(sightings)
         .merge(imports)
         .merge(operator)
         .merge(webhooks)

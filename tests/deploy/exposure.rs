@@ -15,9 +15,12 @@ const MAC: &str = "0c:c4:7a:66:00:01";
 /// The TCP ports an installation opens, by number or name, with where each comes from.
 fn exposed_tcp_ports(objects: &[Value]) -> Vec<(String, Value)> {
     let mut ports = vec![];
-    for p in container(deployment(objects))["ports"].as_array().unwrap() {
-        if p["protocol"].as_str().unwrap_or("TCP") == "TCP" {
-            ports.push(("containerPort".to_string(), p["containerPort"].clone()));
+    let daemonsets = find(objects, "DaemonSet");
+    for workload in std::iter::once(deployment(objects)).chain(daemonsets) {
+        for p in container(workload)["ports"].as_array().into_iter().flatten() {
+            if p["protocol"].as_str().unwrap_or("TCP") == "TCP" {
+                ports.push(("containerPort".to_string(), p["containerPort"].clone()));
+            }
         }
     }
     for service in find(objects, "Service") {
@@ -58,6 +61,11 @@ fn guarded_routes() -> Vec<Ask> {
     vec![
         (Method::POST, "/api/v1/reports".into(), json(&report)),
         (Method::POST, "/register".into(), json(&report)),
+        (
+            Method::POST,
+            "/api/v1/sightings".into(),
+            json(&format!(r#"{{"sightings": [{{"mac": "{MAC}"}}]}}"#)),
+        ),
         (Method::GET, format!("/api/v1/reports/{MAC}"), None),
         (Method::GET, "/api/v1/machines".into(), None),
         (Method::GET, format!("/api/v1/machines/{MAC}"), None),

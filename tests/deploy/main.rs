@@ -404,24 +404,15 @@ fn the_deployment_is_locked_down() {
         assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{name}");
         let added = sc["capabilities"]["add"].as_array().cloned().unwrap_or_default();
         let root = pod["securityContext"]["runAsUser"] == 0 || sc["runAsUser"] == 0;
-        if name == "component-dhcp-snooping" || name == "example-github" {
-            // DHCP snooping: the node's network, port 67, and nothing else.
-            assert_eq!(added, vec![json!("NET_BIND_SERVICE")], "{name}");
-            assert_eq!(pod["hostNetwork"], true, "{name}");
-            assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet", "{name}");
-            assert!(
-                pod["nodeSelector"].as_object().is_some_and(|s| !s.is_empty()),
-                "{name}: pinned to the provisioning network's node"
-            );
-        } else {
-            assert!(added.is_empty(), "{name}: no capability");
-            assert!(!root, "{name}: not root");
-            for ctx in [&pod["securityContext"], sc] {
-                assert_eq!(ctx["runAsNonRoot"], true, "{name}");
-            }
-            assert_eq!(pod["securityContext"]["runAsUser"], 65532, "{name}");
-            assert!(pod["hostNetwork"].is_null() || pod["hostNetwork"] == false, "{name}");
+        // Every install's API pod, DHCP snooping or not: the snooper is a DaemonSet of its
+        // own (snooping.rs).
+        assert!(added.is_empty(), "{name}: no capability");
+        assert!(!root, "{name}: not root");
+        for ctx in [&pod["securityContext"], sc] {
+            assert_eq!(ctx["runAsNonRoot"], true, "{name}");
         }
+        assert_eq!(pod["securityContext"]["runAsUser"], 65532, "{name}");
+        assert!(pod["hostNetwork"].is_null() || pod["hostNetwork"] == false, "{name}");
         for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz?check=store")] {
             assert_eq!(
                 c[probe]["httpGet"],
@@ -594,3 +585,4 @@ fn bench_names(manifest: &str) -> Vec<String> {
 
 mod exposure;
 mod monitoring;
+mod snooping;

@@ -66,6 +66,8 @@ pub struct Process {
     child: Option<Child>,
     log: PathBuf,
     starts: u32,
+    /// `serve`, or `snoop`.
+    command: &'static str,
 }
 
 impl Process {
@@ -99,9 +101,34 @@ impl Process {
             child: None,
             log: dir.join("registrar.log"),
             starts: 0,
+            command: "serve",
         };
         p.spawn();
         p
+    }
+
+    /// `registrar snoop --config dir/snoop.yaml`: no HTTP server of its own (`url` is empty),
+    /// its log in `dir/snoop.log`.
+    pub fn start_snoop(dir: &Path, config: Value, env: &[(&str, &str)]) -> Process {
+        let path = dir.join("snoop.yaml");
+        std::fs::write(&path, yaml_serde::to_string(&config).unwrap()).unwrap();
+        let mut p = Process {
+            url: String::new(),
+            dir: dir.to_path_buf(),
+            config: path,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            child: None,
+            log: dir.join("snoop.log"),
+            starts: 0,
+            command: "snoop",
+        };
+        p.spawn();
+        p
+    }
+
+    /// The process id of the running binary.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     fn spawn(&mut self) {
@@ -112,7 +139,7 @@ impl Process {
             .open(&self.log)
             .unwrap();
         let mut cmd = Command::new(binary());
-        cmd.args(["serve", "--config"])
+        cmd.args([self.command, "--config"])
             .arg(&self.config)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -199,7 +226,7 @@ impl Process {
         }
     }
 
-    /// Starts again after the process exited by itself (a crash), on the same state.
+    /// Starts again after the process exited (by itself, or `stop`), on the same state.
     pub async fn start_again(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.wait().unwrap();

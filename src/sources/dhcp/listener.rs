@@ -15,6 +15,17 @@ use crate::domain::{Mac, Sighting};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
+/// Opens what `config` asks to read from: the bound port 67, or the capture.
+pub fn open(config: &crate::config::DhcpConfig) -> anyhow::Result<Input> {
+    Ok(match config.capture {
+        false => Input::Socket(bind(config.listen, config.interface.as_deref())?),
+        #[cfg(target_os = "linux")]
+        true => Input::Capture(capture(config.interface.as_deref())?),
+        #[cfg(not(target_os = "linux"))]
+        true => anyhow::bail!("dhcp.capture needs Linux (AF_PACKET)"),
+    })
+}
+
 /// Binds the snooping socket, explaining what to do when that is not allowed.
 pub fn bind(addr: SocketAddr, interface: Option<&str>) -> anyhow::Result<std::net::UdpSocket> {
     let explain = |what: &str, e: std::io::Error| {

@@ -4,6 +4,7 @@
 //! `Snooper::observe` is the whole per-packet path — parse, filter, debounce, known-MAC
 //! check — and allocates only for a machine it has not seen in the debounce window.
 
+pub mod forward;
 pub mod listener;
 pub mod packet;
 

@@ -44,6 +44,7 @@ use watch::*;
 
 const PREFIX: &str = "/apis/tinkerbell.org/v1alpha1";
 const API_VERSION: &str = "tinkerbell.org/v1alpha1";
+const BMC_PREFIX: &str = "/apis/bmc.tinkerbell.org/v1alpha1";
 
 /// A watch event: (resourceVersion, plural, type, object).
 type Event = (u64, String, &'static str, Value);
@@ -136,7 +137,24 @@ fn matches_selector(obj: &Value, selector: Option<&String>) -> bool {
 }
 
 fn kind_of(plural: &str) -> &'static str {
-    if plural == "hardware" { "Hardware" } else { "Workflow" }
+    match plural {
+        "hardware" => "Hardware",
+        "machines" => "Machine",
+        _ => "Workflow",
+    }
+}
+
+/// The API group a plural belongs to: Tinkerbell's own, or Rufio's (BMCs).
+fn group_of(plural: &str) -> &'static str {
+    if plural == "machines" {
+        "bmc.tinkerbell.org"
+    } else {
+        "tinkerbell.org"
+    }
+}
+
+fn api_version_of(plural: &str) -> String {
+    format!("{}/v1alpha1", group_of(plural))
 }
 
 impl FakeKube {
@@ -156,6 +174,7 @@ impl FakeKube {
         let schemas = [
             ("hardware", "tinkerbell.org_hardware.yaml"),
             ("workflows", "tinkerbell.org_workflows.yaml"),
+            ("machines", "bmc.tinkerbell.org_machines.yaml"),
         ]
         .into_iter()
         .map(|(plural, file)| (plural, super::UpstreamSchema::load(file)))
@@ -178,6 +197,13 @@ impl FakeKube {
     pub fn client(&self) -> kube::Client {
         let config = kube::Config::new(self.url.parse().unwrap());
         kube::Client::try_from(config).unwrap()
+    }
+
+    /// Creates a Rufio Machine (a BMC) as `kubectl apply` would; panics if invalid.
+    pub fn create_bmc(&self, obj: Value) {
+        let errors = self.schemas["machines"].errors(&obj);
+        assert!(errors.is_empty(), "invalid Rufio Machine: {errors:?}");
+        self.write("ADDED", "machines", obj);
     }
 
     /// Creates an object as `kubectl apply` of a new object would; panics if invalid.
@@ -322,6 +348,8 @@ impl FakeKube {
         for (method, path) in &self.state.lock().unwrap().requests {
             let (group, rest) = if let Some(r) = path.strip_prefix(&format!("{PREFIX}/")) {
                 ("tinkerbell.org", r)
+            } else if let Some(r) = path.strip_prefix(&format!("{BMC_PREFIX}/")) {
+                ("bmc.tinkerbell.org", r)
             } else if let Some(r) = path.strip_prefix("/api/v1/") {
                 ("", r)
             } else {
@@ -404,15 +432,25 @@ async fn route(State(k): State<FakeKube>, method: Method, uri: Uri, headers: Hea
     if let Some(rest) = path.strip_prefix("/api/v1/namespaces/") {
         return core(&k, rest, &q);
     }
-    let Some(rest) = path.strip_prefix(PREFIX) else {
-        return status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "the server could not find the requested resource",
-        );
+    let (rest, bmc) = match (path.strip_prefix(PREFIX), path.strip_prefix(BMC_PREFIX)) {
+        (Some(rest), _) => (rest, false),
+        (None, Some(rest)) => (rest, true),
+        (None, None) => {
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        }
     };
     let segs: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
-    let known = |p: &str| p == "hardware" || p == "workflows";
+    let known = |p: &str| {
+        if bmc {
+            p == "machines"
+        } else {
+            p == "hardware" || p == "workflows"
+        }
+    };
     let (namespace, plural, name, sub) = match segs.as_slice() {
         [p] if known(p) => (None, p.to_string(), None, None),
         ["namespaces", ns, p] if known(p) => (Some(ns.to_string()), p.to_string(), None, None),
@@ -441,7 +479,7 @@ async fn route(State(k): State<FakeKube>, method: Method, uri: Uri, headers: Hea
                 .filter(|(k, o)| of_kind(k) && in_ns(o) && matches_selector(o, q.get("labelSelector")))
                 .map(|(_, o)| o.clone())
                 .collect();
-            let body = json!({"apiVersion": API_VERSION, "kind": format!("{}List", kind_of(&plural)), "metadata": {"resourceVersion": st.rv.to_string()}, "items": items});
+            let body = json!({"apiVersion": api_version_of(&plural), "kind": format!("{}List", kind_of(&plural)), "metadata": {"resourceVersion": st.rv.to_string()}, "items": items});
             ok(StatusCode::OK, &body)
         }
         (Method::GET, Some(name)) => {
@@ -454,7 +492,7 @@ async fn route(State(k): State<FakeKube>, method: Method, uri: Uri, headers: Hea
                 None => status(
                     StatusCode::NOT_FOUND,
                     "NotFound",
-                    &format!("{plural}.tinkerbell.org \"{name}\" not found"),
+                    &format!("{plural}.{} \"{name}\" not found", group_of(&plural)),
                 ),
             }
         }
