@@ -22,13 +22,16 @@ async fn approving_in_the_console_merges_the_pull_request_and_names_the_operator
     assert_eq!(resp.status(), 303);
     r.wait_for_state(MAC, "approved").await;
     assert!(gh.pulls()[0].merged, "merged through the API");
-    let comments = gh.comments(number);
-    assert!(
-        comments
-            .iter()
-            .any(|c| c.contains("in Registrar's console by **alice**")),
-        "{comments:?}"
-    );
+    // The comment follows the merge on its own (the click does not wait for it).
+    let mut comments = vec![];
+    for _ in 0..100 {
+        comments = gh.comments(number);
+        if comments.iter().any(|c| c.contains("in Registrar's console by **alice**")) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no comment naming alice: {comments:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -82,7 +82,7 @@ pub enum GithubAuth {
 }
 
 pub struct GithubForge {
-    client: Client,
+    client: Arc<Client>,
     /// The App-level client and installation, to mint tokens for git.
     app: Option<(octocrab::Octocrab, u64)>,
     owner: String,
@@ -122,7 +122,7 @@ impl GithubForge {
             }
         };
         Ok(GithubForge {
-            client: Client::new(octo, pacing),
+            client: Arc::new(Client::new(octo, pacing)),
             app,
             owner: owner.into(),
             repo: repo.into(),
@@ -523,9 +523,17 @@ impl Forge for GithubForge {
             "Approved and merged {via} by **{}**.",
             crate::render::markdown::escape(who)
         );
-        if let Err(e) = self.comment(number, &note).await {
-            tracing::warn!(number, error = %e, "merged, but could not comment who approved");
-        }
+        // The click is answered once the merge is: the comment is an ordinary mutation that
+        // would wait its turn behind every proposal being opened, so it follows on its own.
+        // (A crash before it is sent loses the comment, never the approval: the merge
+        // commit carries `Approved-by:` too.)
+        let (client, path) = (self.client.clone(), self.path(&format!("/issues/{number}/comments")));
+        tokio::spawn(async move {
+            let body = json!({ "body": note });
+            if let Err(e) = client.call(Method::POST, &path, Some(&body), Kind::Create).await {
+                tracing::warn!(number, error = %e, "merged, but could not comment who approved");
+            }
+        });
         Ok(())
     }
 
