@@ -50,8 +50,23 @@ pub enum Command {
         #[arg(long)]
         summary: bool,
     },
-    /// Validate the configuration, the templates and the rules.
-    Check,
+    /// Validate the configuration, the templates and the rules. With `--impact`, list the
+    /// recorded machines those rules and templates would render differently, with the diff.
+    Check {
+        /// Compare `templates_dir` with the templates at `--base` (or `--base-dir`), machine
+        /// by machine, from the facts in the state directory's store.
+        #[arg(long)]
+        impact: bool,
+        /// The git revision of the templates' repository to compare with.
+        #[arg(long, default_value = "HEAD", requires = "impact")]
+        base: String,
+        /// A directory of templates to compare with, instead of a git revision.
+        #[arg(long, requires = "impact")]
+        base_dir: Option<std::path::PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long, requires = "impact")]
+        json: bool,
+    },
     /// List machines, or show one.
     Machines {
         mac: Option<String>,
@@ -152,7 +167,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             workflow,
             summary,
         } => render(&config, &facts, mac.as_deref(), workflow.as_deref(), summary),
-        Command::Check => check(&config),
+        Command::Check { impact: false, .. } => check(&config),
+        Command::Check {
+            base, base_dir, json, ..
+        } => check_impact(&config, base, base_dir, json),
         Command::Machines {
             mac: Some(mac), remote, ..
         } => api(
@@ -491,6 +509,34 @@ fn check(config: &Config) -> anyhow::Result<()> {
         renderer.workflows().count(),
         config.templates_dir.display()
     );
+    Ok(())
+}
+
+fn check_impact(config: &Config, base: String, base_dir: Option<std::path::PathBuf>, json: bool) -> anyhow::Result<()> {
+    use crate::app::impact::{Base, preview};
+    let against = match base_dir {
+        Some(dir) => Base::Directory(dir),
+        None => Base::Revision(base),
+    };
+    let impact = preview(config, &against)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&impact)?);
+        return Ok(());
+    }
+    println!(
+        "{} of {} machines would render differently",
+        impact.changed.len(),
+        impact.compared
+    );
+    for change in &impact.changed {
+        println!(
+            "\n== {} {} ({})\n{}",
+            change.mac,
+            change.name.as_deref().unwrap_or("-"),
+            change.state,
+            change.diff
+        );
+    }
     Ok(())
 }
 

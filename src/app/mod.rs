@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 
 mod discovery;
 mod handoff;
+pub mod impact;
 mod pipelines;
 mod pools_file;
 

@@ -6,6 +6,7 @@
 //! are Markdown-escaped; undefined variables are errors. After rendering, every document is
 //! parsed, validated against the CRD schema, and checked to still name this machine.
 
+pub mod impact;
 pub mod markdown;
 pub mod names;
 pub mod rules;

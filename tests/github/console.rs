@@ -26,7 +26,10 @@ async fn approving_in_the_console_merges_the_pull_request_and_names_the_operator
     let mut comments = vec![];
     for _ in 0..100 {
         comments = gh.comments(number);
-        if comments.iter().any(|c| c.contains("in Registrar's console by **alice**")) {
+        if comments
+            .iter()
+            .any(|c| c.contains("in Registrar's console by **alice**"))
+        {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -1,0 +1,156 @@
+//! What a rules edit would do (issue 18), on the shipped binary: 1,000 machines report to
+//! the embedded default, whose templates live in a git repository of their own; an
+//! operator edits rules.yaml in the working copy, and `registrar check --impact` lists
+//! exactly the machines the edit changes — the 100 Supermicros — with the diff, compared
+//! with HEAD. Committed, the same edit changes nothing against HEAD any more.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+use support::binary::{Process, binary, example, set, token_env};
+use support::*;
+
+const MACHINES: usize = 1000;
+const SUPERMICROS: usize = 100;
+
+fn mac_of(i: usize) -> String {
+    format!("0c:c4:7a:18:{:02x}:{:02x}", i / 256, i % 256)
+}
+
+fn git(repo: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=ops", "-c", "user.email=ops@example.com"])
+        .args(args)
+        .current_dir(repo)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn impact(config: &Path) -> Value {
+    let out = Command::new(binary())
+        .args(["check", "--impact", "--json", "--config"])
+        .arg(config)
+        .env("REGISTRAR_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "check --impact: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_impact_lists_exactly_the_machines_a_rules_edit_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    // The operator's repository of rules and templates.
+    let repo = dir.path().join("registrar-config");
+    let templates = repo.join("hardware-templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    copy_dir(&manifest_dir().join("hardware-templates"), &templates);
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "templates as shipped"]);
+
+    let mut config = example("local.yaml");
+    set(&mut config, "templates_dir", json!(templates.display().to_string()));
+    let mut p = Process::start(dir.path(), config, &token_env());
+    p.wait_ready().await;
+    let client = reqwest::Client::new();
+    let mut supermicros = Vec::new();
+    for chunk in (0..MACHINES).collect::<Vec<_>>().chunks(50) {
+        let posts = chunk.iter().map(|&i| {
+            let supermicro = i % (MACHINES / SUPERMICROS) == 0;
+            let mut specs = lshw(if supermicro {
+                "supermicro-ssg-6029p-x11dph-t.json"
+            } else {
+                "packet-c3small-asrockrack-e3c246d4i-nl.json"
+            });
+            let system = if specs.is_array() { &mut specs[0] } else { &mut specs };
+            system["serial"] = json!(format!("IMPACT{i:04}"));
+            let (client, url) = (client.clone(), p.url.clone());
+            async move {
+                let resp = client
+                    .post(format!("{url}/api/v1/reports"))
+                    .bearer_auth(REPORT_TOKEN)
+                    .json(&report_body(&mac_of(i), specs))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+            }
+        });
+        futures::future::join_all(posts).await;
+        supermicros.extend(
+            chunk
+                .iter()
+                .filter(|&&i| i % (MACHINES / SUPERMICROS) == 0)
+                .map(|&i| mac_of(i)),
+        );
+    }
+    assert_eq!(supermicros.len(), SUPERMICROS);
+    // Every report is stored before it is answered; stopped, nothing changes underneath.
+    assert!(p.stop().success(), "{}", p.log());
+
+    // Unedited: nothing would change.
+    let none = impact(&p.config);
+    assert_eq!(none["compared"], MACHINES, "{none:#}");
+    assert_eq!(none["changed"], json!([]), "{none:#}");
+
+    // The operator gives Supermicros their own storage class, in the working copy.
+    let rules = templates.join("rules.yaml");
+    let text = std::fs::read_to_string(&rules).unwrap();
+    let edited = text.replacen(
+        "rules:\n",
+        "rules:\n  - name: supermicro\n    when: 'facts.vendor == \"Supermicro\"'\n    values:\n      storage_class: dense\n\n",
+        1,
+    );
+    assert_ne!(edited, text);
+    std::fs::write(&rules, &edited).unwrap();
+    let some = impact(&p.config);
+    assert_eq!(some["compared"], MACHINES);
+    let changed: Vec<&str> = some["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["mac"].as_str().unwrap())
+        .collect();
+    let mut expected: Vec<&str> = supermicros.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(changed, expected);
+    let first = &some["changed"][0];
+    let diff = first["diff"].as_str().unwrap();
+    assert!(
+        diff.contains("-    registrar.dev/class: \"general\"") && diff.contains("+    registrar.dev/class: \"dense\""),
+        "{diff}"
+    );
+    assert!(first["name"].as_str().unwrap().starts_with("impact"), "{first:#}");
+
+    // Committed, the edit is the base: nothing would change against HEAD, while the
+    // previous revision still shows the 100.
+    git(&repo, &["commit", "-q", "-am", "Supermicros are dense"]);
+    assert_eq!(impact(&p.config)["changed"], json!([]));
+    let out = Command::new(binary())
+        .args(["check", "--impact", "--base", "HEAD~1", "--config"])
+        .arg(&p.config)
+        .env("REGISTRAR_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.starts_with(&format!(
+            "{SUPERMICROS} of {MACHINES} machines would render differently"
+        )),
+        "{text}"
+    );
+}
