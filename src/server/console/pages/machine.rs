@@ -233,14 +233,8 @@ pub async fn machine_action(
     };
     let who = actor(&op);
     let back = format!("/machines/{mac}");
-    let result: Result<(), String> = match action.as_str() {
-        // On their own task: a browser that gives up never cuts a review off half-way.
-        "approve" => state
-            .proposer
-            .intend(mac, Intent::Approve, &who)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
+    let intent: Result<Intent, String> = match action.as_str() {
+        "approve" => Ok(Intent::Approve),
         "reject" => {
             let reason: String = field("reason")
                 .unwrap_or_default()
@@ -253,39 +247,13 @@ pub async fn machine_action(
             } else {
                 reason
             };
-            state
-                .proposer
-                .intend(mac, Intent::Reject { reason }, &who)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            Ok(Intent::Reject { reason })
         }
-        "rerender" => state
-            .proposer
-            .intend(mac, Intent::Rerender, &who)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        "unsuppress" => state
-            .proposer
-            .intend(mac, Intent::Unsuppress, &who)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        "forget" => match state.proposer.intend(mac, Intent::Forget, &who).await {
-            Ok(_) => return Redirect::to("/?done=forget&n=1").into_response(),
-            Err(crate::propose::ProposeError::Store(StoreError::Transition { from, .. })) => Err(format!(
-                "A machine that is {from}, or whose proposal is open or merged, is in git's hands: reject an open proposal instead; a merged one is removed from git."
-            )),
-            Err(e) => Err(e.to_string()),
-        },
+        "rerender" => Ok(Intent::Rerender),
+        "unsuppress" => Ok(Intent::Unsuppress),
+        "forget" => Ok(Intent::Forget),
         "workflow" => match field("workflow") {
-            Some(w) if state.proposer.renderer().has_workflow(&w) => state
-                .proposer
-                .intend(mac, Intent::Workflow(w), &who)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            Some(w) if state.proposer.renderer().has_workflow(&w) => Ok(Intent::Workflow(w)),
             _ => Err("Choose one of the workflows that have a template.".into()),
         },
         _ => {
@@ -298,6 +266,19 @@ pub async fn machine_action(
                 Some((&back, "Back to the machine")),
             );
         }
+    };
+    let forgetting = matches!(intent, Ok(Intent::Forget));
+    // intend() runs it on its own task: a browser that gives up never cuts it off half-way.
+    let result: Result<(), String> = match intent {
+        Err(why) => Err(why),
+        Ok(intent) => match state.proposer.intend(mac, intent, &who).await {
+            Ok(_) if forgetting => return Redirect::to("/?done=forget&n=1").into_response(),
+            Ok(_) => Ok(()),
+            Err(crate::propose::ProposeError::Store(StoreError::Transition { from, .. })) if forgetting => Err(format!(
+                "A machine that is {from}, or whose proposal is open or merged, is in git's hands: reject an open proposal instead; a merged one is removed from git."
+            )),
+            Err(e) => Err(e.to_string()),
+        },
     };
     match result {
         Ok(()) => Redirect::to(&format!("{back}?done={action}")).into_response(),
