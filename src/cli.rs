@@ -473,7 +473,15 @@ fn render(
 /// through the defaults and every rule.
 fn check(config: &Config) -> anyhow::Result<()> {
     let renderer = Renderer::load(&config.templates_dir, &config.tinkerbell.namespace)?;
-    crate::app::checked_pools(&config.ipam, &renderer)?;
+    let pools = crate::app::checked_pools(&config.ipam, &renderer)?;
+    match crate::app::pool_clashes::check_local_copy(config, &pools)? {
+        Some(clashes) if !clashes.is_empty() => bail!(
+            "the address pools clash with Hardware on the base branch (as last fetched):\n  - {}",
+            clashes.join("\n  - ")
+        ),
+        Some(_) => println!("ok: the address pools clash with no Hardware on the base branch (as last fetched)"),
+        None => {}
+    }
     let sample = crate::domain::facts::Facts {
         vendor: Some("Example".into()),
         product: Some("Sample".into()),

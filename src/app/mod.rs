@@ -10,6 +10,7 @@ mod discovery;
 mod handoff;
 pub mod impact;
 mod pipelines;
+pub mod pool_clashes;
 mod pools_file;
 
 use crate::config::Config;
@@ -248,6 +249,9 @@ impl App {
                 Err(_) => tracing::warn!("no GitHub App installation token yet: GitHub did not answer in time"),
             }
         }
+        // Pools that would hand out addresses Hardware on the base branch already holds stop
+        // the start: nothing runs half-configured.
+        pool_clashes::check_at_start(&self.proposer, &self.proposer.pools()).await?;
         let proposer = self.proposer.clone();
         let stop = shutdown.clone();
         let ready = readiness.clone();

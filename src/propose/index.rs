@@ -27,6 +27,22 @@ pub struct Registered {
     /// Each Rufio Machine (a BMC) by its address (`spec.connection.host`): its name, and the
     /// MAC of the machine Registrar proposed it for, if it did.
     pub bmcs: HashMap<String, Bmc>,
+    /// Each address a Hardware holds, with where: what the pools are checked against.
+    pub held: Vec<HeldAddress>,
+}
+
+/// An address a Hardware on the base branch holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldAddress {
+    /// The file, from the repository's root.
+    pub path: String,
+    /// The Hardware's name.
+    pub name: String,
+    pub ip: std::net::Ipv4Addr,
+    /// The MAC of the interface that holds it.
+    pub mac: Option<Mac>,
+    /// Whether Registrar rendered it: its `registrar.dev/mac` label names that MAC.
+    pub registrars: bool,
 }
 
 /// A BMC the repository already declares.
@@ -40,12 +56,12 @@ pub struct Bmc {
 /// is not a Hardware, or not YAML, is skipped).
 pub fn hardware_macs(text: &str, out: &mut HashSet<Mac>) {
     let mut found = Registered::default();
-    hardware_identities(text, &mut found);
+    hardware_identities("", text, &mut found);
     out.extend(found.macs);
 }
 
-/// MACs and addresses of the Hardware objects in one YAML file.
-pub fn hardware_identities(text: &str, out: &mut Registered) {
+/// MACs and addresses of the Hardware objects in one YAML file, at `path`.
+pub fn hardware_identities(path: &str, text: &str, out: &mut Registered) {
     for doc in yaml_serde::Deserializer::from_str(text) {
         let Ok(v) = Value::deserialize(doc) else { return };
         if v["kind"] == "Machine"
@@ -65,13 +81,25 @@ pub fn hardware_identities(text: &str, out: &mut Registered) {
             continue;
         }
         let mut carried = Vec::new();
+        let labelled = v["metadata"]["labels"]["registrar.dev/mac"]
+            .as_str()
+            .and_then(|m| Mac::parse(m).ok());
+        let name = v["metadata"]["name"].as_str().unwrap_or_default();
         for iface in v["spec"]["interfaces"].as_array().into_iter().flatten() {
-            if let Some(mac) = iface["dhcp"]["mac"].as_str().and_then(|m| Mac::parse(m).ok()) {
+            let mac = iface["dhcp"]["mac"].as_str().and_then(|m| Mac::parse(m).ok());
+            if let Some(mac) = mac {
                 out.macs.insert(mac);
                 carried.push(mac);
             }
             if let Some(ip) = iface["dhcp"]["ip"]["address"].as_str().and_then(|a| a.parse().ok()) {
                 out.addresses.insert(ip);
+                out.held.push(HeldAddress {
+                    path: path.to_string(),
+                    name: name.to_string(),
+                    ip,
+                    mac,
+                    registrars: mac.is_some() && labelled == mac,
+                });
             }
         }
         if let Some(name) = v["metadata"]["name"].as_str() {
@@ -93,8 +121,8 @@ impl GitRepo {
             Some(f) => f,
         };
         let mut found = Registered::default();
-        for text in &files.1 {
-            hardware_identities(text, &mut found);
+        for (path, text) in &files.1 {
+            hardware_identities(path, text, &mut found);
         }
         Ok(Some((files.0, found)))
     }

@@ -7,6 +7,9 @@ use git2::Oid;
 
 use super::{Change, Ctx, GitError, GitRepo, Merged, Published, RefUpdate, Result, objects};
 
+/// A YAML file on the base branch: its path from the repository's root, and its text.
+pub type YamlFile = (String, String);
+
 impl GitRepo {
     pub fn base_head(&self) -> Result<Oid> {
         self.target(&self.lock(), &self.settings.base)
@@ -292,7 +295,7 @@ impl GitRepo {
 
     /// The text of every YAML file below `dir` on the base branch, with the directory's
     /// tree id; `None` if that id is `unless_tree` (nothing changed since the last call).
-    pub fn yaml_files(&self, dir: &str, unless_tree: Option<Oid>) -> Result<Option<(Oid, Vec<String>)>> {
+    pub fn yaml_files(&self, dir: &str, unless_tree: Option<Oid>) -> Result<Option<(Oid, Vec<YamlFile>)>> {
         let repo = self.lock();
         let Some(base) = self.target(&repo, &self.settings.base) else {
             return Ok(None);
@@ -318,7 +321,13 @@ impl GitRepo {
             let name = entry.name().unwrap_or_default();
             if entry.kind() == Some(git2::ObjectType::Blob) && crate::propose::index::is_yaml(Path::new(name)) {
                 match repo.find_blob(entry.id()) {
-                    Ok(b) => files.push(String::from_utf8_lossy(b.content()).into_owned()),
+                    Ok(b) => {
+                        let path = match dir {
+                            "" => format!("{parent}{name}"),
+                            dir => format!("{}/{parent}{name}", dir.trim_end_matches('/')),
+                        };
+                        files.push((path, String::from_utf8_lossy(b.content()).into_owned()))
+                    }
                     Err(e) => {
                         failed = Some((format!("{parent}{name}"), e));
                         return git2::TreeWalkResult::Abort;

@@ -274,9 +274,11 @@ pub async fn machine_action(
         Ok(intent) => match state.proposer.intend(mac, intent, &who).await {
             Ok(_) if forgetting => return Redirect::to("/?done=forget&n=1").into_response(),
             Ok(_) => Ok(()),
-            Err(crate::propose::ProposeError::Store(StoreError::Transition { from, .. })) if forgetting => Err(format!(
-                "A machine that is {from}, or whose proposal is open or merged, is in git's hands: reject an open proposal instead; a merged one is removed from git."
-            )),
+            Err(crate::propose::ProposeError::Store(StoreError::Transition { from, .. })) if forgetting => {
+                Err(format!(
+                    "A machine that is {from}, or whose proposal is open or merged, is in git's hands: reject an open proposal instead; a merged one is removed from git."
+                ))
+            }
             Err(e) => Err(e.to_string()),
         },
     };
