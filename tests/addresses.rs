@@ -481,3 +481,62 @@ async fn pools_in_the_gitops_repository_follow_its_base_branch() {
 fn macs_in_file(i: usize) -> &'static str {
     ["0c:c4:7a:16:03:01", "0c:c4:7a:16:03:02"][i]
 }
+
+/// A machine Smee names before the pools in the GitOps repository are read waits for them,
+/// visibly, and boots into discovery once they are — without being seen again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_machine_noticed_before_the_pools_are_read_boots_once_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGithub::start().await;
+    let kube = FakeKube::start().await;
+    let mut p = support::journey::launch_on_cluster(dir.path(), &gh, &kube, |c| {
+        set(c, "forge.github.mutation_interval_ms", json!(0));
+        set(c, "ipam", json!({"file": "ipam/pools.yaml"}));
+    });
+    // Serving, but not ready: the pools' file is not on the base branch yet.
+    eventually(60, "the API to answer", || async {
+        reqwest::get(format!("{}/healthz", p.url))
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+    })
+    .await;
+    let mac = "0c:c4:7a:16:04:01";
+    assert!(kube.log("tinkerbell-7f9c", &smee_line(mac)) > 0);
+    let waiting = state_reached(&p, mac, "waiting").await;
+    let cause = waiting["transitions"].as_array().unwrap().last().unwrap()["cause"].clone();
+    assert!(
+        cause
+            .as_str()
+            .unwrap()
+            .contains("waiting for the address pools: ipam/pools.yaml"),
+        "{waiting:#}"
+    );
+    let name = format!("registrar-discover-{}", mac.replace(':', "-"));
+    assert!(
+        kube.object("hardware", NS, &name).is_none(),
+        "no Hardware without an address"
+    );
+
+    // The pools are merged; GitHub says the base moved. Smee says nothing more.
+    gh.repo().push_on_top(
+        "main",
+        "ipam/pools.yaml",
+        &pools_file("10.0.10.11-10.0.10.20", "10.0.10.1"),
+    );
+    pushed_to_main(&gh).await;
+    let hardware = eventually(30, "the temporary Hardware", || async {
+        kube.object("hardware", NS, &name)
+    })
+    .await;
+    assert!(
+        dhcp_of(&hardware)["ip"]["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.0.9.10"),
+        "{hardware:#}"
+    );
+    state_reached(&p, mac, "discovering").await;
+    p.wait_ready().await;
+    assert!(p.stop().success());
+}

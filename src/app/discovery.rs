@@ -63,6 +63,13 @@ impl DiscoveryQueue {
 
     /// Takes a slot for `mac` if one is free (true), or leaves it waiting for one (false).
     async fn start_or_queue(&self, mac: Mac, sighting: &Sighting) -> anyhow::Result<bool> {
+        // Without its pools, the temporary Hardware would get no address Smee serves: it
+        // waits for them like for a slot, and starts when the queue finds them read.
+        if let Some(source) = self.proposer.pools_awaited() {
+            let cause = format!("waiting for the address pools: {source} is not read yet");
+            self.move_if(mac, State::Detected, State::Waiting, &cause).await?;
+            return Ok(false);
+        }
         let _slots = self.discovery.slot_guard().await;
         let max = self.discovery.settings().max_machines;
         if self.discovery.count().await? >= max {

@@ -52,6 +52,11 @@ impl Proposer {
         self.pools.read().unwrap_or_else(|p| p.into_inner()).pools.clone()
     }
 
+    /// Where the pools are to be read from, while they are not read yet.
+    pub fn pools_awaited(&self) -> Option<String> {
+        self.pools.read().unwrap_or_else(|p| p.into_inner()).awaited.clone()
+    }
+
     /// The pools to allocate from; an error while they are still to be read.
     fn usable_pools(&self) -> Result<Arc<Pools>, ProposeError> {
         let loaded = self.pools.read().unwrap_or_else(|p| p.into_inner());

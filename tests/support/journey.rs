@@ -19,6 +19,18 @@ pub async fn start_on_cluster(
     kube: &FakeKube,
     edit: impl FnOnce(&mut Value),
 ) -> Process {
+    let mut p = launch_on_cluster(dir, gh, kube, edit);
+    p.wait_ready().await;
+    p
+}
+
+/// As `start_on_cluster`, without waiting for it to be ready.
+pub fn launch_on_cluster(
+    dir: &std::path::Path,
+    gh: &FakeGithub,
+    kube: &FakeKube,
+    edit: impl FnOnce(&mut Value),
+) -> Process {
     kube.add_pod(NS, "tinkerbell-7f9c", json!({"app": "tinkerbell"}));
     let mut config = example("all.yaml");
     point_at_github(&mut config, dir, gh);
@@ -31,9 +43,7 @@ pub async fn start_on_cluster(
     let mut env = token_env();
     env.push(("KUBECONFIG", kubeconfig.to_str().unwrap()));
     *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
-    let mut p = Process::start(dir, config, &env);
-    p.wait_ready().await;
-    p
+    Process::start(dir, config, &env)
 }
 
 /// A Hardware registered before Registrar, for another machine.
