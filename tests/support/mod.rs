@@ -225,7 +225,7 @@ impl Repo {
         }
     }
 
-    fn open(&self) -> git2::Repository {
+    pub fn open(&self) -> git2::Repository {
         git2::Repository::open_bare(&self.path).unwrap()
     }
 

@@ -67,14 +67,23 @@ impl Forge for LocalForge {
 
     async fn state(&self, proposal: &Proposal) -> Result<ProposalState, ForgeError> {
         let git = self.git.clone();
-        let branch = proposal.branch.clone();
+        let (branch, path) = (proposal.branch.clone(), proposal.path.clone());
         let head = Oid::from_str(&proposal.head).ok();
         blocking(move || {
             git.fetch()?;
-            if let Some(head) = head
-                && git.is_in_base(head)?
-            {
-                return Ok(ProposalState::Merged);
+            if let Some(head) = head {
+                if git.is_in_base(head)? {
+                    return Ok(ProposalState::Merged);
+                }
+                // A squash or rebase merge puts other commits on the base, and often deletes
+                // the branch: what was reviewed is merged when the base holds the proposal's
+                // file as its reviewed head has it.
+                let reviewed = git.read_at(head, &path).ok().flatten();
+                if let Some(reviewed) = reviewed
+                    && git.read_at(git.base_head()?, &path)?.as_deref() == Some(reviewed.as_slice())
+                {
+                    return Ok(ProposalState::Merged);
+                }
             }
             Ok(if git.branch_head(&branch).is_some() {
                 ProposalState::Open

@@ -1,0 +1,88 @@
+//! The local forge read by what the repository holds, not by which branches exist (issue
+//! 20), on the shipped binary with the embedded default: a reviewer who squash-merges a
+//! proposal — deleting its branch, as most tools do, or keeping it — has approved it; a
+//! branch deleted without a merge is still a rejection.
+
+mod support;
+
+use serde_json::json;
+use support::binary::{Process, example, set, token_env};
+use support::journey::{post_report, state_reached};
+use support::*;
+
+/// What a person's tool does to squash-merge `branch` into main: one new commit on main
+/// with the branch's tree, and (if `delete`) the branch gone.
+fn squash_merge(repo: &Repo, branch: &str, delete: bool) {
+    let git = repo.open();
+    let base = git.find_commit(repo.head("main").unwrap()).unwrap();
+    let proposed = git.find_commit(repo.head(branch).unwrap()).unwrap();
+    let sig = git2::Signature::now("Reviewer", "reviewer@example.com").unwrap();
+    git.commit(
+        Some("refs/heads/main"),
+        &sig,
+        &sig,
+        &format!("Squash-merge {branch}"),
+        &proposed.tree().unwrap(),
+        &[&base],
+    )
+    .unwrap();
+    if delete {
+        git.find_reference(&format!("refs/heads/{branch}"))
+            .unwrap()
+            .delete()
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_squash_merge_is_an_approval_and_a_deleted_branch_a_rejection() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = example("local.yaml");
+    set(&mut config, "queue.reconcile_seconds", json!(1));
+    let mut p = Process::start(dir.path(), config, &token_env());
+    p.wait_ready().await;
+    let remote = Repo::at(&dir.path().join("state/gitops.git"));
+    let machines = [
+        ("0c:c4:7a:20:00:01", "packet-c3small-asrockrack-e3c246d4i-nl.json"),
+        ("0c:c4:7a:20:00:02", "supermicro-ssg-6029p-x11dph-t.json"),
+    ];
+    let mut branches = vec![];
+    for (mac, lshw_file) in machines {
+        assert_eq!(post_report(&p.url, mac, lshw_file).await.status(), 202);
+        let m = state_reached(&p, mac, "proposed").await;
+        branches.push(m["proposal"]["branch"].as_str().unwrap().to_string());
+    }
+
+    // Squash-merged, the branch deleted: approved, by what main now holds.
+    squash_merge(&remote, &branches[0], true);
+    let m = state_reached(&p, machines[0].0, "approved").await;
+    assert_eq!(m["proposal"]["state"], "merged", "{m:#}");
+    assert!(!m["machine"]["suppressed"].as_bool().unwrap(), "{m:#}");
+
+    // Squash-merged, the branch kept: approved too (before, it stayed "proposed").
+    squash_merge(&remote, &branches[1], false);
+    state_reached(&p, machines[1].0, "approved").await;
+
+    // A third, its branch deleted without a merge: rejected.
+    let (mac, lshw_file) = ("0c:c4:7a:20:00:03", "packet-c3small-asrockrack-e3c246d4i-nl.json");
+    let mut specs = lshw(lshw_file);
+    specs[0]["serial"] = json!("SQUASH3");
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/reports", p.url))
+        .bearer_auth(REPORT_TOKEN)
+        .json(&report_body(mac, specs))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let m = state_reached(&p, mac, "proposed").await;
+    let branch = m["proposal"]["branch"].as_str().unwrap().to_string();
+    remote
+        .open()
+        .find_reference(&format!("refs/heads/{branch}"))
+        .unwrap()
+        .delete()
+        .unwrap();
+    state_reached(&p, mac, "rejected").await;
+    assert!(p.stop().success());
+}
