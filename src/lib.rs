@@ -11,6 +11,7 @@ pub mod domain;
 pub mod ipam;
 pub mod lock;
 pub mod metrics;
+pub mod notify;
 pub mod propose;
 pub mod render;
 pub mod server;

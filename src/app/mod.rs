@@ -249,6 +249,14 @@ impl App {
                 Err(_) => tracing::warn!("no GitHub App installation token yet: GitHub did not answer in time"),
             }
         }
+        if let Some(notifier) = crate::notify::Notifier::from_config(&self.config, self.proposer.store().clone())? {
+            let notifier = Arc::new(notifier);
+            let (ready, stop) = (readiness.clone(), shutdown.clone());
+            supervisor.spawn("notify", move || {
+                let (notifier, ready, stop) = (notifier.clone(), ready.clone(), stop.clone());
+                async move { notifier.run(ready, stop).await }
+            });
+        }
         // Pools that would hand out addresses Hardware on the base branch already holds stop
         // the start: nothing runs half-configured.
         pool_clashes::check_at_start(&self.proposer, &self.proposer.pools()).await?;

@@ -10,6 +10,7 @@ mod cluster;
 mod dhcp;
 mod gitops;
 pub mod ipam;
+pub mod notify;
 mod review;
 pub mod secrets;
 mod server;
@@ -41,6 +42,8 @@ pub struct Config {
     pub discovery: ReviewConfig,
     /// Address pools (Smee's reservation mode serves only Hardware with an address).
     pub ipam: ipam::IpamConfig,
+    /// Outgoing webhooks when machines wait for review, are approved or fail.
+    pub notify: notify::NotifyConfig,
 }
 
 impl Default for Config {
@@ -59,6 +62,7 @@ impl Default for Config {
             ui: UiConfig::default(),
             discovery: ReviewConfig::default(),
             ipam: Default::default(),
+            notify: Default::default(),
         }
     }
 }
@@ -99,6 +103,11 @@ impl Config {
                 }
                 for user in &mut c.auth.users {
                     if let Some(file) = &mut user.token_file {
+                        *file = base.join(&*file);
+                    }
+                }
+                for hook in &mut c.notify.webhooks {
+                    if let Some(file) = &mut hook.url_file {
                         *file = base.join(&*file);
                     }
                 }

@@ -130,7 +130,7 @@ pub struct PersonToken {
     pub token: SecretString,
 }
 
-fn read_secret(path: &Path) -> anyhow::Result<SecretString> {
+pub(crate) fn read_secret(path: &Path) -> anyhow::Result<SecretString> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading secret {}", path.display()))?;
     let token = text.trim();
     if token.len() < 16 {

@@ -6,6 +6,17 @@ use super::Config;
 
 impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
+        for (i, hook) in self.notify.webhooks.iter().enumerate() {
+            if hook.url.is_some() == hook.url_file.is_some() {
+                bail!("notify.webhooks[{i}]: give either url or url_file");
+            }
+            if hook.format != "json" && hook.format != "slack" {
+                bail!(
+                    "notify.webhooks[{i}].format: {:?} is neither json nor slack",
+                    hook.format
+                );
+            }
+        }
         if !self.ui.auth && !self.server.listen.ip().is_loopback() {
             bail!(
                 "ui.auth: false opens the console without a login; it is allowed only with server.listen on loopback (127.0.0.1 or ::1), not {}",

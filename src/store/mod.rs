@@ -46,6 +46,15 @@ pub struct Recorded {
     pub evicted: u64,
 }
 
+/// A transition in every machine's timeline: its id, the machine and its name.
+#[derive(Debug, Clone)]
+pub struct TimelineEntry {
+    pub id: i64,
+    pub mac: Mac,
+    pub name: Option<String>,
+    pub transition: Transition,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct MachineQuery {
     pub state: Option<State>,
@@ -140,6 +149,13 @@ pub trait Store: Send + Sync + 'static {
     fn machines(&self, query: &MachineQuery) -> Result<Vec<Machine>>;
     fn count_by_state(&self) -> Result<Vec<(State, u64)>>;
     fn transitions(&self, mac: Mac) -> Result<Vec<Transition>>;
+    /// Every machine's transitions after the one with id `after`, oldest first.
+    fn transitions_after(&self, after: i64, limit: u32) -> Result<Vec<TimelineEntry>>;
+    /// The newest transition's id; 0 when there is none.
+    fn last_transition_id(&self) -> Result<i64>;
+    /// A named position in the timeline (what a reader has handled), if set.
+    fn cursor(&self, name: &str) -> Result<Option<i64>>;
+    fn set_cursor(&self, name: &str, value: i64) -> Result<()>;
 
     /// Machines with unsynced revisions, oldest first.
     fn pending(&self, limit: u32) -> Result<Vec<Pending>>;

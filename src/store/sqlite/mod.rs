@@ -21,6 +21,7 @@ mod rows;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod timeline;
 mod tokens;
 
 use rows::*;
@@ -238,24 +239,23 @@ impl Store for SqliteStore {
     }
 
     fn transitions(&self, mac: Mac) -> Result<Vec<Transition>> {
-        self.read(|tx| {
-            let mut stmt = tx.prepare_cached(
-                "SELECT from_state, to_state, at, cause, actor FROM transitions WHERE mac = ?1 ORDER BY id",
-            )?;
-            let rows = stmt.query_map([mac.to_string()], |r| {
-                Ok(Transition {
-                    from: r
-                        .get::<_, Option<String>>(0)?
-                        .map(|s| conv(s.parse::<State>().map_err(Msg)))
-                        .transpose()?,
-                    to: conv(r.get::<_, String>(1)?.parse::<State>().map_err(Msg))?,
-                    at: parse_ts(&r.get::<_, String>(2)?)?,
-                    cause: r.get(3)?,
-                    actor: r.get(4)?,
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
+        self.read(|tx| timeline::of(tx, mac))
+    }
+
+    fn transitions_after(&self, after: i64, limit: u32) -> Result<Vec<super::TimelineEntry>> {
+        self.read(|tx| timeline::after(tx, after, limit))
+    }
+
+    fn last_transition_id(&self) -> Result<i64> {
+        self.read(timeline::last_id)
+    }
+
+    fn cursor(&self, name: &str) -> Result<Option<i64>> {
+        self.read(|tx| timeline::cursor(tx, name))
+    }
+
+    fn set_cursor(&self, name: &str, value: i64) -> Result<()> {
+        self.with(|tx| timeline::set_cursor(tx, name, value))
     }
 
     fn pending(&self, limit: u32) -> Result<Vec<Pending>> {

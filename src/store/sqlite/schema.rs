@@ -116,6 +116,10 @@ CREATE INDEX machines_imported_ip ON machines(json_extract(expected, '$.ip')) WH
 CREATE INDEX machines_serial ON machines(json_extract(facts, '$.serial')) WHERE facts IS NOT NULL;
 CREATE INDEX machines_uuid ON machines(json_extract(facts, '$.uuid')) WHERE facts IS NOT NULL;
 "#,
+    // How far a reader of every machine's timeline (notifications) has got.
+    r#"
+CREATE TABLE cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"#,
 ];
 
 #[cfg(test)]

@@ -1,0 +1,64 @@
+//! Machines' timelines: each one's transitions, and every machine's since a cursor (what
+//! notifications have told), with the cursors themselves.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::super::{Result, TimelineEntry};
+use super::rows::{Msg, conv, parse_ts};
+use crate::domain::{Mac, State, Transition};
+
+fn transition(r: &rusqlite::Row, first: usize) -> rusqlite::Result<Transition> {
+    Ok(Transition {
+        from: r
+            .get::<_, Option<String>>(first)?
+            .map(|s| conv(s.parse::<State>().map_err(Msg)))
+            .transpose()?,
+        to: conv(r.get::<_, String>(first + 1)?.parse::<State>().map_err(Msg))?,
+        at: parse_ts(&r.get::<_, String>(first + 2)?)?,
+        cause: r.get(first + 3)?,
+        actor: r.get(first + 4)?,
+    })
+}
+
+pub(super) fn of(tx: &rusqlite::Transaction, mac: Mac) -> Result<Vec<Transition>> {
+    let mut stmt =
+        tx.prepare_cached("SELECT from_state, to_state, at, cause, actor FROM transitions WHERE mac = ?1 ORDER BY id")?;
+    let rows = stmt.query_map([mac.to_string()], |r| transition(r, 0))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Every machine's transitions after `after` (an id), oldest first, with the machine's name.
+pub(super) fn after(tx: &rusqlite::Transaction, after: i64, limit: u32) -> Result<Vec<TimelineEntry>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT t.id, t.mac, m.name, t.from_state, t.to_state, t.at, t.cause, t.actor
+         FROM transitions t LEFT JOIN machines m ON m.mac = t.mac
+         WHERE t.id > ?1 ORDER BY t.id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![after, limit], |r| {
+        Ok(TimelineEntry {
+            id: r.get(0)?,
+            mac: conv(r.get::<_, String>(1)?.parse::<Mac>().map_err(|e| Msg(e.to_string())))?,
+            name: r.get(2)?,
+            transition: transition(r, 3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+pub(super) fn last_id(tx: &rusqlite::Transaction) -> Result<i64> {
+    Ok(tx.query_row("SELECT COALESCE(MAX(id), 0) FROM transitions", [], |r| r.get(0))?)
+}
+
+pub(super) fn cursor(tx: &rusqlite::Transaction, name: &str) -> Result<Option<i64>> {
+    Ok(tx
+        .query_row("SELECT value FROM cursors WHERE name = ?1", [name], |r| r.get(0))
+        .optional()?)
+}
+
+pub(super) fn set_cursor(tx: &rusqlite::Transaction, name: &str, value: i64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO cursors (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        params![name, value],
+    )?;
+    Ok(())
+}
