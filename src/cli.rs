@@ -110,6 +110,8 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Print the HTTP API's OpenAPI 3 description (also served at /api/v1/openapi.json).
+    Openapi,
     /// Copy the store to FILE while Registrar runs (an online, consistent SQLite backup).
     Backup {
         /// Where to write the copy; must not exist yet.
@@ -239,6 +241,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Some(actor_body("")),
         ),
         Command::Backup { file } => backup(&config, &file),
+        Command::Openapi => {
+            println!("{}", crate::server::openapi::document().to_pretty_json()?);
+            Ok(())
+        }
         Command::Import {
             file,
             mode,

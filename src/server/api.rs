@@ -67,6 +67,14 @@ impl ListQuery {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/machines",
+    tag = "machines",
+    params(("state" = Option<String>, Query, description = "only machines in this state"), ("q" = Option<String>, Query, description = "free text over MAC, name, vendor, product, serial"), ("limit" = Option<u32>, Query), ("offset" = Option<u32>, Query)),
+    responses((status = 200, description = "machines, newest first", body = Object), (status = 401, description = "no token, or not one that may do this")),
+    security(("bearer" = []))
+)]
 pub async fn list_machines(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     let filter = q.to_query().map_err(ApiError::bad_request)?;
     let store = state.proposer.store().clone();
@@ -82,6 +90,14 @@ pub async fn list_machines(State(state): State<AppState>, Query(q): Query<ListQu
     Ok(Json(json!({ "machines": machines, "total": total, "counts": counts })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/machines/{mac}",
+    tag = "machines",
+    params(("mac" = String, Path, description = "the machine's MAC, colon- or dash-separated")),
+    responses((status = 200, description = "the machine, its proposal, addresses and timeline", body = Object), (status = 404, description = "no such machine"), (status = 401, description = "no token, or not one that may do this")),
+    security(("bearer" = []))
+)]
 pub async fn get_machine(State(state): State<AppState>, Path(mac): Path<String>) -> Result<Json<Value>, ApiError> {
     let mac = parse_mac(&mac)?;
     let store = state.proposer.store().clone();
@@ -133,6 +149,15 @@ fn actor(session: &Session, caller: &NamedCaller, body: &Option<Json<ReviewBody>
     format!("api:{who}")
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/machines/{mac}/approve",
+    tag = "review",
+    params(("mac" = String, Path, description = "the machine's MAC, colon- or dash-separated")),
+    request_body(content = Option<Object>, content_type = "application/json", description = "optional: {\"actor\": …, \"reason\": …, \"workflow\": …}"),
+    responses((status = 200, description = "approved: the proposal is merged", body = Object), (status = 409, description = "not open, or the forge refused (a reason is given)"), (status = 401, description = "no token, or not one that may do this"), (status = 403, description = "the caller's role does not allow it")),
+    security(("bearer" = []))
+)]
 pub async fn approve(
     State(state): State<AppState>,
     session: Session,
@@ -146,6 +171,15 @@ pub async fn approve(
     Ok(Json(json!({ "machine": machine })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/machines/{mac}/reject",
+    tag = "review",
+    params(("mac" = String, Path, description = "the machine's MAC, colon- or dash-separated")),
+    request_body(content = Option<Object>, content_type = "application/json", description = "optional: {\"actor\": …, \"reason\": …, \"workflow\": …}"),
+    responses((status = 200, description = "rejected and suppressed", body = Object), (status = 409, description = "already merged"), (status = 401, description = "no token, or not one that may do this"), (status = 403, description = "the caller's role does not allow it")),
+    security(("bearer" = []))
+)]
 pub async fn reject(
     State(state): State<AppState>,
     session: Session,
@@ -166,6 +200,15 @@ pub async fn reject(
     Ok(Json(json!({ "machine": machine })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/machines/{mac}/unsuppress",
+    tag = "review",
+    params(("mac" = String, Path, description = "the machine's MAC, colon- or dash-separated")),
+    request_body(content = Option<Object>, content_type = "application/json", description = "optional: {\"actor\": …, \"reason\": …, \"workflow\": …}"),
+    responses((status = 200, description = "proposed again", body = Object), (status = 401, description = "no token, or not one that may do this"), (status = 403, description = "the caller's role does not allow it")),
+    security(("bearer" = []))
+)]
 pub async fn unsuppress(
     State(state): State<AppState>,
     session: Session,
@@ -179,6 +222,15 @@ pub async fn unsuppress(
     Ok(Json(json!({ "machine": machine })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/machines/{mac}/workflow",
+    tag = "review",
+    params(("mac" = String, Path, description = "the machine's MAC, colon- or dash-separated")),
+    request_body(content = Option<Object>, content_type = "application/json", description = "optional: {\"actor\": …, \"reason\": …, \"workflow\": …}"),
+    responses((status = 200, description = "re-rendered with the workflow", body = Object), (status = 422, description = "no template for that workflow"), (status = 401, description = "no token, or not one that may do this"), (status = 403, description = "the caller's role does not allow it")),
+    security(("bearer" = []))
+)]
 pub async fn set_workflow(
     State(state): State<AppState>,
     session: Session,
@@ -208,6 +260,14 @@ pub struct ProposalQuery {
     state: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/proposals",
+    tag = "review",
+    params(("state" = Option<String>, Query, description = "open, approving, merged, rejecting or closed")),
+    responses((status = 200, description = "proposals", body = Object), (status = 401, description = "no token, or not one that may do this")),
+    security(("bearer" = []))
+)]
 pub async fn list_proposals(
     State(state): State<AppState>,
     Query(q): Query<ProposalQuery>,
@@ -224,6 +284,13 @@ pub async fn list_proposals(
 }
 
 /// The address pools: what each may hand out and how much of it is held or quarantined.
+#[utoipa::path(
+    get,
+    path = "/api/v1/ipam",
+    tag = "addresses",
+    responses((status = 200, description = "the pools with their size and use", body = Object), (status = 401, description = "no token, or not one that may do this")),
+    security(("bearer" = []))
+)]
 pub async fn pools(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let pools = state.proposer.pools().clone();
     let store = state.proposer.store().clone();
@@ -252,6 +319,13 @@ pub async fn pools(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
 
 /// Addresses inside a pool's ranges that a Hardware (on the base branch, in the cluster)
 /// holds but Registrar never gave: they are skipped, and belong in the pool's `exclude`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/ipam/check",
+    tag = "addresses",
+    responses((status = 200, description = "addresses in the pools' ranges that Hardware Registrar did not render holds", body = Object), (status = 401, description = "no token, or not one that may do this")),
+    security(("bearer" = []))
+)]
 pub async fn pool_clashes(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let pools = state.proposer.pools().clone();
     let store = state.proposer.store().clone();
@@ -279,6 +353,14 @@ pub async fn pool_clashes(State(state): State<AppState>) -> Result<Json<Value>, 
 }
 
 /// One machine's addresses, and the pool its permanent address comes from (and why).
+#[utoipa::path(
+    get,
+    path = "/api/v1/ipam/{mac}",
+    tag = "addresses",
+    params(("mac" = String, Path, description = "the machine's MAC, colon- or dash-separated")),
+    responses((status = 200, description = "the machine's addresses and what chose its pool", body = Object), (status = 404, description = "no such machine"), (status = 401, description = "no token, or not one that may do this")),
+    security(("bearer" = []))
+)]
 pub async fn machine_addresses(
     State(state): State<AppState>,
     Path(mac): Path<String>,
@@ -302,6 +384,13 @@ pub async fn machine_addresses(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/status",
+    tag = "status",
+    responses((status = 200, description = "counts by state, the queue, the forge", body = Object), (status = 401, description = "no token, or not one that may do this")),
+    security(("bearer" = []))
+)]
 pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let store = state.proposer.store().clone();
     let ((queued, oldest), counts) = run(move || Ok((store.queue_summary()?, store.count_by_state()?))).await?;
@@ -354,6 +443,15 @@ fn too_large_import() -> ApiError {
 /// `POST /api/v1/imports`: a CSV (`text/csv`) or JSON rows; `?dry_run=true` previews.
 /// A file-level problem is 422 and stores nothing; row problems are listed by line, and
 /// unless `skip_invalid=true` a file with any bad row stores nothing either.
+#[utoipa::path(
+    post,
+    path = "/api/v1/imports",
+    tag = "imports",
+    params(("mode" = Option<String>, Query, description = "expected (default) or register"), ("name" = Option<String>, Query), ("dry_run" = Option<bool>, Query), ("skip_invalid" = Option<bool>, Query)),
+    request_body(content = String, content_type = "text/csv", description = "a CSV with a header row (mac, and optionally hostname, ip, rack, u, bmc_address, labels…)"),
+    responses((status = 200, description = "the batch, or its preview", body = Object), (status = 400, description = "rows that do not parse, each named"), (status = 413, description = "too big"), (status = 401, description = "no token, or not one that may do this"), (status = 403, description = "the caller's role does not allow it")),
+    security(("bearer" = []))
+)]
 pub async fn post_import(
     State(state): State<AppState>,
     Query(q): Query<ImportQuery>,
@@ -424,16 +522,71 @@ pub async fn post_import(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/imports",
+    tag = "imports",
+    responses((status = 200, description = "import batches", body = Object), (status = 401, description = "no token, or not one that may do this")),
+    security(("bearer" = []))
+)]
 pub async fn list_imports(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let store = state.proposer.store().clone();
     let batches = run(move || store.batches(100)).await?;
     Ok(Json(json!({ "imports": batches })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/imports/{id}",
+    tag = "imports",
+    params(("id" = i64, Path, description = "the batch")),
+    responses((status = 200, description = "one batch with its rows", body = Object), (status = 404, description = "no such batch"), (status = 401, description = "no token, or not one that may do this")),
+    security(("bearer" = []))
+)]
 pub async fn get_import(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
     let store = state.proposer.store().clone();
     let batch = run(move || store.batch(id))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no import batch {id}")))?;
     Ok(Json(json!({ "import": batch })))
+}
+
+/// The same as `POST /api/v1/machines/{mac}/approve`, under the proposal's path.
+#[utoipa::path(
+    post,
+    path = "/api/v1/proposals/{mac}/approve",
+    tag = "review",
+    params(("mac" = String, Path, description = "the machine's MAC")),
+    request_body(content = Option<Object>, content_type = "application/json", description = "optional: {\"actor\": …}"),
+    responses((status = 200, description = "approved", body = Object), (status = 409, description = "not open"), (status = 401, description = "no token"), (status = 403, description = "the caller's role does not allow it")),
+    security(("bearer" = []))
+)]
+pub async fn approve_proposal(
+    state: State<AppState>,
+    session: Session,
+    caller: NamedCaller,
+    mac: Path<String>,
+    body: Option<Json<ReviewBody>>,
+) -> Result<Json<Value>, ApiError> {
+    approve(state, session, caller, mac, body).await
+}
+
+/// The same as `POST /api/v1/machines/{mac}/reject`, under the proposal's path.
+#[utoipa::path(
+    post,
+    path = "/api/v1/proposals/{mac}/reject",
+    tag = "review",
+    params(("mac" = String, Path, description = "the machine's MAC")),
+    request_body(content = Option<Object>, content_type = "application/json", description = "optional: {\"actor\": …, \"reason\": …}"),
+    responses((status = 200, description = "rejected", body = Object), (status = 409, description = "already merged"), (status = 401, description = "no token"), (status = 403, description = "the caller's role does not allow it")),
+    security(("bearer" = []))
+)]
+pub async fn reject_proposal(
+    state: State<AppState>,
+    session: Session,
+    caller: NamedCaller,
+    mac: Path<String>,
+    body: Option<Json<ReviewBody>>,
+) -> Result<Json<Value>, ApiError> {
+    reject(state, session, caller, mac, body).await
 }

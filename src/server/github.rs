@@ -14,6 +14,13 @@ use super::AppState;
 use super::error::ApiError;
 use crate::propose::forge::github::events::Delivery;
 
+#[utoipa::path(
+    post,
+    path = "/webhooks/github",
+    tag = "forge",
+    request_body(content = Object, content_type = "application/json", description = "a GitHub delivery (X-GitHub-Event, X-GitHub-Delivery, X-Hub-Signature-256)"),
+    responses((status = 200, description = "ping, or a duplicate delivery", body = Object), (status = 202, description = "accepted, or ignored (another repository)", body = Object), (status = 400, description = "malformed"), (status = 401, description = "bad signature"))
+)]
 pub async fn webhook(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -8,6 +8,12 @@ use axum::response::IntoResponse;
 use super::AppState;
 use crate::metrics::StateLabel;
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "status",
+    responses((status = 200, description = "the process answers", body = String, content_type = "text/plain"))
+)]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -19,6 +25,13 @@ pub async fn healthz() -> &'static str {
 /// `?check=store,gitops` limits the answer to the named checks: the Deployment's readiness
 /// probe asks for `store` only, so that GitHub being down never takes the report webhook
 /// and the console out of the Service, while people and monitors read everything.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "status",
+    params(("check" = Option<String>, Query, description = "only these checks, comma-separated")),
+    responses((status = 200, description = "every check ready", body = Object), (status = 503, description = "some check is not ready; the body says which and why"))
+)]
 pub async fn readyz(
     State(state): State<AppState>,
     axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
@@ -50,6 +63,13 @@ pub async fn readyz(
     (code, axum::Json(serde_json::json!({"ready": ready, "checks": checks})))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "status",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), (status = 401, description = "no token, or not one that may do this")),
+    security(("metrics" = []))
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.proposer.store().clone();
     if let Ok(Ok((counts, (queued, oldest)))) = tokio::task::spawn_blocking(move || {

@@ -6,6 +6,7 @@ pub mod console;
 pub mod error;
 mod github;
 mod health;
+pub mod openapi;
 mod reports;
 pub mod sightings;
 
@@ -14,7 +15,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{get, post};
 
 use crate::metrics::Metrics;
 use crate::propose::Proposer;
@@ -73,59 +73,35 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let reports = Router::new()
-        .route("/api/v1/reports", post(reports::post_report))
-        .route("/register", post(reports::post_report))
-        .route("/api/v1/reports/{mac}", axum::routing::get(reports::report_state))
+    // Each group's routes come from openapi.rs, which also describes them: here they only
+    // get their limits and their authentication.
+    let reports = openapi::reports()
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .route_layer(from_fn_with_state(state.clone(), reports::refuse_declared_oversize))
         .route_layer(from_fn_with_state(state.clone(), auth::reporter));
     // 512 sightings of a few hundred bytes each fit well within 256 KiB.
-    let sightings = Router::new()
-        .route("/api/v1/sightings", post(sightings::post_sightings))
+    let sightings = openapi::sightings()
         .layer(DefaultBodyLimit::max(256 * 1024))
         .route_layer(from_fn_with_state(state.clone(), auth::snooper));
-    let operator = Router::new()
-        .route("/api/v1/machines", get(api::list_machines))
-        .route("/api/v1/machines/{mac}", get(api::get_machine))
-        .route("/api/v1/machines/{mac}/approve", post(api::approve))
-        .route("/api/v1/machines/{mac}/reject", post(api::reject))
-        .route("/api/v1/machines/{mac}/unsuppress", post(api::unsuppress))
-        .route("/api/v1/machines/{mac}/workflow", post(api::set_workflow))
-        .route("/api/v1/ipam", get(api::pools))
-        .route("/api/v1/ipam/check", get(api::pool_clashes))
-        .route("/api/v1/ipam/{mac}", get(api::machine_addresses))
-        .route("/api/v1/proposals", get(api::list_proposals))
-        .route("/api/v1/proposals/{mac}/approve", post(api::approve))
-        .route("/api/v1/proposals/{mac}/reject", post(api::reject))
-        .route("/api/v1/status", get(api::status))
-        .route("/api/v1/imports", get(api::list_imports))
-        .route("/api/v1/imports/{id}", get(api::get_import))
+    let operator = openapi::operator()
         .layer(DefaultBodyLimit::max(64 * 1024))
         .route_layer(from_fn_with_state(state.clone(), auth::operator));
     // Imports are bigger than any other API body: their own limit, checked before reading.
-    let imports = Router::new()
-        .route("/api/v1/imports", post(api::post_import))
+    let imports = openapi::imports()
         .layer(DefaultBodyLimit::max(console::MAX_IMPORT_BYTES))
         .route_layer(from_fn_with_state(state.clone(), api::refuse_oversize_import))
         .route_layer(from_fn_with_state(state.clone(), auth::operator));
-    let webhooks = Router::new()
-        .route("/webhooks/github", post(github::webhook))
-        .layer(DefaultBodyLimit::max(2 << 20));
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .merge(
-            Router::new()
-                .route("/metrics", get(health::metrics))
-                .route_layer(from_fn_with_state(state.clone(), auth::metrics)),
-        )
+    let webhooks = openapi::webhooks().layer(DefaultBodyLimit::max(2 << 20));
+    let metrics = openapi::metrics().route_layer(from_fn_with_state(state.clone(), auth::metrics));
+    let (api, _) = openapi::health()
+        .merge(metrics)
         .merge(reports)
         .merge(sightings)
         .merge(imports)
         .merge(operator)
         .merge(webhooks)
-        .merge(console::router(state.clone()))
+        .split_for_parts();
+    api.merge(console::router(state.clone()))
         .layer(from_fn(security_headers))
         .with_state(state)
 }

@@ -51,6 +51,15 @@ pub struct ReportQuery {
     mac: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/reports",
+    tag = "reports",
+    params(("mac" = Option<String>, Query, description = "the MAC, when the body does not name it")),
+    request_body(content = Object, content_type = "application/json", description = "{\"mac\": …, \"specs\": <lshw -json>} (or Tink Agent attributes); optional ip_link, dmidecode, lldp, bmc_address"),
+    responses((status = 202, description = "stored; the proposal follows", body = Object), (status = 400, description = "not a report, naming what is wrong"), (status = 401, description = "no token, or not one that may do this"), (status = 403, description = "a per-machine token for another MAC"), (status = 413, description = "too big")),
+    security(("report" = []))
+)]
 pub async fn post_report(
     State(state): State<AppState>,
     Query(query): Query<ReportQuery>,
@@ -136,6 +145,14 @@ pub async fn post_report(
 /// "reboot" comes only when rebooting works: with the cluster followed, once the approved
 /// Hardware is in the cluster and the temporary objects are gone (state `applied`); without
 /// it, Registrar cannot see the cluster and says "reboot" at the merge.
+#[utoipa::path(
+    get,
+    path = "/api/v1/reports/{mac}",
+    tag = "reports",
+    params(("mac" = String, Path, description = "the machine's MAC, colon- or dash-separated")),
+    responses((status = 200, description = "what the discovery action should do next: wait, reboot or stop", body = Object), (status = 401, description = "no token, or not one that may do this"), (status = 403, description = "a per-machine token for another MAC")),
+    security(("report" = []))
+)]
 pub async fn report_state(
     State(state): State<AppState>,
     machine_token: Option<axum::Extension<super::auth::MachineToken>>,
@@ -170,4 +187,23 @@ pub async fn report_state(
     Ok(Json(
         json!({"mac": mac, "state": machine.state, "next": next, "reason": why}),
     ))
+}
+
+/// The same as `POST /api/v1/reports`, where older discovery scripts post.
+#[utoipa::path(
+    post,
+    path = "/register",
+    tag = "reports",
+    request_body(content = Object, content_type = "application/json", description = "a report, as for /api/v1/reports"),
+    responses((status = 202, description = "stored", body = Object), (status = 400, description = "not a report"), (status = 401, description = "no token")),
+    security(("report" = []))
+)]
+pub async fn register(
+    state: State<AppState>,
+    query: Query<ReportQuery>,
+    machine_token: Option<axum::Extension<super::auth::MachineToken>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    post_report(state, query, machine_token, headers, body).await
 }

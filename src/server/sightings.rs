@@ -34,6 +34,14 @@ pub struct ForwardedSighting {
     pub sighting: Sighting,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/sightings",
+    tag = "reports",
+    request_body(content = Object, content_type = "application/json", description = "{\"sightings\": [{\"mac\": …, \"sighting\": {…}}]}, at most 512"),
+    responses((status = 202, description = "recorded (known MACs skipped)", body = Object), (status = 400, description = "a bad entry: nothing stored"), (status = 401, description = "no token, or not one that may do this"), (status = 503, description = "the backlog is full: send again")),
+    security(("snoop" = []))
+)]
 pub async fn post_sightings(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let Some(sink) = state.sightings.clone() else {
         return Err(ApiError::not_found(

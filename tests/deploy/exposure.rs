@@ -74,6 +74,7 @@ fn guarded_routes() -> Vec<Ask> {
         (Method::GET, "/api/v1/proposals".into(), None),
         (Method::GET, "/api/v1/ipam".into(), None),
         (Method::GET, "/api/v1/status".into(), None),
+        (Method::GET, "/api/v1/openapi.json".into(), None),
         (Method::GET, "/api/v1/imports".into(), None),
         (
             Method::POST,
