@@ -475,6 +475,35 @@ async fn pools_in_the_gitops_repository_follow_its_base_branch() {
         "{check:#}"
     );
     assert_eq!(rack1_size(&p).await, 11, "the pools in use stay");
+
+    // A change whose range covers an address a hand-made Hardware on the base holds: the
+    // same clash that stops a start keeps the pools in use here, and says so.
+    let hand_made = serde_json::to_string(&registered("old-db", "0c:c4:7a:00:03:09", "10.0.10.75")).unwrap();
+    gh.repo().push_on_top("main", "inventory/old-db.yaml", &hand_made);
+    gh.repo().push_on_top(
+        "main",
+        "ipam/pools.yaml",
+        &pools_file("10.0.10.70-10.0.10.80", "10.0.10.1"),
+    );
+    pushed_to_main(&gh).await;
+    let check = eventually(30, "the clash to be named", || async {
+        let body: Value = reqwest::get(format!("{}/readyz", p.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let detail = body["checks"]["ipam"]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        detail
+            .contains("10.0.10.75 is held by Hardware \"old-db\" in inventory/old-db.yaml")
+            .then_some(detail)
+    })
+    .await;
+    assert!(check.contains("ipam.pools[0].exclude"), "{check}");
+    assert_eq!(rack1_size(&p).await, 11, "the pools in use stay");
     assert!(p.stop().success());
 }
 

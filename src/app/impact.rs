@@ -48,7 +48,7 @@ pub fn preview(config: &Config, base: &Base) -> anyhow::Result<Impact> {
             db.display()
         );
     }
-    let store = SqliteStore::open(&db)?;
+    let store = SqliteStore::open_read_only(&db)?;
     let pools = crate::ipam::Pools::from_config(&config.ipam).map_err(|e| anyhow::anyhow!(e))?;
     let mut compared = 0;
     let mut changed = Vec::new();

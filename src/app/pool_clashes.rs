@@ -79,13 +79,15 @@ pub async fn check_at_start(proposer: &Proposer, pools: &Pools) -> anyhow::Resul
 /// last fetched it into its state directory. `None` when there is no local copy yet.
 pub fn check_local_copy(config: &crate::config::Config, pools: &Pools) -> anyhow::Result<Option<Vec<String>>> {
     let base = &config.gitops.base_branch;
-    let (path, refname) = if config.gitops.remote.is_empty() {
-        (config.state_dir.join("gitops.git"), format!("refs/heads/{base}"))
-    } else {
-        (
+    // Where Registrar keeps the base, as GitRepo::open decides: a file:// remote in place,
+    // any other behind the mirror in the state directory.
+    let remote = config.remote_url();
+    let (path, refname) = match remote.strip_prefix("file://") {
+        Some(local) => (std::path::PathBuf::from(local), format!("refs/heads/{base}")),
+        None => (
             config.state_dir.join("mirror.git"),
             format!("refs/remotes/origin/{base}"),
-        )
+        ),
     };
     if pools.keyed().next().is_none() || !path.join("HEAD").exists() {
         return Ok(None);
@@ -119,7 +121,7 @@ pub fn check_local_copy(config: &crate::config::Config, pools: &Pools) -> anyhow
     }
     let db = config.state_dir.join("registrar.db");
     let store: Box<dyn Store> = if db.exists() {
-        Box::new(crate::store::SqliteStore::open(&db)?)
+        Box::new(crate::store::SqliteStore::open_read_only(&db)?)
     } else {
         Box::new(crate::store::SqliteStore::in_memory()?)
     };

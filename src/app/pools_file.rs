@@ -43,7 +43,11 @@ impl PoolsFile {
         if self.last.as_ref() == Some(&text) {
             return;
         }
-        match self.parse(&text, proposer) {
+        let parsed = match self.parse(&text, proposer) {
+            Ok(pools) => clash_free(pools, proposer).await,
+            Err(e) => Err(e),
+        };
+        match parsed {
             Ok(pools) => {
                 tracing::info!(file = %self.path, pools = pools.production.len(), "address pools read from the GitOps repository");
                 proposer.replace_pools(pools);
@@ -66,4 +70,23 @@ impl PoolsFile {
         }
         super::checked_pools(&config, proposer.renderer())
     }
+}
+
+/// `pools`, unless they would hand out an address a Hardware on the base branch holds that
+/// Registrar did not render: the same check as at start, for pools that change while
+/// Registrar runs (the pools in use stay, and readiness names the clash).
+async fn clash_free(pools: crate::ipam::Pools, proposer: &Proposer) -> anyhow::Result<crate::ipam::Pools> {
+    let (git, store) = (proposer.git().clone(), proposer.store().clone());
+    tokio::task::spawn_blocking(move || {
+        let held = git
+            .registered_macs("", None)?
+            .map(|(_, found)| found.held)
+            .unwrap_or_default();
+        let found = super::pool_clashes::clashes(&pools, &held, store.as_ref())?;
+        if !found.is_empty() {
+            anyhow::bail!("the pools clash with Hardware on the base branch: {}", found.join("; "));
+        }
+        Ok(pools)
+    })
+    .await?
 }

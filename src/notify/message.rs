@@ -26,7 +26,8 @@ pub struct News<'a> {
 impl<'a> News<'a> {
     pub fn of(entries: &'a [TimelineEntry]) -> Self {
         let mut news = News::default();
-        for e in entries {
+        // A note, a workflow change or a re-import keeps the state: not news.
+        for e in entries.iter().filter(|e| e.transition.from != Some(e.transition.to)) {
             match e.transition.to {
                 State::Proposed => news.waiting.push(e),
                 State::Approved => news.approved.push(e),
@@ -50,9 +51,20 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
+/// Text a machine or a workflow wrote, as a code span: no mention (`@channel`), link,
+/// image or formatting takes effect inside one, in Slack, Mattermost or Rocket.Chat.
+fn code(s: &str) -> String {
+    let plain: String = s
+        .chars()
+        .filter(|c| !c.is_control())
+        .map(|c| if c == '`' { '\'' } else { c })
+        .collect();
+    format!("`{}`", escape(&plain))
+}
+
 fn machine(e: &TimelineEntry) -> String {
     match &e.name {
-        Some(name) => format!("{} ({})", escape(name), e.mac),
+        Some(name) => format!("{} ({})", code(name), e.mac),
         None => e.mac.to_string(),
     }
 }
@@ -72,10 +84,10 @@ fn text(news: &News, stuck: Option<&str>) -> String {
     let parts = [
         sentence("wait for review", &news.waiting, machine),
         sentence("approved", &news.approved, |e| {
-            format!("{} by {}", machine(e), escape(&e.transition.actor))
+            format!("{} by {}", machine(e), code(&e.transition.actor))
         }),
         sentence("failed", &news.failed, |e| {
-            format!("{} ({})", machine(e), escape(&e.transition.cause))
+            format!("{} ({})", machine(e), code(&e.transition.cause))
         }),
         stuck.map(|s| format!("⚠ {}.", escape(s))),
     ];
@@ -140,8 +152,19 @@ mod tests {
         let body = Format::Slack.body(&news, None);
         assert_eq!(
             body["text"],
-            "Registrar: 1 wait for review: &lt;!channel&gt; (0c:c4:7a:00:00:01). 1 approved: db-1 (0c:c4:7a:00:00:02) by github:alice."
+            "Registrar: 1 wait for review: `&lt;!channel&gt;` (0c:c4:7a:00:00:01). 1 approved: `db-1` (0c:c4:7a:00:00:02) by `github:alice`."
         );
+        let mut failed = entry(4, "db-3", State::Failed, "registrar");
+        failed.transition.cause = "Workflow failed: @channel ![x](https://evil.example/a.png) `rm`".into();
+        let text = Format::Slack.body(&News::of(std::slice::from_ref(&failed)), None)["text"].clone();
+        assert_eq!(
+            text,
+            "Registrar: 1 failed: `db-3` (0c:c4:7a:00:00:04) (`Workflow failed: @channel ![x](https://evil.example/a.png) 'rm'`)."
+        );
+        // A note keeps the state: not news.
+        let mut note = entry(5, "db-4", State::Approved, "ops");
+        note.transition.from = Some(State::Approved);
+        assert!(News::of(std::slice::from_ref(&note)).is_empty());
         let many: Vec<TimelineEntry> = (0..25).map(|i| entry(i, "n", State::Proposed, "r")).collect();
         let text = Format::Json.body(&News::of(&many), Some("stuck"))["text"]
             .as_str()

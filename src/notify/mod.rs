@@ -59,6 +59,8 @@ impl Notifier {
                 (None, Some(file)) => crate::config::secrets::read_secret(file)?,
                 (None, None) => anyhow::bail!("notify.webhooks[{i}]: no url"),
             };
+            // By the URL, not the list's order: reordering webhooks moves no cursor.
+            let cursor = format!("notify:{}", &crate::server::digest_hex(url.expose_secret())[..16]);
             webhooks.push(Webhook {
                 url,
                 format: if hook.format == "slack" {
@@ -66,7 +68,7 @@ impl Notifier {
                 } else {
                     Format::Json
                 },
-                cursor: format!("notify:{i}"),
+                cursor,
                 said_stuck: false,
                 backoff: 0,
                 skip: 0,

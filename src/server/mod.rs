@@ -79,9 +79,9 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .route_layer(from_fn_with_state(state.clone(), reports::refuse_declared_oversize))
         .route_layer(from_fn_with_state(state.clone(), auth::reporter));
-    // 512 sightings of a few hundred bytes each fit well within 256 KiB.
+    // 512 sightings of at most ~1.2 KB each (every field at its longest) fit in 1 MiB.
     let sightings = openapi::sightings()
-        .layer(DefaultBodyLimit::max(256 * 1024))
+        .layer(DefaultBodyLimit::max(1 << 20))
         .route_layer(from_fn_with_state(state.clone(), auth::snooper));
     let operator = openapi::operator()
         .layer(DefaultBodyLimit::max(64 * 1024))

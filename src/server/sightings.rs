@@ -71,15 +71,21 @@ pub async fn post_sightings(State(state): State<AppState>, body: axum::body::Byt
     let accepted = checked.len();
     if accepted > 0 {
         // All or none: a partial batch would leave the snooper unsure what to send again.
-        let Ok(permits) = sink.try_reserve_many(accepted) else {
-            state.metrics.dhcp_dropped("backlog");
-            let mut busy = (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"error": "busy", "message": "the sightings backlog is full; send them again shortly"})),
-            )
-                .into_response();
-            busy.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
-            return Ok(busy);
+        let permits = match sink.try_reserve_many(accepted) {
+            Ok(permits) => permits,
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => {
+                return Err(ApiError::internal("the sightings recorder has stopped"));
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Full(())) => {
+                state.metrics.dhcp_dropped("backlog");
+                let mut busy = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({"error": "busy", "message": "the sightings backlog is full; send them again shortly"})),
+                )
+                    .into_response();
+                busy.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+                return Ok(busy);
+            }
         };
         for (permit, seen) in permits.zip(checked) {
             permit.send(seen);

@@ -129,7 +129,9 @@ async fn send(
     let message = answer["message"].as_str().unwrap_or_default().to_string();
     if status.is_success() {
         Ok(answer["accepted"].as_u64().unwrap_or_default())
-    } else if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+    } else if status.is_server_error() || matches!(status.as_u16(), 401 | 403 | 404 | 408 | 413 | 429) {
+        // Worth sending again, later: an API restarting, a token being rotated on both
+        // sides, an API that does not take sightings yet (404) — what is held is kept.
         Err(Failure::Retry(format!("{status}: {message}")))
     } else {
         Err(Failure::Refused(format!("{status}: {message}")))

@@ -3,7 +3,6 @@
 //! in its own snapshot, so a page load or a token lookup never waits behind the writer (nor
 //! takes the write lock). Callers in async code run them on the blocking pool.
 
-use std::path::Path;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -17,6 +16,7 @@ use crate::domain::{
 mod allocations;
 mod imports;
 mod names;
+mod open;
 mod rows;
 mod schema;
 #[cfg(test)]
@@ -46,49 +46,6 @@ pub struct Bounds {
 const MACHINE_COLUMNS: &str = "mac, state, source, facts, name, workflow, suppressed, first_seen, last_seen, seen_count, rev > synced_rev, last_error, sighting, expected";
 
 impl SqliteStore {
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let conn = Connection::open(path).map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
-        let mut store = Self::init(conn)?;
-        // Opened after the migrations, so it never sees a half-made schema.
-        let reader = Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| anyhow::anyhow!("opening {} to read: {e}", path.display()))?;
-        reader.busy_timeout(std::time::Duration::from_secs(5))?;
-        store.reader = Some(Mutex::new(reader));
-        Ok(store)
-    }
-
-    pub fn in_memory() -> anyhow::Result<Self> {
-        Self::init(Connection::open_in_memory()?)
-    }
-
-    fn init(mut conn: Connection) -> anyhow::Result<Self> {
-        // WAL with synchronous=NORMAL survives any crash of the process; after a power
-        // loss the newest transactions may be lost, and the reconcile rebuilds from git.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let known = schema::STEPS.len();
-        if version > known {
-            anyhow::bail!("the database is from a newer Registrar (schema {version}, this build knows {known})");
-        }
-        schema::migrations()
-            .to_latest(&mut conn)
-            .map_err(|e| anyhow::anyhow!("migrating the database from schema {version}: {e}"))?;
-        Ok(SqliteStore {
-            conn: Mutex::new(conn),
-            reader: None,
-            bounds: Mutex::new(Bounds::default()),
-            changes: tokio::sync::watch::Sender::new(0),
-        })
-    }
-
     pub fn set_bounds(&self, bounds: Bounds) {
         *self.bounds.lock().unwrap_or_else(|p| p.into_inner()) = bounds;
     }

@@ -116,9 +116,24 @@ CREATE INDEX machines_imported_ip ON machines(json_extract(expected, '$.ip')) WH
 CREATE INDEX machines_serial ON machines(json_extract(facts, '$.serial')) WHERE facts IS NOT NULL;
 CREATE INDEX machines_uuid ON machines(json_extract(facts, '$.uuid')) WHERE facts IS NOT NULL;
 "#,
-    // How far a reader of every machine's timeline (notifications) has got.
+    // How far a reader of every machine's timeline (notifications) has got. Its ids must
+    // never be given again once rows are deleted (forget, eviction): AUTOINCREMENT.
     r#"
 CREATE TABLE cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE transitions_numbered (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    mac        TEXT NOT NULL,
+    from_state TEXT,
+    to_state   TEXT NOT NULL,
+    at         TEXT NOT NULL,
+    cause      TEXT NOT NULL,
+    actor      TEXT NOT NULL
+);
+INSERT INTO transitions_numbered (id, mac, from_state, to_state, at, cause, actor)
+    SELECT id, mac, from_state, to_state, at, cause, actor FROM transitions;
+DROP TABLE transitions;
+ALTER TABLE transitions_numbered RENAME TO transitions;
+CREATE INDEX transitions_mac ON transitions(mac, id);
 "#,
 ];
 

@@ -309,3 +309,17 @@ mod addresses {
         }
     }
 }
+
+#[test]
+fn a_forgotten_machines_transition_ids_are_never_given_again() {
+    // Notifications read every timeline from a cursor: an id given twice would hide news.
+    let s = SqliteStore::in_memory().unwrap();
+    let (a, b) = (mac("aa:bb:cc:dd:ee:31"), mac("aa:bb:cc:dd:ee:32"));
+    s.record_facts(a, Source::Report, &facts("A"), Utc::now()).unwrap();
+    let cursor = s.last_transition_id().unwrap();
+    assert!(cursor > 0);
+    s.forget(a, "ops", Utc::now()).unwrap();
+    s.record_facts(b, Source::Report, &facts("B"), Utc::now()).unwrap();
+    let news = s.transitions_after(cursor, 10).unwrap();
+    assert!(news.iter().any(|e| e.mac == b), "{news:?}");
+}

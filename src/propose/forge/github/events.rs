@@ -7,8 +7,6 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use hmac::{Hmac, Mac as _};
-use octocrab::models::webhook_events::payload::PullRequestWebhookEventAction;
-use octocrab::models::webhook_events::{WebhookEvent, WebhookEventPayload};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use sha2::Sha256;
@@ -55,23 +53,26 @@ pub enum Delivery {
 }
 
 impl Delivery {
+    /// The pull request is read with octocrab's model (a delivery without what GitHub always
+    /// sends is refused); the action, label and sender from the delivery as it is, so an
+    /// action GitHub adds later is no error.
     pub fn read(event: &str, body: &[u8]) -> Result<Self, serde_json::Error> {
         if event != "pull_request" && event != "push" {
             return Ok(Delivery::Unused);
         }
-        let read = WebhookEvent::try_from_header_and_body(event, body)?;
-        let sender = read.sender.map(|s| s.login);
-        Ok(match read.specific {
-            WebhookEventPayload::Push(push) => Delivery::Push { branch_ref: push.r#ref },
-            WebhookEventPayload::PullRequest(p) => Delivery::PullRequest {
-                labeled: match p.action {
-                    PullRequestWebhookEventAction::Labeled => p.label.map(|l| l.name),
-                    _ => None,
-                },
-                pull: Box::new(p.pull_request.into()),
-                sender,
-            },
-            _ => Delivery::Unused,
+        let v: Value = serde_json::from_slice(body)?;
+        if event == "push" {
+            let branch_ref = serde_json::from_value::<String>(v["ref"].clone())?;
+            return Ok(Delivery::Push { branch_ref });
+        }
+        let pull: octocrab::models::pulls::PullRequest = serde_json::from_value(v["pull_request"].clone())?;
+        let labeled = (v["action"] == "labeled")
+            .then(|| v["label"]["name"].as_str().map(str::to_string))
+            .flatten();
+        Ok(Delivery::PullRequest {
+            pull: Box::new(pull.into()),
+            labeled,
+            sender: v["sender"]["login"].as_str().map(str::to_string),
         })
     }
 }

@@ -199,10 +199,8 @@ impl GithubForge {
             .client
             .get(&self.path(&format!("/pulls?head={}&state=all&per_page=100", segment(&head))))
             .await?;
-        let mut prs: Vec<PullRequest> = reply
-            .parse::<Vec<GhPullRequest>>()?
+        let mut prs: Vec<PullRequest> = pulls(reply)?
             .into_iter()
-            .map(PullRequest::from)
             .filter(|p| {
                 p.head_ref == branch && p.base_ref == self.base && p.head_repo.eq_ignore_ascii_case(&self.full_name())
             })
@@ -228,14 +226,9 @@ impl GithubForge {
                         "/pulls?state={state}&sort=updated&direction=desc&per_page=100&page={page}"
                     )))
                     .await?;
-                let items: Vec<GhPullRequest> = reply.parse()?;
+                let items = pulls(reply)?;
                 let full_page = items.len() == 100;
-                out.extend(
-                    items
-                        .into_iter()
-                        .map(PullRequest::from)
-                        .filter(|p| p.head_ref.starts_with("registrar/")),
-                );
+                out.extend(items.into_iter().filter(|p| p.head_ref.starts_with("registrar/")));
                 // Closed ones: the newest page is enough between two passes.
                 if !full_page || state == "closed" {
                     break;
@@ -589,6 +582,23 @@ impl Forge for GithubForge {
             ProposalState::Closed
         })
     }
+}
+
+/// A listing's pull requests, each read with octocrab's model: one that does not fit it
+/// (a field a GitHub Enterprise version lacks) is skipped and said, not the whole page.
+fn pulls(reply: client::Reply) -> Result<Vec<PullRequest>, GhError> {
+    let path = reply.path.clone();
+    let items: Vec<serde_json::Value> = reply.parse()?;
+    Ok(items
+        .into_iter()
+        .filter_map(|item| match serde_json::from_value::<GhPullRequest>(item) {
+            Ok(pr) => Some(PullRequest::from(pr)),
+            Err(e) => {
+                tracing::warn!(%path, error = %e, "a pull request in the listing is not as GitHub describes it; skipped");
+                None
+            }
+        })
+        .collect())
 }
 
 fn short(sha: &str) -> &str {
