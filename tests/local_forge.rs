@@ -63,7 +63,30 @@ async fn a_squash_merge_is_an_approval_and_a_deleted_branch_a_rejection() {
     squash_merge(&remote, &branches[1], false);
     state_reached(&p, machines[1].0, "approved").await;
 
-    // A third, its branch deleted without a merge: rejected.
+    // A third: a person amends its file on the branch, then squash-merges and deletes the
+    // branch. What is on main is not Registrar's commit, but it is merged: approved.
+    let amended = "0c:c4:7a:20:00:04";
+    let mut specs = lshw("packet-c3small-asrockrack-e3c246d4i-nl.json");
+    specs[0]["serial"] = json!("SQUASH4");
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/reports", p.url))
+        .bearer_auth(REPORT_TOKEN)
+        .json(&report_body(amended, specs))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let m = state_reached(&p, amended, "proposed").await;
+    let (branch, path) = (
+        m["proposal"]["branch"].as_str().unwrap().to_string(),
+        m["proposal"]["path"].as_str().unwrap().to_string(),
+    );
+    let text = remote.read(&branch, &path).unwrap();
+    remote.push_on_top(&branch, &path, &format!("{text}# reviewed by hand\n"));
+    squash_merge(&remote, &branch, true);
+    state_reached(&p, amended, "approved").await;
+
+    // A fourth, its branch deleted without a merge: rejected.
     let (mac, lshw_file) = ("0c:c4:7a:20:00:03", "packet-c3small-asrockrack-e3c246d4i-nl.json");
     let mut specs = lshw(lshw_file);
     specs[0]["serial"] = json!("SQUASH3");

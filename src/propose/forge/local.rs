@@ -85,8 +85,15 @@ impl Forge for LocalForge {
                     return Ok(ProposalState::Merged);
                 }
             }
-            Ok(if git.branch_head(&branch).is_some() {
-                ProposalState::Open
+            if git.branch_head(&branch).is_some() {
+                return Ok(ProposalState::Open);
+            }
+            // The branch is gone and the base holds the proposal's file, changed since
+            // Registrar's commit (a person amended the branch, then squash-merged): merged.
+            // Only a branch gone with no such file on the base is a rejection.
+            let on_base = git.read_at(git.base_head()?, &path)?;
+            Ok(if on_base.is_some() {
+                ProposalState::Merged
             } else {
                 ProposalState::Closed
             })
