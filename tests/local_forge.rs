@@ -34,6 +34,26 @@ fn squash_merge(repo: &Repo, branch: &str, delete: bool) {
     }
 }
 
+/// A machine of the Packet fixture with its own serial reports and is proposed: its
+/// proposal's branch and path.
+async fn proposed(p: &Process, mac: &str, serial: &str) -> (String, String) {
+    let mut specs = lshw("packet-c3small-asrockrack-e3c246d4i-nl.json");
+    specs[0]["serial"] = json!(serial);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/reports", p.url))
+        .bearer_auth(REPORT_TOKEN)
+        .json(&report_body(mac, specs))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let m = state_reached(p, mac, "proposed").await;
+    (
+        m["proposal"]["branch"].as_str().unwrap().to_string(),
+        m["proposal"]["path"].as_str().unwrap().to_string(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_squash_merge_is_an_approval_and_a_deleted_branch_a_rejection() {
     let dir = tempfile::tempdir().unwrap();
@@ -66,40 +86,15 @@ async fn a_squash_merge_is_an_approval_and_a_deleted_branch_a_rejection() {
     // A third: a person amends its file on the branch, then squash-merges and deletes the
     // branch. What is on main is not Registrar's commit, but it is merged: approved.
     let amended = "0c:c4:7a:20:00:04";
-    let mut specs = lshw("packet-c3small-asrockrack-e3c246d4i-nl.json");
-    specs[0]["serial"] = json!("SQUASH4");
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/v1/reports", p.url))
-        .bearer_auth(REPORT_TOKEN)
-        .json(&report_body(amended, specs))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let m = state_reached(&p, amended, "proposed").await;
-    let (branch, path) = (
-        m["proposal"]["branch"].as_str().unwrap().to_string(),
-        m["proposal"]["path"].as_str().unwrap().to_string(),
-    );
+    let (branch, path) = proposed(&p, amended, "SQUASH4").await;
     let text = remote.read(&branch, &path).unwrap();
     remote.push_on_top(&branch, &path, &format!("{text}# reviewed by hand\n"));
     squash_merge(&remote, &branch, true);
     state_reached(&p, amended, "approved").await;
 
     // A fourth, its branch deleted without a merge: rejected.
-    let (mac, lshw_file) = ("0c:c4:7a:20:00:03", "packet-c3small-asrockrack-e3c246d4i-nl.json");
-    let mut specs = lshw(lshw_file);
-    specs[0]["serial"] = json!("SQUASH3");
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/v1/reports", p.url))
-        .bearer_auth(REPORT_TOKEN)
-        .json(&report_body(mac, specs))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let m = state_reached(&p, mac, "proposed").await;
-    let branch = m["proposal"]["branch"].as_str().unwrap().to_string();
+    let mac = "0c:c4:7a:20:00:03";
+    let (branch, _) = proposed(&p, mac, "SQUASH3").await;
     remote
         .open()
         .find_reference(&format!("refs/heads/{branch}"))

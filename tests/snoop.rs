@@ -57,14 +57,19 @@ async fn post_sightings(api: &str, token: Option<&str>, body: Value) -> (u16, Va
     (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
 }
 
+/// The API: the embedded default, no DHCP of its own, taking sightings with the snoop token.
+async fn start_api(dir: &std::path::Path) -> Process {
+    let mut env = token_env();
+    env.push(("REGISTRAR_SNOOP_TOKEN", SNOOP_TOKEN));
+    let mut api = Process::start(dir, example("local.yaml"), &env);
+    api.wait_ready().await;
+    api
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_snooper_forwards_to_an_api_without_dhcp_and_opens_no_port() {
     let dir = tempfile::tempdir().unwrap();
-    let mut env = token_env();
-    env.push(("REGISTRAR_SNOOP_TOKEN", SNOOP_TOKEN));
-    // The API: the embedded default, no DHCP of its own.
-    let mut api = Process::start(dir.path(), example("local.yaml"), &env);
-    api.wait_ready().await;
+    let mut api = start_api(dir.path()).await;
 
     // The snooper, on the example a user copies; a loopback port stands in for 67.
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -111,10 +116,7 @@ async fn the_snooper_forwards_to_an_api_without_dhcp_and_opens_no_port() {
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_snoop_token_forwards_and_a_bad_batch_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut env = token_env();
-    env.push(("REGISTRAR_SNOOP_TOKEN", SNOOP_TOKEN));
-    let mut api = Process::start(dir.path(), example("local.yaml"), &env);
-    api.wait_ready().await;
+    let mut api = start_api(dir.path()).await;
     let mac = "02:5e:00:00:01:01";
     let one = json!({"sightings": [{"mac": mac, "sighting": {"arch": "x86_64", "uefi": true, "netboot": true}}]});
 
