@@ -172,7 +172,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check { impact: false, .. } => check(&config),
         Command::Check {
             base, base_dir, json, ..
-        } => check_impact(&config, base, base_dir, json),
+        } => crate::app::impact::print(
+            &config,
+            &match base_dir {
+                Some(dir) => crate::app::impact::Base::Directory(dir),
+                None => crate::app::impact::Base::Revision(base),
+            },
+            json,
+        ),
         Command::Machines {
             mac: Some(mac), remote, ..
         } => api(
@@ -523,34 +530,6 @@ fn check(config: &Config) -> anyhow::Result<()> {
         renderer.workflows().count(),
         config.templates_dir.display()
     );
-    Ok(())
-}
-
-fn check_impact(config: &Config, base: String, base_dir: Option<std::path::PathBuf>, json: bool) -> anyhow::Result<()> {
-    use crate::app::impact::{Base, preview};
-    let against = match base_dir {
-        Some(dir) => Base::Directory(dir),
-        None => Base::Revision(base),
-    };
-    let impact = preview(config, &against)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&impact)?);
-        return Ok(());
-    }
-    println!(
-        "{} of {} machines would render differently",
-        impact.changed.len(),
-        impact.compared
-    );
-    for change in &impact.changed {
-        println!(
-            "\n== {} {} ({})\n{}",
-            change.mac,
-            change.name.as_deref().unwrap_or("-"),
-            change.state,
-            change.diff
-        );
-    }
     Ok(())
 }
 

@@ -80,6 +80,25 @@ pub fn preview(config: &Config, base: &Base) -> anyhow::Result<Impact> {
     Ok(Impact { compared, changed })
 }
 
+/// `registrar check --impact`: the preview, as JSON or as text with a diff per machine.
+pub fn print(config: &Config, base: &Base, json: bool) -> anyhow::Result<()> {
+    let impact = preview(config, base)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&impact)?);
+        return Ok(());
+    }
+    println!(
+        "{} of {} machines would render differently",
+        impact.changed.len(),
+        impact.compared
+    );
+    for change in &impact.changed {
+        let name = change.name.as_deref().unwrap_or("-");
+        println!("\n== {} {name} ({})\n{}", change.mac, change.state, change.diff);
+    }
+    Ok(())
+}
+
 /// Writes the templates directory as it is at `rev` into `into`.
 fn templates_at(templates_dir: &Path, rev: &str, into: &Path) -> anyhow::Result<()> {
     let dir = templates_dir

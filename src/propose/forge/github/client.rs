@@ -474,6 +474,23 @@ pub fn segment(s: &str) -> String {
     out
 }
 
+/// A listing's pull requests, each read with octocrab's model: one that does not fit it
+/// (a field a GitHub Enterprise version lacks) is skipped and said, not the whole page.
+pub(super) fn pulls(reply: Reply) -> Result<Vec<super::PullRequest>, GhError> {
+    let path = reply.path.clone();
+    let items: Vec<serde_json::Value> = reply.parse()?;
+    Ok(items
+        .into_iter()
+        .filter_map(|item| match serde_json::from_value::<octocrab::models::pulls::PullRequest>(item) {
+            Ok(pr) => Some(super::PullRequest::from(pr)),
+            Err(e) => {
+                tracing::warn!(%path, error = %e, "a pull request in the listing is not as GitHub describes it; skipped");
+                None
+            }
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ use serde_json::json;
 
 use super::{Draft, Forge, ForgeError, ForgeRef};
 use crate::domain::{Proposal, ProposalState};
-use client::{Client, GhError, Kind, Pacing, segment};
+use client::{Client, GhError, Kind, Pacing, pulls, segment};
 
 pub const REGISTRAR_LABEL: &str = "registrar";
 pub const WORKFLOW_PREFIX: &str = "workflow/";
@@ -582,23 +582,6 @@ impl Forge for GithubForge {
             ProposalState::Closed
         })
     }
-}
-
-/// A listing's pull requests, each read with octocrab's model: one that does not fit it
-/// (a field a GitHub Enterprise version lacks) is skipped and said, not the whole page.
-fn pulls(reply: client::Reply) -> Result<Vec<PullRequest>, GhError> {
-    let path = reply.path.clone();
-    let items: Vec<serde_json::Value> = reply.parse()?;
-    Ok(items
-        .into_iter()
-        .filter_map(|item| match serde_json::from_value::<GhPullRequest>(item) {
-            Ok(pr) => Some(PullRequest::from(pr)),
-            Err(e) => {
-                tracing::warn!(%path, error = %e, "a pull request in the listing is not as GitHub describes it; skipped");
-                None
-            }
-        })
-        .collect())
 }
 
 fn short(sha: &str) -> &str {
