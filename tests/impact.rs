@@ -154,3 +154,67 @@ async fn check_impact_lists_exactly_the_machines_a_rules_edit_changes() {
         "{text}"
     );
 }
+
+/// The console's view of the same question while Registrar runs: the templates it runs with
+/// against the ones on disk now (what a restart would render), machine by machine.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_shows_what_the_templates_on_disk_would_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().join("hardware-templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    copy_dir(&manifest_dir().join("hardware-templates"), &templates);
+    let mut config = example("local.yaml");
+    set(&mut config, "templates_dir", json!(templates.display().to_string()));
+    let mut p = Process::start(dir.path(), config, &token_env());
+    p.wait_ready().await;
+    let machines = [
+        (mac_of(1), "supermicro-ssg-6029p-x11dph-t.json"),
+        (mac_of(2), "packet-c3small-asrockrack-e3c246d4i-nl.json"),
+        (mac_of(3), "packet-c3small-asrockrack-e3c246d4i-nl.json"),
+    ];
+    for (i, (mac, file)) in machines.iter().enumerate() {
+        let mut specs = lshw(file);
+        let system = if specs.is_array() { &mut specs[0] } else { &mut specs };
+        system["serial"] = json!(format!("CONSOLE{i}"));
+        let resp = reqwest::Client::new()
+            .post(format!("{}/api/v1/reports", p.url))
+            .bearer_auth(REPORT_TOKEN)
+            .json(&report_body(mac, specs))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+    }
+    let (cookie, _) = console_page(&p.url, &machines[0].0).await;
+    let page = console_get(&p.url, "/impact", &cookie).await;
+    // (The readiness probe's own machine is compared too.)
+    assert!(page.contains("<p id=\"impact-summary\">0 of "), "{page}");
+
+    std::fs::write(
+        templates.join("rules.yaml"),
+        std::fs::read_to_string(templates.join("rules.yaml")).unwrap().replacen(
+            "rules:\n",
+            "rules:\n  - name: supermicro\n    when: 'facts.vendor == \"Supermicro\"'\n    values:\n      storage_class: dense\n\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let page = console_get(&p.url, "/impact", &cookie).await;
+    assert!(page.contains("<p id=\"impact-summary\">1 of "), "{page}");
+    let section = &page[page
+        .find(&format!("id=\"impact-{}\"", machines[0].0))
+        .expect("the Supermicro is listed")..];
+    // HTML-escaped, as every fact on a page is.
+    assert!(
+        section.contains("+    registrar.dev&#x2f;class: &quot;dense&quot;"),
+        "{section}"
+    );
+    assert!(!page.contains(&format!("id=\"impact-{}\"", machines[1].0)));
+
+    // A broken edit is what a restart would trip over: said first, nothing compared.
+    std::fs::write(templates.join("rules.yaml"), "rules: [\n").unwrap();
+    let page = console_get(&p.url, "/impact", &cookie).await;
+    assert!(page.contains("id=\"load-error\""), "{page}");
+    assert!(page.contains("rules.yaml"), "{page}");
+    assert!(p.stop().success());
+}

@@ -9,23 +9,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use crate::config::Config;
-use crate::domain::State;
+use crate::propose::impact::{self, Impact};
 use crate::render::Renderer;
-use crate::render::impact::{Change, compare, in_scope};
-use crate::store::{MachineQuery, SqliteStore, Store};
+use crate::store::SqliteStore;
 
 /// What the templates are compared with.
 pub enum Base {
     /// A revision of the git repository that holds `templates_dir`.
     Revision(String),
     Directory(PathBuf),
-}
-
-#[derive(Debug, serde::Serialize)]
-pub struct Impact {
-    /// Machines with facts in a state a template edit reaches.
-    pub compared: usize,
-    pub changed: Vec<Change>,
 }
 
 pub fn preview(config: &Config, base: &Base) -> anyhow::Result<Impact> {
@@ -50,34 +42,7 @@ pub fn preview(config: &Config, base: &Base) -> anyhow::Result<Impact> {
     }
     let store = SqliteStore::open_read_only(&db)?;
     let pools = crate::ipam::Pools::from_config(&config.ipam).map_err(|e| anyhow::anyhow!(e))?;
-    let mut compared = 0;
-    let mut changed = Vec::new();
-    for state in State::ALL.into_iter().filter(|s| in_scope(*s)) {
-        let mut offset = 0;
-        loop {
-            let page = store.machines(&MachineQuery {
-                state: Some(state),
-                limit: 1000,
-                offset,
-                ..MachineQuery::default()
-            })?;
-            for machine in &page {
-                let Some(_) = &machine.facts else { continue };
-                compared += 1;
-                let address = store.addresses(machine.mac)?.into_iter().find_map(|(pool, ip)| {
-                    let pool = pools.production.iter().find(|p| p.name == pool)?;
-                    Some(pool.address(ip.parse().ok()?))
-                });
-                changed.extend(compare(&before, &after, machine, address.as_ref()));
-            }
-            if page.len() < 1000 {
-                break;
-            }
-            offset += 1000;
-        }
-    }
-    changed.sort_by(|a, b| a.mac.cmp(&b.mac));
-    Ok(Impact { compared, changed })
+    Ok(impact::compare_store(&before, &after, &store, &pools)?)
 }
 
 /// `registrar check --impact`: the preview, as JSON or as text with a diff per machine.

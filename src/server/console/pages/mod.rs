@@ -13,12 +13,14 @@ use super::session::Operator;
 use crate::server::AppState;
 use crate::store::StoreError;
 
+mod impact;
 mod imports;
 mod list;
 mod login;
 mod machine;
 mod status;
 
+pub use impact::impact;
 pub use imports::{batches, import_page, import_post};
 pub use list::{bulk, machines};
 pub use login::{login, login_page, logout};
