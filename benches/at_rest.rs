@@ -63,6 +63,9 @@ fn seed(state_dir: &Path, gh: &FakeGithub, n: usize) {
             created_at: long_ago,
             updated_at: long_ago,
             hands_off: false,
+            kind: Default::default(),
+            basis: None,
+            replaces: None,
         };
         store
             .mark_synced(

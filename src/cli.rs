@@ -104,6 +104,12 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Propose removing a registered machine's files; merged and applied, it is decommissioned.
+    Decommission {
+        mac: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Lift a rejected MAC's suppression.
     Unsuppress {
         mac: String,
@@ -239,6 +245,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             reqwest::Method::POST,
             &format!("/api/v1/machines/{mac}/reject"),
             Some(actor_body(&reason)),
+        ),
+        Command::Decommission { mac, remote } => api(
+            &config,
+            &remote,
+            reqwest::Method::POST,
+            &format!("/api/v1/machines/{mac}/decommission"),
+            Some(actor_body("")),
         ),
         Command::Unsuppress { mac, remote } => api(
             &config,
@@ -461,17 +474,10 @@ fn render(
     let body = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let report = crate::sources::report::parse(&body, mac).with_context(|| format!("{}", path.display()))?;
     let rendered = renderer.render(&RenderInput {
-        mac: &report.mac,
-        facts: &report.facts,
-        source: Source::Report,
         workflow,
-        force_mac_name: false,
-        sighting: None,
-        expected: None,
-        address: None,
         // A counting name pattern previews as the first machine.
         sequence: Some(1),
-        warnings: &[],
+        ..RenderInput::of_facts(&report.mac, &report.facts, Source::Report)
     })?;
     if summary {
         println!("{}", rendered.summary);
@@ -505,16 +511,9 @@ fn check(config: &Config) -> anyhow::Result<()> {
     let mut problems = Vec::new();
     for workflow in std::iter::once(None).chain(renderer.workflows().map(Some)) {
         if let Err(e) = renderer.render(&RenderInput {
-            mac: &mac,
-            facts: &sample,
-            source: Source::Report,
             workflow,
-            force_mac_name: false,
-            sighting: None,
-            expected: None,
-            address: None,
             sequence: Some(1),
-            warnings: &[],
+            ..RenderInput::of_facts(&mac, &sample, Source::Report)
         }) {
             problems.push(format!(
                 "sample render with workflow {}: {e}",

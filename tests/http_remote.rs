@@ -97,11 +97,23 @@ async fn a_push_made_since_registrar_looked_is_never_overwritten() {
         git.fetch().unwrap();
         let branch = "registrar/b4-96-91-70-26-c8";
         let base = git.base_head().unwrap();
-        git.publish(branch, &[("hardware/a.yaml", b"first\n")], base, "first", |_| Ok(()))
-            .unwrap();
+        git.publish(
+            branch,
+            &[("hardware/a.yaml", Some(&b"first\n"[..]))],
+            base,
+            "first",
+            |_| Ok(()),
+        )
+        .unwrap();
         // Someone pushes to the branch; Registrar has not fetched since.
         let theirs = pusher.push_on_top(branch, "THEIRS.md", "theirs\n");
-        let second = git.publish(branch, &[("hardware/a.yaml", b"second\n")], base, "second", |_| Ok(()));
+        let second = git.publish(
+            branch,
+            &[("hardware/a.yaml", Some(&b"second\n"[..]))],
+            base,
+            "second",
+            |_| Ok(()),
+        );
         let deleted = git.delete_branch(branch);
         git.fetch().unwrap();
         (theirs, second, deleted, git.branch_head(branch))

@@ -39,6 +39,8 @@ fn render(facts: &Facts) -> registrar::render::Rendered {
             address: None,
             sequence: None,
             warnings: &[],
+            name: None,
+            provisioned: false,
         })
         .unwrap()
 }
@@ -112,6 +114,8 @@ fn a_reviewer_may_pick_only_workflows_that_exist() {
             address: None,
             sequence: None,
             warnings: &[],
+            name: None,
+            provisioned: false,
         })
         .unwrap();
     assert_eq!(ok.documents[1]["spec"]["templateRef"], "ubuntu-2204");
@@ -128,6 +132,8 @@ fn a_reviewer_may_pick_only_workflows_that_exist() {
                 address: None,
                 sequence: None,
                 warnings: &[],
+                name: None,
+                provisioned: false,
             })
             .unwrap_err();
         assert!(err.to_string().contains("no workflow template"), "{err}");
@@ -273,6 +279,8 @@ fn names_follow_the_pattern_with_rack_unit_and_number() {
         address: None,
         sequence: Some(7),
         warnings: &[],
+        name: None,
+        provisioned: false,
     };
     let (_dir, racked) = renderer_named("{{ location.rack }}-u{{ location.u }}");
     assert_eq!(racked.name_for(&input), "r12-u7");
@@ -317,6 +325,8 @@ fn a_name_clash_is_told_to_the_reviewer() {
             address: None,
             sequence: None,
             warnings: &["Name: the name a1 is a Hardware in the cluster, for another machine".to_string()],
+            name: None,
+            provisioned: false,
         })
         .unwrap();
     assert_eq!(rendered.name, "node-ac-1f-6b-dc-19-c2");

@@ -83,6 +83,21 @@ impl Handoff {
             let step = self.follow_provisioning(m).await;
             self.note_failure(m, step).await;
         }
+        // A merged decommission is done when its Hardware has left the cluster (Flux or
+        // Argo CD pruned it) — known only once the watch has listed at least once.
+        if self.known.has_source("cluster") {
+            for m in self.machines(State::Decommissioning).await? {
+                if !self.known.contains_in("cluster", &m.mac) {
+                    let step = self
+                        .proposer
+                        .finish_decommission(m.mac, "its Hardware is gone from the cluster")
+                        .await
+                        .map(|_| ())
+                        .map_err(anyhow::Error::from);
+                    self.note_failure(&m, step).await;
+                }
+            }
+        }
         Ok((awaiting, applied.len()))
     }
 
@@ -146,9 +161,20 @@ impl Handoff {
             Provisioning::Failed(why) => (State::Failed, format!("Workflow {namespace}/{name} failed: {why}")),
         };
         let (store, mac) = (self.proposer.store().clone(), m.mac);
-        tokio::task::spawn_blocking(move || store.transition(mac, to, &cause, "registrar", Utc::now()))
-            .await?
-            .map_err(|e: StoreError| anyhow::anyhow!(e))?;
+        tokio::task::spawn_blocking(move || {
+            store.transition(mac, to, &cause, "registrar", Utc::now())?;
+            // Provisioned: its Hardware is rendered again (netboot off, unless its rule
+            // keeps it), and the difference is proposed as a change.
+            if to == State::Provisioned {
+                store.requeue(mac, Utc::now())?;
+            }
+            Ok(())
+        })
+        .await?
+        .map_err(|e: StoreError| anyhow::anyhow!(e))?;
+        if to == State::Provisioned {
+            self.proposer.wake();
+        }
         tracing::info!(%mac, state = %to, "provisioning finished");
         Ok(())
     }

@@ -188,6 +188,7 @@ impl App {
                 &config.ui,
                 &config.auth,
                 config.cluster.enabled,
+                &config.templates_dir,
             )?),
             shutdown: None,
             decision_wait: chrono::Duration::seconds(config.cluster.discovery.decision_wait_seconds as i64),

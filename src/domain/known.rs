@@ -105,6 +105,15 @@ impl KnownMacs {
     }
 
     /// Whether `source`'s own set holds `mac` (e.g. "cluster": a registered Hardware has it).
+    /// Whether `source` has given its set at least once (a watch that has not listed yet
+    /// knows nothing, which is not the same as knowing there is nothing).
+    pub fn has_source(&self, source: &str) -> bool {
+        self.by_source
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(source)
+    }
+
     pub fn contains_in(&self, source: &str, mac: &Mac) -> bool {
         self.by_source
             .read()

@@ -34,10 +34,15 @@ pub enum State {
     Failed,
     /// Refused by a reviewer; its MAC is suppressed until someone lifts that.
     Rejected,
+    /// Its decommission was merged; Registrar waits for its Hardware to leave the cluster.
+    Decommissioning,
+    /// Its manifests are gone from git and its Hardware from the cluster; its addresses
+    /// went back to their pools. Its history stays.
+    Decommissioned,
 }
 
 impl State {
-    pub const ALL: [State; 10] = [
+    pub const ALL: [State; 12] = [
         State::Detected,
         State::Waiting,
         State::Discovering,
@@ -48,6 +53,8 @@ impl State {
         State::Provisioned,
         State::Failed,
         State::Rejected,
+        State::Decommissioning,
+        State::Decommissioned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +69,8 @@ impl State {
             State::Provisioned => "provisioned",
             State::Failed => "failed",
             State::Rejected => "rejected",
+            State::Decommissioning => "decommissioning",
+            State::Decommissioned => "decommissioned",
         }
     }
 
@@ -74,6 +83,15 @@ impl State {
         )
     }
 
+    /// Git holds the machine: what changes now is proposed as a change of it (new hardware,
+    /// netboot off, decommission), never as a new machine.
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            State::Approved | State::Applied | State::Provisioned | State::Failed
+        )
+    }
+
     /// The transitions Registrar allows; anything else is a bug or a stale event.
     pub fn can_become(self, next: State) -> bool {
         use State::*;
@@ -82,7 +100,10 @@ impl State {
         }
         match (self, next) {
             // Once merged, git holds the machine: removing it is a change to git, not a review.
-            (_, Rejected) => !matches!(self, Approved | Applied | Provisioned | Failed),
+            (_, Rejected) => !matches!(
+                self,
+                Approved | Applied | Provisioned | Failed | Decommissioning | Decommissioned
+            ),
             (Detected, Waiting | Discovering | Reported) => true,
             (Waiting, Discovering | Reported | Detected) => true,
             (Discovering, Reported | Detected) => true,
@@ -96,6 +117,9 @@ impl State {
             // A pull request merged after its machine was rejected (a reviewer reopened and
             // merged it, or merged it before Registrar could close it): git holds it now.
             (Rejected, Approved) => true,
+            // A merged decommission; the Hardware leaving the cluster finishes it.
+            (Approved | Applied | Provisioned | Failed, Decommissioning) => true,
+            (Decommissioning, Decommissioned) => true,
             _ => false,
         }
     }
@@ -178,6 +202,12 @@ pub struct Machine {
     /// What an operator imported for it, if it was expected.
     #[serde(default)]
     pub expected: Option<super::Expected>,
+    /// What its manifests on the base branch were rendered from (set at each merge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled: Option<super::Basis>,
+    /// A change a person asked for and not yet proposed or closed (a decommission).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wanted: Option<super::ProposalKind>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -225,6 +255,17 @@ mod tests {
     fn a_machine_waiting_for_a_discovery_slot_takes_the_facts_it_reports() {
         assert!(Waiting.accepts_facts());
         assert!(Waiting.can_become(Reported));
+    }
+
+    #[test]
+    fn only_a_machine_git_holds_is_decommissioned() {
+        for s in [Approved, Applied, Provisioned, Failed] {
+            assert!(s.can_become(Decommissioning), "{s}");
+        }
+        assert!(!Proposed.can_become(Decommissioning));
+        assert!(!Decommissioning.can_become(Rejected));
+        assert!(Decommissioning.can_become(Decommissioned));
+        assert!(!Decommissioned.can_become(Reported));
     }
 
     #[test]

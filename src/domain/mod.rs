@@ -3,6 +3,7 @@
 pub mod expected;
 pub mod facts;
 pub mod known;
+pub mod lifecycle;
 pub mod mac;
 pub mod machine;
 pub mod proposal;
@@ -11,7 +12,8 @@ pub mod sighting;
 pub use expected::{Expected, ImportMode};
 pub use facts::Facts;
 pub use known::KnownMacs;
+pub use lifecycle::Basis;
 pub use mac::{Mac, MacError};
 pub use machine::{Machine, Source, State, Transition};
-pub use proposal::{Proposal, ProposalState, branch_for, pushed_key};
+pub use proposal::{Proposal, ProposalKind, ProposalState, branch_for, change_branch, mac_of_branch, pushed_key};
 pub use sighting::{Relay, Sighting};

@@ -55,6 +55,56 @@ impl FromStr for ProposalState {
     }
 }
 
+/// What a proposal does to the base branch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProposalKind {
+    /// Adds a machine git does not hold yet: its merge approves the machine.
+    #[default]
+    Register,
+    /// Changes the manifests of a machine git holds (new hardware, netboot off after
+    /// provisioning): its merge changes no state, closing it rejects only the change.
+    Update,
+    /// Removes a machine's manifests: merged and applied, the machine is decommissioned.
+    Decommission,
+    /// Registers a new board of a machine git holds (same serial or system UUID, other
+    /// MACs): its merge approves the newcomer in the old one's file, name and address, and
+    /// decommissions the old one. Closing it rejects the newcomer, as any registration.
+    Replace,
+}
+
+impl ProposalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProposalKind::Register => "register",
+            ProposalKind::Update => "update",
+            ProposalKind::Decommission => "decommission",
+            ProposalKind::Replace => "replace",
+        }
+    }
+
+    /// A change of a machine git already holds (an update or a decommission), reviewed
+    /// without touching the machine's state; a registration (new or replacing) is not.
+    pub fn is_change(self) -> bool {
+        matches!(self, ProposalKind::Update | ProposalKind::Decommission)
+    }
+}
+
+impl FromStr for ProposalKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            ProposalKind::Register,
+            ProposalKind::Update,
+            ProposalKind::Decommission,
+            ProposalKind::Replace,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| format!("unknown proposal kind {s:?}"))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Proposal {
     pub mac: Mac,
@@ -79,6 +129,14 @@ pub struct Proposal {
     /// A person pushed to the branch: Registrar no longer rewrites it.
     #[serde(default)]
     pub hands_off: bool,
+    #[serde(default)]
+    pub kind: ProposalKind,
+    /// What its manifest was rendered from: once merged, what git holds for the machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basis: Option<super::Basis>,
+    /// The machine a `replace` proposal takes over from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<Mac>,
 }
 
 /// The `once`-key recording that Registrar itself pushed `commit`.
@@ -89,4 +147,44 @@ pub fn pushed_key(commit: &str) -> String {
 /// `registrar/aa-bb-cc-dd-ee-ff`: one branch per machine, since `:` is illegal in refs.
 pub fn branch_for(mac: &Mac) -> String {
     format!("registrar/{}", mac.dashed())
+}
+
+/// `registrar/aa-bb-cc-dd-ee-ff-update-7`: a change of a machine git holds gets a branch of
+/// its own, named after the revision that asked for it, so a retry after a crash finds the
+/// branch (and its pull request) it already made instead of opening a second one.
+pub fn change_branch(mac: &Mac, kind: ProposalKind, rev: u64) -> String {
+    format!("registrar/{}-{}-{rev}", mac.dashed(), kind.as_str())
+}
+
+/// The machine a Registrar branch is about: `registrar/<mac>` or a change branch.
+pub fn mac_of_branch(branch: &str) -> Option<Mac> {
+    let rest = branch.strip_prefix("registrar/")?;
+    // A dashed MAC is 17 characters; a change branch adds `-<kind>-<rev>`.
+    let (mac, suffix) = (rest.get(..17)?, &rest[17..]);
+    let mac = Mac::parse(mac).ok()?;
+    if suffix.is_empty() {
+        return Some(mac);
+    }
+    let (kind, rev) = suffix.strip_prefix('-')?.rsplit_once('-')?;
+    let kind: ProposalKind = kind.parse().ok()?;
+    (kind.is_change() && !rev.is_empty() && rev.bytes().all(|b| b.is_ascii_digit())).then_some(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_branches_name_their_machine() {
+        let mac = Mac::parse("aa:bb:cc:dd:ee:0f").unwrap();
+        assert_eq!(mac_of_branch(&branch_for(&mac)), Some(mac));
+        let update = change_branch(&mac, ProposalKind::Update, 7);
+        assert_eq!(update, "registrar/aa-bb-cc-dd-ee-0f-update-7");
+        assert_eq!(mac_of_branch(&update), Some(mac));
+        assert_eq!(mac_of_branch("registrar/aa-bb-cc-dd-ee-0f-register-7"), None);
+        assert_eq!(mac_of_branch("registrar/aa-bb-cc-dd-ee-0f-update-"), None);
+        assert_eq!(mac_of_branch("registrar/aa-bb-cc-dd-ee-0f-x"), None);
+        assert_eq!(mac_of_branch("registrar/aa-bb"), None);
+        assert_eq!(mac_of_branch("main"), None);
+    }
 }

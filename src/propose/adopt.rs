@@ -54,6 +54,11 @@ impl Proposer {
         .await?;
         let mut adopted = 0;
         for (branch, head, message) in branches {
+            // A change of a machine git holds (`registrar/<mac>-<kind>-<rev>`) is not a
+            // registration to adopt: its machine is on the base branch already.
+            if crate::domain::mac_of_branch(&branch).is_some_and(|mac| crate::domain::branch_for(&mac) != branch) {
+                continue;
+            }
             let Some((mac, facts)) = trailers(&message) else {
                 tracing::warn!(%branch, "not adopted: its head commit has no Registrar-Mac/Registrar-Facts trailers (a person's commit on top?)");
                 continue;

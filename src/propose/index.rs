@@ -135,6 +135,15 @@ pub const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization
 /// in their order. Where a directory has this file, only what it lists is applied: a
 /// manifest dropped beside it without an entry would deploy nothing.
 pub fn with_resource(kustomization: &str, entry: &str) -> Result<String, String> {
+    edit_resources(kustomization, |resources| resources.push(entry.to_string()))
+}
+
+/// The kustomization without `entry` in `resources` (a decommissioned machine's file).
+pub fn without_resource(kustomization: &str, entry: &str) -> Result<String, String> {
+    edit_resources(kustomization, |resources| resources.retain(|r| r != entry))
+}
+
+fn edit_resources(kustomization: &str, edit: impl FnOnce(&mut Vec<String>)) -> Result<String, String> {
     let mut doc: yaml_serde::Value =
         yaml_serde::from_str(kustomization).map_err(|e| format!("kustomization is not YAML: {e}"))?;
     let map = doc.as_mapping_mut().ok_or("kustomization is not a mapping")?;
@@ -147,7 +156,7 @@ pub fn with_resource(kustomization: &str, entry: &str) -> Result<String, String>
             .collect::<Result<_, _>>()?,
         Some(_) => return Err("resources must be a list".into()),
     };
-    resources.push(entry.to_string());
+    edit(&mut resources);
     resources.sort();
     resources.dedup();
     map.insert(

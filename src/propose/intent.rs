@@ -31,6 +31,9 @@ pub enum Intent {
     Workflow(String),
     /// Drop every record of a machine that is not in git's hands, so it is noticed afresh.
     Forget,
+    /// Propose removing the files of a machine git holds; merged and applied, it is
+    /// decommissioned (its addresses freed, its history kept).
+    Decommission,
 }
 
 /// What the forge says about a machine's proposal, read from the forge (not from a delivery).
@@ -77,6 +80,9 @@ impl Proposer {
                 return Ok(None);
             }
             Intent::Unsuppress => blocking(move || store.unsuppress(mac, &who, Utc::now())).await?,
+            Intent::Decommission => {
+                blocking(move || store.want(mac, crate::domain::ProposalKind::Decommission, &who, Utc::now())).await?
+            }
             Intent::Rerender => {
                 blocking(move || {
                     store.requeue(mac, Utc::now())?;

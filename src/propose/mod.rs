@@ -7,13 +7,16 @@
 
 pub mod addresses;
 mod adopt;
+mod change;
 pub mod forge;
 pub mod git;
+pub mod impact;
 mod import;
 pub mod index;
 mod intent;
 mod keyed;
 mod naming;
+mod replace;
 
 use keyed::MachineGuard;
 mod review;

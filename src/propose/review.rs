@@ -55,17 +55,17 @@ impl Proposer {
         actor: &str,
     ) -> Result<Machine, ProposeError> {
         let (store, mac) = (self.store.clone(), held.mac());
-        let (cause, actor) = (cause.to_string(), actor.to_string());
-        let machine = blocking(move || {
-            store.set_proposal_state(mac, ProposalState::Merged, Utc::now())?;
-            let m = store.machine(mac)?.ok_or(StoreError::NotFound(mac))?;
-            if m.state == State::Approved {
-                Ok(m)
-            } else {
-                store.transition(mac, State::Approved, &cause, &actor, Utc::now())
-            }
-        })
-        .await?;
+        let (cause_s, actor) = (cause.to_string(), actor.to_string());
+        let mut machine = blocking(move || store.record_merge(mac, &cause_s, &actor, Utc::now())).await?;
+        // Without a cluster to watch, the merge is all Registrar can see of a decommission.
+        if machine.state == State::Decommissioning && !self.watches_cluster() {
+            machine = self
+                .record_decommissioned(
+                    held,
+                    &format!("{cause}; no cluster is watched, so the merge finishes it"),
+                )
+                .await?;
+        }
         // The discovery objects stay until the approved Hardware is in the cluster (the
         // hand-off, app/handoff.rs): until then they are the only Hardware Smee has for it.
         // The base moved: proposals sharing a kustomization are rebuilt on it.
@@ -80,6 +80,13 @@ impl Proposer {
     /// Rejects a machine: suppress it first (so nothing re-proposes it), then close the proposal.
     pub(super) async fn reject(&self, mac: Mac, actor: &str, reason: &str) -> Result<Machine, ProposeError> {
         let held = self.machines.lock(mac).await;
+        let store = self.store.clone();
+        if let Some(change) = blocking(move || store.proposal(mac))
+            .await?
+            .filter(|p| p.kind.is_change())
+        {
+            return self.close_change(&held, change, actor, reason).await;
+        }
         let store = self.store.clone();
         let (actor_s, reason) = (
             actor.to_string(),
@@ -123,12 +130,59 @@ impl Proposer {
         Ok(machine)
     }
 
+    /// Refuses a proposed change of a machine git holds: the change is closed (intent
+    /// first, as a rejection), the machine keeps its state and is not suppressed.
+    async fn close_change(
+        &self,
+        held: &MachineGuard<'_>,
+        change: Proposal,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Machine, ProposeError> {
+        let mac = change.mac;
+        if !matches!(
+            change.state,
+            ProposalState::Open | ProposalState::Approving | ProposalState::Rejecting
+        ) {
+            return Err(ProposeError::Conflict(format!(
+                "{mac} has no open change to close (its {} is {}); a machine git holds is removed by decommissioning it",
+                change.kind.as_str(),
+                change.state
+            )));
+        }
+        let store = self.store.clone();
+        blocking(move || store.set_proposal_state(mac, ProposalState::Rejecting, Utc::now())).await?;
+        let change = Proposal {
+            state: ProposalState::Rejecting,
+            ..change
+        };
+        let reason = if reason.is_empty() { "closed" } else { reason };
+        if !self.close_rejected_as(held, &change, actor, reason).await? {
+            return Err(ProposeError::Conflict(format!(
+                "{mac}'s {} was merged before it could be closed",
+                change.kind.as_str()
+            )));
+        }
+        let store = self.store.clone();
+        blocking(move || store.machine(mac)?.ok_or(StoreError::NotFound(mac))).await
+    }
+
     /// Carries a recorded rejection to the forge, then records it done: a closed proposal
     /// is terminal, and costs nothing at rest (a reopen comes as a webhook, or in the
     /// forge's list of recently updated pull requests).
     /// False when the forge had merged it already: then the machine is recorded approved,
     /// since git holds it, and the rejection did not happen.
     async fn close_rejected(&self, held: &MachineGuard<'_>, p: &Proposal, actor: &str) -> Result<bool, ProposeError> {
+        self.close_rejected_as(held, p, actor, "closed (resumed)").await
+    }
+
+    async fn close_rejected_as(
+        &self,
+        held: &MachineGuard<'_>,
+        p: &Proposal,
+        actor: &str,
+        reason: &str,
+    ) -> Result<bool, ProposeError> {
         match self.forge.reject(p, actor).await {
             Err(ForgeError::Merged(number)) => {
                 let cause = format!("pull request #{number} was merged before the rejection reached the forge");
@@ -137,8 +191,16 @@ impl Proposer {
             }
             other => other?,
         }
-        let (store, mac) = (self.store.clone(), p.mac);
-        blocking(move || store.set_proposal_state(mac, ProposalState::Closed, Utc::now())).await?;
+        let (store, mac, kind) = (self.store.clone(), p.mac, p.kind);
+        let (actor, reason) = (actor.to_string(), reason.to_string());
+        blocking(move || {
+            if kind.is_change() {
+                store.record_change_closed(mac, &reason, &actor, Utc::now()).map(|_| ())
+            } else {
+                store.set_proposal_state(mac, ProposalState::Closed, Utc::now())
+            }
+        })
+        .await?;
         Ok(true)
     }
 
@@ -158,6 +220,13 @@ impl Proposer {
         let _machine = self.machines.lock(mac).await;
         let store = self.store.clone();
         let (cause, actor) = (cause.to_string(), actor.to_string());
+        let store2 = self.store.clone();
+        if blocking(move || store2.proposal(mac))
+            .await?
+            .is_some_and(|p| p.kind.is_change())
+        {
+            return blocking(move || store.record_change_closed(mac, &cause, &actor, Utc::now())).await;
+        }
         let machine = blocking(move || {
             let m = store.reject(mac, &cause, &actor, Utc::now())?;
             // The forge closed it: nothing is left to carry there.

@@ -6,7 +6,7 @@ use chrono::Utc;
 use super::forge::Draft;
 use super::{CrashPoint, MachineGuard, ProposeError, Proposer, blocking};
 use super::{git, index};
-use crate::domain::{Facts, Mac, Machine, Proposal, ProposalState, branch_for};
+use crate::domain::{Basis, Facts, Mac, Machine, Proposal, ProposalKind, ProposalState, branch_for};
 use crate::render::{RenderInput, Rendered};
 use crate::store::{Pending, StoreError};
 
@@ -24,6 +24,9 @@ impl Proposer {
         let (machine, existing) =
             blocking(move || Ok::<_, StoreError>((store.machine(work.mac)?, store.proposal(work.mac)?))).await?;
         let Some(machine) = machine else { return Ok(false) };
+        if machine.state.is_settled() {
+            return self.publish_change(held, work, &machine, existing).await;
+        }
         let Some(facts) = machine
             .facts
             .clone()
@@ -62,6 +65,12 @@ impl Proposer {
             })
             .await?;
             return Ok(false);
+        }
+        // A new board of a machine git holds is proposed as that machine's change.
+        if let Some(old) = self.replaced_machine(&machine, &facts).await? {
+            return self
+                .publish_replacement(held, work, &machine, &facts, old, existing)
+                .await;
         }
         // Its address is chosen (or found: it keeps the one it has) before anything renders.
         let address = self.production_address(&machine).await?;
@@ -117,21 +126,8 @@ impl Proposer {
                 self.git.base()
             )));
         }
-        let git = self.git.clone();
         let files = self.files_for(&path, &rendered, base_head).await?;
-        let (b, m, store) = (branch.clone(), message, self.store.clone());
-        let published = blocking(move || {
-            let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (p.as_str(), c.as_slice())).collect();
-            // The commit is recorded as Registrar's before it is pushed: the `synchronize`
-            // of this push, or a crash right after it, must not make it look like a person's.
-            git.publish(&b, &refs, base_head, &m, |commit| {
-                store
-                    .remember_once(&crate::domain::pushed_key(&commit.to_string()), Utc::now())
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            })
-        })
-        .await?;
+        let published = self.publish_files(&branch, files, base_head, message).await?;
         if self.crash_at == Some(CrashPoint::AfterPush) {
             tracing::error!("REGISTRAR_CRASH_AT=after-push: aborting");
             std::process::abort();
@@ -169,6 +165,12 @@ impl Proposer {
             created_at: existing.as_ref().map(|e| e.created_at).unwrap_or(now),
             updated_at: now,
             hands_off: false,
+            kind: ProposalKind::Register,
+            basis: Some(Basis {
+                facts: facts.clone(),
+                provisioned: false,
+            }),
+            replaces: None,
         };
         let store = self.store.clone();
         let name = rendered.name.clone();
@@ -177,6 +179,29 @@ impl Proposer {
             tracing::info!(mac = %machine.mac, name = %rendered.name, commit = %published.commit, "proposal pushed");
         }
         Ok(published.changed)
+    }
+
+    /// Makes `branch` the base head `base` plus `files` (no content: removed) in one commit.
+    pub(super) async fn publish_files(
+        &self,
+        branch: &str,
+        files: Vec<(String, Option<Vec<u8>>)>,
+        base: git2::Oid,
+        message: String,
+    ) -> Result<git::Published, ProposeError> {
+        let (git, b, store) = (self.git.clone(), branch.to_string(), self.store.clone());
+        blocking(move || {
+            let refs: Vec<(&str, Option<&[u8]>)> = files.iter().map(|(p, c)| (p.as_str(), c.as_deref())).collect();
+            // The commit is recorded as Registrar's before it is pushed: the `synchronize`
+            // of this push, or a crash right after it, must not make it look like a person's.
+            git.publish(&b, &refs, base, &message, |commit| {
+                store
+                    .remember_once(&crate::domain::pushed_key(&commit.to_string()), Utc::now())
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .await
     }
 
     /// Records a merged pull request Registrar opened but never recorded: the machine is
@@ -209,6 +234,12 @@ impl Proposer {
             created_at: now,
             updated_at: now,
             hands_off: false,
+            kind: ProposalKind::Register,
+            basis: Some(Basis {
+                facts: facts.clone(),
+                provisioned: false,
+            }),
+            replaces: None,
         };
         let (store, name) = (self.store.clone(), rendered.name.clone());
         blocking(move || store.mark_synced(work, Some(&proposal), Some(&name), now)).await?;
@@ -224,7 +255,7 @@ impl Proposer {
 
     /// Someone else pushed to the branch: never overwrite their work. Record it, say so once
     /// on the forge, and consider this revision done (merge and close are still followed).
-    async fn keep_hands_off(
+    pub(super) async fn keep_hands_off(
         &self,
         held: &MachineGuard<'_>,
         work: Pending,
@@ -272,25 +303,25 @@ impl Proposer {
 
     /// The files a proposal writes: its manifest, and — where its directory on the base has
     /// a kustomization — that kustomization with the manifest added to `resources`.
-    async fn files_for(
+    pub(super) async fn files_for(
         &self,
         path: &str,
         rendered: &Rendered,
         base: git2::Oid,
-    ) -> Result<Vec<(String, Vec<u8>)>, ProposeError> {
-        let mut files = vec![(path.to_string(), rendered.manifest.clone().into_bytes())];
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, ProposeError> {
+        let mut files = vec![(path.to_string(), Some(rendered.manifest.clone().into_bytes()))];
         let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
         if let Some((kpath, text)) = self.base_kustomization(dir, Some(base)).await? {
             let updated = index::with_resource(&String::from_utf8_lossy(&text), file)
                 .map_err(|e| ProposeError::Conflict(format!("{kpath}: {e}")))?;
-            files.push((kpath, updated.into_bytes()));
+            files.push((kpath, Some(updated.into_bytes())));
         }
         Ok(files)
     }
 
     /// The kustomization file in `dir` on the base branch (at commit `at`, or its head), if
     /// any: (path, content).
-    async fn base_kustomization(
+    pub(super) async fn base_kustomization(
         &self,
         dir: &str,
         at: Option<git2::Oid>,

@@ -30,6 +30,24 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// An inline code span that no content can close early (the fence is longer than any
+/// backtick run inside), on one line: a path or a MAC shown as it is, never as markup.
+pub fn code(text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .filter(|c| !matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+        .collect();
+    let longest = clean.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest + 1);
+    let pad = if clean.starts_with('`') || clean.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{clean}{pad}{fence}")
+}
+
 /// A fenced code block that no content can close early: the fence is longer than the
 /// longest backtick run inside.
 pub fn fenced(text: &str, lang: &str) -> String {
@@ -51,6 +69,14 @@ pub fn fenced(text: &str, lang: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_code_span_holds_any_text() {
+        assert_eq!(code("hardware/a.yaml"), "`hardware/a.yaml`");
+        assert_eq!(code("a`b"), "``a`b``");
+        assert_eq!(code("`x"), "`` `x ``");
+        assert_eq!(code("a\nb"), "`a b`");
+    }
 
     #[test]
     fn facts_cannot_mention_link_or_inject_markup() {

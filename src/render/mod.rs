@@ -6,6 +6,7 @@
 //! are Markdown-escaped; undefined variables are errors. After rendering, every document is
 //! parsed, validated against the CRD schema, and checked to still name this machine.
 
+mod identity;
 pub mod impact;
 pub mod markdown;
 pub mod names;
@@ -64,6 +65,10 @@ pub struct RenderInput<'a> {
     /// What the reviewer must not miss (a name or an identity another machine has, a BMC
     /// address refused), shown first in the proposal.
     pub warnings: &'a [String],
+    /// The name git already holds for it: a machine keeps its name through every change.
+    pub name: Option<&'a str>,
+    /// Rendered for a provisioned machine: netboot off unless its rule sets `keep_netboot`.
+    pub provisioned: bool,
 }
 
 impl<'a> RenderInput<'a> {
@@ -71,16 +76,28 @@ impl<'a> RenderInput<'a> {
     /// no address, number or warnings yet.
     pub fn for_machine(machine: &'a crate::domain::Machine, facts: &'a Facts) -> Self {
         RenderInput {
-            mac: &machine.mac,
-            facts,
-            source: machine.source,
             workflow: machine.workflow.as_deref(),
-            force_mac_name: false,
             sighting: machine.sighting.as_ref(),
             expected: machine.expected.as_ref(),
+            ..RenderInput::of_facts(&machine.mac, facts, machine.source)
+        }
+    }
+
+    /// Facts alone, as `registrar render` and `check` preview them.
+    pub fn of_facts(mac: &'a Mac, facts: &'a Facts, source: Source) -> Self {
+        RenderInput {
+            mac,
+            facts,
+            source,
+            workflow: None,
+            force_mac_name: false,
+            sighting: None,
+            expected: None,
             address: None,
             sequence: None,
             warnings: &[],
+            name: None,
+            provisioned: false,
         }
     }
 }
@@ -359,6 +376,14 @@ impl Renderer {
             .map(str::to_string)
             .unwrap_or_else(|| name.clone());
         let address = input.address;
+        // A provisioned machine no longer boots from the network: a reboot must not re-image
+        // it. Re-provisioning is then a change someone proposes, not an accident.
+        let keep_netboot = decision
+            .values
+            .get("keep_netboot")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let netboot = !input.provisioned || keep_netboot;
         let ctx = minijinja::context! {
             ..base,
             ..minijinja::context! {
@@ -377,6 +402,8 @@ impl Renderer {
                 workflows => self.workflows.iter().cloned().collect::<Vec<String>>(),
                 values => to_jinja(&decision.values),
                 disk_total_bytes => facts.disk_total_bytes(),
+                provisioned => input.provisioned,
+                netboot => netboot,
             }
         };
 
@@ -436,62 +463,6 @@ impl Renderer {
             .map_err(|e| RenderError::Template(template_error(&self.dir, &e)))?;
         t.render(ctx)
             .map_err(|e| RenderError::Template(template_error(&self.dir, &e)))
-    }
-
-    /// No fact may rename, re-kind or re-address an object: it must be this machine's.
-    fn check_identity(&self, template: &str, doc: &Value, mac: &Mac, name: &str) -> Result<(), RenderError> {
-        let mut errors = Vec::new();
-        let mac_s = mac.to_string();
-        if doc["metadata"]["namespace"].as_str() != Some(&self.namespace) {
-            errors.push(format!("/metadata/namespace must be {:?}", self.namespace));
-        }
-        match doc["kind"].as_str() {
-            Some("Hardware") => {
-                if doc["metadata"]["name"].as_str() != Some(name) {
-                    errors.push(format!("/metadata/name must be {name:?}"));
-                }
-                if doc["spec"]["agentID"].as_str() != Some(&mac_s) {
-                    errors.push(format!("/spec/agentID must be {mac_s:?}, or Tinkerbell's discovery creates a second Hardware for this MAC"));
-                }
-                let ifaces = doc["spec"]["interfaces"].as_array().cloned().unwrap_or_default();
-                match ifaces.iter().find(|i| i["dhcp"]["mac"].as_str() == Some(&mac_s)) {
-                    None => errors.push(format!(
-                        "/spec/interfaces must hold an interface with dhcp.mac {mac_s:?}"
-                    )),
-                    Some(i) => {
-                        if i["netboot"].is_null() {
-                            errors.push(
-                                "/spec/interfaces: the boot interface needs a netboot block, or Smee will not boot it"
-                                    .into(),
-                            );
-                        }
-                        if i["dhcp"]["lease_time"].is_null() {
-                            errors.push(
-                                "/spec/interfaces: the boot interface needs dhcp.lease_time, or Smee sends lease 0"
-                                    .into(),
-                            );
-                        }
-                    }
-                }
-            }
-            Some("Workflow") => {
-                if doc["spec"]["hardwareRef"].as_str() != Some(name) {
-                    errors.push(format!("/spec/hardwareRef must be {name:?}"));
-                }
-                if doc["spec"]["hardwareMap"]["device_1"].as_str() != Some(&mac_s) {
-                    errors.push(format!("/spec/hardwareMap/device_1 must be {mac_s:?}"));
-                }
-            }
-            _ => {}
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(RenderError::Invalid {
-                document: template.to_string(),
-                errors,
-            })
-        }
     }
 }
 

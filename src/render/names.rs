@@ -12,6 +12,9 @@ impl Renderer {
     /// The machine's name: an operator's hostname, else the pattern, else `node-<mac>`.
     /// Whatever the facts say, the result is a DNS-1123 label.
     pub fn name_for(&self, input: &RenderInput) -> String {
+        if let Some(name) = input.name {
+            return name.to_string();
+        }
         if input.force_mac_name {
             return mac_name(input.mac);
         }

@@ -11,7 +11,7 @@ use crate::domain::{Mac, ProposalState, Source, State as MachineState};
 use crate::propose::Intent;
 use crate::store::{MachineQuery, Sort};
 
-fn parse_mac(raw: &str) -> Result<Mac, ApiError> {
+pub(super) fn parse_mac(raw: &str) -> Result<Mac, ApiError> {
     Mac::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
@@ -128,13 +128,13 @@ pub struct ReviewBody {
     workflow: Option<String>,
 }
 
-type Session = Option<axum::Extension<super::console::session::Operator>>;
-type NamedCaller = Option<axum::Extension<super::auth::Caller>>;
+pub(super) type Session = Option<axum::Extension<super::console::session::Operator>>;
+pub(super) type NamedCaller = Option<axum::Extension<super::auth::Caller>>;
 
 /// Who acts: a console session or a personal token names its user (what the body says is
 /// not proof); with the shared operator token, the body's `actor` is recorded as the
 /// caller's own account of itself.
-fn actor(session: &Session, caller: &NamedCaller, body: &Option<Json<ReviewBody>>) -> String {
+pub(super) fn actor(session: &Session, caller: &NamedCaller, body: &Option<Json<ReviewBody>>) -> String {
     if let Some(s) = session {
         return format!("console:{}", s.user);
     }

@@ -154,7 +154,12 @@ pub fn needed_role(method: &axum::http::Method, path: &str) -> Role {
         return Role::Viewer;
     }
     let last = path.rsplit('/').next().unwrap_or_default();
-    if path == "/machines/bulk" || matches!(last, "approve" | "reject" | "workflow" | "rerender" | "unsuppress") {
+    if path == "/machines/bulk"
+        || matches!(
+            last,
+            "approve" | "reject" | "workflow" | "rerender" | "unsuppress" | "decommission"
+        )
+    {
         Role::Approver
     } else {
         Role::Admin

@@ -6,6 +6,7 @@ pub mod console;
 pub mod error;
 mod github;
 mod health;
+mod lifecycle;
 pub mod openapi;
 mod reports;
 pub mod sightings;

@@ -175,6 +175,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Moves a machine to `to`, recording cause and actor; refuses what the state machine forbids.
     fn transition(&self, mac: Mac, to: State, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<Machine>;
+    /// The machine's proposal is merged: git now holds what it was rendered from. A
+    /// registration approves the machine, an update changes no state, a decommission
+    /// moves it to `decommissioning`.
+    fn record_merge(&self, mac: Mac, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<Machine>;
+    /// A change of a machine git holds was closed unmerged: the machine keeps its state.
+    fn record_change_closed(&self, mac: Mac, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<Machine>;
+    /// A person asks for a change of a machine git holds (a decommission), queued for the sync.
+    fn want(&self, mac: Mac, kind: crate::domain::ProposalKind, actor: &str, now: DateTime<Utc>) -> Result<Machine>;
+    /// What git holds for the machine was rendered from `basis`.
+    fn settle(&self, mac: Mac, basis: &crate::domain::Basis) -> Result<()>;
     /// Rejects and suppresses in one step.
     fn reject(&self, mac: Mac, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<Machine>;
     /// Lifts a suppression; a machine with facts is proposed again.

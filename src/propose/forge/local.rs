@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use git2::Oid;
 
 use super::{Draft, Forge, ForgeError, ForgeRef};
-use crate::domain::{Proposal, ProposalState};
+use crate::domain::{Proposal, ProposalKind, ProposalState};
 use crate::propose::git::{GitRepo, Merged};
 
 pub struct LocalForge {
@@ -69,11 +69,23 @@ impl Forge for LocalForge {
         let git = self.git.clone();
         let (branch, path) = (proposal.branch.clone(), proposal.path.clone());
         let head = Oid::from_str(&proposal.head).ok();
+        let removes = proposal.kind == ProposalKind::Decommission;
         blocking(move || {
             git.fetch()?;
             if let Some(head) = head {
                 if git.is_in_base(head)? {
                     return Ok(ProposalState::Merged);
+                }
+                // A decommission removes the file: merged (squashed or not, the branch gone
+                // or not) once the base no longer has it; closed if the branch went and the
+                // file stayed.
+                if removes {
+                    let gone = git.read_at(git.base_head()?, &path)?.is_none();
+                    return Ok(match (gone, git.branch_head(&branch).is_some()) {
+                        (true, _) => ProposalState::Merged,
+                        (false, true) => ProposalState::Open,
+                        (false, false) => ProposalState::Closed,
+                    });
                 }
                 // A squash or rebase merge puts other commits on the base, and often deletes
                 // the branch: what was reviewed is merged when the base holds the proposal's

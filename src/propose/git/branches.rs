@@ -139,7 +139,8 @@ impl GitRepo {
         Ok(Some(blob.content().to_vec()))
     }
 
-    /// Makes `branch` hold the base commit `base` plus `files` (path, content), in one commit
+    /// Makes `branch` hold the base commit `base` plus `files` (path, content; no content
+    /// removes the file), in one commit
     /// whose message is `message`. Writes nothing if the branch already holds exactly that.
     /// `base` is the base head the files were computed from (a kustomization's resources):
     /// a fetch meanwhile must not put them on a newer base that they would undo.
@@ -149,7 +150,7 @@ impl GitRepo {
     pub fn publish(
         &self,
         branch: &str,
-        files: &[(&str, &[u8])],
+        files: &[(&str, Option<&[u8]>)],
         base: Oid,
         message: &str,
         before_push: impl FnOnce(Oid) -> std::result::Result<(), String>,
@@ -158,15 +159,23 @@ impl GitRepo {
             let repo = self.lock();
             let blobs = files
                 .iter()
-                .map(|(p, c)| Ok((*p, repo.blob(c).ctx(|| format!("writing {p}"))?)))
+                .map(|(p, c)| Ok((*p, c.map(|c| repo.blob(c)).transpose().ctx(|| format!("writing {p}"))?)))
                 .collect::<Result<Vec<_>>>()?;
             let old = self.target(&repo, branch);
             let base_oid = base;
             let base = repo.find_commit(base_oid).ctx(|| "reading base".into())?;
             let mut tree = base.tree_id();
             for (path, blob) in &blobs {
-                tree = objects::tree_with(&repo, &self.trees, tree, path, *blob)
-                    .ctx(|| format!("building tree with {path}"))?;
+                tree = match blob {
+                    Some(blob) => objects::tree_with(&repo, &self.trees, tree, path, *blob),
+                    // A removal (a decommission) is rare: libgit2's own tree update will do.
+                    None => repo.find_tree(tree).and_then(|t| {
+                        git2::build::TreeUpdateBuilder::new()
+                            .remove(path)
+                            .create_updated(&repo, &t)
+                    }),
+                }
+                .ctx(|| format!("building tree with {path}"))?;
             }
             // Unchanged means the whole commit is what Registrar would write: the base head
             // as its only parent, the base tree plus these files and nothing else, this

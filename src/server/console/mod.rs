@@ -29,6 +29,8 @@ pub struct Console {
     pub cluster_enabled: bool,
     /// Open live-update streams; each holds a connection, so they are bounded.
     pub streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// Where the templates are on disk: the impact page compares them with the loaded ones.
+    pub templates_dir: std::path::PathBuf,
 }
 
 /// Browsers keep one stream per open tab; more than this is not a team looking.
@@ -42,6 +44,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("import.html", include_str!("templates/import.html")),
     ("batches.html", include_str!("templates/batches.html")),
     ("status.html", include_str!("templates/status.html")),
+    ("impact.html", include_str!("templates/impact.html")),
     ("error.html", include_str!("templates/error.html")),
 ];
 
@@ -57,6 +60,7 @@ impl Console {
         ui: &crate::config::UiConfig,
         auth: &crate::config::AuthConfig,
         cluster_enabled: bool,
+        templates_dir: &std::path::Path,
     ) -> anyhow::Result<Self> {
         let mut env = Environment::new();
         env.set_auto_escape_callback(|name| {
@@ -76,6 +80,7 @@ impl Console {
             env,
             cluster_enabled,
             streams: Default::default(),
+            templates_dir: templates_dir.to_path_buf(),
         })
     }
 
@@ -93,6 +98,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/import", get(pages::import_page).post(pages::import_post))
         .route("/imports", get(pages::batches))
         .route("/status", get(pages::status))
+        .route("/impact", get(pages::impact))
         .route("/events", get(pages::events))
         .route("/logout", post(pages::logout))
         .layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES + 64 * 1024))

@@ -15,6 +15,7 @@ use crate::domain::{
 
 mod allocations;
 mod imports;
+mod lifecycle;
 mod names;
 mod open;
 mod rows;
@@ -43,7 +44,7 @@ pub struct Bounds {
     pub max_new_per_minute: u64,
 }
 
-const MACHINE_COLUMNS: &str = "mac, state, source, facts, name, workflow, suppressed, first_seen, last_seen, seen_count, rev > synced_rev, last_error, sighting, expected";
+const MACHINE_COLUMNS: &str = "mac, state, source, facts, name, workflow, suppressed, first_seen, last_seen, seen_count, rev > synced_rev, last_error, sighting, expected, settled, wanted";
 
 impl SqliteStore {
     pub fn set_bounds(&self, bounds: Bounds) {
@@ -99,7 +100,11 @@ impl Store for SqliteStore {
                     let old_fp: Option<String> = tx.query_row("SELECT facts_fp FROM machines WHERE mac = ?1", [mac.to_string()], |r| r.get(0))?;
                     let changed = old_fp.as_deref() != Some(fp.as_str());
                     let awaited = matches!(m.state, State::Detected | State::Waiting | State::Discovering);
-                    if m.suppressed || !m.state.accepts_facts() || !(changed || awaited) {
+                    // New facts of a machine in the cluster may be drift: the sync compares
+                    // them with what its manifests were rendered from. (Just approved, it
+                    // still waits in the discovery OS: a late report there is a retry.)
+                    let drift = changed && matches!(m.state, State::Applied | State::Provisioned | State::Failed);
+                    if !drift && (m.suppressed || !m.state.accepts_facts() || !(changed || awaited)) {
                         (false, false)
                     } else {
                         tx.execute("UPDATE machines SET facts = ?2, facts_fp = ?3 WHERE mac = ?1", params![mac.to_string(), json, fp])?;
@@ -248,23 +253,33 @@ impl Store for SqliteStore {
         name: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        let basis = proposal
+            .and_then(|p| p.basis.as_ref())
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.with(|tx| {
             let m = must_get(tx, work.mac)?;
             if let Some(p) = proposal {
                 tx.execute(
                     &format!(
-                        "INSERT INTO proposals ({PROPOSAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)
-                         ON CONFLICT (mac) DO UPDATE SET forge = ?2, number = COALESCE(?3, number), url = COALESCE(?4, url), branch = ?5, path = ?6,
-                           name = ?7, title = ?8, summary = ?9, head = ?10, rule = ?11, workflow = ?12, state = ?13, updated_at = ?14"
+                        "INSERT INTO proposals ({PROPOSAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15, ?16, ?17)
+                         ON CONFLICT (mac) DO UPDATE SET forge = ?2, number = COALESCE(?3, number), url = COALESCE(?4, url),
+                           hands_off = CASE WHEN branch = ?5 THEN hands_off ELSE 0 END,
+                           created_at = CASE WHEN branch = ?5 THEN created_at ELSE ?14 END, branch = ?5, path = ?6,
+                           name = ?7, title = ?8, summary = ?9, head = ?10, rule = ?11, workflow = ?12, state = ?13, updated_at = ?14,
+                           kind = ?15, basis = ?16, replaces = ?17"
                     ),
                     params![
                         p.mac.to_string(), p.forge, p.number.map(|n| n as i64), p.url, p.branch, p.path, p.name, p.title, p.summary,
-                        p.head, p.rule, p.workflow, p.state.as_str(), ts(now)
+                        p.head, p.rule, p.workflow, p.state.as_str(), ts(now), p.kind.as_str(), basis,
+                        p.replaces.map(|m| m.to_string())
                     ],
                 )?;
                 // The local forge numbers proposals itself: the row id is that number.
                 tx.execute("UPDATE proposals SET number = id WHERE mac = ?1 AND number IS NULL", [p.mac.to_string()])?;
-                if m.state != State::Proposed && p.state == ProposalState::Open {
+                // A change of a machine git holds leaves its state alone.
+                if !p.kind.is_change() && m.state != State::Proposed && p.state == ProposalState::Open {
                     move_to(tx, &m, State::Proposed, &format!("proposal {} pushed", p.branch), "registrar", now)?;
                 }
             }
@@ -306,6 +321,22 @@ impl Store for SqliteStore {
             move_to(tx, &m, to, cause, actor, now)?;
             must_get(tx, mac)
         })
+    }
+
+    fn record_merge(&self, mac: Mac, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<Machine> {
+        self.with(|tx| lifecycle::record_merge(tx, mac, cause, actor, now))
+    }
+
+    fn record_change_closed(&self, mac: Mac, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<Machine> {
+        self.with(|tx| lifecycle::record_change_closed(tx, mac, cause, actor, now))
+    }
+
+    fn want(&self, mac: Mac, kind: crate::domain::ProposalKind, actor: &str, now: DateTime<Utc>) -> Result<Machine> {
+        self.with(|tx| lifecycle::want(tx, mac, kind, actor, now))
+    }
+
+    fn settle(&self, mac: Mac, basis: &crate::domain::Basis) -> Result<()> {
+        self.with(|tx| lifecycle::settle(tx, mac, basis))
     }
 
     fn reject(&self, mac: Mac, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<Machine> {

@@ -6,7 +6,9 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use super::super::{Batch, BatchRow, MachineQuery, Result, StoreError};
 use super::MACHINE_COLUMNS;
-use crate::domain::{Expected, Facts, ImportMode, Mac, Machine, Proposal, ProposalState, Sighting, Source, State};
+use crate::domain::{
+    Basis, Expected, Facts, ImportMode, Mac, Machine, Proposal, ProposalKind, ProposalState, Sighting, Source, State,
+};
 
 pub(super) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
@@ -56,6 +58,14 @@ pub(super) fn machine_from_row(r: &Row) -> rusqlite::Result<Machine> {
             .get::<_, Option<String>>(13)?
             .map(|s| conv(serde_json::from_str::<Expected>(&s)))
             .transpose()?,
+        settled: r
+            .get::<_, Option<String>>(14)?
+            .map(|s| conv(serde_json::from_str::<Basis>(&s)))
+            .transpose()?,
+        wanted: r
+            .get::<_, Option<String>>(15)?
+            .map(|s| conv(s.parse::<ProposalKind>().map_err(Msg)))
+            .transpose()?,
     })
 }
 
@@ -77,12 +87,20 @@ pub(super) fn proposal_from_row(r: &Row) -> rusqlite::Result<Proposal> {
         created_at: parse_ts(&r.get::<_, String>(13)?)?,
         updated_at: parse_ts(&r.get::<_, String>(14)?)?,
         hands_off: r.get(15)?,
+        kind: conv(r.get::<_, String>(16)?.parse::<ProposalKind>().map_err(Msg))?,
+        basis: r
+            .get::<_, Option<String>>(17)?
+            .map(|s| conv(serde_json::from_str::<Basis>(&s)))
+            .transpose()?,
+        replaces: r
+            .get::<_, Option<String>>(18)?
+            .map(|s| conv(Mac::parse(&s)))
+            .transpose()?,
     })
 }
 
-pub(super) const PROPOSAL_COLUMNS: &str =
-    "mac, forge, number, url, branch, path, name, title, summary, head, rule, workflow, state, created_at, updated_at";
-pub(super) const PROPOSAL_SELECT: &str = "mac, forge, number, url, branch, path, name, title, summary, head, rule, workflow, state, created_at, updated_at, hands_off";
+pub(super) const PROPOSAL_COLUMNS: &str = "mac, forge, number, url, branch, path, name, title, summary, head, rule, workflow, state, created_at, updated_at, kind, basis, replaces";
+pub(super) const PROPOSAL_SELECT: &str = "mac, forge, number, url, branch, path, name, title, summary, head, rule, workflow, state, created_at, updated_at, hands_off, kind, basis, replaces";
 
 /// The WHERE clause for a machine list and its arguments; values are always bound, never
 /// spliced into the SQL.

@@ -135,6 +135,15 @@ DROP TABLE transitions;
 ALTER TABLE transitions_numbered RENAME TO transitions;
 CREATE INDEX transitions_mac ON transitions(mac, id);
 "#,
+    // A machine's life after its first merge: what git holds for it was rendered from
+    // (`settled`), a change a person asked for (`wanted`), and what each proposal does.
+    r#"
+ALTER TABLE machines ADD COLUMN settled TEXT;
+ALTER TABLE machines ADD COLUMN wanted TEXT;
+ALTER TABLE proposals ADD COLUMN kind TEXT NOT NULL DEFAULT 'register';
+ALTER TABLE proposals ADD COLUMN basis TEXT;
+ALTER TABLE proposals ADD COLUMN replaces TEXT;
+"#,
 ];
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use super::{GithubForge, PullRequest, WORKFLOW_PREFIX};
-use crate::domain::{Mac, State};
+use crate::domain::{Mac, ProposalState, State};
 use crate::propose::{Observation, ProposeError, Proposer};
 use crate::store::StoreError;
 
@@ -78,7 +78,7 @@ impl Delivery {
 }
 
 fn mac_of(branch: &str) -> Option<Mac> {
-    Mac::parse(branch.strip_prefix("registrar/")?).ok()
+    crate::domain::mac_of_branch(branch)
 }
 
 impl GithubHooks {
@@ -181,11 +181,15 @@ impl GithubHooks {
         let Some(recorded) = recorded.filter(|p| p.number == Some(number)) else {
             return Ok(());
         };
+        // A change of a machine git holds (an update, a decommission) is followed by its
+        // proposal's state; a registration by the machine's.
+        let change_pending = recorded.kind.is_change()
+            && matches!(
+                recorded.state,
+                ProposalState::Open | ProposalState::Approving | ProposalState::Rejecting
+            );
         if pr.merged {
-            if !matches!(
-                machine.state,
-                State::Approved | State::Applied | State::Provisioned | State::Failed
-            ) {
+            if change_pending || (!recorded.kind.is_change() && !machine.state.is_settled()) {
                 let who = pr
                     .merged_by
                     .as_deref()
@@ -196,7 +200,11 @@ impl GithubHooks {
             return Ok(());
         }
         if !pr.open {
-            if machine.state != State::Rejected && machine.state.can_become(State::Rejected) {
+            if change_pending
+                || (!recorded.kind.is_change()
+                    && machine.state != State::Rejected
+                    && machine.state.can_become(State::Rejected))
+            {
                 self.proposer
                     .observe(mac, Observation::Closed { number }, actor)
                     .await?;

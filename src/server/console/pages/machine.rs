@@ -189,7 +189,7 @@ pub async fn machine(
             workflows => state.proposer.renderer().workflows().map(str::to_string).collect::<Vec<_>>(),
             forge => state.forge_kind,
             proposal => proposal.as_ref().map(|p| context! {
-                state => p.state.as_str(), branch => &p.branch, path => &p.path, number => p.number,
+                state => p.state.as_str(), kind => p.kind.as_str(), branch => &p.branch, path => &p.path, number => p.number,
                 url => p.url.as_ref().filter(|u| u.starts_with("https://") || u.starts_with("http://")),
             }),
             timeline,
@@ -201,7 +201,9 @@ pub async fn machine(
             hands_off => proposal.as_ref().is_some_and(|p| p.hands_off),
             can_approve => open && reviewer && !approve_on_forge,
             approve_on_forge,
-            can_reject => reviewer && !matches!(m.state, MachineState::Rejected | MachineState::Approved | MachineState::Applied | MachineState::Provisioned | MachineState::Failed),
+            // A machine git holds is not rejected; an open change of it is closed.
+            can_reject => reviewer && if m.state.is_settled() { open } else { !matches!(m.state, MachineState::Rejected | MachineState::Decommissioning | MachineState::Decommissioned) },
+            can_decommission => reviewer && m.state.is_settled() && m.wanted.is_none() && !open,
             can_unsuppress => reviewer && m.suppressed,
             can_rerender => reviewer && m.state.accepts_facts() && !m.suppressed && m.facts.is_some(),
             can_forget => op.role >= Role::Admin && !open && !proposal.as_ref().is_some_and(|p| matches!(p.state, ProposalState::Merged | ProposalState::Rejecting)) && !matches!(m.state, MachineState::Approved | MachineState::Applied | MachineState::Provisioned | MachineState::Failed),
@@ -252,6 +254,7 @@ pub async fn machine_action(
         "rerender" => Ok(Intent::Rerender),
         "unsuppress" => Ok(Intent::Unsuppress),
         "forget" => Ok(Intent::Forget),
+        "decommission" => Ok(Intent::Decommission),
         "workflow" => match field("workflow") {
             Some(w) if state.proposer.renderer().has_workflow(&w) => Ok(Intent::Workflow(w)),
             _ => Err("Choose one of the workflows that have a template.".into()),

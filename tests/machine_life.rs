@@ -1,0 +1,429 @@
+//! Issue 18 on the shipped binary: a machine's life after "provisioned". Its netboot is
+//! switched off by a follow-up pull request; new hardware it reports is proposed as a change
+//! of the same machine with the difference in words (and facts its manifest does not use
+//! propose nothing); a change a reviewer closes leaves the machine as it was; and a
+//! decommission removes its files, and once merged and pruned from the cluster frees its
+//! address and keeps its history. On the embedded default (no cluster), the merge of a
+//! decommission finishes it.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::binary::{Process, eventually, example, listen_on, set, token_env};
+use support::fake_github::{FakeGithub, Pull};
+use support::fake_kube::FakeKube;
+use support::journey::{NS, apply_merged, machine, post_report, start_on_cluster, state_reached, step};
+use support::{OPERATOR_TOKEN, REPORT_TOKEN, documents, lshw, report_body};
+
+const MAC: &str = "0c:c4:7a:18:00:01";
+const DASHED: &str = "0c-c4-7a-18-00-01";
+const LSHW: &str = "supermicro-ssg-6029p-x11dph-t.json";
+
+/// The supermicro's inventory with one more NVMe namespace: a disk added in the field.
+fn with_new_disk(mut specs: Value) -> Value {
+    fn add(node: &mut Value) -> bool {
+        let Some(children) = node["children"].as_array_mut() else {
+            return false;
+        };
+        if let Some(nvme) = children.iter().find(|c| c["logicalname"] == "/dev/nvme1n1").cloned() {
+            let mut disk = nvme;
+            disk["logicalname"] = json!("/dev/nvme2n1");
+            disk["size"] = json!(3_840_000_000_000u64);
+            disk["serial"] = json!("S6NEWDISK0001");
+            children.push(disk);
+            return true;
+        }
+        children.iter_mut().any(add)
+    }
+    assert!(add(&mut specs), "the fixture has /dev/nvme1n1");
+    specs
+}
+
+/// The same inventory with a little more memory: nothing the manifest says changes.
+fn with_more_memory(mut specs: Value) -> Value {
+    fn grow(node: &mut Value) -> bool {
+        if node["class"] == "memory" && node["id"] == "memory" {
+            let size = node["size"].as_u64().unwrap();
+            node["size"] = json!(size + (1u64 << 30));
+            return true;
+        }
+        node["children"].as_array_mut().is_some_and(|c| c.iter_mut().any(grow))
+    }
+    assert!(grow(&mut specs), "the fixture has system memory");
+    specs
+}
+
+/// The same machine on a new motherboard: same serial, every onboard NIC a new MAC.
+fn on_a_new_board(mut specs: Value) -> Value {
+    fn swap(node: &mut Value, n: &mut u8) {
+        if node["class"] == "network" && node["serial"].is_string() {
+            *n += 1;
+            node["serial"] = json!(format!("0c:c4:7a:99:00:{n:02x}"));
+        }
+        for child in node["children"].as_array_mut().into_iter().flatten() {
+            swap(child, n);
+        }
+    }
+    let mut n = 0;
+    swap(&mut specs, &mut n);
+    assert!(n > 0, "the fixture has network interfaces");
+    specs
+}
+
+async fn report(p: &Process, specs: Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/reports", p.url))
+        .bearer_auth(REPORT_TOKEN)
+        .json(&report_body(MAC, specs))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+}
+
+/// The open pull request from one of this machine's change branches of `kind`.
+async fn change_pull(gh: &FakeGithub, kind: &str) -> Pull {
+    let prefix = format!("registrar/{DASHED}-{kind}-");
+    eventually(60, &format!("the {kind} pull request"), || async {
+        gh.pulls().into_iter().find(|p| p.head.starts_with(&prefix) && p.open)
+    })
+    .await
+}
+
+fn hardware_of(manifest: &str) -> Value {
+    documents(manifest)
+        .into_iter()
+        .find(|d| d["kind"] == "Hardware")
+        .expect("a Hardware")
+}
+
+/// What the machine's timeline says, cause by cause.
+fn causes(m: &Value) -> Vec<String> {
+    m["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["cause"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provisioned_machine_changes_through_pull_requests_until_it_is_decommissioned() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGithub::start().await;
+    let kube = FakeKube::start().await;
+    let mut p = start_on_cluster(dir.path(), &gh, &kube, |c| {
+        set(c, "forge.github.mutation_interval_ms", json!(0));
+        // Reports here come from a discovery script of the operator's own (a later boot).
+        set(c, "auth.shared_report_token", json!(true));
+        set(
+            c,
+            "ipam",
+            json!({
+                "pools": [{"name": "rack1", "cidr": "10.0.18.0/24", "ranges": ["10.0.18.10-10.0.18.20"], "gateway": "10.0.18.1"}],
+                "quarantine_seconds": 2
+            }),
+        );
+    })
+    .await;
+
+    step("a machine reports, is proposed, merged, applied and provisioned");
+    assert_eq!(post_report(&p.url, MAC, LSHW).await.status(), 202);
+    let registration = eventually(60, "the registration pull request", || async {
+        gh.pulls()
+            .into_iter()
+            .find(|p| p.head == format!("registrar/{DASHED}") && p.open)
+    })
+    .await;
+    let proposed = state_reached(&p, MAC, "proposed").await;
+    let path = proposed["proposal"]["path"].as_str().unwrap().to_string();
+    assert!(gh.merge(registration.number, "reviewer").await.status().is_success());
+    state_reached(&p, MAC, "approved").await;
+    let name = apply_merged(&gh, &kube, &path);
+    state_reached(&p, MAC, "applied").await;
+    kube.set_workflow_status(NS, &name, json!({"state": "SUCCESS"}));
+    state_reached(&p, MAC, "provisioned").await;
+    let registered = hardware_of(&gh.repo().read("main", &path).unwrap());
+    assert_eq!(registered["spec"]["interfaces"][0]["netboot"]["allowPXE"], true);
+    let address = registered["spec"]["interfaces"][0]["dhcp"]["ip"]["address"].clone();
+    assert_eq!(address, "10.0.18.10");
+
+    step("provisioned: a follow-up pull request switches netboot off");
+    let netboot = change_pull(&gh, "update").await;
+    assert!(netboot.title.contains("netboot off"), "{}", netboot.title);
+    let proposed = hardware_of(&gh.repo().read(&netboot.head, &path).unwrap());
+    assert_eq!(proposed["spec"]["interfaces"][0]["netboot"]["allowPXE"], false);
+    assert_eq!(
+        proposed["metadata"]["name"],
+        name.as_str(),
+        "the machine keeps its name"
+    );
+    assert_eq!(
+        proposed["spec"]["interfaces"][0]["dhcp"]["ip"]["address"], address,
+        "and its address"
+    );
+    assert!(gh.merge(netboot.number, "reviewer").await.status().is_success());
+    eventually(60, "the netboot change to be recorded merged", || async {
+        let m = machine(&p, MAC).await;
+        (m["proposal"]["state"] == "merged").then_some(())
+    })
+    .await;
+    let on_main = hardware_of(&gh.repo().read("main", &path).unwrap());
+    assert_eq!(on_main["spec"]["interfaces"][0]["netboot"]["allowPXE"], false);
+    assert_eq!(
+        machine(&p, MAC).await["machine"]["state"],
+        "provisioned",
+        "an update changes no state"
+    );
+
+    step("facts the manifest does not use (more memory) propose nothing");
+    let memory = machine(&p, MAC).await["machine"]["facts"]["memory_bytes"]
+        .as_u64()
+        .unwrap();
+    report(&p, with_more_memory(lshw(LSHW))).await;
+    eventually(60, "the new facts to be taken and synced", || async {
+        let m = machine(&p, MAC).await;
+        let grown = m["machine"]["facts"]["memory_bytes"].as_u64() > Some(memory);
+        (grown && m["machine"]["pending"] == false).then_some(())
+    })
+    .await;
+    let changes: Vec<Pull> = gh
+        .pulls()
+        .into_iter()
+        .filter(|p| p.head.starts_with(&format!("registrar/{DASHED}-")))
+        .collect();
+    assert_eq!(changes.len(), 1, "only the netboot change: {changes:?}");
+
+    step("a disk added in the field: proposed as a change of the same machine, in words");
+    report(&p, with_new_disk(with_more_memory(lshw(LSHW)))).await;
+    let drift = eventually(60, "the drift pull request", || async {
+        gh.pulls().into_iter().find(|p| {
+            p.open && p.head.starts_with(&format!("registrar/{DASHED}-update-")) && p.number != netboot.number
+        })
+    })
+    .await;
+    assert!(
+        drift.title.contains("disk added: /dev/nvme2n1 3.84 TB"),
+        "{}",
+        drift.title
+    );
+    assert!(
+        drift.body.contains("- disk added\\: /dev/nvme2n1 3\\.84 TB"),
+        "{}",
+        drift.body
+    );
+    assert!(
+        !drift.body.contains("Merging registers it"),
+        "an update is no registration: {}",
+        drift.body
+    );
+    let disks = hardware_of(&gh.repo().read(&drift.head, &path).unwrap())["spec"]["disks"].clone();
+    assert!(
+        disks.as_array().unwrap().iter().any(|d| d["device"] == "/dev/nvme2n1"),
+        "{disks}"
+    );
+    assert!(
+        gh.pulls()
+            .iter()
+            .all(|p| !(p.open && p.head == format!("registrar/{DASHED}"))),
+        "never proposed as a stranger"
+    );
+
+    step("the reviewer closes it: only the change is refused");
+    assert!(gh.close(drift.number, "reviewer").await.status().is_success());
+    let after = eventually(60, "the closed change to be recorded", || async {
+        let m = machine(&p, MAC).await;
+        (m["proposal"]["state"] == "closed").then_some(m)
+    })
+    .await;
+    assert_eq!(after["machine"]["state"], "provisioned");
+    assert_eq!(after["machine"]["suppressed"], false);
+    assert!(
+        causes(&after).iter().any(|c| c.starts_with("update closed")),
+        "{:?}",
+        causes(&after)
+    );
+    assert!(!gh.repo().read("main", &path).unwrap().contains("nvme2n1"));
+
+    step("decommission, from the command line");
+    let out = p.cli(&["decommission", MAC]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let removal = change_pull(&gh, "decommission").await;
+    assert_eq!(removal.title, format!("Decommission {name}"));
+    assert!(
+        gh.repo().read(&removal.head, &path).is_none(),
+        "the branch removes the file"
+    );
+    assert!(gh.repo().read("main", &path).is_some());
+    assert!(gh.merge(removal.number, "reviewer").await.status().is_success());
+    state_reached(&p, MAC, "decommissioning").await;
+    assert!(gh.repo().read("main", &path).is_none());
+    assert_eq!(
+        machine(&p, MAC).await["addresses"].as_array().map(Vec::len),
+        Some(1),
+        "held until pruned"
+    );
+
+    step("Flux prunes the Hardware: decommissioned, address free after the quarantine, history kept");
+    kube.delete(NS, &name);
+    let done = state_reached(&p, MAC, "decommissioned").await;
+    let history = causes(&done);
+    for expected in ["facts received", "merged", "update", "decommission"] {
+        assert!(
+            history.iter().any(|c| c.contains(expected)),
+            "{expected:?} in {history:?}"
+        );
+    }
+    eventually(30, "the address to return to its pool", || async {
+        let out = p.cli(&["ipam", "list"]);
+        let listed: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (listed["pools"][0]["used"] == 0).then_some(())
+    })
+    .await;
+    assert!(p.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_the_embedded_default_a_merged_decommission_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = example("local.yaml");
+    let url = listen_on(&mut config);
+    let mut p = Process::start(dir.path(), config, &token_env());
+    p.wait_ready().await;
+    let client = reqwest::Client::new();
+    let operator = |path: &str| {
+        client
+            .post(format!("{url}{path}"))
+            .bearer_auth(OPERATOR_TOKEN)
+            .json(&json!({"actor": "ops"}))
+    };
+
+    assert_eq!(post_report(&url, MAC, LSHW).await.status(), 202);
+    let proposed = state_reached(&p, MAC, "proposed").await;
+    let path = proposed["proposal"]["path"].as_str().unwrap().to_string();
+    let resp = operator(&format!("/api/v1/machines/{MAC}/approve"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let gitops = support::Repo::at(&dir.path().join("state/gitops.git"));
+    assert!(gitops.read("main", &path).is_some());
+
+    // A machine not yet in git cannot be decommissioned: 409, and nothing changes.
+    let other = "0c:c4:7a:18:00:02";
+    assert_eq!(post_report(&url, other, LSHW).await.status(), 202);
+    state_reached(&p, other, "proposed").await;
+    let resp = operator(&format!("/api/v1/machines/{other}/decommission"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409, "{}", resp.text().await.unwrap());
+
+    let resp = operator(&format!("/api/v1/machines/{MAC}/decommission"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let asked = eventually(60, "the decommission proposal", || async {
+        let m = machine(&p, MAC).await;
+        (m["proposal"]["kind"] == "decommission" && m["proposal"]["state"] == "open").then_some(m)
+    })
+    .await;
+    let branch = asked["proposal"]["branch"].as_str().unwrap().to_string();
+    assert!(
+        branch.starts_with(&format!("registrar/{DASHED}-decommission-")),
+        "{branch}"
+    );
+    assert!(gitops.read(&branch, &path).is_none());
+    let resp = operator(&format!("/api/v1/machines/{MAC}/approve"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let done = state_reached(&p, MAC, "decommissioned").await;
+    assert!(gitops.read("main", &path).is_none(), "its file is gone from the base");
+    assert!(
+        causes(&done).iter().any(|c| c.contains("no cluster is watched")),
+        "{:?}",
+        causes(&done)
+    );
+    assert!(p.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_motherboard_swap_is_proposed_as_a_change_of_the_known_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGithub::start().await;
+    let kube = FakeKube::start().await;
+    let mut p = start_on_cluster(dir.path(), &gh, &kube, |c| {
+        set(c, "forge.github.mutation_interval_ms", json!(0));
+        // Reports here come from a discovery script of the operator's own (a later boot).
+        set(c, "auth.shared_report_token", json!(true));
+        set(
+            c,
+            "ipam",
+            json!({"pools": [{"name": "rack1", "cidr": "10.0.18.0/24", "ranges": ["10.0.18.10-10.0.18.20"], "gateway": "10.0.18.1"}]}),
+        );
+    })
+    .await;
+    step("the old board is registered and applied");
+    assert_eq!(post_report(&p.url, MAC, LSHW).await.status(), 202);
+    let registration = eventually(60, "the registration pull request", || async {
+        gh.pulls()
+            .into_iter()
+            .find(|p| p.head == format!("registrar/{DASHED}") && p.open)
+    })
+    .await;
+    let path = state_reached(&p, MAC, "proposed").await["proposal"]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(gh.merge(registration.number, "reviewer").await.status().is_success());
+    state_reached(&p, MAC, "approved").await;
+    let name = apply_merged(&gh, &kube, &path);
+    state_reached(&p, MAC, "applied").await;
+
+    step("a new board reports the same serial from other MACs");
+    let new_mac = "0c:c4:7a:99:00:01";
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/reports", p.url))
+        .bearer_auth(REPORT_TOKEN)
+        .json(&report_body(new_mac, on_a_new_board(lshw(LSHW))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let swap = eventually(60, "the replacement pull request", || async {
+        gh.pulls()
+            .into_iter()
+            .find(|p| p.head == "registrar/0c-c4-7a-99-00-01" && p.open)
+    })
+    .await;
+    assert_eq!(swap.title, format!("Replace {name}'s board: {MAC} → {new_mac}"));
+    assert!(swap.body.contains("⚠ Replacement"), "{}", swap.body);
+    let proposed = hardware_of(&gh.repo().read(&swap.head, &path).expect("the old machine's file"));
+    assert_eq!(proposed["metadata"]["name"], name.as_str());
+    assert_eq!(proposed["spec"]["agentID"], new_mac);
+    assert_eq!(proposed["spec"]["interfaces"][0]["dhcp"]["ip"]["address"], "10.0.18.10");
+    assert_eq!(
+        gh.repo()
+            .read(&swap.head, &path.replace(&name, "node-0c-c4-7a-99-00-01")),
+        None,
+        "no second file for a stranger"
+    );
+
+    step("merged: the new board is approved with the old address; the old one decommissioned");
+    assert!(gh.merge(swap.number, "reviewer").await.status().is_success());
+    let approved = state_reached(&p, new_mac, "approved").await;
+    assert_eq!(approved["addresses"][0]["ip"], "10.0.18.10", "{approved:#}");
+    let old = state_reached(&p, MAC, "decommissioned").await;
+    assert!(
+        causes(&old).iter().any(|c| c.contains("replaced by")),
+        "{:?}",
+        causes(&old)
+    );
+    assert_eq!(old["addresses"].as_array().map(Vec::len), Some(0));
+    apply_merged(&gh, &kube, &path);
+    state_reached(&p, new_mac, "applied").await;
+    assert!(p.stop().success());
+}
