@@ -21,7 +21,7 @@ pub use dhcp::DhcpConfig;
 pub use gitops::{ForgeConfig, GithubConfig, GitopsConfig};
 pub use review::{QueueConfig, ReviewConfig};
 pub use secrets::Tokens;
-pub use server::{AuthConfig, Role, ServerConfig, UiConfig, UserConfig};
+pub use server::{AuthConfig, OidcConfig, Role, ServerConfig, UiConfig, UserConfig};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

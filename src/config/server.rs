@@ -126,6 +126,37 @@ pub struct UiConfig {
     /// Mark the session cookie `Secure` (set when the console is served over TLS, directly
     /// or behind a TLS-terminating ingress).
     pub secure_cookie: bool,
+    /// Console login through an OpenID Connect provider (Keycloak, Dex, Entra ID, Google…).
+    pub oidc: Option<OidcConfig>,
+}
+
+/// A login through an OpenID Connect provider: authorization code flow with PKCE, the ID
+/// token's signature, issuer, audience, expiry and nonce checked. The person is named by
+/// `user_claim`; their role is the one `auth.users` gives that name, else `auth.proxy_role`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL; its `/.well-known/openid-configuration` is read.
+    pub issuer_url: String,
+    pub client_id: String,
+    /// The client secret, if the provider gave one (a confidential client).
+    pub client_secret_file: Option<PathBuf>,
+    /// This console's callback as the provider knows it: `https://<console>/login/oidc/callback`.
+    pub redirect_url: String,
+    /// Which claim names the person: `email` (default), `preferred_username` or `sub`.
+    #[serde(default = "default_user_claim")]
+    pub user_claim: String,
+    /// Shown on the login page's button.
+    #[serde(default = "default_provider_name")]
+    pub provider_name: String,
+}
+
+fn default_user_claim() -> String {
+    "email".into()
+}
+
+fn default_provider_name() -> String {
+    "single sign-on".into()
 }
 
 impl Default for UiConfig {
@@ -136,6 +167,7 @@ impl Default for UiConfig {
             trusted_proxies: vec![],
             session_hours: 12,
             secure_cookie: false,
+            oidc: None,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod console;
 pub mod dhcp;
 pub mod fake_github;
 pub mod fake_kube;
+pub mod fake_oidc;
 pub mod git_http;
 pub mod journey;
 pub mod netns;

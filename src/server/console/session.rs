@@ -171,12 +171,16 @@ impl Sessions {
         if user.is_empty() {
             return None;
         }
-        let role = self
-            .proxy_roles
+        Some((user.to_string(), self.role_of(user)))
+    }
+
+    /// The role of someone an identity provider names (a trusted proxy, OIDC): the one
+    /// `auth.users` gives that name, else `auth.proxy_role`.
+    pub fn role_of(&self, user: &str) -> Role {
+        self.proxy_roles
             .get(&user.to_lowercase())
             .copied()
-            .unwrap_or(self.proxy_role);
-        Some((user.to_string(), role))
+            .unwrap_or(self.proxy_role)
     }
 }
 
