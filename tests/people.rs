@@ -316,3 +316,183 @@ async fn on_github_approving_in_registrar_is_off_by_default_and_merging_there_ap
     assert!(gh.merge(number, "octocat").await.status().is_success());
     state_reached(&p, MAC, "approved").await;
 }
+
+/// Follows one login through the fake provider as a browser would: Registrar's redirect to
+/// the provider, the provider's back to the callback, and the callback's answer.
+async fn sso_login(p: &Process) -> reqwest::Response {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let to_provider = client
+        .get(format!("{}/login/oidc?next=/machines/{MAC}", p.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(to_provider.status(), 303, "{}", to_provider.text().await.unwrap());
+    let authorize = to_provider.headers()["location"].to_str().unwrap().to_string();
+    let back = client.get(&authorize).send().await.unwrap();
+    assert!(back.status().is_redirection(), "the provider: {}", back.status());
+    let callback = back.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        callback.starts_with(&format!("{}/login/oidc/callback?", p.url)),
+        "{callback}"
+    );
+    client.get(&callback).send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn single_sign_on_names_the_person_and_their_role_holds() {
+    use support::fake_oidc::{CLIENT_ID, CLIENT_SECRET, FakeOidc};
+    let dir = tempfile::tempdir().unwrap();
+    let idp = FakeOidc::start().await;
+    let mut config = example("local.yaml");
+    let url = support::binary::listen_on(&mut config);
+    let secret = dir.path().join("oidc-secret");
+    std::fs::write(&secret, CLIENT_SECRET).unwrap();
+    set(
+        &mut config,
+        "ui.oidc",
+        json!({
+            "issuer_url": idp.url, "client_id": CLIENT_ID, "client_secret_file": secret.display().to_string(),
+            "redirect_url": format!("{url}/login/oidc/callback"), "provider_name": "Example SSO"
+        }),
+    );
+    set(
+        &mut config,
+        "auth.users",
+        json!([{"name": "pat@example.com", "role": "approver"}]),
+    );
+    let mut p = Process::start(dir.path(), config, &token_env());
+    p.wait_ready().await;
+    propose(&p, MAC).await;
+    let login_page = reqwest::get(format!("{url}/login"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(login_page.contains("Log in with Example SSO"), "{login_page}");
+
+    // Someone the provider names but nobody listed: a viewer, refused a review.
+    idp.log_in_as("stranger@example.com");
+    let landed = sso_login(&p).await;
+    assert_eq!(landed.status(), 303, "{}", landed.text().await.unwrap());
+    assert_eq!(landed.headers()["location"], format!("/machines/{MAC}"));
+    let cookie = session_cookie(&landed);
+    let html = console_get(&url, &format!("/machines/{MAC}"), &cookie).await;
+    assert!(html.contains("stranger@example.com"), "{html}");
+    let (status, text) = console_post(&p, &format!("/machines/{MAC}/reject"), &cookie, &csrf_token(&html), &[]).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("stranger@example.com is a viewer"), "{text}");
+
+    // A listed person has their role, and their name goes on the record.
+    idp.log_in_as("pat@example.com");
+    let landed = sso_login(&p).await;
+    let cookie = session_cookie(&landed);
+    let html = console_get(&url, &format!("/machines/{MAC}"), &cookie).await;
+    let (status, text) = console_post(&p, &format!("/machines/{MAC}/reject"), &cookie, &csrf_token(&html), &[]).await;
+    assert_eq!(status, 303, "{text}");
+    state_reached(&p, MAC, "rejected").await;
+    assert_eq!(
+        transitions(&p, MAC).await.last().unwrap()["actor"],
+        "console:pat@example.com"
+    );
+
+    // An ID token signed with a key the provider does not publish is refused, no session.
+    idp.forge_signatures(true);
+    let refused = sso_login(&p).await;
+    assert_eq!(refused.status(), 401);
+    assert!(refused.headers().get("set-cookie").is_none());
+    assert!(refused.text().await.unwrap().contains("ID token is not valid"));
+    idp.forge_signatures(false);
+
+    // A callback for a login never started here (or replayed) is refused.
+    let (status, text) = {
+        let resp = reqwest::get(format!("{url}/login/oidc/callback?code=code-1&state=made-up"))
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    };
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("was not started here"), "{text}");
+    assert!(p.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_trail_names_who_did_what_and_outlives_a_forgotten_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = start_with_people(dir.path()).await;
+    propose(&p, MAC).await;
+    let post = |path: String, token: &'static str, body: Value| {
+        let p = &p;
+        async move { call(p, reqwest::Method::POST, &path, token, body).await }
+    };
+    let (status, m) = post(
+        format!("/api/v1/machines/{MAC}/reject"),
+        APPROVER,
+        json!({"reason": "not ours"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{m}");
+    // The shared operator token's holder says who they are: recorded as said, escaped on the page.
+    let (status, m) = post(
+        format!("/api/v1/machines/{MAC}/unsuppress"),
+        OPERATOR_TOKEN,
+        json!({"actor": "<b>night-shift</b>"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{m}");
+    state_reached(&p, MAC, "proposed").await;
+    let (status, m) = post(format!("/api/v1/machines/{MAC}/reject"), APPROVER, json!({})).await;
+    assert_eq!(status, 200, "{m}");
+    console_forget(&p.url, MAC).await;
+    let (status, _) = call(
+        &p,
+        reqwest::Method::GET,
+        &format!("/api/v1/machines/{MAC}"),
+        VIEWER,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 404, "forgotten: its timeline is gone");
+
+    // The trail keeps every person's step, newest first; Registrar's own steps are not in it.
+    let (status, trail) = call(&p, reqwest::Method::GET, "/api/v1/audit", VIEWER, Value::Null).await;
+    assert_eq!(status, 200, "{trail}");
+    let steps: Vec<(String, String)> = trail["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_string(),
+                e["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let actors: Vec<&str> = steps.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(
+        actors,
+        ["console:alice", "api:abe", "api:<b>night-shift</b>", "api:abe"],
+        "{steps:?}"
+    );
+    assert!(steps[0].1.starts_with("forgotten"), "{steps:?}");
+    assert_eq!(steps[3].1, "not ours");
+    let (_, abe) = call(
+        &p,
+        reqwest::Method::GET,
+        "/api/v1/audit?actor=api:abe",
+        VIEWER,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(abe["entries"].as_array().map(Vec::len), Some(2), "{abe}");
+
+    // The console shows it to a viewer, as text.
+    let (cookie, _, _) = console_login(&p, VIEWER).await;
+    let page = console_get(&p.url, "/audit", &cookie).await;
+    assert!(page.contains("api:&lt;b&gt;night-shift&lt;&#x2f;b&gt;"), "{page}");
+    assert!(!page.contains("<b>night-shift"), "{page}");
+    assert!(page.contains("not ours"), "{page}");
+}

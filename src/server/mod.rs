@@ -1,6 +1,7 @@
 //! The HTTP edge: parses, authenticates and hands over. No business logic lives here.
 
 pub mod api;
+mod audit;
 pub mod auth;
 pub mod console;
 pub mod error;

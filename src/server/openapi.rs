@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, api, github, health, lifecycle, reports, sightings};
+use super::{AppState, api, audit, github, health, lifecycle, reports, sightings};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -83,6 +83,7 @@ pub(super) fn operator() -> OpenApiRouter<AppState> {
         .routes(routes!(api::unsuppress))
         .routes(routes!(api::set_workflow))
         .routes(routes!(lifecycle::decommission))
+        .routes(routes!(audit::audit))
         .routes(routes!(api::pools))
         .routes(routes!(api::pool_clashes))
         .routes(routes!(api::machine_addresses))

@@ -55,6 +55,17 @@ pub struct TimelineEntry {
     pub transition: Transition,
 }
 
+/// One step a person took (the audit trail): kept when the machine is forgotten.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// `api:<name>`, `console:<name>`, `github:<login>`…
+    pub actor: String,
+    pub mac: String,
+    pub action: String,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct MachineQuery {
     pub state: Option<State>,
@@ -151,6 +162,9 @@ pub trait Store: Send + Sync + 'static {
     fn transitions(&self, mac: Mac) -> Result<Vec<Transition>>;
     /// Every machine's transitions after the one with id `after`, oldest first.
     fn transitions_after(&self, after: i64, limit: u32) -> Result<Vec<TimelineEntry>>;
+    /// People's steps, newest first (one person's, if `actor` is given), older than the
+    /// entry `before`.
+    fn audit(&self, actor: Option<&str>, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>>;
     /// The newest transition's id; 0 when there is none.
     fn last_transition_id(&self) -> Result<i64>;
     /// A named position in the timeline (what a reader has handled), if set.

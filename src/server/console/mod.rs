@@ -4,6 +4,7 @@
 //! fact is always text. One small script (ours, served from `/static`) makes the pages
 //! live through server-sent events; without it every page still works.
 
+pub mod oidc;
 mod pages;
 pub mod session;
 pub mod view;
@@ -31,6 +32,8 @@ pub struct Console {
     pub streams: Arc<std::sync::atomic::AtomicUsize>,
     /// Where the templates are on disk: the impact page compares them with the loaded ones.
     pub templates_dir: std::path::PathBuf,
+    /// Login through an OpenID Connect provider, when `ui.oidc` is set.
+    pub oidc: Option<oidc::Oidc>,
 }
 
 /// Browsers keep one stream per open tab; more than this is not a team looking.
@@ -45,6 +48,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("batches.html", include_str!("templates/batches.html")),
     ("status.html", include_str!("templates/status.html")),
     ("impact.html", include_str!("templates/impact.html")),
+    ("audit.html", include_str!("templates/audit.html")),
     ("error.html", include_str!("templates/error.html")),
 ];
 
@@ -81,6 +85,7 @@ impl Console {
             cluster_enabled,
             streams: Default::default(),
             templates_dir: templates_dir.to_path_buf(),
+            oidc: ui.oidc.as_ref().map(oidc::Oidc::new).transpose()?,
         })
     }
 
@@ -99,12 +104,15 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/imports", get(pages::batches))
         .route("/status", get(pages::status))
         .route("/impact", get(pages::impact))
+        .route("/audit", get(pages::audit))
         .route("/events", get(pages::events))
         .route("/logout", post(pages::logout))
         .layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES + 64 * 1024))
         .route_layer(from_fn_with_state(state, session::page_guard));
     Router::new()
         .route("/login", get(pages::login_page).post(pages::login))
+        .route("/login/oidc", get(pages::oidc_begin))
+        .route("/login/oidc/callback", get(pages::oidc_callback))
         .route(
             "/static/console.css",
             get(|| async {

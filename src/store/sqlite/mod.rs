@@ -208,6 +208,10 @@ impl Store for SqliteStore {
         self.read(|tx| timeline::after(tx, after, limit))
     }
 
+    fn audit(&self, actor: Option<&str>, before: Option<i64>, limit: u32) -> Result<Vec<super::AuditEntry>> {
+        self.read(|tx| timeline::audit(tx, actor, before, limit))
+    }
+
     fn last_transition_id(&self) -> Result<i64> {
         self.read(timeline::last_id)
     }

@@ -281,6 +281,10 @@ pub(super) fn forget(tx: &rusqlite::Transaction, mac: Mac, actor: &str, now: Dat
         });
     }
     tracing::info!(%mac, actor, at = %ts(now), "machine forgotten");
+    tx.execute(
+        "INSERT INTO audit (at, actor, mac, action) VALUES (?1, ?2, ?3, 'forgotten: every record of it dropped')",
+        params![ts(now), actor, mac.to_string()],
+    )?;
     tx.execute("DELETE FROM machines WHERE mac = ?1", [mac.to_string()])?;
     tx.execute("DELETE FROM transitions WHERE mac = ?1", [mac.to_string()])?;
     tx.execute("DELETE FROM proposals WHERE mac = ?1", [mac.to_string()])?;

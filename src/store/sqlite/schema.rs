@@ -144,6 +144,24 @@ ALTER TABLE proposals ADD COLUMN kind TEXT NOT NULL DEFAULT 'register';
 ALTER TABLE proposals ADD COLUMN basis TEXT;
 ALTER TABLE proposals ADD COLUMN replaces TEXT;
 "#,
+    // Who did what: every step a person took (any actor but Registrar itself), kept when
+    // the machine is forgotten or evicted, so the trail outlives the timelines.
+    r#"
+CREATE TABLE audit (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     TEXT NOT NULL,
+    actor  TEXT NOT NULL,
+    mac    TEXT NOT NULL,
+    action TEXT NOT NULL
+);
+CREATE INDEX audit_actor ON audit(actor, id);
+INSERT INTO audit (at, actor, mac, action)
+    SELECT at, actor, mac, cause FROM transitions WHERE actor != 'registrar' ORDER BY id;
+CREATE TRIGGER audit_people AFTER INSERT ON transitions WHEN NEW.actor != 'registrar'
+BEGIN
+    INSERT INTO audit (at, actor, mac, action) VALUES (NEW.at, NEW.actor, NEW.mac, NEW.cause);
+END;
+"#,
 ];
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::super::{Result, TimelineEntry};
+use super::super::{AuditEntry, Result, TimelineEntry};
 use super::rows::{Msg, conv, parse_ts};
 use crate::domain::{Mac, State, Transition};
 
@@ -61,4 +61,27 @@ pub(super) fn set_cursor(tx: &rusqlite::Transaction, name: &str, value: i64) -> 
         params![name, value],
     )?;
     Ok(())
+}
+
+/// People's steps, newest first, optionally one person's, older than `before` (an id).
+pub(super) fn audit(
+    tx: &rusqlite::Transaction,
+    actor: Option<&str>,
+    before: Option<i64>,
+    limit: u32,
+) -> Result<Vec<AuditEntry>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, at, actor, mac, action FROM audit
+         WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![actor, before, limit], |r| {
+        Ok(AuditEntry {
+            id: r.get(0)?,
+            at: parse_ts(&r.get::<_, String>(1)?)?,
+            actor: r.get(2)?,
+            mac: r.get(3)?,
+            action: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }

@@ -13,6 +13,7 @@ use super::session::Operator;
 use crate::server::AppState;
 use crate::store::StoreError;
 
+mod audit;
 mod impact;
 mod imports;
 mod list;
@@ -20,10 +21,11 @@ mod login;
 mod machine;
 mod status;
 
+pub use audit::audit;
 pub use impact::impact;
 pub use imports::{batches, import_page, import_post};
 pub use list::{bulk, machines};
-pub use login::{login, login_page, logout};
+pub use login::{login, login_page, logout, oidc_begin, oidc_callback};
 pub use machine::{machine, machine_action};
 pub use status::{events, status};
 
