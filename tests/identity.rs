@@ -145,6 +145,30 @@ async fn a_machine_cannot_take_another_machines_name_serial_or_bmc() {
 
 /// A BMC that only the cluster knows (a Rufio Machine applied by hand or by another tool,
 /// in no file of the repository) is another machine's BMC just the same.
+/// examples/github.yaml against `gh`, watching `kube`'s Tinkerbell namespace, with BMCs
+/// allowed in 192.0.2.0/24; `edit` adjusts the config.
+async fn start_with_cluster(
+    dir: &std::path::Path,
+    gh: &FakeGithub,
+    kube: &support::fake_kube::FakeKube,
+    edit: impl FnOnce(&mut Value),
+) -> Process {
+    let mut config = example("github.yaml");
+    point_at_github(&mut config, dir, gh);
+    let url = listen_on(&mut config);
+    set(&mut config, "discovery.bmc_networks", json!(["192.0.2.0/24"]));
+    set(&mut config, "cluster.enabled", json!(true));
+    set(&mut config, "cluster.watch_namespace", json!("tinkerbell"));
+    edit(&mut config);
+    let kubeconfig = kubeconfig(dir, &kube.url);
+    let mut env = token_env();
+    env.push(("KUBECONFIG", kubeconfig.to_str().unwrap()));
+    *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
+    let mut p = Process::start(dir, config, &env);
+    p.wait_ready().await;
+    p
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bmc_only_the_cluster_knows_is_never_given_to_another_machine() {
     let dir = tempfile::tempdir().unwrap();
@@ -156,18 +180,7 @@ async fn a_bmc_only_the_cluster_knows_is_never_given_to_another_machine() {
         "spec": {"connection": {"host": "192.0.2.77", "port": 623, "insecureTLS": false,
                                 "authSecretRef": {"name": "lab-bmc-7", "namespace": "tinkerbell"}}}
     }));
-    let mut config = example("github.yaml");
-    point_at_github(&mut config, dir.path(), &gh);
-    let url = listen_on(&mut config);
-    set(&mut config, "discovery.bmc_networks", json!(["192.0.2.0/24"]));
-    set(&mut config, "cluster.enabled", json!(true));
-    set(&mut config, "cluster.watch_namespace", json!("tinkerbell"));
-    let kubeconfig = kubeconfig(dir.path(), &kube.url);
-    let mut env = token_env();
-    env.push(("KUBECONFIG", kubeconfig.to_str().unwrap()));
-    *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
-    let mut p = Process::start(dir.path(), config, &env);
-    p.wait_ready().await;
+    let mut p = start_with_cluster(dir.path(), &gh, &kube, |_| {}).await;
     // The watch has listed the cluster's BMCs (readiness says what it sees).
     eventually(30, "the Rufio Machine watch to list lab-bmc-7", || async {
         let (_, ready) = support::journey::get(&format!("{}/readyz?check=cluster-bmcs", p.url), OPERATOR_TOKEN).await;
@@ -195,6 +208,39 @@ async fn a_bmc_only_the_cluster_knows_is_never_given_to_another_machine() {
         bmc_of(&docs).expect("its BMC object")["spec"]["connection"]["host"],
         "192.0.2.78"
     );
+    assert!(p.stop().success());
+}
+
+/// A credentials Secret left in the cluster (another machine's, decommissioned by hand) is
+/// never named by a new machine's BMC object: with `cluster.check_bmc_secrets`, Registrar
+/// asks for it by name first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_left_over_bmc_secret_is_never_given_to_a_new_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGithub::start().await;
+    let kube = support::fake_kube::FakeKube::start().await;
+    kube.create_secret("tinkerbell", "new0301-bmc");
+    let mut p = start_with_cluster(dir.path(), &gh, &kube, |c| {
+        set(c, "cluster.check_bmc_secrets", json!(true));
+    })
+    .await;
+    let newcomer = "0c:c4:7a:17:03:01";
+    report(&p, newcomer, "NEW0301", "192.0.2.79").await;
+    let (body, docs) = proposal(&p, &gh, newcomer).await;
+    assert!(
+        body.starts_with("> **⚠ BMC: a Secret new0301-bmc is already in the cluster"),
+        "{body}"
+    );
+    assert!(bmc_of(&docs).is_none(), "{docs:#?}");
+    let fresh = "0c:c4:7a:17:03:02";
+    report(&p, fresh, "NEW0302", "192.0.2.80").await;
+    let (body, docs) = proposal(&p, &gh, fresh).await;
+    assert!(!body.contains("⚠ BMC"), "{body}");
+    assert_eq!(
+        bmc_of(&docs).expect("its BMC object")["spec"]["connection"]["authSecretRef"]["name"],
+        "new0302-bmc"
+    );
+    assert!(kube.rbac_used().contains(&("".into(), "secrets".into(), "get".into())));
     assert!(p.stop().success());
 }
 

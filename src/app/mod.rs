@@ -370,7 +370,8 @@ impl App {
     fn start_cluster(&self, supervisor: &Supervisor, client: kube::Client) -> Option<Arc<DiscoveryQueue>> {
         let namespace = self.config.tinkerbell.namespace.clone();
         let cluster = crate::cluster::Cluster::new(client.clone(), &namespace);
-        self.proposer.set_cluster(cluster.clone());
+        self.proposer
+            .set_cluster(cluster.clone(), self.config.cluster.check_bmc_secrets);
         let (stop, ready) = (supervisor.shutdown().clone(), supervisor.readiness().clone());
 
         let (proposer, known, metrics) = (self.proposer.clone(), self.known.clone(), self.state.metrics.clone());

@@ -94,6 +94,12 @@ impl Cluster {
         }
     }
 
+    /// Whether the Secret `name` exists in Tinkerbell's namespace (its content is not kept).
+    pub async fn secret_exists(&self, name: &str) -> Result<bool, kube::Error> {
+        let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        Ok(api.get_opt(name).await?.is_some())
+    }
+
     /// The provisioning Workflow `name`, if it exists.
     pub async fn workflow(&self, name: &str) -> Result<Option<serde_json::Value>, kube::Error> {
         let api: Api<DynamicObject> =

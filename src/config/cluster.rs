@@ -16,6 +16,11 @@ pub struct ClusterConfig {
     /// After a merge, the approved Hardware should appear in the cluster (Flux or Argo CD
     /// applies it) within this long; past it the machine shows why it still waits.
     pub handoff_timeout_seconds: u64,
+    /// Before a new machine's BMC object names the credentials Secret `<name>-bmc`, ask the
+    /// cluster whether that Secret exists already (left from another machine, say): then
+    /// the object is left out and the pull request says why. Needs `get` on Secrets in
+    /// Tinkerbell's namespace, which the shipped RBAC does not grant (docs/operations.md).
+    pub check_bmc_secrets: bool,
 }
 
 /// Follow Smee's logs for MACs it has no Hardware for (Smee logs them in its proxy and
@@ -83,6 +88,7 @@ impl Default for ClusterConfig {
             discovery: DiscoveryConfig::default(),
             smee_logs: SmeeLogsConfig::default(),
             handoff_timeout_seconds: 1800,
+            check_bmc_secrets: false,
         }
     }
 }

@@ -108,6 +108,8 @@ pub struct Proposer {
     only_expected: bool,
     /// `discovery.bmc_networks`: where a reported BMC address may be.
     bmc_networks: Vec<ipnet::IpNet>,
+    /// `cluster.check_bmc_secrets`.
+    check_bmc_secrets: std::sync::atomic::AtomicBool,
     /// Where machines' addresses come from (empty: no addresses are allocated); replaced
     /// when the pools' file in the GitOps repository changes.
     pools: std::sync::RwLock<addresses::LoadedPools>,
@@ -151,6 +153,7 @@ impl Proposer {
             cluster: std::sync::OnceLock::new(),
             only_expected: false,
             bmc_networks: Vec::new(),
+            check_bmc_secrets: Default::default(),
             pools: Default::default(),
         }
     }
@@ -201,9 +204,12 @@ impl Proposer {
         self.forge.approval_elsewhere(proposal)
     }
 
-    /// Connects the cluster (once, when the server starts).
-    pub fn set_cluster(&self, cluster: crate::cluster::Cluster) {
+    /// Connects the cluster (once, when the server starts); `check_bmc_secrets` asks it
+    /// about a new machine's BMC credentials Secret before proposing its BMC object.
+    pub fn set_cluster(&self, cluster: crate::cluster::Cluster, check_bmc_secrets: bool) {
         let _ = self.cluster.set(cluster);
+        self.check_bmc_secrets
+            .store(check_bmc_secrets, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Removes a rejected or forgotten machine's discovery objects (an approved machine's go

@@ -129,3 +129,36 @@ fn declared_in(source: &str) -> &'static str {
         _ => "on the base branch",
     }
 }
+
+impl Proposer {
+    /// With `cluster.check_bmc_secrets`: why a new machine named `name` gets no BMC object,
+    /// if the credentials Secret it would name (`<name>-bmc`) exists already — left by
+    /// another machine, it would send that machine's BMC credentials to this one's BMC.
+    /// An import row that names its Secret chose it on purpose.
+    pub(super) async fn foreign_bmc_secret(
+        &self,
+        machine: &Machine,
+        facts: &Facts,
+        name: &str,
+    ) -> Result<Option<String>, ProposeError> {
+        let Some(cluster) = self.cluster.get() else {
+            return Ok(None);
+        };
+        if facts.bmc.is_none()
+            || !self.check_bmc_secrets.load(std::sync::atomic::Ordering::Relaxed)
+            || machine.expected.as_ref().is_some_and(|e| e.bmc_secret.is_some())
+        {
+            return Ok(None);
+        }
+        let secret = format!("{name}-bmc");
+        match cluster.secret_exists(&secret).await {
+            Ok(false) => Ok(None),
+            Ok(true) => Ok(Some(format!(
+                "BMC: a Secret {secret} is already in the cluster, before this machine was registered: it may hold another machine's BMC credentials, so no BMC object is proposed. Delete or rename that Secret if it is stale, then re-render."
+            ))),
+            Err(e) => Err(ProposeError::Conflict(format!(
+                "could not check whether the BMC credentials Secret {secret} exists (cluster.check_bmc_secrets; does the role grant get on secrets?): {e}"
+            ))),
+        }
+    }
+}

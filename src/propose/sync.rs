@@ -381,7 +381,7 @@ impl Proposer {
         facts: &Facts,
         address: Option<&crate::ipam::Address>,
     ) -> Result<Rendered, ProposeError> {
-        let (facts, mut warnings) = self.check_identity(machine, facts).await?;
+        let (mut facts, mut warnings) = self.check_identity(machine, facts).await?;
         let input = RenderInput {
             address,
             ..RenderInput::for_machine(machine, &facts)
@@ -398,10 +398,21 @@ impl Proposer {
             }
             None => false,
         };
+        let name = if force_mac_name {
+            crate::render::names::mac_name(&machine.mac)
+        } else {
+            named
+        };
+        if let Some(refusal) = self.foreign_bmc_secret(machine, &facts, &name).await? {
+            facts.bmc = None;
+            warnings.push(refusal);
+        }
         Ok(self.renderer.render(&RenderInput {
+            address,
+            sequence,
             force_mac_name,
             warnings: &warnings,
-            ..input
+            ..RenderInput::for_machine(machine, &facts)
         })?)
     }
 }

@@ -206,6 +206,20 @@ impl FakeKube {
         self.write("ADDED", "machines", obj);
     }
 
+    /// A Secret (BMC credentials, say), as an operator creates it outside git.
+    pub fn create_secret(&self, namespace: &str, name: &str) {
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": "1"},
+            "data": {"username": "YWRtaW4=", "password": "c2VjcmV0"}
+        });
+        self.state
+            .lock()
+            .unwrap()
+            .objects
+            .insert(format!("secrets/{namespace}/{name}"), secret);
+    }
+
     /// Creates an object as `kubectl apply` of a new object would; panics if invalid.
     pub fn create(&self, obj: Value) {
         let errors = self.schemas["hardware"].errors(&obj);

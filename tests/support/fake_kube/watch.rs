@@ -74,7 +74,7 @@ pub(super) async fn watch(
         .unwrap()
 }
 
-/// Pods and their logs (`/api/v1/namespaces/{ns}/pods[/{name}/log]`).
+/// Pods and their logs (`/api/v1/namespaces/{ns}/pods[/{name}/log]`), and Secrets by name.
 pub(super) fn core(k: &FakeKube, rest: &str, q: &BTreeMap<String, String>) -> Response {
     let segs: Vec<&str> = rest.split('/').collect();
     match segs.as_slice() {
@@ -95,6 +95,15 @@ pub(super) fn core(k: &FakeKube, rest: &str, q: &BTreeMap<String, String>) -> Re
             )
                 .into_response()
         }
+        [ns, "secrets", name] => match k.object("secrets", ns, name) {
+            Some(secret) => (
+                StatusCode::OK,
+                [("content-type", "application/json")],
+                secret.to_string(),
+            )
+                .into_response(),
+            None => status(StatusCode::NOT_FOUND, "NotFound", "no such secret"),
+        },
         [_, "pods", name, "log"] => {
             let Some(sender) = k.logs.lock().unwrap().get(*name).cloned() else {
                 return status(StatusCode::NOT_FOUND, "NotFound", "no such pod");
