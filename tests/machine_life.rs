@@ -70,11 +70,14 @@ fn on_a_new_board(mut specs: Value) -> Value {
     specs
 }
 
-async fn report(p: &Process, specs: Value) {
+/// A report of `specs` for the machine, with its BMC at `bmc`.
+async fn report(p: &Process, specs: Value, bmc: &str) {
+    let mut body = report_body(MAC, specs);
+    body["bmc_address"] = json!(bmc);
     let resp = reqwest::Client::new()
         .post(format!("{}/api/v1/reports", p.url))
         .bearer_auth(REPORT_TOKEN)
-        .json(&report_body(MAC, specs))
+        .json(&body)
         .send()
         .await
         .unwrap();
@@ -116,6 +119,7 @@ async fn a_provisioned_machine_changes_through_pull_requests_until_it_is_decommi
         set(c, "forge.github.mutation_interval_ms", json!(0));
         // Reports here come from a discovery script of the operator's own (a later boot).
         set(c, "auth.shared_report_token", json!(true));
+        set(c, "discovery.bmc_networks", json!(["192.0.2.0/24"]));
         set(
             c,
             "ipam",
@@ -128,7 +132,7 @@ async fn a_provisioned_machine_changes_through_pull_requests_until_it_is_decommi
     .await;
 
     step("a machine reports, is proposed, merged, applied and provisioned");
-    assert_eq!(post_report(&p.url, MAC, LSHW).await.status(), 202);
+    report(&p, lshw(LSHW), "192.0.2.18").await;
     let registration = eventually(60, "the registration pull request", || async {
         gh.pulls()
             .into_iter()
@@ -180,7 +184,7 @@ async fn a_provisioned_machine_changes_through_pull_requests_until_it_is_decommi
     let memory = machine(&p, MAC).await["machine"]["facts"]["memory_bytes"]
         .as_u64()
         .unwrap();
-    report(&p, with_more_memory(lshw(LSHW))).await;
+    report(&p, with_more_memory(lshw(LSHW)), "192.0.2.18").await;
     eventually(60, "the new facts to be taken and synced", || async {
         let m = machine(&p, MAC).await;
         let grown = m["machine"]["facts"]["memory_bytes"].as_u64() > Some(memory);
@@ -194,8 +198,8 @@ async fn a_provisioned_machine_changes_through_pull_requests_until_it_is_decommi
         .collect();
     assert_eq!(changes.len(), 1, "only the netboot change: {changes:?}");
 
-    step("a disk added in the field: proposed as a change of the same machine, in words");
-    report(&p, with_new_disk(with_more_memory(lshw(LSHW)))).await;
+    step("a disk added and the BMC moved: proposed as a change of the same machine, in words");
+    report(&p, with_new_disk(with_more_memory(lshw(LSHW))), "192.0.2.19").await;
     let drift = eventually(60, "the drift pull request", || async {
         gh.pulls().into_iter().find(|p| {
             p.open && p.head.starts_with(&format!("registrar/{DASHED}-update-")) && p.number != netboot.number
@@ -217,6 +221,19 @@ async fn a_provisioned_machine_changes_through_pull_requests_until_it_is_decommi
         "an update is no registration: {}",
         drift.body
     );
+    // A moved BMC is where Rufio would send the credentials: said, for review (issue 17).
+    assert!(
+        drift
+            .body
+            .contains("- BMC address changed\\: 192\\.0\\.2\\.18 → 192\\.0\\.2\\.19"),
+        "{}",
+        drift.body
+    );
+    let bmc = documents(&gh.repo().read(&drift.head, &path).unwrap())
+        .into_iter()
+        .find(|d| d["kind"] == "Machine")
+        .expect("its BMC object");
+    assert_eq!(bmc["spec"]["connection"]["host"], "192.0.2.19");
     let disks = hardware_of(&gh.repo().read(&drift.head, &path).unwrap())["spec"]["disks"].clone();
     assert!(
         disks.as_array().unwrap().iter().any(|d| d["device"] == "/dev/nvme2n1"),
