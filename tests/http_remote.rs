@@ -91,6 +91,7 @@ async fn a_push_made_since_registrar_looked_is_never_overwritten() {
                 author_email: "registrar@example.com".into(),
                 username: Some("registrar".into()),
                 password: Password::fixed(Some("pw".to_string().into())),
+                ssh: None,
             },
         )
         .unwrap();

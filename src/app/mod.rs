@@ -92,6 +92,12 @@ impl App {
                 .clone()
                 .or_else(|| github.then(|| "x-access-token".to_string())),
             password: Password::fixed(config.git_password()?),
+            ssh: match (&config.gitops.ssh_key_file, &config.gitops.ssh_known_hosts_file) {
+                (Some(key), Some(known_hosts)) if git::ssh::is_ssh(&config.gitops.remote) => {
+                    Some(git::ssh::SshSettings::load(&config.gitops.remote, key, known_hosts)?)
+                }
+                _ => None,
+            },
         };
         let git = Arc::new(GitRepo::open(&config.state_dir.join("mirror.git"), settings)?);
         let github_forge = if github {

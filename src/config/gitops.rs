@@ -19,6 +19,10 @@ pub struct GitopsConfig {
     pub username: Option<String>,
     pub password: Option<SecretString>,
     pub password_file: Option<PathBuf>,
+    /// SSH remotes (`ssh://git@host/path`, `git@host:path`): the deploy key's private key…
+    pub ssh_key_file: Option<PathBuf>,
+    /// …and a known_hosts file pinning the server's host key (required: no trust on first use).
+    pub ssh_known_hosts_file: Option<PathBuf>,
 }
 
 impl Default for GitopsConfig {
@@ -32,6 +36,8 @@ impl Default for GitopsConfig {
             username: None,
             password: None,
             password_file: None,
+            ssh_key_file: None,
+            ssh_known_hosts_file: None,
         }
     }
 }

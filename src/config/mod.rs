@@ -91,6 +91,8 @@ impl Config {
                     &mut c.auth.metrics_token_file,
                     &mut c.auth.snoop_token_file,
                     &mut c.gitops.password_file,
+                    &mut c.gitops.ssh_key_file,
+                    &mut c.gitops.ssh_known_hosts_file,
                     &mut g.token_file,
                     &mut g.app_private_key_file,
                     &mut g.webhook_secret_file,
@@ -105,6 +107,9 @@ impl Config {
                     if let Some(file) = &mut user.token_file {
                         *file = base.join(&*file);
                     }
+                }
+                if let Some(file) = c.ui.oidc.as_mut().and_then(|o| o.client_secret_file.as_mut()) {
+                    *file = base.join(&*file);
                 }
                 for hook in &mut c.notify.webhooks {
                     if let Some(file) = &mut hook.url_file {
@@ -184,7 +189,7 @@ impl Config {
         }
         if self.gitops.remote.is_empty() {
             format!("file://{}", absolute(&self.state_dir.join("gitops.git")).display())
-        } else if self.gitops.remote.contains("://") {
+        } else if self.gitops.remote.contains("://") || crate::propose::git::ssh::is_ssh(&self.gitops.remote) {
             self.gitops.remote.clone()
         } else {
             format!("file://{}", absolute(Path::new(&self.gitops.remote)).display())

@@ -36,6 +36,14 @@ impl Config {
                 bail!("auth.users: {name:?} is listed twice");
             }
         }
+        if crate::propose::git::ssh::is_ssh(&self.gitops.remote)
+            && (self.gitops.ssh_key_file.is_none() || self.gitops.ssh_known_hosts_file.is_none())
+        {
+            bail!(
+                "gitops.remote {:?} is an SSH remote: set gitops.ssh_key_file (the deploy key) and gitops.ssh_known_hosts_file (the server's pinned host key; it is never trusted on first use)",
+                self.gitops.remote
+            );
+        }
         let p = &self.gitops.path;
         if !p.contains("{name}") && !p.contains("{mac}") {
             bail!("gitops.path {p:?} must contain {{name}} or {{mac}}, or every machine would share one file");

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 mod branches;
 mod objects;
 mod remote;
+pub mod ssh;
 
 use git2::{Oid, Repository, Signature};
 use secrecy::SecretString;
@@ -74,6 +75,8 @@ pub struct GitSettings {
     pub author_email: String,
     pub username: Option<String>,
     pub password: Password,
+    /// For an SSH remote: the deploy key and the pinned host keys.
+    pub ssh: Option<ssh::SshSettings>,
 }
 
 /// One file a branch changes: its content on the base (None: new) and on the branch

@@ -23,12 +23,20 @@ impl GitRepo {
         let mut cb = RemoteCallbacks::new();
         let user = self.settings.username.clone();
         let pass = self.settings.password.get();
+        let ssh = self.settings.ssh.as_ref();
+        if let Some(ssh) = ssh {
+            // No trust on first use: only a host key known_hosts pins is accepted.
+            cb.certificate_check(move |cert, _host| ssh.check(cert));
+        }
         let mut tries = 0;
-        cb.credentials(move |_url, username_from_url, _allowed| {
+        cb.credentials(move |_url, username_from_url, allowed| {
             tries += 1;
             // libgit2 asks again after a refusal; answering forever would loop.
             if tries > 1 {
                 return Err(git2::Error::from_str("the remote refused the configured credentials"));
+            }
+            if let Some(ssh) = ssh.filter(|_| allowed.contains(git2::CredentialType::SSH_KEY)) {
+                return ssh.credentials(username_from_url);
             }
             match &pass {
                 Some(p) => Cred::userpass_plaintext(
@@ -41,6 +49,16 @@ impl GitRepo {
             }
         });
         cb
+    }
+
+    /// The reason an SSH server's host key was refused, to go with libgit2's own words.
+    fn ssh_refusal(&self) -> String {
+        self.settings
+            .ssh
+            .as_ref()
+            .and_then(|s| s.refusal())
+            .map(|why| format!(" ({why})"))
+            .unwrap_or_default()
     }
 
     /// Brings the base branch and Registrar's branches up to date from the remote.
@@ -60,7 +78,7 @@ impl GitRepo {
         ];
         remote
             .fetch(&specs, Some(&mut opts), None)
-            .ctx(|| format!("fetching from {}", self.settings.remote_url))?;
+            .ctx(|| format!("fetching from {}{}", self.settings.remote_url, self.ssh_refusal()))?;
         Ok(())
     }
 
@@ -127,7 +145,7 @@ impl GitRepo {
         // still holds that value: someone else's change is refused, never overwritten.
         let mut connection = remote
             .connect_auth(git2::Direction::Push, Some(self.callbacks()), None)
-            .ctx(|| format!("connecting to {}", self.settings.remote_url))?;
+            .ctx(|| format!("connecting to {}{}", self.settings.remote_url, self.ssh_refusal()))?;
         let advertised: std::collections::HashMap<String, git2::Oid> = connection
             .list()
             .ctx(|| format!("listing refs of {}", self.settings.remote_url))?
