@@ -47,16 +47,7 @@ async fn report(p: &Process, mac: &str, serial: &str, bmc: &str) {
     specs["serial"] = json!(serial);
     // Each its own system UUID (the fixture's is one machine's).
     specs["configuration"]["uuid"] = json!(format!("00000000-0000-4000-8000-{}", mac.replace(':', "")));
-    let mut body = report_body(mac, specs);
-    body["bmc_address"] = json!(bmc);
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/v1/reports", p.url))
-        .bearer_auth(REPORT_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+    support::journey::report_with_bmc(&p.url, mac, specs, bmc).await;
 }
 
 /// The proposal's pull request body (Markdown escapes removed) and its documents.

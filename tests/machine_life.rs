@@ -72,16 +72,27 @@ fn on_a_new_board(mut specs: Value) -> Value {
 
 /// A report of `specs` for the machine, with its BMC at `bmc`.
 async fn report(p: &Process, specs: Value, bmc: &str) {
-    let mut body = report_body(MAC, specs);
-    body["bmc_address"] = json!(bmc);
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/v1/reports", p.url))
-        .bearer_auth(REPORT_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+    support::journey::report_with_bmc(&p.url, MAC, specs, bmc).await;
+}
+
+/// The binary on examples/all.yaml against `gh` and `kube`, with one address pool (rack1,
+/// a two-second quarantine), BMCs allowed in 192.0.2.0/24, and the shared report token
+/// on: reports here come from a discovery script of the operator's own (a later boot).
+async fn start_with_rack(dir: &std::path::Path, gh: &FakeGithub, kube: &FakeKube) -> Process {
+    start_on_cluster(dir, gh, kube, |c| {
+        set(c, "forge.github.mutation_interval_ms", json!(0));
+        set(c, "auth.shared_report_token", json!(true));
+        set(c, "discovery.bmc_networks", json!(["192.0.2.0/24"]));
+        set(
+            c,
+            "ipam",
+            json!({
+                "pools": [{"name": "rack1", "cidr": "10.0.18.0/24", "ranges": ["10.0.18.10-10.0.18.20"], "gateway": "10.0.18.1"}],
+                "quarantine_seconds": 2
+            }),
+        );
+    })
+    .await
 }
 
 /// The open pull request from one of this machine's change branches of `kind`.
@@ -115,21 +126,7 @@ async fn a_provisioned_machine_changes_through_pull_requests_until_it_is_decommi
     let dir = tempfile::tempdir().unwrap();
     let gh = FakeGithub::start().await;
     let kube = FakeKube::start().await;
-    let mut p = start_on_cluster(dir.path(), &gh, &kube, |c| {
-        set(c, "forge.github.mutation_interval_ms", json!(0));
-        // Reports here come from a discovery script of the operator's own (a later boot).
-        set(c, "auth.shared_report_token", json!(true));
-        set(c, "discovery.bmc_networks", json!(["192.0.2.0/24"]));
-        set(
-            c,
-            "ipam",
-            json!({
-                "pools": [{"name": "rack1", "cidr": "10.0.18.0/24", "ranges": ["10.0.18.10-10.0.18.20"], "gateway": "10.0.18.1"}],
-                "quarantine_seconds": 2
-            }),
-        );
-    })
-    .await;
+    let mut p = start_with_rack(dir.path(), &gh, &kube).await;
 
     step("a machine reports, is proposed, merged, applied and provisioned");
     report(&p, lshw(LSHW), "192.0.2.18").await;
@@ -372,17 +369,7 @@ async fn a_motherboard_swap_is_proposed_as_a_change_of_the_known_machine() {
     let dir = tempfile::tempdir().unwrap();
     let gh = FakeGithub::start().await;
     let kube = FakeKube::start().await;
-    let mut p = start_on_cluster(dir.path(), &gh, &kube, |c| {
-        set(c, "forge.github.mutation_interval_ms", json!(0));
-        // Reports here come from a discovery script of the operator's own (a later boot).
-        set(c, "auth.shared_report_token", json!(true));
-        set(
-            c,
-            "ipam",
-            json!({"pools": [{"name": "rack1", "cidr": "10.0.18.0/24", "ranges": ["10.0.18.10-10.0.18.20"], "gateway": "10.0.18.1"}]}),
-        );
-    })
-    .await;
+    let mut p = start_with_rack(dir.path(), &gh, &kube).await;
     step("the old board is registered and applied");
     assert_eq!(post_report(&p.url, MAC, LSHW).await.status(), 202);
     let registration = eventually(60, "the registration pull request", || async {

@@ -100,25 +100,18 @@ impl Proposer {
             .await?;
         let now = Utc::now();
         let proposal = Proposal {
-            mac: machine.mac,
-            forge: self.forge.kind().to_string(),
-            number: forge_ref.number,
-            url: forge_ref.url,
-            branch: branch.clone(),
-            path: home.path.clone(),
             name: home.name.clone(),
-            title: plan.presented.title.clone(),
-            summary: plan.presented.summary.clone(),
-            head: published.commit.to_string(),
-            rule: plan.presented.decision.rule.clone(),
-            workflow: plan.presented.decision.workflow.clone(),
-            state: ProposalState::Open,
             created_at: open.map(|p| p.created_at).unwrap_or(now),
-            updated_at: now,
-            hands_off: false,
             kind: plan.kind,
             basis: plan.basis.clone(),
-            replaces: None,
+            ..self.opened(
+                machine.mac,
+                forge_ref,
+                branch.clone(),
+                home.path.clone(),
+                &plan.presented,
+                published.commit.to_string(),
+            )
         };
         let (store, mac, name) = (self.store.clone(), machine.mac, home.name.clone());
         let cause = (open.is_none()).then(|| format!("{} proposed on {branch}: {}", plan.kind.as_str(), plan.headline));

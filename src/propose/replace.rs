@@ -124,28 +124,22 @@ impl Proposer {
             .await?;
         let now = Utc::now();
         let proposal = Proposal {
-            mac: machine.mac,
-            forge: self.forge.kind().to_string(),
-            number: forge_ref.number,
-            url: forge_ref.url,
-            branch,
-            path: home.path.clone(),
             name: home.name.clone(),
-            title: rendered.title.clone(),
-            summary: rendered.summary.clone(),
-            head: published.commit.to_string(),
-            rule: rendered.decision.rule.clone(),
-            workflow: rendered.decision.workflow.clone(),
-            state: ProposalState::Open,
             created_at: existing.as_ref().map(|e| e.created_at).unwrap_or(now),
-            updated_at: now,
-            hands_off: false,
             kind: ProposalKind::Replace,
             basis: Some(Basis {
                 facts: facts.clone(),
                 provisioned: false,
             }),
             replaces: Some(was.mac),
+            ..self.opened(
+                machine.mac,
+                forge_ref,
+                branch,
+                home.path.clone(),
+                &rendered,
+                published.commit.to_string(),
+            )
         };
         let (store, name) = (self.store.clone(), home.name.clone());
         blocking(move || store.mark_synced(work, Some(&proposal), Some(&name), now)).await?;

@@ -149,28 +149,19 @@ impl Proposer {
         }
         let now = Utc::now();
         let proposal = Proposal {
-            mac: machine.mac,
-            forge: self.forge.kind().to_string(),
-            number: forge_ref.number,
-            url: forge_ref.url,
-            branch,
-            path,
-            name: rendered.name.clone(),
-            title: rendered.title.clone(),
-            summary: rendered.summary.clone(),
-            head: published.commit.to_string(),
-            rule: rendered.decision.rule.clone(),
-            workflow: rendered.decision.workflow.clone(),
-            state: ProposalState::Open,
             created_at: existing.as_ref().map(|e| e.created_at).unwrap_or(now),
-            updated_at: now,
-            hands_off: false,
-            kind: ProposalKind::Register,
             basis: Some(Basis {
                 facts: facts.clone(),
                 provisioned: false,
             }),
-            replaces: None,
+            ..self.opened(
+                machine.mac,
+                forge_ref,
+                branch,
+                path,
+                &rendered,
+                published.commit.to_string(),
+            )
         };
         let store = self.store.clone();
         let name = rendered.name.clone();
@@ -179,6 +170,41 @@ impl Proposer {
             tracing::info!(mac = %machine.mac, name = %rendered.name, commit = %published.commit, "proposal pushed");
         }
         Ok(published.changed)
+    }
+
+    /// The record of a proposal just opened or updated on the forge: open, at `head`, as
+    /// `rendered` shows it, a registration unless the caller says otherwise.
+    pub(super) fn opened(
+        &self,
+        mac: Mac,
+        forge_ref: super::forge::ForgeRef,
+        branch: String,
+        path: String,
+        rendered: &Rendered,
+        head: String,
+    ) -> Proposal {
+        let now = Utc::now();
+        Proposal {
+            mac,
+            forge: self.forge.kind().to_string(),
+            number: forge_ref.number,
+            url: forge_ref.url,
+            branch,
+            path,
+            name: rendered.name.clone(),
+            title: rendered.title.clone(),
+            summary: rendered.summary.clone(),
+            head,
+            rule: rendered.decision.rule.clone(),
+            workflow: rendered.decision.workflow.clone(),
+            state: ProposalState::Open,
+            created_at: now,
+            updated_at: now,
+            hands_off: false,
+            kind: ProposalKind::Register,
+            basis: None,
+            replaces: None,
+        }
     }
 
     /// Makes `branch` the base head `base` plus `files` (no content: removed) in one commit.
@@ -217,33 +243,24 @@ impl Proposer {
         let address = self.production_address(machine).await?;
         let rendered = self.render_for(machine, facts, address.as_ref()).await?;
         let now = Utc::now();
+        let path = self.path_for(&rendered.name, &machine.mac);
+        let number = found.number.map(|n| format!(" #{n}")).unwrap_or_default();
         let proposal = Proposal {
-            mac: machine.mac,
-            forge: self.forge.kind().to_string(),
-            number: found.number,
-            url: found.url,
-            branch: branch_for(&machine.mac),
-            path: self.path_for(&rendered.name, &machine.mac),
-            name: rendered.name.clone(),
-            title: rendered.title.clone(),
-            summary: rendered.summary.clone(),
-            head: String::new(),
-            rule: rendered.decision.rule.clone(),
-            workflow: rendered.decision.workflow.clone(),
-            state: ProposalState::Open,
-            created_at: now,
-            updated_at: now,
-            hands_off: false,
-            kind: ProposalKind::Register,
             basis: Some(Basis {
                 facts: facts.clone(),
                 provisioned: false,
             }),
-            replaces: None,
+            ..self.opened(
+                machine.mac,
+                found,
+                branch_for(&machine.mac),
+                path,
+                &rendered,
+                String::new(),
+            )
         };
         let (store, name) = (self.store.clone(), rendered.name.clone());
         blocking(move || store.mark_synced(work, Some(&proposal), Some(&name), now)).await?;
-        let number = found.number.map(|n| format!(" #{n}")).unwrap_or_default();
         self.record_approval(
             held,
             &format!("its pull request{number} was found merged (Registrar had not recorded it)"),

@@ -149,6 +149,13 @@ pub(super) fn actor(session: &Session, caller: &NamedCaller, body: &Option<Json<
     format!("api:{who}")
 }
 
+/// Carries out `intent` for the MAC in the path, as the caller: the machine as recorded.
+pub(super) async fn intend(state: &AppState, mac: &str, who: String, intent: Intent) -> Result<Json<Value>, ApiError> {
+    let mac = parse_mac(mac)?;
+    let machine = state.proposer.intend(mac, intent, &who).await?;
+    Ok(Json(json!({ "machine": machine })))
+}
+
 #[utoipa::path(
     post,
     path = "/api/v1/machines/{mac}/approve",
@@ -165,10 +172,7 @@ pub async fn approve(
     Path(mac): Path<String>,
     body: Option<Json<ReviewBody>>,
 ) -> Result<Json<Value>, ApiError> {
-    let mac = parse_mac(&mac)?;
-    let who = actor(&session, &caller, &body);
-    let machine = state.proposer.intend(mac, Intent::Approve, &who).await?;
-    Ok(Json(json!({ "machine": machine })))
+    intend(&state, &mac, actor(&session, &caller, &body), Intent::Approve).await
 }
 
 #[utoipa::path(
@@ -187,7 +191,6 @@ pub async fn reject(
     Path(mac): Path<String>,
     body: Option<Json<ReviewBody>>,
 ) -> Result<Json<Value>, ApiError> {
-    let mac = parse_mac(&mac)?;
     let reason: String = body
         .as_ref()
         .and_then(|b| b.reason.clone())
@@ -195,9 +198,7 @@ pub async fn reject(
         .chars()
         .take(500)
         .collect();
-    let who = actor(&session, &caller, &body);
-    let machine = state.proposer.intend(mac, Intent::Reject { reason }, &who).await?;
-    Ok(Json(json!({ "machine": machine })))
+    intend(&state, &mac, actor(&session, &caller, &body), Intent::Reject { reason }).await
 }
 
 #[utoipa::path(
@@ -216,10 +217,7 @@ pub async fn unsuppress(
     Path(mac): Path<String>,
     body: Option<Json<ReviewBody>>,
 ) -> Result<Json<Value>, ApiError> {
-    let mac = parse_mac(&mac)?;
-    let who = actor(&session, &caller, &body);
-    let machine = state.proposer.intend(mac, Intent::Unsuppress, &who).await?;
-    Ok(Json(json!({ "machine": machine })))
+    intend(&state, &mac, actor(&session, &caller, &body), Intent::Unsuppress).await
 }
 
 #[utoipa::path(
@@ -238,7 +236,7 @@ pub async fn set_workflow(
     Path(mac): Path<String>,
     body: Option<Json<ReviewBody>>,
 ) -> Result<Json<Value>, ApiError> {
-    let mac = parse_mac(&mac)?;
+    parse_mac(&mac)?;
     let workflow = body
         .as_ref()
         .and_then(|b| b.workflow.clone())
@@ -250,9 +248,13 @@ pub async fn set_workflow(
             known.join(", ")
         )));
     }
-    let who = actor(&session, &caller, &body);
-    let machine = state.proposer.intend(mac, Intent::Workflow(workflow), &who).await?;
-    Ok(Json(json!({ "machine": machine })))
+    intend(
+        &state,
+        &mac,
+        actor(&session, &caller, &body),
+        Intent::Workflow(workflow),
+    )
+    .await
 }
 
 #[derive(Deserialize)]

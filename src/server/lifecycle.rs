@@ -2,10 +2,10 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::AppState;
-use super::api::{NamedCaller, ReviewBody, Session, actor, parse_mac};
+use super::api::{NamedCaller, ReviewBody, Session, actor, intend};
 use super::error::ApiError;
 use crate::propose::Intent;
 
@@ -30,8 +30,5 @@ pub async fn decommission(
     Path(mac): Path<String>,
     body: Option<Json<ReviewBody>>,
 ) -> Result<Json<Value>, ApiError> {
-    let mac = parse_mac(&mac)?;
-    let who = actor(&session, &caller, &body);
-    let machine = state.proposer.intend(mac, Intent::Decommission, &who).await?;
-    Ok(Json(json!({ "machine": machine })))
+    intend(&state, &mac, actor(&session, &caller, &body), Intent::Decommission).await
 }

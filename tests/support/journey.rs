@@ -87,6 +87,21 @@ pub async fn post_report(url: &str, mac: &str, lshw_file: &str) -> reqwest::Resp
         .unwrap()
 }
 
+/// A report of `specs` for `mac` naming its BMC at `bmc`, with the shared report token;
+/// it must be taken (202).
+pub async fn report_with_bmc(url: &str, mac: &str, specs: Value, bmc: &str) {
+    let mut body = report_body(mac, specs);
+    body["bmc_address"] = json!(bmc);
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/api/v1/reports"))
+        .bearer_auth(REPORT_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+}
+
 pub async fn get(url: &str, token: &str) -> (u16, Value) {
     let resp = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap();
     let status = resp.status().as_u16();

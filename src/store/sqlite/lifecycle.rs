@@ -32,6 +32,14 @@ fn proposal_kind_and_basis(tx: &rusqlite::Transaction, mac: Mac) -> Result<Optio
     .transpose()
 }
 
+fn proposal_state(tx: &rusqlite::Transaction, mac: Mac, state: ProposalState, now: DateTime<Utc>) -> Result<()> {
+    tx.execute(
+        "UPDATE proposals SET state = ?2, updated_at = ?3 WHERE mac = ?1",
+        params![mac.to_string(), state.as_str(), ts(now)],
+    )?;
+    Ok(())
+}
+
 /// A new board took over `old`'s file: `old` is decommissioned (its history kept) and its
 /// addresses are the newcomer's now, so the machine keeps its address.
 fn hand_over(
@@ -91,10 +99,7 @@ pub(super) fn record_merge(
     let Some((kind, basis, replaces)) = proposal_kind_and_basis(tx, mac)? else {
         return Err(StoreError::NotFound(mac));
     };
-    tx.execute(
-        "UPDATE proposals SET state = ?2, updated_at = ?3 WHERE mac = ?1",
-        params![mac.to_string(), ProposalState::Merged.as_str(), ts(now)],
-    )?;
+    proposal_state(tx, mac, ProposalState::Merged, now)?;
     // Rows from before proposals kept their basis: the machine's facts then.
     let basis = match basis {
         Some(b) => Some(b),
@@ -155,10 +160,7 @@ pub(super) fn record_change_closed(
     let Some((kind, _, _)) = proposal_kind_and_basis(tx, mac)? else {
         return Err(StoreError::NotFound(mac));
     };
-    tx.execute(
-        "UPDATE proposals SET state = ?2, updated_at = ?3 WHERE mac = ?1",
-        params![mac.to_string(), ProposalState::Closed.as_str(), ts(now)],
-    )?;
+    proposal_state(tx, mac, ProposalState::Closed, now)?;
     if kind == ProposalKind::Decommission {
         tx.execute("UPDATE machines SET wanted = NULL WHERE mac = ?1", [mac.to_string()])?;
     }

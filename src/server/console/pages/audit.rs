@@ -2,12 +2,11 @@
 
 use axum::Extension;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use chrono::Utc;
 use minijinja::context;
 use serde::Deserialize;
 
-use super::{PAGE, PageResult, error_page, page, run};
+use super::{PAGE, PageResult, page, run, store_error};
 use crate::server::AppState;
 use crate::server::console::session::Operator;
 use crate::server::console::view::ago;
@@ -28,16 +27,7 @@ pub async fn audit(
     let wanted = actor.clone();
     let entries = run(move || store.audit(wanted.as_deref(), q.before, PAGE))
         .await
-        .map_err(|e| {
-            error_page(
-                &state,
-                &op,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Store error",
-                &e.to_string(),
-                None,
-            )
-        })?;
+        .map_err(|e| store_error(&state, &op, &e))?;
     let now = Utc::now();
     let query = |pairs: &[(&str, &str)]| {
         let mut q = form_urlencoded::Serializer::new(String::new());

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
 use minijinja::{Value, context};
 
-use super::{Done, PageResult, actor, error_page, flash, page, run, ser};
+use super::{Done, PageResult, actor, error_page, flash, page, run, ser, store_error};
 use crate::domain::ImportMode;
 use crate::server::AppState;
 use crate::server::console::session::Operator;
@@ -169,16 +169,9 @@ pub async fn batches(
     Query(done): Query<Done>,
 ) -> PageResult {
     let store = state.proposer.store().clone();
-    let batches = run(move || store.batches(50)).await.map_err(|e| {
-        error_page(
-            &state,
-            &op,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Store error",
-            &e.to_string(),
-            None,
-        )
-    })?;
+    let batches = run(move || store.batches(50))
+        .await
+        .map_err(|e| store_error(&state, &op, &e))?;
     let now = Utc::now();
     let batches: Vec<Value> = batches
         .iter()

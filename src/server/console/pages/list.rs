@@ -9,7 +9,7 @@ use chrono::Utc;
 use minijinja::{Value, context};
 use serde::Serialize;
 
-use super::{Done, PAGE, PageResult, actor, error_page, flash, page, run, ser};
+use super::{Done, PAGE, PageResult, actor, error_page, flash, page, run, ser, store_error};
 use crate::domain::{Mac, Machine, Source, State as MachineState};
 use crate::propose::Intent;
 use crate::server::AppState;
@@ -153,16 +153,7 @@ pub async fn machines(
         ))
     })
     .await;
-    let (machines, (proposals, addresses), total, counts) = loaded.map_err(|e| {
-        error_page(
-            &state,
-            &op,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Store error",
-            &e.to_string(),
-            None,
-        )
-    })?;
+    let (machines, (proposals, addresses), total, counts) = loaded.map_err(|e| store_error(&state, &op, &e))?;
     let now = Utc::now();
     let discovery_pool = state.proposer.pools().discovery.as_ref().map(|p| p.name.clone());
     let rows: Vec<Row> = machines

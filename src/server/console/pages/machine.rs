@@ -9,7 +9,7 @@ use chrono::Utc;
 use minijinja::{Value, context};
 
 use super::list::{location_of, source_label};
-use super::{Done, PageResult, actor, error_page, flash, page, run, ser};
+use super::{Done, PageResult, actor, error_page, flash, page, run, ser, store_error};
 use crate::domain::{Mac, ProposalState, State as MachineState};
 use crate::propose::Intent;
 use crate::server::AppState;
@@ -36,16 +36,7 @@ pub async fn machine(
         ))
     })
     .await;
-    let (m, transitions, proposal, addresses) = loaded.map_err(|e| {
-        error_page(
-            &state,
-            &op,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Store error",
-            &e.to_string(),
-            None,
-        )
-    })?;
+    let (m, transitions, proposal, addresses) = loaded.map_err(|e| store_error(&state, &op, &e))?;
     let Some(m) = m else {
         return Err(error_page(
             &state,

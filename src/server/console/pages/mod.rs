@@ -52,6 +52,18 @@ fn page(state: &AppState, name: &str, ctx: Value) -> PageResult {
     }
 }
 
+/// The page for a store that failed to answer.
+fn store_error(state: &AppState, op: &Operator, e: &StoreError) -> Response {
+    error_page(
+        state,
+        op,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Store error",
+        &e.to_string(),
+        None,
+    )
+}
+
 fn error_page(
     state: &AppState,
     op: &Operator,

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use minijinja::context;
 
-use super::{PageResult, error_page, page, run};
+use super::{PageResult, page, run, store_error};
 use crate::metrics::KindLabel;
 use crate::server::AppState;
 use crate::server::console::session::Operator;
@@ -29,16 +29,7 @@ pub async fn status(State(state): State<AppState>, Extension(op): Extension<Oper
         Ok((n, oldest, err))
     })
     .await;
-    let (n, oldest, err) = loaded.map_err(|e| {
-        error_page(
-            &state,
-            &op,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Store error",
-            &e.to_string(),
-            None,
-        )
-    })?;
+    let (n, oldest, err) = loaded.map_err(|e| store_error(&state, &op, &e))?;
     state.sync_forge_metrics();
     let m = &state.metrics;
     let kind = |k: &str| m.forge_errors.get_or_create(&KindLabel { kind: k.into() }).get();
