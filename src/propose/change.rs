@@ -10,7 +10,6 @@
 
 use chrono::Utc;
 
-use super::forge::Draft;
 use super::{MachineGuard, ProposeError, Proposer, blocking, git};
 use crate::domain::lifecycle::hardware_changes;
 use crate::domain::{Basis, Facts, Machine, Proposal, ProposalKind, ProposalState, State, change_branch};
@@ -87,16 +86,8 @@ impl Proposer {
             machine.mac,
             plan.kind.as_str()
         );
-        let published = self.publish_files(&branch, files, base_head, message).await?;
-        let forge_ref = self
-            .forge
-            .open(
-                &Draft {
-                    branch: &branch,
-                    rendered: &plan.presented,
-                },
-                open,
-            )
+        let (published, forge_ref) = self
+            .publish_and_open(&branch, files, base_head, message, &plan.presented, open)
             .await?;
         let now = Utc::now();
         let proposal = Proposal {

@@ -6,7 +6,6 @@
 
 use chrono::Utc;
 
-use super::forge::Draft;
 use super::{MachineGuard, ProposeError, Proposer, blocking, sync::commit_message};
 use crate::domain::{Basis, Facts, Machine, Proposal, ProposalKind, ProposalState, branch_for};
 use crate::render::{RenderInput, markdown};
@@ -111,16 +110,8 @@ impl Proposer {
         let base_head = blocking(move || git.base_head()).await?;
         let files = self.files_for(&home.path, &rendered, base_head).await?;
         let message = commit_message(&rendered, &machine.mac, facts);
-        let published = self.publish_files(&branch, files, base_head, message).await?;
-        let forge_ref = self
-            .forge
-            .open(
-                &Draft {
-                    branch: &branch,
-                    rendered: &rendered,
-                },
-                existing.as_ref(),
-            )
+        let (published, forge_ref) = self
+            .publish_and_open(&branch, files, base_head, message, &rendered, existing.as_ref())
             .await?;
         let now = Utc::now();
         let proposal = Proposal {

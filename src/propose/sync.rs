@@ -127,26 +127,9 @@ impl Proposer {
             )));
         }
         let files = self.files_for(&path, &rendered, base_head).await?;
-        let published = self.publish_files(&branch, files, base_head, message).await?;
-        if self.crash_at == Some(CrashPoint::AfterPush) {
-            tracing::error!("REGISTRAR_CRASH_AT=after-push: aborting");
-            std::process::abort();
-        }
-
-        let forge_ref = self
-            .forge
-            .open(
-                &Draft {
-                    branch: &branch,
-                    rendered: &rendered,
-                },
-                existing.as_ref(),
-            )
+        let (published, forge_ref) = self
+            .publish_and_open(&branch, files, base_head, message, &rendered, existing.as_ref())
             .await?;
-        if self.crash_at == Some(CrashPoint::AfterOpen) {
-            tracing::error!("REGISTRAR_CRASH_AT=after-open: aborting");
-            std::process::abort();
-        }
         let now = Utc::now();
         let proposal = Proposal {
             created_at: existing.as_ref().map(|e| e.created_at).unwrap_or(now),
@@ -205,6 +188,30 @@ impl Proposer {
             basis: None,
             replaces: None,
         }
+    }
+
+    /// Pushes `files` as `branch` on `base`, then makes sure the forge shows one proposal
+    /// for it as `rendered` (`existing`: what Registrar recorded of it, if anything).
+    pub(super) async fn publish_and_open(
+        &self,
+        branch: &str,
+        files: Vec<(String, Option<Vec<u8>>)>,
+        base: git2::Oid,
+        message: String,
+        rendered: &Rendered,
+        existing: Option<&Proposal>,
+    ) -> Result<(git::Published, super::forge::ForgeRef), ProposeError> {
+        let published = self.publish_files(branch, files, base, message).await?;
+        if self.crash_at == Some(CrashPoint::AfterPush) {
+            tracing::error!("REGISTRAR_CRASH_AT=after-push: aborting");
+            std::process::abort();
+        }
+        let forge_ref = self.forge.open(&Draft { branch, rendered }, existing).await?;
+        if self.crash_at == Some(CrashPoint::AfterOpen) {
+            tracing::error!("REGISTRAR_CRASH_AT=after-open: aborting");
+            std::process::abort();
+        }
+        Ok((published, forge_ref))
     }
 
     /// Makes `branch` the base head `base` plus `files` (no content: removed) in one commit.
