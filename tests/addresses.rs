@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use support::binary::{Process, eventually, set};
 use support::fake_github::FakeGithub;
 use support::fake_kube::FakeKube;
-use support::journey::{NS, registered, smee_line, start_on_cluster, state_reached};
+use support::journey::{NS, registered, start_on_cluster, state_reached};
 use support::*;
 
 fn dhcp_of(hardware: &Value) -> Value {
@@ -19,7 +19,7 @@ fn dhcp_of(hardware: &Value) -> Value {
 
 /// A machine Smee saw: its temporary Hardware's address, and the token its action reports with.
 async fn discovered(kube: &FakeKube, mac: &str) -> (String, String) {
-    assert!(kube.log("tinkerbell-7f9c", &smee_line(mac)) > 0);
+    support::journey::smee_sees(kube, mac).await;
     let name = format!("registrar-discover-{}", mac.replace(':', "-"));
     let hardware = eventually(30, "the temporary Hardware", || async {
         kube.object("hardware", NS, &name)
@@ -531,7 +531,8 @@ async fn a_machine_noticed_before_the_pools_are_read_boots_once_they_are() {
     })
     .await;
     let mac = "0c:c4:7a:16:04:01";
-    assert!(kube.log("tinkerbell-7f9c", &smee_line(mac)) > 0);
+    // Logged once Registrar follows Smee's log (it may start following after /healthz answers).
+    support::journey::smee_sees(&kube, mac).await;
     let waiting = state_reached(&p, mac, "waiting").await;
     let cause = waiting["transitions"].as_array().unwrap().last().unwrap()["cause"].clone();
     assert!(

@@ -128,7 +128,11 @@ pub(super) fn record_merge(
         }
         ProposalKind::Register | ProposalKind::Replace => {}
         ProposalKind::Update => {
-            log_transition(tx, mac, Some(m.state), m.state, &format!("update: {cause}"), actor, now)?
+            log_transition(tx, mac, Some(m.state), m.state, &format!("update: {cause}"), actor, now)?;
+            // A decommission asked for while this update was open is proposed now.
+            if m.wanted.is_some() {
+                queue(tx, mac, now)?;
+            }
         }
         ProposalKind::Decommission => {
             tx.execute("UPDATE machines SET wanted = NULL WHERE mac = ?1", [mac.to_string()])?;
@@ -163,6 +167,9 @@ pub(super) fn record_change_closed(
     proposal_state(tx, mac, ProposalState::Closed, now)?;
     if kind == ProposalKind::Decommission {
         tx.execute("UPDATE machines SET wanted = NULL WHERE mac = ?1", [mac.to_string()])?;
+    } else if m.wanted.is_some() {
+        // A decommission asked for while this update was open is proposed now.
+        queue(tx, mac, now)?;
     }
     log_transition(
         tx,

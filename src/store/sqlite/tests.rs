@@ -323,3 +323,70 @@ fn a_forgotten_machines_transition_ids_are_never_given_again() {
     let news = s.transitions_after(cursor, 10).unwrap();
     assert!(news.iter().any(|e| e.mac == b), "{news:?}");
 }
+
+/// A proposal record of `kind` on `branch`, open.
+fn open_proposal(m: Mac, kind: crate::domain::ProposalKind, branch: &str) -> Proposal {
+    let now = Utc::now();
+    Proposal {
+        mac: m,
+        forge: "local".into(),
+        number: None,
+        url: None,
+        branch: branch.into(),
+        path: "hardware/a.yaml".into(),
+        name: "a".into(),
+        title: "a".into(),
+        summary: String::new(),
+        head: String::new(),
+        rule: "default".into(),
+        workflow: None,
+        state: ProposalState::Open,
+        created_at: now,
+        updated_at: now,
+        hands_off: false,
+        kind,
+        basis: None,
+        replaces: None,
+    }
+}
+
+#[test]
+fn a_decommission_asked_for_during_an_open_update_is_proposed_once_the_update_is_closed() {
+    use crate::domain::ProposalKind;
+    let s = SqliteStore::in_memory().unwrap();
+    let m = mac("aa:bb:cc:dd:ee:60");
+    let now = Utc::now();
+    s.record_facts(m, Source::Report, &facts("A"), now).unwrap();
+    let work = s.pending(1).unwrap()[0];
+    s.mark_synced(
+        work,
+        Some(&open_proposal(m, ProposalKind::Register, "registrar/x")),
+        Some("a"),
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        s.record_merge(m, "merged", "api:alice", now).unwrap().state,
+        State::Approved
+    );
+    s.transition(m, State::Applied, "applied", "registrar", now).unwrap();
+    // An update is open; the decommission waits for it.
+    let work = s.requeue(m, now).unwrap();
+    s.mark_synced(
+        work,
+        Some(&open_proposal(m, ProposalKind::Update, "registrar/x-update-2")),
+        None,
+        now,
+    )
+    .unwrap();
+    let work = s.want(m, ProposalKind::Decommission, "api:alice", now).unwrap();
+    assert_eq!(work.wanted, Some(ProposalKind::Decommission));
+    let queued = s.pending(1).unwrap()[0];
+    s.mark_synced(queued, None, None, now).unwrap();
+    assert!(s.pending(1).unwrap().is_empty());
+    // Closing the update brings the decommission back to the queue; the machine keeps its state.
+    let closed = s.record_change_closed(m, "closed", "api:bob", now).unwrap();
+    assert_eq!(closed.state, State::Applied);
+    assert_eq!(closed.wanted, Some(ProposalKind::Decommission));
+    assert_eq!(s.pending(1).unwrap().len(), 1);
+}
