@@ -178,8 +178,12 @@ impl Proposer {
         if now == settled {
             return Ok(None);
         }
-        let before = self.render_settled(machine, &settled, &home.name).await?;
-        let after = self.render_settled(machine, &now, &home.name).await?;
+        // Its address is looked up once: both renders keep the one it holds.
+        let address = self.production_address(machine).await?;
+        let before = self
+            .render_settled(machine, &settled, &home.name, address.as_ref())
+            .await?;
+        let after = self.render_settled(machine, &now, &home.name, address.as_ref()).await?;
         let (git, path) = (self.git.clone(), home.path.clone());
         let on_base = blocking(move || git.read(git.base(), &path)).await?;
         let open_change = home.kind.is_change() && matches!(home.state, ProposalState::Open | ProposalState::Approving);
@@ -224,7 +228,10 @@ impl Proposer {
         home: &Proposal,
         settled: &Basis,
     ) -> Result<Plan, ProposeError> {
-        let mut presented = self.render_settled(machine, settled, &home.name).await?;
+        let address = self.production_address(machine).await?;
+        let mut presented = self
+            .render_settled(machine, settled, &home.name, address.as_ref())
+            .await?;
         let name = markdown::escape(&home.name);
         presented.title = format!("Decommission {}", home.name);
         presented.summary = format!(
@@ -243,11 +250,16 @@ impl Proposer {
     }
 
     /// Renders a machine git holds under its name in git, from `basis`.
-    async fn render_settled(&self, machine: &Machine, basis: &Basis, name: &str) -> Result<Rendered, ProposeError> {
-        let address = self.production_address(machine).await?;
+    async fn render_settled(
+        &self,
+        machine: &Machine,
+        basis: &Basis,
+        name: &str,
+        address: Option<&crate::ipam::Address>,
+    ) -> Result<Rendered, ProposeError> {
         let (facts, warnings): (Facts, Vec<String>) = self.check_identity(machine, &basis.facts).await?;
         Ok(self.renderer.render(&RenderInput {
-            address: address.as_ref(),
+            address,
             warnings: &warnings,
             name: Some(name),
             provisioned: basis.provisioned,

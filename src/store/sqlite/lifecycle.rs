@@ -32,12 +32,21 @@ fn proposal_kind_and_basis(tx: &rusqlite::Transaction, mac: Mac) -> Result<Optio
     .transpose()
 }
 
-fn proposal_state(tx: &rusqlite::Transaction, mac: Mac, state: ProposalState, now: DateTime<Utc>) -> Result<()> {
+/// Ends the machine's proposal in `state` (merged, closed): the machine as it was, and
+/// what its proposal was.
+fn end_proposal(
+    tx: &rusqlite::Transaction,
+    mac: Mac,
+    state: ProposalState,
+    now: DateTime<Utc>,
+) -> Result<(Machine, KindBasis)> {
+    let m = must_get(tx, mac)?;
+    let proposal = proposal_kind_and_basis(tx, mac)?.ok_or(StoreError::NotFound(mac))?;
     tx.execute(
         "UPDATE proposals SET state = ?2, updated_at = ?3 WHERE mac = ?1",
         params![mac.to_string(), state.as_str(), ts(now)],
     )?;
-    Ok(())
+    Ok((m, proposal))
 }
 
 /// A new board took over `old`'s file: `old` is decommissioned (its history kept) and its
@@ -95,11 +104,7 @@ pub(super) fn record_merge(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Machine> {
-    let m = must_get(tx, mac)?;
-    let Some((kind, basis, replaces)) = proposal_kind_and_basis(tx, mac)? else {
-        return Err(StoreError::NotFound(mac));
-    };
-    proposal_state(tx, mac, ProposalState::Merged, now)?;
+    let (m, (kind, basis, replaces)) = end_proposal(tx, mac, ProposalState::Merged, now)?;
     // Rows from before proposals kept their basis: the machine's facts then.
     let basis = match basis {
         Some(b) => Some(b),
@@ -160,11 +165,7 @@ pub(super) fn record_change_closed(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Machine> {
-    let m = must_get(tx, mac)?;
-    let Some((kind, _, _)) = proposal_kind_and_basis(tx, mac)? else {
-        return Err(StoreError::NotFound(mac));
-    };
-    proposal_state(tx, mac, ProposalState::Closed, now)?;
+    let (m, (kind, _, _)) = end_proposal(tx, mac, ProposalState::Closed, now)?;
     if kind == ProposalKind::Decommission {
         tx.execute("UPDATE machines SET wanted = NULL WHERE mac = ?1", [mac.to_string()])?;
     } else if m.wanted.is_some() {
