@@ -110,6 +110,12 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Boot a provisioned machine into discovery again (its rule must set `reinventory: true`).
+    Reinventory {
+        mac: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Lift a rejected MAC's suppression.
     Unsuppress {
         mac: String,
@@ -251,6 +257,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             &remote,
             reqwest::Method::POST,
             &format!("/api/v1/machines/{mac}/decommission"),
+            Some(actor_body("")),
+        ),
+        Command::Reinventory { mac, remote } => api(
+            &config,
+            &remote,
+            reqwest::Method::POST,
+            &format!("/api/v1/machines/{mac}/reinventory"),
             Some(actor_body("")),
         ),
         Command::Unsuppress { mac, remote } => api(

@@ -389,3 +389,22 @@ fn the_discovery_template_is_a_valid_tinkerbell_template() {
         "{{.report_token}}"
     );
 }
+
+#[test]
+fn the_reinventory_template_reports_without_rebooting_then_reboots_last() {
+    let text = std::fs::read_to_string(manifest_dir().join("deploy/discovery/reinventory-template.yaml")).unwrap();
+    let obj: serde_json::Value = yaml_serde::from_str(&text).unwrap();
+    let errors = UpstreamSchema::load("tinkerbell.org_templates.yaml").errors(&obj);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        obj["metadata"]["name"], "registrar-reinventory",
+        "cluster.discovery.reinventory_template's default"
+    );
+    let data: serde_json::Value = yaml_serde::from_str(obj["spec"]["data"].as_str().unwrap()).unwrap();
+    let actions = data["tasks"][0]["actions"].as_array().unwrap();
+    // The discovery action exits on "reboot" so that the Workflow ends and netboot is
+    // switched off before the last action reboots the machine.
+    assert_eq!(actions[0]["environment"]["REBOOT_CMD"], "true");
+    assert_eq!(actions[0]["environment"]["REPORT_TOKEN"], "{{.report_token}}");
+    assert_eq!(actions.last().unwrap()["command"][0], "reboot");
+}

@@ -29,6 +29,8 @@ pub struct Handoff {
     pub namespace: String,
     /// An approved machine whose Hardware has not appeared after this long shows why.
     pub timeout: chrono::Duration,
+    /// Re-inventory Workflows; None without `cluster.discovery.report_url`.
+    pub inventory: Option<Arc<crate::cluster::inventory::Inventory>>,
 }
 
 const PASS: Duration = Duration::from_secs(2);
@@ -50,7 +52,7 @@ impl Handoff {
         }
     }
 
-    async fn machines(&self, state: State) -> anyhow::Result<Vec<Machine>> {
+    pub(super) async fn machines(&self, state: State) -> anyhow::Result<Vec<Machine>> {
         let store = self.proposer.store().clone();
         Ok(tokio::task::spawn_blocking(move || {
             store.machines(&MachineQuery {
@@ -98,10 +100,11 @@ impl Handoff {
                 }
             }
         }
+        self.follow_inventories().await?;
         Ok((awaiting, applied.len()))
     }
 
-    async fn note_failure(&self, m: &Machine, step: anyhow::Result<()>) {
+    pub(super) async fn note_failure(&self, m: &Machine, step: anyhow::Result<()>) {
         let Err(e) = step else { return };
         let (store, mac, why) = (self.proposer.store().clone(), m.mac, format!("hand-off: {e:#}"));
         tracing::warn!(%mac, error = %why, "hand-off step failed; retrying next pass");

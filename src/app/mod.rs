@@ -12,6 +12,7 @@ pub mod impact;
 mod pipelines;
 pub mod pool_clashes;
 mod pools_file;
+mod reinventory;
 
 use crate::config::Config;
 use crate::domain::KnownMacs;
@@ -422,6 +423,7 @@ impl App {
             metrics: self.state.metrics.clone(),
             namespace: namespace.clone(),
             timeout: chrono::Duration::seconds(self.config.cluster.handoff_timeout_seconds as i64),
+            inventory: reinventory::inventory(&self.config.cluster.discovery, &client, &namespace),
         });
         let (handoff_stop, handoff_ready) = (stop.clone(), ready.clone());
         supervisor.spawn("handoff", move || {

@@ -54,6 +54,9 @@ pub struct DiscoveryConfig {
     pub enabled: bool,
     /// The discovery Template (`deploy/discovery/template.yaml`).
     pub template: String,
+    /// The re-inventory Template (`deploy/discovery/reinventory-template.yaml`): the
+    /// discovery action, then a reboot into the machine's own disk.
+    pub reinventory_template: String,
     /// Registrar's URL as a machine on the provisioning network reaches it.
     pub report_url: String,
     /// At most this many machines in discovery at once.
@@ -72,6 +75,7 @@ impl Default for DiscoveryConfig {
         DiscoveryConfig {
             enabled: false,
             template: "registrar-discovery".into(),
+            reinventory_template: "registrar-reinventory".into(),
             report_url: String::new(),
             max_machines: 20,
             ttl_seconds: 3600,

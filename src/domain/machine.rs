@@ -30,6 +30,9 @@ pub enum State {
     Applied,
     /// Its provisioning Workflow succeeded.
     Provisioned,
+    /// Provisioned, and booted into discovery again on request (re-inventory): its report
+    /// is awaited, then it boots its own disk again.
+    Inventorying,
     /// Its provisioning Workflow failed or timed out.
     Failed,
     /// Refused by a reviewer; its MAC is suppressed until someone lifts that.
@@ -42,7 +45,7 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 12] = [
+    pub const ALL: [State; 13] = [
         State::Detected,
         State::Waiting,
         State::Discovering,
@@ -51,6 +54,7 @@ impl State {
         State::Approved,
         State::Applied,
         State::Provisioned,
+        State::Inventorying,
         State::Failed,
         State::Rejected,
         State::Decommissioning,
@@ -67,6 +71,7 @@ impl State {
             State::Approved => "approved",
             State::Applied => "applied",
             State::Provisioned => "provisioned",
+            State::Inventorying => "inventorying",
             State::Failed => "failed",
             State::Rejected => "rejected",
             State::Decommissioning => "decommissioning",
@@ -88,7 +93,7 @@ impl State {
     pub fn is_settled(self) -> bool {
         matches!(
             self,
-            State::Approved | State::Applied | State::Provisioned | State::Failed
+            State::Approved | State::Applied | State::Provisioned | State::Inventorying | State::Failed
         )
     }
 
@@ -102,7 +107,7 @@ impl State {
             // Once merged, git holds the machine: removing it is a change to git, not a review.
             (_, Rejected) => !matches!(
                 self,
-                Approved | Applied | Provisioned | Failed | Decommissioning | Decommissioned
+                Approved | Applied | Provisioned | Inventorying | Failed | Decommissioning | Decommissioned
             ),
             (Detected, Waiting | Discovering | Reported) => true,
             (Waiting, Discovering | Reported | Detected) => true,
@@ -113,12 +118,15 @@ impl State {
             (Approved, Applied | Proposed) => true,
             (Applied, Provisioned | Failed) => true,
             (Failed, Provisioned | Applied) => true,
+            // Re-inventory: its report (or the end of a Workflow that never sent one) brings
+            // it back; git never stopped holding it.
+            (Provisioned, Inventorying) | (Inventorying, Provisioned) => true,
             (Rejected, Detected | Reported | Proposed) => true,
             // A pull request merged after its machine was rejected (a reviewer reopened and
             // merged it, or merged it before Registrar could close it): git holds it now.
             (Rejected, Approved) => true,
             // A merged decommission; the Hardware leaving the cluster finishes it.
-            (Approved | Applied | Provisioned | Failed, Decommissioning) => true,
+            (Approved | Applied | Provisioned | Inventorying | Failed, Decommissioning) => true,
             (Decommissioning, Decommissioned) => true,
             _ => false,
         }
@@ -266,6 +274,17 @@ mod tests {
         assert!(!Decommissioning.can_become(Rejected));
         assert!(Decommissioning.can_become(Decommissioned));
         assert!(!Decommissioned.can_become(Reported));
+    }
+
+    #[test]
+    fn only_a_provisioned_machine_is_inventoried_again_and_it_comes_back_provisioned() {
+        assert!(Provisioned.can_become(Inventorying));
+        assert!(Inventorying.can_become(Provisioned));
+        for s in [Detected, Proposed, Approved, Applied, Failed, Decommissioned] {
+            assert!(!s.can_become(Inventorying), "{s}");
+        }
+        assert!(!Inventorying.can_become(Rejected));
+        assert!(!Inventorying.can_become(Reported), "never a stranger again");
     }
 
     #[test]

@@ -173,7 +173,7 @@ impl Proposer {
         let now = Basis {
             facts,
             // Once its netboot-off change merged, it stays off through later changes.
-            provisioned: machine.state == State::Provisioned || settled.provisioned,
+            provisioned: matches!(machine.state, State::Provisioned | State::Inventorying) || settled.provisioned,
         };
         if now == settled {
             return Ok(None);
@@ -250,7 +250,7 @@ impl Proposer {
     }
 
     /// Renders a machine git holds under its name in git, from `basis`.
-    async fn render_settled(
+    pub(super) async fn render_settled(
         &self,
         machine: &Machine,
         basis: &Basis,

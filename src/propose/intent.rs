@@ -12,7 +12,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use super::{ProposeError, Proposer, blocking};
-use crate::domain::{Mac, Machine};
+use crate::domain::{Mac, Machine, State};
 use crate::store::StoreError;
 
 /// What a person wants for a machine.
@@ -34,6 +34,9 @@ pub enum Intent {
     /// Propose removing the files of a machine git holds; merged and applied, it is
     /// decommissioned (its addresses freed, its history kept).
     Decommission,
+    /// Boot a provisioned machine into discovery again, so it reports its hardware once
+    /// more (opt-in by its rule); what changed is then proposed as an update.
+    Reinventory,
 }
 
 /// What the forge says about a machine's proposal, read from the forge (not from a delivery).
@@ -82,6 +85,19 @@ impl Proposer {
             Intent::Unsuppress => blocking(move || store.unsuppress(mac, &who, Utc::now())).await?,
             Intent::Decommission => {
                 blocking(move || store.want(mac, crate::domain::ProposalKind::Decommission, &who, Utc::now())).await?
+            }
+            Intent::Reinventory => {
+                let machine = blocking(move || store.machine(mac))
+                    .await?
+                    .ok_or(ProposeError::NotFound(mac))?;
+                self.inventory_target(&machine).await?;
+                let store = self.store.clone();
+                // The Workflow comes from the hand-off, which follows the cluster.
+                return blocking(move || {
+                    store.transition(mac, State::Inventorying, "re-inventory asked for", &who, Utc::now())
+                })
+                .await
+                .map(Some);
             }
             Intent::Rerender => {
                 blocking(move || {

@@ -14,6 +14,7 @@ pub mod impact;
 mod import;
 pub mod index;
 mod intent;
+mod inventory;
 mod keyed;
 mod naming;
 mod replace;

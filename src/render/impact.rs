@@ -21,7 +21,13 @@ pub struct Change {
 pub fn in_scope(state: State) -> bool {
     matches!(
         state,
-        State::Reported | State::Proposed | State::Approved | State::Applied | State::Provisioned | State::Failed
+        State::Reported
+            | State::Proposed
+            | State::Approved
+            | State::Applied
+            | State::Provisioned
+            | State::Inventorying
+            | State::Failed
     )
 }
 

@@ -1,4 +1,5 @@
-//! The rest of a machine's life through the API: asking for its decommission.
+//! The rest of a machine's life through the API: asking for its decommission, or for a
+//! re-inventory.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -8,6 +9,7 @@ use super::AppState;
 use super::api::{NamedCaller, ReviewBody, Session, actor, intend};
 use super::error::ApiError;
 use crate::propose::Intent;
+use axum::http::StatusCode;
 
 #[utoipa::path(
     post,
@@ -31,4 +33,35 @@ pub async fn decommission(
     body: Option<Json<ReviewBody>>,
 ) -> Result<Json<Value>, ApiError> {
     intend(&state, &mac, actor(&session, &caller, &body), Intent::Decommission).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/machines/{mac}/reinventory",
+    tag = "review",
+    params(("mac" = String, Path, description = "the machine's MAC, colon- or dash-separated")),
+    request_body(content = Option<Object>, content_type = "application/json", description = "optional: {\"actor\": …}"),
+    responses(
+        (status = 200, description = "asked for: the machine is `inventorying`; a Workflow boots it into discovery, its report brings it back to `provisioned`, and what changed is proposed as an update", body = Object),
+        (status = 409, description = "not a provisioned machine, its rule does not set `reinventory: true`, or Registrar does not follow the cluster"),
+        (status = 401, description = "no token, or not one that may do this"),
+        (status = 403, description = "the caller's role does not allow it")
+    ),
+    security(("bearer" = []))
+)]
+pub async fn reinventory(
+    State(state): State<AppState>,
+    session: Session,
+    caller: NamedCaller,
+    Path(mac): Path<String>,
+    body: Option<Json<ReviewBody>>,
+) -> Result<Json<Value>, ApiError> {
+    if !state.follows_cluster {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "re-inventory boots the machine through the cluster: it needs cluster.enabled and cluster.discovery.report_url",
+        ));
+    }
+    intend(&state, &mac, actor(&session, &caller, &body), Intent::Reinventory).await
 }

@@ -83,6 +83,7 @@ pub(super) fn operator() -> OpenApiRouter<AppState> {
         .routes(routes!(api::unsuppress))
         .routes(routes!(api::set_workflow))
         .routes(routes!(lifecycle::decommission))
+        .routes(routes!(lifecycle::reinventory))
         .routes(routes!(audit::audit))
         .routes(routes!(api::pools))
         .routes(routes!(api::pool_clashes))

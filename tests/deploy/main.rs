@@ -471,11 +471,15 @@ fn walk_rs(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn shipped_references_carry_the_crate_version() {
     let version = env!("CARGO_PKG_VERSION");
-    let template = read("deploy/discovery/template.yaml");
-    assert!(
-        template.contains(&format!("image: ghcr.io/registrar/registrar-discover:{version}")),
-        "deploy/discovery/template.yaml: the action's image tag"
-    );
+    for file in [
+        "deploy/discovery/template.yaml",
+        "deploy/discovery/reinventory-template.yaml",
+    ] {
+        assert!(
+            read(file).contains(&format!("image: ghcr.io/registrar/registrar-discover:{version}")),
+            "{file}: the action's image tag"
+        );
+    }
     let base = read("deploy/base/kustomization.yaml");
     assert!(
         base.contains(&format!("newTag: {version}")),

@@ -103,7 +103,13 @@ impl Store for SqliteStore {
                     // New facts of a machine in the cluster may be drift: the sync compares
                     // them with what its manifests were rendered from. (Just approved, it
                     // still waits in the discovery OS: a late report there is a retry.)
-                    let drift = changed && matches!(m.state, State::Applied | State::Provisioned | State::Failed);
+                    let drift = changed
+                        && matches!(m.state, State::Applied | State::Provisioned | State::Inventorying | State::Failed);
+                    // The report a re-inventory asked for: the machine goes back to its own
+                    // disk, whether or not anything changed.
+                    if m.state == State::Inventorying {
+                        move_to(tx, m, State::Provisioned, &format!("re-inventory reported ({})", source.as_str()), "registrar", now)?;
+                    }
                     if !drift && (m.suppressed || !m.state.accepts_facts() || !(changed || awaited)) {
                         (false, false)
                     } else {

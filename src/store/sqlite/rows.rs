@@ -270,7 +270,7 @@ pub(super) fn forget(tx: &rusqlite::Transaction, mac: Mac, actor: &str, now: Dat
     if open.is_some()
         || matches!(
             m.state,
-            State::Approved | State::Applied | State::Provisioned | State::Failed
+            State::Approved | State::Applied | State::Provisioned | State::Inventorying | State::Failed
         )
     {
         // Git holds it (or is about to): forgetting would hide it, not remove it.

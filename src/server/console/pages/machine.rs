@@ -195,9 +195,10 @@ pub async fn machine(
             // A machine git holds is not rejected; an open change of it is closed.
             can_reject => reviewer && if m.state.is_settled() { open } else { !matches!(m.state, MachineState::Rejected | MachineState::Decommissioning | MachineState::Decommissioned) },
             can_decommission => reviewer && m.state.is_settled() && m.wanted.is_none() && !open,
+            can_reinventory => reviewer && state.follows_cluster && m.state == MachineState::Provisioned && m.wanted.is_none(),
             can_unsuppress => reviewer && m.suppressed,
             can_rerender => reviewer && m.state.accepts_facts() && !m.suppressed && m.facts.is_some(),
-            can_forget => op.role >= Role::Admin && !open && !proposal.as_ref().is_some_and(|p| matches!(p.state, ProposalState::Merged | ProposalState::Rejecting)) && !matches!(m.state, MachineState::Approved | MachineState::Applied | MachineState::Provisioned | MachineState::Failed),
+            can_forget => op.role >= Role::Admin && !open && !proposal.as_ref().is_some_and(|p| matches!(p.state, ProposalState::Merged | ProposalState::Rejecting)) && !matches!(m.state, MachineState::Approved | MachineState::Applied | MachineState::Provisioned | MachineState::Inventorying | MachineState::Failed),
         },
     )
 }
@@ -246,6 +247,10 @@ pub async fn machine_action(
         "unsuppress" => Ok(Intent::Unsuppress),
         "forget" => Ok(Intent::Forget),
         "decommission" => Ok(Intent::Decommission),
+        "reinventory" if state.follows_cluster => Ok(Intent::Reinventory),
+        "reinventory" => {
+            Err("Re-inventory boots the machine through the cluster: Registrar does not follow one here.".into())
+        }
         "workflow" => match field("workflow") {
             Some(w) if state.proposer.renderer().has_workflow(&w) => Ok(Intent::Workflow(w)),
             _ => Err("Choose one of the workflows that have a template.".into()),
