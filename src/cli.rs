@@ -110,6 +110,12 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Propose provisioning a machine again (netboot on, a Workflow of a new name).
+    Reprovision {
+        mac: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Boot a provisioned machine into discovery again (its rule must set `reinventory: true`).
     Reinventory {
         mac: String,
@@ -238,40 +244,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 None,
             )
         }
-        Command::Approve { mac, remote } => api(
-            &config,
-            &remote,
-            reqwest::Method::POST,
-            &format!("/api/v1/machines/{mac}/approve"),
-            Some(actor_body("")),
-        ),
+        Command::Approve { mac, remote } => machine_action(&config, &remote, &mac, "approve"),
+        Command::Decommission { mac, remote } => machine_action(&config, &remote, &mac, "decommission"),
+        Command::Reinventory { mac, remote } => machine_action(&config, &remote, &mac, "reinventory"),
+        Command::Reprovision { mac, remote } => machine_action(&config, &remote, &mac, "reprovision"),
+        Command::Unsuppress { mac, remote } => machine_action(&config, &remote, &mac, "unsuppress"),
         Command::Reject { mac, reason, remote } => api(
             &config,
             &remote,
             reqwest::Method::POST,
             &format!("/api/v1/machines/{mac}/reject"),
             Some(actor_body(&reason)),
-        ),
-        Command::Decommission { mac, remote } => api(
-            &config,
-            &remote,
-            reqwest::Method::POST,
-            &format!("/api/v1/machines/{mac}/decommission"),
-            Some(actor_body("")),
-        ),
-        Command::Reinventory { mac, remote } => api(
-            &config,
-            &remote,
-            reqwest::Method::POST,
-            &format!("/api/v1/machines/{mac}/reinventory"),
-            Some(actor_body("")),
-        ),
-        Command::Unsuppress { mac, remote } => api(
-            &config,
-            &remote,
-            reqwest::Method::POST,
-            &format!("/api/v1/machines/{mac}/unsuppress"),
-            Some(actor_body("")),
         ),
         Command::Backup { file } => backup(&config, &file),
         Command::Openapi => {
@@ -548,6 +531,12 @@ fn check(config: &Config) -> anyhow::Result<()> {
 fn actor_body(reason: &str) -> serde_json::Value {
     let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     serde_json::json!({ "actor": format!("cli:{user}"), "reason": reason })
+}
+
+/// A review or lifecycle step on one machine, by the operator at the terminal.
+fn machine_action(config: &Config, remote: &Remote, mac: &str, action: &str) -> anyhow::Result<()> {
+    let path = format!("/api/v1/machines/{mac}/{action}");
+    api(config, remote, reqwest::Method::POST, &path, Some(actor_body("")))
 }
 
 fn api(

@@ -4,7 +4,8 @@
 //! propose nothing); a change a reviewer closes leaves the machine as it was; and a
 //! decommission removes its files, and once merged and pruned from the cluster frees its
 //! address and keeps its history. On the embedded default (no cluster), the merge of a
-//! decommission finishes it.
+//! decommission finishes it. A new board takes over its old board's file with a Workflow
+//! of a new name, which is the one it is followed by.
 
 mod support;
 
@@ -429,5 +430,20 @@ async fn a_motherboard_swap_is_proposed_as_a_change_of_the_known_machine() {
     assert_eq!(old["addresses"].as_array().map(Vec::len), Some(0));
     apply_merged(&gh, &kube, &path);
     state_reached(&p, new_mac, "applied").await;
+
+    step("the new board is provisioned by a Workflow of its own, not the old board's");
+    let workflow = documents(&gh.repo().read("main", &path).unwrap())
+        .into_iter()
+        .find(|d| d["kind"] == "Workflow")
+        .expect("a Workflow");
+    let round = format!("{name}-r1");
+    assert_eq!(workflow["metadata"]["name"], round.as_str());
+    kube.set_workflow_status(NS, &name, json!({"state": "SUCCESS"}));
+    kube.set_workflow_status(NS, &round, json!({"state": "SUCCESS"}));
+    let done = state_reached(&p, new_mac, "provisioned").await;
+    assert_eq!(
+        causes(&done).last().unwrap(),
+        &format!("Workflow {NS}/{round} succeeded")
+    );
     assert!(p.stop().success());
 }

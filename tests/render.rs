@@ -41,6 +41,7 @@ fn render(facts: &Facts) -> registrar::render::Rendered {
             warnings: &[],
             name: None,
             provisioned: false,
+            round: 0,
         })
         .unwrap()
 }
@@ -116,6 +117,7 @@ fn a_reviewer_may_pick_only_workflows_that_exist() {
             warnings: &[],
             name: None,
             provisioned: false,
+            round: 0,
         })
         .unwrap();
     assert_eq!(ok.documents[1]["spec"]["templateRef"], "ubuntu-2204");
@@ -134,6 +136,7 @@ fn a_reviewer_may_pick_only_workflows_that_exist() {
                 warnings: &[],
                 name: None,
                 provisioned: false,
+                round: 0,
             })
             .unwrap_err();
         assert!(err.to_string().contains("no workflow template"), "{err}");
@@ -281,6 +284,7 @@ fn names_follow_the_pattern_with_rack_unit_and_number() {
         warnings: &[],
         name: None,
         provisioned: false,
+        round: 0,
     };
     let (_dir, racked) = renderer_named("{{ location.rack }}-u{{ location.u }}");
     assert_eq!(racked.name_for(&input), "r12-u7");
@@ -327,6 +331,7 @@ fn a_name_clash_is_told_to_the_reviewer() {
             warnings: &["Name: the name a1 is a Hardware in the cluster, for another machine".to_string()],
             name: None,
             provisioned: false,
+            round: 0,
         })
         .unwrap();
     assert_eq!(rendered.name, "node-ac-1f-6b-dc-19-c2");

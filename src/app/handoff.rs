@@ -153,7 +153,11 @@ impl Handoff {
     }
 
     async fn follow_provisioning(&self, m: &Machine) -> anyhow::Result<()> {
-        let Some(name) = m.name.clone() else { return Ok(()) };
+        let Some(hardware) = m.name.as_deref() else {
+            return Ok(());
+        };
+        // A re-provisioned machine follows its round's Workflow, not the finished one.
+        let name = crate::render::workflow_name(hardware, m.settled.as_ref().map_or(0, |b| b.round));
         let Some(workflow) = self.cluster.workflow(&name).await? else {
             return Ok(());
         };

@@ -13,6 +13,14 @@ pub struct Basis {
     /// Rendered for a provisioned machine: netboot off, unless its rule keeps it on.
     #[serde(default)]
     pub provisioned: bool,
+    /// How many times it was re-provisioned: each round's Workflow has a name of its own
+    /// (`render::workflow_name`), since Tinkerbell never runs a finished Workflow again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub round: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Sizes as disk vendors print them (decimal), so "3.84 TB" reads like the label.

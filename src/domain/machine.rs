@@ -117,6 +117,8 @@ impl State {
             (Proposed, Reported | Approved) => true,
             (Approved, Applied | Proposed) => true,
             (Applied, Provisioned | Failed) => true,
+            // A merged re-provisioning: it follows its new Workflow.
+            (Provisioned, Applied) => true,
             (Failed, Provisioned | Applied) => true,
             // Re-inventory: its report (or the end of a Workflow that never sent one) brings
             // it back; git never stopped holding it.

@@ -67,6 +67,9 @@ pub enum ProposalKind {
     Update,
     /// Removes a machine's manifests: merged and applied, the machine is decommissioned.
     Decommission,
+    /// Provisions a machine git holds once more: netboot on and a Workflow of a new name.
+    /// Merged, the machine is `applied` again and follows that Workflow.
+    Reprovision,
     /// Registers a new board of a machine git holds (same serial or system UUID, other
     /// MACs): its merge approves the newcomer in the old one's file, name and address, and
     /// decommissions the old one. Closing it rejects the newcomer, as any registration.
@@ -79,6 +82,7 @@ impl ProposalKind {
             ProposalKind::Register => "register",
             ProposalKind::Update => "update",
             ProposalKind::Decommission => "decommission",
+            ProposalKind::Reprovision => "reprovision",
             ProposalKind::Replace => "replace",
         }
     }
@@ -86,7 +90,10 @@ impl ProposalKind {
     /// A change of a machine git already holds (an update or a decommission), reviewed
     /// without touching the machine's state; a registration (new or replacing) is not.
     pub fn is_change(self) -> bool {
-        matches!(self, ProposalKind::Update | ProposalKind::Decommission)
+        matches!(
+            self,
+            ProposalKind::Update | ProposalKind::Decommission | ProposalKind::Reprovision
+        )
     }
 }
 
@@ -97,6 +104,7 @@ impl FromStr for ProposalKind {
             ProposalKind::Register,
             ProposalKind::Update,
             ProposalKind::Decommission,
+            ProposalKind::Reprovision,
             ProposalKind::Replace,
         ]
         .into_iter()

@@ -166,14 +166,18 @@ impl Proposer {
         let settled = machine.settled.clone().unwrap_or_else(|| Basis {
             facts: facts.clone(),
             provisioned: false,
+            round: 0,
         });
-        if machine.wanted == Some(ProposalKind::Decommission) {
-            return self.plan_decommission(machine, home, &settled).await.map(Some);
+        match machine.wanted {
+            Some(ProposalKind::Decommission) => return self.plan_decommission(machine, home, &settled).await.map(Some),
+            Some(ProposalKind::Reprovision) => return self.plan_reprovision(machine, home, &settled).await.map(Some),
+            _ => {}
         }
         let now = Basis {
             facts,
             // Once its netboot-off change merged, it stays off through later changes.
             provisioned: matches!(machine.state, State::Provisioned | State::Inventorying) || settled.provisioned,
+            round: settled.round,
         };
         if now == settled {
             return Ok(None);
@@ -249,6 +253,64 @@ impl Proposer {
         })
     }
 
+    async fn plan_reprovision(
+        &self,
+        machine: &Machine,
+        home: &Proposal,
+        settled: &Basis,
+    ) -> Result<Plan, ProposeError> {
+        let (next, after, workflow) = self.reprovision_render(machine, &home.name, settled).await?;
+        let name = markdown::escape(&home.name);
+        let mut presented = after.clone();
+        presented.title = format!("Re-provision {}", home.name);
+        presented.summary = format!(
+            "## Re-provisioning\n\n> **⚠ Merging this re-images {name}.** Its Hardware gets netboot back (`allowPXE: true`) and a new Workflow, {workflow}, which Tinkerbell runs at its next network boot: power-cycle it once Flux or Argo CD has applied this (Registrar does not). Registrar follows {workflow} to provisioned and then proposes switching netboot off again.\n\nClosing this pull request keeps the machine as it is.\n\nThe manifest after this change:\n\n{}",
+            markdown::fenced(&after.manifest, "yaml"),
+            workflow = markdown::code(&workflow),
+        );
+        Ok(Plan {
+            kind: ProposalKind::Reprovision,
+            manifest: Some(after.manifest),
+            presented,
+            basis: Some(next),
+            headline: format!("re-provision {} with Workflow {workflow}", home.name),
+        })
+    }
+
+    /// The next provisioning round of a machine git holds (netboot on, the round's Workflow
+    /// name), and that Workflow's name; refused when the templates would give the new round's
+    /// Workflow the old one's name, which Tinkerbell would never run again.
+    pub(super) async fn reprovision_render(
+        &self,
+        machine: &Machine,
+        name: &str,
+        settled: &Basis,
+    ) -> Result<(Basis, Rendered, String), ProposeError> {
+        let address = self.production_address(machine).await?;
+        let next = Basis {
+            facts: machine.facts.clone().unwrap_or_else(|| settled.facts.clone()),
+            provisioned: false,
+            round: settled.round + 1,
+        };
+        let before = self.render_settled(machine, settled, name, address.as_ref()).await?;
+        let after = self.render_settled(machine, &next, name, address.as_ref()).await?;
+        let workflow_of = |r: &Rendered| {
+            r.documents
+                .iter()
+                .find(|d| d["kind"] == "Workflow")
+                .and_then(|d| d["metadata"]["name"].as_str().map(str::to_string))
+        };
+        match (workflow_of(&before), workflow_of(&after)) {
+            (_, None) => Err(ProposeError::Conflict(format!(
+                "{name}'s manifest has no provisioning Workflow: there is nothing to run again"
+            ))),
+            (Some(old), Some(new)) if old == new => Err(ProposeError::Conflict(format!(
+                "its workflow template names the Workflow {new:?} in every round, and Tinkerbell never runs a finished Workflow again: name it `{{{{ workflow_name }}}}`"
+            ))),
+            (_, Some(new)) => Ok((next, after, new)),
+        }
+    }
+
     /// Renders a machine git holds under its name in git, from `basis`.
     pub(super) async fn render_settled(
         &self,
@@ -263,6 +325,7 @@ impl Proposer {
             warnings: &warnings,
             name: Some(name),
             provisioned: basis.provisioned,
+            round: basis.round,
             ..RenderInput::for_machine(machine, &facts)
         })?)
     }

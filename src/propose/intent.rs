@@ -12,7 +12,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use super::{ProposeError, Proposer, blocking};
-use crate::domain::{Mac, Machine, State};
+use crate::domain::{Mac, Machine, ProposalKind, State};
 use crate::store::StoreError;
 
 /// What a person wants for a machine.
@@ -34,6 +34,9 @@ pub enum Intent {
     /// Propose removing the files of a machine git holds; merged and applied, it is
     /// decommissioned (its addresses freed, its history kept).
     Decommission,
+    /// Provision a machine git holds once more (a provisioned one, or one whose Workflow
+    /// failed): proposed as a change that switches netboot on with a Workflow of a new name.
+    Reprovision,
     /// Boot a provisioned machine into discovery again, so it reports its hardware once
     /// more (opt-in by its rule); what changed is then proposed as an update.
     Reinventory,
@@ -84,7 +87,29 @@ impl Proposer {
             }
             Intent::Unsuppress => blocking(move || store.unsuppress(mac, &who, Utc::now())).await?,
             Intent::Decommission => {
-                blocking(move || store.want(mac, crate::domain::ProposalKind::Decommission, &who, Utc::now())).await?
+                blocking(move || store.want(mac, ProposalKind::Decommission, &who, Utc::now())).await?
+            }
+            Intent::Reprovision => {
+                let (check, mac_) = (self.store.clone(), mac);
+                let machine = blocking(move || check.machine(mac_))
+                    .await?
+                    .ok_or(ProposeError::NotFound(mac))?;
+                // Refused now, with the reason, rather than retried by the sync forever.
+                if let (Some(name), Some(settled)) = (machine.name.as_deref(), machine.settled.as_ref()) {
+                    self.reprovision_render(&machine, name, settled).await?;
+                }
+                blocking(move || {
+                    if let Some(m) = store.machine(mac)?
+                        && m.wanted.is_some_and(|k| k != ProposalKind::Reprovision)
+                    {
+                        let wanted = m.wanted.map(ProposalKind::as_str).unwrap_or_default();
+                        return Err(ProposeError::Conflict(format!(
+                            "{mac} has a {wanted} asked for: merge or close it first"
+                        )));
+                    }
+                    Ok(store.want(mac, ProposalKind::Reprovision, &who, Utc::now())?)
+                })
+                .await?
             }
             Intent::Reinventory => {
                 let machine = blocking(move || store.machine(mac))

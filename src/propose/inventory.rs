@@ -30,6 +30,7 @@ impl Proposer {
             (None, Some(facts)) => Basis {
                 facts: facts.clone(),
                 provisioned: true,
+                round: 0,
             },
             (None, None) => return Err(ProposeError::Conflict(format!("{mac} has no facts to render"))),
         };

@@ -89,10 +89,14 @@ impl Proposer {
         // It keeps the old board's address: the one the old machine holds in its pool.
         let address = self.production_address(&was).await?;
         let (checked, warnings) = self.check_identity(machine, facts).await?;
+        // Its Workflow needs a name the old board's finished one does not have: Tinkerbell
+        // never runs a finished Workflow again.
+        let round = was.settled.as_ref().map_or(0, |b| b.round) + 1;
         let mut rendered = self.renderer.render(&RenderInput {
             address: address.as_ref(),
             warnings: &warnings,
             name: Some(&home.name),
+            round,
             ..RenderInput::for_machine(machine, &checked)
         })?;
         let name = markdown::escape(&home.name);
@@ -121,6 +125,7 @@ impl Proposer {
             basis: Some(Basis {
                 facts: facts.clone(),
                 provisioned: false,
+                round,
             }),
             replaces: Some(was.mac),
             ..self.opened(

@@ -136,6 +136,7 @@ impl Proposer {
             basis: Some(Basis {
                 facts: facts.clone(),
                 provisioned: false,
+                round: 0,
             }),
             ..self.opened(
                 machine.mac,
@@ -256,6 +257,7 @@ impl Proposer {
             basis: Some(Basis {
                 facts: facts.clone(),
                 provisioned: false,
+                round: 0,
             }),
             ..self.opened(
                 machine.mac,

@@ -69,6 +69,8 @@ pub struct RenderInput<'a> {
     pub name: Option<&'a str>,
     /// Rendered for a provisioned machine: netboot off unless its rule sets `keep_netboot`.
     pub provisioned: bool,
+    /// Its provisioning round (0 until re-provisioned), which names its Workflow.
+    pub round: u32,
 }
 
 impl<'a> RenderInput<'a> {
@@ -98,6 +100,7 @@ impl<'a> RenderInput<'a> {
             warnings: &[],
             name: None,
             provisioned: false,
+            round: 0,
         }
     }
 }
@@ -403,6 +406,8 @@ impl Renderer {
                 values => to_jinja(&decision.values),
                 disk_total_bytes => facts.disk_total_bytes(),
                 provisioned => input.provisioned,
+                // Each provisioning round's Workflow has a name of its own.
+                workflow_name => workflow_name(&name, input.round),
                 netboot => netboot,
             }
         };
@@ -516,6 +521,15 @@ pub fn proposal_title(name: &str, facts: &Facts, mac: &Mac) -> String {
         format!("Register {name} ({mac})")
     } else {
         format!("Register {name} ({}, {mac})", model.join(" "))
+    }
+}
+
+/// The provisioning Workflow's name in round `round`: the Hardware's name, then
+/// `<name>-r<round>` for each re-provisioning.
+pub fn workflow_name(name: &str, round: u32) -> String {
+    match round {
+        0 => name.to_string(),
+        n => format!("{name}-r{n}"),
     }
 }
 

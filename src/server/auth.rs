@@ -157,7 +157,14 @@ pub fn needed_role(method: &axum::http::Method, path: &str) -> Role {
     if path == "/machines/bulk"
         || matches!(
             last,
-            "approve" | "reject" | "workflow" | "rerender" | "unsuppress" | "decommission" | "reinventory"
+            "approve"
+                | "reject"
+                | "workflow"
+                | "rerender"
+                | "unsuppress"
+                | "decommission"
+                | "reinventory"
+                | "reprovision"
         )
     {
         Role::Approver

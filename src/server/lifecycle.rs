@@ -1,5 +1,5 @@
 //! The rest of a machine's life through the API: asking for its decommission, or for a
-//! re-inventory.
+//! re-inventory, or for a re-provisioning.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -64,4 +64,28 @@ pub async fn reinventory(
         ));
     }
     intend(&state, &mac, actor(&session, &caller, &body), Intent::Reinventory).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/machines/{mac}/reprovision",
+    tag = "review",
+    params(("mac" = String, Path, description = "the machine's MAC, colon- or dash-separated")),
+    request_body(content = Option<Object>, content_type = "application/json", description = "optional: {\"actor\": …}"),
+    responses(
+        (status = 200, description = "asked for: a proposal switches netboot on with a Workflow of a new name; merged, the machine is `applied` and follows that Workflow", body = Object),
+        (status = 409, description = "neither provisioned nor failed, another change is asked for, or its workflow template would reuse the finished Workflow's name"),
+        (status = 401, description = "no token, or not one that may do this"),
+        (status = 403, description = "the caller's role does not allow it")
+    ),
+    security(("bearer" = []))
+)]
+pub async fn reprovision(
+    State(state): State<AppState>,
+    session: Session,
+    caller: NamedCaller,
+    Path(mac): Path<String>,
+    body: Option<Json<ReviewBody>>,
+) -> Result<Json<Value>, ApiError> {
+    intend(&state, &mac, actor(&session, &caller, &body), Intent::Reprovision).await
 }

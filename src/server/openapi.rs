@@ -84,6 +84,7 @@ pub(super) fn operator() -> OpenApiRouter<AppState> {
         .routes(routes!(api::set_workflow))
         .routes(routes!(lifecycle::decommission))
         .routes(routes!(lifecycle::reinventory))
+        .routes(routes!(lifecycle::reprovision))
         .routes(routes!(audit::audit))
         .routes(routes!(api::pools))
         .routes(routes!(api::pool_clashes))

@@ -115,6 +115,7 @@ pub(super) fn record_merge(
                 serde_json::to_string(&Basis {
                     facts: facts.clone(),
                     provisioned: false,
+                    round: 0,
                 })
             })
             .transpose()
@@ -137,6 +138,13 @@ pub(super) fn record_merge(
             // A decommission asked for while this update was open is proposed now.
             if m.wanted.is_some() {
                 queue(tx, mac, now)?;
+            }
+        }
+        ProposalKind::Reprovision => {
+            tx.execute("UPDATE machines SET wanted = NULL WHERE mac = ?1", [mac.to_string()])?;
+            // Its Hardware is in the cluster already: it follows its new Workflow from here.
+            if m.state != State::Applied {
+                move_to(tx, &m, State::Applied, &format!("re-provision: {cause}"), actor, now)?;
             }
         }
         ProposalKind::Decommission => {
@@ -166,7 +174,7 @@ pub(super) fn record_change_closed(
     now: DateTime<Utc>,
 ) -> Result<Machine> {
     let (m, (kind, _, _)) = end_proposal(tx, mac, ProposalState::Closed, now)?;
-    if kind == ProposalKind::Decommission {
+    if matches!(kind, ProposalKind::Decommission | ProposalKind::Reprovision) {
         tx.execute("UPDATE machines SET wanted = NULL WHERE mac = ?1", [mac.to_string()])?;
     } else if m.wanted.is_some() {
         // A decommission asked for while this update was open is proposed now.
@@ -184,8 +192,8 @@ pub(super) fn record_change_closed(
     must_get(tx, mac)
 }
 
-/// A person asks for a change of a machine git holds (a decommission): recorded and
-/// queued, so the sync proposes it even after a crash.
+/// A person asks for a change of a machine git holds (a decommission, a re-provisioning):
+/// recorded and queued, so the sync proposes it even after a crash.
 pub(super) fn want(
     tx: &rusqlite::Transaction,
     mac: Mac,
@@ -194,12 +202,12 @@ pub(super) fn want(
     now: DateTime<Utc>,
 ) -> Result<Machine> {
     let m = must_get(tx, mac)?;
-    if !m.state.is_settled() {
-        return Err(StoreError::Transition {
-            mac,
-            from: m.state,
-            to: State::Decommissioning,
-        });
+    let (allowed, to) = match kind {
+        ProposalKind::Reprovision => (matches!(m.state, State::Provisioned | State::Failed), State::Applied),
+        _ => (m.state.is_settled(), State::Decommissioning),
+    };
+    if !allowed {
+        return Err(StoreError::Transition { mac, from: m.state, to });
     }
     if m.wanted != Some(kind) {
         tx.execute(

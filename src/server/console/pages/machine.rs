@@ -195,6 +195,7 @@ pub async fn machine(
             // A machine git holds is not rejected; an open change of it is closed.
             can_reject => reviewer && if m.state.is_settled() { open } else { !matches!(m.state, MachineState::Rejected | MachineState::Decommissioning | MachineState::Decommissioned) },
             can_decommission => reviewer && m.state.is_settled() && m.wanted.is_none() && !open,
+            can_reprovision => reviewer && matches!(m.state, MachineState::Provisioned | MachineState::Failed) && m.wanted.is_none() && !open,
             can_reinventory => reviewer && state.follows_cluster && m.state == MachineState::Provisioned && m.wanted.is_none(),
             can_unsuppress => reviewer && m.suppressed,
             can_rerender => reviewer && m.state.accepts_facts() && !m.suppressed && m.facts.is_some(),
@@ -247,6 +248,7 @@ pub async fn machine_action(
         "unsuppress" => Ok(Intent::Unsuppress),
         "forget" => Ok(Intent::Forget),
         "decommission" => Ok(Intent::Decommission),
+        "reprovision" => Ok(Intent::Reprovision),
         "reinventory" if state.follows_cluster => Ok(Intent::Reinventory),
         "reinventory" => {
             Err("Re-inventory boots the machine through the cluster: Registrar does not follow one here.".into())

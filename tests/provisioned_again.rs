@@ -1,10 +1,17 @@
-//! Issue 18 on the shipped binary: re-inventory on demand. A provisioned machine whose rule
+//! Issue 18 on the shipped binary: a provisioned machine booted again, on purpose.
+//!
+//! Re-inventory on demand: a provisioned machine whose rule
 //! opts in is booted into discovery again on its own Hardware (a Workflow with a token of
 //! its own, netboot toggled for the Workflow's length, Rufio power-cycling it through its
 //! BMC); its report brings it back to "provisioned" and the discovery action hears "reboot";
 //! the disk it gained is proposed as an update with the difference in words; merged and
 //! applied, the machine stays provisioned. A machine whose rule does not opt in is refused
 //! with the reason, and a re-inventory whose Workflow fails says why and changes nothing.
+//!
+//! Re-provisioning: asked for, it is a pull request that switches netboot back on with a
+//! Workflow of a new name (Tinkerbell never runs a finished one again); merged, the machine
+//! is `applied` and follows that Workflow — not the finished one — to `provisioned`, and
+//! netboot is proposed off again.
 
 mod support;
 
@@ -53,8 +60,13 @@ fn templates(dir: &std::path::Path, serial: &str, opt_in: bool) -> std::path::Pa
 }
 
 async fn ask(p: &Process) -> (u16, Value) {
+    post(p, "reinventory").await
+}
+
+/// `POST /api/v1/machines/{MAC}/{action}` as an operator.
+async fn post(p: &Process, action: &str) -> (u16, Value) {
     let resp = reqwest::Client::new()
-        .post(format!("{}/api/v1/machines/{MAC}/reinventory", p.url))
+        .post(format!("{}/api/v1/machines/{MAC}/{action}", p.url))
         .bearer_auth(OPERATOR_TOKEN)
         .json(&json!({"actor": "ops"}))
         .send()
@@ -81,6 +93,32 @@ fn causes(m: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A machine with a BMC registered, applied and provisioned, with netboot switched off:
+/// its Hardware's name, its file, and the netboot pull request.
+async fn provisioned(p: &Process, gh: &FakeGithub, kube: &FakeKube) -> (String, String, Pull) {
+    step("a machine with a BMC is registered, applied and provisioned; netboot goes off");
+    support::journey::report_with_bmc(&p.url, MAC, lshw(LSHW), "192.0.2.7").await;
+    let registration = open_pull(gh, &format!("registrar/{DASHED}"), &[]).await;
+    let path = state_reached(p, MAC, "proposed").await["proposal"]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(gh.merge(registration.number, "reviewer").await.status().is_success());
+    state_reached(p, MAC, "approved").await;
+    let name = apply_merged(gh, kube, &path);
+    state_reached(p, MAC, "applied").await;
+    kube.set_workflow_status(NS, &name, json!({"state": "SUCCESS"}));
+    state_reached(p, MAC, "provisioned").await;
+    let netboot = open_pull(gh, &format!("registrar/{DASHED}-update-"), &[]).await;
+    assert!(gh.merge(netboot.number, "reviewer").await.status().is_success());
+    eventually(60, "the netboot change to be merged", || async {
+        (machine(p, MAC).await["proposal"]["state"] == "merged").then_some(())
+    })
+    .await;
+
+    (name, path, netboot)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_provisioned_machine_is_inventoried_again_and_its_new_disk_is_proposed() {
     let dir = tempfile::tempdir().unwrap();
@@ -96,25 +134,7 @@ async fn a_provisioned_machine_is_inventoried_again_and_its_new_disk_is_proposed
     })
     .await;
 
-    step("a machine with a BMC is registered, applied and provisioned; netboot goes off");
-    support::journey::report_with_bmc(&p.url, MAC, lshw(LSHW), "192.0.2.7").await;
-    let registration = open_pull(&gh, &format!("registrar/{DASHED}"), &[]).await;
-    let path = state_reached(&p, MAC, "proposed").await["proposal"]["path"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(gh.merge(registration.number, "reviewer").await.status().is_success());
-    state_reached(&p, MAC, "approved").await;
-    let name = apply_merged(&gh, &kube, &path);
-    state_reached(&p, MAC, "applied").await;
-    kube.set_workflow_status(NS, &name, json!({"state": "SUCCESS"}));
-    state_reached(&p, MAC, "provisioned").await;
-    let netboot = open_pull(&gh, &format!("registrar/{DASHED}-update-"), &[]).await;
-    assert!(gh.merge(netboot.number, "reviewer").await.status().is_success());
-    eventually(60, "the netboot change to be merged", || async {
-        (machine(&p, MAC).await["proposal"]["state"] == "merged").then_some(())
-    })
-    .await;
+    let (name, path, netboot) = provisioned(&p, &gh, &kube).await;
 
     step("its rule does not opt in: refused, with the reason, and nothing boots");
     let (status, body) = ask(&p).await;
@@ -251,5 +271,63 @@ async fn a_provisioned_machine_is_inventoried_again_and_its_new_disk_is_proposed
         kube.object("workflows", NS, &workflow_name).is_none().then_some(())
     })
     .await;
+    assert!(p.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provisioned_machine_is_provisioned_again_with_a_workflow_of_a_new_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGithub::start().await;
+    let kube = FakeKube::start().await;
+    let mut p = start_on_cluster(dir.path(), &gh, &kube, |c| {
+        set(c, "forge.github.mutation_interval_ms", json!(0));
+        set(c, "auth.shared_report_token", json!(true));
+        set(c, "discovery.bmc_networks", json!(["192.0.2.0/24"]));
+    })
+    .await;
+    let (name, path, netboot) = provisioned(&p, &gh, &kube).await;
+
+    step("re-provisioning is asked for: a pull request with netboot on and a new Workflow");
+    let (status, body) = post(&p, "reprovision").await;
+    assert_eq!(status, 200, "{body}");
+    let again = open_pull(&gh, &format!("registrar/{DASHED}-reprovision-"), &[]).await;
+    assert_eq!(again.title, format!("Re-provision {name}"));
+    assert!(again.body.contains("re-images"), "{}", again.body);
+    let next_round = format!("{name}-r1");
+    let manifest = documents(&gh.repo().read(&again.head, &path).unwrap());
+    let hardware = manifest.iter().find(|d| d["kind"] == "Hardware").unwrap();
+    assert_eq!(hardware["spec"]["interfaces"][0]["netboot"]["allowPXE"], true);
+    let workflow = manifest.iter().find(|d| d["kind"] == "Workflow").unwrap();
+    assert_eq!(workflow["metadata"]["name"], next_round.as_str());
+    assert_eq!(workflow["spec"]["hardwareRef"], name.as_str());
+    assert_eq!(
+        machine(&p, MAC).await["machine"]["state"],
+        "provisioned",
+        "nothing changes before the merge"
+    );
+
+    step("merged: applied again, and it follows the new Workflow, not the finished one");
+    assert!(gh.merge(again.number, "reviewer").await.status().is_success());
+    let applied = state_reached(&p, MAC, "applied").await;
+    assert!(
+        causes(&applied).iter().any(|c| c.starts_with("re-provision: ")),
+        "{:?}",
+        causes(&applied)
+    );
+    let (status, body) = post(&p, "reprovision").await;
+    assert_eq!(status, 409, "only a provisioned or failed machine: {body}");
+    apply_merged(&gh, &kube, &path);
+    kube.set_workflow_status(NS, &next_round, json!({"state": "SUCCESS"}));
+    let done = state_reached(&p, MAC, "provisioned").await;
+    let last = causes(&done).last().cloned().unwrap();
+    assert_eq!(last, format!("Workflow {NS}/{next_round} succeeded"));
+
+    step("provisioned again: netboot is proposed off again, the Workflow keeps its new name");
+    let off = open_pull(&gh, &format!("registrar/{DASHED}-update-"), &[netboot.number]).await;
+    let manifest = documents(&gh.repo().read(&off.head, &path).unwrap());
+    let hardware = manifest.iter().find(|d| d["kind"] == "Hardware").unwrap();
+    assert_eq!(hardware["spec"]["interfaces"][0]["netboot"]["allowPXE"], false);
+    let workflow = manifest.iter().find(|d| d["kind"] == "Workflow").unwrap();
+    assert_eq!(workflow["metadata"]["name"], next_round.as_str());
     assert!(p.stop().success());
 }
