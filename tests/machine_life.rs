@@ -5,7 +5,8 @@
 //! decommission removes its files, and once merged and pruned from the cluster frees its
 //! address and keeps its history. On the embedded default (no cluster), the merge of a
 //! decommission finishes it. A new board takes over its old board's file with a Workflow
-//! of a new name, which is the one it is followed by.
+//! of a new name, which is the one it is followed by, and the old board's open change is
+//! closed as superseded.
 
 mod support;
 
@@ -387,6 +388,9 @@ async fn a_motherboard_swap_is_proposed_as_a_change_of_the_known_machine() {
     state_reached(&p, MAC, "approved").await;
     let name = apply_merged(&gh, &kube, &path);
     state_reached(&p, MAC, "applied").await;
+    kube.set_workflow_status(NS, &name, json!({"state": "SUCCESS"}));
+    state_reached(&p, MAC, "provisioned").await;
+    let netboot = change_pull(&gh, "update").await;
 
     step("a new board reports the same serial from other MACs");
     let new_mac = "0c:c4:7a:99:00:01";
@@ -428,6 +432,22 @@ async fn a_motherboard_swap_is_proposed_as_a_change_of_the_known_machine() {
         causes(&old)
     );
     assert_eq!(old["addresses"].as_array().map(Vec::len), Some(0));
+    // The old board's netboot change would rewrite the file the new board holds now.
+    eventually(60, "the old board's open change to be closed", || async {
+        gh.pulls()
+            .into_iter()
+            .find(|p| p.number == netboot.number && !p.open && !p.merged)
+    })
+    .await;
+    let old = machine(&p, MAC).await;
+    assert_eq!(old["proposal"]["state"], "closed", "{old:#}");
+    assert!(
+        causes(&old)
+            .iter()
+            .any(|c| c.contains("superseded: its board was replaced")),
+        "{:?}",
+        causes(&old)
+    );
     apply_merged(&gh, &kube, &path);
     state_reached(&p, new_mac, "applied").await;
 
@@ -438,7 +458,6 @@ async fn a_motherboard_swap_is_proposed_as_a_change_of_the_known_machine() {
         .expect("a Workflow");
     let round = format!("{name}-r1");
     assert_eq!(workflow["metadata"]["name"], round.as_str());
-    kube.set_workflow_status(NS, &name, json!({"state": "SUCCESS"}));
     kube.set_workflow_status(NS, &round, json!({"state": "SUCCESS"}));
     let done = state_reached(&p, new_mac, "provisioned").await;
     assert_eq!(

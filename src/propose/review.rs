@@ -56,7 +56,27 @@ impl Proposer {
     ) -> Result<Machine, ProposeError> {
         let (store, mac) = (self.store.clone(), held.mac());
         let (cause_s, actor) = (cause.to_string(), actor.to_string());
-        let mut machine = blocking(move || store.record_merge(mac, &cause_s, &actor, Utc::now())).await?;
+        let (mut machine, superseded) = blocking(move || {
+            let machine = store.record_merge(mac, &cause_s, &actor, Utc::now())?;
+            // A merged replacement: the old board's change still open is closed below.
+            let old = store.proposal(mac)?.and_then(|p| p.replaces);
+            let superseded = match old {
+                Some(old) => store
+                    .proposal(old)?
+                    .filter(|p| p.kind.is_change() && p.state == ProposalState::Rejecting),
+                None => None,
+            };
+            Ok::<_, StoreError>((machine, superseded))
+        })
+        .await?;
+        if let Some(change) = superseded {
+            let old = self.machines.lock(change.mac).await;
+            let why = format!("superseded: its board was replaced by {mac}");
+            // Boxed: closing it may find it merged meanwhile, which records an approval.
+            if let Err(e) = Box::pin(self.close_rejected_as(&old, &change, "registrar", &why)).await {
+                tracing::warn!(mac = %change.mac, error = %e, "could not close the replaced board's change; retried at the next reconcile");
+            }
+        }
         // Without a cluster to watch, the merge is all Registrar can see of a decommission.
         if machine.state == State::Decommissioning && !self.watches_cluster() {
             machine = self

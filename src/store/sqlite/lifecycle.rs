@@ -82,6 +82,13 @@ fn hand_over(
         )?;
     }
     tx.execute("UPDATE machines SET wanted = NULL WHERE mac = ?1", [old.to_string()])?;
+    // A change of the old board still open (netboot off, say) would rewrite the file the
+    // newcomer holds now: it is to be closed, recorded here so that a crash cannot lose it.
+    tx.execute(
+        "UPDATE proposals SET state = 'rejecting', updated_at = ?2
+           WHERE mac = ?1 AND kind != 'register' AND kind != 'replace' AND state IN ('open', 'approving')",
+        params![old.to_string(), ts(now)],
+    )?;
     // The newcomer's own addresses in those pools (none, normally) make room first.
     tx.execute(
         "UPDATE allocations SET held = 0, free_after = ?3 WHERE mac = ?2 AND held = 1
