@@ -218,3 +218,105 @@ async fn the_console_shows_what_the_templates_on_disk_would_change() {
     assert!(page.contains("rules.yaml"), "{page}");
     assert!(p.stop().success());
 }
+
+/// The same question asked by a pull request: the GitOps repository keeps the rules and
+/// templates Registrar is deployed with (`gitops.templates_path`); a person's pull request
+/// that edits them gets one comment listing exactly the machines the edit changes, with
+/// the diff, and a later push to it updates that comment rather than adding another.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pull_request_that_edits_the_rules_is_told_which_machines_it_changes() {
+    use support::binary::{listen_on, point_at_github};
+    use support::fake_github::FakeGithub;
+
+    const KEPT: &str = "registrar/hardware-templates";
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGithub::start().await;
+    let shipped = manifest_dir().join("hardware-templates");
+    gh.repo().push_dir("main", &shipped, KEPT);
+    let mut config = example("github.yaml");
+    point_at_github(&mut config, dir.path(), &gh);
+    let url = listen_on(&mut config);
+    set(&mut config, "gitops.templates_path", json!(KEPT));
+    set(&mut config, "forge.github.mutation_interval_ms", json!(0));
+    *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
+    let mut p = Process::start(dir.path(), config, &token_env());
+    p.wait_ready().await;
+
+    // Three machines under review: one Supermicro, two ASRock Rack.
+    let machines = [
+        ("0c:c4:7a:18:77:01", "supermicro-ssg-6029p-x11dph-t.json"),
+        ("0c:c4:7a:18:77:02", "packet-c3small-asrockrack-e3c246d4i-nl.json"),
+        ("0c:c4:7a:18:77:03", "packet-c3small-asrockrack-e3c246d4i-nl.json"),
+    ];
+    for (i, (mac, file)) in machines.iter().enumerate() {
+        let mut specs = lshw(file);
+        let system = if specs.is_array() { &mut specs[0] } else { &mut specs };
+        system["serial"] = json!(format!("RULES{i:04}"));
+        let resp = reqwest::Client::new()
+            .post(format!("{}/api/v1/reports", p.url))
+            .bearer_auth(REPORT_TOKEN)
+            .json(&report_body(mac, specs))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+    }
+    for (mac, _) in &machines {
+        support::journey::state_reached(&p, mac, "proposed").await;
+    }
+
+    // A person gives Supermicros their own storage class, in a pull request.
+    let edited = dir.path().join("edited");
+    copy_dir(&shipped, &edited);
+    let rules = std::fs::read_to_string(edited.join("rules.yaml")).unwrap().replacen(
+        "rules:\n",
+        "rules:\n  - name: supermicro\n    when: 'facts.vendor == \"Supermicro\"'\n    values:\n      storage_class: dense\n\n",
+        1,
+    );
+    gh.repo().branch_from("main", "dense-supermicros");
+    gh.repo()
+        .push_on_top("dense-supermicros", &format!("{KEPT}/rules.yaml"), &rules);
+    let number = gh.open_pull("dense-supermicros", "Supermicros are dense", "ops").await;
+    let comment = support::binary::eventually(60, "the impact comment", || async {
+        gh.comments(number).into_iter().find(|c| c.contains("registrar:impact"))
+    })
+    .await;
+    assert!(comment.contains("**1 of 3 recorded machines**"), "{comment}");
+    assert!(comment.contains("0c:c4:7a:18:77:01"), "{comment}");
+    assert!(
+        !comment.contains("0c:c4:7a:18:77:02") && !comment.contains("0c:c4:7a:18:77:03"),
+        "{comment}"
+    );
+    assert!(comment.contains("+    registrar.dev/class: \"dense\""), "{comment}");
+
+    // A second push adds a rule for the Packet machines: the same comment, updated.
+    let both = rules.replacen(
+        "rules:\n",
+        "rules:\n  - name: packet\n    when: 'facts.vendor == \"Packet\"'\n    values:\n      storage_class: edge\n\n",
+        1,
+    );
+    gh.push_to_pull(number, &format!("{KEPT}/rules.yaml"), &both, "ops")
+        .await;
+    let updated = support::binary::eventually(60, "the comment to be updated", || async {
+        let ours: Vec<String> = gh
+            .comments(number)
+            .into_iter()
+            .filter(|c| c.contains("registrar:impact"))
+            .collect();
+        assert_eq!(ours.len(), 1, "one comment, kept current: {ours:?}");
+        ours.into_iter().find(|c| c.contains("**3 of 3 recorded machines**"))
+    })
+    .await;
+    assert!(updated.contains("0c:c4:7a:18:77:02"), "{updated}");
+
+    // Rules that do not load are said to, before anyone merges them.
+    gh.push_to_pull(number, &format!("{KEPT}/rules.yaml"), "rules: [\n", "ops")
+        .await;
+    support::binary::eventually(60, "the comment to say the rules do not load", || async {
+        gh.comments(number)
+            .into_iter()
+            .find(|c| c.contains("registrar:impact") && c.contains("do not load"))
+    })
+    .await;
+    assert!(p.stop().success());
+}

@@ -94,22 +94,5 @@ fn templates_at(templates_dir: &Path, rev: &str, into: &Path) -> anyhow::Result<
         repo.find_tree(entry.id())
             .with_context(|| format!("{} is not a directory at {rev}", inside.display()))?
     };
-    write_tree(&repo, &tree, into)
-}
-
-fn write_tree(repo: &git2::Repository, tree: &git2::Tree, into: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(into)?;
-    for entry in tree.iter() {
-        let name = entry.name().context("a file name that is not UTF-8")?;
-        // Names come from the repository: keep them inside `into`.
-        if name.contains('/') || name == ".." || name == "." {
-            bail!("unexpected entry {name:?} in the templates' tree");
-        }
-        match entry.kind() {
-            Some(git2::ObjectType::Tree) => write_tree(repo, &repo.find_tree(entry.id())?, &into.join(name))?,
-            Some(git2::ObjectType::Blob) => std::fs::write(into.join(name), repo.find_blob(entry.id())?.content())?,
-            _ => {}
-        }
-    }
-    Ok(())
+    Ok(crate::propose::git::write_tree(&repo, &tree, into)?)
 }

@@ -172,7 +172,8 @@ impl App {
         let hooks = match github_forge {
             Some(f) => Some(Arc::new(
                 GithubHooks::new(proposer.clone(), f, config.github_webhook_secret()?)
-                    .with_previous_secret(config.github_previous_webhook_secret()?),
+                    .with_previous_secret(config.github_previous_webhook_secret()?)
+                    .with_templates_path(config.gitops.templates_path.clone()),
             )),
             None => None,
         };

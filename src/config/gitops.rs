@@ -23,6 +23,11 @@ pub struct GitopsConfig {
     pub ssh_key_file: Option<PathBuf>,
     /// …and a known_hosts file pinning the server's host key (required: no trust on first use).
     pub ssh_known_hosts_file: Option<PathBuf>,
+    /// The directory of this repository that holds the rules and templates Registrar is
+    /// deployed with (e.g. `registrar/hardware-templates`, put into `templates_dir` by a
+    /// ConfigMap generator): a pull request that edits it is told, in a comment, which
+    /// machines it would render differently. GitHub only.
+    pub templates_path: Option<String>,
 }
 
 impl Default for GitopsConfig {
@@ -38,6 +43,7 @@ impl Default for GitopsConfig {
             password_file: None,
             ssh_key_file: None,
             ssh_known_hosts_file: None,
+            templates_path: None,
         }
     }
 }

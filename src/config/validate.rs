@@ -44,6 +44,15 @@ impl Config {
                 self.gitops.remote
             );
         }
+        if let Some(t) = &self.gitops.templates_path
+            && (t.is_empty()
+                || t.starts_with('/')
+                || t.split('/').any(|part| part.is_empty() || part == "." || part == ".."))
+        {
+            bail!(
+                "gitops.templates_path {t:?} must be a directory of the repository, like registrar/hardware-templates"
+            );
+        }
         let p = &self.gitops.path;
         if !p.contains("{name}") && !p.contains("{mac}") {
             bail!("gitops.path {p:?} must contain {{name}} or {{mac}}, or every machine would share one file");

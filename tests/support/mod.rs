@@ -289,6 +289,42 @@ impl Repo {
             .to_string()
     }
 
+    /// A person's new branch `branch` at `from`'s head.
+    pub fn branch_from(&self, from: &str, branch: &str) {
+        let repo = self.open();
+        let head = repo.find_commit(self.head(from).unwrap()).unwrap();
+        repo.branch(branch, &head, false).unwrap();
+    }
+
+    /// A person's commit on `branch` writing every file of the directory `dir` under `into`.
+    pub fn push_dir(&self, branch: &str, dir: &Path, into: &str) -> git2::Oid {
+        let repo = self.open();
+        let head = repo.find_commit(self.head(branch).unwrap()).unwrap();
+        let mut update = git2::build::TreeUpdateBuilder::new();
+        fn add(repo: &git2::Repository, update: &mut git2::build::TreeUpdateBuilder, dir: &Path, at: &str) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let entry = entry.unwrap();
+                let path = format!("{at}/{}", entry.file_name().to_str().unwrap());
+                if entry.file_type().unwrap().is_dir() {
+                    add(repo, update, &entry.path(), &path);
+                } else {
+                    let blob = repo.blob(&std::fs::read(entry.path()).unwrap()).unwrap();
+                    update.upsert(&path, blob, git2::FileMode::Blob);
+                }
+            }
+        }
+        add(&repo, &mut update, dir, into);
+        let tree = update.create_updated(&repo, &head.tree().unwrap()).unwrap();
+        let tree = repo.find_tree(tree).unwrap();
+        let sig = git2::Signature::now("A Person", "person@example.com").unwrap();
+        let oid = repo
+            .commit(None, &sig, &sig, &format!("add {into}"), &tree, &[&head])
+            .unwrap();
+        repo.reference(&format!("refs/heads/{branch}"), oid, true, "push")
+            .unwrap();
+        oid
+    }
+
     /// A person's push: a commit adding the file `path` on top of `branch`, written into the remote.
     pub fn push_on_top(&self, branch: &str, path: &str, content: &str) -> git2::Oid {
         let repo = self.open();

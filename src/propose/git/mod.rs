@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 
 mod branches;
 mod objects;
+mod pulls;
 mod remote;
+pub use pulls::write_tree;
 pub mod ssh;
 
 use git2::{Oid, Repository, Signature};

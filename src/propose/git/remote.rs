@@ -19,7 +19,7 @@ fn moved(refname: String, expected: Option<git2::Oid>, found: Option<git2::Oid>)
 }
 
 impl GitRepo {
-    fn callbacks(&self) -> RemoteCallbacks<'_> {
+    pub(super) fn callbacks(&self) -> RemoteCallbacks<'_> {
         let mut cb = RemoteCallbacks::new();
         let user = self.settings.username.clone();
         let pass = self.settings.password.get();
@@ -52,7 +52,7 @@ impl GitRepo {
     }
 
     /// The reason an SSH server's host key was refused, to go with libgit2's own words.
-    fn ssh_refusal(&self) -> String {
+    pub(super) fn ssh_refusal(&self) -> String {
         self.settings
             .ssh
             .as_ref()

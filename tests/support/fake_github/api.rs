@@ -25,6 +25,14 @@ pub(super) fn heads_of_open_pulls(gh: &FakeGithub) -> Vec<(u64, String)> {
         .collect()
 }
 
+/// GitHub keeps every pull request's head at `refs/pull/<n>/head` in the base repository.
+pub(super) fn set_pull_ref(repo: &std::path::Path, number: u64, branch: &str) {
+    let repo = git2::Repository::open_bare(repo).unwrap();
+    let head = repo.refname_to_id(&format!("refs/heads/{branch}")).unwrap();
+    repo.reference(&format!("refs/pull/{number}/head"), head, true, "pull request head")
+        .unwrap();
+}
+
 pub(super) fn merge_in_repo(path: &std::path::Path, head: &str, base: &str, message: &str) {
     let repo = git2::Repository::open_bare(path).unwrap();
     let ours = repo
@@ -341,6 +349,7 @@ pub(super) fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, bo
                 fork: None,
             };
             st.pulls.push(pull.clone());
+            set_pull_ref(&repo_path, number, &pull.head);
             reply(StatusCode::CREATED, pull_json(&pull, &repo_path))
         }
         ("GET", ["pulls", n]) => match st.pulls.iter().find(|p| p.number.to_string() == *n) {
@@ -474,6 +483,39 @@ pub(super) fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, bo
                 StatusCode::OK,
                 Value::Array(p.labels.iter().map(|l| shapes::label(l)).collect()),
             )
+        }
+        ("GET", ["issues", n, "comments"]) => {
+            let number: u64 = n.parse().unwrap_or(0);
+            let q = query(uri);
+            let per_page: usize = q.get("per_page").and_then(|v| v.parse().ok()).unwrap_or(30);
+            let page: usize = q.get("page").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let items: Vec<Value> = st
+                .comments
+                .get(&number)
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .skip((page - 1) * per_page)
+                .take(per_page)
+                .map(|(i, text)| shapes::comment(number * 10_000 + i as u64 + 1, text, "registrar[bot]"))
+                .collect();
+            reply(StatusCode::OK, Value::Array(items))
+        }
+        ("PATCH", ["issues", "comments", id]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            let (number, index) = (id / 10_000, (id % 10_000) as usize);
+            let text = body["body"].as_str().unwrap_or_default().to_string();
+            match st
+                .comments
+                .get_mut(&number)
+                .and_then(|c| c.get_mut(index.wrapping_sub(1)))
+            {
+                Some(slot) => {
+                    *slot = text.clone();
+                    reply(StatusCode::OK, shapes::comment(id, &text, "registrar[bot]"))
+                }
+                None => reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"})),
+            }
         }
         ("POST", ["issues", n, "comments"]) => {
             let number: u64 = n.parse().unwrap_or(0);

@@ -256,6 +256,40 @@ impl FakeGithub {
         self.deliver_pr("labeled", number, by, Some(label)).await
     }
 
+    /// A person opens a pull request from `branch` of this repository.
+    pub async fn open_pull(&self, branch: &str, title: &str, by: &str) -> u64 {
+        let number = {
+            let mut st = self.state.lock().unwrap();
+            let number = st.pulls.iter().map(|p| p.number).max().unwrap_or(0) + 1;
+            st.pulls.push(Pull {
+                number,
+                title: title.into(),
+                body: String::new(),
+                head: branch.into(),
+                base: "main".into(),
+                open: true,
+                merged: false,
+                merged_by: None,
+                labels: vec![],
+                fork: None,
+            });
+            number
+        };
+        set_pull_ref(&self.repo().path, number, branch);
+        let resp = self.deliver_pr("opened", number, by, None).await;
+        assert!(resp.status().is_success(), "opened delivery: {}", resp.status());
+        number
+    }
+
+    /// A person pushes a commit that writes `path` to pull request `number`'s branch.
+    pub async fn push_to_pull(&self, number: u64, path: &str, content: &str, by: &str) {
+        let branch = self.pull(number).head;
+        self.repo().push_on_top(&branch, path, content);
+        set_pull_ref(&self.repo().path, number, &branch);
+        let resp = self.deliver_pr("synchronize", number, by, None).await;
+        assert!(resp.status().is_success(), "synchronize delivery: {}", resp.status());
+    }
+
     /// Someone opens a pull request from their fork, from a branch of any name.
     pub fn open_fork_pull(&self, fork: &str, branch: &str) -> u64 {
         let mut st = self.state.lock().unwrap();

@@ -22,6 +22,10 @@ pub struct GithubHooks {
     secret: SecretString,
     /// During a rotation, the secret GitHub may still sign with.
     previous: Option<SecretString>,
+    /// Where the GitOps repository keeps the rules and templates Registrar runs with: a
+    /// pull request that edits them is told what it would change (`rules_review.rs`).
+    pub(super) templates_path: Option<String>,
+    pub(super) rules_reviews: tokio::sync::Mutex<()>,
 }
 
 /// `X-Hub-Signature-256` is `sha256=` and the lower-case hex HMAC-SHA256 of the raw body.
@@ -88,7 +92,15 @@ impl GithubHooks {
             forge,
             secret,
             previous: None,
+            templates_path: None,
+            rules_reviews: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Comments on pull requests that edit `path` (`gitops.templates_path`).
+    pub fn with_templates_path(mut self, path: Option<String>) -> Self {
+        self.templates_path = path.filter(|p| !p.is_empty());
+        self
     }
 
     /// Also accepts deliveries signed with `previous`, while a new secret is rolled out.
@@ -124,10 +136,17 @@ impl GithubHooks {
             Delivery::Push { branch_ref } => return self.pushed(branch_ref).await,
         };
         // Cheap checks first: a delivery about any other pull request costs no request.
-        if !self.is_ours_pr(announced)
-            || mac_of(&announced.head_ref).is_none()
-            || announced.base_ref != self.proposer.git().base()
-        {
+        if announced.base_ref != self.proposer.git().base() {
+            return Ok(());
+        }
+        if mac_of(&announced.head_ref).is_none() {
+            // Someone's own pull request: it may edit the rules and templates.
+            if self.templates_path.is_some() && announced.open {
+                return self.review_rules_change(announced.number).await;
+            }
+            return Ok(());
+        }
+        if !self.is_ours_pr(announced) {
             return Ok(());
         }
         // A delivery says that something changed, not what is true now: deliveries arrive

@@ -12,6 +12,7 @@
 pub mod client;
 pub mod events;
 mod gate;
+mod rules_review;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,198 @@
+//! A pull request that edits the rules or templates kept in the GitOps repository
+//! (`gitops.templates_path`) gets one comment, kept current: which recorded machines the
+//! edit would render differently, with the diff per machine. The delivery only says where
+//! to look: the pull request, its head and the base are read from GitHub and git, both
+//! template sets are loaded from git, and every machine in scope is rendered under both
+//! (`propose::impact`). Nothing is proposed; a head already commented on is not done again.
+
+use serde_json::{Value, json};
+
+use super::client::Kind;
+use super::events::GithubHooks;
+use super::{GhError, GithubForge};
+use crate::propose::ProposeError;
+use crate::propose::impact::{Impact, compare_store};
+use crate::render::{Renderer, markdown};
+
+/// Marks Registrar's comment, and the head it speaks of.
+const MARKER: &str = "<!-- registrar:impact";
+/// GitHub refuses comments over 65,536 characters.
+const MAX_COMMENT: usize = 60_000;
+/// Machines listed with their diff; the rest are counted.
+const MAX_LISTED: usize = 50;
+
+impl GithubForge {
+    /// The pull request's comments: (id, body).
+    async fn comments(&self, number: u64) -> Result<Vec<(u64, String)>, GhError> {
+        let mut out = Vec::new();
+        for page in 1..=10 {
+            let reply = self
+                .client
+                .get(&self.path(&format!("/issues/{number}/comments?per_page=100&page={page}")))
+                .await?;
+            let items: Vec<Value> = reply.parse()?;
+            let full = items.len() == 100;
+            out.extend(
+                items
+                    .into_iter()
+                    .filter_map(|c| Some((c["id"].as_u64()?, c["body"].as_str().unwrap_or_default().to_string()))),
+            );
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn edit_comment(&self, id: u64, body: &str) -> Result<(), GhError> {
+        self.client
+            .call(
+                reqwest::Method::PATCH,
+                &self.path(&format!("/issues/comments/{id}")),
+                Some(&json!({"body": body})),
+                Kind::Idempotent,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+impl GithubHooks {
+    /// Comments on pull request `number` what its edit of the rules and templates would
+    /// change, if it edits them.
+    pub async fn review_rules_change(&self, number: u64) -> Result<(), ProposeError> {
+        let Some(dir) = self.templates_path.clone() else {
+            return Ok(());
+        };
+        // One at a time: two deliveries of one push must not post two comments.
+        let _one = self.rules_reviews.lock().await;
+        let forge_err = |e: GhError| ProposeError::Forge(e.into());
+        let pr = self.forge.get(number).await.map_err(forge_err)?;
+        let git = self.proposer.git().clone();
+        if !pr.open || pr.base_ref != git.base() {
+            return Ok(());
+        }
+        let existing = self.forge.comments(number).await.map_err(forge_err)?;
+        let ours = existing.iter().find(|(_, body)| body.starts_with(MARKER));
+        let head_mark = format!("{MARKER} head={} -->", pr.head_sha);
+        if ours.is_some_and(|(_, body)| body.starts_with(&head_mark)) {
+            return Ok(());
+        }
+        let proposer = self.proposer.clone();
+        let text = tokio::task::spawn_blocking(move || -> Result<Option<String>, ProposeError> {
+            git.fetch()?;
+            let head = git.fetch_pull_head(number);
+            let result = (|| {
+                let head = head?;
+                let base = git.base_head()?;
+                let (before, after) = (git.tree_at(base, &dir)?, git.tree_at(head, &dir)?);
+                if before == after {
+                    return Ok(None);
+                }
+                let namespace = proposer.renderer().namespace().to_string();
+                let load = |tree: Option<git2::Oid>| -> Result<Result<Renderer, String>, ProposeError> {
+                    let Some(tree) = tree else {
+                        return Ok(Err(format!("{dir} is not in this commit")));
+                    };
+                    let into = tempfile::tempdir().map_err(|e| ProposeError::Conflict(e.to_string()))?;
+                    git.write_dir(tree, into.path())?;
+                    Ok(Renderer::load(into.path(), &namespace).map_err(|e| format!("{e:#}")))
+                };
+                let (before, after) = (load(before)?, load(after)?);
+                Ok(Some(match (before, after) {
+                    (_, Err(e)) => refusal(&dir, &e),
+                    (Err(e), Ok(_)) => format!(
+                        "The base branch's rules and templates in {} do not load, so there is nothing to compare with: {}",
+                        markdown::code(&dir),
+                        markdown::code(&e)
+                    ),
+                    (Ok(before), Ok(after)) => {
+                        let impact = compare_store(&before, &after, proposer.store().as_ref(), &proposer.pools())?;
+                        summary(&dir, &impact)
+                    }
+                }))
+            })();
+            git.forget_pull_head(number)?;
+            result
+        })
+        .await
+        .map_err(|e| ProposeError::Join(e.to_string()))??;
+        let Some(text) = text else { return Ok(()) };
+        let body = format!("{head_mark}\n{text}");
+        match ours {
+            Some((id, _)) => self.forge.edit_comment(*id, &body).await,
+            None => self.forge.comment(number, &body).await,
+        }
+        .map_err(forge_err)?;
+        tracing::info!(number, "commented what a rules change would render differently");
+        Ok(())
+    }
+}
+
+fn refusal(dir: &str, error: &str) -> String {
+    format!(
+        "### Registrar: these rules and templates do not load\n\nOnce deployed, Registrar would refuse to start with {}:\n\n{}",
+        markdown::code(dir),
+        markdown::fenced(error, "text")
+    )
+}
+
+/// The comment: how many machines change, then each with its diff, within GitHub's size.
+fn summary(dir: &str, impact: &Impact) -> String {
+    let mut text = format!(
+        "### Registrar: what this edit of {} would render differently\n\n**{} of {} recorded machines** (under review or in git) would render differently, each from its recorded facts, address and workflow. Nothing is proposed by this pull request: once these templates are deployed, machines under review are rendered with them, and machines in git change only through their own pull requests.\n",
+        markdown::code(dir),
+        impact.changed.len(),
+        impact.compared
+    );
+    let mut listed = 0;
+    for change in impact.changed.iter().take(MAX_LISTED) {
+        let name = change.name.as_deref().unwrap_or("-");
+        let entry = format!(
+            "\n<details><summary>{} ({}, {})</summary>\n\n{}\n</details>\n",
+            // A MAC and a state are Registrar's own words; a name comes from facts.
+            markdown::escape(name),
+            change.mac,
+            change.state,
+            markdown::fenced(&change.diff, "diff")
+        );
+        if text.len() + entry.len() > MAX_COMMENT {
+            break;
+        }
+        text.push_str(&entry);
+        listed += 1;
+    }
+    if listed < impact.changed.len() {
+        text.push_str(&format!(
+            "\n…and {} more: `registrar check --impact` lists them all.\n",
+            impact.changed.len() - listed
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::impact::Change;
+
+    #[test]
+    fn a_fact_in_a_name_or_diff_stays_text_and_the_comment_stays_under_githubs_limit() {
+        let change = |i: usize| Change {
+            mac: format!("00:00:00:00:00:{i:02x}"),
+            name: Some("<img src=x onerror=alert(1)> @admin".into()),
+            state: "proposed".into(),
+            diff: format!("-a\n+```\n+{}\n", "x".repeat(3000)),
+        };
+        let impact = Impact {
+            compared: 400,
+            changed: (0..200).map(change).collect(),
+        };
+        let text = summary("registrar/hardware-templates", &impact);
+        assert!(text.len() <= MAX_COMMENT, "{}", text.len());
+        assert!(!text.contains("<img"), "markup escaped");
+        assert!(!text.contains("@admin"), "no mention");
+        assert!(text.contains("**200 of 400 recorded machines**"));
+        assert!(text.contains("more: `registrar check --impact`"));
+    }
+}
