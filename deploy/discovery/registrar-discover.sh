@@ -66,7 +66,7 @@ dmi=""
 if command -v dmidecode >/dev/null 2>&1; then
   for keyword in system-manufacturer system-product-name system-serial-number system-uuid \
       baseboard-manufacturer baseboard-product-name baseboard-serial-number \
-      chassis-manufacturer chassis-serial-number; do
+      chassis-manufacturer chassis-serial-number chassis-asset-tag; do
     value=$(dmidecode -s "$keyword" 2>/dev/null | sed -n '/^#/d; /^[[:space:]]*$/d; p; q' || true)
     [ -n "$value" ] || continue
     dmi="$dmi${dmi:+,}\"$keyword\":\"$(json_escape "$value")\""

@@ -82,8 +82,8 @@ impl Proposer {
         let mut facts = facts.clone();
         let mut warnings = Vec::new();
         let (store, mac) = (self.store.clone(), machine.mac);
-        let (serial, uuid) = (facts.serial.clone(), facts.uuid.clone());
-        let sharing = blocking(move || store.sharing_identity(mac, serial.as_deref(), uuid.as_deref())).await?;
+        let claimed = facts.clone();
+        let sharing = blocking(move || store.sharing_identity(mac, &claimed)).await?;
         for (other, what) in sharing {
             warnings.push(format!(
                 "Identity: machine {other} reported the same {what}. Two machines claim one identity: make sure this is the machine you mean before merging."

@@ -27,14 +27,14 @@ impl Proposer {
         facts: &Facts,
     ) -> Result<Option<Replaced>, ProposeError> {
         let (store, mac) = (self.store.clone(), machine.mac);
-        let (serial, uuid) = (facts.serial.clone(), facts.uuid.clone());
+        let claimed = facts.clone();
         let mut own_macs: Vec<_> = facts.nics.iter().map(|n| n.mac).collect();
         own_macs.push(mac);
         blocking(move || {
             let mut found: Option<Replaced> = None;
-            for (other, shared) in store.sharing_identity(mac, serial.as_deref(), uuid.as_deref())? {
+            for (other, shared) in store.sharing_identity(mac, &claimed)? {
                 if found.as_ref().is_some_and(|f| f.machine.mac == other) {
-                    continue; // the same machine, by its serial and by its UUID
+                    continue; // the same machine, by its serial and by its UUID or asset tag
                 }
                 let Some(old) = store.machine(other)?.filter(|m| m.state.is_settled()) else {
                     continue;

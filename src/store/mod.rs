@@ -268,8 +268,9 @@ pub trait Store: Send + Sync + 'static {
     fn addresses(&self, mac: Mac) -> Result<Vec<(String, String)>>;
     /// The machine `ip` in `pool` was given to (held, or resting in quarantine).
     fn address_holder(&self, pool: &str, ip: std::net::Ipv4Addr) -> Result<Option<Mac>>;
-    /// Other machines that reported `serial` or system `uuid` (at most a few): (MAC, which).
-    fn sharing_identity(&self, mac: Mac, serial: Option<&str>, uuid: Option<&str>) -> Result<Vec<(Mac, String)>>;
+    /// Other machines that reported the serial, system UUID or asset tag of `facts` (at
+    /// most a few of each): (MAC, which).
+    fn sharing_identity(&self, mac: Mac, facts: &Facts) -> Result<Vec<(Mac, String)>>;
     /// The number `mac` was given for a counting name pattern, if any.
     fn name_number(&self, mac: Mac) -> Result<Option<u64>>;
     /// The number after the highest given so far.

@@ -32,6 +32,10 @@ pub struct Facts {
     pub product: Option<String>,
     pub serial: Option<String>,
     pub uuid: Option<String>,
+    /// The chassis asset tag (`dmidecode -s chassis-asset-tag`), an identity some sites
+    /// write on every machine. Omitted when unknown, so older facts keep their fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset_tag: Option<String>,
     /// Tinkerbell's spelling: `x86_64` or `aarch64`.
     pub arch: Option<String>,
     pub uefi: Option<bool>,
@@ -127,6 +131,7 @@ impl Facts {
             product: c(self.product),
             serial: c(self.serial),
             uuid: c(self.uuid),
+            asset_tag: c(self.asset_tag),
             arch: self.arch.filter(|a| a == "x86_64" || a == "aarch64"),
             uefi: self.uefi,
             hostname: c(self.hostname),
@@ -267,6 +272,10 @@ pub fn is_placeholder(s: &str) -> bool {
         "empty",
         "null",
         "xxxxxxxxxx",
+        "no asset tag",
+        "asset tag",
+        "no asset information",
+        "asset-1234567890",
     ];
     if PLACEHOLDERS.contains(&lower.as_str()) {
         return true;

@@ -525,8 +525,8 @@ impl Store for SqliteStore {
         self.read(|tx| allocations::holder(tx, pool, ip))
     }
 
-    fn sharing_identity(&self, mac: Mac, serial: Option<&str>, uuid: Option<&str>) -> Result<Vec<(Mac, String)>> {
-        self.read(|tx| names::sharing_identity(tx, mac, serial, uuid))
+    fn sharing_identity(&self, mac: Mac, facts: &Facts) -> Result<Vec<(Mac, String)>> {
+        self.read(|tx| names::sharing_identity(tx, mac, facts))
     }
 
     fn name_number(&self, mac: Mac) -> Result<Option<u64>> {

@@ -37,11 +37,15 @@ pub(super) fn claim_number(tx: &rusqlite::Transaction, mac: Mac, seq: u64) -> Re
 pub(super) fn sharing_identity(
     tx: &rusqlite::Transaction,
     mac: Mac,
-    serial: Option<&str>,
-    uuid: Option<&str>,
+    facts: &crate::domain::Facts,
 ) -> Result<Vec<(Mac, String)>> {
     let mut out = Vec::new();
-    for (what, path, value) in [("serial", "$.serial", serial), ("system UUID", "$.uuid", uuid)] {
+    let identity = [
+        ("serial", "$.serial", facts.serial.as_deref()),
+        ("system UUID", "$.uuid", facts.uuid.as_deref()),
+        ("asset tag", "$.asset_tag", facts.asset_tag.as_deref()),
+    ];
+    for (what, path, value) in identity {
         let Some(value) = value.filter(|v| !v.is_empty()) else {
             continue;
         };

@@ -390,3 +390,31 @@ fn a_decommission_asked_for_during_an_open_update_is_proposed_once_the_update_is
     assert_eq!(closed.wanted, Some(ProposalKind::Decommission));
     assert_eq!(s.pending(1).unwrap().len(), 1);
 }
+
+#[test]
+fn machines_sharing_a_serial_uuid_or_asset_tag_are_found_and_placeholders_never_match() {
+    let s = SqliteStore::in_memory().unwrap();
+    let now = Utc::now();
+    let tagged = |serial: &str, tag: Option<&str>| Facts {
+        asset_tag: tag.map(str::to_string),
+        ..facts(serial)
+    };
+    s.record_facts(
+        mac("aa:00:00:00:00:01"),
+        Source::Report,
+        &tagged("S1", Some("ACME-1")),
+        now,
+    )
+    .unwrap();
+    s.record_facts(mac("aa:00:00:00:00:02"), Source::Report, &tagged("S2", None), now)
+        .unwrap();
+    let newcomer = mac("aa:00:00:00:00:09");
+    let by_tag = s.sharing_identity(newcomer, &tagged("S9", Some("ACME-1"))).unwrap();
+    assert_eq!(by_tag, vec![(mac("aa:00:00:00:00:01"), "asset tag ACME-1".to_string())]);
+    let by_serial = s.sharing_identity(newcomer, &tagged("S2", None)).unwrap();
+    assert_eq!(by_serial, vec![(mac("aa:00:00:00:00:02"), "serial S2".to_string())]);
+    // Reported facts never carry a placeholder: it is dropped when they are read.
+    let placeholder = crate::domain::facts::clean("No Asset Tag");
+    assert_eq!(placeholder, None);
+    assert!(s.sharing_identity(newcomer, &tagged("S9", None)).unwrap().is_empty());
+}

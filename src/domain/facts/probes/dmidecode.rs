@@ -16,6 +16,7 @@ pub const DMI_KEYWORDS: &[&str] = &[
     "baseboard-serial-number",
     "chassis-manufacturer",
     "chassis-serial-number",
+    "chassis-asset-tag",
 ];
 
 /// Fills vendor, product, serial and UUID from `dmidecode -s` answers where the facts have
@@ -51,6 +52,9 @@ pub fn apply_dmidecode(facts: &mut Facts, dmi: &Value) -> Result<(), String> {
     }
     if facts.uuid.is_none() {
         facts.uuid = first(&["system-uuid"]).map(|u| u.to_ascii_lowercase());
+    }
+    if facts.asset_tag.is_none() {
+        facts.asset_tag = first(&["chassis-asset-tag"]);
     }
     Ok(())
 }
@@ -116,6 +120,23 @@ mod tests {
         ] {
             let err = apply_dmidecode(&mut Facts::default(), &v).unwrap_err();
             assert!(err.contains(needle), "{v} -> {err}");
+        }
+    }
+
+    #[test]
+    fn the_chassis_asset_tag_is_an_identity_unless_it_is_a_placeholder() {
+        let mut f = Facts::default();
+        apply_dmidecode(&mut f, &json!({"chassis-asset-tag": "ACME-004711"})).unwrap();
+        assert_eq!(f.asset_tag.as_deref(), Some("ACME-004711"));
+        for placeholder in [
+            "No Asset Tag",
+            "Default string",
+            "To Be Filled By O.E.M.",
+            "Asset-1234567890",
+        ] {
+            let mut f = Facts::default();
+            apply_dmidecode(&mut f, &json!({"chassis-asset-tag": placeholder})).unwrap();
+            assert_eq!(f.asset_tag, None, "{placeholder}");
         }
     }
 }
