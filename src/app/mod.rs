@@ -158,6 +158,7 @@ impl App {
             )
             .with_known(known.clone())
             .with_only_expected(config.discovery.only_expected)
+            .with_max_open(config.discovery.max_open_proposals)
             .with_bmc_networks(config.discovery.bmc_networks.clone())
             .with_pools(pools)
             .awaiting_pools(
@@ -257,6 +258,21 @@ impl App {
                 Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "no GitHub App installation token yet"),
                 Err(_) => tracing::warn!("no GitHub App installation token yet: GitHub did not answer in time"),
             }
+        }
+        if let Some(hooks) = self
+            .state
+            .github
+            .as_ref()
+            .filter(|_| self.config.forge.github.dashboard)
+        {
+            let dashboard = Arc::new(crate::propose::forge::github::dashboard::Dashboard::new(
+                hooks.forge.clone(),
+                self.proposer.store().clone(),
+                self.config.forge.github.dashboard_title.clone(),
+                self.config.discovery.max_open_proposals,
+            ));
+            let (ready, stop) = (readiness.clone(), shutdown.clone());
+            supervisor.spawn("dashboard", move || dashboard.clone().run(ready.clone(), stop.clone()));
         }
         if let Some(notifier) = crate::notify::Notifier::from_config(&self.config, self.proposer.store().clone())? {
             let notifier = Arc::new(notifier);

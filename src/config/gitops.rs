@@ -112,6 +112,10 @@ pub struct GithubConfig {
     /// identity may bypass them (and GitHub never lets it approve its own pull request).
     /// Off, approving means merging on GitHub, where reviews and branch protection apply.
     pub approve_in_registrar: bool,
+    /// Keep one issue in the repository current with what waits for review, like
+    /// Renovate's Dependency Dashboard (needs the Issues write permission).
+    pub dashboard: bool,
+    pub dashboard_title: String,
 }
 
 impl GithubConfig {
@@ -157,6 +161,8 @@ impl Default for GithubConfig {
             reconcile_seconds: 300,
             request_timeout_ms: 30_000,
             approve_in_registrar: false,
+            dashboard: false,
+            dashboard_title: "Registrar: machines waiting for review".into(),
         }
     }
 }

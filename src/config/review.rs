@@ -18,6 +18,9 @@ pub struct ReviewConfig {
     /// to which Rufio sends the BMC's credentials) only inside one of these networks; an
     /// operator's import row is trusted. Empty: no reported BMC address is proposed.
     pub bmc_networks: Vec<ipnet::IpNet>,
+    /// At most this many proposals open on the forge at once; more machines wait their turn
+    /// (oldest first) and are proposed as proposals are merged or closed. 0: no bound.
+    pub max_open_proposals: u64,
 }
 
 impl Default for ReviewConfig {
@@ -27,6 +30,7 @@ impl Default for ReviewConfig {
             max_undiscovered: 10_000,
             max_new_per_minute: 1_000,
             bmc_networks: vec![],
+            max_open_proposals: 0,
         }
     }
 }

@@ -155,10 +155,13 @@ impl Proposer {
             Observation::Merged { number } => {
                 self.finish_approval(mac, &format!("pull request #{number} merged"), actor)
                     .await?;
+                // A review slot is free: the queue lets the next machine through now.
+                self.wake_if_slots();
             }
             Observation::Closed { number } => {
                 self.record_rejection(mac, &format!("pull request #{number} closed"), actor)
                     .await?;
+                self.wake_if_slots();
             }
             Observation::Reopened { number } => self.record_reopening(mac, number, actor).await?,
             Observation::Head { sha } => {

@@ -21,6 +21,7 @@ mod replace;
 
 use keyed::MachineGuard;
 mod review;
+mod slots;
 mod sync;
 
 pub use import::{ImportOutcome, PreviewRow};
@@ -114,6 +115,10 @@ pub struct Proposer {
     /// Where machines' addresses come from (empty: no addresses are allocated); replaced
     /// when the pools' file in the GitOps repository changes.
     pools: std::sync::RwLock<addresses::LoadedPools>,
+    /// `discovery.max_open_proposals` (0: no bound), and the gate first proposals pass
+    /// one at a time while it is set, so that concurrent syncs never open one too many.
+    max_open: u64,
+    slot_gate: tokio::sync::Mutex<()>,
 }
 
 async fn blocking<T: Send + 'static, E: Send + 'static>(
@@ -156,6 +161,8 @@ impl Proposer {
             bmc_networks: Vec::new(),
             check_bmc_secrets: Default::default(),
             pools: Default::default(),
+            max_open: 0,
+            slot_gate: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -177,6 +184,12 @@ impl Proposer {
     /// Keeps machines nobody imported out of the review queue.
     pub fn with_bmc_networks(mut self, networks: Vec<ipnet::IpNet>) -> Self {
         self.bmc_networks = networks;
+        self
+    }
+
+    /// At most `max_open` proposals open at once (0: no bound); the rest wait their turn.
+    pub fn with_max_open(mut self, max_open: u64) -> Self {
+        self.max_open = max_open;
         self
     }
 
@@ -279,6 +292,7 @@ impl Proposer {
 
     /// Syncs every pending machine once. Returns how many were attempted.
     pub async fn drain(&self) -> Result<usize, ProposeError> {
+        self.release_slots().await?;
         let store = self.store.clone();
         let work = blocking(move || store.pending(1000)).await?;
         self.metrics.queue_length.set(work.len() as i64);

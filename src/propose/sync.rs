@@ -4,6 +4,7 @@
 use chrono::Utc;
 
 use super::forge::Draft;
+use super::slots::Slot;
 use super::{CrashPoint, MachineGuard, ProposeError, Proposer, blocking};
 use super::{git, index};
 use crate::domain::{Basis, Facts, Mac, Machine, Proposal, ProposalKind, ProposalState, branch_for};
@@ -66,6 +67,16 @@ impl Proposer {
             .await?;
             return Ok(false);
         }
+        // A first proposal waits for a review slot while `max_open_proposals` are open; the
+        // gate is held until it is recorded, so no two syncs take the last slot.
+        let _slot = if existing.is_none() {
+            match self.take_slot(work).await? {
+                Slot::Full => return Ok(false),
+                Slot::Taken(gate) => gate,
+            }
+        } else {
+            None
+        };
         // A new board of a machine git holds is proposed as that machine's change.
         if let Some(old) = self.replaced_machine(&machine, &facts).await? {
             return self

@@ -135,6 +135,14 @@ pub struct BatchRow {
     pub state: Option<State>,
 }
 
+/// Machines waiting for a review slot: how many, and the ones that waited longest.
+#[derive(Debug, Clone, Default)]
+pub struct SlotQueue {
+    pub count: u64,
+    /// (MAC, waiting since), oldest first.
+    pub oldest: Vec<(Mac, DateTime<Utc>)>,
+}
+
 /// One unit of work for the proposer: the revision it must bring to git.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pending {
@@ -268,6 +276,15 @@ pub trait Store: Send + Sync + 'static {
     fn addresses(&self, mac: Mac) -> Result<Vec<(String, String)>>;
     /// The machine `ip` in `pool` was given to (held, or resting in quarantine).
     fn address_holder(&self, pool: &str, ip: std::net::Ipv4Addr) -> Result<Option<Mac>>;
+    /// How many proposals are open on the forge (open, being merged or being closed).
+    fn open_proposals(&self) -> Result<u64>;
+    /// `work` waits for a review slot (`discovery.max_open_proposals`): synced for now,
+    /// `why` shown on the machine, in the slot queue until `release_slots` lets it through.
+    fn wait_for_slot(&self, work: Pending, why: &str, now: DateTime<Utc>) -> Result<()>;
+    /// Queues again the `n` machines that waited longest for a slot; which ones.
+    fn release_slots(&self, n: u64, now: DateTime<Utc>) -> Result<Vec<Mac>>;
+    /// How many machines wait for a slot, and the `limit` that waited longest (since when).
+    fn slot_queue(&self, limit: u32) -> Result<SlotQueue>;
     /// Other machines that reported the serial, system UUID or asset tag of `facts` (at
     /// most a few of each): (MAC, which).
     fn sharing_identity(&self, mac: Mac, facts: &Facts) -> Result<Vec<(Mac, String)>>;

@@ -110,3 +110,26 @@ pub(super) fn import(
     )?;
     with_fates(tx, batch)
 }
+
+/// The newest `limit` import batches, each with its rows' fates.
+pub(super) fn batches(tx: &rusqlite::Transaction, limit: u32) -> Result<Vec<Batch>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, name, mode, actor, created_at, rows FROM import_batches ORDER BY id DESC LIMIT ?1",
+    )?;
+    let batches = stmt
+        .query_map([limit], batch_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    batches.into_iter().map(|b| with_fates(tx, b)).collect()
+}
+
+pub(super) fn batch(tx: &rusqlite::Transaction, id: i64) -> Result<Option<Batch>> {
+    use rusqlite::OptionalExtension;
+    let b = tx
+        .query_row(
+            "SELECT id, name, mode, actor, created_at, rows FROM import_batches WHERE id = ?1",
+            [id],
+            batch_from_row,
+        )
+        .optional()?;
+    b.map(|b| with_fates(tx, b)).transpose()
+}

@@ -20,6 +20,7 @@ mod names;
 mod open;
 mod rows;
 mod schema;
+mod slots;
 #[cfg(test)]
 mod tests;
 mod timeline;
@@ -525,6 +526,22 @@ impl Store for SqliteStore {
         self.read(|tx| allocations::holder(tx, pool, ip))
     }
 
+    fn open_proposals(&self) -> Result<u64> {
+        self.read(slots::open_proposals)
+    }
+
+    fn wait_for_slot(&self, work: Pending, why: &str, now: DateTime<Utc>) -> Result<()> {
+        self.with(|tx| slots::wait(tx, work, why, now))
+    }
+
+    fn release_slots(&self, n: u64, now: DateTime<Utc>) -> Result<Vec<Mac>> {
+        self.with(|tx| slots::release(tx, n, now))
+    }
+
+    fn slot_queue(&self, limit: u32) -> Result<super::SlotQueue> {
+        self.read(|tx| slots::list(tx, limit))
+    }
+
     fn sharing_identity(&self, mac: Mac, facts: &Facts) -> Result<Vec<(Mac, String)>> {
         self.read(|tx| names::sharing_identity(tx, mac, facts))
     }
@@ -554,28 +571,11 @@ impl Store for SqliteStore {
     }
 
     fn batches(&self, limit: u32) -> Result<Vec<Batch>> {
-        self.read(|tx| {
-            let mut stmt = tx.prepare_cached(
-                "SELECT id, name, mode, actor, created_at, rows FROM import_batches ORDER BY id DESC LIMIT ?1",
-            )?;
-            let batches = stmt
-                .query_map([limit], batch_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            batches.into_iter().map(|b| with_fates(tx, b)).collect()
-        })
+        self.read(|tx| imports::batches(tx, limit))
     }
 
     fn batch(&self, id: i64) -> Result<Option<Batch>> {
-        self.read(|tx| {
-            let b = tx
-                .query_row(
-                    "SELECT id, name, mode, actor, created_at, rows FROM import_batches WHERE id = ?1",
-                    [id],
-                    batch_from_row,
-                )
-                .optional()?;
-            b.map(|b| with_fates(tx, b)).transpose()
-        })
+        self.read(|tx| imports::batch(tx, id))
     }
 
     fn forget(&self, mac: Mac, actor: &str, now: DateTime<Utc>) -> Result<()> {

@@ -289,5 +289,6 @@ pub(super) fn forget(tx: &rusqlite::Transaction, mac: Mac, actor: &str, now: Dat
     tx.execute("DELETE FROM transitions WHERE mac = ?1", [mac.to_string()])?;
     tx.execute("DELETE FROM proposals WHERE mac = ?1", [mac.to_string()])?;
     tx.execute("DELETE FROM report_tokens WHERE mac = ?1", [mac.to_string()])?;
+    tx.execute("DELETE FROM slot_queue WHERE mac = ?1", [mac.to_string()])?;
     Ok(())
 }

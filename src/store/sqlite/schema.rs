@@ -162,6 +162,11 @@ BEGIN
     INSERT INTO audit (at, actor, mac, action) VALUES (NEW.at, NEW.actor, NEW.mac, NEW.cause);
 END;
 "#,
+    // Machines waiting for a review slot (`discovery.max_open_proposals`), oldest first.
+    r#"
+CREATE TABLE slot_queue (mac TEXT PRIMARY KEY, since TEXT NOT NULL);
+CREATE INDEX slot_queue_since ON slot_queue(since, mac);
+"#,
 ];
 
 #[cfg(test)]

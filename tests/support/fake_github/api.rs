@@ -335,7 +335,7 @@ pub(super) fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, bo
                     json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "code": "custom", "message": format!("A pull request already exists for {OWNER}:{head}.")}]}),
                 );
             }
-            let number = st.pulls.iter().map(|p| p.number).max().unwrap_or(0) + 1;
+            let number = st.next_number();
             let pull = Pull {
                 number,
                 title: body["title"].as_str().unwrap_or_default().into(),
@@ -483,6 +483,58 @@ pub(super) fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, bo
                 StatusCode::OK,
                 Value::Array(p.labels.iter().map(|l| shapes::label(l)).collect()),
             )
+        }
+        ("GET", ["issues"]) => {
+            let q = query(uri);
+            let state = q.get("state").map(String::as_str).unwrap_or("open");
+            let label = q.get("labels").cloned();
+            // Like GitHub, the list holds pull requests too (with a `pull_request` key).
+            let mut items: Vec<Value> = st
+                .issues
+                .iter()
+                .filter(|i| state == "all" || (state == "open") == i.open)
+                .filter(|i| label.as_ref().is_none_or(|l| i.labels.contains(l)))
+                .map(shapes::issue)
+                .collect();
+            if label.is_none() {
+                items.extend(st.pulls.iter().filter(|p| state == "all" || (state == "open") == p.open).map(|p| {
+                    let mut i = shapes::issue(&Issue { number: p.number, title: p.title.clone(), body: p.body.clone(), labels: p.labels.clone(), open: p.open, edits: 0 });
+                    i["pull_request"] = json!({"url": format!("https://api.github.example/repos/{OWNER}/{REPO}/pulls/{}", p.number)});
+                    i
+                }));
+            }
+            reply(StatusCode::OK, Value::Array(items))
+        }
+        ("POST", ["issues"]) => {
+            let issue = Issue {
+                number: st.next_number(),
+                title: body["title"].as_str().unwrap_or_default().into(),
+                body: body["body"].as_str().unwrap_or_default().into(),
+                labels: body["labels"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|l| l.as_str().map(str::to_string))
+                    .collect(),
+                open: true,
+                edits: 0,
+            };
+            st.issues.push(issue.clone());
+            reply(StatusCode::CREATED, shapes::issue(&issue))
+        }
+        ("PATCH", ["issues", n]) => {
+            let Some(i) = st.issues.iter_mut().find(|i| i.number.to_string() == *n) else {
+                return reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"}));
+            };
+            if let Some(b) = body["body"].as_str() {
+                i.body = b.into();
+                i.edits += 1;
+            }
+            if let Some(s) = body["state"].as_str() {
+                i.open = s == "open";
+            }
+            let i = i.clone();
+            reply(StatusCode::OK, shapes::issue(&i))
         }
         ("GET", ["issues", n, "comments"]) => {
             let number: u64 = n.parse().unwrap_or(0);

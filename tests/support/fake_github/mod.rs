@@ -43,6 +43,18 @@ pub struct Pull {
     pub fork: Option<String>,
 }
 
+/// An issue that is not a pull request (the dashboard).
+#[derive(Debug, Clone)]
+pub struct Issue {
+    pub number: u64,
+    pub title: String,
+    pub body: String,
+    pub labels: Vec<String>,
+    pub open: bool,
+    /// How many times its body was written after it was opened.
+    pub edits: u64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
     /// Answer this share of requests with 502 — for creates, after carrying them out.
@@ -76,6 +88,7 @@ impl Faults {
 #[derive(Default)]
 pub struct GhState {
     pub pulls: Vec<Pull>,
+    pub issues: Vec<Issue>,
     pub labels: BTreeMap<String, (String, String)>,
     pub comments: BTreeMap<u64, Vec<String>>,
     /// Every REST request: (method, path).
@@ -104,6 +117,14 @@ pub struct GhState {
     pub not_modified: u64,
     /// Merges asked for without the `sha` that pins them to the reviewed head.
     pub unpinned_merges: u64,
+}
+
+impl GhState {
+    /// Issues and pull requests share one sequence of numbers, as on GitHub.
+    pub fn next_number(&self) -> u64 {
+        let pulls = self.pulls.iter().map(|p| p.number);
+        pulls.chain(self.issues.iter().map(|i| i.number)).max().unwrap_or(0) + 1
+    }
 }
 
 #[derive(Clone)]
@@ -161,6 +182,10 @@ impl FakeGithub {
 
     pub fn pull(&self, number: u64) -> Pull {
         self.pulls().into_iter().find(|p| p.number == number).unwrap()
+    }
+
+    pub fn issues(&self) -> Vec<Issue> {
+        self.state.lock().unwrap().issues.clone()
     }
 
     pub fn comments(&self, number: u64) -> Vec<String> {
@@ -260,7 +285,7 @@ impl FakeGithub {
     pub async fn open_pull(&self, branch: &str, title: &str, by: &str) -> u64 {
         let number = {
             let mut st = self.state.lock().unwrap();
-            let number = st.pulls.iter().map(|p| p.number).max().unwrap_or(0) + 1;
+            let number = st.next_number();
             st.pulls.push(Pull {
                 number,
                 title: title.into(),
@@ -293,7 +318,7 @@ impl FakeGithub {
     /// Someone opens a pull request from their fork, from a branch of any name.
     pub fn open_fork_pull(&self, fork: &str, branch: &str) -> u64 {
         let mut st = self.state.lock().unwrap();
-        let number = st.pulls.iter().map(|p| p.number).max().unwrap_or(0) + 1;
+        let number = st.next_number();
         st.pulls.push(Pull {
             number,
             title: "Add my machine".into(),

@@ -8,12 +8,13 @@ use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 
-use super::{OWNER, Pull, REPO};
+use super::{Issue, OWNER, Pull, REPO};
 
 struct Examples {
     pull: Value,
     label: Value,
     comment: Value,
+    issue: Value,
 }
 
 fn examples() -> &'static Examples {
@@ -33,6 +34,7 @@ fn examples() -> &'static Examples {
             pull: example("pull-request"),
             label: example("label"),
             comment: example("issue-comment"),
+            issue: example("issue"),
         }
     })
 }
@@ -170,5 +172,21 @@ pub fn push_delivery(branch: &str, after: &str, by: &str) -> Value {
     v["compare"] = json!(format!("https://github.example/{OWNER}/{REPO}/compare/{after}"));
     v["repository"] = repository(&format!("{OWNER}/{REPO}"));
     v["sender"] = user(by, "User");
+    v
+}
+
+/// An issue as `GET /issues/{n}` answers (not a pull request: no `pull_request` key).
+pub fn issue(i: &Issue) -> Value {
+    let mut v = examples().issue.clone();
+    v["number"] = json!(i.number);
+    v["id"] = json!(i.number + 5_000_000);
+    v["title"] = json!(i.title);
+    v["body"] = json!(i.body);
+    v["state"] = json!(if i.open { "open" } else { "closed" });
+    v["labels"] = Value::Array(i.labels.iter().map(|l| label(l)).collect());
+    v["html_url"] = json!(format!("https://github.example/{OWNER}/{REPO}/issues/{}", i.number));
+    if let Value::Object(m) = &mut v {
+        m.remove("pull_request");
+    }
     v
 }

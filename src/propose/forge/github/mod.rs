@@ -10,6 +10,7 @@
 //! and a create or merge that is never resent blindly.
 
 pub mod client;
+pub mod dashboard;
 pub mod events;
 mod gate;
 mod rules_review;

@@ -1,0 +1,69 @@
+//! The slot queue: machines whose first proposal waits for fewer pull requests to be open
+//! (`discovery.max_open_proposals`). A row per waiting machine, gone when it is let through.
+
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+
+use super::Result;
+use super::rows::{parse_ts, queue, ts};
+use crate::domain::Mac;
+use crate::store::{Pending, SlotQueue};
+
+type Tx<'a> = rusqlite::Transaction<'a>;
+
+pub(super) fn open_proposals(tx: &Tx) -> Result<u64> {
+    let n: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM proposals WHERE state IN ('open', 'approving', 'rejecting')",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(n as u64)
+}
+
+/// `work` is done for now: its machine waits in the slot queue, saying why.
+pub(super) fn wait(tx: &Tx, work: Pending, why: &str, now: DateTime<Utc>) -> Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO slot_queue (mac, since) VALUES (?1, ?2)",
+        params![work.mac.to_string(), ts(now)],
+    )?;
+    tx.execute(
+        "UPDATE machines SET synced_rev = MAX(synced_rev, ?2), last_error = ?3,
+           pending_since = CASE WHEN rev > MAX(synced_rev, ?2) THEN pending_since END WHERE mac = ?1",
+        params![work.mac.to_string(), work.rev as i64, why],
+    )?;
+    Ok(())
+}
+
+/// Lets the `n` machines that waited longest through: queued again, out of the queue.
+pub(super) fn release(tx: &Tx, n: u64, now: DateTime<Utc>) -> Result<Vec<Mac>> {
+    let macs: Vec<String> = tx
+        .prepare_cached("SELECT mac FROM slot_queue ORDER BY since, mac LIMIT ?1")?
+        .query_map([n as i64], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut released = Vec::new();
+    for mac in macs {
+        tx.execute("DELETE FROM slot_queue WHERE mac = ?1", [&mac])?;
+        if let Ok(m) = Mac::parse(&mac) {
+            queue(tx, m, now)?;
+            released.push(m);
+        }
+    }
+    Ok(released)
+}
+
+/// How many machines wait for a slot, and the `limit` that waited longest.
+pub(super) fn list(tx: &Tx, limit: u32) -> Result<SlotQueue> {
+    let count: i64 = tx.query_row("SELECT COUNT(*) FROM slot_queue", [], |r| r.get(0))?;
+    let rows: Vec<(String, String)> = tx
+        .prepare_cached("SELECT mac, since FROM slot_queue ORDER BY since, mac LIMIT ?1")?
+        .query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let waiting = rows
+        .into_iter()
+        .filter_map(|(mac, since)| Some((Mac::parse(&mac).ok()?, parse_ts(&since).ok()?)))
+        .collect();
+    Ok(SlotQueue {
+        count: count as u64,
+        oldest: waiting,
+    })
+}
