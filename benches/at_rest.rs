@@ -95,6 +95,7 @@ fn seed(state_dir: &Path, gh: &FakeGithub, n: usize) {
             merged_by: merged.then(|| "reviewer".into()),
             labels: vec![],
             fork: None,
+            auto_merge: false,
         });
     }
     gh.state.lock().unwrap().pulls = pulls;

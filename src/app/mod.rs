@@ -159,6 +159,7 @@ impl App {
             .with_known(known.clone())
             .with_only_expected(config.discovery.only_expected)
             .with_max_open(config.discovery.max_open_proposals)
+            .with_auto_approve(config.discovery.auto_approve == crate::config::AutoApprove::Expected)
             .with_bmc_networks(config.discovery.bmc_networks.clone())
             .with_pools(pools)
             .awaiting_pools(

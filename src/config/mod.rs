@@ -19,7 +19,7 @@ mod validate;
 pub use cluster::{ClusterConfig, DiscoveryConfig, SmeeLogsConfig, TinkerbellConfig};
 pub use dhcp::DhcpConfig;
 pub use gitops::{ForgeConfig, GithubConfig, GitopsConfig};
-pub use review::{QueueConfig, ReviewConfig};
+pub use review::{AutoApprove, QueueConfig, ReviewConfig};
 pub use secrets::Tokens;
 pub use server::{AuthConfig, OidcConfig, Role, ServerConfig, UiConfig, UserConfig};
 

@@ -21,6 +21,19 @@ pub struct ReviewConfig {
     /// At most this many proposals open on the forge at once; more machines wait their turn
     /// (oldest first) and are proposed as proposals are merged or closed. 0: no bound.
     pub max_open_proposals: u64,
+    /// `expected`: a machine whose report matches its import row exactly (MAC, and serial
+    /// where the row gives one), with nothing the reviewer must be warned of, is approved
+    /// without a person — on GitHub by enabling auto-merge, which merges once the required
+    /// checks pass (branch protection applies); on the local forge at once. `none`: never.
+    pub auto_approve: AutoApprove,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoApprove {
+    #[default]
+    None,
+    Expected,
 }
 
 impl Default for ReviewConfig {
@@ -31,6 +44,7 @@ impl Default for ReviewConfig {
             max_new_per_minute: 1_000,
             bmc_networks: vec![],
             max_open_proposals: 0,
+            auto_approve: AutoApprove::None,
         }
     }
 }

@@ -52,6 +52,9 @@ pub struct Expected {
     pub batch: String,
     pub row: u32,
     pub mode: ImportMode,
+    /// The serial the machine must report to match this row exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
     pub hostname: Option<String>,
     pub ip: Option<String>,
     pub netmask: Option<String>,
@@ -77,6 +80,18 @@ pub struct Expected {
 }
 
 impl Expected {
+    /// Whether `facts` are the machine this row describes, exactly: reported (not just
+    /// imported), and with the row's serial where the row gives one.
+    pub fn matches(&self, facts: &super::Facts) -> bool {
+        if facts.is_empty() {
+            return false;
+        }
+        match &self.serial {
+            Some(serial) => facts.serial.as_deref() == Some(serial.as_str()),
+            None => true,
+        }
+    }
+
     /// "expected — <batch>, row N", as the proposal says it.
     pub fn provenance(&self) -> String {
         format!("expected — {}, row {}", self.batch, self.row)

@@ -7,6 +7,7 @@
 
 pub mod addresses;
 mod adopt;
+pub mod auto_approve;
 mod change;
 pub mod forge;
 pub mod git;
@@ -119,6 +120,8 @@ pub struct Proposer {
     /// one at a time while it is set, so that concurrent syncs never open one too many.
     max_open: u64,
     slot_gate: tokio::sync::Mutex<()>,
+    /// `discovery.auto_approve: expected`.
+    auto_approve: bool,
 }
 
 async fn blocking<T: Send + 'static, E: Send + 'static>(
@@ -163,6 +166,7 @@ impl Proposer {
             pools: Default::default(),
             max_open: 0,
             slot_gate: tokio::sync::Mutex::new(()),
+            auto_approve: false,
         }
     }
 
@@ -190,6 +194,12 @@ impl Proposer {
     /// At most `max_open` proposals open at once (0: no bound); the rest wait their turn.
     pub fn with_max_open(mut self, max_open: u64) -> Self {
         self.max_open = max_open;
+        self
+    }
+
+    /// Approves machines that match their import row exactly without a person.
+    pub fn with_auto_approve(mut self, auto_approve: bool) -> Self {
+        self.auto_approve = auto_approve;
         self
     }
 

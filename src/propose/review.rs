@@ -13,6 +13,16 @@ impl Proposer {
     /// Approves a machine's open proposal: record the intent, merge, record the result.
     pub(super) async fn approve(&self, mac: Mac, actor: &str) -> Result<Machine, ProposeError> {
         let machine = self.machines.lock(mac).await;
+        self.approve_held(&machine, mac, actor).await
+    }
+
+    /// Approves `mac`'s open proposal, the machine being held by the caller.
+    pub(super) async fn approve_held(
+        &self,
+        machine: &MachineGuard<'_>,
+        mac: Mac,
+        actor: &str,
+    ) -> Result<Machine, ProposeError> {
         let mut proposal = self.open_proposal(mac).await?;
         if let Some(why) = self.forge.approval_elsewhere(&proposal) {
             return Err(ProposeError::Conflict(why));
@@ -23,7 +33,8 @@ impl Proposer {
         if !proposal.hands_off && !blocking(move || Ok::<_, git::GitError>(git.is_on_base(&branch))).await? {
             let store = self.store.clone();
             let work = blocking(move || store.requeue(mac, Utc::now())).await?;
-            self.publish_revision(&machine, work).await?;
+            // Boxed: publishing may approve by policy, which comes back here.
+            Box::pin(self.publish_revision(machine, work)).await?;
             proposal = self.open_proposal(mac).await?;
         }
         let store = self.store.clone();
@@ -37,7 +48,7 @@ impl Proposer {
                 other => other.into(),
             });
         }
-        self.record_approval(&machine, &format!("{} merged", proposal.branch), actor)
+        self.record_approval(machine, &format!("{} merged", proposal.branch), actor)
             .await
     }
 

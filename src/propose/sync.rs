@@ -158,12 +158,14 @@ impl Proposer {
                 published.commit.to_string(),
             )
         };
-        let store = self.store.clone();
+        let (store, recorded) = (self.store.clone(), proposal.clone());
         let name = rendered.name.clone();
-        blocking(move || store.mark_synced(work, Some(&proposal), Some(&name), now)).await?;
+        blocking(move || store.mark_synced(work, Some(&recorded), Some(&name), now)).await?;
         if published.changed {
             tracing::info!(mac = %machine.mac, name = %rendered.name, commit = %published.commit, "proposal pushed");
         }
+        self.approve_if_expected(held, &machine, &facts, &proposal, &rendered)
+            .await?;
         Ok(published.changed)
     }
 

@@ -115,6 +115,10 @@ pub struct Rendered {
     pub summary: String,
     #[serde(skip)]
     pub documents: Vec<Value>,
+    /// What the reviewer must not miss (shown first in the summary): a proposal with any
+    /// is never approved by policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Renderer {
@@ -458,6 +462,7 @@ impl Renderer {
             manifest,
             summary,
             documents,
+            warnings: input.warnings.to_vec(),
         })
     }
 

@@ -110,6 +110,11 @@ pub struct Bmc {
 }
 
 impl Facts {
+    /// Nothing reported (a machine known only from an import row).
+    pub fn is_empty(&self) -> bool {
+        *self == Facts::default()
+    }
+
     pub fn disk_total_bytes(&self) -> u64 {
         self.disks.iter().filter_map(|d| d.size_bytes).sum()
     }

@@ -40,6 +40,17 @@ pub struct Draft<'a> {
     pub rendered: &'a Rendered,
 }
 
+/// What a forge does with a proposal approved by policy (`discovery.auto_approve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoMerge {
+    /// The forge merges it itself once its required checks pass (GitHub's auto-merge).
+    Enabled,
+    /// Nothing stood in the way: the forge merged it already.
+    Merged,
+    /// The forge has no merge-when-ready: Registrar approves it now.
+    MergeNow,
+}
+
 #[async_trait]
 pub trait Forge: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
@@ -48,6 +59,11 @@ pub trait Forge: Send + Sync + 'static {
     async fn open(&self, draft: &Draft<'_>, existing: Option<&Proposal>) -> Result<ForgeRef, ForgeError>;
     /// Approves (merges) a proposal on behalf of `actor`.
     async fn approve(&self, proposal: &Proposal, actor: &str) -> Result<(), ForgeError>;
+    /// Hands a proposal approved by policy to the forge's own merge-when-ready, if it has
+    /// one (the local forge has no checks to wait for: merge now).
+    async fn auto_merge(&self, _proposal: &Proposal) -> Result<AutoMerge, ForgeError> {
+        Ok(AutoMerge::MergeNow)
+    }
     /// Rejects a proposal: closes it and removes its branch.
     async fn reject(&self, proposal: &Proposal, actor: &str) -> Result<(), ForgeError>;
     /// What the forge says about a proposal now, for the reconcile loop.

@@ -33,6 +33,17 @@ pub(super) fn row_from(line: u32, field: impl Fn(&str) -> Option<String>, errors
         ..Expected::default()
     };
 
+    // The serial the machine must report: with `discovery.auto_approve: expected`, only a
+    // machine whose report matches its row exactly is approved without a person.
+    if let Some(s) = field("serial") {
+        match clean(&s) {
+            Some(serial) if serial.chars().count() <= 64 => v.serial = Some(serial),
+            _ => errors.push(format!(
+                "serial {:?} is not a serial number (a placeholder, or too long)",
+                shorten(&s)
+            )),
+        }
+    }
     if let Some(h) = field("hostname") {
         let lower = h.to_ascii_lowercase();
         if is_hostname(&lower) {

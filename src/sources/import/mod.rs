@@ -18,6 +18,7 @@ pub use parse::{parse_csv, parse_json};
 
 pub const COLUMNS: &[&str] = &[
     "mac",
+    "serial",
     "hostname",
     "ip",
     "netmask",

@@ -196,6 +196,10 @@ pub(super) async fn route(
     if !gh.state.lock().unwrap().token_ok(&bearer) {
         return reply(StatusCode::UNAUTHORIZED, json!({"message": "Bad credentials"}));
     }
+    if method == Method::POST && path == "/graphql" {
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        return graphql(&gh, &body);
+    }
     let Some(rest) = path.strip_prefix(&format!("/repos/{OWNER}/{REPO}")) else {
         return reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"}));
     };
@@ -290,6 +294,46 @@ pub(super) async fn conditional(gh: &FakeGithub, headers: &HeaderMap, response: 
     Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
+/// GitHub's GraphQL, as far as Registrar uses it: `enablePullRequestAutoMerge`. Like
+/// GitHub, errors come back with 200 and an `errors` list.
+fn graphql(gh: &FakeGithub, body: &Value) -> Response {
+    let query = body["query"].as_str().unwrap_or_default();
+    if !query.contains("enablePullRequestAutoMerge") {
+        return reply(
+            StatusCode::OK,
+            json!({"errors": [{"message": "the fake knows only enablePullRequestAutoMerge"}]}),
+        );
+    }
+    let id = body["variables"]["id"].as_str().unwrap_or_default();
+    let mut st = gh.state.lock().unwrap();
+    st.requests.push(("POST".into(), "/graphql".into()));
+    let checks = st.required_checks;
+    let Some(p) = st.pulls.iter_mut().find(|p| shapes::node_id(p.number) == id) else {
+        return reply(
+            StatusCode::OK,
+            json!({"errors": [{"type": "NOT_FOUND", "message": format!("Could not resolve to a node with the global id of '{id}'")}]}),
+        );
+    };
+    if !p.open {
+        return reply(
+            StatusCode::OK,
+            json!({"errors": [{"message": "Pull request is closed"}]}),
+        );
+    }
+    if !checks {
+        return reply(
+            StatusCode::OK,
+            json!({"errors": [{"message": "Pull request is in clean status"}]}),
+        );
+    }
+    p.auto_merge = true;
+    let number = p.number;
+    reply(
+        StatusCode::OK,
+        json!({"data": {"enablePullRequestAutoMerge": {"pullRequest": {"number": number}}}}),
+    )
+}
+
 pub(super) fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, body: &Value) -> Response {
     let repo_path = gh.repo().path;
     let mut st = gh.state.lock().unwrap();
@@ -347,6 +391,7 @@ pub(super) fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, bo
                 merged_by: None,
                 labels: vec![],
                 fork: None,
+                auto_merge: false,
             };
             st.pulls.push(pull.clone());
             set_pull_ref(&repo_path, number, &pull.head);

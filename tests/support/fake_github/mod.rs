@@ -41,6 +41,8 @@ pub struct Pull {
     /// Where the head branch lives: `None` is this repository; `Some("mallory/gitops")` a
     /// fork, whose branch may carry any name, `registrar/<mac>` included.
     pub fork: Option<String>,
+    /// Auto-merge is enabled: GitHub merges it once the required checks pass.
+    pub auto_merge: bool,
 }
 
 /// An issue that is not a pull request (the dashboard).
@@ -117,6 +119,9 @@ pub struct GhState {
     pub not_modified: u64,
     /// Merges asked for without the `sha` that pins them to the reviewed head.
     pub unpinned_merges: u64,
+    /// The base branch requires status checks: auto-merge waits for them. Without, GitHub
+    /// refuses to enable auto-merge on a pull request that can be merged now.
+    pub required_checks: bool,
 }
 
 impl GhState {
@@ -267,6 +272,19 @@ impl FakeGithub {
             .open = true;
     }
 
+    /// The required checks pass on pull request `number`: with auto-merge enabled, GitHub
+    /// merges it (as whoever enabled it) and delivers the webhook. Whether it merged.
+    pub async fn checks_pass(&self, number: u64) -> bool {
+        let pull = self.pull(number);
+        if !(pull.open && pull.auto_merge) {
+            return false;
+        }
+        self.merge_quietly(number, "registrar[bot]");
+        let resp = self.deliver_pr("closed", number, "registrar[bot]", None).await;
+        assert!(resp.status().is_success(), "closed delivery: {}", resp.status());
+        true
+    }
+
     pub async fn label(&self, number: u64, label: &str, by: &str) -> reqwest::Response {
         {
             let mut st = self.state.lock().unwrap();
@@ -297,6 +315,7 @@ impl FakeGithub {
                 merged_by: None,
                 labels: vec![],
                 fork: None,
+                auto_merge: false,
             });
             number
         };
@@ -330,6 +349,7 @@ impl FakeGithub {
             merged_by: None,
             labels: vec![],
             fork: Some(fork.into()),
+            auto_merge: false,
         });
         number
     }

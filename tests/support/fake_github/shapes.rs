@@ -104,6 +104,7 @@ pub fn pull(p: &Pull, head_sha: &str) -> Value {
     let mut v = examples().pull.clone();
     let n = p.number;
     v["id"] = json!(id_of(&format!("{ours}#{n}")));
+    v["node_id"] = json!(node_id(n));
     v["url"] = json!(format!("https://api.example/repos/{ours}/pulls/{n}"));
     v["html_url"] = json!(format!("https://github.example/{ours}/pull/{n}"));
     v["number"] = json!(n);
@@ -144,6 +145,11 @@ pub fn pull(p: &Pull, head_sha: &str) -> Value {
     v["base"]["user"] = user(OWNER, "Organization");
     v["base"]["repo"] = repository(&ours);
     v
+}
+
+/// A pull request's GraphQL id.
+pub fn node_id(number: u64) -> String {
+    format!("PR_kwDOfake{number:06}")
 }
 
 /// A `pull_request` delivery's body.

@@ -9,6 +9,7 @@
 //! each needs what octocrab's typed calls cannot carry: the shared pacing budget, ETags,
 //! and a create or merge that is never resent blindly.
 
+mod auto_merge;
 pub mod client;
 pub mod dashboard;
 pub mod events;
@@ -24,7 +25,7 @@ use octocrab::models::Label;
 use octocrab::models::pulls::PullRequest as GhPullRequest;
 use serde_json::json;
 
-use super::{Draft, Forge, ForgeError, ForgeRef};
+use super::{AutoMerge, Draft, Forge, ForgeError, ForgeRef};
 use crate::domain::{Proposal, ProposalState};
 use client::{Client, GhError, Kind, Pacing, pulls, segment};
 
@@ -92,6 +93,8 @@ pub struct GithubForge {
     base: String,
     /// `forge.github.approve_in_registrar`: off, approvals are merges on GitHub.
     approves_in_registrar: bool,
+    /// Where GraphQL is (auto-merge has no REST call).
+    graphql: String,
 }
 
 impl GithubForge {
@@ -130,6 +133,7 @@ impl GithubForge {
             repo: repo.into(),
             base: base.into(),
             approves_in_registrar: false,
+            graphql: auto_merge::graphql_path(api_url),
         })
     }
 
@@ -386,6 +390,10 @@ impl GithubForge {
 impl Forge for GithubForge {
     fn kind(&self) -> &'static str {
         "github"
+    }
+
+    async fn auto_merge(&self, proposal: &Proposal) -> Result<AutoMerge, ForgeError> {
+        self.enable_auto_merge(proposal).await
     }
 
     fn lists_changes(&self) -> bool {
