@@ -65,6 +65,7 @@ impl App {
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
         let lock = crate::lock::StateLock::acquire(&config.state_dir)?;
+        crate::domain::set_branch_prefix(&config.gitops.branch_prefix).map_err(anyhow::Error::msg)?;
         let renderer = Renderer::load(&config.templates_dir, &config.tinkerbell.namespace)?;
         let pools = checked_pools(&config.ipam, &renderer)?;
         let sqlite = SqliteStore::open(&config.state_dir.join("registrar.db"))?;

@@ -28,6 +28,9 @@ pub struct GitopsConfig {
     /// ConfigMap generator): a pull request that edits it is told, in a comment, which
     /// machines it would render differently. GitHub only.
     pub templates_path: Option<String>,
+    /// The branches this Registrar owns (`<prefix><mac>`): two sites sharing one repository
+    /// each set their own (and their own `path`), and never adopt or rewrite the other's.
+    pub branch_prefix: String,
 }
 
 impl Default for GitopsConfig {
@@ -44,6 +47,7 @@ impl Default for GitopsConfig {
             ssh_key_file: None,
             ssh_known_hosts_file: None,
             templates_path: None,
+            branch_prefix: crate::domain::DEFAULT_BRANCH_PREFIX.into(),
         }
     }
 }

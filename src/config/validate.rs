@@ -53,6 +53,12 @@ impl Config {
                 "gitops.templates_path {t:?} must be a directory of the repository, like registrar/hardware-templates"
             );
         }
+        if !crate::domain::is_branch_prefix(&self.gitops.branch_prefix) {
+            bail!(
+                "gitops.branch_prefix {:?} must be lower-case letters, digits, '-', '_' or '.' in '/'-separated parts, ending with '/' (like registrar/ or registrar-site-b/)",
+                self.gitops.branch_prefix
+            );
+        }
         let p = &self.gitops.path;
         if !p.contains("{name}") && !p.contains("{mac}") {
             bail!("gitops.path {p:?} must contain {{name}} or {{mac}}, or every machine would share one file");

@@ -15,5 +15,8 @@ pub use known::KnownMacs;
 pub use lifecycle::Basis;
 pub use mac::{Mac, MacError};
 pub use machine::{Machine, Source, State, Transition};
-pub use proposal::{Proposal, ProposalKind, ProposalState, branch_for, change_branch, mac_of_branch, pushed_key};
+pub use proposal::{
+    DEFAULT_BRANCH_PREFIX, Proposal, ProposalKind, ProposalState, branch_for, branch_prefix, change_branch,
+    is_branch_prefix, mac_of_branch, pushed_key, set_branch_prefix,
+};
 pub use sighting::{Relay, Sighting};

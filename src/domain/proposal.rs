@@ -153,20 +153,58 @@ pub fn pushed_key(commit: &str) -> String {
 }
 
 /// `registrar/aa-bb-cc-dd-ee-ff`: one branch per machine, since `:` is illegal in refs.
+/// `gitops.branch_prefix`, set once at start: the branches of this Registrar (one site of
+/// several sharing a repository). Another prefix is another Registrar's, never touched.
+static BRANCH_PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+pub const DEFAULT_BRANCH_PREFIX: &str = "registrar/";
+
+/// Sets this process's branch prefix; a second, different one is refused.
+pub fn set_branch_prefix(prefix: &str) -> Result<(), String> {
+    let set = BRANCH_PREFIX.get_or_init(|| prefix.to_string());
+    if set != prefix {
+        return Err(format!("the branch prefix is {set:?} already"));
+    }
+    Ok(())
+}
+
+/// `registrar/` unless `gitops.branch_prefix` says otherwise.
+pub fn branch_prefix() -> &'static str {
+    BRANCH_PREFIX.get().map(String::as_str).unwrap_or(DEFAULT_BRANCH_PREFIX)
+}
+
+/// Whether `prefix` can start branch names: lower-case letters, digits, `-`, `_`, `.` in
+/// `/`-separated parts, ending with `/`.
+pub fn is_branch_prefix(prefix: &str) -> bool {
+    let Some(parts) = prefix.strip_suffix('/') else {
+        return false;
+    };
+    !parts.is_empty()
+        && parts.split('/').all(|part| {
+            !part.is_empty()
+                && !part.starts_with('.')
+                && !part.ends_with(".lock")
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+                && !part.contains("..")
+        })
+}
+
 pub fn branch_for(mac: &Mac) -> String {
-    format!("registrar/{}", mac.dashed())
+    format!("{}{}", branch_prefix(), mac.dashed())
 }
 
 /// `registrar/aa-bb-cc-dd-ee-ff-update-7`: a change of a machine git holds gets a branch of
 /// its own, named after the revision that asked for it, so a retry after a crash finds the
 /// branch (and its pull request) it already made instead of opening a second one.
 pub fn change_branch(mac: &Mac, kind: ProposalKind, rev: u64) -> String {
-    format!("registrar/{}-{}-{rev}", mac.dashed(), kind.as_str())
+    format!("{}{}-{}-{rev}", branch_prefix(), mac.dashed(), kind.as_str())
 }
 
 /// The machine a Registrar branch is about: `registrar/<mac>` or a change branch.
 pub fn mac_of_branch(branch: &str) -> Option<Mac> {
-    let rest = branch.strip_prefix("registrar/")?;
+    let rest = branch.strip_prefix(branch_prefix())?;
     // A dashed MAC is 17 characters; a change branch adds `-<kind>-<rev>`.
     let (mac, suffix) = (rest.get(..17)?, &rest[17..]);
     let mac = Mac::parse(mac).ok()?;
@@ -193,6 +231,7 @@ mod tests {
         assert_eq!(mac_of_branch("registrar/aa-bb-cc-dd-ee-0f-update-"), None);
         assert_eq!(mac_of_branch("registrar/aa-bb-cc-dd-ee-0f-x"), None);
         assert_eq!(mac_of_branch("registrar/aa-bb"), None);
+        assert_eq!(mac_of_branch("registrar-b/aa-bb-cc-dd-ee-0f"), None, "another site's");
         assert_eq!(mac_of_branch("main"), None);
     }
 }

@@ -75,6 +75,7 @@ fn rendered() -> &'static Rendered {
             "example-argocd",
             "component-dhcp-snooping",
             "component-github-app",
+            "component-ssh-deploy-key",
         ] {
             assert!(
                 sets.contains_key(expected),
@@ -374,6 +375,42 @@ fn every_shipped_configuration_loads_and_fits_its_deployment() {
     }
 }
 
+/// The SSH deploy-key component provides the files its documented configuration names.
+#[test]
+fn the_ssh_deploy_key_component_mounts_the_files_its_configuration_names() {
+    if kubectl_missing() {
+        return;
+    }
+    let objects = &rendered()["component-ssh-deploy-key"];
+    let mounts = mounts(deployment(objects));
+    let documented = read("deploy/components/ssh-deploy-key/kustomization.yaml");
+    let files: Vec<&str> = ["ssh_key_file:", "ssh_known_hosts_file:"]
+        .iter()
+        .map(|key| {
+            documented
+                .lines()
+                .find_map(|l| l.split_once(key).map(|(_, v)| v.trim()))
+                .unwrap_or_else(|| panic!("the component's comment names {key}"))
+        })
+        .collect();
+    for file in files {
+        let (dir, key) = file.rsplit_once('/').unwrap();
+        let (_, volume) = mounts
+            .iter()
+            .find(|(p, _)| p == dir)
+            .unwrap_or_else(|| panic!("{file} is on no volume"));
+        assert_eq!(volume["secret"]["secretName"], "registrar-gitops-ssh");
+        assert!(
+            volume["secret"]["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["path"] == key),
+            "the Secret provides {key}"
+        );
+    }
+}
+
 #[test]
 fn the_deployment_is_locked_down() {
     if kubectl_missing() {
@@ -590,3 +627,61 @@ fn bench_names(manifest: &str) -> Vec<String> {
 mod exposure;
 mod monitoring;
 mod snooping;
+
+/// What the release workflow promises (deploy/VERIFY.md): images signed by digest with
+/// cosign keyless, SBOM and provenance attached, and install manifests that reference every
+/// image by digest, each signed. The workflow itself runs only on GitHub; this holds it to
+/// what the verification instructions check.
+#[test]
+fn the_release_signs_by_digest_and_publishes_digest_pinned_manifests() {
+    let workflow: Value = yaml_serde::from_str(&read(".github/workflows/release.yml")).unwrap();
+    assert_eq!(
+        workflow["permissions"]["id-token"], "write",
+        "keyless signing needs the OIDC token"
+    );
+    let steps = |job: &str| -> Vec<Value> { workflow["jobs"][job]["steps"].as_array().unwrap().clone() };
+    let run = |job: &str| -> String {
+        steps(job)
+            .iter()
+            .filter_map(|s| s["run"].as_str().map(str::to_string))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let push = steps("image")
+        .into_iter()
+        .find(|s| s["id"] == "push")
+        .expect("the image is pushed by a step with id push");
+    assert_eq!(push["with"]["sbom"], true);
+    assert_eq!(push["with"]["provenance"], true);
+    let image = run("image");
+    assert!(
+        image.contains("cosign sign --yes \"${{ steps.build.outputs.ref }}\""),
+        "{image}"
+    );
+    assert!(
+        image.contains("@${{ steps.push.outputs.digest }}"),
+        "signed by digest: {image}"
+    );
+    let manifests = run("manifests");
+    assert!(manifests.contains("kustomize edit set image \"ghcr.io/registrar/registrar=$REGISTRAR\""));
+    for file in [
+        "deploy/discovery/template.yaml",
+        "deploy/discovery/reinventory-template.yaml",
+    ] {
+        assert!(manifests.contains(file), "{file} is pinned too");
+    }
+    assert!(manifests.contains("cosign sign-blob --yes --bundle"), "{manifests}");
+    assert!(
+        manifests.contains("! grep -E \"image: ghcr.io/[^@]*:[0-9]\""),
+        "no tag left: {manifests}"
+    );
+    let verify = read("deploy/VERIFY.md");
+    for promise in [
+        "cosign verify ",
+        "cosign verify-blob",
+        r"release\.yml@refs/tags/v",
+        "install.yaml",
+    ] {
+        assert!(verify.contains(promise), "deploy/VERIFY.md says how: {promise}");
+    }
+}

@@ -20,12 +20,13 @@ impl GitRepo {
         self.target(&self.lock(), branch)
     }
 
-    /// Registrar's branches on the remote (`registrar/…`), with their head commit and its
+    /// This Registrar's branches on the remote (`gitops.branch_prefix`), with their head commit and its
     /// message (capped: a message is data from the repository, not trusted to be small).
     pub fn registrar_branches(&self) -> Result<Vec<(String, Oid, String)>> {
         const MAX_MESSAGE: usize = 1 << 20;
         let repo = self.lock();
-        let prefix = self.tracking("registrar/");
+        let ours = crate::domain::branch_prefix();
+        let prefix = self.tracking(ours);
         let mut out = Vec::new();
         let refs = repo
             .references_glob(&format!("{prefix}*"))
@@ -34,7 +35,7 @@ impl GitRepo {
             let (Ok(name), Some(oid)) = (r.name().map(str::to_string), r.target()) else {
                 continue;
             };
-            let Some(branch) = name.strip_prefix(&prefix).map(|b| format!("registrar/{b}")) else {
+            let Some(branch) = name.strip_prefix(&prefix).map(|b| format!("{ours}{b}")) else {
                 continue;
             };
             let Ok(commit) = repo.find_commit(oid) else { continue };

@@ -74,7 +74,11 @@ impl GitRepo {
         let base = &self.settings.base;
         let specs = [
             format!("+refs/heads/{base}:refs/remotes/origin/{base}"),
-            "+refs/heads/registrar/*:refs/remotes/origin/registrar/*".to_string(),
+            // This Registrar's branches only: another site's are none of its business.
+            format!(
+                "+refs/heads/{ours}*:refs/remotes/origin/{ours}*",
+                ours = crate::domain::branch_prefix()
+            ),
         ];
         remote
             .fetch(&specs, Some(&mut opts), None)

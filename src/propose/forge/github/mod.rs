@@ -234,7 +234,11 @@ impl GithubForge {
                     .await?;
                 let items = pulls(reply)?;
                 let full_page = items.len() == 100;
-                out.extend(items.into_iter().filter(|p| p.head_ref.starts_with("registrar/")));
+                out.extend(
+                    items
+                        .into_iter()
+                        .filter(|p| p.head_ref.starts_with(crate::domain::branch_prefix())),
+                );
                 // Closed ones: the newest page is enough between two passes.
                 if !full_page || state == "closed" {
                     break;
