@@ -80,6 +80,7 @@ async fn a_delivery_waits_for_review_slots_and_the_dashboard_says_what_waits() {
     for i in 0..5 {
         let mut specs = lshw(LSHW);
         specs["serial"] = json!(format!("SLOT{i:04}"));
+        specs["configuration"]["uuid"] = json!(format!("00000000-0000-0000-0000-0000000019{i:02x}"));
         let resp = reqwest::Client::new()
             .post(format!("{}/api/v1/reports", p.url))
             .bearer_auth(REPORT_TOKEN)
@@ -164,6 +165,9 @@ async fn only_exact_expected_matches_are_approved_and_only_after_the_checks_pass
     for (i, mac) in [(0x10, &exact), (0x11, &wrong_serial), (0x12, &stranger)] {
         let mut specs = lshw(LSHW);
         specs["serial"] = json!(format!("AUTO{i:04x}"));
+        // Machines of their own: a shared UUID would warn the reviewer, and no warned
+        // proposal is approved by policy.
+        specs["configuration"]["uuid"] = json!(format!("00000000-0000-0000-0000-0000000020{i:02x}"));
         let resp = reqwest::Client::new()
             .post(format!("{}/api/v1/reports", p.url))
             .bearer_auth(REPORT_TOKEN)
@@ -185,6 +189,24 @@ async fn only_exact_expected_matches_are_approved_and_only_after_the_checks_pass
             .filter(|p| p.auto_merge)
     })
     .await;
+    // Each machine's sync, auto-approval step included, is done before anything is judged.
+    for mac in [&exact, &wrong_serial, &stranger] {
+        eventually(60, "its sync to finish", || async {
+            let m = machine(&p, mac).await;
+            (m["machine"]["pending"] == false && m["machine"]["state"] == "proposed").then_some(())
+        })
+        .await;
+    }
+    for mac in [&exact, &wrong_serial, &stranger] {
+        let m = machine(&p, mac).await;
+        assert!(
+            !m["proposal"]["summary"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Identity:"),
+            "no identity warning: {m}"
+        );
+    }
     assert!(
         !pull_of(&wrong_serial).unwrap().auto_merge,
         "a serial other than its row's"
@@ -235,9 +257,10 @@ async fn on_the_local_forge_an_exact_match_is_approved_at_once_by_the_policy() {
         .await
         .unwrap();
     assert!(resp.status().is_success(), "import: {}", resp.text().await.unwrap());
-    for (serial, mac) in [("LOCAL0020", &exact), ("LOCAL0021", &other)] {
+    for (i, (serial, mac)) in [("LOCAL0020", &exact), ("LOCAL0021", &other)].into_iter().enumerate() {
         let mut specs = lshw(LSHW);
         specs["serial"] = json!(serial);
+        specs["configuration"]["uuid"] = json!(format!("00000000-0000-0000-0000-0000000021{i:02x}"));
         let resp = reqwest::Client::new()
             .post(format!("{}/api/v1/reports", p.url))
             .bearer_auth(REPORT_TOKEN)

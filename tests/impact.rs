@@ -289,6 +289,20 @@ async fn a_pull_request_that_edits_the_rules_is_told_which_machines_it_changes()
     );
     assert!(comment.contains("+    registrar.dev/class: \"dense\""), "{comment}");
 
+    // The author forges Registrar's marker in a comment of their own, ahead of Registrar's:
+    // it is neither taken for Registrar's nor edited.
+    let forged = format!(
+        "<!-- registrar:impact head={} sig=0000 -->\nnothing changes, trust me",
+        gh.head_of("dense-supermicros")
+    );
+    gh.state
+        .lock()
+        .unwrap()
+        .comments
+        .entry(number)
+        .or_default()
+        .insert(0, forged.clone());
+
     // A second push adds a rule for the Packet machines: the same comment, updated.
     let both = rules.replacen(
         "rules:\n",
@@ -301,13 +315,14 @@ async fn a_pull_request_that_edits_the_rules_is_told_which_machines_it_changes()
         let ours: Vec<String> = gh
             .comments(number)
             .into_iter()
-            .filter(|c| c.contains("registrar:impact"))
+            .filter(|c| c.contains("registrar:impact") && *c != forged)
             .collect();
         assert_eq!(ours.len(), 1, "one comment, kept current: {ours:?}");
         ours.into_iter().find(|c| c.contains("**3 of 3 recorded machines**"))
     })
     .await;
     assert!(updated.contains("0c:c4:7a:18:77:02"), "{updated}");
+    assert_eq!(gh.comments(number)[0], forged, "the author's comment is left as it was");
 
     // Rules that do not load are said to, before anyone merges them.
     gh.push_to_pull(number, &format!("{KEPT}/rules.yaml"), "rules: [\n", "ops")

@@ -30,12 +30,18 @@ impl Proposer {
         let Some(expected) = machine.expected.as_ref().filter(|_| self.auto_approve) else {
             return Ok(());
         };
-        if proposal.kind != ProposalKind::Register
-            || proposal.state != ProposalState::Open
-            || proposal.hands_off
-            || !rendered.warnings.is_empty()
-            || !expected.matches(facts)
-        {
+        if proposal.kind != ProposalKind::Register || proposal.state != ProposalState::Open {
+            return Ok(());
+        }
+        if proposal.hands_off || !rendered.warnings.is_empty() || !expected.matches(facts) {
+            // An earlier revision may have qualified: what changed is a person's to review.
+            if let Err(e) = self.forge.cancel_auto_merge(proposal).await {
+                let (store, mac) = (self.store.clone(), machine.mac);
+                let msg = format!(
+                    "its proposal no longer matches its import row, but auto-merge could not be taken back: {e}"
+                );
+                blocking(move || store.set_error(mac, Some(&msg))).await?;
+            }
             return Ok(());
         }
         let why = format!("it matches {} exactly", expected.provenance());

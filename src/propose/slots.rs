@@ -9,7 +9,7 @@ use chrono::Utc;
 use tokio::sync::MutexGuard;
 
 use super::{ProposeError, Proposer, blocking};
-use crate::store::Pending;
+use crate::store::{Pending, StoreError};
 
 pub(super) enum Slot<'a> {
     /// Go ahead; hold the gate (if any) until the proposal is recorded.
@@ -25,9 +25,13 @@ impl Proposer {
             return Ok(Slot::Taken(None));
         }
         let gate = self.slot_gate.lock().await;
-        let store = self.store.clone();
-        let open = blocking(move || store.open_proposals()).await?;
-        if open < self.max_open {
+        let (store, mac) = (self.store.clone(), work.mac);
+        let (open, ahead) =
+            blocking(move || Ok::<_, StoreError>((store.open_proposals()?, store.slot_position(mac)?))).await?;
+        // First come, first served: a free slot goes to the machines that waited longest.
+        if ahead < self.max_open.saturating_sub(open) {
+            let store = self.store.clone();
+            blocking(move || store.leave_slot_queue(mac)).await?;
             return Ok(Slot::Taken(Some(gate)));
         }
         let (store, max) = (self.store.clone(), self.max_open);

@@ -69,7 +69,9 @@ impl Proposer {
         }
         // A first proposal waits for a review slot while `max_open_proposals` are open; the
         // gate is held until it is recorded, so no two syncs take the last slot.
-        let _slot = if existing.is_none() {
+        // (A proposal closed earlier and opened again, after an unsuppress, counts too.)
+        let first = existing.as_ref().is_none_or(|p| p.state == ProposalState::Closed);
+        let _slot = if first {
             match self.take_slot(work).await? {
                 Slot::Full => return Ok(false),
                 Slot::Taken(gate) => gate,

@@ -121,6 +121,10 @@ pub struct Rendered {
     pub warnings: Vec<String>,
 }
 
+/// The instructions one render (or one rule's condition) may take: real templates take a few
+/// thousand.
+const RENDER_FUEL: u64 = 5_000_000;
+
 impl Renderer {
     /// Loads every `*.j2` below `dir` and `rules.yaml`. All problems are reported at once,
     /// each naming its file and line.
@@ -128,6 +132,9 @@ impl Renderer {
         let mut problems = Vec::new();
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // A bound on every render and rule: a template's loop gone wrong (or a pull
+        // request's template, rendered for its impact) ends with an error, not a hung worker.
+        env.set_fuel(Some(RENDER_FUEL));
         env.set_auto_escape_callback(|name| {
             if name.ends_with(".yaml.j2") || name.ends_with(".yml.j2") || name.ends_with(".json.j2") {
                 AutoEscape::Json

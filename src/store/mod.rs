@@ -281,8 +281,13 @@ pub trait Store: Send + Sync + 'static {
     /// `work` waits for a review slot (`discovery.max_open_proposals`): synced for now,
     /// `why` shown on the machine, in the slot queue until `release_slots` lets it through.
     fn wait_for_slot(&self, work: Pending, why: &str, now: DateTime<Utc>) -> Result<()>;
-    /// Queues again the `n` machines that waited longest for a slot; which ones.
+    /// Queues again the `n` machines that waited longest for a slot (they keep their
+    /// place until let through); which ones.
     fn release_slots(&self, n: u64, now: DateTime<Utc>) -> Result<Vec<Mac>>;
+    /// How many machines wait for a slot ahead of `mac` (all of them, if it does not wait).
+    fn slot_position(&self, mac: Mac) -> Result<u64>;
+    /// `mac` got its slot: it no longer waits.
+    fn leave_slot_queue(&self, mac: Mac) -> Result<()>;
     /// How many machines wait for a slot, and the `limit` that waited longest (since when).
     fn slot_queue(&self, limit: u32) -> Result<SlotQueue>;
     /// Other machines that reported the serial, system UUID or asset tag of `facts` (at

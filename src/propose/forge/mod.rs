@@ -64,6 +64,11 @@ pub trait Forge: Send + Sync + 'static {
     async fn auto_merge(&self, _proposal: &Proposal) -> Result<AutoMerge, ForgeError> {
         Ok(AutoMerge::MergeNow)
     }
+    /// Takes back what `auto_merge` handed over, if it still waits: the proposal changed and
+    /// no longer qualifies, so a person must review it.
+    async fn cancel_auto_merge(&self, _proposal: &Proposal) -> Result<(), ForgeError> {
+        Ok(())
+    }
     /// Rejects a proposal: closes it and removes its branch.
     async fn reject(&self, proposal: &Proposal, actor: &str) -> Result<(), ForgeError>;
     /// What the forge says about a proposal now, for the reconcile loop.

@@ -14,7 +14,7 @@ mod branches;
 mod objects;
 mod pulls;
 mod remote;
-pub use pulls::write_tree;
+pub use pulls::{Budget, write_tree};
 pub mod ssh;
 
 use git2::{Oid, Repository, Signature};

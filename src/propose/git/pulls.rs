@@ -60,17 +60,47 @@ impl GitRepo {
         Ok(root.get_path(Path::new(path)).ok().map(|e| e.id()))
     }
 
-    /// Writes the directory `tree` (from `tree_at`) into `into`.
-    pub fn write_dir(&self, tree: Oid, into: &Path) -> Result<()> {
+    /// Writes the directory `tree` (from `tree_at`) into `into`, within `budget`: the
+    /// directory comes from someone's pull request.
+    pub fn write_dir(&self, tree: Oid, into: &Path, budget: &mut Budget) -> Result<()> {
         let repo = self.lock();
         let tree = repo.find_tree(tree).ctx(|| format!("reading tree {tree}"))?;
-        write_tree(&repo, &tree, into)
+        write_bounded(&repo, &tree, into, budget)
     }
 }
 
-/// Writes `tree` into the directory `into`, files and subdirectories. Names come from the
-/// repository, so each is checked to stay inside `into`.
+/// How much a written directory may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub files: usize,
+    pub bytes: usize,
+}
+
+impl Budget {
+    /// Far more than any rules and templates directory holds.
+    pub const TEMPLATES: Budget = Budget {
+        files: 2_000,
+        bytes: 16 << 20,
+    };
+}
+
+/// Writes `tree` into the directory `into`, files and subdirectories (trusted trees: the
+/// operator's own repository).
 pub fn write_tree(repo: &Repository, tree: &Tree, into: &Path) -> Result<()> {
+    write_bounded(
+        repo,
+        tree,
+        into,
+        &mut Budget {
+            files: usize::MAX,
+            bytes: usize::MAX,
+        },
+    )
+}
+
+/// Writes `tree` into `into` within `budget`. Names come from the repository, so each is
+/// checked to stay inside `into`.
+fn write_bounded(repo: &Repository, tree: &Tree, into: &Path, budget: &mut Budget) -> Result<()> {
     let io = |e: std::io::Error, what: &Path| GitError::Git {
         context: format!("writing {}", what.display()),
         source: git2::Error::from_str(&e.to_string()),
@@ -91,10 +121,21 @@ pub fn write_tree(repo: &Repository, tree: &Tree, into: &Path) -> Result<()> {
         match entry.kind() {
             Some(git2::ObjectType::Tree) => {
                 let sub = repo.find_tree(entry.id()).ctx(|| format!("reading {name}"))?;
-                write_tree(repo, &sub, &path)?;
+                write_bounded(repo, &sub, &path, budget)?;
             }
             Some(git2::ObjectType::Blob) => {
                 let blob = repo.find_blob(entry.id()).ctx(|| format!("reading {name}"))?;
+                let size = blob.content().len();
+                if budget.files == 0 || budget.bytes < size {
+                    return Err(GitError::Git {
+                        context: format!("writing {}", path.display()),
+                        source: git2::Error::from_str(
+                            "the directory holds more files or bytes than rules and templates do",
+                        ),
+                    });
+                }
+                budget.files -= 1;
+                budget.bytes -= size;
                 std::fs::write(&path, blob.content()).map_err(|e| io(e, &path))?;
             }
             _ => {}

@@ -148,7 +148,14 @@ pub(super) fn record_merge(
             }
         }
         ProposalKind::Reprovision => {
-            tx.execute("UPDATE machines SET wanted = NULL WHERE mac = ?1", [mac.to_string()])?;
+            // A decommission asked for meanwhile stays wanted, and is proposed next.
+            tx.execute(
+                "UPDATE machines SET wanted = NULL WHERE mac = ?1 AND wanted = 'reprovision'",
+                [mac.to_string()],
+            )?;
+            if m.wanted.is_some_and(|w| w != ProposalKind::Reprovision) {
+                queue(tx, mac, now)?;
+            }
             // Its Hardware is in the cluster already: it follows its new Workflow from here.
             if m.state != State::Applied {
                 move_to(tx, &m, State::Applied, &format!("re-provision: {cause}"), actor, now)?;
@@ -181,7 +188,7 @@ pub(super) fn record_change_closed(
     now: DateTime<Utc>,
 ) -> Result<Machine> {
     let (m, (kind, _, _)) = end_proposal(tx, mac, ProposalState::Closed, now)?;
-    if matches!(kind, ProposalKind::Decommission | ProposalKind::Reprovision) {
+    if kind == ProposalKind::Decommission || m.wanted == Some(kind) {
         tx.execute("UPDATE machines SET wanted = NULL WHERE mac = ?1", [mac.to_string()])?;
     } else if m.wanted.is_some() {
         // A decommission asked for while this update was open is proposed now.

@@ -538,6 +538,14 @@ impl Store for SqliteStore {
         self.with(|tx| slots::release(tx, n, now))
     }
 
+    fn slot_position(&self, mac: Mac) -> Result<u64> {
+        self.read(|tx| slots::position(tx, mac))
+    }
+
+    fn leave_slot_queue(&self, mac: Mac) -> Result<()> {
+        self.with(|tx| slots::leave(tx, mac))
+    }
+
     fn slot_queue(&self, limit: u32) -> Result<super::SlotQueue> {
         self.read(|tx| slots::list(tx, limit))
     }

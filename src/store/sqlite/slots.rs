@@ -34,7 +34,8 @@ pub(super) fn wait(tx: &Tx, work: Pending, why: &str, now: DateTime<Utc>) -> Res
     Ok(())
 }
 
-/// Lets the `n` machines that waited longest through: queued again, out of the queue.
+/// Queues again the `n` machines that waited longest; they keep their place until one of
+/// them is let through (`leave`), so a machine that arrives meanwhile never jumps ahead.
 pub(super) fn release(tx: &Tx, n: u64, now: DateTime<Utc>) -> Result<Vec<Mac>> {
     let macs: Vec<String> = tx
         .prepare_cached("SELECT mac FROM slot_queue ORDER BY since, mac LIMIT ?1")?
@@ -42,13 +43,29 @@ pub(super) fn release(tx: &Tx, n: u64, now: DateTime<Utc>) -> Result<Vec<Mac>> {
         .collect::<rusqlite::Result<_>>()?;
     let mut released = Vec::new();
     for mac in macs {
-        tx.execute("DELETE FROM slot_queue WHERE mac = ?1", [&mac])?;
         if let Ok(m) = Mac::parse(&mac) {
             queue(tx, m, now)?;
             released.push(m);
         }
     }
     Ok(released)
+}
+
+/// How many machines wait ahead of `mac` (all of them, if it does not wait).
+pub(super) fn position(tx: &Tx, mac: Mac) -> Result<u64> {
+    let n: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM slot_queue AS q WHERE NOT EXISTS (SELECT 1 FROM slot_queue AS me WHERE me.mac = ?1)
+            OR (q.since, q.mac) < (SELECT since, mac FROM slot_queue WHERE mac = ?1)",
+        [mac.to_string()],
+        |r| r.get(0),
+    )?;
+    Ok(n as u64)
+}
+
+/// `mac` got its slot.
+pub(super) fn leave(tx: &Tx, mac: Mac) -> Result<()> {
+    tx.execute("DELETE FROM slot_queue WHERE mac = ?1", [mac.to_string()])?;
+    Ok(())
 }
 
 /// How many machines wait for a slot, and the `limit` that waited longest.

@@ -418,3 +418,35 @@ fn machines_sharing_a_serial_uuid_or_asset_tag_are_found_and_placeholders_never_
     assert_eq!(placeholder, None);
     assert!(s.sharing_identity(newcomer, &tagged("S9", None)).unwrap().is_empty());
 }
+
+#[test]
+fn the_slot_queue_is_first_come_first_served() {
+    let s = SqliteStore::in_memory().unwrap();
+    let t0 = Utc::now();
+    let macs: Vec<Mac> = (1..=3).map(|i| mac(&format!("aa:00:00:00:01:0{i}"))).collect();
+    for (i, m) in macs.iter().enumerate() {
+        let rec = s
+            .record_facts(*m, Source::Report, &facts(&format!("Q{i}")), t0)
+            .unwrap();
+        let work = Pending {
+            mac: *m,
+            rev: rec.machine.mac.to_string().len() as u64,
+        };
+        s.wait_for_slot(work, "waiting", t0 + chrono::Duration::seconds(i as i64))
+            .unwrap();
+    }
+    let newcomer = mac("aa:00:00:00:01:09");
+    assert_eq!(s.slot_position(macs[0]).unwrap(), 0);
+    assert_eq!(s.slot_position(macs[2]).unwrap(), 2);
+    assert_eq!(
+        s.slot_position(newcomer).unwrap(),
+        3,
+        "a newcomer waits behind everyone"
+    );
+    // Released, the oldest keeps its place until it is let through.
+    assert_eq!(s.release_slots(1, t0).unwrap(), vec![macs[0]]);
+    assert_eq!(s.slot_position(macs[1]).unwrap(), 1);
+    s.leave_slot_queue(macs[0]).unwrap();
+    assert_eq!(s.slot_position(macs[1]).unwrap(), 0);
+    assert_eq!(s.slot_queue(10).unwrap().count, 2);
+}

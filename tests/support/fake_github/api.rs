@@ -294,24 +294,24 @@ pub(super) async fn conditional(gh: &FakeGithub, headers: &HeaderMap, response: 
     Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
-/// GitHub's GraphQL, as far as Registrar uses it: `enablePullRequestAutoMerge`. Like
+/// GitHub's GraphQL, as far as Registrar uses it: `enable`/`disablePullRequestAutoMerge`. Like
 /// GitHub, errors come back with 200 and an `errors` list.
 fn graphql(gh: &FakeGithub, body: &Value) -> Response {
     let query = body["query"].as_str().unwrap_or_default();
-    if !query.contains("enablePullRequestAutoMerge") {
-        return reply(
-            StatusCode::OK,
-            json!({"errors": [{"message": "the fake knows only enablePullRequestAutoMerge"}]}),
-        );
+    let enable = query.contains("enablePullRequestAutoMerge");
+    if !enable && !query.contains("disablePullRequestAutoMerge") {
+        let message = "the fake knows only enable/disablePullRequestAutoMerge";
+        return reply(StatusCode::OK, json!({"errors": [{"message": message}]}));
     }
     let id = body["variables"]["id"].as_str().unwrap_or_default();
     let mut st = gh.state.lock().unwrap();
     st.requests.push(("POST".into(), "/graphql".into()));
     let checks = st.required_checks;
     let Some(p) = st.pulls.iter_mut().find(|p| shapes::node_id(p.number) == id) else {
+        let message = format!("Could not resolve to a node with the global id of '{id}'");
         return reply(
             StatusCode::OK,
-            json!({"errors": [{"type": "NOT_FOUND", "message": format!("Could not resolve to a node with the global id of '{id}'")}]}),
+            json!({"errors": [{"type": "NOT_FOUND", "message": message}]}),
         );
     };
     if !p.open {
@@ -319,6 +319,12 @@ fn graphql(gh: &FakeGithub, body: &Value) -> Response {
             StatusCode::OK,
             json!({"errors": [{"message": "Pull request is closed"}]}),
         );
+    }
+    if !enable {
+        p.auto_merge = false;
+        let number = p.number;
+        let data = json!({"disablePullRequestAutoMerge": {"pullRequest": {"number": number}}});
+        return reply(StatusCode::OK, json!({ "data": data }));
     }
     if !checks {
         return reply(

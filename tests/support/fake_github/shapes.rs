@@ -124,6 +124,11 @@ pub fn pull(p: &Pull, head_sha: &str) -> Value {
         json!("2026-11-25T12:00:00Z")
     };
     v["merged_by"] = p.merged_by.as_deref().map(|l| user(l, "User")).unwrap_or(Value::Null);
+    v["auto_merge"] = if p.auto_merge {
+        json!({"enabled_by": user("registrar[bot]", "Bot"), "merge_method": "merge", "commit_title": null, "commit_message": null})
+    } else {
+        Value::Null
+    };
     v["labels"] = p.labels.iter().map(|l| label(l)).collect();
     let (head_owner, head_repo, sha) = match &p.fork {
         None => (OWNER.to_string(), repository(&ours), head_sha.to_string()),

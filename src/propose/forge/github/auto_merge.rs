@@ -12,6 +12,8 @@ use crate::domain::Proposal;
 use crate::propose::auto_approve::POLICY_ACTOR;
 use crate::propose::forge::{AutoMerge, Forge, ForgeError};
 
+const DISABLE: &str =
+    "mutation($id: ID!) { disablePullRequestAutoMerge(input: {pullRequestId: $id}) { pullRequest { number } } }";
 const ENABLE: &str = "mutation($id: ID!, $head: GitObjectID) { enablePullRequestAutoMerge(input: {pullRequestId: $id, mergeMethod: MERGE, expectedHeadOid: $head}) { pullRequest { number } } }";
 
 /// Where GraphQL is: `api.github.com/graphql`, or `<host>/api/graphql` on GitHub Enterprise
@@ -24,7 +26,8 @@ pub(super) fn graphql_path(api_url: &str) -> String {
 }
 
 impl GithubForge {
-    pub(super) async fn enable_auto_merge(&self, proposal: &Proposal) -> Result<AutoMerge, ForgeError> {
+    /// The pull request as GitHub has it now (its GraphQL id, its auto-merge).
+    async fn pull_json(&self, proposal: &Proposal) -> Result<(u64, Value), ForgeError> {
         let number = proposal
             .number
             .ok_or_else(|| ForgeError::Other("the proposal has no pull request".into()))?;
@@ -34,22 +37,58 @@ impl GithubForge {
             .await
             .and_then(|r| r.parse())
             .map_err(|e: GhError| ForgeError::Other(e.to_string()))?;
+        Ok((number, pr))
+    }
+
+    /// Sends a GraphQL mutation about pull request `pr`; GitHub's error messages, if any.
+    async fn mutate(&self, query: &str, pr: &Value, head: Option<&str>) -> Result<Vec<String>, ForgeError> {
         let Some(id) = pr["node_id"].as_str() else {
-            return Err(ForgeError::Other(format!("pull request #{number} has no node id")));
+            return Err(ForgeError::Other(format!(
+                "pull request #{} has no node id",
+                pr["number"]
+            )));
         };
-        let body = json!({"query": ENABLE, "variables": {"id": id, "head": proposal.head}});
+        let mut variables = json!({"id": id});
+        if let Some(head) = head {
+            variables["head"] = json!(head);
+        }
         let reply: Value = self
             .client
-            .call(reqwest::Method::POST, &self.graphql, Some(&body), Kind::Idempotent)
+            .call(
+                reqwest::Method::POST,
+                &self.graphql,
+                Some(&json!({"query": query, "variables": variables})),
+                Kind::Idempotent,
+            )
             .await
             .and_then(|r| r.parse())
             .map_err(|e: GhError| ForgeError::Other(e.to_string()))?;
-        let errors: Vec<&str> = reply["errors"]
+        Ok(reply["errors"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|e| e["message"].as_str())
-            .collect();
+            .filter_map(|e| e["message"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    pub(super) async fn disable_auto_merge(&self, proposal: &Proposal) -> Result<(), ForgeError> {
+        let (number, pr) = self.pull_json(proposal).await?;
+        if pr["auto_merge"].is_null() {
+            return Ok(());
+        }
+        let errors = self.mutate(DISABLE, &pr, None).await?;
+        if !errors.is_empty() {
+            return Err(ForgeError::Other(format!(
+                "GitHub would not disable auto-merge on pull request #{number}: {}",
+                errors.join("; ")
+            )));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn enable_auto_merge(&self, proposal: &Proposal) -> Result<AutoMerge, ForgeError> {
+        let (number, pr) = self.pull_json(proposal).await?;
+        let errors = self.mutate(ENABLE, &pr, Some(&proposal.head)).await?;
         if errors.is_empty() {
             return Ok(AutoMerge::Enabled);
         }

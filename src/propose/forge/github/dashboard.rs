@@ -17,8 +17,15 @@ use crate::shutdown::Shutdown;
 use crate::store::{MachineQuery, Store};
 use crate::supervisor::Readiness;
 
-/// The label that finds the dashboard again after a restart (or a lost store).
-pub const DASHBOARD_LABEL: &str = "registrar/dashboard";
+/// The label that finds the dashboard again after a restart (or a lost store): under the
+/// branch prefix, so that sites sharing a repository each keep their own.
+pub fn dashboard_label() -> String {
+    format!("{}dashboard", crate::domain::branch_prefix())
+}
+/// A line of the dashboard names a machine's last error up to this many characters.
+const MAX_REASON: usize = 200;
+/// GitHub refuses issue bodies over 65,536 characters.
+const MAX_BODY: usize = 60_000;
 const MARKER: &str = "<!-- registrar:dashboard -->";
 /// Items listed per section; the rest are counted.
 const LISTED: usize = 50;
@@ -102,7 +109,7 @@ impl Dashboard {
 impl GithubForge {
     /// The open dashboard issue, found by its label (the lowest number if there are several).
     async fn find_dashboard(&self) -> Result<Option<u64>, GhError> {
-        let label = super::client::segment(DASHBOARD_LABEL);
+        let label = super::client::segment(&dashboard_label());
         let reply = self
             .client
             .get(&self.path(&format!("/issues?labels={label}&state=open&per_page=100")))
@@ -121,7 +128,7 @@ impl GithubForge {
             .call(
                 reqwest::Method::POST,
                 &self.path("/issues"),
-                Some(&json!({"title": title, "body": body, "labels": [DASHBOARD_LABEL]})),
+                Some(&json!({"title": title, "body": body, "labels": [dashboard_label()]})),
                 Kind::Create,
             )
             .await?;
@@ -202,15 +209,29 @@ fn text(store: &dyn Store, max_open: u64) -> Result<String, crate::store::StoreE
     let failed_count = store.count_machines(&failed_query)?;
     out.push_str(&format!("\n## Failed provisioning ({failed_count})\n\n"));
     for m in store.machines(&failed_query)? {
-        let why = m.last_error.as_deref().unwrap_or("see its timeline");
+        let why: String = m
+            .last_error
+            .as_deref()
+            .unwrap_or("see its timeline")
+            .chars()
+            .take(MAX_REASON)
+            .collect();
         out.push_str(&format!(
             "- {} {}: {}\n",
             markdown::code(m.name.as_deref().unwrap_or("-")),
             markdown::code(&m.mac.to_string()),
-            markdown::code(why)
+            markdown::code(&why)
         ));
     }
     more(&mut out, failed_count as usize);
+    if out.len() > MAX_BODY {
+        let mut cut = MAX_BODY;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push_str("\n\n…(cut: the console lists everything)\n");
+    }
     Ok(out)
 }
 

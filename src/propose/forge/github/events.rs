@@ -109,6 +109,11 @@ impl GithubHooks {
         self
     }
 
+    /// The webhook secret, which also signs what Registrar writes where others can write.
+    pub(super) fn secret(&self) -> &str {
+        self.secret.expose_secret()
+    }
+
     pub fn verify(&self, header: Option<&str>, body: &[u8]) -> bool {
         signature_ok(&self.secret, header, body)
             || self.previous.as_ref().is_some_and(|p| signature_ok(p, header, body))
@@ -140,8 +145,10 @@ impl GithubHooks {
             return Ok(());
         }
         if mac_of(&announced.head_ref).is_none() {
-            // Someone's own pull request: it may edit the rules and templates.
-            if self.templates_path.is_some() && announced.open {
+            // Someone's own pull request: it may edit the rules and templates. Only from this
+            // repository's branches (pushing one takes write access): a fork's templates are
+            // not rendered here.
+            if self.templates_path.is_some() && announced.open && self.is_ours_pr(announced) {
                 return self.review_rules_change(announced.number).await;
             }
             return Ok(());

@@ -400,6 +400,10 @@ impl Forge for GithubForge {
         self.enable_auto_merge(proposal).await
     }
 
+    async fn cancel_auto_merge(&self, proposal: &Proposal) -> Result<(), ForgeError> {
+        self.disable_auto_merge(proposal).await
+    }
+
     fn lists_changes(&self) -> bool {
         true
     }

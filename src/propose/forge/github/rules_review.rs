@@ -58,6 +58,38 @@ impl GithubForge {
 }
 
 impl GithubHooks {
+    /// The first line of the comment on pull request `number` at `head`: the head it speaks
+    /// of, signed with the webhook secret.
+    fn impact_marker(&self, number: u64, head: &str) -> String {
+        format!("{MARKER} head={head} sig={} -->", self.impact_signature(number, head))
+    }
+
+    fn impact_signature(&self, number: u64, head: &str) -> String {
+        use hmac::Mac as _;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.secret().as_bytes()).expect("HMAC takes any key");
+        mac.update(format!("impact:{}:{number}:{head}", crate::domain::branch_prefix()).as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
+    /// The head a comment of ours speaks of, if it is ours.
+    fn signed_head(&self, number: u64, body: &str) -> Option<String> {
+        let line = body.lines().next()?.strip_prefix(MARKER)?.strip_suffix("-->")?;
+        let mut head = None;
+        let mut sig = None;
+        for part in line.split_whitespace() {
+            if let Some(h) = part.strip_prefix("head=") {
+                head = Some(h);
+            } else if let Some(s) = part.strip_prefix("sig=") {
+                sig = Some(s);
+            }
+        }
+        let head = head?;
+        let expected = self.impact_signature(number, head);
+        // Both are hex of a fixed length; compared in constant time all the same.
+        use subtle::ConstantTimeEq as _;
+        (sig?.as_bytes().ct_eq(expected.as_bytes()).unwrap_u8() == 1).then(|| head.to_string())
+    }
+
     /// Comments on pull request `number` what its edit of the rules and templates would
     /// change, if it edits them.
     pub async fn review_rules_change(&self, number: u64) -> Result<(), ProposeError> {
@@ -73,9 +105,13 @@ impl GithubHooks {
             return Ok(());
         }
         let existing = self.forge.comments(number).await.map_err(forge_err)?;
-        let ours = existing.iter().find(|(_, body)| body.starts_with(MARKER));
-        let head_mark = format!("{MARKER} head={} -->", pr.head_sha);
-        if ours.is_some_and(|(_, body)| body.starts_with(&head_mark)) {
+        // Ours is the comment whose marker carries our signature: anyone can write the
+        // marker, nobody else can sign it (nor can another site sharing the repository).
+        let ours = existing
+            .iter()
+            .find(|(_, body)| self.signed_head(number, body).is_some());
+        let head_mark = self.impact_marker(number, &pr.head_sha);
+        if ours.is_some_and(|(_, body)| self.signed_head(number, body).as_deref() == Some(pr.head_sha.as_str())) {
             return Ok(());
         }
         let proposer = self.proposer.clone();
@@ -95,7 +131,8 @@ impl GithubHooks {
                         return Ok(Err(format!("{dir} is not in this commit")));
                     };
                     let into = tempfile::tempdir().map_err(|e| ProposeError::Conflict(e.to_string()))?;
-                    git.write_dir(tree, into.path())?;
+                    let mut budget = crate::propose::git::Budget::TEMPLATES;
+                    git.write_dir(tree, into.path(), &mut budget)?;
                     Ok(Renderer::load(into.path(), &namespace).map_err(|e| format!("{e:#}")))
                 };
                 let (before, after) = (load(before)?, load(after)?);
