@@ -167,6 +167,10 @@ END;
 CREATE TABLE slot_queue (mac TEXT PRIMARY KEY, since TEXT NOT NULL);
 CREATE INDEX slot_queue_since ON slot_queue(since, mac);
 "#,
+    // The chassis asset tag is an identity like the serial and the UUID: looked up the same way.
+    r#"
+CREATE INDEX machines_asset_tag ON machines(json_extract(facts, '$.asset_tag')) WHERE facts IS NOT NULL;
+"#,
 ];
 
 #[cfg(test)]
