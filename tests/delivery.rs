@@ -14,12 +14,10 @@
 mod support;
 
 use serde_json::{Value, json};
+use support::OPERATOR_TOKEN;
 use support::binary::{Process, eventually, example, listen_on, point_at_github, set, token_env};
 use support::fake_github::{FakeGithub, Issue};
-use support::journey::machine;
-use support::{OPERATOR_TOKEN, REPORT_TOKEN, lshw, report_body};
-
-const LSHW: &str = "supermicro-ssg-6029p-x11dph-t.json";
+use support::journey::{import_csv, machine, report_specs, supermicro};
 
 fn mac_of(i: usize) -> String {
     format!("0c:c4:7a:19:00:{i:02x}")
@@ -78,17 +76,8 @@ async fn a_delivery_waits_for_review_slots_and_the_dashboard_says_what_waits() {
 
     support::journey::step("five machines report; two pull requests open, three wait for a slot");
     for i in 0..5 {
-        let mut specs = lshw(LSHW);
-        specs["serial"] = json!(format!("SLOT{i:04}"));
-        specs["configuration"]["uuid"] = json!(format!("00000000-0000-0000-0000-0000000019{i:02x}"));
-        let resp = reqwest::Client::new()
-            .post(format!("{}/api/v1/reports", p.url))
-            .bearer_auth(REPORT_TOKEN)
-            .json(&report_body(&mac_of(i), specs))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
+        let specs = supermicro(&format!("SLOT{i:04}"), 0x1900 + i as u32);
+        report_specs(&p.url, &mac_of(i), specs).await;
     }
     eventually(60, "two pull requests and three machines waiting", || async {
         let open = open_pulls(&gh);
@@ -153,29 +142,16 @@ async fn only_exact_expected_matches_are_approved_and_only_after_the_checks_pass
 
     support::journey::step("two rows imported; three machines report, one of them a stranger");
     let (exact, wrong_serial, stranger) = (mac_of(0x10), mac_of(0x11), mac_of(0x12));
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/v1/imports?mode=expected&name=delivery-7", p.url))
-        .bearer_auth(OPERATOR_TOKEN)
-        .header("content-type", "text/csv")
-        .body(format!("mac,serial\n{exact},AUTO0010\n{wrong_serial},AUTO9999\n"))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "import: {}", resp.text().await.unwrap());
+    import_csv(
+        &p.url,
+        "delivery-7",
+        format!("mac,serial\n{exact},AUTO0010\n{wrong_serial},AUTO9999\n"),
+    )
+    .await;
+    // Machines of their own (serial and system UUID): a shared identity would warn the
+    // reviewer, and no warned proposal is approved by policy.
     for (i, mac) in [(0x10, &exact), (0x11, &wrong_serial), (0x12, &stranger)] {
-        let mut specs = lshw(LSHW);
-        specs["serial"] = json!(format!("AUTO{i:04x}"));
-        // Machines of their own: a shared UUID would warn the reviewer, and no warned
-        // proposal is approved by policy.
-        specs["configuration"]["uuid"] = json!(format!("00000000-0000-0000-0000-0000000020{i:02x}"));
-        let resp = reqwest::Client::new()
-            .post(format!("{}/api/v1/reports", p.url))
-            .bearer_auth(REPORT_TOKEN)
-            .json(&report_body(mac, specs))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
+        report_specs(&p.url, mac, supermicro(&format!("AUTO{i:04x}"), 0x2000 + i)).await;
     }
     let pull_of = |mac: &str| {
         let branch = format!("registrar/{}", mac.replace(':', "-"));
@@ -248,28 +224,14 @@ async fn on_the_local_forge_an_exact_match_is_approved_at_once_by_the_policy() {
     let mut p = Process::start(dir.path(), config, &token_env());
     p.wait_ready().await;
     let (exact, other) = (mac_of(0x20), mac_of(0x21));
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/v1/imports?mode=expected&name=delivery-8", p.url))
-        .bearer_auth(OPERATOR_TOKEN)
-        .header("content-type", "text/csv")
-        .body(format!("mac,serial\n{exact},LOCAL0020\n{other},LOCAL9999\n"))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "import: {}", resp.text().await.unwrap());
-    for (i, (serial, mac)) in [("LOCAL0020", &exact), ("LOCAL0021", &other)].into_iter().enumerate() {
-        let mut specs = lshw(LSHW);
-        specs["serial"] = json!(serial);
-        specs["configuration"]["uuid"] = json!(format!("00000000-0000-0000-0000-0000000021{i:02x}"));
-        let resp = reqwest::Client::new()
-            .post(format!("{}/api/v1/reports", p.url))
-            .bearer_auth(REPORT_TOKEN)
-            .json(&report_body(mac, specs))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
-    }
+    import_csv(
+        &p.url,
+        "delivery-8",
+        format!("mac,serial\n{exact},LOCAL0020\n{other},LOCAL9999\n"),
+    )
+    .await;
+    report_specs(&p.url, &exact, supermicro("LOCAL0020", 0x2100)).await;
+    report_specs(&p.url, &other, supermicro("LOCAL0021", 0x2101)).await;
     support::journey::state_reached(&p, &exact, "approved").await;
     support::journey::state_reached(&p, &other, "proposed").await;
     let (_, audit) = support::journey::get(&format!("{}/api/v1/audit", p.url), OPERATOR_TOKEN).await;

@@ -20,6 +20,21 @@ fn mac_of(i: usize) -> String {
     format!("0c:c4:7a:18:{:02x}:{:02x}", i / 256, i % 256)
 }
 
+/// One Supermicro and two Packet (ASRock Rack) machines report to `url`, serials `prefix<i>`.
+async fn three_machines(url: &str, macs: [&str; 3], prefix: &str) {
+    let files = [
+        "supermicro-ssg-6029p-x11dph-t.json",
+        "packet-c3small-asrockrack-e3c246d4i-nl.json",
+        "packet-c3small-asrockrack-e3c246d4i-nl.json",
+    ];
+    for (i, (mac, file)) in macs.iter().zip(files).enumerate() {
+        let mut specs = lshw(file);
+        let system = if specs.is_array() { &mut specs[0] } else { &mut specs };
+        system["serial"] = json!(format!("{prefix}{i:04}"));
+        support::journey::report_specs(url, mac, specs).await;
+    }
+}
+
 fn git(repo: &Path, args: &[&str]) {
     let out = Command::new("git")
         .args(["-c", "user.name=ops", "-c", "user.email=ops@example.com"])
@@ -167,25 +182,9 @@ async fn the_console_shows_what_the_templates_on_disk_would_change() {
     set(&mut config, "templates_dir", json!(templates.display().to_string()));
     let mut p = Process::start(dir.path(), config, &token_env());
     p.wait_ready().await;
-    let machines = [
-        (mac_of(1), "supermicro-ssg-6029p-x11dph-t.json"),
-        (mac_of(2), "packet-c3small-asrockrack-e3c246d4i-nl.json"),
-        (mac_of(3), "packet-c3small-asrockrack-e3c246d4i-nl.json"),
-    ];
-    for (i, (mac, file)) in machines.iter().enumerate() {
-        let mut specs = lshw(file);
-        let system = if specs.is_array() { &mut specs[0] } else { &mut specs };
-        system["serial"] = json!(format!("CONSOLE{i}"));
-        let resp = reqwest::Client::new()
-            .post(format!("{}/api/v1/reports", p.url))
-            .bearer_auth(REPORT_TOKEN)
-            .json(&report_body(mac, specs))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
-    }
-    let (cookie, _) = console_page(&p.url, &machines[0].0).await;
+    let machines = [mac_of(1), mac_of(2), mac_of(3)];
+    three_machines(&p.url, [&machines[0], &machines[1], &machines[2]], "CONSOLE").await;
+    let (cookie, _) = console_page(&p.url, &machines[0]).await;
     let page = console_get(&p.url, "/impact", &cookie).await;
     // (The readiness probe's own machine is compared too.)
     assert!(page.contains("<p id=\"impact-summary\">0 of "), "{page}");
@@ -202,14 +201,14 @@ async fn the_console_shows_what_the_templates_on_disk_would_change() {
     let page = console_get(&p.url, "/impact", &cookie).await;
     assert!(page.contains("<p id=\"impact-summary\">1 of "), "{page}");
     let section = &page[page
-        .find(&format!("id=\"impact-{}\"", machines[0].0))
+        .find(&format!("id=\"impact-{}\"", machines[0]))
         .expect("the Supermicro is listed")..];
     // HTML-escaped, as every fact on a page is.
     assert!(
         section.contains("+    registrar.dev&#x2f;class: &quot;dense&quot;"),
         "{section}"
     );
-    assert!(!page.contains(&format!("id=\"impact-{}\"", machines[1].0)));
+    assert!(!page.contains(&format!("id=\"impact-{}\"", machines[1])));
 
     // A broken edit is what a restart would trip over: said first, nothing compared.
     std::fs::write(templates.join("rules.yaml"), "rules: [\n").unwrap();
@@ -243,25 +242,9 @@ async fn a_pull_request_that_edits_the_rules_is_told_which_machines_it_changes()
     p.wait_ready().await;
 
     // Three machines under review: one Supermicro, two ASRock Rack.
-    let machines = [
-        ("0c:c4:7a:18:77:01", "supermicro-ssg-6029p-x11dph-t.json"),
-        ("0c:c4:7a:18:77:02", "packet-c3small-asrockrack-e3c246d4i-nl.json"),
-        ("0c:c4:7a:18:77:03", "packet-c3small-asrockrack-e3c246d4i-nl.json"),
-    ];
-    for (i, (mac, file)) in machines.iter().enumerate() {
-        let mut specs = lshw(file);
-        let system = if specs.is_array() { &mut specs[0] } else { &mut specs };
-        system["serial"] = json!(format!("RULES{i:04}"));
-        let resp = reqwest::Client::new()
-            .post(format!("{}/api/v1/reports", p.url))
-            .bearer_auth(REPORT_TOKEN)
-            .json(&report_body(mac, specs))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
-    }
-    for (mac, _) in &machines {
+    let machines = ["0c:c4:7a:18:77:01", "0c:c4:7a:18:77:02", "0c:c4:7a:18:77:03"];
+    three_machines(&p.url, machines, "RULES").await;
+    for mac in machines {
         support::journey::state_reached(&p, mac, "proposed").await;
     }
 

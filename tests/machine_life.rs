@@ -21,26 +21,6 @@ const MAC: &str = "0c:c4:7a:18:00:01";
 const DASHED: &str = "0c-c4-7a-18-00-01";
 const LSHW: &str = "supermicro-ssg-6029p-x11dph-t.json";
 
-/// The supermicro's inventory with one more NVMe namespace: a disk added in the field.
-fn with_new_disk(mut specs: Value) -> Value {
-    fn add(node: &mut Value) -> bool {
-        let Some(children) = node["children"].as_array_mut() else {
-            return false;
-        };
-        if let Some(nvme) = children.iter().find(|c| c["logicalname"] == "/dev/nvme1n1").cloned() {
-            let mut disk = nvme;
-            disk["logicalname"] = json!("/dev/nvme2n1");
-            disk["size"] = json!(3_840_000_000_000u64);
-            disk["serial"] = json!("S6NEWDISK0001");
-            children.push(disk);
-            return true;
-        }
-        children.iter_mut().any(add)
-    }
-    assert!(add(&mut specs), "the fixture has /dev/nvme1n1");
-    specs
-}
-
 /// The same inventory with a little more memory: nothing the manifest says changes.
 fn with_more_memory(mut specs: Value) -> Value {
     fn grow(node: &mut Value) -> bool {
@@ -198,7 +178,12 @@ async fn a_provisioned_machine_changes_through_pull_requests_until_it_is_decommi
     assert_eq!(changes.len(), 1, "only the netboot change: {changes:?}");
 
     step("a disk added and the BMC moved: proposed as a change of the same machine, in words");
-    report(&p, with_new_disk(with_more_memory(lshw(LSHW))), "192.0.2.19").await;
+    report(
+        &p,
+        support::with_new_disk(with_more_memory(lshw(LSHW)), "S6NEWDISK0001"),
+        "192.0.2.19",
+    )
+    .await;
     let drift = eventually(60, "the drift pull request", || async {
         gh.pulls().into_iter().find(|p| {
             p.open && p.head.starts_with(&format!("registrar/{DASHED}-update-")) && p.number != netboot.number

@@ -26,25 +26,6 @@ const MAC: &str = "0c:c4:7a:18:00:07";
 const DASHED: &str = "0c-c4-7a-18-00-07";
 const LSHW: &str = "supermicro-ssg-6029p-x11dph-t.json";
 
-/// The supermicro's inventory with one more NVMe namespace.
-fn with_new_disk(mut specs: Value) -> Value {
-    fn add(node: &mut Value) -> bool {
-        let Some(children) = node["children"].as_array_mut() else {
-            return false;
-        };
-        if let Some(mut disk) = children.iter().find(|c| c["logicalname"] == "/dev/nvme1n1").cloned() {
-            disk["logicalname"] = json!("/dev/nvme2n1");
-            disk["size"] = json!(3_840_000_000_000u64);
-            disk["serial"] = json!("S6NEWDISK0007");
-            children.push(disk);
-            return true;
-        }
-        children.iter_mut().any(add)
-    }
-    assert!(add(&mut specs), "the fixture has /dev/nvme1n1");
-    specs
-}
-
 /// The shipped templates, with a first rule that opts machines of `serial` into re-inventory
 /// when `opt_in` (else the rule is there without it).
 fn templates(dir: &std::path::Path, serial: &str, opt_in: bool) -> std::path::PathBuf {
@@ -176,7 +157,7 @@ async fn a_provisioned_machine_is_inventoried_again_and_its_new_disk_is_proposed
     assert_eq!(next_step(&p, MAC, &token).await, "wait");
 
     step("booted into discovery, it reports a disk it gained, with the Workflow's token");
-    let mut body = report_body(MAC, with_new_disk(lshw(LSHW)));
+    let mut body = report_body(MAC, support::with_new_disk(lshw(LSHW), "S6NEWDISK0007"));
     body["bmc_address"] = json!("192.0.2.7");
     let resp = reqwest::Client::new()
         .post(format!("{}/api/v1/reports", p.url))

@@ -6,10 +6,10 @@
 mod support;
 
 use serde_json::{Value, json};
+use support::OPERATOR_TOKEN;
 use support::binary::{Process, eventually, example, listen_on, point_at_github, set, token_env};
 use support::fake_github::FakeGithub;
 use support::journey::{machine, state_reached};
-use support::{OPERATOR_TOKEN, REPORT_TOKEN, lshw, report_body};
 
 const SITE_A: &str = "0c:c4:7a:1a:00:01";
 const SITE_B: &str = "0c:c4:7a:1b:00:01";
@@ -30,17 +30,8 @@ fn site(dir: &std::path::Path, gh: &FakeGithub, prefix: &str, path: &str, hooks:
     Process::start(dir, config, &token_env())
 }
 
-async fn report(p: &Process, mac: &str, serial: &str) {
-    let mut specs = lshw("supermicro-ssg-6029p-x11dph-t.json");
-    specs["serial"] = json!(serial);
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/v1/reports", p.url))
-        .bearer_auth(REPORT_TOKEN)
-        .json(&report_body(mac, specs))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+async fn report(p: &Process, mac: &str, serial: &str, uuid_tail: u32) {
+    support::journey::report_specs(&p.url, mac, support::journey::supermicro(serial, uuid_tail)).await;
 }
 
 async fn macs(p: &Process) -> Vec<String> {
@@ -72,8 +63,8 @@ async fn two_sites_on_one_repository_never_touch_each_others_branches() {
     b.wait_ready().await;
 
     support::journey::step("each site proposes its own machine on its own prefix");
-    report(&a, SITE_A, "SITEA0001").await;
-    report(&b, SITE_B, "SITEB0001").await;
+    report(&a, SITE_A, "SITEA0001", 0x1a01).await;
+    report(&b, SITE_B, "SITEB0001", 0x1b01).await;
     let a_branch = format!("registrar/{}", SITE_A.replace(':', "-"));
     let b_branch = format!("registrar-b/{}", SITE_B.replace(':', "-"));
     eventually(60, "both pull requests", || async {

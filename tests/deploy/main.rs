@@ -236,6 +236,28 @@ fn mounts(deployment: &Value) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// The Secret that provides `file` through a volume mounted in `mounts`: the file's
+/// directory is mounted from a Secret whose items include its name.
+fn secret_providing(name: &str, mounts: &[(String, Value)], file: &Path) -> String {
+    let (_, volume) = mounts
+        .iter()
+        .find(|(p, _)| file.parent() == Some(Path::new(p)))
+        .unwrap_or_else(|| panic!("{name}: {} is on no volume", file.display()));
+    let secret = volume["secret"]["secretName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name}: {} is not from a Secret", file.display()));
+    let key = file.file_name().unwrap().to_str().unwrap();
+    assert!(
+        volume["secret"]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["path"] == key),
+        "{name}: the Secret {secret} does not provide {key}"
+    );
+    secret.to_string()
+}
+
 /// Every config.yaml in every installation loads as Registrar would load it, and fits the
 /// Deployment and the image around it.
 /// The config.yaml an installation's Deployment runs with: the ConfigMap key mounted where
@@ -346,22 +368,7 @@ fn every_shipped_configuration_loads_and_fits_its_deployment() {
             .into_iter()
             .flatten()
         {
-            let (_, volume) = mounts
-                .iter()
-                .find(|(p, _)| file.starts_with(p))
-                .unwrap_or_else(|| panic!("{name}: {} is on no volume", file.display()));
-            let secret = volume["secret"]["secretName"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{name}: {} is not from a Secret", file.display()));
-            let key = file.file_name().unwrap().to_str().unwrap();
-            assert!(
-                volume["secret"]["items"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|i| i["path"] == key),
-                "{name}: the Secret {secret} does not provide {key}"
-            );
+            secret_providing(name, &mounts, file);
         }
         // Literal environment overrides parse as Config::apply_env would parse them.
         for env in c["env"].as_array().unwrap() {
@@ -394,20 +401,8 @@ fn the_ssh_deploy_key_component_mounts_the_files_its_configuration_names() {
         })
         .collect();
     for file in files {
-        let (dir, key) = file.rsplit_once('/').unwrap();
-        let (_, volume) = mounts
-            .iter()
-            .find(|(p, _)| p == dir)
-            .unwrap_or_else(|| panic!("{file} is on no volume"));
-        assert_eq!(volume["secret"]["secretName"], "registrar-gitops-ssh");
-        assert!(
-            volume["secret"]["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|i| i["path"] == key),
-            "the Secret provides {key}"
-        );
+        let secret = secret_providing("component-ssh-deploy-key", &mounts, Path::new(file));
+        assert_eq!(secret, "registrar-gitops-ssh");
     }
 }
 

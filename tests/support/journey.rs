@@ -87,6 +87,40 @@ pub async fn post_report(url: &str, mac: &str, lshw_file: &str) -> reqwest::Resp
         .unwrap()
 }
 
+/// A report of `specs` for `mac` with the shared report token; it must be taken (202).
+pub async fn report_specs(url: &str, mac: &str, specs: Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/api/v1/reports"))
+        .bearer_auth(REPORT_TOKEN)
+        .json(&report_body(mac, specs))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+}
+
+/// The supermicro fixture as another machine of the same model: its own serial and system
+/// UUID (a shared one would be an identity warning).
+pub fn supermicro(serial: &str, uuid_tail: u32) -> Value {
+    let mut specs = lshw("supermicro-ssg-6029p-x11dph-t.json");
+    specs["serial"] = json!(serial);
+    specs["configuration"]["uuid"] = json!(format!("00000000-0000-0000-0000-{uuid_tail:012x}"));
+    specs
+}
+
+/// An operator's CSV import into `p` (batch `name`); it must be taken.
+pub async fn import_csv(url: &str, name: &str, csv: String) {
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/api/v1/imports?mode=expected&name={name}"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "import: {}", resp.text().await.unwrap());
+}
+
 /// A report of `specs` for `mac` naming its BMC at `bmc`, with the shared report token;
 /// it must be taken (202).
 pub async fn report_with_bmc(url: &str, mac: &str, specs: Value, bmc: &str) {

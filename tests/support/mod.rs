@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use registrar::app::App;
 use registrar::config::Config;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tempfile::TempDir;
 
 // Not every test binary uses every helper.
@@ -212,6 +212,26 @@ impl Drop for Registrar {
 /// A report as the simplest discovery script sends it.
 pub fn report_body(mac: &str, specs: Value) -> Value {
     serde_json::json!({"mac": mac, "specs": specs, "timestamp": "2026-11-25T10:00:00+00:00"})
+}
+
+/// The Supermicro fixture's inventory with one more NVMe namespace (a disk added in the
+/// field): `/dev/nvme2n1`, 3.84 TB, serial `serial`.
+pub fn with_new_disk(mut specs: Value, serial: &str) -> Value {
+    fn add(node: &mut Value, serial: &str) -> bool {
+        let Some(children) = node["children"].as_array_mut() else {
+            return false;
+        };
+        if let Some(mut disk) = children.iter().find(|c| c["logicalname"] == "/dev/nvme1n1").cloned() {
+            disk["logicalname"] = json!("/dev/nvme2n1");
+            disk["size"] = json!(3_840_000_000_000u64);
+            disk["serial"] = json!(serial);
+            children.push(disk);
+            return true;
+        }
+        children.iter_mut().any(|c| add(c, serial))
+    }
+    assert!(add(&mut specs, serial), "the fixture has /dev/nvme1n1");
+    specs
 }
 
 /// A bare git repository, read through git2 as a reviewer would read it.

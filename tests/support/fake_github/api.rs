@@ -387,17 +387,9 @@ pub(super) fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, bo
             }
             let number = st.next_number();
             let pull = Pull {
-                number,
-                title: body["title"].as_str().unwrap_or_default().into(),
                 body: body["body"].as_str().unwrap_or_default().into(),
-                head,
                 base,
-                open: true,
-                merged: false,
-                merged_by: None,
-                labels: vec![],
-                fork: None,
-                auto_merge: false,
+                ..Pull::opened(number, &head, body["title"].as_str().unwrap_or_default(), None)
             };
             st.pulls.push(pull.clone());
             set_pull_ref(&repo_path, number, &pull.head);

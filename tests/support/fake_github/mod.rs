@@ -45,6 +45,25 @@ pub struct Pull {
     pub auto_merge: bool,
 }
 
+impl Pull {
+    /// A pull request just opened from `head` into main.
+    pub fn opened(number: u64, head: &str, title: &str, fork: Option<String>) -> Pull {
+        Pull {
+            number,
+            title: title.into(),
+            body: String::new(),
+            head: head.into(),
+            base: "main".into(),
+            open: true,
+            merged: false,
+            merged_by: None,
+            labels: vec![],
+            fork,
+            auto_merge: false,
+        }
+    }
+}
+
 /// An issue that is not a pull request (the dashboard).
 #[derive(Debug, Clone)]
 pub struct Issue {
@@ -304,19 +323,7 @@ impl FakeGithub {
         let number = {
             let mut st = self.state.lock().unwrap();
             let number = st.next_number();
-            st.pulls.push(Pull {
-                number,
-                title: title.into(),
-                body: String::new(),
-                head: branch.into(),
-                base: "main".into(),
-                open: true,
-                merged: false,
-                merged_by: None,
-                labels: vec![],
-                fork: None,
-                auto_merge: false,
-            });
+            st.pulls.push(Pull::opened(number, branch, title, None));
             number
         };
         set_pull_ref(&self.repo().path, number, branch);
@@ -338,19 +345,8 @@ impl FakeGithub {
     pub fn open_fork_pull(&self, fork: &str, branch: &str) -> u64 {
         let mut st = self.state.lock().unwrap();
         let number = st.next_number();
-        st.pulls.push(Pull {
-            number,
-            title: "Add my machine".into(),
-            body: String::new(),
-            head: branch.into(),
-            base: "main".into(),
-            open: true,
-            merged: false,
-            merged_by: None,
-            labels: vec![],
-            fork: Some(fork.into()),
-            auto_merge: false,
-        });
+        st.pulls
+            .push(Pull::opened(number, branch, "Add my machine", Some(fork.into())));
         number
     }
 
