@@ -156,8 +156,12 @@ impl Handoff {
         let Some(hardware) = m.name.as_deref() else {
             return Ok(());
         };
-        // A re-provisioned machine follows its round's Workflow, not the finished one.
-        let name = crate::render::workflow_name(hardware, m.settled.as_ref().map_or(0, |b| b.round));
+        // The Workflow git holds for it (a re-provisioned machine's round's, not the finished
+        // one); its round's usual name if its file cannot be read.
+        let name = match self.proposer.workflow_in_git(m).await? {
+            Some(name) => name,
+            None => crate::render::workflow_name(hardware, m.settled.as_ref().map_or(0, |b| b.round)),
+        };
         let Some(workflow) = self.cluster.workflow(&name).await? else {
             return Ok(());
         };

@@ -170,8 +170,29 @@ pub fn is_yaml(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "yaml" || e == "yml")
 }
 
+/// The name of the first provisioning Workflow in one YAML file (what git holds for a
+/// machine), if it has one.
+pub fn workflow_name(text: &str) -> Option<String> {
+    yaml_serde::Deserializer::from_str(text)
+        .map_while(|doc| Value::deserialize(doc).ok())
+        .find(|v| {
+            v["kind"] == "Workflow"
+                && v["apiVersion"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("tinkerbell.org/"))
+        })
+        .and_then(|v| v["metadata"]["name"].as_str().map(str::to_string))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_workflow_a_file_holds_is_found_by_kind_whatever_its_name() {
+        let text = "apiVersion: tinkerbell.org/v1alpha1\nkind: Hardware\nmetadata: {name: r12-u7}\n---\napiVersion: bmc.tinkerbell.org/v1alpha1\nkind: Machine\nmetadata: {name: r12-u7-bmc}\n---\napiVersion: tinkerbell.org/v1alpha1\nkind: Workflow\nmetadata: {name: r12-u7-provision-r2}\n";
+        assert_eq!(super::workflow_name(text).as_deref(), Some("r12-u7-provision-r2"));
+        assert_eq!(super::workflow_name("kind: Hardware\nmetadata: {name: x}\n"), None);
+    }
+
     use super::*;
 
     #[test]

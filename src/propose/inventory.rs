@@ -55,3 +55,18 @@ impl Proposer {
         })
     }
 }
+
+impl Proposer {
+    /// The provisioning Workflow git holds for `machine` (the one its file on the base
+    /// branch names), so that the hand-off follows what was merged, whatever the templates
+    /// name it; None when git holds none (or no file is known).
+    pub async fn workflow_in_git(&self, machine: &Machine) -> Result<Option<String>, ProposeError> {
+        let (store, mac) = (self.store.clone(), machine.mac);
+        let Some(path) = super::blocking(move || store.proposal(mac)).await?.map(|p| p.path) else {
+            return Ok(None);
+        };
+        let git = self.git.clone();
+        let text = super::blocking(move || git.read(git.base(), &path)).await?;
+        Ok(text.and_then(|t| super::index::workflow_name(&String::from_utf8_lossy(&t))))
+    }
+}
