@@ -76,6 +76,8 @@ pub struct Metrics {
     pub pipeline_restarts_total: Family<PipelineLabel, Counter>,
     /// Machines noticed while every discovery slot was taken; they start as slots free up.
     pub discovery_waiting: Gauge,
+    /// Machines whose first proposal waits for a review slot (`discovery.max_open_proposals`).
+    pub review_slot_waiting: Gauge,
     /// Approved machines whose Hardware has not appeared in the cluster within the hand-off
     /// timeout (Flux or Argo CD not applying?).
     pub handoff_overdue: Gauge,
@@ -273,6 +275,12 @@ impl Metrics {
             "Machines waiting for a discovery slot",
             discovery_waiting.clone(),
         );
+        let review_slot_waiting = Gauge::default();
+        registry.register(
+            "review_slot_waiting",
+            "Machines whose first proposal waits for a review slot",
+            review_slot_waiting.clone(),
+        );
         let handoff_overdue = Gauge::default();
         registry.register(
             "handoff_overdue",
@@ -340,6 +348,7 @@ impl Metrics {
             pipelines_up,
             pipeline_restarts_total,
             discovery_waiting,
+            review_slot_waiting,
             handoff_overdue,
             queue_oldest_seconds,
             forge_errors,

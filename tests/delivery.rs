@@ -85,6 +85,10 @@ async fn a_delivery_waits_for_review_slots_and_the_dashboard_says_what_waits() {
         (open.len() == 2 && waiting.len() == 3).then_some(())
     })
     .await;
+    eventually(30, "the waiting to be counted", || async {
+        (p.metric("registrar_review_slot_waiting ").await == 3.0).then_some(())
+    })
+    .await;
     let first = open_pulls(&gh);
     let dashboard = dashboard_saying(&gh, &["## Open for review (2)", "## Waiting for a review slot (3)"]).await;
     for n in &first {

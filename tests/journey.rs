@@ -105,21 +105,6 @@ fn temporary(mac: &str) -> String {
     format!("registrar-discover-{}", mac.replace(':', "-"))
 }
 
-async fn metric(p: &Process, name: &str) -> f64 {
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", p.url))
-        .bearer_auth(OPERATOR_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn past_the_discovery_limit_machines_wait_visibly_and_start_when_a_slot_frees() {
     let dir = tempfile::tempdir().unwrap();
@@ -135,7 +120,7 @@ async fn past_the_discovery_limit_machines_wait_visibly_and_start_when_a_slot_fr
     assert!(cause.as_str().unwrap().contains("max_machines: 1"), "{cause}");
     assert!(kube.object("hardware", NS, &temporary(second)).is_none());
     eventually(10, "the waiting gauge to show it", || async {
-        (metric(&p, "registrar_discovery_waiting ").await == 1.0).then_some(())
+        (p.metric("registrar_discovery_waiting ").await == 1.0).then_some(())
     })
     .await;
 
@@ -152,7 +137,7 @@ async fn past_the_discovery_limit_machines_wait_visibly_and_start_when_a_slot_fr
     assert!(kube.object("workflows", NS, &temporary(second)).is_some());
     assert!(kube.object("hardware", NS, &temporary(first)).is_none());
     eventually(10, "the waiting gauge to drop to 0", || async {
-        (metric(&p, "registrar_discovery_waiting ").await == 0.0).then_some(())
+        (p.metric("registrar_discovery_waiting ").await == 0.0).then_some(())
     })
     .await;
 }

@@ -57,14 +57,16 @@ impl Proposer {
             return Ok(());
         }
         let (store, max) = (self.store.clone(), self.max_open);
-        let released = blocking(move || {
+        let (released, waiting) = blocking(move || {
             let open = store.open_proposals()?;
-            match max.saturating_sub(open) {
-                0 => Ok(Vec::new()),
-                free => store.release_slots(free, Utc::now()),
-            }
+            let released = match max.saturating_sub(open) {
+                0 => Vec::new(),
+                free => store.release_slots(free, Utc::now())?,
+            };
+            Ok::<_, StoreError>((released, store.slot_queue(0)?.count))
         })
         .await?;
+        self.metrics.review_slot_waiting.set(waiting as i64);
         if !released.is_empty() {
             tracing::info!(released = released.len(), "review slots free: machines proposed next");
         }

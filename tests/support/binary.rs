@@ -257,6 +257,23 @@ impl Process {
         self.wait_ready().await;
     }
 
+    /// A metric's value on `/metrics`: `series` is its name and labels as printed, with the
+    /// space that ends them.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = reqwest::Client::new()
+            .get(format!("{}/metrics", self.url))
+            .bearer_auth(super::OPERATOR_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {series} in /metrics"))
+    }
+
     /// Runs a CLI command of the same binary against this server (`--url`).
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         let mut cmd = Command::new(binary());
