@@ -137,36 +137,8 @@ impl Store for SqliteStore {
         let json = sighting
             .map(|s| serde_json::to_string(s).map_err(|e| StoreError::Corrupt(e.to_string())))
             .transpose()?;
-        self.with(|tx| {
-            let existing = get_machine(tx, mac)?;
-            let mut queued = false;
-            let mut evicted = 0;
-            match &existing {
-                None => {
-                    let bounds = *self.bounds.lock().unwrap_or_else(|p| p.into_inner());
-                    refuse_a_flood(tx, bounds, now)?;
-                    tx.execute(
-                        "INSERT INTO machines (mac, state, source, sighting, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                        params![mac.to_string(), State::Detected.as_str(), source.as_str(), json, ts(now)],
-                    )?;
-                    log_transition(tx, mac, None, State::Detected, &format!("seen ({})", source.as_str()), "registrar", now)?;
-                    evicted = evict_undiscovered(tx, bounds.max_undiscovered)?;
-                }
-                Some(m) => {
-                    tx.execute(
-                        "UPDATE machines SET last_seen = ?2, seen_count = seen_count + 1, sighting = COALESCE(?3, sighting) WHERE mac = ?1",
-                        params![mac.to_string(), ts(now), json],
-                    )?;
-                    // What DHCP reveals (arch, UEFI) shapes the manifest: re-render an open proposal.
-                    let changed = sighting.is_some() && m.sighting.as_ref() != sighting;
-                    if changed && m.facts.is_some() && m.state.accepts_facts() && !m.suppressed {
-                        queue(tx, mac, now)?;
-                        queued = true;
-                    }
-                }
-            }
-            Ok(Recorded { machine: must_get(tx, mac)?, new: existing.is_none(), queued, evicted })
-        })
+        let bounds = *self.bounds.lock().unwrap_or_else(|p| p.into_inner());
+        self.with(|tx| record_detection(tx, bounds, mac, source, (sighting, json.as_deref()), now))
     }
 
     fn machine(&self, mac: Mac) -> Result<Option<Machine>> {

@@ -292,3 +292,55 @@ pub(super) fn forget(tx: &rusqlite::Transaction, mac: Mac, actor: &str, now: Dat
     tx.execute("DELETE FROM slot_queue WHERE mac = ?1", [mac.to_string()])?;
     Ok(())
 }
+
+/// A machine seen (DHCP, Smee's log, an auto-discovered Hardware): recorded, or its
+/// sighting updated; a changed sighting re-renders an open proposal.
+pub(super) fn record_detection(
+    tx: &rusqlite::Transaction,
+    bounds: super::Bounds,
+    mac: Mac,
+    source: Source,
+    (sighting, json): (Option<&Sighting>, Option<&str>),
+    now: DateTime<Utc>,
+) -> Result<crate::store::Recorded> {
+    let existing = get_machine(tx, mac)?;
+    let mut queued = false;
+    let mut evicted = 0;
+    match &existing {
+        None => {
+            refuse_a_flood(tx, bounds, now)?;
+            tx.execute(
+                "INSERT INTO machines (mac, state, source, sighting, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                params![mac.to_string(), State::Detected.as_str(), source.as_str(), json, ts(now)],
+            )?;
+            log_transition(
+                tx,
+                mac,
+                None,
+                State::Detected,
+                &format!("seen ({})", source.as_str()),
+                "registrar",
+                now,
+            )?;
+            evicted = evict_undiscovered(tx, bounds.max_undiscovered)?;
+        }
+        Some(m) => {
+            tx.execute(
+                "UPDATE machines SET last_seen = ?2, seen_count = seen_count + 1, sighting = COALESCE(?3, sighting) WHERE mac = ?1",
+                params![mac.to_string(), ts(now), json],
+            )?;
+            // What DHCP reveals (arch, UEFI) shapes the manifest: re-render an open proposal.
+            let changed = sighting.is_some() && m.sighting.as_ref() != sighting;
+            if changed && m.facts.is_some() && m.state.accepts_facts() && !m.suppressed {
+                queue(tx, mac, now)?;
+                queued = true;
+            }
+        }
+    }
+    Ok(crate::store::Recorded {
+        machine: must_get(tx, mac)?,
+        new: existing.is_none(),
+        queued,
+        evicted,
+    })
+}

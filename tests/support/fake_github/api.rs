@@ -198,7 +198,7 @@ pub(super) async fn route(
     }
     if method == Method::POST && path == "/graphql" {
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        return graphql(&gh, &body);
+        return super::graphql::graphql(&gh, &body);
     }
     let Some(rest) = path.strip_prefix(&format!("/repos/{OWNER}/{REPO}")) else {
         return reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"}));
@@ -292,52 +292,6 @@ pub(super) async fn conditional(gh: &FakeGithub, headers: &HeaderMap, response: 
         return Response::from_parts(parts, axum::body::Body::empty());
     }
     Response::from_parts(parts, axum::body::Body::from(bytes))
-}
-
-/// GitHub's GraphQL, as far as Registrar uses it: `enable`/`disablePullRequestAutoMerge`. Like
-/// GitHub, errors come back with 200 and an `errors` list.
-fn graphql(gh: &FakeGithub, body: &Value) -> Response {
-    let query = body["query"].as_str().unwrap_or_default();
-    let enable = query.contains("enablePullRequestAutoMerge");
-    if !enable && !query.contains("disablePullRequestAutoMerge") {
-        let message = "the fake knows only enable/disablePullRequestAutoMerge";
-        return reply(StatusCode::OK, json!({"errors": [{"message": message}]}));
-    }
-    let id = body["variables"]["id"].as_str().unwrap_or_default();
-    let mut st = gh.state.lock().unwrap();
-    st.requests.push(("POST".into(), "/graphql".into()));
-    let checks = st.required_checks;
-    let Some(p) = st.pulls.iter_mut().find(|p| shapes::node_id(p.number) == id) else {
-        let message = format!("Could not resolve to a node with the global id of '{id}'");
-        return reply(
-            StatusCode::OK,
-            json!({"errors": [{"type": "NOT_FOUND", "message": message}]}),
-        );
-    };
-    if !p.open {
-        return reply(
-            StatusCode::OK,
-            json!({"errors": [{"message": "Pull request is closed"}]}),
-        );
-    }
-    if !enable {
-        p.auto_merge = false;
-        let number = p.number;
-        let data = json!({"disablePullRequestAutoMerge": {"pullRequest": {"number": number}}});
-        return reply(StatusCode::OK, json!({ "data": data }));
-    }
-    if !checks {
-        return reply(
-            StatusCode::OK,
-            json!({"errors": [{"message": "Pull request is in clean status"}]}),
-        );
-    }
-    p.auto_merge = true;
-    let number = p.number;
-    reply(
-        StatusCode::OK,
-        json!({"data": {"enablePullRequestAutoMerge": {"pullRequest": {"number": number}}}}),
-    )
 }
 
 pub(super) fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, body: &Value) -> Response {

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 mod api;
+mod graphql;
 pub mod shapes;
 
 use api::*;

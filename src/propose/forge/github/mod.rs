@@ -10,6 +10,8 @@
 //! and a create or merge that is never resent blindly.
 
 mod auto_merge;
+mod pull_request;
+pub use pull_request::PullRequest;
 pub mod client;
 pub mod dashboard;
 pub mod events;
@@ -35,39 +37,6 @@ pub const WORKFLOW_PREFIX: &str = "workflow/";
 impl From<GhError> for ForgeError {
     fn from(e: GhError) -> Self {
         ForgeError::Other(e.to_string())
-    }
-}
-
-/// What Registrar needs to know of a pull request, from a listing, a GET or a webhook.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PullRequest {
-    pub number: u64,
-    pub open: bool,
-    pub merged: bool,
-    pub head_ref: String,
-    pub head_sha: String,
-    pub head_repo: String,
-    pub base_ref: String,
-    pub labels: Vec<String>,
-    pub url: Option<String>,
-    pub merged_by: Option<String>,
-}
-
-impl From<octocrab::models::pulls::PullRequest> for PullRequest {
-    fn from(pr: octocrab::models::pulls::PullRequest) -> Self {
-        PullRequest {
-            number: pr.number,
-            open: pr.state == Some(octocrab::models::IssueState::Open),
-            merged: pr.merged == Some(true) || pr.merged_at.is_some(),
-            head_sha: pr.head.sha,
-            // GitHub sends no head repository once a fork is deleted.
-            head_repo: pr.head.repo.and_then(|r| r.full_name).unwrap_or_default(),
-            head_ref: pr.head.ref_field,
-            base_ref: pr.base.ref_field,
-            labels: pr.labels.into_iter().flatten().map(|l| l.name).collect(),
-            url: pr.html_url.map(String::from),
-            merged_by: pr.merged_by.map(|a| a.login),
-        }
     }
 }
 
