@@ -19,6 +19,17 @@ pub struct Basis {
     pub round: u32,
 }
 
+impl Basis {
+    /// What a first registration is rendered from: its facts, netboot on, round 0.
+    pub fn registered(facts: Facts) -> Basis {
+        Basis {
+            facts,
+            provisioned: false,
+            round: 0,
+        }
+    }
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }

@@ -163,11 +163,10 @@ impl Proposer {
         let Some(facts) = machine.facts.clone() else {
             return Ok(None);
         };
-        let settled = machine.settled.clone().unwrap_or_else(|| Basis {
-            facts: facts.clone(),
-            provisioned: false,
-            round: 0,
-        });
+        let settled = machine
+            .settled
+            .clone()
+            .unwrap_or_else(|| Basis::registered(facts.clone()));
         match machine.wanted {
             Some(ProposalKind::Decommission) => return self.plan_decommission(machine, home, &settled).await.map(Some),
             Some(ProposalKind::Reprovision) => return self.plan_reprovision(machine, home, &settled).await.map(Some),

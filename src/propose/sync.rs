@@ -146,11 +146,7 @@ impl Proposer {
         let now = Utc::now();
         let proposal = Proposal {
             created_at: existing.as_ref().map(|e| e.created_at).unwrap_or(now),
-            basis: Some(Basis {
-                facts: facts.clone(),
-                provisioned: false,
-                round: 0,
-            }),
+            basis: Some(Basis::registered(facts.clone())),
             ..self.opened(
                 machine.mac,
                 forge_ref,
@@ -269,11 +265,7 @@ impl Proposer {
         let path = self.path_for(&rendered.name, &machine.mac);
         let number = found.number.map(|n| format!(" #{n}")).unwrap_or_default();
         let proposal = Proposal {
-            basis: Some(Basis {
-                facts: facts.clone(),
-                provisioned: false,
-                round: 0,
-            }),
+            basis: Some(Basis::registered(facts.clone())),
             ..self.opened(
                 machine.mac,
                 found,

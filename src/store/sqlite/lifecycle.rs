@@ -118,13 +118,7 @@ pub(super) fn record_merge(
         None => m
             .facts
             .as_ref()
-            .map(|facts| {
-                serde_json::to_string(&Basis {
-                    facts: facts.clone(),
-                    provisioned: false,
-                    round: 0,
-                })
-            })
+            .map(|facts| serde_json::to_string(&Basis::registered(facts.clone())))
             .transpose()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?,
     };

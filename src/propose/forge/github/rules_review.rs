@@ -14,6 +14,9 @@ use crate::propose::ProposeError;
 use crate::propose::impact::{Impact, compare_store};
 use crate::render::{Renderer, markdown};
 
+/// The directory's tree on the base branch and at the pull request's head (None: absent).
+type Trees = (Option<git2::Oid>, Option<git2::Oid>);
+
 /// Marks Registrar's comment, and the head it speaks of.
 const MARKER: &str = "<!-- registrar:impact";
 /// GitHub refuses comments over 65,536 characters.
@@ -104,6 +107,23 @@ impl GithubHooks {
         if !pr.open || pr.base_ref != git.base() {
             return Ok(());
         }
+        // The cheap question first, in git: does this head change the directory at all?
+        // (Most deliveries are about other pull requests' labels and pushes.)
+        let trees = {
+            let (git, dir) = (git.clone(), dir.clone());
+            tokio::task::spawn_blocking(move || -> Result<Option<Trees>, ProposeError> {
+                git.fetch()?;
+                let head = git.fetch_pull_head(number);
+                let trees = head.and_then(|head| Ok((git.tree_at(git.base_head()?, &dir)?, git.tree_at(head, &dir)?)));
+                // Its objects stay until the next gc; only the ref goes.
+                git.forget_pull_head(number)?;
+                let (before, after) = trees?;
+                Ok((before != after).then_some((before, after)))
+            })
+            .await
+            .map_err(|e| ProposeError::Join(e.to_string()))??
+        };
+        let Some((before, after)) = trees else { return Ok(()) };
         let existing = self.forge.comments(number).await.map_err(forge_err)?;
         // Ours is the comment whose marker carries our signature: anyone can write the
         // marker, nobody else can sign it (nor can another site sharing the repository).
@@ -115,46 +135,32 @@ impl GithubHooks {
             return Ok(());
         }
         let proposer = self.proposer.clone();
-        let text = tokio::task::spawn_blocking(move || -> Result<Option<String>, ProposeError> {
-            git.fetch()?;
-            let head = git.fetch_pull_head(number);
-            let result = (|| {
-                let head = head?;
-                let base = git.base_head()?;
-                let (before, after) = (git.tree_at(base, &dir)?, git.tree_at(head, &dir)?);
-                if before == after {
-                    return Ok(None);
-                }
-                let namespace = proposer.renderer().namespace().to_string();
-                let load = |tree: Option<git2::Oid>| -> Result<Result<Renderer, String>, ProposeError> {
-                    let Some(tree) = tree else {
-                        return Ok(Err(format!("{dir} is not in this commit")));
-                    };
-                    let into = tempfile::tempdir().map_err(|e| ProposeError::Conflict(e.to_string()))?;
-                    let mut budget = crate::propose::git::Budget::TEMPLATES;
-                    git.write_dir(tree, into.path(), &mut budget)?;
-                    Ok(Renderer::load(into.path(), &namespace).map_err(|e| format!("{e:#}")))
+        let text = tokio::task::spawn_blocking(move || -> Result<String, ProposeError> {
+            let namespace = proposer.renderer().namespace().to_string();
+            let load = |tree: Option<git2::Oid>| -> Result<Result<Renderer, String>, ProposeError> {
+                let Some(tree) = tree else {
+                    return Ok(Err(format!("{dir} is not in this commit")));
                 };
-                let (before, after) = (load(before)?, load(after)?);
-                Ok(Some(match (before, after) {
-                    (_, Err(e)) => refusal(&dir, &e),
-                    (Err(e), Ok(_)) => format!(
-                        "The base branch's rules and templates in {} do not load, so there is nothing to compare with: {}",
-                        markdown::code(&dir),
-                        markdown::code(&e)
-                    ),
-                    (Ok(before), Ok(after)) => {
-                        let impact = compare_store(&before, &after, proposer.store().as_ref(), &proposer.pools())?;
-                        summary(&dir, &impact)
-                    }
-                }))
-            })();
-            git.forget_pull_head(number)?;
-            result
+                let into = tempfile::tempdir().map_err(|e| ProposeError::Conflict(e.to_string()))?;
+                let mut budget = crate::propose::git::Budget::TEMPLATES;
+                git.write_dir(tree, into.path(), &mut budget)?;
+                Ok(Renderer::load(into.path(), &namespace).map_err(|e| format!("{e:#}")))
+            };
+            Ok(match (load(before)?, load(after)?) {
+                (_, Err(e)) => refusal(&dir, &e),
+                (Err(e), Ok(_)) => format!(
+                    "The base branch's rules and templates in {} do not load, so there is nothing to compare with: {}",
+                    markdown::code(&dir),
+                    markdown::code(&e)
+                ),
+                (Ok(before), Ok(after)) => {
+                    let impact = compare_store(&before, &after, proposer.store().as_ref(), &proposer.pools())?;
+                    summary(&dir, &impact)
+                }
+            })
         })
         .await
         .map_err(|e| ProposeError::Join(e.to_string()))??;
-        let Some(text) = text else { return Ok(()) };
         let body = format!("{head_mark}\n{text}");
         match ours {
             Some((id, _)) => self.forge.edit_comment(*id, &body).await,
