@@ -161,6 +161,7 @@ impl App {
             .with_only_expected(config.discovery.only_expected)
             .with_max_open(config.discovery.max_open_proposals)
             .with_auto_approve(config.discovery.auto_approve == crate::config::AutoApprove::Expected)
+            .with_groups(config.discovery.group_by, config.discovery.group_size)
             .with_bmc_networks(config.discovery.bmc_networks.clone())
             .with_pools(pools)
             .awaiting_pools(

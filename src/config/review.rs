@@ -26,6 +26,13 @@ pub struct ReviewConfig {
     /// without a person — on GitHub by enabling auto-merge, which merges once the required
     /// checks pass (branch protection applies); on the local forge at once. `none`: never.
     pub auto_approve: AutoApprove,
+    /// Several machines in one pull request: `import` (the batch that expected them),
+    /// `rack` (their import rows' rack), `switch` (their DHCP relay's switch) or `rule`
+    /// (the `group` value their rule sets). A machine with no such key is proposed alone.
+    /// `none`: every machine alone. GitHub only.
+    pub group_by: crate::domain::GroupBy,
+    /// At most this many machines in one grouped pull request (1 to 500).
+    pub group_size: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -45,6 +52,8 @@ impl Default for ReviewConfig {
             bmc_networks: vec![],
             max_open_proposals: 0,
             auto_approve: AutoApprove::None,
+            group_by: crate::domain::GroupBy::None,
+            group_size: 100,
         }
     }
 }

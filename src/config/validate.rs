@@ -101,6 +101,18 @@ impl Config {
             }
             other => bail!("forge.kind {other:?} is unknown (known: local, github)"),
         }
+        if self.discovery.group_by != crate::domain::GroupBy::None {
+            // The local forge approves machine by machine through the API and the console.
+            if self.forge.kind != "github" {
+                bail!("discovery.group_by needs forge.kind: github (the local forge reviews machines one by one)");
+            }
+            if !(1..=500).contains(&self.discovery.group_size) {
+                bail!(
+                    "discovery.group_size {} must be between 1 and 500 (a pull request's description lists every machine)",
+                    self.discovery.group_size
+                );
+            }
+        }
         if !crate::render::names::is_dns1123(&self.tinkerbell.namespace) {
             bail!(
                 "tinkerbell.namespace {:?} is not a valid namespace",

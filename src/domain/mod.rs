@@ -2,6 +2,7 @@
 
 pub mod expected;
 pub mod facts;
+pub mod group;
 pub mod known;
 pub mod lifecycle;
 pub mod mac;
@@ -11,6 +12,7 @@ pub mod sighting;
 
 pub use expected::{Expected, ImportMode};
 pub use facts::Facts;
+pub use group::{Command, Group, GroupBy, GroupKey, GroupMember, group_branch, group_of_branch};
 pub use known::KnownMacs;
 pub use lifecycle::Basis;
 pub use mac::{Mac, MacError};

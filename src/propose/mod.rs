@@ -11,6 +11,7 @@ pub mod auto_approve;
 mod change;
 pub mod forge;
 pub mod git;
+mod groups;
 pub mod impact;
 mod import;
 pub mod index;
@@ -25,6 +26,7 @@ mod review;
 mod slots;
 mod sync;
 
+pub use groups::GroupEnd;
 pub use import::{ImportOutcome, PreviewRow};
 pub use intent::{Intent, Observation};
 pub use sync::commit_message;
@@ -122,6 +124,12 @@ pub struct Proposer {
     slot_gate: tokio::sync::Mutex<()>,
     /// `discovery.auto_approve: expected`.
     auto_approve: bool,
+    /// `discovery.group_by` and `group_size`; the gate one group step at a time passes
+    /// (publishing a group, recording its end), so a group is never rewritten while its
+    /// merge is recorded.
+    group_by: crate::domain::GroupBy,
+    group_size: u64,
+    group_gate: tokio::sync::Mutex<()>,
 }
 
 async fn blocking<T: Send + 'static, E: Send + 'static>(
@@ -167,6 +175,9 @@ impl Proposer {
             max_open: 0,
             slot_gate: tokio::sync::Mutex::new(()),
             auto_approve: false,
+            group_by: crate::domain::GroupBy::None,
+            group_size: 100,
+            group_gate: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -307,6 +318,7 @@ impl Proposer {
         let work = blocking(move || store.pending(1000)).await?;
         self.metrics.queue_length.set(work.len() as i64);
         if work.is_empty() {
+            self.publish_groups().await?;
             return Ok(0);
         }
         let git = self.git.clone();
@@ -356,6 +368,8 @@ impl Proposer {
             })
             .await;
         self.metrics.queue_retrying.set(self.retries.len() as i64);
+        // Machines that joined a group this pass reach git and the forge together.
+        self.publish_groups().await?;
         Ok(work.len())
     }
 }

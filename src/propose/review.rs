@@ -27,6 +27,12 @@ impl Proposer {
         if let Some(why) = self.forge.approval_elsewhere(&proposal) {
             return Err(ProposeError::Conflict(why));
         }
+        if crate::domain::group_of_branch(&proposal.branch).is_some() {
+            return Err(ProposeError::Conflict(format!(
+                "{mac} is proposed in a group: merge {} on the forge to register it with the others, or leave it out there",
+                proposal.url.as_deref().unwrap_or("the group's pull request")
+            )));
+        }
         // A proposal behind the base (another one merged meanwhile) is rebuilt first, so a
         // shared kustomization never conflicts.
         let (git, branch) = (self.git.clone(), proposal.branch.clone());
@@ -214,6 +220,11 @@ impl Proposer {
         actor: &str,
         reason: &str,
     ) -> Result<bool, ProposeError> {
+        // A group's member: its group is rewritten without it; the pull request stays.
+        if crate::domain::group_of_branch(&p.branch).is_some() && !p.kind.is_change() {
+            self.record_left_group(p).await?;
+            return Ok(true);
+        }
         match self.forge.reject(p, actor).await {
             Err(ForgeError::Merged(number)) => {
                 let cause = format!("pull request #{number} was merged before the rejection reached the forge");

@@ -70,8 +70,9 @@ impl Proposer {
         // A first proposal waits for a review slot while `max_open_proposals` are open; the
         // gate is held until it is recorded, so no two syncs take the last slot.
         // (A proposal closed earlier and opened again, after an unsuppress, counts too.)
+        // (Grouped machines take none: their pull requests are few already.)
         let first = existing.as_ref().is_none_or(|p| p.state == ProposalState::Closed);
-        let _slot = if first {
+        let _slot = if first && !self.groups_machines() {
             match self.take_slot(work).await? {
                 Slot::Full => return Ok(false),
                 Slot::Taken(gate) => gate,
@@ -91,10 +92,25 @@ impl Proposer {
         let branch = branch_for(&machine.mac);
         let path = self.path_for(&rendered.name, &machine.mac);
         let message = commit_message(&rendered, &machine.mac, &facts);
+        let group_key = self.group_key(&machine, &rendered);
+        let grouped = |p: &Proposal| crate::domain::group_of_branch(&p.branch).is_some();
+        let existing = match existing {
+            // It no longer has a group's key (grouping was turned off, say): proposed alone.
+            Some(p) if group_key.is_none() && grouped(&p) && p.state == ProposalState::Open => {
+                let (store, mac) = (self.store.clone(), machine.mac);
+                blocking(move || store.leave_group(mac)).await?;
+                None
+            }
+            other => other,
+        };
+        let joins_group = group_key.is_some()
+            && existing
+                .as_ref()
+                .is_none_or(|p| p.state == ProposalState::Closed || grouped(p));
 
         if let Some(p) = existing
             .as_ref()
-            .filter(|p| matches!(p.state, ProposalState::Open | ProposalState::Approving))
+            .filter(|p| matches!(p.state, ProposalState::Open | ProposalState::Approving) && !grouped(p))
         {
             let (git, b) = (self.git.clone(), branch.clone());
             let remote = blocking(move || Ok::<_, git::GitError>(git.branch_head(&b)))
@@ -138,6 +154,21 @@ impl Proposer {
                 "{path} already exists on {} with other content; Registrar does not overwrite it: remove or rename it there, then re-render",
                 self.git.base()
             )));
+        }
+        if let Some(key) = group_key.filter(|_| joins_group) {
+            return self
+                .join(
+                    held,
+                    work,
+                    &machine,
+                    &facts,
+                    key,
+                    &rendered,
+                    path,
+                    address.as_ref(),
+                    existing.as_ref(),
+                )
+                .await;
         }
         let files = self.files_for(&path, &rendered, base_head).await?;
         let (published, forge_ref) = self
@@ -218,7 +249,7 @@ impl Proposer {
             tracing::error!("REGISTRAR_CRASH_AT=after-push: aborting");
             std::process::abort();
         }
-        let forge_ref = self.forge.open(&Draft { branch, rendered }, existing).await?;
+        let forge_ref = self.forge.open(&Draft::of(branch, rendered), existing).await?;
         if self.crash_at == Some(CrashPoint::AfterOpen) {
             tracing::error!("REGISTRAR_CRASH_AT=after-open: aborting");
             std::process::abort();
@@ -393,7 +424,11 @@ impl Proposer {
         let store = self.store.clone();
         let open = blocking(move || store.proposals(Some(ProposalState::Open))).await?;
         let mut queued = 0;
-        for p in open.into_iter().filter(|p| !p.hands_off) {
+        queued += self.touch_stale_groups().await?;
+        for p in open
+            .into_iter()
+            .filter(|p| !p.hands_off && crate::domain::group_of_branch(&p.branch).is_none())
+        {
             let (git, b) = (self.git.clone(), p.branch.clone());
             if !blocking(move || Ok::<_, git::GitError>(git.is_on_base(&b))).await? {
                 let store = self.store.clone();

@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::domain::{
-    Expected, Facts, ImportMode, Mac, Machine, Proposal, ProposalState, Sighting, Source, State, Transition,
+    Expected, Facts, Group, GroupKey, GroupMember, ImportMode, Mac, Machine, Proposal, ProposalState, Sighting, Source,
+    State, Transition,
 };
 pub use sqlite::{Bounds, SqliteStore};
 
@@ -150,7 +151,32 @@ pub struct Pending {
     pub rev: u64,
 }
 
-pub trait Store: Send + Sync + 'static {
+/// Grouped proposals (`sqlite/groups.rs`).
+pub trait Groups {
+    /// Puts `member` in the open group of `key` it is in, else the oldest open one with
+    /// fewer than `max_members`, else a new one; the group is marked for rewriting when
+    /// what it holds of the member changed.
+    fn join_group(&self, key: &GroupKey, max_members: u64, member: &GroupMember, now: DateTime<Utc>) -> Result<Group>;
+    /// Takes `mac` out of its group, if any (marked for rewriting); which group.
+    fn leave_group(&self, mac: Mac) -> Result<Option<i64>>;
+    fn group(&self, id: i64) -> Result<Option<Group>>;
+    /// Every group not finished yet.
+    fn groups(&self) -> Result<Vec<Group>>;
+    fn group_members(&self, id: i64) -> Result<Vec<GroupMember>>;
+    /// Group `id`'s revision `rev` is on its branch at `head` and shown as pull request
+    /// `number`; its members' proposals say so too.
+    fn mark_group_synced(&self, id: i64, rev: i64, number: Option<u64>, url: Option<&str>, head: &str) -> Result<()>;
+    /// `merged` or `closed`: the group takes no members while its end is recorded.
+    fn set_group_state(&self, id: i64, state: &str) -> Result<()>;
+    /// A person pushed to the group's branch: Registrar no longer rewrites it.
+    fn set_group_hands_off(&self, id: i64) -> Result<()>;
+    /// Marks group `id` for rewriting (the base moved under it).
+    fn touch_group(&self, id: i64) -> Result<()>;
+    /// The group's end is recorded on every member: its rows go.
+    fn finish_group(&self, id: i64) -> Result<()>;
+}
+
+pub trait Store: Groups + Send + Sync + 'static {
     /// Stores facts for `mac`, creating the machine if needed; queues a proposal when the
     /// facts are new or changed and the machine is still under review.
     fn record_facts(&self, mac: Mac, source: Source, facts: &Facts, now: DateTime<Utc>) -> Result<Recorded>;
@@ -276,7 +302,8 @@ pub trait Store: Send + Sync + 'static {
     fn addresses(&self, mac: Mac) -> Result<Vec<(String, String)>>;
     /// The machine `ip` in `pool` was given to (held, or resting in quarantine).
     fn address_holder(&self, pool: &str, ip: std::net::Ipv4Addr) -> Result<Option<Mac>>;
-    /// How many proposals are open on the forge (open, being merged or being closed).
+    /// How many pull requests are open on the forge (proposals open, being merged or being
+    /// closed; a group counts once).
     fn open_proposals(&self) -> Result<u64>;
     /// `work` waits for a review slot (`discovery.max_open_proposals`): synced for now,
     /// `why` shown on the machine, in the slot queue until `release_slots` lets it through.

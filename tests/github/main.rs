@@ -348,7 +348,16 @@ async fn recorded_github_payloads_parse_and_other_repositories_are_ignored() {
                 assert_eq!(branch_ref, payload["ref"].as_str().unwrap());
                 pushes += 1;
             }
-            Delivery::Unused => assert!(event != "pull_request" && event != "push", "{name}"),
+            Delivery::Comment(comment) => {
+                assert_eq!(event, "issue_comment", "{name}");
+                assert_eq!(comment.number, payload["issue"]["number"].as_u64().unwrap(), "{name}");
+                assert_eq!(comment.body, payload["comment"]["body"].as_str().unwrap_or_default());
+                assert_eq!(comment.author, payload["comment"]["user"]["login"].as_str().unwrap());
+            }
+            Delivery::Unused => assert!(
+                event != "pull_request" && event != "push" && !name.starts_with("issue_comment.created"),
+                "{name}"
+            ),
         }
         let resp = gh.deliver(event, &fake_github::uuid(), body, Some(SECRET)).await;
         let status = resp.status().as_u16();

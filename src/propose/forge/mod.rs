@@ -37,7 +37,23 @@ pub struct ForgeRef {
 /// What a proposal says, for the forge to show.
 pub struct Draft<'a> {
     pub branch: &'a str,
-    pub rendered: &'a Rendered,
+    pub title: &'a str,
+    /// The description (Markdown, its facts escaped).
+    pub body: &'a str,
+    /// The provisioning workflow its label names, if any.
+    pub workflow: Option<&'a str>,
+}
+
+impl<'a> Draft<'a> {
+    /// One machine's proposal, as rendered.
+    pub fn of(branch: &'a str, rendered: &'a Rendered) -> Self {
+        Draft {
+            branch,
+            title: &rendered.title,
+            body: &rendered.summary,
+            workflow: rendered.decision.workflow.as_deref(),
+        }
+    }
 }
 
 /// What a forge does with a proposal approved by policy (`discovery.auto_approve`).
@@ -82,6 +98,11 @@ pub trait Forge: Send + Sync + 'static {
     /// deletes branches it merges or rejects, so a branch it still has is open.
     async fn branch_state(&self, _branch: &str) -> Result<Option<(ProposalState, ForgeRef)>, ForgeError> {
         Ok(Some((ProposalState::Open, ForgeRef::default())))
+    }
+    /// A proposal's description as it is on the forge now (None: the forge keeps none that
+    /// people edit).
+    async fn description(&self, _proposal: &Proposal) -> Result<Option<String>, ForgeError> {
+        Ok(None)
     }
     /// True when the forge reports changes in bulk (a listing, webhooks), so the reconcile
     /// need not ask about every open proposal one by one.

@@ -14,6 +14,7 @@ use crate::domain::{
 };
 
 mod allocations;
+mod groups;
 mod imports;
 mod lifecycle;
 mod names;
@@ -334,6 +335,8 @@ impl Store for SqliteStore {
                 "UPDATE proposals SET state = 'rejecting', updated_at = ?2 WHERE mac = ?1 AND state IN ('open', 'approving')",
                 params![mac.to_string(), ts(now)],
             )?;
+            // A group's member leaves it: its pull request is rewritten without the machine.
+            groups::leave(tx, mac)?;
             must_get(tx, mac)
         })
     }
@@ -499,7 +502,7 @@ impl Store for SqliteStore {
     }
 
     fn open_proposals(&self) -> Result<u64> {
-        self.read(slots::open_proposals)
+        self.read(groups::open_pull_requests)
     }
 
     fn wait_for_slot(&self, work: Pending, why: &str, now: DateTime<Utc>) -> Result<()> {

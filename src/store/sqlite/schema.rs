@@ -171,6 +171,37 @@ CREATE INDEX slot_queue_since ON slot_queue(since, mac);
     r#"
 CREATE INDEX machines_asset_tag ON machines(json_extract(facts, '$.asset_tag')) WHERE facts IS NOT NULL;
 "#,
+    // Grouped proposals (`discovery.group_by`): one pull request for several machines.
+    r#"
+CREATE TABLE proposal_groups (
+    id         INTEGER PRIMARY KEY,
+    key        TEXT NOT NULL,
+    title      TEXT NOT NULL,
+    branch     TEXT NOT NULL,
+    number     INTEGER,
+    url        TEXT,
+    head       TEXT NOT NULL DEFAULT '',
+    rev        INTEGER NOT NULL DEFAULT 1,
+    synced_rev INTEGER NOT NULL DEFAULT 0,
+    hands_off  INTEGER NOT NULL DEFAULT 0,
+    state      TEXT NOT NULL DEFAULT 'open',
+    created_at TEXT NOT NULL
+);
+CREATE INDEX proposal_groups_key ON proposal_groups(key, state);
+CREATE TABLE group_members (
+    mac       TEXT PRIMARY KEY,
+    group_id  INTEGER NOT NULL REFERENCES proposal_groups(id),
+    path      TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    manifest  TEXT NOT NULL,
+    workflow  TEXT,
+    address   TEXT,
+    expected  TEXT,
+    warnings  TEXT NOT NULL,
+    joined_at TEXT NOT NULL
+);
+CREATE INDEX group_members_group ON group_members(group_id);
+"#,
 ];
 
 #[cfg(test)]

@@ -11,15 +11,6 @@ use crate::store::{Pending, SlotQueue};
 
 type Tx<'a> = rusqlite::Transaction<'a>;
 
-pub(super) fn open_proposals(tx: &Tx) -> Result<u64> {
-    let n: i64 = tx.query_row(
-        "SELECT COUNT(*) FROM proposals WHERE state IN ('open', 'approving', 'rejecting')",
-        [],
-        |r| r.get(0),
-    )?;
-    Ok(n as u64)
-}
-
 /// `work` is done for now: its machine waits in the slot queue, saying why.
 pub(super) fn wait(tx: &Tx, work: Pending, why: &str, now: DateTime<Utc>) -> Result<()> {
     tx.execute(

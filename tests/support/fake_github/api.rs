@@ -546,7 +546,13 @@ pub(super) fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, bo
                 .enumerate()
                 .skip((page - 1) * per_page)
                 .take(per_page)
-                .map(|(i, text)| shapes::comment(number * 10_000 + i as u64 + 1, text, "registrar[bot]"))
+                .map(|(i, text)| {
+                    let id = number * 10_000 + i as u64 + 1;
+                    match st.comment_authors.get(&id) {
+                        Some(by) => shapes::comment_by(id, text, by, "User"),
+                        None => shapes::comment(id, text, "registrar[bot]"),
+                    }
+                })
                 .collect();
             reply(StatusCode::OK, Value::Array(items))
         }
@@ -565,6 +571,19 @@ pub(super) fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, bo
                 }
                 None => reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"})),
             }
+        }
+        ("GET", ["collaborators", login, "permission"]) => {
+            let role = st.roles.get(*login).cloned().unwrap_or_else(|| "read".into());
+            // `permission` is the legacy name: maintain reads as write, triage as read.
+            let permission = match role.as_str() {
+                "maintain" => "write",
+                "triage" => "read",
+                other => other,
+            };
+            reply(
+                StatusCode::OK,
+                json!({"permission": permission, "role_name": role, "user": shapes::user(login, "User")}),
+            )
         }
         ("POST", ["issues", n, "comments"]) => {
             let number: u64 = n.parse().unwrap_or(0);

@@ -142,6 +142,11 @@ pub struct GhState {
     /// The base branch requires status checks: auto-merge waits for them. Without, GitHub
     /// refuses to enable auto-merge on a pull request that can be merged now.
     pub required_checks: bool,
+    /// Each account's role on the repository (`admin`, `maintain`, `write`, `triage`,
+    /// `read`); anyone else reads.
+    pub roles: std::collections::HashMap<String, String>,
+    /// Who wrote a comment (by its id), where a person did; the rest are Registrar's.
+    pub comment_authors: std::collections::HashMap<u64, String>,
 }
 
 impl GhState {
@@ -317,6 +322,45 @@ impl FakeGithub {
             }
         }
         self.deliver_pr("labeled", number, by, Some(label)).await
+    }
+
+    /// Gives `login` a role on the repository (`write`, `read`…).
+    pub fn grant(&self, login: &str, role: &str) {
+        self.state.lock().unwrap().roles.insert(login.into(), role.into());
+    }
+
+    /// A person comments on pull request (or issue) `number`; GitHub delivers
+    /// `issue_comment`.
+    pub async fn comment_as(&self, number: u64, by: &str, text: &str) -> reqwest::Response {
+        let id = {
+            let mut st = self.state.lock().unwrap();
+            let comments = st.comments.entry(number).or_default();
+            comments.push(text.to_string());
+            let id = number * 10_000 + comments.len() as u64;
+            st.comment_authors.insert(id, by.to_string());
+            id
+        };
+        let payload = shapes::comment_delivery(number, shapes::comment_by(id, text, by, "User"), by);
+        self.deliver(
+            "issue_comment",
+            &uuid(),
+            serde_json::to_vec(&payload).unwrap(),
+            Some(SECRET),
+        )
+        .await
+    }
+
+    /// A person edits pull request `number`'s description; GitHub delivers `edited`.
+    pub async fn edit_body(&self, number: u64, body: &str, by: &str) -> reqwest::Response {
+        self.state
+            .lock()
+            .unwrap()
+            .pulls
+            .iter_mut()
+            .find(|p| p.number == number)
+            .unwrap()
+            .body = body.to_string();
+        self.deliver_pr("edited", number, by, None).await
     }
 
     /// A person opens a pull request from `branch` of this repository.

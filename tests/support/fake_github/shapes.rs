@@ -91,11 +91,36 @@ pub fn label_with(name: &str, color: &str, description: &str) -> Value {
 }
 
 pub fn comment(id: u64, body: &str, by: &str) -> Value {
+    comment_by(id, body, by, "Bot")
+}
+
+/// A comment written by `by`, a "User" or a "Bot".
+pub fn comment_by(id: u64, body: &str, by: &str, kind: &str) -> Value {
     let mut c = examples().comment.clone();
     c["id"] = json!(id);
     c["body"] = json!(body);
-    c["user"] = user(by, "Bot");
+    c["user"] = user(by, kind);
     c
+}
+
+/// An `issue_comment` `created` delivery's body for `comment` on pull request `number`,
+/// shaped as the recorded one in `../shared/fixtures/github/webhooks/`.
+pub fn comment_delivery(number: u64, comment: Value, by: &str) -> Value {
+    let path = crate::support::shared_path(
+        "fixtures/github/webhooks/issue_comment.created.1.json",
+        "GitHub's issue_comment delivery",
+    );
+    let mut v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    v["action"] = json!("created");
+    v["issue"]["number"] = json!(number);
+    v["issue"]["pull_request"] = json!({
+        "url": format!("https://api.example/repos/{OWNER}/{REPO}/pulls/{number}"),
+        "html_url": format!("https://github.example/{OWNER}/{REPO}/pull/{number}"),
+    });
+    v["comment"] = comment;
+    v["repository"] = repository(&format!("{OWNER}/{REPO}"));
+    v["sender"] = user(by, "User");
+    v
 }
 
 /// A pull request as `GET /pulls/{n}` answers; `head_sha` is its head branch's commit.

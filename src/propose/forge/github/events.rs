@@ -13,7 +13,7 @@ use sha2::Sha256;
 
 use super::{GithubForge, PullRequest, WORKFLOW_PREFIX};
 use crate::domain::{Mac, ProposalState, State};
-use crate::propose::{Observation, ProposeError, Proposer};
+use crate::propose::{GroupEnd, Observation, ProposeError, Proposer};
 use crate::store::StoreError;
 
 pub struct GithubHooks {
@@ -52,6 +52,8 @@ pub enum Delivery {
         labeled: Option<String>,
         sender: Option<String>,
     },
+    /// A comment was written: it may hold commands.
+    Comment(super::commands::Comment),
     /// An event Registrar does not act on.
     Unused,
 }
@@ -61,10 +63,13 @@ impl Delivery {
     /// sends is refused); the action, label and sender from the delivery as it is, so an
     /// action GitHub adds later is no error.
     pub fn read(event: &str, body: &[u8]) -> Result<Self, serde_json::Error> {
-        if event != "pull_request" && event != "push" {
+        if event != "pull_request" && event != "push" && event != "issue_comment" {
             return Ok(Delivery::Unused);
         }
         let v: Value = serde_json::from_slice(body)?;
+        if event == "issue_comment" {
+            return Ok(super::commands::Comment::read(&v)?.map_or(Delivery::Unused, Delivery::Comment));
+        }
         if event == "push" {
             let branch_ref = serde_json::from_value::<String>(v["ref"].clone())?;
             return Ok(Delivery::Push { branch_ref });
@@ -139,12 +144,13 @@ impl GithubHooks {
             Delivery::Unused => return Ok(()),
             Delivery::PullRequest { pull, labeled, sender } => (pull, labeled, sender),
             Delivery::Push { branch_ref } => return self.pushed(branch_ref).await,
+            Delivery::Comment(comment) => return self.comment_commands(comment).await,
         };
         // Cheap checks first: a delivery about any other pull request costs no request.
         if announced.base_ref != self.proposer.git().base() {
             return Ok(());
         }
-        if mac_of(&announced.head_ref).is_none() {
+        if mac_of(&announced.head_ref).is_none() && crate::domain::group_of_branch(&announced.head_ref).is_none() {
             // Someone's own pull request: it may edit the rules and templates. Only from this
             // repository's branches (pushing one takes write access): a fork's templates are
             // not rendered here.
@@ -189,10 +195,13 @@ impl GithubHooks {
         if pr.base_ref != self.proposer.git().base() {
             return Ok(());
         }
-        let Some(mac) = mac_of(&pr.head_ref) else { return Ok(()) };
         if !self.is_ours_pr(pr) {
             return Ok(());
         }
+        if let Some(group) = crate::domain::group_of_branch(&pr.head_ref) {
+            return self.apply_group(group, pr, actor).await;
+        }
+        let Some(mac) = mac_of(&pr.head_ref) else { return Ok(()) };
         let store = self.proposer.store().clone();
         let (machine, recorded) =
             tokio::task::spawn_blocking(move || Ok::<_, StoreError>((store.machine(mac)?, store.proposal(mac)?)))
@@ -256,6 +265,21 @@ impl GithubHooks {
         }
         self.follow_workflow_label(&machine, recorded.workflow.as_deref(), pr, actor, just_added)
             .await
+    }
+
+    /// A grouped pull request: merged registers its members, closed rejects them, open
+    /// leaves out the ones its description shows unchecked. (A person's edit of the
+    /// description needs write access on GitHub, so the description is read as it is.)
+    async fn apply_group(&self, group: i64, pr: &PullRequest, actor: &str) -> Result<(), ProposeError> {
+        let (end, who) = if pr.merged {
+            let who = pr.merged_by.as_deref().map(|l| format!("github:{l}"));
+            (GroupEnd::Merged, who.unwrap_or_else(|| actor.to_string()))
+        } else if pr.open {
+            (GroupEnd::Open, actor.to_string())
+        } else {
+            (GroupEnd::Closed, actor.to_string())
+        };
+        self.proposer.observe_group(group, pr.number, end, &pr.body, &who).await
     }
 
     /// A `workflow/<name>` label chooses the provisioning workflow. The label a reviewer

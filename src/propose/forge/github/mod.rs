@@ -10,6 +10,7 @@
 //! and a create or merge that is never resent blindly.
 
 mod auto_merge;
+pub mod commands;
 mod pull_request;
 pub use pull_request::PullRequest;
 pub mod client;
@@ -265,10 +266,10 @@ impl GithubForge {
     /// failed ambiguously, or a 422 "already exists", is resolved by looking it up.
     async fn create(&self, draft: &Draft<'_>) -> Result<PullRequest, ForgeError> {
         let body = json!({
-            "title": draft.rendered.title,
+            "title": draft.title,
             "head": draft.branch,
             "base": self.base,
-            "body": draft.rendered.summary,
+            "body": draft.body,
             "maintainer_can_modify": false,
         });
         let mut earlier = None;
@@ -401,7 +402,7 @@ impl Forge for GithubForge {
     }
 
     async fn open(&self, draft: &Draft<'_>, existing: Option<&Proposal>) -> Result<ForgeRef, ForgeError> {
-        let workflow = draft.rendered.decision.workflow.as_deref();
+        let workflow = draft.workflow;
         // A rejection that was lifted brings its pull request back: reopened, or — where
         // GitHub refuses to reopen it — a fresh one (the proposal then records the new number).
         let reopened = match existing.filter(|p| matches!(p.state, ProposalState::Closed | ProposalState::Rejecting)) {
@@ -410,8 +411,8 @@ impl Forge for GithubForge {
         };
         if let Some(p) = existing.filter(|p| p.number.is_some() && p.forge == "github" && reopened) {
             let number = p.number.expect("filtered");
-            if p.title != draft.rendered.title || p.summary != draft.rendered.summary {
-                let body = json!({"title": draft.rendered.title, "body": draft.rendered.summary});
+            if p.title != draft.title || p.summary != draft.body {
+                let body = json!({"title": draft.title, "body": draft.body});
                 self.client
                     .call(
                         Method::PATCH,
@@ -535,6 +536,11 @@ impl Forge for GithubForge {
                 .await?;
         }
         Ok(())
+    }
+
+    async fn description(&self, proposal: &Proposal) -> Result<Option<String>, ForgeError> {
+        let Some(number) = proposal.number else { return Ok(None) };
+        Ok(Some(self.get(number).await?.body))
     }
 
     async fn branch_state(&self, branch: &str) -> Result<Option<(ProposalState, ForgeRef)>, ForgeError> {

@@ -14,6 +14,8 @@ pub struct PullRequest {
     pub labels: Vec<String>,
     pub url: Option<String>,
     pub merged_by: Option<String>,
+    /// The description as it is now (a grouped pull request's checkboxes).
+    pub body: String,
 }
 
 impl From<octocrab::models::pulls::PullRequest> for PullRequest {
@@ -23,6 +25,7 @@ impl From<octocrab::models::pulls::PullRequest> for PullRequest {
             open: pr.state == Some(octocrab::models::IssueState::Open),
             merged: pr.merged == Some(true) || pr.merged_at.is_some(),
             head_sha: pr.head.sha,
+            body: pr.body.unwrap_or_default(),
             // GitHub sends no head repository once a fork is deleted.
             head_repo: pr.head.repo.and_then(|r| r.full_name).unwrap_or_default(),
             head_ref: pr.head.ref_field,

@@ -1,0 +1,428 @@
+//! Grouped proposals (`discovery.group_by`): machines of one import batch, rack, switch or
+//! rule-chosen key share one pull request, one file each. A member's sync renders it and
+//! records it in its group (`join`); the group's branch and pull request are rewritten from
+//! its members afterwards (`publish_groups`), once per pass however many joined. A reviewer
+//! leaves machines out (a comment command, or unchecking one in the description); the branch
+//! is rewritten without them, and merging registers exactly the members whose files the
+//! base then holds.
+
+use chrono::Utc;
+
+use super::forge::{Draft, ForgeRef};
+use super::{MachineGuard, Observation, ProposeError, Proposer, blocking, git, index};
+use crate::domain::{
+    Basis, Facts, Group, GroupBy, GroupKey, GroupMember, Mac, Machine, Proposal, ProposalKind, ProposalState,
+};
+use crate::render::Rendered;
+use crate::render::markdown::{code, escape};
+use crate::store::Pending;
+
+/// How a group's pull request ended, as the forge shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupEnd {
+    Open,
+    Merged,
+    Closed,
+}
+
+impl Proposer {
+    /// Groups machines by `by`, at most `size` in one pull request.
+    pub fn with_groups(mut self, by: GroupBy, size: u64) -> Self {
+        self.group_by = by;
+        self.group_size = size.max(1);
+        self
+    }
+
+    pub(super) fn groups_machines(&self) -> bool {
+        self.group_by != GroupBy::None
+    }
+
+    /// The group a machine is proposed in, if grouping is on and it has the key.
+    pub(super) fn group_key(&self, machine: &Machine, rendered: &Rendered) -> Option<GroupKey> {
+        let expected = machine.expected.as_ref();
+        match self.group_by {
+            GroupBy::None => None,
+            GroupBy::Import => expected
+                .and_then(|e| GroupKey::new("import", &e.batch_id.to_string(), format!("import batch {}", e.batch))),
+            GroupBy::Rack => expected
+                .and_then(|e| e.rack.as_deref())
+                .and_then(|rack| GroupKey::new("rack", rack, format!("rack {rack}"))),
+            GroupBy::Switch => machine
+                .sighting
+                .as_ref()
+                .and_then(|s| s.relay.as_ref())
+                .and_then(|r| r.remote_id.as_deref())
+                .and_then(|switch| GroupKey::new("switch", switch, format!("switch {switch}"))),
+            GroupBy::Rule => rendered
+                .decision
+                .values
+                .get("group")
+                .and_then(|v| v.as_str())
+                .and_then(|g| GroupKey::new("rule", g, format!("group {g}"))),
+        }
+    }
+
+    /// Records a rendered machine in its group; the group's branch is rewritten after the
+    /// pass (`publish_groups`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn join(
+        &self,
+        held: &MachineGuard<'_>,
+        work: Pending,
+        machine: &Machine,
+        facts: &Facts,
+        key: GroupKey,
+        rendered: &Rendered,
+        path: String,
+        address: Option<&crate::ipam::Address>,
+        existing: Option<&Proposal>,
+    ) -> Result<bool, ProposeError> {
+        debug_assert_eq!(held.mac(), machine.mac);
+        let member = GroupMember {
+            mac: machine.mac,
+            path: path.clone(),
+            name: rendered.name.clone(),
+            manifest: rendered.manifest.clone(),
+            workflow: rendered.decision.workflow.clone(),
+            address: address.map(|a| a.ip.clone()),
+            expected: machine
+                .expected
+                .as_ref()
+                .map(|e| format!("row {} of {}", e.row, e.batch)),
+            warnings: rendered.warnings.clone(),
+        };
+        let (store, size) = (self.store.clone(), self.group_size);
+        let group = blocking(move || store.join_group(&key, size, &member, Utc::now())).await?;
+        let now = Utc::now();
+        let proposal = Proposal {
+            created_at: existing.map(|e| e.created_at).unwrap_or(now),
+            basis: Some(Basis::registered(facts.clone())),
+            ..self.opened(
+                machine.mac,
+                ForgeRef {
+                    number: group.number,
+                    url: group.url.clone(),
+                },
+                group.branch.clone(),
+                path,
+                rendered,
+                group.head.clone(),
+            )
+        };
+        let (store, name) = (self.store.clone(), rendered.name.clone());
+        blocking(move || store.mark_synced(work, Some(&proposal), Some(&name), now)).await?;
+        tracing::debug!(mac = %machine.mac, group = %group.branch, "machine joined its group");
+        Ok(group.rev > group.synced_rev)
+    }
+
+    /// Rewrites every group whose members changed: its branch, then its pull request.
+    pub(super) async fn publish_groups(&self) -> Result<(), ProposeError> {
+        if !self.groups_machines() {
+            return Ok(());
+        }
+        let _gate = self.group_gate.lock().await;
+        let store = self.store.clone();
+        let due: Vec<Group> = blocking(move || store.groups())
+            .await?
+            .into_iter()
+            .filter(|g| g.state == "open" && !g.hands_off && g.rev > g.synced_rev)
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let git = self.git.clone();
+        blocking(move || git.fetch()).await?;
+        for group in due {
+            if let Err(e) = self.publish_group(&group).await {
+                tracing::warn!(group = %group.branch, error = %e, "could not publish the group; retried at the next pass");
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish_group(&self, group: &Group) -> Result<(), ProposeError> {
+        let (store, id) = (self.store.clone(), group.id);
+        let mut members = blocking(move || store.group_members(id)).await?;
+        // Someone pushed to the branch: never overwrite their work.
+        if group.number.is_some() {
+            let (git, branch) = (self.git.clone(), group.branch.clone());
+            let remote = blocking(move || Ok::<_, git::GitError>(git.branch_head(&branch))).await?;
+            if let Some(head) = remote.map(|o| o.to_string())
+                && head != group.head
+            {
+                let (store, key) = (self.store.clone(), crate::domain::pushed_key(&head));
+                if !blocking(move || store.was_remembered(&key)).await? {
+                    tracing::warn!(group = %group.branch, %head, "someone pushed to the group's branch; Registrar stops updating it");
+                    let store = self.store.clone();
+                    blocking(move || store.set_group_hands_off(id)).await?;
+                    if let Some(first) = members.first() {
+                        self.forge.note_hands_off(&self.shown(group, first.mac), &head).await?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        // The description as it is now first: a reviewer may have unchecked a machine since
+        // the last look, and rewriting it must not undo that.
+        if let (Some(number), Some(first)) = (group.number, members.first())
+            && let Some(description) = self.forge.description(&self.shown(group, first.mac)).await?
+        {
+            let left_out: Vec<Mac> = crate::domain::group::unchecked_members(&description)
+                .into_iter()
+                .filter(|mac| members.iter().any(|m| m.mac == *mac))
+                .collect();
+            for mac in &left_out {
+                let why = format!("left out of pull request #{number} (unchecked in its description)");
+                self.reject(*mac, "github:description", &why).await?;
+            }
+            members.retain(|m| !left_out.contains(&m.mac));
+        }
+        if members.is_empty() {
+            // Every machine was left out: the pull request has nothing to register.
+            if group.number.is_some() {
+                let nobody = Mac::from_bytes([0; 6]).expect("all zeroes is a unicast MAC");
+                self.forge.reject(&self.shown(group, nobody), "registrar").await?;
+            }
+            let store = self.store.clone();
+            blocking(move || store.finish_group(id)).await?;
+            tracing::info!(group = %group.branch, "every machine of the group was left out: its pull request is closed");
+            return Ok(());
+        }
+        members.sort_by(|a, b| (&a.name, a.mac).cmp(&(&b.name, b.mac)));
+        let git = self.git.clone();
+        let base_head = blocking(move || git.base_head()).await?;
+        // A member's file on the base that Registrar did not put there is never overwritten:
+        // that member goes back to its machine's queue, which says why.
+        let mut files: Vec<(String, Option<Vec<u8>>)> = Vec::with_capacity(members.len() + 1);
+        let mut kustomizations: std::collections::BTreeMap<String, (String, String)> = Default::default();
+        for m in &members {
+            files.push((m.path.clone(), Some(m.manifest.clone().into_bytes())));
+            let (dir, file) = m.path.rsplit_once('/').unwrap_or(("", &m.path));
+            if !kustomizations.contains_key(dir)
+                && let Some((kpath, text)) = self.base_kustomization(dir, Some(base_head)).await?
+            {
+                kustomizations.insert(dir.to_string(), (kpath, String::from_utf8_lossy(&text).into_owned()));
+            }
+            if let Some((kpath, text)) = kustomizations.get_mut(dir) {
+                *text =
+                    index::with_resource(text, file).map_err(|e| ProposeError::Conflict(format!("{kpath}: {e}")))?;
+            }
+        }
+        files.extend(kustomizations.into_values().map(|(p, t)| (p, Some(t.into_bytes()))));
+        let (title, body) = (self.group_title(group, &members), self.group_body(group, &members));
+        let message = group_commit_message(&title, group, &members);
+        let published = self.publish_files(&group.branch, files, base_head, message).await?;
+        // The body is written whenever the group is (its summary is not recorded).
+        let existing = group.number.map(|_| Proposal {
+            summary: String::new(),
+            ..self.shown(group, members[0].mac)
+        });
+        let draft = Draft {
+            branch: &group.branch,
+            title: &title,
+            body: &body,
+            workflow: None,
+        };
+        let forge_ref = self.forge.open(&draft, existing.as_ref()).await?;
+        let (store, rev, head) = (self.store.clone(), group.rev, published.commit.to_string());
+        blocking(move || store.mark_group_synced(id, rev, forge_ref.number, forge_ref.url.as_deref(), &head)).await?;
+        tracing::info!(group = %group.branch, members = members.len(), commit = %published.commit, "group proposal pushed");
+        Ok(())
+    }
+
+    /// A group's pull request as a proposal, for the forge's calls that take one.
+    fn shown(&self, group: &Group, mac: Mac) -> Proposal {
+        let now = Utc::now();
+        Proposal {
+            mac,
+            forge: self.forge.kind().to_string(),
+            number: group.number,
+            url: group.url.clone(),
+            branch: group.branch.clone(),
+            path: String::new(),
+            name: group.key.clone(),
+            title: group.title.clone(),
+            summary: String::new(),
+            head: group.head.clone(),
+            rule: String::new(),
+            workflow: None,
+            state: ProposalState::Open,
+            created_at: group.created_at,
+            updated_at: now,
+            hands_off: group.hands_off,
+            kind: ProposalKind::Register,
+            basis: None,
+            replaces: None,
+        }
+    }
+
+    fn group_title(&self, group: &Group, members: &[GroupMember]) -> String {
+        let n = members.len();
+        let what = if n == 1 { "machine" } else { "machines" };
+        // The title is plain text on GitHub (no Markdown), but it is capped like a name.
+        let title: String = group.title.chars().take(80).collect();
+        format!("Register {n} {what} of {title}")
+    }
+
+    /// The description: what merging does, how to leave a machine out, and one task-list
+    /// line per machine. (GitHub makes task-list items clickable; a table's cells are not.)
+    fn group_body(&self, group: &Group, members: &[GroupMember]) -> String {
+        let mut body = String::new();
+        let warned = members.iter().filter(|m| !m.warnings.is_empty()).count();
+        if warned > 0 {
+            body.push_str(&format!(
+                "> **⚠ {warned} of these machines carry a warning (marked ⚠ below): read them before merging.**\n\n"
+            ));
+        }
+        let expected = members.iter().filter(|m| m.expected.is_some()).count();
+        body.push_str(&format!(
+            "Registrar proposes **{} machines** of {} ({} expected by an import, {} not).\n\n",
+            members.len(),
+            escape(&group.title),
+            expected,
+            members.len() - expected
+        ));
+        body.push_str(
+            "**Merging registers every machine checked below.** To leave one out, uncheck it, or comment \
+             `/registrar reject <mac> [reason]`; `/registrar workflow <mac> <name>` changes one machine's workflow. \
+             Registrar then rewrites this branch without it (or re-rendered), and the rest merge together. \
+             Only people with write access to this repository are heard. Closing this pull request rejects every machine in it.\n\n",
+        );
+        for m in members {
+            let mut line = format!("- [x] {} **{}**", code(&m.mac.to_string()), escape(&m.name));
+            match &m.expected {
+                Some(row) => line.push_str(&format!(" · expected ({})", escape(row))),
+                None => line.push_str(" · not expected"),
+            }
+            if let Some(ip) = &m.address {
+                line.push_str(&format!(" · {}", code(ip)));
+            }
+            match &m.workflow {
+                Some(w) => line.push_str(&format!(" · workflow {}", code(w))),
+                None => line.push_str(" · no workflow"),
+            }
+            line.push_str(&format!(" · {}", code(&m.path)));
+            for w in &m.warnings {
+                line.push_str(&format!(" · ⚠ {}", escape(w)));
+            }
+            body.push_str(&line);
+            body.push('\n');
+        }
+        body
+    }
+
+    /// What the forge says about group `id`'s pull request `number` now: merged, it
+    /// registers the members whose files the base holds as written (a member that joined
+    /// after the reviewed head goes back to its queue); closed, it rejects every member;
+    /// open, the machines its description shows unchecked are left out.
+    pub(crate) async fn observe_group(
+        &self,
+        id: i64,
+        number: u64,
+        end: GroupEnd,
+        description: &str,
+        actor: &str,
+    ) -> Result<(), ProposeError> {
+        let _gate = self.group_gate.lock().await;
+        let store = self.store.clone();
+        let Some(group) = blocking(move || store.group(id))
+            .await?
+            .filter(|g| g.number == Some(number))
+        else {
+            return Ok(());
+        };
+        let store = self.store.clone();
+        let members = blocking(move || store.group_members(id)).await?;
+        match end {
+            GroupEnd::Merged => {
+                let store = self.store.clone();
+                blocking(move || store.set_group_state(id, "merged")).await?;
+                let git = self.git.clone();
+                blocking(move || git.fetch()).await?;
+                let git = self.git.clone();
+                let base = blocking(move || git.base_head()).await?;
+                for m in members {
+                    let (git, path) = (self.git.clone(), m.path.clone());
+                    let on_base = blocking(move || git.read_at(base, &path)).await?;
+                    if on_base.as_deref() == Some(m.manifest.as_bytes()) {
+                        self.observe(m.mac, Observation::Merged { number }, actor).await?;
+                    } else {
+                        let (store, mac) = (self.store.clone(), m.mac);
+                        blocking(move || {
+                            store.leave_group(mac)?;
+                            store.requeue(mac, Utc::now()).map(|_| ())
+                        })
+                        .await?;
+                    }
+                }
+            }
+            GroupEnd::Closed => {
+                let store = self.store.clone();
+                blocking(move || store.set_group_state(id, "closed")).await?;
+                for m in members {
+                    self.observe(m.mac, Observation::Closed { number }, actor).await?;
+                }
+            }
+            GroupEnd::Open => {
+                let left_out: Vec<Mac> = crate::domain::group::unchecked_members(description)
+                    .into_iter()
+                    .filter(|mac| members.iter().any(|m| m.mac == *mac))
+                    .collect();
+                drop(_gate);
+                for mac in left_out {
+                    let why = format!("left out of pull request #{number} (unchecked in its description)");
+                    self.reject(mac, actor, &why).await?;
+                }
+                self.wake();
+                return Ok(());
+            }
+        }
+        let store = self.store.clone();
+        blocking(move || store.finish_group(id)).await?;
+        tracing::info!(group = %group.branch, ?end, "group proposal ended");
+        self.wake();
+        Ok(())
+    }
+
+    /// A member's rejection is recorded (the store took it out of its group): the group
+    /// is rewritten without it at the next pass, so nothing is closed on the forge.
+    pub(super) async fn record_left_group(&self, p: &Proposal) -> Result<(), ProposeError> {
+        let (store, mac) = (self.store.clone(), p.mac);
+        blocking(move || {
+            store.leave_group(mac)?;
+            store.set_proposal_state(mac, ProposalState::Closed, Utc::now())
+        })
+        .await?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Groups whose branch is behind the base are rewritten on it.
+    pub(super) async fn touch_stale_groups(&self) -> Result<usize, ProposeError> {
+        let store = self.store.clone();
+        let groups = blocking(move || store.groups()).await?;
+        let mut touched = 0;
+        for g in groups
+            .into_iter()
+            .filter(|g| g.state == "open" && !g.hands_off && g.number.is_some())
+        {
+            let (git, b) = (self.git.clone(), g.branch.clone());
+            if !blocking(move || Ok::<_, git::GitError>(git.is_on_base(&b))).await? {
+                let store = self.store.clone();
+                blocking(move || store.touch_group(g.id)).await?;
+                touched += 1;
+            }
+        }
+        Ok(touched)
+    }
+}
+
+/// The group's commit: which machines it registers (their facts are in each machine's
+/// record; a hundred facts trailers would bury the list).
+fn group_commit_message(title: &str, group: &Group, members: &[GroupMember]) -> String {
+    let mut message = format!("{title}\n\nProposed by Registrar as group {}.\n\n", group.key);
+    for m in members {
+        message.push_str(&format!("Registrar-Mac: {}\n", m.mac));
+    }
+    message
+}
