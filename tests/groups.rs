@@ -70,6 +70,7 @@ async fn an_import_batch_of_200_becomes_four_pull_requests_and_reviewers_leave_m
     set(&mut config, "discovery.group_by", json!("import"));
     set(&mut config, "discovery.group_size", json!(50));
     set(&mut config, "queue.concurrency", json!(8));
+    set(&mut config, "forge.github.reconcile_seconds", json!(2));
     *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
     let mut p = Process::start(dir.path(), config, &token_env());
     p.wait_ready().await;
@@ -196,7 +197,32 @@ async fn an_import_batch_of_200_becomes_four_pull_requests_and_reviewers_leave_m
     );
     assert!(gh.pull(pull.number).open, "the pull request stays open for the rest");
 
-    support::journey::step("merged: the 47 left are registered, the three left out are not");
+    support::journey::step("a command whose delivery is lost is read by the reconcile, once");
+    let other_pull = &pulls[2];
+    let e = &listed(&other_pull.body)[0];
+    gh.comment_quietly(
+        other_pull.number,
+        "ops-lead",
+        &format!("/registrar reject {e} not ours"),
+    );
+    eventually(60, "the lost command carried out", || async {
+        let now = gh.pull(other_pull.number);
+        (listed(&now.body).len() == 49 && !listed(&now.body).contains(e)).then_some(())
+    })
+    .await;
+    assert_eq!(machine(&p, e).await["machine"]["state"], "rejected");
+    let answers = eventually(30, "one answer", || async {
+        let answers: Vec<String> = gh
+            .comments(other_pull.number)
+            .into_iter()
+            .filter(|c| c.contains(&format!("left out `{e}`")))
+            .collect();
+        (!answers.is_empty()).then_some(answers)
+    })
+    .await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+
+    support::journey::step("merged: the 47 left are registered, the ones left out are not");
     assert!(gh.merge(pull.number, "ops-lead").await.status().is_success());
     eventually(60, "47 approved", || async {
         (states(&p).await.get("approved") == Some(&47)).then_some(())
@@ -205,10 +231,10 @@ async fn an_import_batch_of_200_becomes_four_pull_requests_and_reviewers_leave_m
     let on_main = files_on(&gh, "main");
     assert_eq!(on_main.len(), 47, "{on_main:?}");
     let counts = states(&p).await;
-    assert_eq!(counts.get("rejected"), Some(&3), "{counts:?}");
+    assert_eq!(counts.get("rejected"), Some(&4), "{counts:?}");
     assert_eq!(
         counts.get("proposed"),
-        Some(&150),
+        Some(&149),
         "the other three groups wait: {counts:?}"
     );
 
@@ -227,5 +253,83 @@ async fn an_import_batch_of_200_becomes_four_pull_requests_and_reviewers_leave_m
     assert_eq!(again.iter().filter(|p| p.open).count(), 3);
     assert_eq!(listed(&gh.pull(pulls[1].number).body).len(), 50);
     assert_eq!(files_on(&gh, &pulls[1].head).len(), 50);
+    // Many reconcile passes later (and a restart whose first pass looks a day back), the
+    // lost command was still carried out and answered once.
+    let answered = gh
+        .comments(other_pull.number)
+        .into_iter()
+        .filter(|c| c.contains(&format!("left out `{e}`")))
+        .count();
+    assert_eq!(answered, 1);
+    assert!(p.stop().success());
+}
+
+/// Approval by policy of a group: auto-merge only while every machine in it matches its
+/// import row exactly, and GitHub merges only once the checks pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_of_exact_matches_merges_by_policy_only_after_the_checks_and_never_with_a_stranger() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGithub::start().await;
+    gh.state.lock().unwrap().required_checks = true;
+    gh.grant("ops-lead", "write");
+    let mut config = example("github.yaml");
+    point_at_github(&mut config, dir.path(), &gh);
+    let url = listen_on(&mut config);
+    set(&mut config, "discovery.group_by", json!("import"));
+    set(&mut config, "discovery.auto_approve", json!("expected"));
+    *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
+    let mut p = Process::start(dir.path(), config, &token_env());
+    p.wait_ready().await;
+
+    support::journey::step("three rows imported, three exact reports: one pull request, auto-merge on");
+    let exact: Vec<String> = (0..3).map(|i| mac_of(0x100 + i)).collect();
+    let wrong = mac_of(0x103);
+    let mut csv = String::from("mac,serial\n");
+    for (i, mac) in exact.iter().chain([&wrong]).enumerate() {
+        csv.push_str(&format!("{mac},{}\n", serial_of(0x100 + i)));
+    }
+    import_csv(&p.url, "rack-7", csv).await;
+    for (i, mac) in exact.iter().enumerate() {
+        report_specs(&p.url, mac, supermicro(&serial_of(0x100 + i), 0x4000 + i as u32)).await;
+    }
+    let pull = eventually(60, "one pull request with auto-merge", || async {
+        let pulls = group_pulls(&gh);
+        (pulls.len() == 1 && pulls[0].auto_merge && listed(&pulls[0].body).len() == 3).then(|| pulls[0].clone())
+    })
+    .await;
+    assert!(pull.body.contains("Approved by policy"), "{}", pull.body);
+    assert_eq!(
+        machine(&p, &exact[0]).await["machine"]["state"],
+        "proposed",
+        "not before the checks"
+    );
+
+    support::journey::step("a machine of the same batch reports another serial: auto-merge is taken back");
+    report_specs(&p.url, &wrong, supermicro("NOT-ITS-ROW", 0x4010)).await;
+    eventually(60, "four listed, auto-merge off", || async {
+        let now = gh.pull(pull.number);
+        (listed(&now.body).len() == 4 && !now.auto_merge).then_some(())
+    })
+    .await;
+    assert!(!gh.checks_pass(pull.number).await, "GitHub does not merge it now");
+
+    support::journey::step("the reviewer leaves it out: the rest qualify again and merge once the checks pass");
+    gh.comment_as(
+        pull.number,
+        "ops-lead",
+        &format!("/registrar reject {wrong} serial differs"),
+    )
+    .await;
+    eventually(60, "three listed, auto-merge on again", || async {
+        let now = gh.pull(pull.number);
+        (listed(&now.body).len() == 3 && now.auto_merge).then_some(())
+    })
+    .await;
+    assert!(gh.checks_pass(pull.number).await);
+    for mac in &exact {
+        support::journey::state_reached(&p, mac, "approved").await;
+    }
+    assert_eq!(machine(&p, &wrong).await["machine"]["state"], "rejected");
+    assert_eq!(files_on(&gh, "main").len(), 3);
     assert!(p.stop().success());
 }

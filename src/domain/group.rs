@@ -86,6 +86,10 @@ pub struct Group {
     /// `open` while it takes members; `merged` or `closed` while its end is carried out.
     pub state: String,
     pub created_at: DateTime<Utc>,
+    /// How many machines it holds now.
+    pub members: u64,
+    /// Handed to the forge's merge-when-ready: every member matched its import row.
+    pub auto_merge: bool,
 }
 
 /// One machine in a group: what its file says, and what reviewers are shown of it.
@@ -101,6 +105,9 @@ pub struct GroupMember {
     pub expected: Option<String>,
     /// What a reviewer must not miss (name or identity clashes), as rendered.
     pub warnings: Vec<String>,
+    /// It reported exactly what its import row says, with no warning: approval by policy
+    /// (`discovery.auto_approve: expected`) may merge it without a person.
+    pub exact: bool,
 }
 
 /// The branch of group `id`: `registrar/group-<key>-<id>`.

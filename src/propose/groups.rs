@@ -8,7 +8,7 @@
 
 use chrono::Utc;
 
-use super::forge::{Draft, ForgeRef};
+use super::forge::{AutoMerge, Draft, ForgeRef};
 use super::{MachineGuard, Observation, ProposeError, Proposer, blocking, git, index};
 use crate::domain::{
     Basis, Facts, Group, GroupBy, GroupKey, GroupMember, Mac, Machine, Proposal, ProposalKind, ProposalState,
@@ -90,6 +90,9 @@ impl Proposer {
                 .as_ref()
                 .map(|e| format!("row {} of {}", e.row, e.batch)),
             warnings: rendered.warnings.clone(),
+            exact: self.auto_approve
+                && rendered.warnings.is_empty()
+                && machine.expected.as_ref().is_some_and(|e| e.matches(facts)),
         };
         let (store, size) = (self.store.clone(), self.group_size);
         let group = blocking(move || store.join_group(&key, size, &member, Utc::now())).await?;
@@ -115,8 +118,11 @@ impl Proposer {
         Ok(group.rev > group.synced_rev)
     }
 
-    /// Rewrites every group whose members changed: its branch, then its pull request.
-    pub(super) async fn publish_groups(&self) -> Result<(), ProposeError> {
+    /// Rewrites every group whose members changed: its branch, then its pull request. While
+    /// machines still wait in the queue (`idle` false), only full groups are: a delivery
+    /// that fills its groups over many passes costs each pull request one create, not an
+    /// edit per pass.
+    pub(super) async fn publish_groups(&self, idle: bool) -> Result<(), ProposeError> {
         if !self.groups_machines() {
             return Ok(());
         }
@@ -126,6 +132,7 @@ impl Proposer {
             .await?
             .into_iter()
             .filter(|g| g.state == "open" && !g.hands_off && g.rev > g.synced_rev)
+            .filter(|g| idle || g.members >= self.group_size)
             .collect();
         if due.is_empty() {
             return Ok(());
@@ -209,7 +216,17 @@ impl Proposer {
             }
         }
         files.extend(kustomizations.into_values().map(|(p, t)| (p, Some(t.into_bytes()))));
-        let (title, body) = (self.group_title(group, &members), self.group_body(group, &members));
+        // Approval by policy holds only while every member matches its import row: taken
+        // back before a branch that no longer qualifies is pushed, so GitHub never merges it.
+        let qualifies = self.auto_approve && members.iter().all(|m| m.exact);
+        if group.auto_merge && !qualifies {
+            self.forge.cancel_auto_merge(&self.shown(group, members[0].mac)).await?;
+            let store = self.store.clone();
+            blocking(move || store.set_group_auto_merge(id, false)).await?;
+            tracing::info!(group = %group.branch, "a member no longer matches its import row: auto-merge taken back");
+        }
+        let title = self.group_title(group, &members);
+        let body = self.group_body(group, &members, qualifies);
         let message = group_commit_message(&title, group, &members);
         let published = self.publish_files(&group.branch, files, base_head, message).await?;
         // The body is written whenever the group is (its summary is not recorded).
@@ -225,8 +242,44 @@ impl Proposer {
         };
         let forge_ref = self.forge.open(&draft, existing.as_ref()).await?;
         let (store, rev, head) = (self.store.clone(), group.rev, published.commit.to_string());
-        blocking(move || store.mark_group_synced(id, rev, forge_ref.number, forge_ref.url.as_deref(), &head)).await?;
+        let recorded = forge_ref.clone();
+        blocking(move || store.mark_group_synced(id, rev, recorded.number, recorded.url.as_deref(), &head)).await?;
         tracing::info!(group = %group.branch, members = members.len(), commit = %published.commit, "group proposal pushed");
+        if qualifies && !group.auto_merge {
+            let shown = Proposal {
+                number: forge_ref.number,
+                url: forge_ref.url,
+                head: published.commit.to_string(),
+                ..self.shown(group, members[0].mac)
+            };
+            self.auto_merge_group(id, &shown, &members).await?;
+        }
+        Ok(())
+    }
+
+    /// Hands a group whose every member matches its import row to the forge's
+    /// merge-when-ready; its merge is then observed like a person's.
+    async fn auto_merge_group(&self, id: i64, shown: &Proposal, members: &[GroupMember]) -> Result<(), ProposeError> {
+        match self.forge.auto_merge(shown).await {
+            Ok(AutoMerge::Enabled | AutoMerge::Merged) => {
+                let (store, macs) = (self.store.clone(), members.iter().map(|m| m.mac).collect::<Vec<_>>());
+                let number = shown.number.map(|n| format!(" #{n}")).unwrap_or_default();
+                blocking(move || {
+                    store.set_group_auto_merge(id, true)?;
+                    let note = format!(
+                        "approved by policy (every machine of its group matches its import row exactly): auto-merge enabled on pull request{number}, the forge merges once the required checks pass"
+                    );
+                    macs.into_iter()
+                        .try_for_each(|mac| store.note(mac, &note, super::auto_approve::POLICY_ACTOR, Utc::now()))
+                })
+                .await?;
+            }
+            // Only the local forge merges at once, and it takes no groups.
+            Ok(AutoMerge::MergeNow) => {}
+            Err(e) => {
+                tracing::warn!(group = %shown.branch, error = %e, "could not enable auto-merge on the group; a person reviews it");
+            }
+        }
         Ok(())
     }
 
@@ -266,8 +319,13 @@ impl Proposer {
 
     /// The description: what merging does, how to leave a machine out, and one task-list
     /// line per machine. (GitHub makes task-list items clickable; a table's cells are not.)
-    fn group_body(&self, group: &Group, members: &[GroupMember]) -> String {
+    fn group_body(&self, group: &Group, members: &[GroupMember], by_policy: bool) -> String {
         let mut body = String::new();
+        if by_policy {
+            body.push_str(
+                "**Approved by policy** (`discovery.auto_approve: expected`): every machine here reported exactly what its import row says, so auto-merge is on and GitHub merges once the required checks pass. Leaving a machine out, or one that no longer matches, takes it back.\n\n",
+            );
+        }
         let warned = members.iter().filter(|m| !m.warnings.is_empty()).count();
         if warned > 0 {
             body.push_str(&format!(
@@ -342,6 +400,12 @@ impl Proposer {
                 let git = self.git.clone();
                 let base = blocking(move || git.base_head()).await?;
                 for m in members {
+                    // Recorded already (a crash cut the last look short): nothing to do again.
+                    let (store, mac) = (self.store.clone(), m.mac);
+                    let recorded = blocking(move || store.proposal(mac)).await?;
+                    if recorded.is_none_or(|p| !matches!(p.state, ProposalState::Open | ProposalState::Approving)) {
+                        continue;
+                    }
                     let (git, path) = (self.git.clone(), m.path.clone());
                     let on_base = blocking(move || git.read_at(base, &path)).await?;
                     if on_base.as_deref() == Some(m.manifest.as_bytes()) {
@@ -360,7 +424,11 @@ impl Proposer {
                 let store = self.store.clone();
                 blocking(move || store.set_group_state(id, "closed")).await?;
                 for m in members {
-                    self.observe(m.mac, Observation::Closed { number }, actor).await?;
+                    let (store, mac) = (self.store.clone(), m.mac);
+                    let recorded = blocking(move || store.proposal(mac)).await?;
+                    if recorded.is_some_and(|p| p.state == ProposalState::Open) {
+                        self.observe(m.mac, Observation::Closed { number }, actor).await?;
+                    }
                 }
             }
             GroupEnd::Open => {

@@ -318,7 +318,7 @@ impl Proposer {
         let work = blocking(move || store.pending(1000)).await?;
         self.metrics.queue_length.set(work.len() as i64);
         if work.is_empty() {
-            self.publish_groups().await?;
+            self.publish_groups(true).await?;
             return Ok(0);
         }
         let git = self.git.clone();
@@ -368,8 +368,11 @@ impl Proposer {
             })
             .await;
         self.metrics.queue_retrying.set(self.retries.len() as i64);
-        // Machines that joined a group this pass reach git and the forge together.
-        self.publish_groups().await?;
+        // Machines that joined a group this pass reach git and the forge together: full
+        // groups now, the others once nothing more waits in the queue.
+        let store = self.store.clone();
+        let idle = blocking(move || store.pending(1)).await?.is_empty();
+        self.publish_groups(idle).await?;
         Ok(work.len())
     }
 }

@@ -168,6 +168,8 @@ pub trait Groups {
     fn mark_group_synced(&self, id: i64, rev: i64, number: Option<u64>, url: Option<&str>, head: &str) -> Result<()>;
     /// `merged` or `closed`: the group takes no members while its end is recorded.
     fn set_group_state(&self, id: i64, state: &str) -> Result<()>;
+    /// Whether the group's pull request was handed to the forge's merge-when-ready.
+    fn set_group_auto_merge(&self, id: i64, on: bool) -> Result<()>;
     /// A person pushed to the group's branch: Registrar no longer rewrites it.
     fn set_group_hands_off(&self, id: i64) -> Result<()>;
     /// Marks group `id` for rewriting (the base moved under it).

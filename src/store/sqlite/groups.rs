@@ -12,8 +12,9 @@ use crate::store::Groups;
 
 type Tx<'a> = rusqlite::Transaction<'a>;
 
-const GROUP_COLUMNS: &str = "id, key, title, branch, number, url, head, rev, synced_rev, hands_off, state, created_at";
-const MEMBER_COLUMNS: &str = "mac, path, name, manifest, workflow, address, expected, warnings";
+const GROUP_COLUMNS: &str = "id, key, title, branch, number, url, head, rev, synced_rev, hands_off, state, created_at,
+    (SELECT COUNT(*) FROM group_members WHERE group_id = proposal_groups.id), auto_merge";
+const MEMBER_COLUMNS: &str = "mac, path, name, manifest, workflow, address, expected, warnings, exact";
 
 fn group_from_row(r: &Row) -> rusqlite::Result<Group> {
     Ok(Group {
@@ -29,6 +30,8 @@ fn group_from_row(r: &Row) -> rusqlite::Result<Group> {
         hands_off: r.get(9)?,
         state: r.get(10)?,
         created_at: parse_ts(&r.get::<_, String>(11)?)?,
+        members: r.get::<_, i64>(12)? as u64,
+        auto_merge: r.get(13)?,
     })
 }
 
@@ -42,6 +45,7 @@ fn member_from_row(r: &Row) -> rusqlite::Result<GroupMember> {
         address: r.get(5)?,
         expected: r.get(6)?,
         warnings: conv(serde_json::from_str(&r.get::<_, String>(7)?))?,
+        exact: r.get(8)?,
     })
 }
 
@@ -91,17 +95,21 @@ impl Groups for SqliteStore {
     fn join_group(&self, key: &GroupKey, max_members: u64, member: &GroupMember, now: DateTime<Utc>) -> Result<Group> {
         self.with(|tx| {
             let mac = member.mac.to_string();
-            let current: Option<(i64, String, String, Option<String>)> = tx
+            let current: Option<(i64, String, String, Option<String>, bool)> = tx
                 .query_row(
-                    "SELECT m.group_id, m.manifest, m.path, m.workflow FROM group_members m
+                    "SELECT m.group_id, m.manifest, m.path, m.workflow, m.exact FROM group_members m
                        JOIN proposal_groups g ON g.id = m.group_id WHERE m.mac = ?1 AND g.state = 'open'",
                     [&mac],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                 )
                 .optional()?;
             let id = match current {
-                Some((id, manifest, path, workflow)) => {
-                    if manifest != member.manifest || path != member.path || workflow != member.workflow {
+                Some((id, manifest, path, workflow, exact)) => {
+                    if manifest != member.manifest
+                        || path != member.path
+                        || workflow != member.workflow
+                        || exact != member.exact
+                    {
                         touch(tx, id)?;
                     }
                     id
@@ -139,10 +147,10 @@ impl Groups for SqliteStore {
             };
             tx.execute(
                 &format!(
-                    "INSERT INTO group_members (group_id, {MEMBER_COLUMNS}, joined_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                    "INSERT INTO group_members (group_id, {MEMBER_COLUMNS}, joined_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                      ON CONFLICT (mac) DO UPDATE SET path = excluded.path, name = excluded.name, manifest = excluded.manifest,
                        workflow = excluded.workflow, address = excluded.address, expected = excluded.expected,
-                       warnings = excluded.warnings"
+                       warnings = excluded.warnings, exact = excluded.exact"
                 ),
                 params![
                     id,
@@ -154,6 +162,7 @@ impl Groups for SqliteStore {
                     member.address,
                     member.expected,
                     serde_json::to_string(&member.warnings).expect("strings serialise"),
+                    member.exact,
                     ts(now)
                 ],
             )?;
@@ -210,6 +219,16 @@ impl Groups for SqliteStore {
             tx.execute(
                 "UPDATE proposal_groups SET state = ?2 WHERE id = ?1",
                 params![id, state],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn set_group_auto_merge(&self, id: i64, on: bool) -> Result<()> {
+        self.with(|tx| {
+            tx.execute(
+                "UPDATE proposal_groups SET auto_merge = ?2 WHERE id = ?1",
+                params![id, on],
             )?;
             Ok(())
         })

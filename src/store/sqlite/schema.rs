@@ -185,6 +185,7 @@ CREATE TABLE proposal_groups (
     synced_rev INTEGER NOT NULL DEFAULT 0,
     hands_off  INTEGER NOT NULL DEFAULT 0,
     state      TEXT NOT NULL DEFAULT 'open',
+    auto_merge INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL
 );
 CREATE INDEX proposal_groups_key ON proposal_groups(key, state);
@@ -198,6 +199,7 @@ CREATE TABLE group_members (
     address   TEXT,
     expected  TEXT,
     warnings  TEXT NOT NULL,
+    exact     INTEGER NOT NULL DEFAULT 0,
     joined_at TEXT NOT NULL
 );
 CREATE INDEX group_members_group ON group_members(group_id);

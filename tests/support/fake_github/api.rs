@@ -533,6 +533,30 @@ pub(super) fn handle(gh: &FakeGithub, method: &Method, rest: &str, uri: &Uri, bo
             let i = i.clone();
             reply(StatusCode::OK, shapes::issue(&i))
         }
+        ("GET", ["issues", "comments"]) => {
+            // Every comment of the repository, oldest first (the fake keeps no times, so
+            // `since` is not applied: Registrar must carry each comment out once anyway).
+            let q = query(uri);
+            let per_page: usize = q.get("per_page").and_then(|v| v.parse().ok()).unwrap_or(30);
+            let page: usize = q.get("page").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let items: Vec<Value> = st
+                .comments
+                .iter()
+                .flat_map(|(number, texts)| texts.iter().enumerate().map(move |(i, text)| (*number, i, text)))
+                .skip((page - 1) * per_page)
+                .take(per_page)
+                .map(|(number, i, text)| {
+                    let id = number * 10_000 + i as u64 + 1;
+                    let mut c = match st.comment_authors.get(&id) {
+                        Some(by) => shapes::comment_by(id, text, by, "User"),
+                        None => shapes::comment(id, text, "registrar[bot]"),
+                    };
+                    c["issue_url"] = json!(format!("https://api.example/repos/{OWNER}/{REPO}/issues/{number}"));
+                    c
+                })
+                .collect();
+            reply(StatusCode::OK, Value::Array(items))
+        }
         ("GET", ["issues", n, "comments"]) => {
             let number: u64 = n.parse().unwrap_or(0);
             let q = query(uri);

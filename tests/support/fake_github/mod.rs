@@ -332,14 +332,7 @@ impl FakeGithub {
     /// A person comments on pull request (or issue) `number`; GitHub delivers
     /// `issue_comment`.
     pub async fn comment_as(&self, number: u64, by: &str, text: &str) -> reqwest::Response {
-        let id = {
-            let mut st = self.state.lock().unwrap();
-            let comments = st.comments.entry(number).or_default();
-            comments.push(text.to_string());
-            let id = number * 10_000 + comments.len() as u64;
-            st.comment_authors.insert(id, by.to_string());
-            id
-        };
+        let id = self.comment_quietly(number, by, text);
         let payload = shapes::comment_delivery(number, shapes::comment_by(id, text, by, "User"), by);
         self.deliver(
             "issue_comment",
@@ -348,6 +341,16 @@ impl FakeGithub {
             Some(SECRET),
         )
         .await
+    }
+
+    /// A person comments, and the delivery is lost: the comment's id.
+    pub fn comment_quietly(&self, number: u64, by: &str, text: &str) -> u64 {
+        let mut st = self.state.lock().unwrap();
+        let comments = st.comments.entry(number).or_default();
+        comments.push(text.to_string());
+        let id = number * 10_000 + comments.len() as u64;
+        st.comment_authors.insert(id, by.to_string());
+        id
     }
 
     /// A person edits pull request `number`'s description; GitHub delivers `edited`.

@@ -4,12 +4,12 @@
 //! nothing about write access). Each command acts on a machine of the pull request it was
 //! written in, through the same intents the API and the console use.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use http::Method;
 use serde_json::Value;
 
 use super::GithubForge;
-use super::client::{GhError, Kind};
+use super::client::{self, GhError, Kind};
 use super::events::GithubHooks;
 use crate::domain::group::{Command, parse_commands};
 use crate::domain::{Mac, ProposalState};
@@ -56,7 +56,43 @@ fn is_login(login: &str) -> bool {
         && !login.starts_with('-')
 }
 
+/// The number at the end of a comment's `issue_url` (`…/issues/<n>`).
+fn issue_number(issue_url: &str) -> Option<u64> {
+    issue_url.rsplit('/').next()?.parse().ok()
+}
+
 impl GithubForge {
+    /// The repository's comments updated since `since`, oldest first (at most 1,000): what
+    /// the webhook may have missed.
+    pub async fn comments_since(&self, since: DateTime<Utc>) -> Result<Vec<Comment>, GhError> {
+        let since = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut out = Vec::new();
+        for page in 1..=10 {
+            let reply = self
+                .client
+                .get(&self.path(&format!(
+                    "/issues/comments?sort=updated&direction=asc&per_page=100&page={page}&since={}",
+                    client::segment(&since)
+                )))
+                .await?;
+            let items: Vec<octocrab::models::issues::Comment> = reply.parse()?;
+            let full = items.len() == 100;
+            out.extend(items.into_iter().filter_map(|c| {
+                Some(Comment {
+                    number: issue_number(c.issue_url.as_ref()?.as_str())?,
+                    id: c.id.into_inner(),
+                    body: c.body.unwrap_or_default(),
+                    by_bot: c.user.r#type == "Bot",
+                    author: c.user.login,
+                })
+            }));
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// The permission `login` has on the repository: `admin`, `maintain`, `write`,
     /// `triage`, `read` or `none`.
     pub async fn permission(&self, login: &str) -> Result<String, GhError> {
@@ -89,6 +125,32 @@ impl GithubForge {
 }
 
 impl GithubHooks {
+    /// Commands written in the open pull requests `open` since the last look, whose
+    /// delivery may have been lost: carried out as if delivered (each comment once).
+    pub(super) async fn catch_up_on_comments(&self, open: &[u64]) -> Result<(), ProposeError> {
+        let since = *self.comments_seen.lock().unwrap_or_else(|p| p.into_inner());
+        // A little overlap: a comment written during the last look is seen again, and
+        // carried out once all the same.
+        let started = Utc::now() - chrono::Duration::minutes(1);
+        if open.is_empty() {
+            *self.comments_seen.lock().unwrap_or_else(|p| p.into_inner()) = started;
+            return Ok(());
+        }
+        let comments = self
+            .forge
+            .comments_since(since)
+            .await
+            .map_err(|e| ProposeError::Forge(e.into()))?;
+        for comment in comments.iter().filter(|c| open.contains(&c.number)) {
+            if let Err(e) = self.comment_commands(comment).await {
+                tracing::warn!(number = comment.number, comment = comment.id, error = %e, "could not carry out a comment's commands; tried again at the next reconcile");
+                return Ok(());
+            }
+        }
+        *self.comments_seen.lock().unwrap_or_else(|p| p.into_inner()) = started;
+        Ok(())
+    }
+
     /// Carries out the commands in a comment, once per comment, and answers what was done.
     pub(super) async fn comment_commands(&self, comment: &Comment) -> Result<(), ProposeError> {
         if comment.by_bot {

@@ -26,6 +26,9 @@ pub struct GithubHooks {
     /// pull request that edits them is told what it would change (`rules_review.rs`).
     pub(super) templates_path: Option<String>,
     pub(super) rules_reviews: tokio::sync::Mutex<()>,
+    /// Comments updated before this were looked at by the reconcile (at start: a day back,
+    /// so commands written while Registrar was down are carried out).
+    pub(super) comments_seen: std::sync::Mutex<chrono::DateTime<Utc>>,
 }
 
 /// `X-Hub-Signature-256` is `sha256=` and the lower-case hex HMAC-SHA256 of the raw body.
@@ -99,6 +102,7 @@ impl GithubHooks {
             previous: None,
             templates_path: None,
             rules_reviews: tokio::sync::Mutex::new(()),
+            comments_seen: std::sync::Mutex::new(Utc::now() - chrono::Duration::days(1)),
         }
     }
 
@@ -392,6 +396,8 @@ impl GithubHooks {
                 tracing::warn!(number = pr.number, error = %e, "reconcile of pull request failed");
             }
         }
+        let open: Vec<u64> = prs.iter().filter(|p| p.open).map(|p| p.number).collect();
+        self.catch_up_on_comments(&open).await?;
         Ok(prs.len())
     }
 }

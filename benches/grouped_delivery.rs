@@ -1,0 +1,131 @@
+//! One delivery of 10,000 machines (one import batch) proposed as grouped pull requests on
+//! (a fake) GitHub that enforces GitHub's secondary limits (80 content-creating requests a
+//! minute, 500 an hour), on GitHub's own clock by default (`--scale 60` runs its limits 60×
+//! faster; Registrar's own work is not, so a scaled run overstates the GitHub time a
+//! drain takes). Registrar runs on its default pacing with `discovery.group_by: import`.
+//!
+//! Measured: the GitHub time until every machine is listed in a pull request, the requests
+//! that took, secondary-limit errors (must be none), the reviewer actions left (one merge
+//! per pull request), and how fast the store and renderer took the machines in (SQLite).
+//!
+//! Run: `cargo bench --bench grouped_delivery` (options: `-- --machines N --group-size N`);
+//! takes a few minutes.
+
+#[path = "support/args.rs"]
+mod args;
+
+#[path = "../tests/support/mod.rs"]
+#[allow(unused_imports)]
+mod support;
+
+use args::arg;
+use std::time::{Duration, Instant};
+
+use support::fake_github::{FakeGithub, Faults};
+use support::*;
+
+fn mac(i: usize) -> String {
+    format!(
+        "02:10:00:{:02x}:{:02x}:{:02x}",
+        (i >> 16) & 0xff,
+        (i >> 8) & 0xff,
+        i & 0xff
+    )
+}
+
+/// The machines a grouped pull request's description lists.
+fn listed(body: &str) -> usize {
+    body.lines().filter(|l| l.starts_with("- [x] `")).count()
+}
+
+fn main() {
+    let machines = arg("--machines", 10_000);
+    let group_size = arg("--group-size", 100);
+    let scale = arg("--scale", 1) as u32;
+    let minute = Duration::from_secs(60) / scale;
+    let hour = Duration::from_secs(3600) / scale;
+    let (per_minute, per_hour) = (80usize, 500usize);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let gh = FakeGithub::start().await;
+        let (api, git) = (gh.url.clone(), gh.git_url());
+        let r = Registrar::start_with(move |c| {
+            support::fake_github::configure(c, &api, &git);
+            c.forge.github.mutation_interval_ms = (1000 / scale) as u64;
+            let defaults = registrar::config::GithubConfig::default();
+            c.forge.github.max_mutations_per_minute = defaults.max_mutations_per_minute;
+            c.forge.github.max_mutations_per_hour = defaults.max_mutations_per_hour;
+            c.forge.github.mutation_headroom_percent = defaults.mutation_headroom_percent;
+            c.forge.github.budget_minute_ms = minute.as_millis() as u64;
+            c.forge.github.budget_hour_ms = hour.as_millis() as u64;
+            c.discovery.group_by = registrar::domain::GroupBy::Import;
+            c.discovery.group_size = group_size as u64;
+            c.discovery.max_new_per_minute = 0;
+            c.discovery.max_undiscovered = 0;
+            c.queue.retry_seconds = 1;
+        })
+        .await;
+        *gh.hook_url.lock().unwrap() = Some(format!("{}/webhooks/github", r.url));
+        gh.set_faults(Faults { secondary_budget: Some((per_minute, minute, per_hour, hour)), ..Faults::default() });
+        while !gh.state.lock().unwrap().labels.contains_key("registrar") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut csv = String::from("mac,serial\n");
+        for i in 0..machines {
+            csv.push_str(&format!("{},GROUP{i:06}\n", mac(i)));
+        }
+        let resp = r
+            .client
+            .post(format!("{}/api/v1/imports?mode=expected&name=delivery", r.url))
+            .bearer_auth(OPERATOR_TOKEN)
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "import: {}", resp.text().await.unwrap());
+
+        let requests_before = gh.requests().len();
+        let started = Instant::now();
+        let template = lshw("packet-c3small-asrockrack-e3c246d4i-nl.json");
+        for i in 0..machines {
+            let mut specs = template.clone();
+            specs[0]["serial"] = serde_json::Value::String(format!("GROUP{i:06}"));
+            assert_eq!(r.report(&report_body(&mac(i), specs)).await.status(), 202);
+        }
+        let reported = started.elapsed();
+        let pulls = loop {
+            let pulls = gh.pulls();
+            if pulls.iter().map(|p| listed(&p.body)).sum::<usize>() == machines {
+                break pulls;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let took = started.elapsed();
+        let calls: Vec<(String, String)> = gh.requests()[requests_before..].to_vec();
+        let mutations = calls.iter().filter(|(m, _)| m != "GET").count();
+        let creates = calls.iter().filter(|(m, p)| m == "POST" && p.ends_with("/pulls")).count();
+        let hits = gh.state.lock().unwrap().secondary_limit_hits;
+        println!("| machines | group size | pull requests | reviewer merges | REST calls | mutations (of which PR creates) | secondary-limit errors | reports sent in | all listed after (wall) | GitHub time |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "| {machines} | {group_size} | {} | {} | {} | {mutations} ({creates}) | {hits} | {:.1} s | {:.1} s | {:.1} min |",
+            pulls.len(),
+            pulls.len(),
+            calls.len(),
+            reported.as_secs_f64(),
+            took.as_secs_f64(),
+            took.as_secs_f64() * scale as f64 / 60.0,
+        );
+        println!();
+        println!("Time scale: 1/{scale} (a budget minute is {minute:?}); GitHub time is wall time × {scale}.");
+        println!(
+            "Store and render (SQLite): {:.0} machines/s taken in, from the first report until every one was listed.",
+            machines as f64 / took.as_secs_f64()
+        );
+    });
+}
