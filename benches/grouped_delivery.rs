@@ -98,13 +98,23 @@ fn main() {
             assert_eq!(r.report(&report_body(&mac(i), specs)).await.status(), 202);
         }
         let reported = started.elapsed();
+        // Every machine rendered, stored and in its group (what the store and the renderer
+        // do), then every one listed on GitHub (what the forge's pacing allows).
+        let mut joined = None;
         let pulls = loop {
+            if joined.is_none() {
+                let v: serde_json::Value = r.get("/api/v1/machines?state=proposed&limit=1").await;
+                if v["total"].as_u64() == Some(machines as u64) {
+                    joined = Some(started.elapsed());
+                }
+            }
             let pulls = gh.pulls();
-            if pulls.iter().map(|p| listed(&p.body)).sum::<usize>() == machines {
+            if joined.is_some() && pulls.iter().map(|p| listed(&p.body)).sum::<usize>() == machines {
                 break pulls;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
+        let joined = joined.expect("set before the loop ends");
         let took = started.elapsed();
         let calls: Vec<(String, String)> = gh.requests()[requests_before..].to_vec();
         let mutations = calls.iter().filter(|(m, _)| m != "GET").count();
@@ -124,8 +134,9 @@ fn main() {
         println!();
         println!("Time scale: 1/{scale} (a budget minute is {minute:?}); GitHub time is wall time × {scale}.");
         println!(
-            "Store and render (SQLite): {:.0} machines/s taken in, from the first report until every one was listed.",
-            machines as f64 / took.as_secs_f64()
+            "Store and render (SQLite): every machine rendered and in its group {:.1} s after the first report ({:.0} machines/s, reports over HTTP included).",
+            joined.as_secs_f64(),
+            machines as f64 / joined.as_secs_f64()
         );
     });
 }

@@ -333,3 +333,70 @@ async fn a_group_of_exact_matches_merges_by_policy_only_after_the_checks_and_nev
     assert_eq!(files_on(&gh, "main").len(), 3);
     assert!(p.stop().success());
 }
+
+/// A person who pushes to a group's branch gets it: Registrar says so once and stops
+/// rewriting it, a newcomer of the same batch goes to a new group, and merging still
+/// registers the machines whose files the base then holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_branch_someone_pushed_to_is_left_to_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGithub::start().await;
+    gh.state.lock().unwrap().push_webhooks = true;
+    let mut config = example("github.yaml");
+    point_at_github(&mut config, dir.path(), &gh);
+    let url = listen_on(&mut config);
+    set(&mut config, "discovery.group_by", json!("import"));
+    *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
+    let mut p = Process::start(dir.path(), config, &token_env());
+    p.wait_ready().await;
+
+    let macs: Vec<String> = (0..3).map(|i| mac_of(0x200 + i)).collect();
+    let mut csv = String::from("mac,serial\n");
+    for (i, mac) in macs.iter().enumerate() {
+        csv.push_str(&format!("{mac},{}\n", serial_of(0x200 + i)));
+    }
+    import_csv(&p.url, "row-b", csv).await;
+    for (i, mac) in macs.iter().take(2).enumerate() {
+        report_specs(&p.url, mac, supermicro(&serial_of(0x200 + i), 0x5000 + i as u32)).await;
+    }
+    let pull = eventually(60, "one pull request of two machines", || async {
+        let pulls = group_pulls(&gh);
+        (pulls.len() == 1 && listed(&pulls[0].body).len() == 2).then(|| pulls[0].clone())
+    })
+    .await;
+
+    support::journey::step("a person pushes a note to the group's branch");
+    gh.push_to_pull(pull.number, "hardware/NOTES.md", "racked on Tuesday\n", "ops-lead")
+        .await;
+    let said = eventually(30, "Registrar to say it stops updating the branch", || async {
+        gh.comments(pull.number)
+            .into_iter()
+            .find(|c| c.contains("will not update this branch"))
+    })
+    .await;
+    assert!(said.contains(&pull.head), "{said}");
+    let their_head = gh.head_of(&pull.head);
+
+    support::journey::step("the third machine reports: a new group, the person's branch untouched");
+    report_specs(&p.url, &macs[2], supermicro(&serial_of(0x202), 0x5002)).await;
+    let second = eventually(60, "a second group's pull request", || async {
+        group_pulls(&gh).into_iter().find(|p| p.number != pull.number)
+    })
+    .await;
+    assert_eq!(listed(&second.body), vec![macs[2].clone()]);
+    assert_eq!(gh.head_of(&pull.head), their_head, "never rewritten");
+    let notes = gh
+        .comments(pull.number)
+        .into_iter()
+        .filter(|c| c.contains("will not update this branch"))
+        .count();
+    assert_eq!(notes, 1, "said once");
+
+    support::journey::step("merged as the person left it: both machines are registered");
+    assert!(gh.merge(pull.number, "ops-lead").await.status().is_success());
+    for mac in macs.iter().take(2) {
+        support::journey::state_reached(&p, mac, "approved").await;
+    }
+    assert_eq!(machine(&p, &macs[2]).await["machine"]["state"], "proposed");
+    assert!(p.stop().success());
+}

@@ -155,18 +155,9 @@ impl Proposer {
             let (git, branch) = (self.git.clone(), group.branch.clone());
             let remote = blocking(move || Ok::<_, git::GitError>(git.branch_head(&branch))).await?;
             if let Some(head) = remote.map(|o| o.to_string())
-                && head != group.head
+                && self.is_foreign_group_head(group, &head).await?
             {
-                let (store, key) = (self.store.clone(), crate::domain::pushed_key(&head));
-                if !blocking(move || store.was_remembered(&key)).await? {
-                    tracing::warn!(group = %group.branch, %head, "someone pushed to the group's branch; Registrar stops updating it");
-                    let store = self.store.clone();
-                    blocking(move || store.set_group_hands_off(id)).await?;
-                    if let Some(first) = members.first() {
-                        self.forge.note_hands_off(&self.shown(group, first.mac), &head).await?;
-                    }
-                    return Ok(());
-                }
+                return self.hand_over_group(group, &head, &members).await;
             }
         }
         // The description as it is now first: a reviewer may have unchecked a machine since
@@ -283,6 +274,43 @@ impl Proposer {
         Ok(())
     }
 
+    /// Whether `head` is a commit someone other than Registrar pushed to the group's branch.
+    async fn is_foreign_group_head(&self, group: &Group, head: &str) -> Result<bool, ProposeError> {
+        if head.is_empty() || head == group.head {
+            return Ok(false);
+        }
+        let (store, key) = (self.store.clone(), crate::domain::pushed_key(head));
+        Ok(!blocking(move || store.was_remembered(&key)).await?)
+    }
+
+    /// Leaves the group's branch to whoever pushed `head` to it: recorded first (so the
+    /// note is said once), then said on the pull request. Members whose file that head
+    /// does not hold (they joined after Registrar's last push) go back to their queue and
+    /// into another group.
+    async fn hand_over_group(&self, group: &Group, head: &str, members: &[GroupMember]) -> Result<(), ProposeError> {
+        tracing::warn!(group = %group.branch, %head, "someone pushed to the group's branch; Registrar stops updating it");
+        let (store, id) = (self.store.clone(), group.id);
+        blocking(move || store.set_group_hands_off(id)).await?;
+        let Some(first) = members.first() else { return Ok(()) };
+        self.forge.note_hands_off(&self.shown(group, first.mac), head).await?;
+        let git = self.git.clone();
+        blocking(move || git.fetch()).await?;
+        let commit = git2::Oid::from_str(head).map_err(|e| ProposeError::Conflict(format!("head {head}: {e}")))?;
+        for m in members {
+            let (git, path) = (self.git.clone(), m.path.clone());
+            if blocking(move || git.read_at(commit, &path)).await?.is_none() {
+                let (store, mac) = (self.store.clone(), m.mac);
+                blocking(move || {
+                    store.leave_group(mac)?;
+                    store.requeue(mac, Utc::now()).map(|_| ())
+                })
+                .await?;
+            }
+        }
+        self.wake();
+        Ok(())
+    }
+
     /// A group's pull request as a proposal, for the forge's calls that take one.
     fn shown(&self, group: &Group, mac: Mac) -> Proposal {
         let now = Utc::now();
@@ -379,6 +407,7 @@ impl Proposer {
         number: u64,
         end: GroupEnd,
         description: &str,
+        head: &str,
         actor: &str,
     ) -> Result<(), ProposeError> {
         let _gate = self.group_gate.lock().await;
@@ -432,6 +461,9 @@ impl Proposer {
                 }
             }
             GroupEnd::Open => {
+                if !group.hands_off && self.is_foreign_group_head(&group, head).await? {
+                    self.hand_over_group(&group, head, &members).await?;
+                }
                 let left_out: Vec<Mac> = crate::domain::group::unchecked_members(description)
                     .into_iter()
                     .filter(|mac| members.iter().any(|m| m.mac == *mac))

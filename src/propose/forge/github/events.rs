@@ -283,7 +283,9 @@ impl GithubHooks {
         } else {
             (GroupEnd::Closed, actor.to_string())
         };
-        self.proposer.observe_group(group, pr.number, end, &pr.body, &who).await
+        self.proposer
+            .observe_group(group, pr.number, end, &pr.body, &pr.head_sha, &who)
+            .await
     }
 
     /// A `workflow/<name>` label chooses the provisioning workflow. The label a reviewer
