@@ -299,6 +299,17 @@ impl App {
                 Ok(())
             }
         });
+        if self.config.discovery.group_by != crate::domain::GroupBy::None {
+            let (proposer, stop, ready) = (self.proposer.clone(), shutdown.clone(), readiness.clone());
+            supervisor.spawn("groups", move || {
+                let (proposer, stop, ready) = (proposer.clone(), stop.clone(), ready.clone());
+                async move {
+                    ready.ready("groups", "pushing grouped proposals");
+                    proposer.run_groups(retry, stop).await;
+                    Ok(())
+                }
+            });
+        }
         supervisor.spawn_once(
             "adopt",
             pipelines::adopt_orphans(self.proposer.clone(), retry, shutdown.clone()),

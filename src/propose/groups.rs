@@ -118,11 +118,38 @@ impl Proposer {
         Ok(group.rev > group.synced_rev)
     }
 
+    /// The groups' task: after each pass of the queue (and every `interval` anyway, so a
+    /// failed push is tried again), pushes the groups whose members changed.
+    pub async fn run_groups(
+        self: std::sync::Arc<Self>,
+        interval: std::time::Duration,
+        shutdown: crate::shutdown::Shutdown,
+    ) {
+        loop {
+            let store = self.store.clone();
+            let idle = match blocking(move || store.pending(1)).await {
+                Ok(pending) => pending.is_empty(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the queue; groups wait");
+                    false
+                }
+            };
+            if let Err(e) = self.publish_groups(idle).await {
+                tracing::warn!(error = %e, "group pass failed; retrying");
+            }
+            tokio::select! {
+                _ = self.groups_wake.notified() => {}
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
+
     /// Rewrites every group whose members changed: its branch, then its pull request. While
     /// machines still wait in the queue (`idle` false), only full groups are: a delivery
     /// that fills its groups over many passes costs each pull request one create, not an
     /// edit per pass.
-    pub(super) async fn publish_groups(&self, idle: bool) -> Result<(), ProposeError> {
+    async fn publish_groups(&self, idle: bool) -> Result<(), ProposeError> {
         if !self.groups_machines() {
             return Ok(());
         }

@@ -130,6 +130,8 @@ pub struct Proposer {
     group_by: crate::domain::GroupBy,
     group_size: u64,
     group_gate: tokio::sync::Mutex<()>,
+    /// Rung after each pass of the queue: groups whose members changed are pushed.
+    groups_wake: Notify,
 }
 
 async fn blocking<T: Send + 'static, E: Send + 'static>(
@@ -178,6 +180,7 @@ impl Proposer {
             group_by: crate::domain::GroupBy::None,
             group_size: 100,
             group_gate: tokio::sync::Mutex::new(()),
+            groups_wake: Notify::new(),
         }
     }
 
@@ -318,7 +321,7 @@ impl Proposer {
         let work = blocking(move || store.pending(1000)).await?;
         self.metrics.queue_length.set(work.len() as i64);
         if work.is_empty() {
-            self.publish_groups(true).await?;
+            self.groups_wake.notify_one();
             return Ok(0);
         }
         let git = self.git.clone();
@@ -368,11 +371,9 @@ impl Proposer {
             })
             .await;
         self.metrics.queue_retrying.set(self.retries.len() as i64);
-        // Machines that joined a group this pass reach git and the forge together: full
-        // groups now, the others once nothing more waits in the queue.
-        let store = self.store.clone();
-        let idle = blocking(move || store.pending(1)).await?.is_empty();
-        self.publish_groups(idle).await?;
+        // Machines that joined a group this pass reach git and the forge together, on the
+        // groups' own task: a group waiting for the forge's pacing holds up no render.
+        self.groups_wake.notify_one();
         Ok(work.len())
     }
 }
