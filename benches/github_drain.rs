@@ -14,6 +14,8 @@
 
 #[path = "support/args.rs"]
 mod args;
+#[path = "support/pacing.rs"]
+mod pacing;
 
 #[path = "../tests/support/mod.rs"]
 #[allow(unused_imports)]
@@ -24,7 +26,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use registrar::propose::forge::github::client::Pacing;
-use support::fake_github::{FakeGithub, Faults};
+use support::fake_github::FakeGithub;
 use support::*;
 
 const SCALE: u32 = 60;
@@ -43,10 +45,9 @@ fn ideal(pacing: &Pacing, n: usize) -> Duration {
 
 fn main() {
     let machines = arg("--machines", 1000);
-    let minute = Duration::from_secs(60) / SCALE;
-    let hour = Duration::from_secs(3600) / SCALE;
+    let (minute, hour) = pacing::clock(SCALE);
     // GitHub's documented secondary limits: the ceiling.
-    let (per_minute, per_hour) = (80usize, 500usize);
+    let (per_minute, per_hour) = (pacing::PER_MINUTE, pacing::PER_HOUR);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -57,14 +58,8 @@ fn main() {
         let (api, git) = (gh.url.clone(), gh.git_url());
         let r = Registrar::start_with(move |c| {
             support::fake_github::configure(c, &api, &git);
-            c.forge.github.mutation_interval_ms = (1000 / SCALE) as u64;
             // The defaults, which the fake's configure() turned off for the tests.
-            let defaults = registrar::config::GithubConfig::default();
-            c.forge.github.max_mutations_per_minute = defaults.max_mutations_per_minute;
-            c.forge.github.max_mutations_per_hour = defaults.max_mutations_per_hour;
-            c.forge.github.mutation_headroom_percent = defaults.mutation_headroom_percent;
-            c.forge.github.budget_minute_ms = minute.as_millis() as u64;
-            c.forge.github.budget_hour_ms = hour.as_millis() as u64;
+            pacing::default_pacing(c, SCALE);
             c.queue.retry_seconds = 1;
             if let Some(n) = std::env::args().position(|a| a == "--concurrency").and_then(|i| std::env::args().nth(i + 1)) {
                 c.queue.concurrency = n.parse().unwrap();
@@ -73,7 +68,7 @@ fn main() {
         .await;
         *gh.hook_url.lock().unwrap() = Some(format!("{}/webhooks/github", r.url));
         // GitHub enforces its limits whatever Registrar believes.
-        gh.set_faults(Faults { secondary_budget: Some((per_minute, minute, per_hour, hour)), ..Faults::default() });
+        gh.set_faults(pacing::enforced(SCALE));
         // Wait for the start-up label creation, then build the backlog.
         while !gh.state.lock().unwrap().labels.contains_key("registrar") {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -13,6 +13,8 @@
 
 #[path = "support/args.rs"]
 mod args;
+#[path = "support/pacing.rs"]
+mod pacing;
 
 #[path = "../tests/support/mod.rs"]
 #[allow(unused_imports)]
@@ -21,7 +23,7 @@ mod support;
 use args::arg;
 use std::time::{Duration, Instant};
 
-use support::fake_github::{FakeGithub, Faults};
+use support::fake_github::FakeGithub;
 use support::*;
 
 fn mac(i: usize) -> String {
@@ -42,9 +44,7 @@ fn main() {
     let machines = arg("--machines", 10_000);
     let group_size = arg("--group-size", 100);
     let scale = arg("--scale", 1) as u32;
-    let minute = Duration::from_secs(60) / scale;
-    let hour = Duration::from_secs(3600) / scale;
-    let (per_minute, per_hour) = (80usize, 500usize);
+    let (minute, _) = pacing::clock(scale);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -55,13 +55,7 @@ fn main() {
         let (api, git) = (gh.url.clone(), gh.git_url());
         let r = Registrar::start_with(move |c| {
             support::fake_github::configure(c, &api, &git);
-            c.forge.github.mutation_interval_ms = (1000 / scale) as u64;
-            let defaults = registrar::config::GithubConfig::default();
-            c.forge.github.max_mutations_per_minute = defaults.max_mutations_per_minute;
-            c.forge.github.max_mutations_per_hour = defaults.max_mutations_per_hour;
-            c.forge.github.mutation_headroom_percent = defaults.mutation_headroom_percent;
-            c.forge.github.budget_minute_ms = minute.as_millis() as u64;
-            c.forge.github.budget_hour_ms = hour.as_millis() as u64;
+            pacing::default_pacing(c, scale);
             c.discovery.group_by = registrar::domain::GroupBy::Import;
             c.discovery.group_size = group_size as u64;
             c.discovery.max_new_per_minute = 0;
@@ -70,7 +64,7 @@ fn main() {
         })
         .await;
         *gh.hook_url.lock().unwrap() = Some(format!("{}/webhooks/github", r.url));
-        gh.set_faults(Faults { secondary_budget: Some((per_minute, minute, per_hour, hour)), ..Faults::default() });
+        gh.set_faults(pacing::enforced(scale));
         while !gh.state.lock().unwrap().labels.contains_key("registrar") {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -78,16 +72,7 @@ fn main() {
         for i in 0..machines {
             csv.push_str(&format!("{},GROUP{i:06}\n", mac(i)));
         }
-        let resp = r
-            .client
-            .post(format!("{}/api/v1/imports?mode=expected&name=delivery", r.url))
-            .bearer_auth(OPERATOR_TOKEN)
-            .header("content-type", "text/csv")
-            .body(csv)
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "import: {}", resp.text().await.unwrap());
+        support::journey::import_csv(&r.url, "delivery", csv).await;
 
         let requests_before = gh.requests().len();
         let started = Instant::now();

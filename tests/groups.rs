@@ -400,3 +400,42 @@ async fn a_group_branch_someone_pushed_to_is_left_to_them() {
     assert_eq!(machine(&p, &macs[2]).await["machine"]["state"], "proposed");
     assert!(p.stop().success());
 }
+
+/// Closing a group's pull request rejects its machines, and its branch goes, so the pull
+/// request cannot be reopened (and merged) behind Registrar's back.
+#[tokio::test(flavor = "multi_thread")]
+async fn closing_a_group_rejects_its_machines_and_deletes_its_branch() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = FakeGithub::start().await;
+    let mut config = example("github.yaml");
+    point_at_github(&mut config, dir.path(), &gh);
+    let url = listen_on(&mut config);
+    set(&mut config, "discovery.group_by", json!("import"));
+    *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
+    let mut p = Process::start(dir.path(), config, &token_env());
+    p.wait_ready().await;
+    let macs: Vec<String> = (0..2).map(|i| mac_of(0x300 + i)).collect();
+    let mut csv = String::from("mac,serial\n");
+    for (i, mac) in macs.iter().enumerate() {
+        csv.push_str(&format!("{mac},{}\n", serial_of(0x300 + i)));
+    }
+    import_csv(&p.url, "wrong-site", csv).await;
+    for (i, mac) in macs.iter().enumerate() {
+        report_specs(&p.url, mac, supermicro(&serial_of(0x300 + i), 0x6000 + i as u32)).await;
+    }
+    let pull = eventually(60, "one pull request of two machines", || async {
+        let pulls = group_pulls(&gh);
+        (pulls.len() == 1 && listed(&pulls[0].body).len() == 2).then(|| pulls[0].clone())
+    })
+    .await;
+    assert!(gh.close(pull.number, "ops-lead").await.status().is_success());
+    for mac in &macs {
+        support::journey::state_reached(&p, mac, "rejected").await;
+    }
+    eventually(30, "the group's branch deleted", || async {
+        gh.head_of(&pull.head).is_empty().then_some(())
+    })
+    .await;
+    assert!(files_on(&gh, "main").is_empty());
+    assert!(p.stop().success());
+}

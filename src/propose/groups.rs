@@ -37,8 +37,18 @@ impl Proposer {
         self.group_by != GroupBy::None
     }
 
+    /// Whether a machine may be proposed in a group, before it is rendered (a rule's key is
+    /// known only then): such a machine takes no review slot.
+    pub(super) fn may_join_group(&self, machine: &Machine) -> bool {
+        match self.group_by {
+            GroupBy::None => false,
+            GroupBy::Rule => true,
+            _ => self.group_key(machine, None).is_some(),
+        }
+    }
+
     /// The group a machine is proposed in, if grouping is on and it has the key.
-    pub(super) fn group_key(&self, machine: &Machine, rendered: &Rendered) -> Option<GroupKey> {
+    pub(super) fn group_key(&self, machine: &Machine, rendered: Option<&Rendered>) -> Option<GroupKey> {
         let expected = machine.expected.as_ref();
         match self.group_by {
             GroupBy::None => None,
@@ -53,7 +63,7 @@ impl Proposer {
                 .and_then(|s| s.relay.as_ref())
                 .and_then(|r| r.remote_id.as_deref())
                 .and_then(|switch| GroupKey::new("switch", switch, format!("switch {switch}"))),
-            GroupBy::Rule => rendered
+            GroupBy::Rule => rendered?
                 .decision
                 .values
                 .get("group")
@@ -126,9 +136,14 @@ impl Proposer {
         shutdown: crate::shutdown::Shutdown,
     ) {
         loop {
+            // Idle: nothing in the queue is due now (a machine waiting out its backoff would
+            // otherwise keep every partly filled group from ever being pushed).
             let store = self.store.clone();
-            let idle = match blocking(move || store.pending(1)).await {
-                Ok(pending) => pending.is_empty(),
+            let idle = match blocking(move || store.pending(1000)).await {
+                Ok(pending) => {
+                    let now = std::time::Instant::now();
+                    !pending.iter().any(|w| self.retries.due(w.mac, now))
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not read the queue; groups wait");
                     false
@@ -159,7 +174,9 @@ impl Proposer {
             .await?
             .into_iter()
             .filter(|g| g.state == "open" && !g.hands_off && g.rev > g.synced_rev)
-            .filter(|g| idle || g.members >= self.group_size)
+            // A group already on the forge is rewritten at once: a machine left out must not
+            // stay in what reviewers (or auto-merge) may merge.
+            .filter(|g| idle || g.members >= self.group_size || g.number.is_some())
             .collect();
         if due.is_empty() {
             return Ok(());
@@ -213,11 +230,33 @@ impl Proposer {
             tracing::info!(group = %group.branch, "every machine of the group was left out: its pull request is closed");
             return Ok(());
         }
-        members.sort_by(|a, b| (&a.name, a.mac).cmp(&(&b.name, b.mac)));
         let git = self.git.clone();
         let base_head = blocking(move || git.base_head()).await?;
-        // A member's file on the base that Registrar did not put there is never overwritten:
-        // that member goes back to its machine's queue, which says why.
+        // A file at a member's path on the base that is not what Registrar would write (a
+        // hand-written one, added since it joined) is never overwritten: the member goes
+        // back to its queue, whose sync says why.
+        let mut clashing = Vec::new();
+        for m in &members {
+            let (git, path) = (self.git.clone(), m.path.clone());
+            if blocking(move || git.read_at(base_head, &path))
+                .await?
+                .is_some_and(|on_base| on_base != m.manifest.as_bytes())
+            {
+                clashing.push(m.mac);
+            }
+        }
+        for mac in &clashing {
+            let (store, mac) = (self.store.clone(), *mac);
+            blocking(move || {
+                store.leave_group(mac)?;
+                store.requeue(mac, Utc::now()).map(|_| ())
+            })
+            .await?;
+        }
+        members.retain(|m| !clashing.contains(&m.mac));
+        if members.is_empty() {
+            return Ok(());
+        }
         let mut files: Vec<(String, Option<Vec<u8>>)> = Vec::with_capacity(members.len() + 1);
         let mut kustomizations: std::collections::BTreeMap<String, (String, String)> = Default::default();
         for m in &members {
@@ -425,9 +464,11 @@ impl Proposer {
     }
 
     /// What the forge says about group `id`'s pull request `number` now: merged, it
-    /// registers the members whose files the base holds as written (a member that joined
-    /// after the reviewed head goes back to its queue); closed, it rejects every member;
-    /// open, the machines its description shows unchecked are left out.
+    /// registers the members whose file the base holds (one that joined after the reviewed
+    /// head goes back to its queue); closed, it rejects the members the reviewed head held
+    /// (the others go back to their queue) and deletes the branch, so the pull request
+    /// cannot be reopened behind Registrar's back; open, the machines its description shows
+    /// unchecked are left out.
     pub(crate) async fn observe_group(
         &self,
         id: i64,
@@ -437,7 +478,7 @@ impl Proposer {
         head: &str,
         actor: &str,
     ) -> Result<(), ProposeError> {
-        let _gate = self.group_gate.lock().await;
+        let gate = self.group_gate.lock().await;
         let store = self.store.clone();
         let Some(group) = blocking(move || store.group(id))
             .await?
@@ -445,63 +486,73 @@ impl Proposer {
         else {
             return Ok(());
         };
+        if end == GroupEnd::Open {
+            let store = self.store.clone();
+            let members = blocking(move || store.group_members(id)).await?;
+            if !group.hands_off && self.is_foreign_group_head(&group, head).await? {
+                self.hand_over_group(&group, head, &members).await?;
+            }
+            let left_out: Vec<Mac> = crate::domain::group::unchecked_members(description)
+                .into_iter()
+                .filter(|mac| members.iter().any(|m| m.mac == *mac))
+                .collect();
+            drop(gate);
+            for mac in left_out {
+                let why = format!("left out of pull request #{number} (unchecked in its description)");
+                self.reject(mac, actor, &why).await?;
+            }
+            self.wake();
+            return Ok(());
+        }
+        // Ended: it takes no member from now on, so the members read next are all it has.
+        let state = if end == GroupEnd::Merged { "merged" } else { "closed" };
         let store = self.store.clone();
-        let members = blocking(move || store.group_members(id)).await?;
-        match end {
-            GroupEnd::Merged => {
-                let store = self.store.clone();
-                blocking(move || store.set_group_state(id, "merged")).await?;
-                let git = self.git.clone();
-                blocking(move || git.fetch()).await?;
-                let git = self.git.clone();
-                let base = blocking(move || git.base_head()).await?;
-                for m in members {
-                    // Recorded already (a crash cut the last look short): nothing to do again.
+        let members = blocking(move || {
+            store.set_group_state(id, state)?;
+            store.group_members(id)
+        })
+        .await?;
+        let git = self.git.clone();
+        blocking(move || git.fetch()).await?;
+        // Merged: what the base holds now; closed: what the reviewers were shown.
+        let commit = if end == GroupEnd::Merged {
+            let git = self.git.clone();
+            blocking(move || git.base_head()).await?
+        } else {
+            git2::Oid::from_str(head).map_err(|e| ProposeError::Conflict(format!("head {head}: {e}")))?
+        };
+        for m in members {
+            // Recorded already (a crash cut the last look short): nothing to do again.
+            let (store, mac) = (self.store.clone(), m.mac);
+            let recorded = blocking(move || store.proposal(mac)).await?;
+            if recorded.is_none_or(|p| !matches!(p.state, ProposalState::Open | ProposalState::Approving)) {
+                continue;
+            }
+            // Any file at its path counts (a person may have edited it on the branch): git
+            // holds the machine, and what differs comes back as an update.
+            // (A head that can no longer be read counts as holding it: shown, then closed.)
+            let (git, path) = (self.git.clone(), m.path.clone());
+            let held = blocking(move || {
+                Ok::<_, git::GitError>(git.read_at(commit, &path).map(|f| f.is_some()).unwrap_or(true))
+            })
+            .await?;
+            match (end, held) {
+                (GroupEnd::Merged, true) => self.observe(m.mac, Observation::Merged { number }, actor).await?,
+                (_, true) => self.observe(m.mac, Observation::Closed { number }, actor).await?,
+                (_, false) => {
                     let (store, mac) = (self.store.clone(), m.mac);
-                    let recorded = blocking(move || store.proposal(mac)).await?;
-                    if recorded.is_none_or(|p| !matches!(p.state, ProposalState::Open | ProposalState::Approving)) {
-                        continue;
-                    }
-                    let (git, path) = (self.git.clone(), m.path.clone());
-                    let on_base = blocking(move || git.read_at(base, &path)).await?;
-                    if on_base.as_deref() == Some(m.manifest.as_bytes()) {
-                        self.observe(m.mac, Observation::Merged { number }, actor).await?;
-                    } else {
-                        let (store, mac) = (self.store.clone(), m.mac);
-                        blocking(move || {
-                            store.leave_group(mac)?;
-                            store.requeue(mac, Utc::now()).map(|_| ())
-                        })
-                        .await?;
-                    }
+                    blocking(move || {
+                        store.leave_group(mac)?;
+                        store.requeue(mac, Utc::now()).map(|_| ())
+                    })
+                    .await?;
                 }
             }
-            GroupEnd::Closed => {
-                let store = self.store.clone();
-                blocking(move || store.set_group_state(id, "closed")).await?;
-                for m in members {
-                    let (store, mac) = (self.store.clone(), m.mac);
-                    let recorded = blocking(move || store.proposal(mac)).await?;
-                    if recorded.is_some_and(|p| p.state == ProposalState::Open) {
-                        self.observe(m.mac, Observation::Closed { number }, actor).await?;
-                    }
-                }
-            }
-            GroupEnd::Open => {
-                if !group.hands_off && self.is_foreign_group_head(&group, head).await? {
-                    self.hand_over_group(&group, head, &members).await?;
-                }
-                let left_out: Vec<Mac> = crate::domain::group::unchecked_members(description)
-                    .into_iter()
-                    .filter(|mac| members.iter().any(|m| m.mac == *mac))
-                    .collect();
-                drop(_gate);
-                for mac in left_out {
-                    let why = format!("left out of pull request #{number} (unchecked in its description)");
-                    self.reject(mac, actor, &why).await?;
-                }
-                self.wake();
-                return Ok(());
+        }
+        if end == GroupEnd::Closed {
+            let (git, branch) = (self.git.clone(), group.branch.clone());
+            if let Err(e) = blocking(move || git.delete_branch(&branch)).await {
+                tracing::warn!(group = %group.branch, error = %e, "could not delete the closed group's branch");
             }
         }
         let store = self.store.clone();

@@ -72,7 +72,7 @@ impl Proposer {
         // (A proposal closed earlier and opened again, after an unsuppress, counts too.)
         // (Grouped machines take none: their pull requests are few already.)
         let first = existing.as_ref().is_none_or(|p| p.state == ProposalState::Closed);
-        let _slot = if first && !self.groups_machines() {
+        let _slot = if first && !self.may_join_group(&machine) {
             match self.take_slot(work).await? {
                 Slot::Full => return Ok(false),
                 Slot::Taken(gate) => gate,
@@ -92,7 +92,7 @@ impl Proposer {
         let branch = branch_for(&machine.mac);
         let path = self.path_for(&rendered.name, &machine.mac);
         let message = commit_message(&rendered, &machine.mac, &facts);
-        let group_key = self.group_key(&machine, &rendered);
+        let group_key = self.group_key(&machine, Some(&rendered));
         let grouped = |p: &Proposal| crate::domain::group_of_branch(&p.branch).is_some();
         let existing = match existing {
             // It no longer has a group's key (grouping was turned off, say): proposed alone.

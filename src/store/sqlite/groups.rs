@@ -98,8 +98,8 @@ impl Groups for SqliteStore {
             let current: Option<(i64, String, String, Option<String>, bool)> = tx
                 .query_row(
                     "SELECT m.group_id, m.manifest, m.path, m.workflow, m.exact FROM group_members m
-                       JOIN proposal_groups g ON g.id = m.group_id WHERE m.mac = ?1 AND g.state = 'open'",
-                    [&mac],
+                       JOIN proposal_groups g ON g.id = m.group_id WHERE m.mac = ?1 AND g.state = 'open' AND g.key = ?2",
+                    params![mac, key.key],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                 )
                 .optional()?;
@@ -165,6 +165,13 @@ impl Groups for SqliteStore {
                     member.exact,
                     ts(now)
                 ],
+            )?;
+            // Its proposal is this group's pull request (none yet: no number), never one it
+            // was in before.
+            tx.execute(
+                "UPDATE proposals SET number = g.number, url = g.url, head = g.head, branch = g.branch
+                   FROM (SELECT number, url, head, branch FROM proposal_groups WHERE id = ?2) AS g WHERE mac = ?1",
+                params![mac, id],
             )?;
             Ok(group(tx, id)?.expect("just written"))
         })

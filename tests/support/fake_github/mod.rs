@@ -334,13 +334,7 @@ impl FakeGithub {
     pub async fn comment_as(&self, number: u64, by: &str, text: &str) -> reqwest::Response {
         let id = self.comment_quietly(number, by, text);
         let payload = shapes::comment_delivery(number, shapes::comment_by(id, text, by, "User"), by);
-        self.deliver(
-            "issue_comment",
-            &uuid(),
-            serde_json::to_vec(&payload).unwrap(),
-            Some(SECRET),
-        )
-        .await
+        self.deliver_signed("issue_comment", &payload).await
     }
 
     /// A person comments, and the delivery is lost: the comment's id.
@@ -412,13 +406,13 @@ impl FakeGithub {
 
     async fn deliver_pr(&self, action: &str, number: u64, by: &str, label: Option<&str>) -> reqwest::Response {
         let payload = self.payload(action, number, by, label);
-        self.deliver(
-            "pull_request",
-            &uuid(),
-            serde_json::to_vec(&payload).unwrap(),
-            Some(SECRET),
-        )
-        .await
+        self.deliver_signed("pull_request", &payload).await
+    }
+
+    /// Delivers `payload` as GitHub would: a new delivery id, signed with the secret.
+    async fn deliver_signed(&self, event: &str, payload: &Value) -> reqwest::Response {
+        self.deliver(event, &uuid(), serde_json::to_vec(payload).unwrap(), Some(SECRET))
+            .await
     }
 
     /// Posts a delivery to Registrar, signed with `secret` (None: unsigned).

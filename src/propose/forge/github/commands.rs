@@ -160,6 +160,7 @@ impl GithubHooks {
         if commands.is_empty() && problems.is_empty() {
             return Ok(());
         }
+        let _one_at_a_time = self.commands.lock().await;
         let key = format!("command:{}#{}", self.forge.full_name(), comment.id);
         let (store, seen) = (self.proposer.store().clone(), key.clone());
         if tokio::task::spawn_blocking(move || store.was_remembered(&seen))

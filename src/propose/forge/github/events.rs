@@ -29,6 +29,9 @@ pub struct GithubHooks {
     /// Comments updated before this were looked at by the reconcile (at start: a day back,
     /// so commands written while Registrar was down are carried out).
     pub(super) comments_seen: std::sync::Mutex<chrono::DateTime<Utc>>,
+    /// One comment's commands at a time: a delivery and the reconcile's catch-up never
+    /// carry out the same comment twice.
+    pub(super) commands: tokio::sync::Mutex<()>,
 }
 
 /// `X-Hub-Signature-256` is `sha256=` and the lower-case hex HMAC-SHA256 of the raw body.
@@ -103,6 +106,7 @@ impl GithubHooks {
             templates_path: None,
             rules_reviews: tokio::sync::Mutex::new(()),
             comments_seen: std::sync::Mutex::new(Utc::now() - chrono::Duration::days(1)),
+            commands: tokio::sync::Mutex::new(()),
         }
     }
 
