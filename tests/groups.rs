@@ -58,31 +58,55 @@ async fn states(p: &Process) -> std::collections::BTreeMap<String, usize> {
     counts
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_import_batch_of_200_becomes_four_pull_requests_and_reviewers_leave_machines_out() {
+/// Registrar on the fake GitHub from the GitHub example, grouping by import batch, with
+/// `extra` settings: the process and its state directory.
+async fn start_grouped(gh: &FakeGithub, extra: &[(&str, Value)]) -> (Process, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let gh = FakeGithub::start().await;
-    gh.grant("ops-lead", "maintain");
-    gh.grant("visitor", "read");
     let mut config = example("github.yaml");
-    point_at_github(&mut config, dir.path(), &gh);
+    point_at_github(&mut config, dir.path(), gh);
     let url = listen_on(&mut config);
     set(&mut config, "discovery.group_by", json!("import"));
-    set(&mut config, "discovery.group_size", json!(50));
-    set(&mut config, "queue.concurrency", json!(8));
-    set(&mut config, "forge.github.reconcile_seconds", json!(2));
+    for (key, value) in extra {
+        set(&mut config, key, value.clone());
+    }
     *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
     let mut p = Process::start(dir.path(), config, &token_env());
     p.wait_ready().await;
+    (p, dir)
+}
+
+/// Machines `first..first + n`, imported as batch `batch` with their serials: their MACs.
+async fn import_batch(p: &Process, batch: &str, first: usize, n: usize) -> Vec<String> {
+    let macs: Vec<String> = (first..first + n).map(mac_of).collect();
+    let mut csv = String::from("mac,serial\n");
+    for (i, mac) in macs.iter().enumerate() {
+        csv.push_str(&format!("{mac},{}\n", serial_of(first + i)));
+    }
+    import_csv(&p.url, batch, csv).await;
+    macs
+}
+
+/// Machine `i` reports what its import row says.
+async fn report_as_imported(p: &Process, i: usize) {
+    report_specs(&p.url, &mac_of(i), supermicro(&serial_of(i), 0x3000 + i as u32)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_batch_of_200_becomes_four_pull_requests_and_reviewers_leave_machines_out() {
+    let gh = FakeGithub::start().await;
+    gh.grant("ops-lead", "maintain");
+    gh.grant("visitor", "read");
+    let settings = [
+        ("discovery.group_size", json!(50)),
+        ("queue.concurrency", json!(8)),
+        ("forge.github.reconcile_seconds", json!(2)),
+    ];
+    let (mut p, _dir) = start_grouped(&gh, &settings).await;
 
     support::journey::step("200 machines imported as one batch, and all of them report");
-    let mut csv = String::from("mac,serial\n");
+    import_batch(&p, "delivery-2026-12", 0, MACHINES).await;
     for i in 0..MACHINES {
-        csv.push_str(&format!("{},{}\n", mac_of(i), serial_of(i)));
-    }
-    import_csv(&p.url, "delivery-2026-12", csv).await;
-    for i in 0..MACHINES {
-        report_specs(&p.url, &mac_of(i), supermicro(&serial_of(i), 0x3000 + i as u32)).await;
+        report_as_imported(&p, i).await;
     }
     let pulls = eventually(180, "four grouped pull requests listing all 200 machines", || async {
         let pulls = group_pulls(&gh);
@@ -241,8 +265,7 @@ async fn an_import_batch_of_200_becomes_four_pull_requests_and_reviewers_leave_m
     support::journey::step("restarted, a machine of another group reports again: still one file, one pull request");
     p.restart().await;
     let other = &listed(&pulls[1].body)[0];
-    let i = (0..MACHINES).find(|i| &mac_of(*i) == other).unwrap();
-    report_specs(&p.url, other, supermicro(&serial_of(i), 0x3000 + i as u32)).await;
+    report_as_imported(&p, (0..MACHINES).find(|i| &mac_of(*i) == other).unwrap()).await;
     eventually(60, "the repeat to be taken", || async {
         let m = machine(&p, other).await;
         (m["machine"]["seen_count"].as_u64() >= Some(2) && m["machine"]["pending"] == false).then_some(())
@@ -268,29 +291,16 @@ async fn an_import_batch_of_200_becomes_four_pull_requests_and_reviewers_leave_m
 /// import row exactly, and GitHub merges only once the checks pass.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_group_of_exact_matches_merges_by_policy_only_after_the_checks_and_never_with_a_stranger() {
-    let dir = tempfile::tempdir().unwrap();
     let gh = FakeGithub::start().await;
     gh.state.lock().unwrap().required_checks = true;
     gh.grant("ops-lead", "write");
-    let mut config = example("github.yaml");
-    point_at_github(&mut config, dir.path(), &gh);
-    let url = listen_on(&mut config);
-    set(&mut config, "discovery.group_by", json!("import"));
-    set(&mut config, "discovery.auto_approve", json!("expected"));
-    *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
-    let mut p = Process::start(dir.path(), config, &token_env());
-    p.wait_ready().await;
+    let (mut p, _dir) = start_grouped(&gh, &[("discovery.auto_approve", json!("expected"))]).await;
 
-    support::journey::step("three rows imported, three exact reports: one pull request, auto-merge on");
-    let exact: Vec<String> = (0..3).map(|i| mac_of(0x100 + i)).collect();
-    let wrong = mac_of(0x103);
-    let mut csv = String::from("mac,serial\n");
-    for (i, mac) in exact.iter().chain([&wrong]).enumerate() {
-        csv.push_str(&format!("{mac},{}\n", serial_of(0x100 + i)));
-    }
-    import_csv(&p.url, "rack-7", csv).await;
-    for (i, mac) in exact.iter().enumerate() {
-        report_specs(&p.url, mac, supermicro(&serial_of(0x100 + i), 0x4000 + i as u32)).await;
+    support::journey::step("four rows imported, three exact reports: one pull request, auto-merge on");
+    let macs = import_batch(&p, "rack-7", 0x100, 4).await;
+    let (exact, wrong) = (macs[..3].to_vec(), macs[3].clone());
+    for i in 0x100..0x103 {
+        report_as_imported(&p, i).await;
     }
     let pull = eventually(60, "one pull request with auto-merge", || async {
         let pulls = group_pulls(&gh);
@@ -305,7 +315,7 @@ async fn a_group_of_exact_matches_merges_by_policy_only_after_the_checks_and_nev
     );
 
     support::journey::step("a machine of the same batch reports another serial: auto-merge is taken back");
-    report_specs(&p.url, &wrong, supermicro("NOT-ITS-ROW", 0x4010)).await;
+    report_specs(&p.url, &wrong, supermicro("NOT-ITS-ROW", 0x4103)).await;
     eventually(60, "four listed, auto-merge off", || async {
         let now = gh.pull(pull.number);
         (listed(&now.body).len() == 4 && !now.auto_merge).then_some(())
@@ -339,26 +349,12 @@ async fn a_group_of_exact_matches_merges_by_policy_only_after_the_checks_and_nev
 /// registers the machines whose files the base then holds.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_group_branch_someone_pushed_to_is_left_to_them() {
-    let dir = tempfile::tempdir().unwrap();
     let gh = FakeGithub::start().await;
     gh.state.lock().unwrap().push_webhooks = true;
-    let mut config = example("github.yaml");
-    point_at_github(&mut config, dir.path(), &gh);
-    let url = listen_on(&mut config);
-    set(&mut config, "discovery.group_by", json!("import"));
-    *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
-    let mut p = Process::start(dir.path(), config, &token_env());
-    p.wait_ready().await;
-
-    let macs: Vec<String> = (0..3).map(|i| mac_of(0x200 + i)).collect();
-    let mut csv = String::from("mac,serial\n");
-    for (i, mac) in macs.iter().enumerate() {
-        csv.push_str(&format!("{mac},{}\n", serial_of(0x200 + i)));
-    }
-    import_csv(&p.url, "row-b", csv).await;
-    for (i, mac) in macs.iter().take(2).enumerate() {
-        report_specs(&p.url, mac, supermicro(&serial_of(0x200 + i), 0x5000 + i as u32)).await;
-    }
+    let (mut p, _dir) = start_grouped(&gh, &[]).await;
+    let macs = import_batch(&p, "row-b", 0x200, 3).await;
+    report_as_imported(&p, 0x200).await;
+    report_as_imported(&p, 0x201).await;
     let pull = eventually(60, "one pull request of two machines", || async {
         let pulls = group_pulls(&gh);
         (pulls.len() == 1 && listed(&pulls[0].body).len() == 2).then(|| pulls[0].clone())
@@ -378,7 +374,7 @@ async fn a_group_branch_someone_pushed_to_is_left_to_them() {
     let their_head = gh.head_of(&pull.head);
 
     support::journey::step("the third machine reports: a new group, the person's branch untouched");
-    report_specs(&p.url, &macs[2], supermicro(&serial_of(0x202), 0x5002)).await;
+    report_as_imported(&p, 0x202).await;
     let second = eventually(60, "a second group's pull request", || async {
         group_pulls(&gh).into_iter().find(|p| p.number != pull.number)
     })
@@ -405,24 +401,11 @@ async fn a_group_branch_someone_pushed_to_is_left_to_them() {
 /// request cannot be reopened (and merged) behind Registrar's back.
 #[tokio::test(flavor = "multi_thread")]
 async fn closing_a_group_rejects_its_machines_and_deletes_its_branch() {
-    let dir = tempfile::tempdir().unwrap();
     let gh = FakeGithub::start().await;
-    let mut config = example("github.yaml");
-    point_at_github(&mut config, dir.path(), &gh);
-    let url = listen_on(&mut config);
-    set(&mut config, "discovery.group_by", json!("import"));
-    *gh.hook_url.lock().unwrap() = Some(format!("{url}/webhooks/github"));
-    let mut p = Process::start(dir.path(), config, &token_env());
-    p.wait_ready().await;
-    let macs: Vec<String> = (0..2).map(|i| mac_of(0x300 + i)).collect();
-    let mut csv = String::from("mac,serial\n");
-    for (i, mac) in macs.iter().enumerate() {
-        csv.push_str(&format!("{mac},{}\n", serial_of(0x300 + i)));
-    }
-    import_csv(&p.url, "wrong-site", csv).await;
-    for (i, mac) in macs.iter().enumerate() {
-        report_specs(&p.url, mac, supermicro(&serial_of(0x300 + i), 0x6000 + i as u32)).await;
-    }
+    let (mut p, _dir) = start_grouped(&gh, &[]).await;
+    let macs = import_batch(&p, "wrong-site", 0x300, 2).await;
+    report_as_imported(&p, 0x300).await;
+    report_as_imported(&p, 0x301).await;
     let pull = eventually(60, "one pull request of two machines", || async {
         let pulls = group_pulls(&gh);
         (pulls.len() == 1 && listed(&pulls[0].body).len() == 2).then(|| pulls[0].clone())
