@@ -5,6 +5,7 @@
 //! still has to reach git and the forge. A crash loses nothing because the worker finds it
 //! again, and a repeat costs nothing because git and the forge are updated idempotently.
 
+pub(crate) mod sql;
 mod sqlite;
 
 use chrono::{DateTime, Utc};
@@ -14,7 +15,9 @@ use crate::domain::{
     Expected, Facts, Group, GroupKey, GroupMember, ImportMode, Mac, Machine, Proposal, ProposalState, Sighting, Source,
     State, Transition,
 };
-pub use sqlite::{Bounds, SqliteStore};
+pub use sql::Bounds;
+pub use sql::tx::DbError;
+pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -23,7 +26,7 @@ pub enum StoreError {
     #[error("machine {mac} cannot go from {from} to {to}")]
     Transition { mac: Mac, from: State, to: State },
     #[error("database: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(sql::tx::DbError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// A flood of new machines: this one was not recorded (see `discovery.max_new_per_minute`).

@@ -4,12 +4,12 @@
 
 use rusqlite_migration::{M, Migrations};
 
-pub(super) fn migrations() -> Migrations<'static> {
+pub(crate) fn migrations() -> Migrations<'static> {
     Migrations::from_iter(STEPS.iter().map(|sql| M::up(sql)))
 }
 
 /// Append only: a step that shipped is never edited.
-pub(super) const STEPS: &[&str] = &[
+pub(crate) const STEPS: &[&str] = &[
     r#"
 CREATE TABLE machines (
     mac         TEXT PRIMARY KEY,

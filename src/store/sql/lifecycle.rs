@@ -2,7 +2,7 @@
 //! one transaction each, and the changes people ask for.
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
+use super::tx::{Tx, params};
 
 use super::super::{Result, StoreError};
 use super::rows::{log_transition, move_to, must_get, queue, ts};
@@ -13,8 +13,8 @@ type KindBasis = (ProposalKind, Option<String>, Option<Mac>);
 
 /// The machine's proposal: its kind, the basis it was rendered from, and the machine it
 /// replaces, if any.
-fn proposal_kind_and_basis(tx: &rusqlite::Transaction, mac: Mac) -> Result<Option<KindBasis>> {
-    use rusqlite::OptionalExtension;
+fn proposal_kind_and_basis(tx: &Tx, mac: Mac) -> Result<Option<KindBasis>> {
+    use super::tx::OptionalExtension;
     let row: Option<(String, Option<String>, Option<String>)> = tx
         .query_row(
             "SELECT kind, basis, replaces FROM proposals WHERE mac = ?1",
@@ -35,7 +35,7 @@ fn proposal_kind_and_basis(tx: &rusqlite::Transaction, mac: Mac) -> Result<Optio
 /// Ends the machine's proposal in `state` (merged, closed): the machine as it was, and
 /// what its proposal was.
 fn end_proposal(
-    tx: &rusqlite::Transaction,
+    tx: &Tx,
     mac: Mac,
     state: ProposalState,
     now: DateTime<Utc>,
@@ -52,7 +52,7 @@ fn end_proposal(
 /// A new board took over `old`'s file: `old` is decommissioned (its history kept) and its
 /// addresses are the newcomer's now, so the machine keeps its address.
 fn hand_over(
-    tx: &rusqlite::Transaction,
+    tx: &Tx,
     old: Mac,
     new: Mac,
     cause: &str,
@@ -105,7 +105,7 @@ fn hand_over(
 /// The machine's proposal is merged: git holds what it was rendered from. A registration
 /// approves the machine, an update changes no state, a decommission starts it.
 pub(super) fn record_merge(
-    tx: &rusqlite::Transaction,
+    tx: &Tx,
     mac: Mac,
     cause: &str,
     actor: &str,
@@ -175,7 +175,7 @@ pub(super) fn record_merge(
 /// A change of a machine git holds was closed unmerged: only the change is refused; the
 /// machine keeps its state, and a decommission it asked for is no longer wanted.
 pub(super) fn record_change_closed(
-    tx: &rusqlite::Transaction,
+    tx: &Tx,
     mac: Mac,
     cause: &str,
     actor: &str,
@@ -203,7 +203,7 @@ pub(super) fn record_change_closed(
 /// A person asks for a change of a machine git holds (a decommission, a re-provisioning):
 /// recorded and queued, so the sync proposes it even after a crash.
 pub(super) fn want(
-    tx: &rusqlite::Transaction,
+    tx: &Tx,
     mac: Mac,
     kind: ProposalKind,
     actor: &str,
@@ -238,7 +238,7 @@ pub(super) fn want(
 
 /// What git holds for the machine was rendered from `basis` (facts that change nothing in
 /// its manifests are taken as they come, so later differences are told from them).
-pub(super) fn settle(tx: &rusqlite::Transaction, mac: Mac, basis: &Basis) -> Result<()> {
+pub(super) fn settle(tx: &Tx, mac: Mac, basis: &Basis) -> Result<()> {
     let json = serde_json::to_string(basis).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     tx.execute(
         "UPDATE machines SET settled = ?2 WHERE mac = ?1",

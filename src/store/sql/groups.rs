@@ -3,20 +3,18 @@
 //! with history: the members' proposals keep the record.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, Row, params};
+use super::tx::{OptionalExtension, Row, Tx, params};
 
 use super::rows::{conv, parse_ts, ts};
-use super::{Result, SqliteStore};
+use super::{Database, Result};
 use crate::domain::{Group, GroupKey, GroupMember, Mac, group_branch};
 use crate::store::Groups;
-
-type Tx<'a> = rusqlite::Transaction<'a>;
 
 const GROUP_COLUMNS: &str = "id, key, title, branch, number, url, head, rev, synced_rev, hands_off, state, created_at,
     (SELECT COUNT(*) FROM group_members WHERE group_id = proposal_groups.id), auto_merge";
 const MEMBER_COLUMNS: &str = "mac, path, name, manifest, workflow, address, expected, warnings, exact";
 
-fn group_from_row(r: &Row) -> rusqlite::Result<Group> {
+fn group_from_row(r: &Row) -> Result<Group> {
     Ok(Group {
         id: r.get(0)?,
         key: r.get(1)?,
@@ -35,7 +33,7 @@ fn group_from_row(r: &Row) -> rusqlite::Result<Group> {
     })
 }
 
-fn member_from_row(r: &Row) -> rusqlite::Result<GroupMember> {
+fn member_from_row(r: &Row) -> Result<GroupMember> {
     Ok(GroupMember {
         mac: conv(Mac::parse(&r.get::<_, String>(0)?))?,
         path: r.get(1)?,
@@ -85,15 +83,15 @@ pub(super) fn open_pull_requests(tx: &Tx) -> Result<u64> {
         "SELECT (SELECT COUNT(*) FROM proposals WHERE state IN ('open', 'approving', 'rejecting')
                    AND mac NOT IN (SELECT mac FROM group_members))
               + (SELECT COUNT(*) FROM proposal_groups WHERE state = 'open')",
-        [],
+        (),
         |r| r.get(0),
     )?;
     Ok(n as u64)
 }
 
-impl Groups for SqliteStore {
+impl<D: Database> Groups for D {
     fn join_group(&self, key: &GroupKey, max_members: u64, member: &GroupMember, now: DateTime<Utc>) -> Result<Group> {
-        self.with(|tx| {
+        self.write(|tx| {
             let mac = member.mac.to_string();
             let current: Option<(i64, String, String, Option<String>, bool)> = tx
                 .query_row(
@@ -131,11 +129,11 @@ impl Groups for SqliteStore {
                             id
                         }
                         None => {
-                            tx.execute(
-                                "INSERT INTO proposal_groups (key, title, branch, created_at) VALUES (?1, ?2, '', ?3)",
+                            let id: i64 = tx.query_row(
+                                "INSERT INTO proposal_groups (key, title, branch, created_at) VALUES (?1, ?2, '', ?3) RETURNING id",
                                 params![key.key, key.title, ts(now)],
+                                |r| r.get(0),
                             )?;
-                            let id = tx.last_insert_rowid();
                             tx.execute(
                                 "UPDATE proposal_groups SET branch = ?2 WHERE id = ?1",
                                 params![id, group_branch(&key.key, id)],
@@ -178,7 +176,7 @@ impl Groups for SqliteStore {
     }
 
     fn leave_group(&self, mac: Mac) -> Result<Option<i64>> {
-        self.with(|tx| leave(tx, mac))
+        self.write(|tx| leave(tx, mac))
     }
 
     fn group(&self, id: i64) -> Result<Option<Group>> {
@@ -189,8 +187,8 @@ impl Groups for SqliteStore {
         self.read(|tx| {
             Ok(tx
                 .prepare_cached(&format!("SELECT {GROUP_COLUMNS} FROM proposal_groups ORDER BY id"))?
-                .query_map([], group_from_row)?
-                .collect::<rusqlite::Result<_>>()?)
+                .query_map((), group_from_row)?
+                .collect::<Result<_>>()?)
         })
     }
 
@@ -201,12 +199,12 @@ impl Groups for SqliteStore {
                     "SELECT {MEMBER_COLUMNS} FROM group_members WHERE group_id = ?1 ORDER BY name, mac"
                 ))?
                 .query_map([id], member_from_row)?
-                .collect::<rusqlite::Result<_>>()?)
+                .collect::<Result<_>>()?)
         })
     }
 
     fn mark_group_synced(&self, id: i64, rev: i64, number: Option<u64>, url: Option<&str>, head: &str) -> Result<()> {
-        self.with(|tx| {
+        self.write(|tx| {
             tx.execute(
                 "UPDATE proposal_groups SET synced_rev = MAX(synced_rev, ?2), number = ?3, url = ?4, head = ?5 WHERE id = ?1",
                 params![id, rev, number.map(|n| n as i64), url, head],
@@ -222,7 +220,7 @@ impl Groups for SqliteStore {
     }
 
     fn set_group_state(&self, id: i64, state: &str) -> Result<()> {
-        self.with(|tx| {
+        self.write(|tx| {
             tx.execute(
                 "UPDATE proposal_groups SET state = ?2 WHERE id = ?1",
                 params![id, state],
@@ -232,7 +230,7 @@ impl Groups for SqliteStore {
     }
 
     fn set_group_auto_merge(&self, id: i64, on: bool) -> Result<()> {
-        self.with(|tx| {
+        self.write(|tx| {
             tx.execute(
                 "UPDATE proposal_groups SET auto_merge = ?2 WHERE id = ?1",
                 params![id, on],
@@ -242,7 +240,7 @@ impl Groups for SqliteStore {
     }
 
     fn set_group_hands_off(&self, id: i64) -> Result<()> {
-        self.with(|tx| {
+        self.write(|tx| {
             tx.execute(
                 "UPDATE proposal_groups SET hands_off = 1, synced_rev = rev WHERE id = ?1",
                 [id],
@@ -252,11 +250,11 @@ impl Groups for SqliteStore {
     }
 
     fn touch_group(&self, id: i64) -> Result<()> {
-        self.with(|tx| touch(tx, id))
+        self.write(|tx| touch(tx, id))
     }
 
     fn finish_group(&self, id: i64) -> Result<()> {
-        self.with(|tx| {
+        self.write(|tx| {
             tx.execute("DELETE FROM group_members WHERE group_id = ?1", [id])?;
             tx.execute("DELETE FROM proposal_groups WHERE id = ?1", [id])?;
             Ok(())
@@ -268,7 +266,7 @@ impl Groups for SqliteStore {
 mod tests {
     use super::*;
     use crate::domain::{Facts, Source};
-    use crate::store::Store;
+    use crate::store::{SqliteStore, Store};
 
     fn member(i: u8, manifest: &str) -> GroupMember {
         GroupMember {

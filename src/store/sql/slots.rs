@@ -2,14 +2,12 @@
 //! (`discovery.max_open_proposals`). A row per waiting machine, gone when it is let through.
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
+use super::tx::{Tx, params};
 
 use super::Result;
 use super::rows::{parse_ts, queue, ts};
 use crate::domain::Mac;
 use crate::store::{Pending, SlotQueue};
-
-type Tx<'a> = rusqlite::Transaction<'a>;
 
 /// `work` is done for now: its machine waits in the slot queue, saying why.
 pub(super) fn wait(tx: &Tx, work: Pending, why: &str, now: DateTime<Utc>) -> Result<()> {
@@ -31,7 +29,7 @@ pub(super) fn release(tx: &Tx, n: u64, now: DateTime<Utc>) -> Result<Vec<Mac>> {
     let macs: Vec<String> = tx
         .prepare_cached("SELECT mac FROM slot_queue ORDER BY since, mac LIMIT ?1")?
         .query_map([n as i64], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     let mut released = Vec::new();
     for mac in macs {
         if let Ok(m) = Mac::parse(&mac) {
@@ -61,11 +59,11 @@ pub(super) fn leave(tx: &Tx, mac: Mac) -> Result<()> {
 
 /// How many machines wait for a slot, and the `limit` that waited longest.
 pub(super) fn list(tx: &Tx, limit: u32) -> Result<SlotQueue> {
-    let count: i64 = tx.query_row("SELECT COUNT(*) FROM slot_queue", [], |r| r.get(0))?;
+    let count: i64 = tx.query_row("SELECT COUNT(*) FROM slot_queue", (), |r| r.get(0))?;
     let rows: Vec<(String, String)> = tx
         .prepare_cached("SELECT mac, since FROM slot_queue ORDER BY since, mac LIMIT ?1")?
         .query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     let waiting = rows
         .into_iter()
         .filter_map(|(mac, since)| Some((Mac::parse(&mac).ok()?, parse_ts(&since).ok()?)))

@@ -3,12 +3,12 @@
 //! given one number, once, and keeps it across restarts, re-renders and a forget. The
 //! unique column refuses a number to a second machine, whatever runs at once.
 
-use rusqlite::{OptionalExtension, params};
+use super::tx::{OptionalExtension, Tx, params};
 
 use super::super::Result;
 use crate::domain::Mac;
 
-pub(super) fn number_of(tx: &rusqlite::Transaction, mac: Mac) -> Result<Option<u64>> {
+pub(super) fn number_of(tx: &Tx, mac: Mac) -> Result<Option<u64>> {
     Ok(tx
         .query_row("SELECT seq FROM name_numbers WHERE mac = ?1", [mac.to_string()], |r| {
             r.get::<_, i64>(0)
@@ -18,14 +18,14 @@ pub(super) fn number_of(tx: &rusqlite::Transaction, mac: Mac) -> Result<Option<u
 }
 
 /// The number after the highest given so far (1 for the first machine).
-pub(super) fn next_number(tx: &rusqlite::Transaction) -> Result<u64> {
-    let max: Option<i64> = tx.query_row("SELECT MAX(seq) FROM name_numbers", [], |r| r.get(0))?;
+pub(super) fn next_number(tx: &Tx) -> Result<u64> {
+    let max: Option<i64> = tx.query_row("SELECT MAX(seq) FROM name_numbers", (), |r| r.get(0))?;
     Ok(max.unwrap_or(0) as u64 + 1)
 }
 
 /// Gives `mac` the number `seq`, unless it has one already or `seq` is another machine's:
 /// the number `mac` holds afterwards (None: `seq` was another machine's).
-pub(super) fn claim_number(tx: &rusqlite::Transaction, mac: Mac, seq: u64) -> Result<Option<u64>> {
+pub(super) fn claim_number(tx: &Tx, mac: Mac, seq: u64) -> Result<Option<u64>> {
     tx.execute(
         "INSERT INTO name_numbers (mac, seq) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
         params![mac.to_string(), seq as i64],
@@ -35,7 +35,7 @@ pub(super) fn claim_number(tx: &rusqlite::Transaction, mac: Mac, seq: u64) -> Re
 
 /// Other machines whose facts name `serial` or `uuid` (indexed: migration 10), at most five.
 pub(super) fn sharing_identity(
-    tx: &rusqlite::Transaction,
+    tx: &Tx,
     mac: Mac,
     facts: &crate::domain::Facts,
 ) -> Result<Vec<(Mac, String)>> {

@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, params};
+use super::tx::{OptionalExtension, Tx, params};
 
 use super::super::Result;
 use super::rows::*;
@@ -18,7 +18,7 @@ use crate::ipam::Pool;
 /// `taken` does not name (addresses already in Hardware elsewhere) and no other machine's
 /// import row names. None: exhausted, or `wanted` is not free.
 pub(super) fn allocate(
-    tx: &rusqlite::Transaction,
+    tx: &Tx,
     mac: Mac,
     pool: &Pool,
     wanted: Option<Ipv4Addr>,
@@ -104,7 +104,7 @@ pub(super) fn allocate(
 /// Releases the addresses `mac` holds (in `pool`, or in every pool); each stays unused
 /// until `free_after`.
 pub(super) fn release(
-    tx: &rusqlite::Transaction,
+    tx: &Tx,
     mac: Mac,
     pool: Option<&str>,
     free_after: DateTime<Utc>,
@@ -116,7 +116,7 @@ pub(super) fn release(
 }
 
 /// How many addresses of `pool` are held or resting in quarantine at `now`.
-pub(super) fn used(tx: &rusqlite::Transaction, pool: &str, now: DateTime<Utc>) -> Result<u64> {
+pub(super) fn used(tx: &Tx, pool: &str, now: DateTime<Utc>) -> Result<u64> {
     Ok(tx.query_row(
         "SELECT COUNT(*) FROM allocations WHERE pool = ?1 AND (held = 1 OR free_after > ?2)",
         params![pool, ts(now)],
@@ -125,7 +125,7 @@ pub(super) fn used(tx: &rusqlite::Transaction, pool: &str, now: DateTime<Utc>) -
 }
 
 /// The addresses `mac` holds: (pool, ip).
-pub(super) fn held_by(tx: &rusqlite::Transaction, mac: Mac) -> Result<Vec<(String, String)>> {
+pub(super) fn held_by(tx: &Tx, mac: Mac) -> Result<Vec<(String, String)>> {
     let mut q = tx.prepare_cached("SELECT pool, ip FROM allocations WHERE mac = ?1 AND held = 1 ORDER BY pool")?;
     let rows = q
         .query_map(params![mac.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -134,7 +134,7 @@ pub(super) fn held_by(tx: &rusqlite::Transaction, mac: Mac) -> Result<Vec<(Strin
 }
 
 /// The machine that holds `ip` in `pool`, or held it last (in quarantine).
-pub(super) fn holder(tx: &rusqlite::Transaction, pool: &str, ip: Ipv4Addr) -> Result<Option<Mac>> {
+pub(super) fn holder(tx: &Tx, pool: &str, ip: Ipv4Addr) -> Result<Option<Mac>> {
     let mac: Option<String> = tx
         .query_row(
             "SELECT mac FROM allocations WHERE pool = ?1 AND ip = ?2",

@@ -2,21 +2,21 @@
 //! make webhook deliveries and comments happen once.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, params};
+use super::tx::{OptionalExtension, Tx, params};
 
 use super::super::{Result, StoreError};
 use super::rows::{parse_ts, ts};
 use crate::domain::Mac;
 
 /// True the first time `key` is seen.
-pub(super) fn remember_once(tx: &rusqlite::Transaction, key: &str, now: DateTime<Utc>) -> Result<bool> {
+pub(super) fn remember_once(tx: &Tx, key: &str, now: DateTime<Utc>) -> Result<bool> {
     Ok(tx.execute(
         "INSERT OR IGNORE INTO once (key, at) VALUES (?1, ?2)",
         params![key, ts(now)],
     )? == 1)
 }
 
-pub(super) fn was_remembered(tx: &rusqlite::Transaction, key: &str) -> Result<bool> {
+pub(super) fn was_remembered(tx: &Tx, key: &str) -> Result<bool> {
     Ok(tx
         .query_row("SELECT 1 FROM once WHERE key = ?1", [key], |_| Ok(()))
         .optional()?
@@ -24,7 +24,7 @@ pub(super) fn was_remembered(tx: &rusqlite::Transaction, key: &str) -> Result<bo
 }
 
 /// Stores a token's hash for `mac`; expired ones go at the same time.
-pub(super) fn add(tx: &rusqlite::Transaction, mac: Mac, hash: &str, expires_at: DateTime<Utc>) -> Result<()> {
+pub(super) fn add(tx: &Tx, mac: Mac, hash: &str, expires_at: DateTime<Utc>) -> Result<()> {
     tx.execute("DELETE FROM report_tokens WHERE expires_at < ?1", [ts(Utc::now())])?;
     tx.execute(
         "INSERT OR REPLACE INTO report_tokens (hash, mac, expires_at) VALUES (?1, ?2, ?3)",
@@ -34,7 +34,7 @@ pub(super) fn add(tx: &rusqlite::Transaction, mac: Mac, hash: &str, expires_at: 
 }
 
 /// The MAC an unexpired token was issued for (a read: an unknown token writes nothing).
-pub(super) fn mac_of(tx: &rusqlite::Transaction, hash: &str, now: DateTime<Utc>) -> Result<Option<Mac>> {
+pub(super) fn mac_of(tx: &Tx, hash: &str, now: DateTime<Utc>) -> Result<Option<Mac>> {
     let mac: Option<String> = tx
         .query_row(
             "SELECT mac FROM report_tokens WHERE hash = ?1 AND expires_at >= ?2",
@@ -46,7 +46,7 @@ pub(super) fn mac_of(tx: &rusqlite::Transaction, hash: &str, now: DateTime<Utc>)
         .transpose()
 }
 
-pub(super) fn extend(tx: &rusqlite::Transaction, mac: Mac, until: DateTime<Utc>) -> Result<()> {
+pub(super) fn extend(tx: &Tx, mac: Mac, until: DateTime<Utc>) -> Result<()> {
     tx.execute(
         "UPDATE report_tokens SET expires_at = ?2 WHERE mac = ?1 AND expires_at < ?2",
         params![mac.to_string(), ts(until)],
@@ -54,7 +54,7 @@ pub(super) fn extend(tx: &rusqlite::Transaction, mac: Mac, until: DateTime<Utc>)
     Ok(())
 }
 
-pub(super) fn expiry(tx: &rusqlite::Transaction, mac: Mac) -> Result<Option<DateTime<Utc>>> {
+pub(super) fn expiry(tx: &Tx, mac: Mac) -> Result<Option<DateTime<Utc>>> {
     let latest: Option<String> = tx.query_row(
         "SELECT MAX(expires_at) FROM report_tokens WHERE mac = ?1",
         [mac.to_string()],

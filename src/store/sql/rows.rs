@@ -2,10 +2,10 @@
 //! it to a state with its transition, queue it).
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, Row, params};
+use super::tx::{OptionalExtension, Row, Tx, params};
 
 use super::super::{Batch, BatchRow, MachineQuery, Result, StoreError};
-use super::MACHINE_COLUMNS;
+use super::{Bounds, MACHINE_COLUMNS};
 use crate::domain::{
     Basis, Expected, Facts, ImportMode, Mac, Machine, Proposal, ProposalKind, ProposalState, Sighting, Source, State,
 };
@@ -14,16 +14,13 @@ pub(super) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-pub(super) fn parse_ts(s: &str) -> rusqlite::Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+pub(super) fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
+    conv(DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)))
 }
 
-pub(super) fn conv<T, E: std::error::Error + Send + Sync + 'static>(
-    r: std::result::Result<T, E>,
-) -> rusqlite::Result<T> {
-    r.map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+/// A stored value that does not parse: the row is corrupt.
+pub(super) fn conv<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> Result<T> {
+    r.map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 #[derive(Debug)]
@@ -35,7 +32,7 @@ impl std::fmt::Display for Msg {
 }
 impl std::error::Error for Msg {}
 
-pub(super) fn machine_from_row(r: &Row) -> rusqlite::Result<Machine> {
+pub(super) fn machine_from_row(r: &Row) -> Result<Machine> {
     let facts: Option<String> = r.get(3)?;
     Ok(Machine {
         mac: conv(Mac::parse(&r.get::<_, String>(0)?))?,
@@ -69,7 +66,7 @@ pub(super) fn machine_from_row(r: &Row) -> rusqlite::Result<Machine> {
     })
 }
 
-pub(super) fn proposal_from_row(r: &Row) -> rusqlite::Result<Proposal> {
+pub(super) fn proposal_from_row(r: &Row) -> Result<Proposal> {
     Ok(Proposal {
         mac: conv(Mac::parse(&r.get::<_, String>(0)?))?,
         forge: r.get(1)?,
@@ -120,7 +117,7 @@ pub(super) fn machine_filter(q: &MachineQuery) -> (String, Vec<Option<String>>) 
     )
 }
 
-pub(super) fn batch_from_row(r: &Row) -> rusqlite::Result<Batch> {
+pub(super) fn batch_from_row(r: &Row) -> Result<Batch> {
     Ok(Batch {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -132,7 +129,7 @@ pub(super) fn batch_from_row(r: &Row) -> rusqlite::Result<Batch> {
 }
 
 /// Fills in each imported row's current state.
-pub(super) fn with_fates(tx: &rusqlite::Transaction, mut b: Batch) -> Result<Batch> {
+pub(super) fn with_fates(tx: &Tx, mut b: Batch) -> Result<Batch> {
     let mut stmt = tx.prepare_cached("SELECT state FROM machines WHERE mac = ?1")?;
     for row in b.rows.iter_mut().filter(|r| r.error.is_none()) {
         if let Some(mac) = row.mac {
@@ -143,7 +140,7 @@ pub(super) fn with_fates(tx: &rusqlite::Transaction, mut b: Batch) -> Result<Bat
     Ok(b)
 }
 
-pub(super) fn get_machine(tx: &rusqlite::Transaction, mac: Mac) -> Result<Option<Machine>> {
+pub(super) fn get_machine(tx: &Tx, mac: Mac) -> Result<Option<Machine>> {
     Ok(tx
         .query_row(
             &format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE mac = ?1"),
@@ -153,12 +150,12 @@ pub(super) fn get_machine(tx: &rusqlite::Transaction, mac: Mac) -> Result<Option
         .optional()?)
 }
 
-pub(super) fn must_get(tx: &rusqlite::Transaction, mac: Mac) -> Result<Machine> {
+pub(super) fn must_get(tx: &Tx, mac: Mac) -> Result<Machine> {
     get_machine(tx, mac)?.ok_or(StoreError::NotFound(mac))
 }
 
 pub(super) fn log_transition(
-    tx: &rusqlite::Transaction,
+    tx: &Tx,
     mac: Mac,
     from: Option<State>,
     to: State,
@@ -181,7 +178,7 @@ pub(super) fn log_transition(
 }
 
 pub(super) fn move_to(
-    tx: &rusqlite::Transaction,
+    tx: &Tx,
     m: &Machine,
     to: State,
     cause: &str,
@@ -204,7 +201,7 @@ pub(super) fn move_to(
 }
 
 /// Bumps the revision: the machine has something new for git.
-pub(super) fn queue(tx: &rusqlite::Transaction, mac: Mac, now: DateTime<Utc>) -> Result<()> {
+pub(super) fn queue(tx: &Tx, mac: Mac, now: DateTime<Utc>) -> Result<()> {
     tx.execute(
         "UPDATE machines SET rev = rev + 1, pending_since = COALESCE(CASE WHEN rev > synced_rev THEN pending_since END, ?2) WHERE mac = ?1",
         params![mac.to_string(), ts(now)],
@@ -214,7 +211,7 @@ pub(super) fn queue(tx: &rusqlite::Transaction, mac: Mac, now: DateTime<Utc>) ->
 
 /// Refuses a new machine when more than `max_new_per_minute` were first seen in the last
 /// minute (a flood of spoofed MACs), before anything is written.
-pub(super) fn refuse_a_flood(tx: &rusqlite::Transaction, bounds: super::Bounds, now: DateTime<Utc>) -> Result<()> {
+pub(super) fn refuse_a_flood(tx: &Tx, bounds: Bounds, now: DateTime<Utc>) -> Result<()> {
     if bounds.max_new_per_minute == 0 {
         return Ok(());
     }
@@ -235,7 +232,7 @@ pub(super) fn refuse_a_flood(tx: &rusqlite::Transaction, bounds: super::Bounds, 
 
 /// Machines only ever seen (no facts, not expected, no proposal, not suppressed), beyond
 /// `keep`, oldest first, with their timelines: a flood never grows the store without bound.
-pub(super) fn evict_undiscovered(tx: &rusqlite::Transaction, keep: u64) -> Result<u64> {
+pub(super) fn evict_undiscovered(tx: &Tx, keep: u64) -> Result<u64> {
     if keep == 0 {
         return Ok(0);
     }
@@ -243,7 +240,7 @@ pub(super) fn evict_undiscovered(tx: &rusqlite::Transaction, keep: u64) -> Resul
          AND suppressed = 0 AND mac NOT IN (SELECT mac FROM proposals)";
     let count: i64 = tx.query_row(
         &format!("SELECT COUNT(*) FROM machines WHERE {UNDISCOVERED}"),
-        [],
+        (),
         |r| r.get(0),
     )?;
     let excess = (count as u64).saturating_sub(keep);
@@ -251,14 +248,14 @@ pub(super) fn evict_undiscovered(tx: &rusqlite::Transaction, keep: u64) -> Resul
         return Ok(0);
     }
     let victims = format!("SELECT mac FROM machines WHERE {UNDISCOVERED} ORDER BY first_seen, mac LIMIT {excess}");
-    tx.execute(&format!("DELETE FROM transitions WHERE mac IN ({victims})"), [])?;
-    tx.execute(&format!("DELETE FROM machines WHERE mac IN ({victims})"), [])?;
+    tx.execute(&format!("DELETE FROM transitions WHERE mac IN ({victims})"), ())?;
+    tx.execute(&format!("DELETE FROM machines WHERE mac IN ({victims})"), ())?;
     Ok(excess)
 }
 
 /// Deletes a machine no proposal of which is open or merged, with its history and tokens,
 /// so that it is noticed afresh.
-pub(super) fn forget(tx: &rusqlite::Transaction, mac: Mac, actor: &str, now: DateTime<Utc>) -> Result<()> {
+pub(super) fn forget(tx: &Tx, mac: Mac, actor: &str, now: DateTime<Utc>) -> Result<()> {
     let m = must_get(tx, mac)?;
     let open: Option<String> = tx
         .query_row(
@@ -296,8 +293,8 @@ pub(super) fn forget(tx: &rusqlite::Transaction, mac: Mac, actor: &str, now: Dat
 /// A machine seen (DHCP, Smee's log, an auto-discovered Hardware): recorded, or its
 /// sighting updated; a changed sighting re-renders an open proposal.
 pub(super) fn record_detection(
-    tx: &rusqlite::Transaction,
-    bounds: super::Bounds,
+    tx: &Tx,
+    bounds: Bounds,
     mac: Mac,
     source: Source,
     (sighting, json): (Option<&Sighting>, Option<&str>),

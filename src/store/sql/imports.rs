@@ -2,14 +2,14 @@
 //! transaction, each row checked again inside it.
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
+use super::tx::{Tx, params};
 
 use super::super::{Batch, BatchRow, Result, StoreError};
 use super::rows::*;
 use crate::domain::{Expected, ImportMode, Mac, State};
 
 pub(super) fn import(
-    tx: &rusqlite::Transaction,
+    tx: &Tx,
     name: &str,
     mode: ImportMode,
     actor: &str,
@@ -17,11 +17,11 @@ pub(super) fn import(
     skipped: &[BatchRow],
     now: DateTime<Utc>,
 ) -> Result<Batch> {
-    tx.execute(
-        "INSERT INTO import_batches (name, mode, actor, created_at, rows) VALUES (?1, ?2, ?3, ?4, '[]')",
+    let id: i64 = tx.query_row(
+        "INSERT INTO import_batches (name, mode, actor, created_at, rows) VALUES (?1, ?2, ?3, ?4, '[]') RETURNING id",
         params![name, mode.as_str(), actor, ts(now)],
+        |r| r.get(0),
     )?;
-    let id = tx.last_insert_rowid();
     let mut rows: Vec<BatchRow> = skipped.to_vec();
     for (mac, values) in imported {
         let expected = Expected {
@@ -112,18 +112,18 @@ pub(super) fn import(
 }
 
 /// The newest `limit` import batches, each with its rows' fates.
-pub(super) fn batches(tx: &rusqlite::Transaction, limit: u32) -> Result<Vec<Batch>> {
+pub(super) fn batches(tx: &Tx, limit: u32) -> Result<Vec<Batch>> {
     let mut stmt = tx.prepare_cached(
         "SELECT id, name, mode, actor, created_at, rows FROM import_batches ORDER BY id DESC LIMIT ?1",
     )?;
     let batches = stmt
         .query_map([limit], batch_from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?;
     batches.into_iter().map(|b| with_fates(tx, b)).collect()
 }
 
-pub(super) fn batch(tx: &rusqlite::Transaction, id: i64) -> Result<Option<Batch>> {
-    use rusqlite::OptionalExtension;
+pub(super) fn batch(tx: &Tx, id: i64) -> Result<Option<Batch>> {
+    use super::tx::OptionalExtension;
     let b = tx
         .query_row(
             "SELECT id, name, mode, actor, created_at, rows FROM import_batches WHERE id = ?1",

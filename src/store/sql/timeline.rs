@@ -1,13 +1,13 @@
 //! Machines' timelines: each one's transitions, and every machine's since a cursor (what
 //! notifications have told), with the cursors themselves.
 
-use rusqlite::{OptionalExtension, params};
+use super::tx::{OptionalExtension, Row, Tx, params};
 
 use super::super::{AuditEntry, Result, TimelineEntry};
 use super::rows::{Msg, conv, parse_ts};
 use crate::domain::{Mac, State, Transition};
 
-fn transition(r: &rusqlite::Row, first: usize) -> rusqlite::Result<Transition> {
+fn transition(r: &Row, first: usize) -> Result<Transition> {
     Ok(Transition {
         from: r
             .get::<_, Option<String>>(first)?
@@ -20,15 +20,15 @@ fn transition(r: &rusqlite::Row, first: usize) -> rusqlite::Result<Transition> {
     })
 }
 
-pub(super) fn of(tx: &rusqlite::Transaction, mac: Mac) -> Result<Vec<Transition>> {
+pub(super) fn of(tx: &Tx, mac: Mac) -> Result<Vec<Transition>> {
     let mut stmt =
         tx.prepare_cached("SELECT from_state, to_state, at, cause, actor FROM transitions WHERE mac = ?1 ORDER BY id")?;
     let rows = stmt.query_map([mac.to_string()], |r| transition(r, 0))?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    Ok(rows.collect::<Result<Vec<_>>>()?)
 }
 
 /// Every machine's transitions after `after` (an id), oldest first, with the machine's name.
-pub(super) fn after(tx: &rusqlite::Transaction, after: i64, limit: u32) -> Result<Vec<TimelineEntry>> {
+pub(super) fn after(tx: &Tx, after: i64, limit: u32) -> Result<Vec<TimelineEntry>> {
     let mut stmt = tx.prepare_cached(
         "SELECT t.id, t.mac, m.name, t.from_state, t.to_state, t.at, t.cause, t.actor
          FROM transitions t LEFT JOIN machines m ON m.mac = t.mac
@@ -42,20 +42,20 @@ pub(super) fn after(tx: &rusqlite::Transaction, after: i64, limit: u32) -> Resul
             transition: transition(r, 3)?,
         })
     })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    Ok(rows.collect::<Result<Vec<_>>>()?)
 }
 
-pub(super) fn last_id(tx: &rusqlite::Transaction) -> Result<i64> {
-    Ok(tx.query_row("SELECT COALESCE(MAX(id), 0) FROM transitions", [], |r| r.get(0))?)
+pub(super) fn last_id(tx: &Tx) -> Result<i64> {
+    Ok(tx.query_row("SELECT COALESCE(MAX(id), 0) FROM transitions", (), |r| r.get(0))?)
 }
 
-pub(super) fn cursor(tx: &rusqlite::Transaction, name: &str) -> Result<Option<i64>> {
+pub(super) fn cursor(tx: &Tx, name: &str) -> Result<Option<i64>> {
     Ok(tx
         .query_row("SELECT value FROM cursors WHERE name = ?1", [name], |r| r.get(0))
         .optional()?)
 }
 
-pub(super) fn set_cursor(tx: &rusqlite::Transaction, name: &str, value: i64) -> Result<()> {
+pub(super) fn set_cursor(tx: &Tx, name: &str, value: i64) -> Result<()> {
     tx.execute(
         "INSERT INTO cursors (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
         params![name, value],
@@ -65,7 +65,7 @@ pub(super) fn set_cursor(tx: &rusqlite::Transaction, name: &str, value: i64) -> 
 
 /// People's steps, newest first, optionally one person's, older than `before` (an id).
 pub(super) fn audit(
-    tx: &rusqlite::Transaction,
+    tx: &Tx,
     actor: Option<&str>,
     before: Option<i64>,
     limit: u32,
@@ -83,5 +83,5 @@ pub(super) fn audit(
             action: r.get(4)?,
         })
     })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    Ok(rows.collect::<Result<Vec<_>>>()?)
 }
