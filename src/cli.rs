@@ -275,6 +275,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// `VACUUM INTO` reads one consistent snapshot while the server goes on writing (WAL), and
 /// writes a compact, self-contained database file; the copy is then checked.
 fn backup(config: &Config, file: &Path) -> anyhow::Result<()> {
+    if config.postgres_url()?.is_some() {
+        bail!("the store is PostgreSQL (store.postgres_url): back it up with pg_dump");
+    }
     let db = config.state_dir.join("registrar.db");
     if !db.exists() {
         bail!("no store at {} (is state_dir right?)", db.display());

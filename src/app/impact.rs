@@ -11,7 +11,6 @@ use anyhow::{Context, bail};
 use crate::config::Config;
 use crate::propose::impact::{self, Impact};
 use crate::render::Renderer;
-use crate::store::SqliteStore;
 
 /// What the templates are compared with.
 pub enum Base {
@@ -33,16 +32,14 @@ pub fn preview(config: &Config, base: &Base) -> anyhow::Result<Impact> {
         }
     };
     let before = Renderer::load(&before_dir, namespace).context("the base's templates")?;
-    let db = config.state_dir.join("registrar.db");
-    if !db.exists() {
+    let Some(store) = crate::store::open_for_reading(config)? else {
         bail!(
             "no store at {}: run this where Registrar's state_dir is (its machines' facts are compared)",
-            db.display()
+            config.state_dir.join("registrar.db").display()
         );
-    }
-    let store = SqliteStore::open_read_only(&db)?;
+    };
     let pools = crate::ipam::Pools::from_config(&config.ipam).map_err(|e| anyhow::anyhow!(e))?;
-    Ok(impact::compare_store(&before, &after, &store, &pools)?)
+    Ok(impact::compare_store(&before, &after, store.as_ref(), &pools)?)
 }
 
 /// `registrar check --impact`: the preview, as JSON or as text with a diff per machine.

@@ -27,7 +27,7 @@ use crate::render::Renderer;
 use crate::server::{self, AppState, TokenSet};
 use crate::shutdown::Shutdown;
 use crate::sources::dhcp::{self, Debouncer, Snooper};
-use crate::store::{SqliteStore, Store};
+use crate::store::Store;
 use crate::supervisor::{Readiness, Supervisor};
 use discovery::DiscoveryQueue;
 
@@ -68,12 +68,7 @@ impl App {
         crate::domain::set_branch_prefix(&config.gitops.branch_prefix).map_err(anyhow::Error::msg)?;
         let renderer = Renderer::load(&config.templates_dir, &config.tinkerbell.namespace)?;
         let pools = checked_pools(&config.ipam, &renderer)?;
-        let sqlite = SqliteStore::open(&config.state_dir.join("registrar.db"))?;
-        sqlite.set_bounds(crate::store::Bounds {
-            max_undiscovered: config.discovery.max_undiscovered,
-            max_new_per_minute: config.discovery.max_new_per_minute,
-        });
-        let store: Arc<dyn Store> = Arc::new(sqlite);
+        let store: Arc<dyn Store> = crate::store::open(&config)?;
         if config.gitops.remote.is_empty() {
             let path = config.state_dir.join("gitops.git");
             if git::init_local_remote(&path, &config.gitops.base_branch)? {

@@ -119,11 +119,9 @@ pub fn check_local_copy(config: &crate::config::Config, pools: &Pools) -> anyhow
     if let Some(e) = failed {
         return Err(e.into());
     }
-    let db = config.state_dir.join("registrar.db");
-    let store: Box<dyn Store> = if db.exists() {
-        Box::new(crate::store::SqliteStore::open_read_only(&db)?)
-    } else {
-        Box::new(crate::store::SqliteStore::in_memory()?)
+    let store: Box<dyn Store> = match crate::store::open_for_reading(config)? {
+        Some(store) => store,
+        None => Box::new(crate::store::SqliteStore::in_memory()?),
     };
     clashes(pools, &found.held, store.as_ref()).map(Some)
 }

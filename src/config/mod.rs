@@ -14,6 +14,7 @@ pub mod notify;
 mod review;
 pub mod secrets;
 mod server;
+mod store;
 mod validate;
 
 pub use cluster::{ClusterConfig, DiscoveryConfig, SmeeLogsConfig, TinkerbellConfig};
@@ -22,6 +23,7 @@ pub use gitops::{ForgeConfig, GithubConfig, GitopsConfig};
 pub use review::{AutoApprove, QueueConfig, ReviewConfig};
 pub use secrets::Tokens;
 pub use server::{AuthConfig, OidcConfig, Role, ServerConfig, UiConfig, UserConfig};
+pub use store::StoreConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -30,6 +32,8 @@ pub struct Config {
     /// the GitOps repository itself.
     pub state_dir: PathBuf,
     pub templates_dir: PathBuf,
+    /// Where the store is: the SQLite file in `state_dir` unless PostgreSQL is named.
+    pub store: StoreConfig,
     pub server: ServerConfig,
     pub auth: AuthConfig,
     pub gitops: GitopsConfig,
@@ -51,6 +55,7 @@ impl Default for Config {
         Config {
             state_dir: PathBuf::from(".registrar"),
             templates_dir: PathBuf::from("hardware-templates"),
+            store: StoreConfig::default(),
             server: ServerConfig::default(),
             auth: AuthConfig::default(),
             gitops: GitopsConfig::default(),
@@ -91,6 +96,7 @@ impl Config {
                     &mut c.auth.metrics_token_file,
                     &mut c.auth.snoop_token_file,
                     &mut c.gitops.password_file,
+                    &mut c.store.postgres_url_file,
                     &mut c.gitops.ssh_key_file,
                     &mut c.gitops.ssh_known_hosts_file,
                     &mut g.token_file,
@@ -168,6 +174,9 @@ impl Config {
         }
         if let Some(v) = get("REGISTRAR_GITHUB_WEBHOOK_SECRET") {
             self.forge.github.webhook_secret = Some(v.into());
+        }
+        if let Some(v) = get("REGISTRAR_POSTGRES_URL") {
+            self.store.postgres_url = Some(v.into());
         }
         if let Some(v) = get("REGISTRAR_GITOPS_PASSWORD") {
             self.gitops.password = Some(v.into());

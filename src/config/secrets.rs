@@ -78,6 +78,15 @@ impl Config {
             .transpose()
     }
 
+    /// The PostgreSQL store's URL, if one is configured.
+    pub fn postgres_url(&self) -> anyhow::Result<Option<SecretString>> {
+        match (&self.store.postgres_url, &self.store.postgres_url_file) {
+            (Some(url), _) => Ok(Some(url.clone())),
+            (None, Some(f)) => Ok(Some(read_secret(f)?)),
+            (None, None) => Ok(None),
+        }
+    }
+
     pub fn git_password(&self) -> anyhow::Result<Option<SecretString>> {
         if let Some(p) = &self.gitops.password {
             return Ok(Some(p.clone()));

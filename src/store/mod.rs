@@ -5,6 +5,7 @@
 //! still has to reach git and the forge. A crash loses nothing because the worker finds it
 //! again, and a repeat costs nothing because git and the forge are updated idempotently.
 
+mod postgres;
 pub(crate) mod sql;
 mod sqlite;
 
@@ -15,9 +16,43 @@ use crate::domain::{
     Expected, Facts, Group, GroupKey, GroupMember, ImportMode, Mac, Machine, Proposal, ProposalState, Sighting, Source,
     State, Transition,
 };
+pub use postgres::PostgresStore;
 pub use sql::Bounds;
 pub use sql::tx::DbError;
 pub use sqlite::SqliteStore;
+
+/// The store `config` names, for the server: PostgreSQL when `store.postgres_url` is set
+/// (connected in the running runtime), else the SQLite file in `state_dir`.
+pub fn open(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    let bounds = Bounds {
+        max_undiscovered: config.discovery.max_undiscovered,
+        max_new_per_minute: config.discovery.max_new_per_minute,
+    };
+    if let Some(url) = config.postgres_url()? {
+        use secrecy::ExposeSecret;
+        let runtime = tokio::runtime::Handle::current();
+        let store = tokio::task::block_in_place(|| runtime.block_on(PostgresStore::connect(url.expose_secret())))?;
+        store.set_bounds(bounds);
+        return Ok(std::sync::Arc::new(store));
+    }
+    let store = SqliteStore::open(&config.state_dir.join("registrar.db"))?;
+    store.set_bounds(bounds);
+    Ok(std::sync::Arc::new(store))
+}
+
+/// The store `config` names, for a command that only reads it beside a running server;
+/// None when there is no SQLite file yet.
+pub fn open_for_reading(config: &crate::config::Config) -> anyhow::Result<Option<Box<dyn Store>>> {
+    if let Some(url) = config.postgres_url()? {
+        use secrecy::ExposeSecret;
+        return Ok(Some(Box::new(PostgresStore::open_blocking(url.expose_secret())?)));
+    }
+    let db = config.state_dir.join("registrar.db");
+    if !db.exists() {
+        return Ok(None);
+    }
+    Ok(Some(Box::new(SqliteStore::open_read_only(&db)?)))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -11,6 +11,7 @@ pub mod fake_oidc;
 pub mod git_http;
 pub mod journey;
 pub mod netns;
+pub mod postgres;
 mod repo;
 
 pub use repo::Repo;

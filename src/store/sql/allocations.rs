@@ -5,8 +5,8 @@
 
 use std::net::Ipv4Addr;
 
-use chrono::{DateTime, Utc};
 use super::tx::{OptionalExtension, Tx, params};
+use chrono::{DateTime, Utc};
 
 use super::super::Result;
 use super::rows::*;
@@ -103,12 +103,7 @@ pub(super) fn allocate(
 
 /// Releases the addresses `mac` holds (in `pool`, or in every pool); each stays unused
 /// until `free_after`.
-pub(super) fn release(
-    tx: &Tx,
-    mac: Mac,
-    pool: Option<&str>,
-    free_after: DateTime<Utc>,
-) -> Result<usize> {
+pub(super) fn release(tx: &Tx, mac: Mac, pool: Option<&str>, free_after: DateTime<Utc>) -> Result<usize> {
     Ok(tx.execute(
         "UPDATE allocations SET held = 0, free_after = ?2 WHERE mac = ?1 AND held = 1 AND (?3 IS NULL OR pool = ?3)",
         params![mac.to_string(), ts(free_after), pool],

@@ -2,8 +2,8 @@
 //! pull request is merged or closed and its members are recorded, so nothing at rest grows
 //! with history: the members' proposals keep the record.
 
-use chrono::{DateTime, Utc};
 use super::tx::{OptionalExtension, Row, Tx, params};
+use chrono::{DateTime, Utc};
 
 use super::rows::{conv, parse_ts, ts};
 use super::{Database, Result};
@@ -116,7 +116,7 @@ impl<D: Database> Groups for D {
                     leave(tx, member.mac)?;
                     let open: Option<i64> = tx
                         .query_row(
-                            "SELECT g.id FROM proposal_groups g WHERE g.key = ?1 AND g.state = 'open' AND NOT g.hands_off
+                            "SELECT g.id FROM proposal_groups g WHERE g.key = ?1 AND g.state = 'open' AND g.hands_off = 0
                                AND (SELECT COUNT(*) FROM group_members WHERE group_id = g.id) < ?2
                              ORDER BY g.id LIMIT 1",
                             params![key.key, max_members as i64],
@@ -206,7 +206,7 @@ impl<D: Database> Groups for D {
     fn mark_group_synced(&self, id: i64, rev: i64, number: Option<u64>, url: Option<&str>, head: &str) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "UPDATE proposal_groups SET synced_rev = MAX(synced_rev, ?2), number = ?3, url = ?4, head = ?5 WHERE id = ?1",
+                "UPDATE proposal_groups SET synced_rev = CASE WHEN synced_rev > ?2 THEN synced_rev ELSE ?2 END, number = ?3, url = ?4, head = ?5 WHERE id = ?1",
                 params![id, rev, number.map(|n| n as i64), url, head],
             )?;
             // Each member's proposal is this pull request, at this head.
@@ -259,93 +259,5 @@ impl<D: Database> Groups for D {
             tx.execute("DELETE FROM proposal_groups WHERE id = ?1", [id])?;
             Ok(())
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::{Facts, Source};
-    use crate::store::{SqliteStore, Store};
-
-    fn member(i: u8, manifest: &str) -> GroupMember {
-        GroupMember {
-            mac: Mac::from_bytes([0x02, 0, 0, 0, 0, i]).unwrap(),
-            path: format!("hardware/m{i}.yaml"),
-            name: format!("m{i}"),
-            manifest: manifest.into(),
-            workflow: None,
-            address: None,
-            expected: None,
-            warnings: vec![],
-            exact: false,
-        }
-    }
-
-    fn key(k: &str) -> GroupKey {
-        GroupKey::new("import", k, format!("import batch {k}")).unwrap()
-    }
-
-    #[test]
-    fn a_full_group_takes_no_more_and_a_repeat_changes_nothing() {
-        let s = SqliteStore::in_memory().unwrap();
-        let now = Utc::now();
-        let a = s.join_group(&key("1"), 2, &member(1, "a"), now).unwrap();
-        let b = s.join_group(&key("1"), 2, &member(2, "b"), now).unwrap();
-        assert_eq!(a.id, b.id);
-        assert_eq!(b.members, 2);
-        let c = s.join_group(&key("1"), 2, &member(3, "c"), now).unwrap();
-        assert_ne!(c.id, a.id, "full: a new group");
-        assert_eq!(c.branch, format!("registrar/group-import-1-{}", c.id));
-        // Pushed, then the same member again: nothing to push.
-        s.mark_group_synced(a.id, b.rev, Some(7), None, "abc").unwrap();
-        let again = s.join_group(&key("1"), 2, &member(2, "b"), now).unwrap();
-        assert_eq!(again.id, a.id);
-        assert_eq!(again.rev, again.synced_rev, "unchanged member, nothing to push");
-        // A changed manifest is something to push.
-        let changed = s.join_group(&key("1"), 2, &member(2, "b2"), now).unwrap();
-        assert!(changed.rev > changed.synced_rev);
-    }
-
-    #[test]
-    fn another_key_moves_the_member_and_leaving_marks_the_group() {
-        let s = SqliteStore::in_memory().unwrap();
-        let now = Utc::now();
-        let first = s.join_group(&key("1"), 10, &member(1, "a"), now).unwrap();
-        s.join_group(&key("1"), 10, &member(2, "b"), now).unwrap();
-        let moved = s.join_group(&key("2"), 10, &member(1, "a"), now).unwrap();
-        assert_ne!(moved.id, first.id);
-        assert_eq!(s.group(first.id).unwrap().unwrap().members, 1);
-        let before = s.group(first.id).unwrap().unwrap();
-        s.mark_group_synced(first.id, before.rev, Some(1), None, "h").unwrap();
-        assert_eq!(s.leave_group(member(2, "b").mac).unwrap(), Some(first.id));
-        let after = s.group(first.id).unwrap().unwrap();
-        assert!(after.rev > after.synced_rev, "rewritten without it");
-        assert_eq!(after.members, 0);
-    }
-
-    #[test]
-    fn an_ended_group_takes_no_one_and_finishing_leaves_nothing() {
-        let s = SqliteStore::in_memory().unwrap();
-        let now = Utc::now();
-        let g = s.join_group(&key("1"), 10, &member(1, "a"), now).unwrap();
-        s.set_group_state(g.id, "merged").unwrap();
-        let next = s.join_group(&key("1"), 10, &member(2, "b"), now).unwrap();
-        assert_ne!(next.id, g.id, "a merged group takes no newcomer");
-        s.finish_group(g.id).unwrap();
-        assert!(s.group(g.id).unwrap().is_none());
-        assert!(s.group_members(g.id).unwrap().is_empty());
-        assert_eq!(s.groups().unwrap().len(), 1);
-    }
-
-    #[test]
-    fn a_rejected_member_leaves_its_group_in_the_same_step() {
-        let s = SqliteStore::in_memory().unwrap();
-        let now = Utc::now();
-        let m = member(1, "a");
-        s.record_facts(m.mac, Source::Report, &Facts::default(), now).unwrap();
-        let g = s.join_group(&key("1"), 10, &m, now).unwrap();
-        s.reject(m.mac, "left out", "github:ops", now).unwrap();
-        assert!(s.group_members(g.id).unwrap().is_empty());
     }
 }

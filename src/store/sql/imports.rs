@@ -1,8 +1,8 @@
 //! Imports of expected machines: one batch, its rows and their machines, in one
 //! transaction, each row checked again inside it.
 
-use chrono::{DateTime, Utc};
 use super::tx::{Tx, params};
+use chrono::{DateTime, Utc};
 
 use super::super::{Batch, BatchRow, Result, StoreError};
 use super::rows::*;
@@ -116,9 +116,7 @@ pub(super) fn batches(tx: &Tx, limit: u32) -> Result<Vec<Batch>> {
     let mut stmt = tx.prepare_cached(
         "SELECT id, name, mode, actor, created_at, rows FROM import_batches ORDER BY id DESC LIMIT ?1",
     )?;
-    let batches = stmt
-        .query_map([limit], batch_from_row)?
-        .collect::<Result<Vec<_>>>()?;
+    let batches = stmt.query_map([limit], batch_from_row)?.collect::<Result<Vec<_>>>()?;
     batches.into_iter().map(|b| with_fates(tx, b)).collect()
 }
 

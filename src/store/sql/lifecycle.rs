@@ -1,8 +1,8 @@
 //! A machine's life after its first merge: merges and closes of any kind of proposal, in
 //! one transaction each, and the changes people ask for.
 
-use chrono::{DateTime, Utc};
 use super::tx::{Tx, params};
+use chrono::{DateTime, Utc};
 
 use super::super::{Result, StoreError};
 use super::rows::{log_transition, move_to, must_get, queue, ts};
@@ -34,12 +34,7 @@ fn proposal_kind_and_basis(tx: &Tx, mac: Mac) -> Result<Option<KindBasis>> {
 
 /// Ends the machine's proposal in `state` (merged, closed): the machine as it was, and
 /// what its proposal was.
-fn end_proposal(
-    tx: &Tx,
-    mac: Mac,
-    state: ProposalState,
-    now: DateTime<Utc>,
-) -> Result<(Machine, KindBasis)> {
+fn end_proposal(tx: &Tx, mac: Mac, state: ProposalState, now: DateTime<Utc>) -> Result<(Machine, KindBasis)> {
     let m = must_get(tx, mac)?;
     let proposal = proposal_kind_and_basis(tx, mac)?.ok_or(StoreError::NotFound(mac))?;
     tx.execute(
@@ -51,14 +46,7 @@ fn end_proposal(
 
 /// A new board took over `old`'s file: `old` is decommissioned (its history kept) and its
 /// addresses are the newcomer's now, so the machine keeps its address.
-fn hand_over(
-    tx: &Tx,
-    old: Mac,
-    new: Mac,
-    cause: &str,
-    actor: &str,
-    now: DateTime<Utc>,
-) -> Result<()> {
+fn hand_over(tx: &Tx, old: Mac, new: Mac, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<()> {
     let Some(m) = super::rows::get_machine(tx, old)? else {
         return Ok(());
     };
@@ -104,13 +92,7 @@ fn hand_over(
 
 /// The machine's proposal is merged: git holds what it was rendered from. A registration
 /// approves the machine, an update changes no state, a decommission starts it.
-pub(super) fn record_merge(
-    tx: &Tx,
-    mac: Mac,
-    cause: &str,
-    actor: &str,
-    now: DateTime<Utc>,
-) -> Result<Machine> {
+pub(super) fn record_merge(tx: &Tx, mac: Mac, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<Machine> {
     let (m, (kind, basis, replaces)) = end_proposal(tx, mac, ProposalState::Merged, now)?;
     // Rows from before proposals kept their basis: the machine's facts then.
     let basis = match basis {
@@ -174,13 +156,7 @@ pub(super) fn record_merge(
 
 /// A change of a machine git holds was closed unmerged: only the change is refused; the
 /// machine keeps its state, and a decommission it asked for is no longer wanted.
-pub(super) fn record_change_closed(
-    tx: &Tx,
-    mac: Mac,
-    cause: &str,
-    actor: &str,
-    now: DateTime<Utc>,
-) -> Result<Machine> {
+pub(super) fn record_change_closed(tx: &Tx, mac: Mac, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<Machine> {
     let (m, (kind, _, _)) = end_proposal(tx, mac, ProposalState::Closed, now)?;
     if kind == ProposalKind::Decommission || m.wanted == Some(kind) {
         tx.execute("UPDATE machines SET wanted = NULL WHERE mac = ?1", [mac.to_string()])?;
@@ -202,13 +178,7 @@ pub(super) fn record_change_closed(
 
 /// A person asks for a change of a machine git holds (a decommission, a re-provisioning):
 /// recorded and queued, so the sync proposes it even after a crash.
-pub(super) fn want(
-    tx: &Tx,
-    mac: Mac,
-    kind: ProposalKind,
-    actor: &str,
-    now: DateTime<Utc>,
-) -> Result<Machine> {
+pub(super) fn want(tx: &Tx, mac: Mac, kind: ProposalKind, actor: &str, now: DateTime<Utc>) -> Result<Machine> {
     let m = must_get(tx, mac)?;
     let (allowed, to) = match kind {
         ProposalKind::Reprovision => (matches!(m.state, State::Provisioned | State::Failed), State::Applied),

@@ -16,8 +16,7 @@ mod lifecycle;
 mod names;
 pub(crate) mod rows;
 mod slots;
-#[cfg(test)]
-mod tests;
+
 mod timeline;
 mod tokens;
 pub(crate) mod tx;
@@ -216,9 +215,9 @@ impl<D: Database> Store for D {
                 tx.execute(
                     &format!(
                         "INSERT INTO proposals ({PROPOSAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15, ?16, ?17)
-                         ON CONFLICT (mac) DO UPDATE SET forge = ?2, number = COALESCE(?3, number), url = COALESCE(?4, url),
-                           hands_off = CASE WHEN branch = ?5 THEN hands_off ELSE 0 END,
-                           created_at = CASE WHEN branch = ?5 THEN created_at ELSE ?14 END, branch = ?5, path = ?6,
+                         ON CONFLICT (mac) DO UPDATE SET forge = ?2, number = COALESCE(?3, proposals.number), url = COALESCE(?4, proposals.url),
+                           hands_off = CASE WHEN proposals.branch = ?5 THEN proposals.hands_off ELSE 0 END,
+                           created_at = CASE WHEN proposals.branch = ?5 THEN proposals.created_at ELSE ?14 END, branch = ?5, path = ?6,
                            name = ?7, title = ?8, summary = ?9, head = ?10, rule = ?11, workflow = ?12, state = ?13, updated_at = ?14,
                            kind = ?15, basis = ?16, replaces = ?17"
                     ),
@@ -236,8 +235,8 @@ impl<D: Database> Store for D {
                 }
             }
             tx.execute(
-                "UPDATE machines SET synced_rev = MAX(synced_rev, ?2), name = COALESCE(?3, name), last_error = NULL,
-                   pending_since = CASE WHEN rev > MAX(synced_rev, ?2) THEN pending_since END WHERE mac = ?1",
+                "UPDATE machines SET synced_rev = CASE WHEN synced_rev > ?2 THEN synced_rev ELSE ?2 END, name = COALESCE(?3, name), last_error = NULL,
+                   pending_since = CASE WHEN rev > synced_rev AND rev > ?2 THEN pending_since END WHERE mac = ?1",
                 params![work.mac.to_string(), work.rev as i64, name],
             )?;
             Ok(())
@@ -544,4 +543,3 @@ impl<D: Database> Store for D {
         self.change_counter().subscribe()
     }
 }
-

@@ -34,11 +34,7 @@ pub(super) fn claim_number(tx: &Tx, mac: Mac, seq: u64) -> Result<Option<u64>> {
 }
 
 /// Other machines whose facts name `serial` or `uuid` (indexed: migration 10), at most five.
-pub(super) fn sharing_identity(
-    tx: &Tx,
-    mac: Mac,
-    facts: &crate::domain::Facts,
-) -> Result<Vec<(Mac, String)>> {
+pub(super) fn sharing_identity(tx: &Tx, mac: Mac, facts: &crate::domain::Facts) -> Result<Vec<(Mac, String)>> {
     let mut out = Vec::new();
     let identity = [
         ("serial", "$.serial", facts.serial.as_deref()),

@@ -1,8 +1,8 @@
 //! Rows to domain values and back, and the steps every write shares (read a machine, move
 //! it to a state with its transition, queue it).
 
-use chrono::{DateTime, Utc};
 use super::tx::{OptionalExtension, Row, Tx, params};
+use chrono::{DateTime, Utc};
 
 use super::super::{Batch, BatchRow, MachineQuery, Result, StoreError};
 use super::{Bounds, MACHINE_COLUMNS};
@@ -177,14 +177,7 @@ pub(super) fn log_transition(
     Ok(())
 }
 
-pub(super) fn move_to(
-    tx: &Tx,
-    m: &Machine,
-    to: State,
-    cause: &str,
-    actor: &str,
-    now: DateTime<Utc>,
-) -> Result<()> {
+pub(super) fn move_to(tx: &Tx, m: &Machine, to: State, cause: &str, actor: &str, now: DateTime<Utc>) -> Result<()> {
     if !m.state.can_become(to) {
         return Err(StoreError::Transition {
             mac: m.mac,
@@ -194,7 +187,7 @@ pub(super) fn move_to(
     }
     // Leaving "rejected" lifts the suppression that came with it, whichever way it is left.
     tx.execute(
-        "UPDATE machines SET state = ?2, suppressed = CASE WHEN ?3 THEN 0 ELSE suppressed END WHERE mac = ?1",
+        "UPDATE machines SET state = ?2, suppressed = CASE WHEN ?3 = 1 THEN 0 ELSE suppressed END WHERE mac = ?1",
         params![m.mac.to_string(), to.as_str(), m.state == State::Rejected],
     )?;
     log_transition(tx, m.mac, Some(m.state), to, cause, actor, now)

@@ -1,8 +1,8 @@
 //! The slot queue: machines whose first proposal waits for fewer pull requests to be open
 //! (`discovery.max_open_proposals`). A row per waiting machine, gone when it is let through.
 
-use chrono::{DateTime, Utc};
 use super::tx::{Tx, params};
+use chrono::{DateTime, Utc};
 
 use super::Result;
 use super::rows::{parse_ts, queue, ts};
@@ -12,12 +12,12 @@ use crate::store::{Pending, SlotQueue};
 /// `work` is done for now: its machine waits in the slot queue, saying why.
 pub(super) fn wait(tx: &Tx, work: Pending, why: &str, now: DateTime<Utc>) -> Result<()> {
     tx.execute(
-        "INSERT OR IGNORE INTO slot_queue (mac, since) VALUES (?1, ?2)",
+        "INSERT INTO slot_queue (mac, since) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
         params![work.mac.to_string(), ts(now)],
     )?;
     tx.execute(
-        "UPDATE machines SET synced_rev = MAX(synced_rev, ?2), last_error = ?3,
-           pending_since = CASE WHEN rev > MAX(synced_rev, ?2) THEN pending_since END WHERE mac = ?1",
+        "UPDATE machines SET synced_rev = CASE WHEN synced_rev > ?2 THEN synced_rev ELSE ?2 END, last_error = ?3,
+           pending_since = CASE WHEN rev > synced_rev AND rev > ?2 THEN pending_since END WHERE mac = ?1",
         params![work.mac.to_string(), work.rev as i64, why],
     )?;
     Ok(())

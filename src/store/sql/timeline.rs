@@ -64,12 +64,7 @@ pub(super) fn set_cursor(tx: &Tx, name: &str, value: i64) -> Result<()> {
 }
 
 /// People's steps, newest first, optionally one person's, older than `before` (an id).
-pub(super) fn audit(
-    tx: &Tx,
-    actor: Option<&str>,
-    before: Option<i64>,
-    limit: u32,
-) -> Result<Vec<AuditEntry>> {
+pub(super) fn audit(tx: &Tx, actor: Option<&str>, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>> {
     let mut stmt = tx.prepare_cached(
         "SELECT id, at, actor, mac, action FROM audit
          WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",

@@ -1,8 +1,8 @@
 //! Per-machine report tokens (by their SHA-256, with an expiry) and the "once" keys that
 //! make webhook deliveries and comments happen once.
 
-use chrono::{DateTime, Utc};
 use super::tx::{OptionalExtension, Tx, params};
+use chrono::{DateTime, Utc};
 
 use super::super::{Result, StoreError};
 use super::rows::{parse_ts, ts};
@@ -11,7 +11,7 @@ use crate::domain::Mac;
 /// True the first time `key` is seen.
 pub(super) fn remember_once(tx: &Tx, key: &str, now: DateTime<Utc>) -> Result<bool> {
     Ok(tx.execute(
-        "INSERT OR IGNORE INTO once (key, at) VALUES (?1, ?2)",
+        "INSERT INTO once (key, at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
         params![key, ts(now)],
     )? == 1)
 }
@@ -27,7 +27,8 @@ pub(super) fn was_remembered(tx: &Tx, key: &str) -> Result<bool> {
 pub(super) fn add(tx: &Tx, mac: Mac, hash: &str, expires_at: DateTime<Utc>) -> Result<()> {
     tx.execute("DELETE FROM report_tokens WHERE expires_at < ?1", [ts(Utc::now())])?;
     tx.execute(
-        "INSERT OR REPLACE INTO report_tokens (hash, mac, expires_at) VALUES (?1, ?2, ?3)",
+        "INSERT INTO report_tokens (hash, mac, expires_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (hash) DO UPDATE SET mac = excluded.mac, expires_at = excluded.expires_at",
         params![hash, mac.to_string(), ts(expires_at)],
     )?;
     Ok(())

@@ -78,7 +78,10 @@ impl<'a> Tx<'a> {
 
     /// A statement to run once or more (the backend caches prepared statements by their text).
     pub fn prepare_cached(&self, sql: &str) -> Result<Statement<'_, 'a>> {
-        Ok(Statement { tx: self, sql: sql.to_string() })
+        Ok(Statement {
+            tx: self,
+            sql: sql.to_string(),
+        })
     }
 }
 
@@ -88,7 +91,11 @@ pub struct Statement<'t, 'a> {
 }
 
 impl Statement<'_, '_> {
-    pub fn query_map<T>(&mut self, params: impl Params, f: impl FnMut(&Row) -> Result<T>) -> Result<std::vec::IntoIter<Result<T>>> {
+    pub fn query_map<T>(
+        &mut self,
+        params: impl Params,
+        f: impl FnMut(&Row) -> Result<T>,
+    ) -> Result<std::vec::IntoIter<Result<T>>> {
         let rows = self.tx.conn.query(&self.sql, &params.values())?;
         Ok(rows.iter().map(f).collect::<Vec<_>>().into_iter())
     }
@@ -121,7 +128,10 @@ impl Row {
 }
 
 fn column(column: usize, why: &str) -> StoreError {
-    StoreError::Db(DbError::Column { column, why: why.to_string() })
+    StoreError::Db(DbError::Column {
+        column,
+        why: why.to_string(),
+    })
 }
 
 /// Column positions: plain integers, whichever type the literal took.

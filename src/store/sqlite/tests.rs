@@ -222,4 +222,3 @@ mod addresses {
         }
     }
 }
-
