@@ -14,6 +14,7 @@ pub mod pool_clashes;
 mod pools_file;
 mod reinventory;
 
+use crate::cluster::lease::{Leadership, Role};
 use crate::config::Config;
 use crate::domain::KnownMacs;
 use crate::metrics::Metrics;
@@ -240,11 +241,38 @@ impl App {
     /// Serves until `shutdown` fires. Every pipeline the configuration enables runs under
     /// one supervisor beside the HTTP server, which stops taking requests at shutdown and
     /// then waits for the pipelines.
-    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    pub async fn serve(self, listener: TcpListener, stop_serving: Shutdown) -> anyhow::Result<()> {
         let retry = Duration::from_secs(self.config.queue.retry_seconds.max(1));
         let reconcile = Duration::from_secs(self.config.queue.reconcile_seconds.max(1));
+        // Everything inside stops when the caller says so, or when this replica lost the
+        // Lease it led by: then it must stop working the queue at once.
+        let (stop_everything, shutdown) = crate::shutdown::channel();
         let supervisor = Supervisor::new(shutdown.clone(), self.readiness.clone(), self.state.metrics.clone());
         let readiness = self.readiness.clone();
+        let kube = match (self.kube.clone(), self.config.cluster.enabled) {
+            (Some(c), _) => Some(c),
+            (None, true) => Some(
+                kube::Client::try_default()
+                    .await
+                    .context("connecting to the Kubernetes API (in-cluster service account or KUBECONFIG)")?,
+            ),
+            (None, false) => None,
+        };
+        let leadership = self.elect(kube.as_ref(), &supervisor)?;
+        let lost = Arc::new(std::sync::Mutex::new(None::<String>));
+        {
+            let (leadership, lost) = (leadership.clone(), lost.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = stop_serving.wait() => {}
+                    why = leadership.lost() => {
+                        tracing::error!(reason = %why, "lost the leader Lease: stopping, to stand by after a restart");
+                        *lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                    }
+                }
+                stop_everything.fire();
+            });
+        }
 
         if let Some(hooks) = &self.state.github {
             // A GitHub App's installation token is what git fetches and pushes with: have one
@@ -269,15 +297,28 @@ impl App {
                 self.config.forge.github.dashboard_title.clone(),
                 self.config.discovery.max_open_proposals,
             ));
-            let (ready, stop) = (readiness.clone(), shutdown.clone());
-            supervisor.spawn("dashboard", move || dashboard.clone().run(ready.clone(), stop.clone()));
+            let (ready, stop, lead) = (readiness.clone(), shutdown.clone(), leadership.clone());
+            supervisor.spawn("dashboard", move || {
+                let (dashboard, ready, stop, lead) = (dashboard.clone(), ready.clone(), stop.clone(), lead.clone());
+                async move {
+                    if !when_leading(&lead, &ready, "dashboard", &stop).await {
+                        return Ok(());
+                    }
+                    dashboard.run(ready, stop).await
+                }
+            });
         }
         if let Some(notifier) = crate::notify::Notifier::from_config(&self.config, self.proposer.store().clone())? {
             let notifier = Arc::new(notifier);
-            let (ready, stop) = (readiness.clone(), shutdown.clone());
+            let (ready, stop, lead) = (readiness.clone(), shutdown.clone(), leadership.clone());
             supervisor.spawn("notify", move || {
-                let (notifier, ready, stop) = (notifier.clone(), ready.clone(), stop.clone());
-                async move { notifier.run(ready, stop).await }
+                let (notifier, ready, stop, lead) = (notifier.clone(), ready.clone(), stop.clone(), lead.clone());
+                async move {
+                    if !when_leading(&lead, &ready, "notify", &stop).await {
+                        return Ok(());
+                    }
+                    notifier.run(ready, stop).await
+                }
             });
         }
         // Pools that would hand out addresses Hardware on the base branch already holds stop
@@ -285,10 +326,13 @@ impl App {
         pool_clashes::check_at_start(&self.proposer, &self.proposer.pools()).await?;
         let proposer = self.proposer.clone();
         let stop = shutdown.clone();
-        let ready = readiness.clone();
+        let (ready, lead) = (readiness.clone(), leadership.clone());
         supervisor.spawn("proposals", move || {
-            let (proposer, stop, ready) = (proposer.clone(), stop.clone(), ready.clone());
+            let (proposer, stop, ready, lead) = (proposer.clone(), stop.clone(), ready.clone(), lead.clone());
             async move {
+                if !when_leading(&lead, &ready, "proposals", &stop).await {
+                    return Ok(());
+                }
                 ready.ready("proposals", "working the proposal queue");
                 proposer.run(retry, reconcile, stop).await;
                 Ok(())
@@ -296,19 +340,26 @@ impl App {
         });
         if self.config.discovery.group_by != crate::domain::GroupBy::None {
             let (proposer, stop, ready) = (self.proposer.clone(), shutdown.clone(), readiness.clone());
+            let lead = leadership.clone();
             supervisor.spawn("groups", move || {
-                let (proposer, stop, ready) = (proposer.clone(), stop.clone(), ready.clone());
+                let (proposer, stop, ready, lead) = (proposer.clone(), stop.clone(), ready.clone(), lead.clone());
                 async move {
+                    if !when_leading(&lead, &ready, "groups", &stop).await {
+                        return Ok(());
+                    }
                     ready.ready("groups", "pushing grouped proposals");
                     proposer.run_groups(retry, stop).await;
                     Ok(())
                 }
             });
         }
-        supervisor.spawn_once(
-            "adopt",
-            pipelines::adopt_orphans(self.proposer.clone(), retry, shutdown.clone()),
-        );
+        let (proposer, stop, lead) = (self.proposer.clone(), shutdown.clone(), leadership.clone());
+        supervisor.spawn_once("adopt", async move {
+            tokio::select! {
+                _ = lead.wait() => pipelines::adopt_orphans(proposer, retry, stop).await,
+                _ = stop.wait() => Ok(()),
+            }
+        });
 
         let (proposer, known, metrics, stop, ready) = (
             self.proposer.clone(),
@@ -333,25 +384,22 @@ impl App {
             )
         });
 
-        let kube = match (self.kube.clone(), self.config.cluster.enabled) {
-            (Some(c), _) => Some(c),
-            (None, true) => Some(
-                kube::Client::try_default()
-                    .await
-                    .context("connecting to the Kubernetes API (in-cluster service account or KUBECONFIG)")?,
-            ),
-            (None, false) => None,
-        };
         let discovery = match &kube {
-            Some(client) => self.start_cluster(&supervisor, client.clone()),
+            Some(client) => self.start_cluster(&supervisor, client.clone(), &leadership),
             None => None,
         };
 
         if let Some(hooks) = self.state.github.clone() {
             let every = Duration::from_secs(self.config.forge.github.reconcile_seconds.max(1));
-            let (stop, ready) = (shutdown.clone(), readiness.clone());
+            let (stop, ready, lead) = (shutdown.clone(), readiness.clone(), leadership.clone());
             supervisor.spawn("forge", move || {
-                pipelines::run_github(hooks.clone(), every, ready.clone(), stop.clone())
+                let (hooks, ready, stop, lead) = (hooks.clone(), ready.clone(), stop.clone(), lead.clone());
+                async move {
+                    if !when_leading(&lead, &ready, "forge", &stop).await {
+                        return Ok(());
+                    }
+                    pipelines::run_github(hooks, every, ready, stop).await
+                }
             });
         }
         let mut app = self;
@@ -395,12 +443,46 @@ impl App {
         if !supervisor.wait(grace).await {
             tracing::warn!("some pipelines did not stop within the grace period");
         }
+        if let Some(why) = lost.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            anyhow::bail!("stopped: {why}");
+        }
         Ok(())
+    }
+
+    /// The Lease election, when replicas share the store (`cluster.leader_election`); else
+    /// this instance always leads.
+    fn elect(&self, kube: Option<&kube::Client>, supervisor: &Supervisor) -> anyhow::Result<Leadership> {
+        let settings = &self.config.cluster.leader_election;
+        if !settings.enabled {
+            return Ok(Leadership::always());
+        }
+        let Some(client) = kube else {
+            anyhow::bail!(
+                "cluster.leader_election needs the Kubernetes API: set cluster.enabled (in-cluster service account or KUBECONFIG)"
+            );
+        };
+        let identity = crate::cluster::lease::identity();
+        tracing::info!(lease = %settings.lease_name, %identity, "standing for leader");
+        let (leadership, campaign) = crate::cluster::lease::Election::new(
+            client.clone(),
+            &self.config.tinkerbell.namespace,
+            &settings.lease_name,
+            &identity,
+            Duration::from_secs(settings.lease_seconds),
+        )
+        .start(supervisor.shutdown().clone());
+        supervisor.spawn_once("leader-election", campaign);
+        Ok(leadership)
     }
 
     /// The cluster's pipelines: the Hardware watch (known MACs, auto discovery), the
     /// hand-off from merge to provisioned, Smee's logs and the discovery queue.
-    fn start_cluster(&self, supervisor: &Supervisor, client: kube::Client) -> Option<Arc<DiscoveryQueue>> {
+    fn start_cluster(
+        &self,
+        supervisor: &Supervisor,
+        client: kube::Client,
+        leadership: &Leadership,
+    ) -> Option<Arc<DiscoveryQueue>> {
         let namespace = self.config.tinkerbell.namespace.clone();
         let cluster = crate::cluster::Cluster::new(client.clone(), &namespace);
         self.proposer
@@ -451,10 +533,20 @@ impl App {
             timeout: chrono::Duration::seconds(self.config.cluster.handoff_timeout_seconds as i64),
             inventory: reinventory::inventory(&self.config.cluster.discovery, &client, &namespace),
         });
-        let (handoff_stop, handoff_ready) = (stop.clone(), ready.clone());
+        let (handoff_stop, handoff_ready, lead) = (stop.clone(), ready.clone(), leadership.clone());
         supervisor.spawn("handoff", move || {
-            let (h, r, s) = (handoff.clone(), handoff_ready.clone(), handoff_stop.clone());
-            async move { h.run(r, s).await }
+            let (h, r, s, lead) = (
+                handoff.clone(),
+                handoff_ready.clone(),
+                handoff_stop.clone(),
+                lead.clone(),
+            );
+            async move {
+                if !when_leading(&lead, &r, "handoff", &s).await {
+                    return Ok(());
+                }
+                h.run(r, s).await
+            }
         });
 
         let d = &self.config.cluster.discovery;
@@ -473,10 +565,15 @@ impl App {
                 self.state.metrics.clone(),
                 self.known.clone(),
             ));
-            let (q, s, r) = (queue.clone(), stop.clone(), ready.clone());
+            let (q, s, r, lead) = (queue.clone(), stop.clone(), ready.clone(), leadership.clone());
             supervisor.spawn("discovery", move || {
-                let (q, s, r) = (q.clone(), s.clone(), r.clone());
-                async move { q.run(r, s).await }
+                let (q, s, r, lead) = (q.clone(), s.clone(), r.clone(), lead.clone());
+                async move {
+                    if !when_leading(&lead, &r, "discovery", &s).await {
+                        return Ok(());
+                    }
+                    q.run(r, s).await
+                }
             });
             queue
         });
@@ -514,6 +611,27 @@ impl App {
             });
         }
         discovery
+    }
+}
+
+/// Waits until this replica leads; meanwhile pipeline `name` is ready, standing by.
+/// False when shutdown came first.
+async fn when_leading(leadership: &Leadership, ready: &Readiness, name: &'static str, stop: &Shutdown) -> bool {
+    let mut roles = leadership.changes();
+    loop {
+        let role = roles.borrow_and_update().clone();
+        match role {
+            Role::Leading => return true,
+            Role::StandingBy(holder) => {
+                let holder = holder.unwrap_or_else(|| "no replica yet".into());
+                ready.ready(name, format!("standing by: {holder} leads"));
+            }
+            Role::Lost(_) => return false,
+        }
+        tokio::select! {
+            changed = roles.changed() => if changed.is_err() { return leadership.role() == Role::Leading },
+            _ = stop.wait() => return false,
+        }
     }
 }
 

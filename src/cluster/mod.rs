@@ -8,6 +8,7 @@ pub mod bmcs;
 pub mod discovery;
 pub mod hardware;
 pub mod inventory;
+pub mod lease;
 pub mod smee_logs;
 
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams};

@@ -21,6 +21,30 @@ pub struct ClusterConfig {
     /// the object is left out and the pull request says why. Needs `get` on Secrets in
     /// Tinkerbell's namespace, which the shipped RBAC does not grant (docs/operations.md).
     pub check_bmc_secrets: bool,
+    /// Several replicas on one PostgreSQL store (`store.postgres_url`): the replica holding
+    /// this Lease works the queue against git and the forge; every replica serves.
+    pub leader_election: LeaderElectionConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaderElectionConfig {
+    pub enabled: bool,
+    /// The Lease, in Tinkerbell's namespace (`tinkerbell.namespace`).
+    pub lease_name: String,
+    /// How long a Lease nobody renews stays taken: the longest a failed leader's work waits
+    /// for another replica. The holder renews every third of it.
+    pub lease_seconds: u64,
+}
+
+impl Default for LeaderElectionConfig {
+    fn default() -> Self {
+        LeaderElectionConfig {
+            enabled: false,
+            lease_name: "registrar".into(),
+            lease_seconds: 15,
+        }
+    }
 }
 
 /// Follow Smee's logs for MACs it has no Hardware for (Smee logs them in its proxy and
@@ -93,6 +117,7 @@ impl Default for ClusterConfig {
             smee_logs: SmeeLogsConfig::default(),
             handoff_timeout_seconds: 1800,
             check_bmc_secrets: false,
+            leader_election: LeaderElectionConfig::default(),
         }
     }
 }

@@ -17,7 +17,7 @@ mod server;
 mod store;
 mod validate;
 
-pub use cluster::{ClusterConfig, DiscoveryConfig, SmeeLogsConfig, TinkerbellConfig};
+pub use cluster::{ClusterConfig, DiscoveryConfig, LeaderElectionConfig, SmeeLogsConfig, TinkerbellConfig};
 pub use dhcp::DhcpConfig;
 pub use gitops::{ForgeConfig, GithubConfig, GitopsConfig};
 pub use review::{AutoApprove, QueueConfig, ReviewConfig};

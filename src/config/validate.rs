@@ -6,6 +6,18 @@ use super::Config;
 
 impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
+        let election = &self.cluster.leader_election;
+        if election.enabled {
+            if self.store.postgres_url.is_none() && self.store.postgres_url_file.is_none() {
+                bail!(
+                    "cluster.leader_election needs a store the replicas share: set store.postgres_url_file (or REGISTRAR_POSTGRES_URL)"
+                );
+            }
+            crate::cluster::lease::check_name(&election.lease_name).map_err(anyhow::Error::msg)?;
+            if !(3..=3600).contains(&election.lease_seconds) {
+                bail!("cluster.leader_election.lease_seconds must be 3 to 3600");
+            }
+        }
         for (i, hook) in self.notify.webhooks.iter().enumerate() {
             if hook.url.is_some() == hook.url_file.is_some() {
                 bail!("notify.webhooks[{i}]: give either url or url_file");

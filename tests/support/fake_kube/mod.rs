@@ -34,6 +34,7 @@ use tokio::sync::broadcast;
 
 mod apply;
 mod json_patch;
+mod leases;
 mod patch;
 mod watch;
 
@@ -366,6 +367,8 @@ impl FakeKube {
                 ("bmc.tinkerbell.org", r)
             } else if let Some(r) = path.strip_prefix("/api/v1/") {
                 ("", r)
+            } else if let Some(r) = path.strip_prefix("/apis/coordination.k8s.io/v1/") {
+                ("coordination.k8s.io", r)
             } else {
                 continue;
             };
@@ -445,6 +448,9 @@ async fn route(State(k): State<FakeKube>, method: Method, uri: Uri, headers: Hea
         .push((if watching { "WATCH".into() } else { method.to_string() }, path.clone()));
     if let Some(rest) = path.strip_prefix("/api/v1/namespaces/") {
         return core(&k, rest, &q);
+    }
+    if let Some(rest) = path.strip_prefix(leases::PREFIX) {
+        return leases::route(&k, method, rest, &body);
     }
     let (rest, bmc) = match (path.strip_prefix(PREFIX), path.strip_prefix(BMC_PREFIX)) {
         (Some(rest), _) => (rest, false),
