@@ -2,11 +2,18 @@
 //! GitOps repository holding 10 and 10,000 Hardware files; beside it the naive way (clone,
 //! commit, push with the git CLI per proposal); and resident memory with 10,000 machines.
 //!
-//! Run: `cargo bench --bench propose` (prints a Markdown table; see docs/benchmarks.md).
-//! Options: `-- --proposals N` (default 200), `--naive N` (default 10).
+//! Then the same report → proposal way with a backlog worked at the queue's concurrency,
+//! on each store: the SQLite file and PostgreSQL (a throwaway server, as the tests start).
+//!
+//! Run: `cargo bench --bench propose` (prints Markdown tables; see docs/benchmarks.md).
+//! Options: `-- --proposals N` (default 200), `--naive N` (default 10), `--backlog N`
+//! (default 500; 0 skips the store comparison).
 
 #[path = "support/args.rs"]
 mod args;
+#[allow(dead_code)]
+#[path = "support/pg.rs"]
+mod pg;
 
 use args::arg;
 use std::path::Path;
@@ -80,18 +87,24 @@ struct Row {
     naive_p50: Duration,
 }
 
-async fn measure(files: usize, proposals: usize, naive: usize) -> Row {
-    let dir = tempfile::tempdir().unwrap();
-    let remote = dir.path().join("gitops.git");
+/// Registrar on the embedded default for a remote holding `files` Hardware files, on the
+/// SQLite file or on the PostgreSQL at `postgres`: the app, the report URL, the remote.
+async fn serve(
+    dir: &Path,
+    files: usize,
+    postgres: Option<&str>,
+) -> (Arc<registrar::propose::Proposer>, String, std::path::PathBuf) {
+    let remote = dir.join("gitops.git");
     seed_remote(&remote, files);
     let mut config = Config {
-        state_dir: dir.path().join("state"),
+        state_dir: dir.join("state"),
         templates_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("hardware-templates"),
         ..Config::default()
     };
     config.gitops.remote = remote.display().to_string();
     config.auth.report_token = Some(REPORT_TOKEN.to_string().into());
     config.auth.operator_token = Some(format!("{REPORT_TOKEN}-op").into());
+    config.store.postgres_url = postgres.map(|u| u.to_string().into());
     let app = App::build(config).unwrap();
     let proposer = app.proposer.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -103,6 +116,12 @@ async fn measure(files: usize, proposals: usize, naive: usize) -> Row {
             .await
             .unwrap()
     });
+    (proposer, url, remote)
+}
+
+async fn measure(files: usize, proposals: usize, naive: usize) -> Row {
+    let dir = tempfile::tempdir().unwrap();
+    let (proposer, url, remote) = serve(dir.path(), files, None).await;
     let client = reqwest::Client::new();
     let template = lshw();
     let bodies: Vec<Vec<u8>> = (0..proposals + 5)
@@ -191,6 +210,32 @@ async fn measure(files: usize, proposals: usize, naive: usize) -> Row {
     }
 }
 
+/// `backlog` reports taken first, then the queue worked at its concurrency until every one
+/// is a pushed proposal: proposals a second, on the SQLite file or on PostgreSQL.
+async fn backlog_rate(backlog: usize, postgres: Option<&str>) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let (proposer, url, _) = serve(dir.path(), 10, postgres).await;
+    let client = reqwest::Client::new();
+    let template = lshw();
+    for i in 0..backlog {
+        let resp = client
+            .post(&url)
+            .bearer_auth(REPORT_TOKEN)
+            .json(&report(&template, i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+    }
+    let started = Instant::now();
+    let mut done = 0;
+    while done < backlog {
+        done += proposer.drain().await.unwrap();
+    }
+    assert_eq!(done, backlog);
+    backlog as f64 / started.elapsed().as_secs_f64()
+}
+
 fn rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -236,6 +281,7 @@ async fn memory_with_machines(machines: usize) -> (f64, f64) {
 fn main() {
     let proposals = arg("--proposals", 200);
     let naive = arg("--naive", 10);
+    let backlog = arg("--backlog", 500);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -260,5 +306,15 @@ fn main() {
         println!("Resident memory of this process (server, worker, {} proposals pushed): {:.1} MB", 2 * (proposals + 5) + 25, rss_mb());
         let (before, after) = memory_with_machines(10_000).await;
         println!("Resident memory after storing and listing 10,000 machines with full facts: {after:.1} MB (before: {before:.1} MB)");
+        if backlog > 0 {
+            let server = pg::postgres::Postgres::start().expect("PostgreSQL for the store comparison");
+            let sqlite = backlog_rate(backlog, None).await;
+            let postgres = backlog_rate(backlog, Some(&server.create_database("bench"))).await;
+            println!();
+            println!("| store | a backlog of {backlog} reports → pushed proposals (per second) |");
+            println!("|---|---:|");
+            println!("| SQLite file (embedded default) | {sqlite:.0} |");
+            println!("| PostgreSQL 15 on loopback | {postgres:.0} |");
+        }
     });
 }

@@ -6,8 +6,10 @@
 mod support;
 
 use chrono::Utc;
-use registrar::domain::{Facts, GroupKey, GroupMember, Mac, Proposal, ProposalState, Sighting, Source, State};
-use registrar::store::{Pending, PostgresStore, SqliteStore, Store, StoreError};
+use registrar::domain::{
+    Expected, Facts, GroupKey, GroupMember, ImportMode, Mac, Proposal, ProposalState, Sighting, Source, State,
+};
+use registrar::store::{BatchRow, MachineQuery, Pending, PostgresStore, SqliteStore, Store, StoreError};
 use support::postgres::Postgres;
 
 fn mac(s: &str) -> Mac {
@@ -24,6 +26,10 @@ fn facts(serial: &str) -> Facts {
 type Scenario = (&'static str, fn(&dyn Store));
 
 const SCENARIOS: &[Scenario] = &[
+    (
+        "an import is read back, searched and its address kept",
+        an_import_is_read_back_searched_and_its_address_kept,
+    ),
     (
         "repeats queue nothing and changes queue once",
         repeats_queue_nothing_and_changes_queue_once,
@@ -394,6 +400,23 @@ async fn two_replicas_writing_the_same_machines_at_once_never_duplicate_nor_fail
     let url = pg.create_database("replicas");
     let (a, b) = tokio::join!(PostgresStore::connect(&url), PostgresStore::connect(&url));
     let replicas = [std::sync::Arc::new(a.unwrap()), std::sync::Arc::new(b.unwrap())];
+    // What one replica writes, the other's console hears of (NOTIFY at commit). Its
+    // listener connects in the background, so the first writes may come before it listens.
+    let mut heard = replicas[0].changes();
+    let mut told = false;
+    for i in 0..20 {
+        replicas[1]
+            .record_detection(mac(&format!("aa:00:00:00:04:{i:02x}")), Source::Dhcp, None, Utc::now())
+            .unwrap();
+        if tokio::time::timeout(std::time::Duration::from_millis(500), heard.changed())
+            .await
+            .is_ok()
+        {
+            told = true;
+            break;
+        }
+    }
+    assert!(told, "a write on one replica never moved the other's change counter");
     let macs: Vec<Mac> = (0..40).map(|i| mac(&format!("aa:00:00:00:02:{i:02x}"))).collect();
     let mut writers = Vec::new();
     for (n, store) in replicas.iter().cycle().take(6).enumerate() {
@@ -434,4 +457,66 @@ async fn a_database_from_a_newer_registrar_is_refused() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let err = PostgresStore::connect(&url).await.err().expect("refused").to_string();
     assert!(err.contains("newer Registrar (schema 99"), "{err}");
+}
+
+fn an_import_is_read_back_searched_and_its_address_kept(s: &dyn Store) {
+    let now = Utc::now();
+    let (owner, other) = (mac("aa:00:00:00:03:01"), mac("aa:00:00:00:03:02"));
+    let row = Expected {
+        row: 2,
+        serial: Some("IMP1".into()),
+        ip: Some("10.0.0.2".into()),
+        rack: Some("R7".into()),
+        ..Default::default()
+    };
+    let skipped = BatchRow {
+        line: 3,
+        mac: None,
+        error: Some("not a MAC".into()),
+        state: None,
+    };
+    let batch = s
+        .import(
+            "delivery",
+            ImportMode::Expected,
+            "api:alice",
+            &[(owner, row)],
+            &[skipped],
+            now,
+        )
+        .unwrap();
+    assert_eq!(batch.rows.len(), 2);
+    assert_eq!(s.batches(5).unwrap()[0].id, batch.id);
+    let read = s.batch(batch.id).unwrap().unwrap();
+    let imported = read.rows.iter().find(|r| r.mac == Some(owner)).unwrap();
+    assert_eq!(imported.state, Some(State::Detected));
+    // The console's search ignores case, whichever database holds the rows.
+    let search = MachineQuery {
+        text: Some("r7".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.machines(&search).unwrap().iter().map(|m| m.mac).collect::<Vec<_>>(),
+        vec![owner]
+    );
+    assert_eq!(s.count_machines(&search).unwrap(), 1);
+    // The address its import row names is the owner's: another machine never gets it.
+    let config = serde_json::from_value(serde_json::json!({"name": "lab", "cidr": "10.0.0.0/29"})).unwrap();
+    let pool = registrar::ipam::Pool::from_config("lab", &config).unwrap();
+    let got = s.allocate(other, &pool, None, &|_| false, now).unwrap().unwrap();
+    assert_ne!(got.to_string(), "10.0.0.2");
+    assert_eq!(
+        s.allocate(other, &pool, Some("10.0.0.2".parse().unwrap()), &|_| false, now)
+            .unwrap(),
+        None
+    );
+    assert_eq!(s.address_holder("lab", got).unwrap(), Some(other));
+    assert_eq!(s.addresses_used("lab", now).unwrap(), 1);
+    // A person's step is in the audit trail.
+    assert!(
+        s.audit(Some("api:alice"), None, 10)
+            .unwrap()
+            .iter()
+            .any(|a| a.mac == owner.to_string())
+    );
 }

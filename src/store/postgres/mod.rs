@@ -7,6 +7,9 @@
 //!   little beside the forge's pacing;
 //! - every read is one REPEATABLE READ, READ ONLY transaction: a consistent snapshot.
 //!
+//! - a write that changed something notifies the channel `registrar_changes` (delivered at
+//!   commit); every replica listens, so its console and dashboard see the others' writes.
+//!
 //! The store's interface is synchronous (its callers run it on the blocking pool), and
 //! sqlx is asynchronous: each statement is driven to completion on the runtime the store
 //! was opened in.
@@ -34,9 +37,11 @@ pub struct PostgresStore {
     pool: sqlx::PgPool,
     runtime: tokio::runtime::Handle,
     bounds: Mutex<Bounds>,
-    changes: tokio::sync::watch::Sender<u64>,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// Statement text in PostgreSQL's spelling, by the store's text.
     spelled: Mutex<HashMap<String, Arc<str>>>,
+    /// The task that hears other replicas' writes.
+    hearing: tokio::task::AbortHandle,
     /// The runtime a command-line reader brought (see `open_blocking`); the server's own
     /// otherwise.
     _own_runtime: Option<tokio::runtime::Runtime>,
@@ -54,11 +59,14 @@ impl PostgresStore {
             .await
             .context("connecting to PostgreSQL (store.postgres_url)")?;
         migrate(&pool).await?;
+        let changes = Arc::new(tokio::sync::watch::Sender::new(0));
+        let hearing = tokio::spawn(hear_other_replicas(pool.clone(), changes.clone())).abort_handle();
         Ok(PostgresStore {
             pool,
             runtime: tokio::runtime::Handle::current(),
             bounds: Mutex::new(Bounds::default()),
-            changes: tokio::sync::watch::Sender::new(0),
+            changes,
+            hearing,
             spelled: Mutex::new(HashMap::new()),
             _own_runtime: None,
         })
@@ -115,11 +123,20 @@ impl PostgresStore {
         let changed = conn.changed.get();
         drop(conn);
         let out = out?;
+        if changed {
+            self.block_on(sqlx::query("SELECT pg_notify($1, '')").bind(CHANGES).execute(&mut *tx))?;
+        }
         self.block_on(tx.commit())?;
         if changed {
             self.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(out)
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.hearing.abort();
     }
 }
 
@@ -212,6 +229,36 @@ fn row(r: &PgRow) -> Result<Row> {
         values.push(value.unwrap_or(Value::Null(Kind::Text)));
     }
     Ok(Row::new(values))
+}
+
+/// The channel writes notify on.
+const CHANGES: &str = "registrar_changes";
+
+/// Moves the change counter for every write any replica commits, until the store is
+/// dropped (which aborts it). A lost connection is opened again; what changed meanwhile
+/// shows at the next change or page load.
+async fn hear_other_replicas(pool: sqlx::PgPool, changes: Arc<tokio::sync::watch::Sender<u64>>) {
+    loop {
+        let e = listen(&pool, &changes).await;
+        tracing::warn!(error = %e, "not hearing other replicas' writes; trying again");
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}
+
+async fn listen(pool: &sqlx::PgPool, changes: &tokio::sync::watch::Sender<u64>) -> sqlx::Error {
+    let mut listener = match sqlx::postgres::PgListener::connect_with(pool).await {
+        Ok(l) => l,
+        Err(e) => return e,
+    };
+    if let Err(e) = listener.listen(CHANGES).await {
+        return e;
+    }
+    loop {
+        if let Err(e) = listener.recv().await {
+            return e;
+        }
+        changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
