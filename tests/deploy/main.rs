@@ -76,6 +76,7 @@ fn rendered() -> &'static Rendered {
             "component-dhcp-snooping",
             "component-github-app",
             "component-ssh-deploy-key",
+            "component-replicas",
         ] {
             assert!(
                 sets.contains_key(expected),
@@ -110,6 +111,20 @@ fn container(deployment: &Value) -> &Value {
     &c[0]
 }
 
+/// More than one replica: the `replicas` component (one PostgreSQL store, one Lease).
+fn replicated(deployment: &Value) -> bool {
+    deployment["spec"]["replicas"].as_u64().unwrap_or(1) > 1
+}
+
+/// The container's environment variable `name`, where it sets one.
+fn env_var<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
+    container["env"].as_array()?.iter().find(|e| e["name"] == name)
+}
+
+fn ns_of(object: &Value) -> &str {
+    object["metadata"]["namespace"].as_str().unwrap()
+}
+
 fn read(path: &str) -> String {
     std::fs::read_to_string(manifest_dir().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
@@ -133,9 +148,6 @@ fn check_deploy_renders_and_validates_everything() {
     assert!(text.contains("ok: "), "{text}");
 }
 
-/// The existing cluster test proves rbac.yaml grants exactly what the code uses; here, every
-/// installation grants exactly rbac.yaml, to the service account the pod runs as, in the
-/// namespace Registrar writes to.
 /// The claim holding the store and the mirror survives a prune, and the deletion of the
 /// Flux Kustomization or Argo CD Application that created it.
 #[test]
@@ -157,6 +169,10 @@ fn the_state_volume_is_never_pruned() {
     }
 }
 
+/// The existing cluster test proves rbac.yaml grants exactly what the code uses; here, every
+/// installation grants exactly rbac.yaml (and, with replicas, the replicas component's Lease
+/// Role, which replicas.rs proves against the election), to the service account the pod
+/// runs as, in the namespace Registrar writes to.
 #[test]
 fn every_installation_grants_exactly_the_shipped_rbac() {
     if kubectl_missing() {
@@ -164,6 +180,10 @@ fn every_installation_grants_exactly_the_shipped_rbac() {
     }
     let shipped = yaml_documents(&read("deploy/rbac/rbac.yaml"));
     let role = shipped.iter().find(|o| o["kind"] == "Role").unwrap();
+    // Replicas elect a leader on a Lease: that Role is the replicas component's own
+    // (replicas.rs holds it to exactly what the election uses).
+    let lease = yaml_documents(&read("deploy/components/replicas/rbac.yaml"));
+    let lease_role = lease.iter().find(|o| o["kind"] == "Role").unwrap();
     for (name, objects) in installs() {
         for kind in ["ClusterRole", "ClusterRoleBinding"] {
             assert!(
@@ -171,18 +191,8 @@ fn every_installation_grants_exactly_the_shipped_rbac() {
                 "{name}: no {kind}: Registrar works in one namespace"
             );
         }
-        let roles = find(objects, "Role");
-        assert_eq!(roles.len(), 1, "{name}: one Role");
-        assert_eq!(
-            roles[0]["rules"], role["rules"],
-            "{name}: the Role's rules must be deploy/rbac/rbac.yaml's"
-        );
         let d = deployment(objects);
         let ns = d["metadata"]["namespace"].as_str().unwrap();
-        assert_eq!(
-            roles[0]["metadata"]["namespace"], ns,
-            "{name}: the Role is in Registrar's namespace"
-        );
         let sa = d["spec"]["template"]["spec"]["serviceAccountName"].as_str().unwrap();
         assert!(
             find(objects, "ServiceAccount")
@@ -190,19 +200,48 @@ fn every_installation_grants_exactly_the_shipped_rbac() {
                 .any(|s| s["metadata"]["name"] == sa && s["metadata"]["namespace"] == ns),
             "{name}: the ServiceAccount {sa} exists"
         );
+        let mut expected = vec![role];
+        if replicated(d) {
+            expected.push(lease_role);
+        }
+        let roles = find(objects, "Role");
+        let role_names: Vec<&Value> = roles.iter().map(|r| &r["metadata"]["name"]).collect();
+        assert_eq!(
+            roles.len(),
+            expected.len(),
+            "{name}: the Roles are rbac.yaml's (and with replicas the Lease's): {role_names:?}"
+        );
         let bindings = find(objects, "RoleBinding");
-        assert_eq!(bindings.len(), 1, "{name}: one RoleBinding");
-        let b = bindings[0];
-        assert_eq!(
-            b["roleRef"],
-            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": roles[0]["metadata"]["name"]}),
-            "{name}"
-        );
-        assert_eq!(
-            b["subjects"],
-            json!([{"kind": "ServiceAccount", "name": sa, "namespace": ns}]),
-            "{name}: bound to the pod's account"
-        );
+        assert_eq!(bindings.len(), expected.len(), "{name}: one RoleBinding per Role");
+        for want in expected {
+            let role_name = &want["metadata"]["name"];
+            let got = roles
+                .iter()
+                .find(|r| r["metadata"]["name"] == *role_name)
+                .unwrap_or_else(|| panic!("{name}: no Role {role_name}: {role_names:?}"));
+            assert_eq!(
+                got["rules"], want["rules"],
+                "{name}: the Role {role_name}'s rules must be the shipped ones"
+            );
+            assert_eq!(
+                got["metadata"]["namespace"], ns,
+                "{name}: the Role {role_name} is in Registrar's namespace"
+            );
+            let bound: Vec<&&Value> = bindings.iter().filter(|b| b["roleRef"]["name"] == *role_name).collect();
+            assert_eq!(bound.len(), 1, "{name}: one RoleBinding for the Role {role_name}");
+            let b = bound[0];
+            assert_eq!(
+                b["roleRef"],
+                json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name}),
+                "{name}"
+            );
+            assert_eq!(b["metadata"]["namespace"], ns, "{name}");
+            assert_eq!(
+                b["subjects"],
+                json!([{"kind": "ServiceAccount", "name": sa, "namespace": ns}]),
+                "{name}: {role_name} is bound to the pod's account"
+            );
+        }
     }
 }
 
@@ -309,7 +348,14 @@ fn every_shipped_configuration_loads_and_fits_its_deployment() {
         let d = deployment(objects);
         let c = container(d);
         let mounts = mounts(d);
-        let text = shipped_config(name, objects);
+        let mut text = shipped_config(name, objects);
+        // The PostgreSQL URL the Deployment gives as REGISTRAR_POSTGRES_URL (the replicas
+        // component's Secret), which this test's own environment lacks.
+        if env_var(c, "REGISTRAR_POSTGRES_URL").is_some() {
+            let mut v: Value = yaml_serde::from_str(&text).unwrap();
+            support::binary::set(&mut v, "store.postgres_url", json!(replicas::POSTGRES_URL));
+            text = yaml_serde::to_string(&v).unwrap();
+        }
         let path = dir.path().join(format!("{name}.yaml"));
         std::fs::write(&path, text).unwrap();
         let config = registrar::config::Config::load(Some(&path))
@@ -336,10 +382,29 @@ fn every_shipped_configuration_loads_and_fits_its_deployment() {
                     config.state_dir.display()
                 )
             });
-        assert!(
-            state.1["persistentVolumeClaim"]["claimName"].is_string(),
-            "{name}: state_dir is on the PersistentVolumeClaim"
-        );
+        if replicated(d) {
+            // The replicas component: the store is the PostgreSQL they share; state_dir is
+            // each pod's own cache (the git mirror and the lock file).
+            assert!(
+                state.1["emptyDir"].is_object(),
+                "{name}: with replicas, state_dir is each pod's emptyDir (a ReadWriteOnce claim mounts on one node)"
+            );
+            assert!(
+                config.store.postgres_url.is_some(),
+                "{name}: replicas share a PostgreSQL store"
+            );
+            // A component alone renders with the base's config.yaml; an overlay that runs
+            // replicas brings its own, which must elect a leader (replicas.rs checks the one
+            // the component documents).
+            if !name.starts_with("component-") {
+                replicas::assert_fit_for_replicas(name, &config, ns_of(d));
+            }
+        } else {
+            assert!(
+                state.1["persistentVolumeClaim"]["claimName"].is_string(),
+                "{name}: state_dir is on the PersistentVolumeClaim"
+            );
+        }
         assert_eq!(
             config.templates_dir,
             PathBuf::from(&templates_in_image),
@@ -414,12 +479,22 @@ fn the_deployment_is_locked_down() {
     for (name, objects) in installs() {
         let d = deployment(objects);
         let spec = &d["spec"];
-        assert_eq!(spec["replicas"], 1, "{name}: one Registrar per state directory");
-        assert_eq!(
-            spec["strategy"],
-            json!({"type": "Recreate"}),
-            "{name}: the old pod stops before the new one opens the state"
-        );
+        if replicated(d) {
+            // The replicas component (replicas.rs): one PostgreSQL store, one Lease.
+            assert_eq!(spec["replicas"], 2, "{name}");
+            assert_eq!(
+                spec["strategy"],
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}),
+                "{name}: a new replica stands by before an old one stops"
+            );
+        } else {
+            assert_eq!(spec["replicas"], 1, "{name}: one Registrar per state directory");
+            assert_eq!(
+                spec["strategy"],
+                json!({"type": "Recreate"}),
+                "{name}: the old pod stops before the new one opens the state"
+            );
+        }
         let pod = &spec["template"]["spec"];
         assert_eq!(pod["terminationGracePeriodSeconds"], 30, "{name}");
         assert_eq!(
@@ -465,7 +540,15 @@ fn the_deployment_is_locked_down() {
                 .unwrap_or_else(|| panic!("{name}: nothing at {p}"))
                 .1
         };
-        assert!(at("/var/lib/registrar")["persistentVolumeClaim"].is_object(), "{name}");
+        if replicated(d) {
+            assert!(at("/var/lib/registrar")["emptyDir"].is_object(), "{name}");
+            assert!(
+                find(objects, "PersistentVolumeClaim").is_empty(),
+                "{name}: no claim the replicas cannot share"
+            );
+        } else {
+            assert!(at("/var/lib/registrar")["persistentVolumeClaim"].is_object(), "{name}");
+        }
         assert!(at("/etc/registrar")["configMap"].is_object(), "{name}");
         assert!(at("/tmp")["emptyDir"].is_object(), "{name}");
         // Secrets are referenced, never shipped.
@@ -475,11 +558,30 @@ fn the_deployment_is_locked_down() {
         );
         for env in c["env"].as_array().unwrap() {
             let k = env["name"].as_str().unwrap();
-            if k.contains("TOKEN") || k.contains("SECRET") || k.contains("PASSWORD") {
+            if k.contains("TOKEN") || k.contains("SECRET") || k.contains("PASSWORD") || k.contains("POSTGRES") {
+                let from = &env["valueFrom"]["secretKeyRef"];
                 assert!(
-                    env["value"].is_null() && env["valueFrom"]["secretKeyRef"]["optional"] == true,
-                    "{name}: {k} comes from an optional Secret"
+                    env["value"].is_null() && from["name"].is_string(),
+                    "{name}: {k} comes from a Secret"
                 );
+                // Optional, so that a single Registrar starts without it; replicas need the
+                // shared tokens and store (a generated token or a SQLite store would be
+                // each pod's own), so there they are required.
+                let required = replicated(d)
+                    && [
+                        "REGISTRAR_REPORT_TOKEN",
+                        "REGISTRAR_OPERATOR_TOKEN",
+                        "REGISTRAR_POSTGRES_URL",
+                    ]
+                    .contains(&k);
+                if required {
+                    assert!(
+                        from["optional"].is_null() || from["optional"] == false,
+                        "{name}: {k} is required"
+                    );
+                } else {
+                    assert_eq!(from["optional"], true, "{name}: {k} comes from an optional Secret");
+                }
             }
         }
     }
@@ -580,4 +682,5 @@ fn bench_names(manifest: &str) -> Vec<String> {
 mod exposure;
 mod monitoring;
 mod release;
+mod replicas;
 mod snooping;
