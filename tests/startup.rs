@@ -68,6 +68,7 @@ async fn every_example_and_deploy_configuration_starts_and_is_ready() {
     for copied in [
         "examples/local.yaml",
         "examples/github.yaml",
+        "examples/gitea.yaml",
         "examples/cluster.yaml",
         "examples/dhcp.yaml",
         "examples/all.yaml",
@@ -91,6 +92,10 @@ async fn every_example_and_deploy_configuration_starts_and_is_ready() {
         // Only what must differ on a test machine: the fakes' URLs, a loopback DHCP port.
         if config["forge"]["kind"] == "github" {
             point_at_github(&mut config, dir.path(), &gh);
+        }
+        let gitea = support::fake_gitea::FakeGitea::start().await;
+        if config["forge"]["kind"] == "gitea" {
+            support::fake_gitea::point_at_gitea(&mut config, dir.path(), &gitea);
         }
         if config["cluster"]["enabled"] == true {
             env.push(("KUBECONFIG", kubeconfig.to_str().unwrap()));

@@ -55,9 +55,46 @@ impl Default for GitopsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ForgeConfig {
-    /// `local`: proposals are reviewed in Registrar's own API/UI; `github`: as pull requests.
+    /// `local`: proposals are reviewed in Registrar's own API/UI; `github`: as pull requests
+    /// on GitHub; `gitea`: as pull requests on Forgejo or Gitea.
     pub kind: String,
     pub github: GithubConfig,
+    pub gitea: GiteaConfig,
+}
+
+/// Forgejo or Gitea (`forge.kind: gitea`): the same REST API on both.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GiteaConfig {
+    /// The forge's web root, `https://git.example.com` (its API is `/api/v1` below it).
+    pub url: String,
+    pub owner: String,
+    pub repo: String,
+    /// An access token of the account Registrar acts as, with write access to the
+    /// repository and its issues (scopes `write:repository`, `write:issue`). Prefer
+    /// `token_file` or REGISTRAR_GITEA_TOKEN. Git pushes over HTTPS with it too.
+    pub token: Option<SecretString>,
+    pub token_file: Option<PathBuf>,
+    /// The webhook's secret: deliveries are verified with it before they are read.
+    pub webhook_secret: Option<SecretString>,
+    pub webhook_secret_file: Option<PathBuf>,
+    /// How long to wait for an answer.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for GiteaConfig {
+    fn default() -> Self {
+        GiteaConfig {
+            url: String::new(),
+            owner: String::new(),
+            repo: String::new(),
+            token: None,
+            token_file: None,
+            webhook_secret: None,
+            webhook_secret_file: None,
+            request_timeout_ms: 30_000,
+        }
+    }
 }
 
 impl Default for ForgeConfig {
@@ -65,6 +102,7 @@ impl Default for ForgeConfig {
         ForgeConfig {
             kind: "local".into(),
             github: GithubConfig::default(),
+            gitea: GiteaConfig::default(),
         }
     }
 }

@@ -19,7 +19,7 @@ mod validate;
 
 pub use cluster::{ClusterConfig, DiscoveryConfig, LeaderElectionConfig, SmeeLogsConfig, TinkerbellConfig};
 pub use dhcp::DhcpConfig;
-pub use gitops::{ForgeConfig, GithubConfig, GitopsConfig};
+pub use gitops::{ForgeConfig, GiteaConfig, GithubConfig, GitopsConfig};
 pub use review::{AutoApprove, QueueConfig, ReviewConfig};
 pub use secrets::Tokens;
 pub use server::{AuthConfig, OidcConfig, Role, ServerConfig, UiConfig, UserConfig};
@@ -103,6 +103,8 @@ impl Config {
                     &mut g.app_private_key_file,
                     &mut g.webhook_secret_file,
                     &mut g.webhook_previous_secret_file,
+                    &mut c.forge.gitea.token_file,
+                    &mut c.forge.gitea.webhook_secret_file,
                 ]
                 .into_iter()
                 .flatten()
@@ -175,6 +177,12 @@ impl Config {
         if let Some(v) = get("REGISTRAR_GITHUB_WEBHOOK_SECRET") {
             self.forge.github.webhook_secret = Some(v.into());
         }
+        if let Some(v) = get("REGISTRAR_GITEA_TOKEN") {
+            self.forge.gitea.token = Some(v.into());
+        }
+        if let Some(v) = get("REGISTRAR_GITEA_WEBHOOK_SECRET") {
+            self.forge.gitea.webhook_secret = Some(v.into());
+        }
         if let Some(v) = get("REGISTRAR_POSTGRES_URL") {
             self.store.postgres_url = Some(v.into());
         }
@@ -195,6 +203,10 @@ impl Config {
                 .trim_end_matches("/api/v3")
                 .to_string();
             return format!("{web}/{}/{}.git", g.owner, g.repo);
+        }
+        if self.gitops.remote.is_empty() && self.forge.kind == "gitea" {
+            let g = &self.forge.gitea;
+            return format!("{}/{}/{}.git", g.url.trim_end_matches('/'), g.owner, g.repo);
         }
         if self.gitops.remote.is_empty() {
             format!("file://{}", absolute(&self.state_dir.join("gitops.git")).display())

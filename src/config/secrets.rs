@@ -69,6 +69,24 @@ impl Config {
         }
     }
 
+    pub fn gitea_token(&self) -> anyhow::Result<SecretString> {
+        let g = &self.forge.gitea;
+        match (&g.token, &g.token_file) {
+            (Some(t), _) => Ok(t.clone()),
+            (None, Some(f)) => read_secret(f),
+            (None, None) => bail!("no Forgejo/Gitea token configured"),
+        }
+    }
+
+    pub fn gitea_webhook_secret(&self) -> anyhow::Result<SecretString> {
+        let g = &self.forge.gitea;
+        match (&g.webhook_secret, &g.webhook_secret_file) {
+            (Some(t), _) => Ok(t.clone()),
+            (None, Some(f)) => read_secret(f),
+            (None, None) => bail!("no Forgejo/Gitea webhook secret configured"),
+        }
+    }
+
     pub fn github_previous_webhook_secret(&self) -> anyhow::Result<Option<SecretString>> {
         self.forge
             .github
@@ -101,6 +119,8 @@ impl Config {
         }
         match &self.gitops.password_file {
             Some(f) => Ok(Some(read_secret(f)?)),
+            // Forgejo and Gitea take the API token as the password of any user name.
+            None if self.forge.kind == "gitea" => self.gitea_token().map(Some),
             None => Ok(None),
         }
     }

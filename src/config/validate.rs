@@ -111,7 +111,24 @@ impl Config {
                     );
                 }
             }
-            other => bail!("forge.kind {other:?} is unknown (known: local, github)"),
+            "gitea" => {
+                let g = &self.forge.gitea;
+                if g.owner.is_empty() || g.repo.is_empty() {
+                    bail!("forge.gitea.owner and forge.gitea.repo are required with forge.kind: gitea");
+                }
+                if !g.url.starts_with("http://") && !g.url.starts_with("https://") {
+                    bail!("forge.gitea.url {:?} must be the forge's http(s) URL", g.url);
+                }
+                if g.token.is_none() && g.token_file.is_none() {
+                    bail!("forge.kind gitea needs a token: forge.gitea.token_file or REGISTRAR_GITEA_TOKEN");
+                }
+                if g.webhook_secret.is_none() && g.webhook_secret_file.is_none() {
+                    bail!(
+                        "forge.kind gitea needs the webhook secret: forge.gitea.webhook_secret_file or REGISTRAR_GITEA_WEBHOOK_SECRET"
+                    );
+                }
+            }
+            other => bail!("forge.kind {other:?} is unknown (known: local, github, gitea)"),
         }
         if self.discovery.group_by != crate::domain::GroupBy::None {
             // The local forge approves machine by machine through the API and the console.

@@ -5,6 +5,7 @@ mod audit;
 pub mod auth;
 pub mod console;
 pub mod error;
+mod gitea;
 mod github;
 mod health;
 mod lifecycle;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub forge_kind: &'static str,
     pub github: Option<Arc<crate::propose::forge::github::events::GithubHooks>>,
+    /// Forgejo's or Gitea's webhooks, with `forge.kind: gitea`.
+    pub gitea: Option<Arc<crate::propose::forge::gitea::hooks::GiteaHooks>>,
     pub known: Arc<crate::domain::KnownMacs>,
     pub console: Arc<console::Console>,
     /// Set while serving: long-lived responses (server-sent events) end with it.

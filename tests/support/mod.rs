@@ -5,6 +5,7 @@
 pub mod binary;
 pub mod console;
 pub mod dhcp;
+pub mod fake_gitea;
 pub mod fake_github;
 pub mod fake_kube;
 pub mod fake_oidc;

@@ -29,6 +29,33 @@ impl Repo {
         out
     }
 
+    /// Merges `head` into `base` with a merge commit, as a forge's merge button does (the
+    /// fakes merge only clean pull requests).
+    pub fn merge(&self, head: &str, base: &str, message: &str, committer: &str) {
+        let repo = self.open();
+        let tip = |b: &str| {
+            repo.find_branch(b, git2::BranchType::Local)
+                .unwrap()
+                .get()
+                .peel_to_commit()
+                .unwrap()
+        };
+        let (ours, theirs) = (tip(base), tip(head));
+        let mut index = repo.merge_commits(&ours, &theirs, None).unwrap();
+        assert!(!index.has_conflicts(), "the fake merges only clean pull requests");
+        let tree = repo.find_tree(index.write_tree_to(&repo).unwrap()).unwrap();
+        let sig = git2::Signature::now(committer, "noreply@forge.example").unwrap();
+        repo.commit(
+            Some(&format!("refs/heads/{base}")),
+            &sig,
+            &sig,
+            message,
+            &tree,
+            &[&ours, &theirs],
+        )
+        .unwrap();
+    }
+
     pub fn head(&self, branch: &str) -> Option<git2::Oid> {
         self.open()
             .find_branch(branch, git2::BranchType::Local)

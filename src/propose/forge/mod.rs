@@ -2,6 +2,7 @@
 //! reviewed through Registrar's own API, approval is a real git merge. A GitHub forge maps
 //! the same calls onto pull requests.
 
+pub mod gitea;
 pub mod github;
 pub mod local;
 

@@ -114,14 +114,14 @@ impl PostgresStore {
             "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY".to_string()
         };
         self.block_on(sqlx::query(&begin).execute(&mut *tx))?;
-        let conn = PgTx {
-            store: self,
-            conn: RefCell::new(&mut tx),
-            changed: Cell::new(false),
+        let (out, changed) = {
+            let conn = PgTx {
+                store: self,
+                conn: RefCell::new(&mut tx),
+                changed: Cell::new(false),
+            };
+            (f(&Tx::new(&conn)), conn.changed.get())
         };
-        let out = f(&Tx::new(&conn));
-        let changed = conn.changed.get();
-        drop(conn);
         let out = out?;
         if changed {
             self.block_on(sqlx::query("SELECT pg_notify($1, '')").bind(CHANGES).execute(&mut *tx))?;

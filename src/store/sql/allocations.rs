@@ -104,19 +104,19 @@ pub(super) fn allocate(
 /// Releases the addresses `mac` holds (in `pool`, or in every pool); each stays unused
 /// until `free_after`.
 pub(super) fn release(tx: &Tx, mac: Mac, pool: Option<&str>, free_after: DateTime<Utc>) -> Result<usize> {
-    Ok(tx.execute(
+    tx.execute(
         "UPDATE allocations SET held = 0, free_after = ?2 WHERE mac = ?1 AND held = 1 AND (?3 IS NULL OR pool = ?3)",
         params![mac.to_string(), ts(free_after), pool],
-    )?)
+    )
 }
 
 /// How many addresses of `pool` are held or resting in quarantine at `now`.
 pub(super) fn used(tx: &Tx, pool: &str, now: DateTime<Utc>) -> Result<u64> {
-    Ok(tx.query_row(
+    tx.query_row(
         "SELECT COUNT(*) FROM allocations WHERE pool = ?1 AND (held = 1 OR free_after > ?2)",
         params![pool, ts(now)],
         |r| r.get(0),
-    )?)
+    )
 }
 
 /// The addresses `mac` holds: (pool, ip).

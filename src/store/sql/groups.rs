@@ -48,13 +48,12 @@ fn member_from_row(r: &Row) -> Result<GroupMember> {
 }
 
 fn group(tx: &Tx, id: i64) -> Result<Option<Group>> {
-    Ok(tx
-        .query_row(
-            &format!("SELECT {GROUP_COLUMNS} FROM proposal_groups WHERE id = ?1"),
-            [id],
-            group_from_row,
-        )
-        .optional()?)
+    tx.query_row(
+        &format!("SELECT {GROUP_COLUMNS} FROM proposal_groups WHERE id = ?1"),
+        [id],
+        group_from_row,
+    )
+    .optional()
 }
 
 fn touch(tx: &Tx, id: i64) -> Result<()> {
@@ -185,21 +184,19 @@ impl<D: Database> Groups for D {
 
     fn groups(&self) -> Result<Vec<Group>> {
         self.read(|tx| {
-            Ok(tx
-                .prepare_cached(&format!("SELECT {GROUP_COLUMNS} FROM proposal_groups ORDER BY id"))?
+            tx.prepare_cached(&format!("SELECT {GROUP_COLUMNS} FROM proposal_groups ORDER BY id"))?
                 .query_map((), group_from_row)?
-                .collect::<Result<_>>()?)
+                .collect::<Result<_>>()
         })
     }
 
     fn group_members(&self, id: i64) -> Result<Vec<GroupMember>> {
         self.read(|tx| {
-            Ok(tx
-                .prepare_cached(&format!(
-                    "SELECT {MEMBER_COLUMNS} FROM group_members WHERE group_id = ?1 ORDER BY name, mac"
-                ))?
-                .query_map([id], member_from_row)?
-                .collect::<Result<_>>()?)
+            tx.prepare_cached(&format!(
+                "SELECT {MEMBER_COLUMNS} FROM group_members WHERE group_id = ?1 ORDER BY name, mac"
+            ))?
+            .query_map([id], member_from_row)?
+            .collect::<Result<_>>()
         })
     }
 

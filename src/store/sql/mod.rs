@@ -130,7 +130,7 @@ impl<D: Database> Store for D {
                 q.offset
             ))?;
             let rows = stmt.query_map(args.clone(), machine_from_row)?;
-            Ok(rows.collect::<Result<Vec<_>>>()?)
+            rows.collect::<Result<Vec<_>>>()
         })
     }
 
@@ -182,7 +182,7 @@ impl<D: Database> Store for D {
                     rev: r.get::<_, i64>(1)? as u64,
                 })
             })?;
-            Ok(rows.collect::<Result<Vec<_>>>()?)
+            rows.collect::<Result<Vec<_>>>()
         })
     }
 
@@ -399,13 +399,12 @@ impl<D: Database> Store for D {
 
     fn proposal(&self, mac: Mac) -> Result<Option<Proposal>> {
         self.read(|tx| {
-            Ok(tx
-                .query_row(
-                    &format!("SELECT {PROPOSAL_SELECT} FROM proposals WHERE mac = ?1"),
-                    [mac.to_string()],
-                    proposal_from_row,
-                )
-                .optional()?)
+            tx.query_row(
+                &format!("SELECT {PROPOSAL_SELECT} FROM proposals WHERE mac = ?1"),
+                [mac.to_string()],
+                proposal_from_row,
+            )
+            .optional()
         })
     }
 
@@ -415,7 +414,7 @@ impl<D: Database> Store for D {
                 "SELECT {PROPOSAL_SELECT} FROM proposals WHERE (?1 IS NULL OR state = ?1) ORDER BY id"
             ))?;
             let rows = stmt.query_map([state.map(ProposalState::as_str)], proposal_from_row)?;
-            Ok(rows.collect::<Result<Vec<_>>>()?)
+            rows.collect::<Result<Vec<_>>>()
         })
     }
 

@@ -141,13 +141,12 @@ pub(super) fn with_fates(tx: &Tx, mut b: Batch) -> Result<Batch> {
 }
 
 pub(super) fn get_machine(tx: &Tx, mac: Mac) -> Result<Option<Machine>> {
-    Ok(tx
-        .query_row(
-            &format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE mac = ?1"),
-            [mac.to_string()],
-            machine_from_row,
-        )
-        .optional()?)
+    tx.query_row(
+        &format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE mac = ?1"),
+        [mac.to_string()],
+        machine_from_row,
+    )
+    .optional()
 }
 
 pub(super) fn must_get(tx: &Tx, mac: Mac) -> Result<Machine> {

@@ -24,7 +24,7 @@ pub(super) fn of(tx: &Tx, mac: Mac) -> Result<Vec<Transition>> {
     let mut stmt =
         tx.prepare_cached("SELECT from_state, to_state, at, cause, actor FROM transitions WHERE mac = ?1 ORDER BY id")?;
     let rows = stmt.query_map([mac.to_string()], |r| transition(r, 0))?;
-    Ok(rows.collect::<Result<Vec<_>>>()?)
+    rows.collect::<Result<Vec<_>>>()
 }
 
 /// Every machine's transitions after `after` (an id), oldest first, with the machine's name.
@@ -42,17 +42,16 @@ pub(super) fn after(tx: &Tx, after: i64, limit: u32) -> Result<Vec<TimelineEntry
             transition: transition(r, 3)?,
         })
     })?;
-    Ok(rows.collect::<Result<Vec<_>>>()?)
+    rows.collect::<Result<Vec<_>>>()
 }
 
 pub(super) fn last_id(tx: &Tx) -> Result<i64> {
-    Ok(tx.query_row("SELECT COALESCE(MAX(id), 0) FROM transitions", (), |r| r.get(0))?)
+    tx.query_row("SELECT COALESCE(MAX(id), 0) FROM transitions", (), |r| r.get(0))
 }
 
 pub(super) fn cursor(tx: &Tx, name: &str) -> Result<Option<i64>> {
-    Ok(tx
-        .query_row("SELECT value FROM cursors WHERE name = ?1", [name], |r| r.get(0))
-        .optional()?)
+    tx.query_row("SELECT value FROM cursors WHERE name = ?1", [name], |r| r.get(0))
+        .optional()
 }
 
 pub(super) fn set_cursor(tx: &Tx, name: &str, value: i64) -> Result<()> {
@@ -78,5 +77,5 @@ pub(super) fn audit(tx: &Tx, actor: Option<&str>, before: Option<i64>, limit: u3
             action: r.get(4)?,
         })
     })?;
-    Ok(rows.collect::<Result<Vec<_>>>()?)
+    rows.collect::<Result<Vec<_>>>()
 }

@@ -61,5 +61,5 @@ pub(super) fn expiry(tx: &Tx, mac: Mac) -> Result<Option<DateTime<Utc>>> {
         [mac.to_string()],
         |r| r.get(0),
     )?;
-    Ok(latest.map(|t| parse_ts(&t)).transpose()?)
+    latest.map(|t| parse_ts(&t)).transpose()
 }

@@ -34,32 +34,7 @@ pub(super) fn set_pull_ref(repo: &std::path::Path, number: u64, branch: &str) {
 }
 
 pub(super) fn merge_in_repo(path: &std::path::Path, head: &str, base: &str, message: &str) {
-    let repo = git2::Repository::open_bare(path).unwrap();
-    let ours = repo
-        .find_branch(base, git2::BranchType::Local)
-        .unwrap()
-        .get()
-        .peel_to_commit()
-        .unwrap();
-    let theirs = repo
-        .find_branch(head, git2::BranchType::Local)
-        .unwrap()
-        .get()
-        .peel_to_commit()
-        .unwrap();
-    let mut index = repo.merge_commits(&ours, &theirs, None).unwrap();
-    assert!(!index.has_conflicts(), "the fake merges only clean pull requests");
-    let tree = repo.find_tree(index.write_tree_to(&repo).unwrap()).unwrap();
-    let sig = git2::Signature::now("GitHub", "noreply@github.example").unwrap();
-    repo.commit(
-        Some(&format!("refs/heads/{base}")),
-        &sig,
-        &sig,
-        message,
-        &tree,
-        &[&ours, &theirs],
-    )
-    .unwrap();
+    super::super::Repo::at(path).merge(head, base, message, "GitHub");
 }
 
 pub(super) fn reply(status: StatusCode, body: Value) -> Response {

@@ -1,0 +1,322 @@
+//! Forgejo and Gitea (`forge.kind: gitea`): a pull request per machine on an on-premises
+//! forge, through its REST API (`/api/v1`, the same on both). Merge approves, close
+//! rejects, a `workflow/<name>` label chooses the workflow; signed webhooks only make
+//! Registrar look sooner (`hooks.rs`), and the reconcile asks about every open proposal,
+//! so a lost delivery changes nothing.
+//!
+//! Every call is idempotent, as the `Forge` contract asks: a pull request is found by its
+//! base and head before one is made (and again after a refused create), a merge names the
+//! head it was reviewed at, and closing or deleting what is gone already succeeds.
+
+pub mod hooks;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Draft, Forge, ForgeError, ForgeRef};
+use crate::domain::{Proposal, ProposalState};
+
+/// A pull request as the API shows it (the fields Registrar reads).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Pull {
+    pub number: u64,
+    pub html_url: String,
+    pub state: String,
+    #[serde(default)]
+    pub merged: bool,
+    #[serde(default)]
+    pub body: Option<String>,
+    pub head: Head,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Head {
+    #[serde(rename = "ref")]
+    pub branch: String,
+    #[serde(default)]
+    pub sha: String,
+}
+
+impl Pull {
+    fn forge_ref(&self) -> ForgeRef {
+        ForgeRef {
+            number: Some(self.number),
+            url: Some(self.html_url.clone()),
+        }
+    }
+
+    fn proposal_state(&self) -> ProposalState {
+        match (self.merged, self.state.as_str()) {
+            (true, _) => ProposalState::Merged,
+            (false, "closed") => ProposalState::Closed,
+            _ => ProposalState::Open,
+        }
+    }
+}
+
+pub struct GiteaForge {
+    http: reqwest::Client,
+    /// `https://git.example/api/v1/repos/<owner>/<repo>`
+    repo_api: String,
+    token: SecretString,
+    base: String,
+    /// Label ids by name, as the forge gave them.
+    labels: tokio::sync::Mutex<HashMap<String, u64>>,
+}
+
+impl GiteaForge {
+    pub fn new(
+        url: &str,
+        owner: &str,
+        repo: &str,
+        token: SecretString,
+        base: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        Ok(GiteaForge {
+            http: reqwest::Client::builder().timeout(timeout).build()?,
+            repo_api: format!("{}/api/v1/repos/{owner}/{repo}", url.trim_end_matches('/')),
+            token,
+            base: base.to_string(),
+            labels: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// One request; the status and the JSON answer (Null when there is none).
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<(StatusCode, Value), ForgeError> {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.repo_api))
+            .header("authorization", format!("token {}", self.token.expose_secret()))
+            .header("accept", "application/json");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ForgeError::Other(format!("{method} {path}: {e}")))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if status.is_server_error() || status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(ForgeError::Other(format!(
+                "{method} {path}: {status}: {}",
+                snippet(&text)
+            )));
+        }
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    fn pull_of(status: StatusCode, body: Value, what: &str) -> Result<Option<Pull>, ForgeError> {
+        match status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => serde_json::from_value(body)
+                .map(Some)
+                .map_err(|e| ForgeError::Other(format!("{what}: unexpected answer: {e}"))),
+            s => Err(ForgeError::Other(format!(
+                "{what}: {s}: {}",
+                snippet(&body.to_string())
+            ))),
+        }
+    }
+
+    async fn pull(&self, number: u64) -> Result<Option<Pull>, ForgeError> {
+        let (status, body) = self.call(Method::GET, &format!("/pulls/{number}"), None).await?;
+        Self::pull_of(status, body, &format!("pull request #{number}"))
+    }
+
+    /// The newest pull request from `branch` into the base branch, open or not.
+    async fn pull_of_branch(&self, branch: &str) -> Result<Option<Pull>, ForgeError> {
+        let path = format!("/pulls/{}/{}", self.base, branch);
+        let (status, body) = self.call(Method::GET, &path, None).await?;
+        Self::pull_of(status, body, &format!("the pull request of {branch}"))
+    }
+
+    /// The id of label `name`, made if the repository lacks it.
+    async fn label_id(&self, name: &str) -> Result<u64, ForgeError> {
+        let mut labels = self.labels.lock().await;
+        if let Some(id) = labels.get(name) {
+            return Ok(*id);
+        }
+        let (status, body) = self.call(Method::GET, "/labels?limit=50", None).await?;
+        if status.is_success() {
+            for label in body.as_array().into_iter().flatten() {
+                if let (Some(n), Some(id)) = (label["name"].as_str(), label["id"].as_u64()) {
+                    labels.insert(n.to_string(), id);
+                }
+            }
+        }
+        if let Some(id) = labels.get(name) {
+            return Ok(*id);
+        }
+        let (status, body) = self
+            .call(Method::POST, "/labels", Some(json!({"name": name, "color": "#1d76db"})))
+            .await?;
+        let id = body["id"]
+            .as_u64()
+            .filter(|_| status.is_success())
+            .ok_or_else(|| ForgeError::Other(format!("creating label {name}: {status}")))?;
+        labels.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    async fn labels_of(&self, draft: &Draft<'_>) -> Result<Vec<u64>, ForgeError> {
+        match draft.workflow {
+            Some(w) => Ok(vec![self.label_id(&format!("workflow/{w}")).await?]),
+            None => Ok(vec![]),
+        }
+    }
+
+    async fn edit(&self, pull: &Pull, draft: &Draft<'_>) -> Result<ForgeRef, ForgeError> {
+        let labels = self.labels_of(draft).await?;
+        let body = json!({"title": draft.title, "body": draft.body, "labels": labels});
+        let (status, answer) = self
+            .call(Method::PATCH, &format!("/pulls/{}", pull.number), Some(body))
+            .await?;
+        match Self::pull_of(status, answer, &format!("editing pull request #{}", pull.number))? {
+            Some(p) => Ok(p.forge_ref()),
+            None => Ok(pull.forge_ref()),
+        }
+    }
+}
+
+fn snippet(text: &str) -> String {
+    text.chars().take(200).collect()
+}
+
+#[async_trait]
+impl Forge for GiteaForge {
+    fn kind(&self) -> &'static str {
+        "gitea"
+    }
+
+    async fn open(&self, draft: &Draft<'_>, existing: Option<&Proposal>) -> Result<ForgeRef, ForgeError> {
+        let recorded = match existing.filter(|p| p.branch == draft.branch).and_then(|p| p.number) {
+            Some(n) => self.pull(n).await?,
+            None => None,
+        };
+        let open = match recorded.filter(|p| p.proposal_state() == ProposalState::Open) {
+            Some(p) => Some(p),
+            None => self
+                .pull_of_branch(draft.branch)
+                .await?
+                .filter(|p| p.proposal_state() == ProposalState::Open),
+        };
+        if let Some(pull) = open {
+            return self.edit(&pull, draft).await;
+        }
+        let labels = self.labels_of(draft).await?;
+        let body = json!({
+            "head": draft.branch, "base": self.base, "title": draft.title, "body": draft.body, "labels": labels,
+        });
+        let (status, answer) = self.call(Method::POST, "/pulls", Some(body)).await?;
+        if status == StatusCode::CONFLICT || status == StatusCode::UNPROCESSABLE_ENTITY {
+            // Made meanwhile (a create whose answer was lost): the one that exists.
+            if let Some(p) = self.pull_of_branch(draft.branch).await? {
+                return Ok(p.forge_ref());
+            }
+        }
+        match Self::pull_of(status, answer, &format!("opening a pull request for {}", draft.branch))? {
+            Some(p) => Ok(p.forge_ref()),
+            None => Err(ForgeError::Other(format!(
+                "opening a pull request for {}: not found",
+                draft.branch
+            ))),
+        }
+    }
+
+    async fn approve(&self, proposal: &Proposal, _actor: &str) -> Result<(), ForgeError> {
+        let number = proposal
+            .number
+            .ok_or_else(|| ForgeError::Other(format!("{} has no pull request", proposal.branch)))?;
+        let pull = self
+            .pull(number)
+            .await?
+            .ok_or_else(|| ForgeError::Other(format!("pull request #{number} is gone")))?;
+        match pull.proposal_state() {
+            ProposalState::Merged => return Ok(()),
+            ProposalState::Closed => return Err(ForgeError::Conflict(format!("pull request #{number} is closed"))),
+            _ => {}
+        }
+        // Pinned to the head that was reviewed: a push after the review is not merged.
+        let body = json!({"Do": "merge", "head_commit_id": proposal.head, "delete_branch_after_merge": true});
+        let (status, answer) = self
+            .call(Method::POST, &format!("/pulls/{number}/merge"), Some(body))
+            .await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        if self.pull(number).await?.is_some_and(|p| p.merged) {
+            return Ok(());
+        }
+        Err(ForgeError::Conflict(format!(
+            "pull request #{number} was not merged: {status}: {}",
+            snippet(&answer.to_string())
+        )))
+    }
+
+    async fn reject(&self, proposal: &Proposal, _actor: &str) -> Result<(), ForgeError> {
+        let pull = match proposal.number {
+            Some(n) => self.pull(n).await?,
+            None => self.pull_of_branch(&proposal.branch).await?,
+        };
+        if let Some(pull) = pull {
+            if pull.merged {
+                return Err(ForgeError::Merged(pull.number));
+            }
+            if pull.state != "closed" {
+                let (status, _) = self
+                    .call(
+                        Method::PATCH,
+                        &format!("/pulls/{}", pull.number),
+                        Some(json!({"state": "closed"})),
+                    )
+                    .await?;
+                if !status.is_success() {
+                    return Err(ForgeError::Other(format!(
+                        "closing pull request #{}: {status}",
+                        pull.number
+                    )));
+                }
+            }
+        }
+        let (status, _) = self
+            .call(Method::DELETE, &format!("/branches/{}", proposal.branch), None)
+            .await?;
+        if status.is_success() || status == StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(ForgeError::Other(format!(
+                "deleting branch {}: {status}",
+                proposal.branch
+            )))
+        }
+    }
+
+    async fn state(&self, proposal: &Proposal) -> Result<ProposalState, ForgeError> {
+        let pull = match proposal.number {
+            Some(n) => self.pull(n).await?,
+            None => self.pull_of_branch(&proposal.branch).await?,
+        };
+        // A pull request that is gone (deleted with its repository's history) is closed.
+        Ok(pull.map_or(ProposalState::Closed, |p| p.proposal_state()))
+    }
+
+    async fn branch_state(&self, branch: &str) -> Result<Option<(ProposalState, ForgeRef)>, ForgeError> {
+        Ok(self
+            .pull_of_branch(branch)
+            .await?
+            .map(|p| (p.proposal_state(), p.forge_ref())))
+    }
+
+    async fn description(&self, proposal: &Proposal) -> Result<Option<String>, ForgeError> {
+        let Some(n) = proposal.number else { return Ok(None) };
+        Ok(self.pull(n).await?.and_then(|p| p.body))
+    }
+}
