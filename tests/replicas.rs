@@ -31,6 +31,7 @@ fn replica(name: &str, dir: &std::path::Path, gh: &FakeGithub, kube: &FakeKube, 
     set(&mut config, "forge.github.mutation_interval_ms", json!(150));
     set(&mut config, "forge.github.reconcile_seconds", json!(2));
     set(&mut config, "queue.retry_seconds", json!(1));
+    set(&mut config, "queue.reconcile_seconds", json!(2));
     set(&mut config, "cluster.enabled", json!(true));
     set(&mut config, "cluster.leader_election.enabled", json!(true));
     set(&mut config, "cluster.leader_election.lease_seconds", json!(3));
@@ -142,5 +143,36 @@ async fn the_leader_killed_mid_burst_is_replaced_and_no_machine_is_lost_or_propo
         let number = m["proposal"]["number"].as_u64().unwrap_or_else(|| panic!("{m}"));
         assert!(pulls.iter().any(|p| p.number == number && p.open), "{m}");
     }
+
+    step("the killed replica comes back standing by; a rejection asked of it is carried out by the leader");
+    a.start_again().await;
+    eventually(30, "replica a to say it follows replica b", || async {
+        let ready = reqwest::get(format!("{}/readyz", a.url))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        ready.contains("standing by: replica-b leads").then_some(())
+    })
+    .await;
+    let rejected = mac_of(0);
+    let number = machine(&a, &rejected).await["proposal"]["number"].as_u64().unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/machines/{rejected}/reject", a.url))
+        .bearer_auth(support::OPERATOR_TOKEN)
+        .json(&json!({"reason": "not ours"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    eventually(
+        60,
+        "the leader to close the rejected machine's pull request",
+        || async { (!gh.pull(number).open).then_some(()) },
+    )
+    .await;
+    assert_eq!(machine(&b, &rejected).await["machine"]["state"], "rejected");
+    assert_eq!(gh.pulls().len(), MACHINES, "nothing proposed again");
     assert!(b.exited().is_none(), "the new leader keeps running:\n{}", b.log());
 }

@@ -11,13 +11,36 @@ use crate::cluster::lease::{Leadership, Role};
 use crate::shutdown::Shutdown;
 use crate::supervisor::{Readiness, Supervisor};
 
+/// The running election: told when the pipelines have stopped, so it gives the Lease up
+/// only then.
+pub(super) struct Campaign {
+    stopped: crate::shutdown::Trigger,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Campaign {
+    /// The pipelines have stopped: give the Lease up (bounded: it expires anyway).
+    pub(super) async fn end(self) {
+        self.stopped.fire();
+        match tokio::time::timeout(Duration::from_secs(5), self.running).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %format!("{e:#}"), "leader election ended"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("the Lease was not given up in time; it expires"),
+        }
+    }
+}
+
 impl App {
     /// The Lease election, when replicas share the store (`cluster.leader_election`); else
     /// this instance always leads.
-    pub(super) fn elect(&self, kube: Option<&kube::Client>, supervisor: &Supervisor) -> anyhow::Result<Leadership> {
+    pub(super) fn elect(
+        &self,
+        kube: Option<&kube::Client>,
+        supervisor: &Supervisor,
+    ) -> anyhow::Result<(Leadership, Option<Campaign>)> {
         let settings = &self.config.cluster.leader_election;
         if !settings.enabled {
-            return Ok(Leadership::always());
+            return Ok((Leadership::always(), None));
         }
         let Some(client) = kube else {
             anyhow::bail!(
@@ -25,6 +48,7 @@ impl App {
             );
         };
         let identity = crate::cluster::lease::identity();
+        let (stopped, pipelines_stopped) = crate::shutdown::channel();
         tracing::info!(lease = %settings.lease_name, %identity, "standing for leader");
         let (leadership, campaign) = crate::cluster::lease::Election::new(
             client.clone(),
@@ -33,9 +57,14 @@ impl App {
             &identity,
             Duration::from_secs(settings.lease_seconds),
         )
-        .start(supervisor.shutdown().clone());
-        supervisor.spawn_once("leader-election", campaign);
-        Ok(leadership)
+        .start(
+            supervisor.readiness().clone(),
+            supervisor.shutdown().clone(),
+            pipelines_stopped,
+        );
+        // Not the supervisor's: it ends after the supervisor's pipelines (see `Campaign`).
+        let running = tokio::spawn(campaign);
+        Ok((leadership, Some(Campaign { stopped, running })))
     }
 
     /// The cluster's pipelines: the Hardware watch (known MACs, auto discovery), the

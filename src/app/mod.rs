@@ -287,7 +287,8 @@ impl App {
             ),
             (None, false) => None,
         };
-        let leadership = self.elect(kube.as_ref(), &supervisor)?;
+        let (leadership, campaign) = self.elect(kube.as_ref(), &supervisor)?;
+        self.proposer.set_leadership(leadership.clone());
         let lost = Arc::new(std::sync::Mutex::new(None::<String>));
         {
             let (leadership, lost) = (leadership.clone(), lost.clone());
@@ -471,6 +472,9 @@ impl App {
         .await?;
         if !supervisor.wait(grace).await {
             tracing::warn!("some pipelines did not stop within the grace period");
+        }
+        if let Some(campaign) = campaign {
+            campaign.end().await;
         }
         if let Some(why) = lost.lock().unwrap_or_else(|p| p.into_inner()).take() {
             anyhow::bail!("stopped: {why}");

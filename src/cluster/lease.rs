@@ -9,11 +9,14 @@
 //!   monotonic clock: clocks that disagree between nodes never hand it over early;
 //! - every write carries the resourceVersion read, so of two replicas taking a free Lease
 //!   at once the API server lets exactly one succeed (409 for the other);
-//! - the holder renews every third of the duration; a holder that has not renewed within
-//!   the duration stops leading (the process stops, and its restart stands by), so two
-//!   replicas never both believe they lead for longer than clock drift allows;
-//! - a holder that stops cleanly gives the Lease up, so a rolling update hands over at once.
+//! - the holder renews every third of the duration, each round bounded in time; a holder
+//!   whose last renewal was *sent* two thirds of a duration ago stops leading (the process
+//!   stops, and its restart stands by) — a third of a duration before any standby may take
+//!   the Lease, so two replicas never both lead;
+//! - a holder that stops cleanly gives the Lease up once its pipelines have stopped, so a
+//!   rolling update hands over at once and never to a replica working beside it.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -23,6 +26,7 @@ use kube::api::PostParams;
 use tokio::sync::watch;
 
 use crate::shutdown::Shutdown;
+use crate::supervisor::Readiness;
 
 /// Who leads, as this replica knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,23 +109,53 @@ impl Election {
 
     /// Campaigns, leads and renews until `shutdown`, publishing the role; gives the Lease up
     /// on the way out.
-    pub fn start(self, shutdown: Shutdown) -> (Leadership, impl Future<Output = anyhow::Result<()>> + Send) {
+    pub fn start(
+        self,
+        readiness: Arc<Readiness>,
+        shutdown: Shutdown,
+        pipelines_stopped: Shutdown,
+    ) -> (Leadership, impl Future<Output = anyhow::Result<()>> + Send) {
         let (tx, rx) = watch::channel(Role::StandingBy(None));
-        (Leadership(rx), self.run(tx, shutdown))
+        (Leadership(rx), self.run(tx, readiness, shutdown, pipelines_stopped))
     }
 
-    async fn run(self, role: watch::Sender<Role>, shutdown: Shutdown) -> anyhow::Result<()> {
+    /// Campaigns and renews until `shutdown`; then, once `pipelines_stopped` fires (the
+    /// leader's work has ended), gives the Lease up. Readiness names the election's state.
+    async fn run(
+        self,
+        role: watch::Sender<Role>,
+        readiness: Arc<Readiness>,
+        shutdown: Shutdown,
+        pipelines_stopped: Shutdown,
+    ) -> anyhow::Result<()> {
+        const CHECK: &str = "leader-election";
+        readiness.expect(CHECK);
         let mut observed: Option<Observed> = None;
+        // When the last successful renewal was *sent*: the Lease runs from then.
         let mut renewed = None::<Instant>;
         let period = self.duration / 3;
+        // A leader stops believing it leads well before a standby may take over (a full
+        // duration after the record last changed): client-go's renew deadline.
+        let deadline = self.duration * 2 / 3;
         loop {
-            match self.try_hold(&mut observed).await {
+            let sent = Instant::now();
+            // A round that hangs (an API server that does not answer) must not outlive the
+            // leader's deadline: bounded by what is left of it.
+            let left = renewed.map_or(period, |at| {
+                deadline.saturating_sub(at.elapsed()).max(Duration::from_millis(1))
+            });
+            let round = match tokio::time::timeout(left, self.try_hold(&mut observed)).await {
+                Ok(r) => r,
+                Err(_) => Err(anyhow::anyhow!("no answer within {left:?}")),
+            };
+            match round {
                 Ok(true) => {
                     if renewed.is_none() {
                         tracing::info!(lease = %self.name, identity = %self.identity, "leading: this replica works the queue");
                     }
-                    renewed = Some(Instant::now());
+                    renewed = Some(sent);
                     role.send_replace(Role::Leading);
+                    readiness.ready(CHECK, format!("leading (Lease {})", self.name));
                 }
                 Ok(false) if renewed.is_some() => {
                     let why = format!("Lease {} was taken by another replica", self.name);
@@ -130,12 +164,18 @@ impl Election {
                 }
                 Ok(false) => {
                     let holder = observed.as_ref().and_then(|o| o.record.0.clone());
+                    let who = holder.clone().unwrap_or_else(|| "no replica yet".into());
+                    readiness.ready(CHECK, format!("standing by: {who} leads (Lease {})", self.name));
                     role.send_replace(Role::StandingBy(holder));
                 }
                 Err(e) => {
                     tracing::warn!(lease = %self.name, error = %format!("{e:#}"), "the Lease could not be read or written");
-                    if renewed.is_some_and(|at| at.elapsed() >= self.duration) {
-                        let why = format!("Lease {} not renewed for {:?}: {e:#}", self.name, self.duration);
+                    readiness.not_ready(
+                        CHECK,
+                        format!("the Lease {} could not be read or written: {e:#}", self.name),
+                    );
+                    if renewed.is_some_and(|at| at.elapsed() >= deadline) {
+                        let why = format!("Lease {} not renewed within {deadline:?}: {e:#}", self.name);
                         role.send_replace(Role::Lost(why.clone()));
                         anyhow::bail!(why);
                     }
@@ -147,6 +187,9 @@ impl Election {
             }
         }
         if renewed.is_some() {
+            // Given up only once the leader's pipelines have stopped: a standby taking it
+            // earlier would work the queue beside them.
+            pipelines_stopped.wait().await;
             self.give_up().await;
         }
         Ok(())

@@ -109,6 +109,7 @@ pub struct Proposer {
     known: Arc<crate::domain::KnownMacs>,
     /// The cluster, when configured: approval removes the machine's discovery objects.
     cluster: std::sync::OnceLock<crate::cluster::Cluster>,
+    leadership: std::sync::OnceLock<crate::cluster::lease::Leadership>,
     /// `discovery.only_expected`: unexpected machines are recorded and shown, never proposed.
     only_expected: bool,
     /// `discovery.bmc_networks`: where a reported BMC address may be.
@@ -170,6 +171,7 @@ impl Proposer {
             concurrency: 4,
             known: Default::default(),
             cluster: std::sync::OnceLock::new(),
+            leadership: std::sync::OnceLock::new(),
             only_expected: false,
             bmc_networks: Vec::new(),
             check_bmc_secrets: Default::default(),
@@ -244,6 +246,18 @@ impl Proposer {
 
     /// Connects the cluster (once, when the server starts); `check_bmc_secrets` asks it
     /// about a new machine's BMC credentials Secret before proposing its BMC object.
+    /// Replicas: git and the forge are worked only while this replica leads.
+    pub fn set_leadership(&self, leadership: crate::cluster::lease::Leadership) {
+        let _ = self.leadership.set(leadership);
+    }
+
+    /// Whether another replica works git and the forge now.
+    pub(crate) fn standing_by(&self) -> bool {
+        self.leadership
+            .get()
+            .is_some_and(|l| l.role() != crate::cluster::lease::Role::Leading)
+    }
+
     pub fn set_cluster(&self, cluster: crate::cluster::Cluster, check_bmc_secrets: bool) {
         let _ = self.cluster.set(cluster);
         self.check_bmc_secrets

@@ -33,6 +33,18 @@ impl Proposer {
                 proposal.url.as_deref().unwrap_or("the group's pull request")
             )));
         }
+        // Another replica works git and the forge: the approval is recorded as an intent
+        // (`approving`, with who asked), and the leader's reconcile merges it.
+        if self.standing_by() {
+            let (store, who) = (self.store.clone(), actor.to_string());
+            return blocking(move || {
+                store.set_proposal_state(mac, ProposalState::Approving, Utc::now())?;
+                let cause = "approval asked; the leading replica merges it";
+                store.note(mac, cause, &who, Utc::now())?;
+                store.machine(mac)?.ok_or(StoreError::NotFound(mac))
+            })
+            .await;
+        }
         // A proposal behind the base (another one merged meanwhile) is rebuilt first, so a
         // shared kustomization never conflicts.
         let (git, branch) = (self.git.clone(), proposal.branch.clone());
@@ -223,6 +235,11 @@ impl Proposer {
         // A group's member: its group is rewritten without it; the pull request stays.
         if crate::domain::group_of_branch(&p.branch).is_some() && !p.kind.is_change() {
             self.record_left_group(p).await?;
+            return Ok(true);
+        }
+        // Another replica works the forge: the rejection is recorded (`rejecting`), and
+        // the leader's reconcile closes it.
+        if self.standing_by() {
             return Ok(true);
         }
         match self.forge.reject(p, actor).await {

@@ -117,15 +117,18 @@ async fn the_lease_role_grants_exactly_what_the_election_uses() {
             .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
     };
 
+    let readiness = std::sync::Arc::new(registrar::supervisor::Readiness::default());
     let (stop_a, shutdown_a) = registrar::shutdown::channel();
-    let (a, run_a) = elect("registrar-a").start(shutdown_a);
+    let (stopped_a, pipelines_a) = registrar::shutdown::channel();
+    let (a, run_a) = elect("registrar-a").start(readiness.clone(), shutdown_a, pipelines_a);
     let run_a = tokio::spawn(run_a);
     tokio::time::timeout(Duration::from_secs(10), a.wait())
         .await
         .expect("the first replica creates the Lease and leads");
 
     let (stop_b, shutdown_b) = registrar::shutdown::channel();
-    let (b, run_b) = elect("registrar-b").start(shutdown_b);
+    let (stopped_b, pipelines_b) = registrar::shutdown::channel();
+    let (b, run_b) = elect("registrar-b").start(readiness.clone(), shutdown_b, pipelines_b);
     let run_b = tokio::spawn(run_b);
     eventually("the second replica standing by", || {
         b.role() == Role::StandingBy(Some("registrar-a".into()))
@@ -136,13 +139,16 @@ async fn the_lease_role_grants_exactly_what_the_election_uses() {
     assert_eq!(a.role(), Role::Leading);
     assert_eq!(holder().as_deref(), Some("registrar-a"));
 
+    // A clean stop: the Lease is given up once the leader's pipelines have stopped.
     stop_a.fire();
+    stopped_a.fire();
     run_a.await.unwrap().expect("a clean stop");
     tokio::time::timeout(Duration::from_secs(10), b.wait())
         .await
         .expect("the second replica takes the Lease the first gave up");
     assert_eq!(holder().as_deref(), Some("registrar-b"));
     stop_b.fire();
+    stopped_b.fire();
     run_b.await.unwrap().expect("a clean stop");
 
     assert_eq!(

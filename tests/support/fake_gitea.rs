@@ -38,6 +38,8 @@ pub struct GiteaState {
     /// (id, name)
     pub labels: Vec<(u64, String)>,
     pub requests: Vec<(String, String)>,
+    /// Each merge asked through the API: the pull request and the head it was pinned to.
+    pub merges: Vec<(u64, Option<String>)>,
 }
 
 #[derive(Clone)]
@@ -175,8 +177,18 @@ fn pull_json(p: &GiteaPull, url: &str, sha: &str) -> Value {
         "body": p.body,
         "head": {"ref": p.head, "sha": sha},
         "base": {"ref": "main"},
-        "labels": p.labels.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
+        "labels": p.labels.iter().map(|id| json!({"id": id, "name": label_name(*id)})).collect::<Vec<_>>(),
     })
+}
+
+/// Label ids are given in order from 1: the fake names them back from its own list.
+fn label_name(id: u64) -> String {
+    LABELS.with(|names| names.borrow().get(id as usize - 1).cloned().unwrap_or_default())
+}
+
+thread_local! {
+    /// The label names of the request being answered (set by `route` before it answers).
+    static LABELS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn reply(status: StatusCode, body: Value) -> Response {
@@ -208,7 +220,45 @@ async fn route(State(g): State<FakeGitea>, method: Method, uri: Uri, headers: He
     let repo = g.repo();
     let sha = |branch: &str| repo.head(branch).map(|o| o.to_string()).unwrap_or_default();
     let mut st = g.state.lock().unwrap();
+    LABELS.with(|names| *names.borrow_mut() = st.labels.iter().map(|(_, n)| n.clone()).collect());
     match (method, segs.as_slice()) {
+        (Method::GET, ["pulls"]) => {
+            // One page holds every open pull request the tests make.
+            let open: Vec<Value> = st
+                .pulls
+                .iter()
+                .filter(|p| p.open)
+                .map(|p| pull_json(p, &g.url, &sha(&p.head)))
+                .collect();
+            let page = uri.query().unwrap_or_default().contains("page=1");
+            reply(StatusCode::OK, json!(if page { open } else { vec![] }))
+        }
+        (Method::POST, ["issues", n, "labels"]) => {
+            let Some(pull) = n
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| st.pulls.iter_mut().find(|p| p.number == n))
+            else {
+                return not_found();
+            };
+            for id in labels_in(&input) {
+                if !pull.labels.contains(&id) {
+                    pull.labels.push(id);
+                }
+            }
+            reply(StatusCode::OK, json!(pull.labels))
+        }
+        (Method::DELETE, ["issues", n, "labels", id]) => {
+            let Some(pull) = n
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| st.pulls.iter_mut().find(|p| p.number == n))
+            else {
+                return not_found();
+            };
+            pull.labels.retain(|l| id.parse::<u64>().ok() != Some(*l));
+            reply(StatusCode::NO_CONTENT, Value::Null)
+        }
         (Method::GET, ["labels"]) => {
             let labels: Vec<Value> = st.labels.iter().map(|(id, n)| json!({"id": id, "name": n})).collect();
             reply(StatusCode::OK, json!(labels))
@@ -254,6 +304,10 @@ async fn route(State(g): State<FakeGitea>, method: Method, uri: Uri, headers: He
             }
         }
         (method, ["pulls", n, tail @ ..]) => {
+            if method == Method::POST && tail == ["merge"] {
+                let pinned = input["head_commit_id"].as_str().map(str::to_string);
+                st.merges.push((n.parse().unwrap_or_default(), pinned));
+            }
             let Some(pull) = n
                 .parse::<u64>()
                 .ok()

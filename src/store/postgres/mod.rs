@@ -38,6 +38,8 @@ pub struct PostgresStore {
     runtime: tokio::runtime::Handle,
     bounds: Mutex<Bounds>,
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// One writer of this process at a time (the advisory lock orders them across replicas).
+    writers: Mutex<()>,
     /// Statement text in PostgreSQL's spelling, by the store's text.
     spelled: Mutex<HashMap<String, Arc<str>>>,
     /// The task that hears other replicas' writes.
@@ -67,6 +69,7 @@ impl PostgresStore {
             bounds: Mutex::new(Bounds::default()),
             changes,
             hearing,
+            writers: Mutex::new(()),
             spelled: Mutex::new(HashMap::new()),
             _own_runtime: None,
         })
@@ -107,6 +110,17 @@ impl PostgresStore {
     }
 
     fn transaction<T>(&self, write: bool, f: impl FnOnce(&Tx) -> Result<T>) -> Result<T> {
+        // Off the async workers as a whole: waiting for the writers' turn blocks a thread.
+        tokio::task::block_in_place(|| self.transaction_here(write, f))
+    }
+
+    fn transaction_here<T>(&self, write: bool, f: impl FnOnce(&Tx) -> Result<T>) -> Result<T> {
+        // A transaction dropped on an error returns its connection through the runtime,
+        // also when the caller is a plain thread (`registrar check`).
+        let _runtime = self.runtime.enter();
+        // This process's writers queue here, not on pooled connections blocked on the
+        // advisory lock: reads (a page, a token lookup) always find a connection.
+        let _writer = write.then(|| self.writers.lock().unwrap_or_else(|p| p.into_inner()));
         let mut tx = self.block_on(self.pool.begin())?;
         let begin = if write {
             format!("SELECT pg_advisory_xact_lock({WRITE_LOCK})")

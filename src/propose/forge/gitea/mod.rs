@@ -1,8 +1,8 @@
 //! Forgejo and Gitea (`forge.kind: gitea`): a pull request per machine on an on-premises
 //! forge, through its REST API (`/api/v1`, the same on both). Merge approves, close
-//! rejects, a `workflow/<name>` label chooses the workflow; signed webhooks only make
-//! Registrar look sooner (`hooks.rs`), and the reconcile asks about every open proposal,
-//! so a lost delivery changes nothing.
+//! rejects, a `workflow/<name>` label shows the workflow (choosing one by label is
+//! GitHub's only, for now); signed webhooks only make Registrar look sooner (`hooks.rs`),
+//! and the reconcile asks about every open proposal, so a lost delivery changes nothing.
 //!
 //! Every call is idempotent, as the `Forge` contract asks: a pull request is found by its
 //! base and head before one is made (and again after a refused create), a merge names the
@@ -33,6 +33,15 @@ pub struct Pull {
     #[serde(default)]
     pub body: Option<String>,
     pub head: Head,
+    #[serde(default)]
+    pub labels: Vec<Label>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Label {
+    pub id: u64,
+    #[serde(default)]
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,11 +140,38 @@ impl GiteaForge {
         Self::pull_of(status, body, &format!("pull request #{number}"))
     }
 
-    /// The newest pull request from `branch` into the base branch, open or not.
+    /// A pull request from `branch` into the base branch, open or not (which one, when
+    /// there were several, is the forge's choice).
     async fn pull_of_branch(&self, branch: &str) -> Result<Option<Pull>, ForgeError> {
         let path = format!("/pulls/{}/{}", self.base, branch);
         let (status, body) = self.call(Method::GET, &path, None).await?;
         Self::pull_of(status, body, &format!("the pull request of {branch}"))
+    }
+
+    /// The open pull request from `branch`, if any: looked up by base and head, and where
+    /// that finds a closed one (a machine proposed again), among the open ones.
+    async fn open_pull_of_branch(&self, branch: &str) -> Result<Option<Pull>, ForgeError> {
+        match self.pull_of_branch(branch).await? {
+            Some(p) if p.proposal_state() == ProposalState::Open => return Ok(Some(p)),
+            None => return Ok(None),
+            Some(_) => {}
+        }
+        for page in 1..=PAGES {
+            let path = format!("/pulls?state=open&limit={PAGE}&page={page}");
+            let (status, body) = self.call(Method::GET, &path, None).await?;
+            if !status.is_success() {
+                return Err(ForgeError::Other(format!("listing open pull requests: {status}")));
+            }
+            let pulls: Vec<Pull> =
+                serde_json::from_value(body).map_err(|e| ForgeError::Other(format!("open pull requests: {e}")))?;
+            if let Some(p) = pulls.iter().find(|p| p.head.branch == branch) {
+                return Ok(Some(p.clone()));
+            }
+            if pulls.len() < PAGE {
+                break;
+            }
+        }
+        Ok(None)
     }
 
     /// The id of label `name`, made if the repository lacks it.
@@ -144,12 +180,19 @@ impl GiteaForge {
         if let Some(id) = labels.get(name) {
             return Ok(*id);
         }
-        let (status, body) = self.call(Method::GET, "/labels?limit=50", None).await?;
-        if status.is_success() {
-            for label in body.as_array().into_iter().flatten() {
-                if let (Some(n), Some(id)) = (label["name"].as_str(), label["id"].as_u64()) {
-                    labels.insert(n.to_string(), id);
+        for page in 1..=PAGES {
+            let path = format!("/labels?limit={PAGE}&page={page}");
+            let (status, body) = self.call(Method::GET, &path, None).await?;
+            let found = body.as_array().map_or(0, Vec::len);
+            if status.is_success() {
+                for label in body.as_array().into_iter().flatten() {
+                    if let (Some(n), Some(id)) = (label["name"].as_str(), label["id"].as_u64()) {
+                        labels.insert(n.to_string(), id);
+                    }
                 }
+            }
+            if labels.contains_key(name) || found < PAGE {
+                break;
             }
         }
         if let Some(id) = labels.get(name) {
@@ -173,18 +216,41 @@ impl GiteaForge {
         }
     }
 
+    /// Rewrites the title and description. Labels are added and removed one by one (an
+    /// edit's label list would replace the reviewers' labels too); only `workflow/*` ones
+    /// are Registrar's.
     async fn edit(&self, pull: &Pull, draft: &Draft<'_>) -> Result<ForgeRef, ForgeError> {
-        let labels = self.labels_of(draft).await?;
-        let body = json!({"title": draft.title, "body": draft.body, "labels": labels});
+        let body = json!({"title": draft.title, "body": draft.body});
         let (status, answer) = self
             .call(Method::PATCH, &format!("/pulls/{}", pull.number), Some(body))
             .await?;
-        match Self::pull_of(status, answer, &format!("editing pull request #{}", pull.number))? {
-            Some(p) => Ok(p.forge_ref()),
-            None => Ok(pull.forge_ref()),
+        let edited = Self::pull_of(status, answer, &format!("editing pull request #{}", pull.number))?;
+        let wanted = self.labels_of(draft).await?;
+        let issue = format!("/issues/{}/labels", pull.number);
+        for stale in pull
+            .labels
+            .iter()
+            .filter(|l| l.name.starts_with("workflow/") && !wanted.contains(&l.id))
+        {
+            self.call(Method::DELETE, &format!("{issue}/{}", stale.id), None)
+                .await?;
         }
+        if wanted.iter().any(|id| !pull.labels.iter().any(|l| l.id == *id)) {
+            let (status, _) = self.call(Method::POST, &issue, Some(json!({"labels": wanted}))).await?;
+            if !status.is_success() {
+                return Err(ForgeError::Other(format!(
+                    "labelling pull request #{}: {status}",
+                    pull.number
+                )));
+            }
+        }
+        Ok(edited.unwrap_or_else(|| pull.clone()).forge_ref())
     }
 }
+
+/// Listings are read a page of this many at a time, at most `PAGES` pages.
+const PAGE: usize = 50;
+const PAGES: usize = 40;
 
 fn snippet(text: &str) -> String {
     text.chars().take(200).collect()
@@ -203,10 +269,7 @@ impl Forge for GiteaForge {
         };
         let open = match recorded.filter(|p| p.proposal_state() == ProposalState::Open) {
             Some(p) => Some(p),
-            None => self
-                .pull_of_branch(draft.branch)
-                .await?
-                .filter(|p| p.proposal_state() == ProposalState::Open),
+            None => self.open_pull_of_branch(draft.branch).await?,
         };
         if let Some(pull) = open {
             return self.edit(&pull, draft).await;
@@ -217,8 +280,8 @@ impl Forge for GiteaForge {
         });
         let (status, answer) = self.call(Method::POST, "/pulls", Some(body)).await?;
         if status == StatusCode::CONFLICT || status == StatusCode::UNPROCESSABLE_ENTITY {
-            // Made meanwhile (a create whose answer was lost): the one that exists.
-            if let Some(p) = self.pull_of_branch(draft.branch).await? {
+            // Made meanwhile (a create whose answer was lost): the open one that exists.
+            if let Some(p) = self.open_pull_of_branch(draft.branch).await? {
                 return Ok(p.forge_ref());
             }
         }
@@ -300,12 +363,22 @@ impl Forge for GiteaForge {
     }
 
     async fn state(&self, proposal: &Proposal) -> Result<ProposalState, ForgeError> {
-        let pull = match proposal.number {
-            Some(n) => self.pull(n).await?,
-            None => self.pull_of_branch(&proposal.branch).await?,
-        };
-        // A pull request that is gone (deleted with its repository's history) is closed.
-        Ok(pull.map_or(ProposalState::Closed, |p| p.proposal_state()))
+        match proposal.number {
+            // Not found is never "closed": the forge answers 404 for a repository the token
+            // cannot see (or a renamed one), and reading that as a close would reject every
+            // machine.
+            Some(n) => match self.pull(n).await? {
+                Some(p) => Ok(p.proposal_state()),
+                None => Err(ForgeError::Other(format!(
+                    "pull request #{n} is not found: does the token still see the repository?"
+                ))),
+            },
+            // Not opened yet: nothing was decided.
+            None => Ok(self
+                .pull_of_branch(&proposal.branch)
+                .await?
+                .map_or(ProposalState::Open, |p| p.proposal_state())),
+        }
     }
 
     async fn branch_state(&self, branch: &str) -> Result<Option<(ProposalState, ForgeRef)>, ForgeError> {
