@@ -55,6 +55,15 @@ async fn a_machine_is_reviewed_as_a_pull_request_on_forgejo_or_gitea() {
     assert_eq!(gitea.labels_of(first), vec!["workflow/ubuntu-2404".to_string()]);
     assert!(gitea.repo().read(&pull.head, "hardware/gt0001.yaml").is_some());
 
+    step("a reviewer's workflow label chooses another workflow; Registrar's old label goes");
+    assert_eq!(gitea.label(first, "workflow/ubuntu-2204").await.status(), 202);
+    eventually(30, "the workflow to change and the labels to follow", || async {
+        let m = support::journey::machine(&p, "0c:c4:7a:5a:00:01").await;
+        let labels = gitea.labels_of(first);
+        (m["machine"]["workflow"] == "ubuntu-2204" && labels == ["workflow/ubuntu-2204"]).then_some(())
+    })
+    .await;
+
     step("merged in the forge, it is approved and its Hardware is on main");
     assert_eq!(gitea.merge(first).await.status(), 202);
     state_reached(&p, "0c:c4:7a:5a:00:01", "approved").await;

@@ -110,6 +110,28 @@ impl FakeGitea {
         self.deliver_pull("closed", number).await
     }
 
+    /// A reviewer adds label `name` (made if the repository lacks it).
+    pub async fn label(&self, number: u64, name: &str) -> reqwest::Response {
+        {
+            let mut st = self.state.lock().unwrap();
+            let id = match st.labels.iter().find(|(_, n)| n == name) {
+                Some((id, _)) => *id,
+                None => {
+                    let id = st.labels.len() as u64 + 1;
+                    st.labels.push((id, name.to_string()));
+                    id
+                }
+            };
+            st.pulls
+                .iter_mut()
+                .find(|p| p.number == number)
+                .unwrap()
+                .labels
+                .push(id);
+        }
+        self.deliver_pull("label_updated", number).await
+    }
+
     pub async fn close(&self, number: u64) -> reqwest::Response {
         self.with_pull(number, |p| p.open = false);
         self.deliver_pull("closed", number).await
@@ -125,7 +147,7 @@ impl FakeGitea {
         json!({
             "action": action,
             "number": number,
-            "pull_request": pull_json(&p, &self.url, ""),
+            "pull_request": pull_json(&p, &self.url, "", &self.state.lock().unwrap().labels),
             "repository": {"full_name": format!("{OWNER}/{REPO}")},
             "sender": {"login": "ops-lead"},
         })
@@ -167,7 +189,8 @@ pub fn point_at_gitea(config: &mut Value, dir: &std::path::Path, gitea: &FakeGit
     set(config, "forge.gitea.webhook_secret_file", file("gitea-webhook-secret"));
 }
 
-fn pull_json(p: &GiteaPull, url: &str, sha: &str) -> Value {
+/// A pull request as the API shows it; `names` are the repository's labels (id, name).
+fn pull_json(p: &GiteaPull, url: &str, sha: &str, names: &[(u64, String)]) -> Value {
     json!({
         "number": p.number,
         "html_url": format!("{url}/{OWNER}/{REPO}/pulls/{}", p.number),
@@ -177,18 +200,11 @@ fn pull_json(p: &GiteaPull, url: &str, sha: &str) -> Value {
         "body": p.body,
         "head": {"ref": p.head, "sha": sha},
         "base": {"ref": "main"},
-        "labels": p.labels.iter().map(|id| json!({"id": id, "name": label_name(*id)})).collect::<Vec<_>>(),
+        "labels": p.labels.iter().map(|id| {
+            let name = names.iter().find(|(l, _)| l == id).map(|(_, n)| n.clone()).unwrap_or_default();
+            json!({"id": id, "name": name})
+        }).collect::<Vec<_>>(),
     })
-}
-
-/// Label ids are given in order from 1: the fake names them back from its own list.
-fn label_name(id: u64) -> String {
-    LABELS.with(|names| names.borrow().get(id as usize - 1).cloned().unwrap_or_default())
-}
-
-thread_local! {
-    /// The label names of the request being answered (set by `route` before it answers).
-    static LABELS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn reply(status: StatusCode, body: Value) -> Response {
@@ -220,7 +236,7 @@ async fn route(State(g): State<FakeGitea>, method: Method, uri: Uri, headers: He
     let repo = g.repo();
     let sha = |branch: &str| repo.head(branch).map(|o| o.to_string()).unwrap_or_default();
     let mut st = g.state.lock().unwrap();
-    LABELS.with(|names| *names.borrow_mut() = st.labels.iter().map(|(_, n)| n.clone()).collect());
+    let names = st.labels.clone();
     match (method, segs.as_slice()) {
         (Method::GET, ["pulls"]) => {
             // One page holds every open pull request the tests make.
@@ -228,7 +244,7 @@ async fn route(State(g): State<FakeGitea>, method: Method, uri: Uri, headers: He
                 .pulls
                 .iter()
                 .filter(|p| p.open)
-                .map(|p| pull_json(p, &g.url, &sha(&p.head)))
+                .map(|p| pull_json(p, &g.url, &sha(&p.head), &names))
                 .collect();
             let page = uri.query().unwrap_or_default().contains("page=1");
             reply(StatusCode::OK, json!(if page { open } else { vec![] }))
@@ -290,7 +306,7 @@ async fn route(State(g): State<FakeGitea>, method: Method, uri: Uri, headers: He
                 labels: labels_in(&input),
             };
             st.pulls.push(pull.clone());
-            reply(StatusCode::CREATED, pull_json(&pull, &g.url, &sha(&pull.head)))
+            reply(StatusCode::CREATED, pull_json(&pull, &g.url, &sha(&pull.head), &names))
         }
         // Gitea's route takes the head branch as the rest of the path, slashes and all.
         (Method::GET, ["pulls", base, head @ ..]) if !head.is_empty() && base.parse::<u64>().is_err() => {
@@ -299,7 +315,7 @@ async fn route(State(g): State<FakeGitea>, method: Method, uri: Uri, headers: He
                 return not_found();
             }
             match st.pulls.iter().rev().find(|p| p.head == head) {
-                Some(p) => reply(StatusCode::OK, pull_json(p, &g.url, &sha(&p.head))),
+                Some(p) => reply(StatusCode::OK, pull_json(p, &g.url, &sha(&p.head), &names)),
                 None => not_found(),
             }
         }
@@ -316,7 +332,7 @@ async fn route(State(g): State<FakeGitea>, method: Method, uri: Uri, headers: He
                 return not_found();
             };
             match (method, tail) {
-                (Method::GET, []) => reply(StatusCode::OK, pull_json(pull, &g.url, &sha(&pull.head))),
+                (Method::GET, []) => reply(StatusCode::OK, pull_json(pull, &g.url, &sha(&pull.head), &names)),
                 (Method::PATCH, []) => {
                     if let Some(t) = input["title"].as_str() {
                         pull.title = t.into();
@@ -330,7 +346,7 @@ async fn route(State(g): State<FakeGitea>, method: Method, uri: Uri, headers: He
                     if input["state"] == "closed" && !pull.merged {
                         pull.open = false;
                     }
-                    reply(StatusCode::CREATED, pull_json(pull, &g.url, &sha(&pull.head)))
+                    reply(StatusCode::CREATED, pull_json(pull, &g.url, &sha(&pull.head), &names))
                 }
                 (Method::POST, ["merge"]) => {
                     if !pull.open {

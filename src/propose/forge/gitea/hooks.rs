@@ -65,7 +65,9 @@ impl GiteaHooks {
     /// What `event`'s payload names; a malformed one is an error.
     pub fn read(&self, event: &str, payload: &Value) -> Result<Look, String> {
         match event {
-            "pull_request" => payload["pull_request"]["head"]["ref"]
+            // Gitea names a label change, an assignment or a sync `pull_request` (with its
+            // kind in X-Gitea-Event-Type); some versions spell the kind into the event.
+            e if e.starts_with("pull_request") => payload["pull_request"]["head"]["ref"]
                 .as_str()
                 .map(|b| Look::PullRequest { branch: b.to_string() })
                 .ok_or_else(|| "a pull_request delivery names no head branch".to_string()),
@@ -108,7 +110,42 @@ impl GiteaHooks {
         match self.forge.state(&proposal).await? {
             ProposalState::Merged => self.proposer.observe(mac, Observation::Merged { number }, &actor).await,
             ProposalState::Closed => self.proposer.observe(mac, Observation::Closed { number }, &actor).await,
-            _ => Ok(()),
+            _ => {
+                self.choose_workflow(mac, number, proposal.workflow.as_deref(), &actor)
+                    .await
+            }
         }
+    }
+
+    /// A `workflow/<name>` label other than the proposal's workflow (`current`), added by a
+    /// reviewer, chooses that workflow (one the templates know); the proposal is rendered
+    /// again with it, and the old label goes with the next edit.
+    async fn choose_workflow(
+        &self,
+        mac: crate::domain::Mac,
+        number: u64,
+        current: Option<&str>,
+        actor: &str,
+    ) -> Result<(), ProposeError> {
+        let Some(pull) = self.forge.pull(number).await? else {
+            return Ok(());
+        };
+        let renderer = self.proposer.renderer();
+        let chosen: Vec<&str> = pull
+            .labels
+            .iter()
+            .filter_map(|l| l.name.strip_prefix("workflow/"))
+            .filter(|w| Some(*w) != current && renderer.has_workflow(w))
+            .collect();
+        let [choice] = chosen.as_slice() else {
+            // None, or several at once: nothing to choose between.
+            return Ok(());
+        };
+        let (store, wf, who) = (self.proposer.store().clone(), choice.to_string(), actor.to_string());
+        tokio::task::spawn_blocking(move || store.set_workflow(mac, &wf, &who, chrono::Utc::now()))
+            .await
+            .map_err(|e| ProposeError::Join(e.to_string()))??;
+        self.proposer.wake();
+        Ok(())
     }
 }

@@ -1,8 +1,8 @@
 //! Forgejo and Gitea (`forge.kind: gitea`): a pull request per machine on an on-premises
 //! forge, through its REST API (`/api/v1`, the same on both). Merge approves, close
-//! rejects, a `workflow/<name>` label shows the workflow (choosing one by label is
-//! GitHub's only, for now); signed webhooks only make Registrar look sooner (`hooks.rs`),
-//! and the reconcile asks about every open proposal, so a lost delivery changes nothing.
+//! rejects, a `workflow/<name>` label shows the workflow and a reviewer's chooses another;
+//! signed webhooks only make Registrar look sooner (`hooks.rs`), and the reconcile asks
+//! about every open proposal, so a lost delivery changes nothing.
 //!
 //! Every call is idempotent, as the `Forge` contract asks: a pull request is found by its
 //! base and head before one is made (and again after a refused create), a merge names the
@@ -135,7 +135,8 @@ impl GiteaForge {
         }
     }
 
-    async fn pull(&self, number: u64) -> Result<Option<Pull>, ForgeError> {
+    /// Pull request `number` as the forge shows it now, if it exists.
+    pub async fn pull(&self, number: u64) -> Result<Option<Pull>, ForgeError> {
         let (status, body) = self.call(Method::GET, &format!("/pulls/{number}"), None).await?;
         Self::pull_of(status, body, &format!("pull request #{number}"))
     }
