@@ -10,10 +10,9 @@
 mod support;
 
 use serde_json::json;
-use support::OPERATOR_TOKEN;
 use support::binary::{Process, eventually, example, listen_on, set, token_env};
 use support::fake_gitea::{FakeGitea, SECRET, point_at_gitea};
-use support::journey::{report_specs, state_reached, step, supermicro};
+use support::journey::{report_specs, review, state_reached, step, supermicro};
 
 async fn start(gitea: &FakeGitea, dir: &std::path::Path) -> Process {
     let mut config = example("gitea.yaml");
@@ -77,14 +76,7 @@ async fn a_machine_is_reviewed_as_a_pull_request_on_forgejo_or_gitea() {
     step("rejected through Registrar, a fifth's pull request is closed and its branch deleted");
     let fifth = proposed(&p, &gitea, "0c:c4:7a:5a:00:05", "GT0005").await;
     let branch = gitea.pull(fifth).head;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/v1/machines/0c:c4:7a:5a:00:05/reject", p.url))
-        .bearer_auth(OPERATOR_TOKEN)
-        .json(&json!({"reason": "not ours"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    review(&p, "0c:c4:7a:5a:00:05", "reject", json!({"reason": "not ours"})).await;
     eventually(
         30,
         "the rejected pull request closed and its branch deleted",
@@ -95,14 +87,7 @@ async fn a_machine_is_reviewed_as_a_pull_request_on_forgejo_or_gitea() {
     step("approved through Registrar, a third is merged at the head that was reviewed");
     let third = proposed(&p, &gitea, "0c:c4:7a:5a:00:03", "GT0003").await;
     let reviewed = gitea.repo().head(&gitea.pull(third).head).unwrap().to_string();
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/v1/machines/0c:c4:7a:5a:00:03/approve", p.url))
-        .bearer_auth(OPERATOR_TOKEN)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    review(&p, "0c:c4:7a:5a:00:03", "approve", json!({})).await;
     let merged = gitea.pull(third);
     assert!(merged.merged && !merged.open, "{merged:?}");
     assert!(gitea.repo().read("main", "hardware/gt0003.yaml").is_some());

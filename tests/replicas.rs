@@ -12,7 +12,7 @@ use serde_json::json;
 use support::binary::{Process, eventually, example, kubeconfig, listen_on, point_at_github, set, token_env};
 use support::fake_github::FakeGithub;
 use support::fake_kube::FakeKube;
-use support::journey::{machine, report_specs, step, supermicro};
+use support::journey::{machine, report_specs, review, step, supermicro};
 use support::postgres::Postgres;
 
 const MACHINES: usize = 30;
@@ -158,14 +158,7 @@ async fn the_leader_killed_mid_burst_is_replaced_and_no_machine_is_lost_or_propo
     .await;
     let rejected = mac_of(0);
     let number = machine(&a, &rejected).await["proposal"]["number"].as_u64().unwrap();
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/v1/machines/{rejected}/reject", a.url))
-        .bearer_auth(support::OPERATOR_TOKEN)
-        .json(&json!({"reason": "not ours"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    review(&a, &rejected, "reject", json!({"reason": "not ours"})).await;
     eventually(
         60,
         "the leader to close the rejected machine's pull request",

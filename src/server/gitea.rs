@@ -7,7 +7,6 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -64,21 +63,7 @@ pub async fn webhook(
         state.metrics.webhook("malformed");
         ApiError::bad_request(e)
     })?;
-    let store = state.proposer.store().clone();
     let key = format!("delivery:gitea:{delivery}");
-    let first = tokio::task::spawn_blocking(move || store.remember_once(&key, Utc::now()))
-        .await
-        .map_err(ApiError::internal)??;
-    if !first {
-        state.metrics.webhook("duplicate");
-        return Ok((StatusCode::OK, Json(json!({"duplicate": delivery}))));
-    }
-    state.metrics.webhook("accepted");
-    let answer = Json(json!({"accepted": delivery}));
-    tokio::spawn(async move {
-        if let Err(e) = hooks.handle(&look).await {
-            tracing::warn!(%event, %delivery, error = %e, "webhook handling failed; the reconcile will retry");
-        }
-    });
-    Ok((StatusCode::ACCEPTED, answer))
+    let work = async move { hooks.handle(&look).await };
+    super::deliveries::accept_once(&state, key, event, delivery, work).await
 }

@@ -4,6 +4,7 @@ pub mod api;
 mod audit;
 pub mod auth;
 pub mod console;
+mod deliveries;
 pub mod error;
 mod gitea;
 mod github;

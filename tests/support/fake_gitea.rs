@@ -42,6 +42,14 @@ pub struct GiteaState {
     pub merges: Vec<(u64, Option<String>)>,
 }
 
+impl GiteaState {
+    /// The pull request a path's `{index}` names, if any.
+    fn pull_mut(&mut self, index: &str) -> Option<&mut GiteaPull> {
+        let n = index.parse::<u64>().ok()?;
+        self.pulls.iter_mut().find(|p| p.number == n)
+    }
+}
+
 #[derive(Clone)]
 pub struct FakeGitea {
     pub url: String,
@@ -250,11 +258,7 @@ async fn route(State(g): State<FakeGitea>, method: Method, uri: Uri, headers: He
             reply(StatusCode::OK, json!(if page { open } else { vec![] }))
         }
         (Method::POST, ["issues", n, "labels"]) => {
-            let Some(pull) = n
-                .parse::<u64>()
-                .ok()
-                .and_then(|n| st.pulls.iter_mut().find(|p| p.number == n))
-            else {
+            let Some(pull) = st.pull_mut(n) else {
                 return not_found();
             };
             for id in labels_in(&input) {
@@ -265,11 +269,7 @@ async fn route(State(g): State<FakeGitea>, method: Method, uri: Uri, headers: He
             reply(StatusCode::OK, json!(pull.labels))
         }
         (Method::DELETE, ["issues", n, "labels", id]) => {
-            let Some(pull) = n
-                .parse::<u64>()
-                .ok()
-                .and_then(|n| st.pulls.iter_mut().find(|p| p.number == n))
-            else {
+            let Some(pull) = st.pull_mut(n) else {
                 return not_found();
             };
             pull.labels.retain(|l| id.parse::<u64>().ok() != Some(*l));
@@ -324,11 +324,7 @@ async fn route(State(g): State<FakeGitea>, method: Method, uri: Uri, headers: He
                 let pinned = input["head_commit_id"].as_str().map(str::to_string);
                 st.merges.push((n.parse().unwrap_or_default(), pinned));
             }
-            let Some(pull) = n
-                .parse::<u64>()
-                .ok()
-                .and_then(|n| st.pulls.iter_mut().find(|p| p.number == n))
-            else {
+            let Some(pull) = st.pull_mut(n) else {
                 return not_found();
             };
             match (method, tail) {

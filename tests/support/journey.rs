@@ -142,6 +142,19 @@ pub async fn get(url: &str, token: &str) -> (u16, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// An operator's review step through the API (`approve`, `reject`, …) with `body`; it
+/// must be answered 200.
+pub async fn review(p: &Process, mac: &str, action: &str, body: Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/machines/{mac}/{action}", p.url))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{action} {mac}: {}", resp.text().await.unwrap());
+}
+
 pub async fn machine(p: &Process, mac: &str) -> Value {
     get(&format!("{}/api/v1/machines/{mac}", p.url), OPERATOR_TOKEN).await.1
 }
