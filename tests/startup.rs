@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use support::binary::{Process, binary, eventually, free_port, kubeconfig, point_at_github, set, token_env};
 use support::fake_github::{self, FakeGithub};
 use support::fake_kube::FakeKube;
+use support::review_forge::ReviewForge;
 use support::*;
 
 /// Every configuration a user copies for `registrar serve`: examples/*.yaml and
@@ -69,6 +70,7 @@ async fn every_example_and_deploy_configuration_starts_and_is_ready() {
         "examples/local.yaml",
         "examples/github.yaml",
         "examples/gitea.yaml",
+        "examples/gitlab.yaml",
         "examples/cluster.yaml",
         "examples/dhcp.yaml",
         "examples/all.yaml",
@@ -94,8 +96,12 @@ async fn every_example_and_deploy_configuration_starts_and_is_ready() {
             point_at_github(&mut config, dir.path(), &gh);
         }
         let gitea = support::fake_gitea::FakeGitea::start().await;
+        let gitlab = support::fake_gitlab::FakeGitlab::start().await;
         if config["forge"]["kind"] == "gitea" {
-            support::fake_gitea::point_at_gitea(&mut config, dir.path(), &gitea);
+            gitea.point_at(&mut config, dir.path());
+        }
+        if config["forge"]["kind"] == "gitlab" {
+            gitlab.point_at(&mut config, dir.path());
         }
         if config["cluster"]["enabled"] == true {
             env.push(("KUBECONFIG", kubeconfig.to_str().unwrap()));

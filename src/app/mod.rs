@@ -10,6 +10,7 @@ mod cluster;
 mod discovery;
 mod handoff;
 pub mod impact;
+mod on_premises;
 mod pipelines;
 pub mod pool_clashes;
 mod pools_file;
@@ -19,11 +20,10 @@ use crate::config::Config;
 use crate::domain::KnownMacs;
 use crate::metrics::Metrics;
 use crate::propose::Proposer;
-use crate::propose::forge::gitea::GiteaForge;
-use crate::propose::forge::gitea::hooks::GiteaHooks;
 use crate::propose::forge::github::client::Pacing;
 use crate::propose::forge::github::events::GithubHooks;
 use crate::propose::forge::github::{GithubAuth, GithubForge};
+use crate::propose::forge::hooks::ForgeHooks;
 use crate::propose::forge::{Forge, LocalForge};
 use crate::propose::git::{self, GitRepo, GitSettings, Password};
 use crate::render::Renderer;
@@ -92,8 +92,10 @@ impl App {
                 .username
                 .clone()
                 .or_else(|| github.then(|| "x-access-token".to_string()))
-                // Forgejo and Gitea take the token as the password of any user name.
-                .or_else(|| (config.forge.kind == "gitea").then(|| "registrar".to_string())),
+                // Forgejo and Gitea take the token as the password of any user name; GitLab
+                // of any but a blank one (`oauth2` is the name its documentation uses).
+                .or_else(|| (config.forge.kind == "gitea").then(|| "registrar".to_string()))
+                .or_else(|| (config.forge.kind == "gitlab").then(|| "oauth2".to_string())),
             password: Password::fixed(config.git_password()?),
             ssh: match (&config.gitops.ssh_key_file, &config.gitops.ssh_known_hosts_file) {
                 (Some(key), Some(known_hosts)) if git::ssh::is_ssh(&config.gitops.remote) => {
@@ -142,21 +144,10 @@ impl App {
         } else {
             None
         };
-        let gitea_forge = match config.forge.kind.as_str() {
-            "gitea" => {
-                let g = &config.forge.gitea;
-                let timeout = Duration::from_millis(g.request_timeout_ms.max(1));
-                let token = config.gitea_token()?;
-                let base = &config.gitops.base_branch;
-                Some(Arc::new(GiteaForge::new(
-                    &g.url, &g.owner, &g.repo, token, base, timeout,
-                )?))
-            }
-            _ => None,
-        };
-        let forge: Arc<dyn Forge> = match (&github_forge, &gitea_forge) {
+        let on_premises = on_premises::forge(&config)?;
+        let forge: Arc<dyn Forge> = match (&github_forge, &on_premises) {
             (Some(g), _) => g.clone(),
-            (None, Some(g)) => g.clone(),
+            (None, Some(o)) => o.forge.clone(),
             (None, None) => Arc::new(LocalForge::new(git.clone())),
         };
         let metrics = Arc::new(Metrics::new());
@@ -195,19 +186,11 @@ impl App {
             )),
             None => None,
         };
-        let gitea = match gitea_forge {
-            Some(f) => {
-                let g = &config.forge.gitea;
-                let full_name = format!("{}/{}", g.owner, g.repo);
-                let secret = config.gitea_webhook_secret()?;
-                let base = &config.gitops.base_branch;
-                Some(Arc::new(GiteaHooks::new(proposer.clone(), f, secret, &full_name, base)))
-            }
-            None => None,
-        };
+        let forge_hooks =
+            on_premises.map(|o| Arc::new(ForgeHooks::new(proposer.clone(), o.forge, o.deliveries, &o.repo)));
         let readiness = Arc::new(Readiness::default());
         let state = AppState {
-            gitea,
+            forge_hooks,
             known: known.clone(),
             github: hooks,
             proposer: proposer.clone(),

@@ -56,10 +56,46 @@ impl Default for GitopsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ForgeConfig {
     /// `local`: proposals are reviewed in Registrar's own API/UI; `github`: as pull requests
-    /// on GitHub; `gitea`: as pull requests on Forgejo or Gitea.
+    /// on GitHub; `gitea`: as pull requests on Forgejo or Gitea; `gitlab`: as merge
+    /// requests on GitLab.
     pub kind: String,
     pub github: GithubConfig,
     pub gitea: GiteaConfig,
+    pub gitlab: GitlabConfig,
+}
+
+/// GitLab, gitlab.com or self-managed (`forge.kind: gitlab`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GitlabConfig {
+    /// The instance's web root, `https://gitlab.example.com` (its API is `/api/v4` below it).
+    pub url: String,
+    /// The project's full path, groups and all: `infra/gitops` or `dc1/infra/gitops`.
+    pub project: String,
+    /// A project (or personal) access token with the `api` scope and the Developer role or
+    /// higher (Maintainer where the base branch is protected). Prefer `token_file` or
+    /// REGISTRAR_GITLAB_TOKEN. Git pushes over HTTPS with it too.
+    pub token: Option<SecretString>,
+    pub token_file: Option<PathBuf>,
+    /// The webhook's secret token: GitLab sends it back in X-Gitlab-Token.
+    pub webhook_secret: Option<SecretString>,
+    pub webhook_secret_file: Option<PathBuf>,
+    /// How long to wait for an answer.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for GitlabConfig {
+    fn default() -> Self {
+        GitlabConfig {
+            url: String::new(),
+            project: String::new(),
+            token: None,
+            token_file: None,
+            webhook_secret: None,
+            webhook_secret_file: None,
+            request_timeout_ms: 30_000,
+        }
+    }
 }
 
 /// Forgejo or Gitea (`forge.kind: gitea`): the same REST API on both.
@@ -103,6 +139,7 @@ impl Default for ForgeConfig {
             kind: "local".into(),
             github: GithubConfig::default(),
             gitea: GiteaConfig::default(),
+            gitlab: GitlabConfig::default(),
         }
     }
 }

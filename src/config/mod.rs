@@ -19,7 +19,7 @@ mod validate;
 
 pub use cluster::{ClusterConfig, DiscoveryConfig, LeaderElectionConfig, SmeeLogsConfig, TinkerbellConfig};
 pub use dhcp::DhcpConfig;
-pub use gitops::{ForgeConfig, GiteaConfig, GithubConfig, GitopsConfig};
+pub use gitops::{ForgeConfig, GiteaConfig, GithubConfig, GitlabConfig, GitopsConfig};
 pub use review::{AutoApprove, QueueConfig, ReviewConfig};
 pub use secrets::Tokens;
 pub use server::{AuthConfig, OidcConfig, Role, ServerConfig, UiConfig, UserConfig};
@@ -105,6 +105,8 @@ impl Config {
                     &mut g.webhook_previous_secret_file,
                     &mut c.forge.gitea.token_file,
                     &mut c.forge.gitea.webhook_secret_file,
+                    &mut c.forge.gitlab.token_file,
+                    &mut c.forge.gitlab.webhook_secret_file,
                 ]
                 .into_iter()
                 .flatten()
@@ -183,6 +185,12 @@ impl Config {
         if let Some(v) = get("REGISTRAR_GITEA_WEBHOOK_SECRET") {
             self.forge.gitea.webhook_secret = Some(v.into());
         }
+        if let Some(v) = get("REGISTRAR_GITLAB_TOKEN") {
+            self.forge.gitlab.token = Some(v.into());
+        }
+        if let Some(v) = get("REGISTRAR_GITLAB_WEBHOOK_SECRET") {
+            self.forge.gitlab.webhook_secret = Some(v.into());
+        }
         if let Some(v) = get("REGISTRAR_POSTGRES_URL") {
             self.store.postgres_url = Some(v.into());
         }
@@ -207,6 +215,10 @@ impl Config {
         if self.gitops.remote.is_empty() && self.forge.kind == "gitea" {
             let g = &self.forge.gitea;
             return format!("{}/{}/{}.git", g.url.trim_end_matches('/'), g.owner, g.repo);
+        }
+        if self.gitops.remote.is_empty() && self.forge.kind == "gitlab" {
+            let g = &self.forge.gitlab;
+            return format!("{}/{}.git", g.url.trim_end_matches('/'), g.project.trim_matches('/'));
         }
         if self.gitops.remote.is_empty() {
             format!("file://{}", absolute(&self.state_dir.join("gitops.git")).display())

@@ -69,21 +69,37 @@ impl Config {
         }
     }
 
-    pub fn gitea_token(&self) -> anyhow::Result<SecretString> {
-        let g = &self.forge.gitea;
-        match (&g.token, &g.token_file) {
+    /// The API token of the on-premises forge in use (Forgejo/Gitea or GitLab).
+    pub fn forge_token(&self) -> anyhow::Result<SecretString> {
+        let (token, file, forge) = match self.forge.kind.as_str() {
+            "gitlab" => (&self.forge.gitlab.token, &self.forge.gitlab.token_file, "GitLab"),
+            _ => (&self.forge.gitea.token, &self.forge.gitea.token_file, "Forgejo/Gitea"),
+        };
+        match (token, file) {
             (Some(t), _) => Ok(t.clone()),
             (None, Some(f)) => read_secret(f),
-            (None, None) => bail!("no Forgejo/Gitea token configured"),
+            (None, None) => bail!("no {forge} token configured"),
         }
     }
 
-    pub fn gitea_webhook_secret(&self) -> anyhow::Result<SecretString> {
-        let g = &self.forge.gitea;
-        match (&g.webhook_secret, &g.webhook_secret_file) {
+    /// The webhook secret of the on-premises forge in use (Forgejo/Gitea or GitLab).
+    pub fn forge_webhook_secret(&self) -> anyhow::Result<SecretString> {
+        let (secret, file, forge) = match self.forge.kind.as_str() {
+            "gitlab" => (
+                &self.forge.gitlab.webhook_secret,
+                &self.forge.gitlab.webhook_secret_file,
+                "GitLab",
+            ),
+            _ => (
+                &self.forge.gitea.webhook_secret,
+                &self.forge.gitea.webhook_secret_file,
+                "Forgejo/Gitea",
+            ),
+        };
+        match (secret, file) {
             (Some(t), _) => Ok(t.clone()),
             (None, Some(f)) => read_secret(f),
-            (None, None) => bail!("no Forgejo/Gitea webhook secret configured"),
+            (None, None) => bail!("no {forge} webhook secret configured"),
         }
     }
 
@@ -119,8 +135,8 @@ impl Config {
         }
         match &self.gitops.password_file {
             Some(f) => Ok(Some(read_secret(f)?)),
-            // Forgejo and Gitea take the API token as the password of any user name.
-            None if self.forge.kind == "gitea" => self.gitea_token().map(Some),
+            // Forgejo, Gitea and GitLab take the API token as the password over HTTPS.
+            None if matches!(self.forge.kind.as_str(), "gitea" | "gitlab") => self.forge_token().map(Some),
             None => Ok(None),
         }
     }

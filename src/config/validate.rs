@@ -128,7 +128,26 @@ impl Config {
                     );
                 }
             }
-            other => bail!("forge.kind {other:?} is unknown (known: local, github, gitea)"),
+            "gitlab" => {
+                let g = &self.forge.gitlab;
+                if g.project.trim_matches('/').is_empty() {
+                    bail!(
+                        "forge.gitlab.project (the project's full path, group/project) is required with forge.kind: gitlab"
+                    );
+                }
+                if !g.url.starts_with("http://") && !g.url.starts_with("https://") {
+                    bail!("forge.gitlab.url {:?} must be the instance's http(s) URL", g.url);
+                }
+                if g.token.is_none() && g.token_file.is_none() {
+                    bail!("forge.kind gitlab needs a token: forge.gitlab.token_file or REGISTRAR_GITLAB_TOKEN");
+                }
+                if g.webhook_secret.is_none() && g.webhook_secret_file.is_none() {
+                    bail!(
+                        "forge.kind gitlab needs the webhook secret: forge.gitlab.webhook_secret_file or REGISTRAR_GITLAB_WEBHOOK_SECRET"
+                    );
+                }
+            }
+            other => bail!("forge.kind {other:?} is unknown (known: local, github, gitea, gitlab)"),
         }
         if self.discovery.group_by != crate::domain::GroupBy::None {
             // The local forge approves machine by machine through the API and the console.

@@ -6,7 +6,7 @@ pub mod auth;
 pub mod console;
 mod deliveries;
 pub mod error;
-mod gitea;
+mod forge_hooks;
 mod github;
 mod health;
 mod lifecycle;
@@ -32,8 +32,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub forge_kind: &'static str,
     pub github: Option<Arc<crate::propose::forge::github::events::GithubHooks>>,
-    /// Forgejo's or Gitea's webhooks, with `forge.kind: gitea`.
-    pub gitea: Option<Arc<crate::propose::forge::gitea::hooks::GiteaHooks>>,
+    /// Forgejo's, Gitea's or GitLab's webhooks, with `forge.kind: gitea` or `gitlab`.
+    pub forge_hooks: Option<Arc<crate::propose::forge::hooks::ForgeHooks>>,
     pub known: Arc<crate::domain::KnownMacs>,
     pub console: Arc<console::Console>,
     /// Set while serving: long-lived responses (server-sent events) end with it.

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, api, audit, gitea, github, health, lifecycle, reports, sightings};
+use super::{AppState, api, audit, forge_hooks, github, health, lifecycle, reports, sightings};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -105,7 +105,8 @@ pub(super) fn imports() -> OpenApiRouter<AppState> {
 pub(super) fn webhooks() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(github::webhook))
-        .routes(routes!(gitea::webhook))
+        .routes(routes!(forge_hooks::gitea))
+        .routes(routes!(forge_hooks::gitlab))
 }
 
 pub(super) fn health() -> OpenApiRouter<AppState> {

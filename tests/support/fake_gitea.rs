@@ -16,6 +16,8 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
+use super::review_forge::{ReviewForge, Reviewed};
+
 pub const OWNER: &str = "infra";
 pub const REPO: &str = "gitops";
 pub const TOKEN: &str = "gitea-test-token-0123456789";
@@ -78,71 +80,12 @@ impl FakeGitea {
         fake
     }
 
-    pub fn repo(&self) -> super::Repo {
-        super::Repo::at(&self.root.join(OWNER).join(format!("{REPO}.git")))
-    }
-
     pub fn pulls(&self) -> Vec<GiteaPull> {
         self.state.lock().unwrap().pulls.clone()
     }
 
     pub fn pull(&self, number: u64) -> GiteaPull {
         self.pulls().into_iter().find(|p| p.number == number).unwrap()
-    }
-
-    /// The names of the labels on pull request `number`.
-    pub fn labels_of(&self, number: u64) -> Vec<String> {
-        let st = self.state.lock().unwrap();
-        let pull = st.pulls.iter().find(|p| p.number == number).unwrap();
-        pull.labels
-            .iter()
-            .filter_map(|id| st.labels.iter().find(|(l, _)| l == id).map(|(_, n)| n.clone()))
-            .collect()
-    }
-
-    // --- what people do in the forge's web interface; each sends the webhook Gitea would ---
-
-    /// Merges pull request `number` without telling anyone (a lost delivery).
-    pub fn merge_quietly(&self, number: u64) {
-        let head = self.pull(number).head;
-        self.repo()
-            .merge(&head, "main", &format!("Merge pull request '#{number}'"), "Gitea");
-        self.with_pull(number, |p| {
-            p.open = false;
-            p.merged = true;
-        });
-    }
-
-    pub async fn merge(&self, number: u64) -> reqwest::Response {
-        self.merge_quietly(number);
-        self.deliver_pull("closed", number).await
-    }
-
-    /// A reviewer adds label `name` (made if the repository lacks it).
-    pub async fn label(&self, number: u64, name: &str) -> reqwest::Response {
-        {
-            let mut st = self.state.lock().unwrap();
-            let id = match st.labels.iter().find(|(_, n)| n == name) {
-                Some((id, _)) => *id,
-                None => {
-                    let id = st.labels.len() as u64 + 1;
-                    st.labels.push((id, name.to_string()));
-                    id
-                }
-            };
-            st.pulls
-                .iter_mut()
-                .find(|p| p.number == number)
-                .unwrap()
-                .labels
-                .push(id);
-        }
-        self.deliver_pull("label_updated", number).await
-    }
-
-    pub async fn close(&self, number: u64) -> reqwest::Response {
-        self.with_pull(number, |p| p.open = false);
-        self.deliver_pull("closed", number).await
     }
 
     fn with_pull(&self, number: u64, f: impl FnOnce(&mut GiteaPull)) {
@@ -183,18 +126,103 @@ impl FakeGitea {
     }
 }
 
-/// Points a Forgejo/Gitea configuration at the fake: its URL and repository, and the
-/// token and webhook secret in files.
-pub fn point_at_gitea(config: &mut Value, dir: &std::path::Path, gitea: &FakeGitea) {
-    use super::binary::set;
-    set(config, "forge.gitea.url", json!(gitea.url));
-    set(config, "forge.gitea.owner", json!(OWNER));
-    set(config, "forge.gitea.repo", json!(REPO));
-    std::fs::write(dir.join("gitea-token"), TOKEN).unwrap();
-    std::fs::write(dir.join("gitea-webhook-secret"), SECRET).unwrap();
-    let file = |name: &str| json!(dir.join(name).display().to_string());
-    set(config, "forge.gitea.token_file", file("gitea-token"));
-    set(config, "forge.gitea.webhook_secret_file", file("gitea-webhook-secret"));
+impl ReviewForge for FakeGitea {
+    fn kind(&self) -> &'static str {
+        "gitea"
+    }
+
+    fn point_at(&self, config: &mut Value, dir: &std::path::Path) {
+        use super::binary::set;
+        set(config, "forge.gitea.url", json!(self.url));
+        set(config, "forge.gitea.owner", json!(OWNER));
+        set(config, "forge.gitea.repo", json!(REPO));
+        std::fs::write(dir.join("gitea-token"), TOKEN).unwrap();
+        std::fs::write(dir.join("gitea-webhook-secret"), SECRET).unwrap();
+        let file = |name: &str| json!(dir.join(name).display().to_string());
+        set(config, "forge.gitea.token_file", file("gitea-token"));
+        set(config, "forge.gitea.webhook_secret_file", file("gitea-webhook-secret"));
+    }
+
+    fn send_hooks_to(&self, url: &str) {
+        *self.hook_url.lock().unwrap() = Some(url.to_string());
+    }
+
+    fn repository(&self) -> &'static str {
+        "infra/gitops"
+    }
+
+    fn repo(&self) -> super::Repo {
+        super::Repo::at(&self.root.join(OWNER).join(format!("{REPO}.git")))
+    }
+
+    fn reviews(&self) -> Vec<Reviewed> {
+        self.pulls()
+            .into_iter()
+            .map(|p| Reviewed {
+                number: p.number,
+                title: p.title,
+                head: p.head,
+                open: p.open,
+                merged: p.merged,
+            })
+            .collect()
+    }
+
+    fn labels_of(&self, number: u64) -> Vec<String> {
+        let st = self.state.lock().unwrap();
+        let pull = st.pulls.iter().find(|p| p.number == number).unwrap();
+        pull.labels
+            .iter()
+            .filter_map(|id| st.labels.iter().find(|(l, _)| l == id).map(|(_, n)| n.clone()))
+            .collect()
+    }
+
+    fn merges(&self) -> Vec<(u64, Option<String>)> {
+        self.state.lock().unwrap().merges.clone()
+    }
+
+    async fn label(&self, number: u64, name: &str) -> reqwest::Response {
+        {
+            let mut st = self.state.lock().unwrap();
+            let id = match st.labels.iter().find(|(_, n)| n == name) {
+                Some((id, _)) => *id,
+                None => {
+                    let id = st.labels.len() as u64 + 1;
+                    st.labels.push((id, name.to_string()));
+                    id
+                }
+            };
+            st.pull_mut(&number.to_string()).unwrap().labels.push(id);
+        }
+        self.deliver_pull("label_updated", number).await
+    }
+
+    fn merge_quietly(&self, number: u64) {
+        let head = self.pull(number).head;
+        self.repo()
+            .merge(&head, "main", &format!("Merge pull request '#{number}'"), "Gitea");
+        self.with_pull(number, |p| {
+            p.open = false;
+            p.merged = true;
+        });
+    }
+
+    async fn merge(&self, number: u64) -> reqwest::Response {
+        self.merge_quietly(number);
+        self.deliver_pull("closed", number).await
+    }
+
+    async fn close(&self, number: u64) -> reqwest::Response {
+        self.with_pull(number, |p| p.open = false);
+        self.deliver_pull("closed", number).await
+    }
+
+    async fn deliver_change(&self, number: u64, secret: Option<&str>, repository: &str) -> reqwest::Response {
+        let mut payload = self.payload("closed", number);
+        payload["repository"]["full_name"] = json!(repository);
+        self.deliver("pull_request", serde_json::to_vec(&payload).unwrap(), secret)
+            .await
+    }
 }
 
 /// A pull request as the API shows it; `names` are the repository's labels (id, name).
@@ -362,7 +390,7 @@ async fn route(State(g): State<FakeGitea>, method: Method, uri: Uri, headers: He
                     pull.merged = true;
                     let branch = pull.head.clone();
                     if input["delete_branch_after_merge"] == true {
-                        delete_branch(&repo, &branch);
+                        repo.delete_branch(&branch);
                     }
                     reply(StatusCode::OK, Value::Null)
                 }
@@ -374,7 +402,7 @@ async fn route(State(g): State<FakeGitea>, method: Method, uri: Uri, headers: He
             if repo.head(&branch).is_none() {
                 return not_found();
             }
-            delete_branch(&repo, &branch);
+            repo.delete_branch(&branch);
             reply(StatusCode::NO_CONTENT, Value::Null)
         }
         _ => not_found(),
@@ -388,10 +416,4 @@ fn labels_in(input: &Value) -> Vec<u64> {
         .flatten()
         .filter_map(Value::as_u64)
         .collect()
-}
-
-fn delete_branch(repo: &super::Repo, branch: &str) {
-    if let Ok(mut b) = repo.open().find_branch(branch, git2::BranchType::Local) {
-        b.delete().unwrap();
-    }
 }

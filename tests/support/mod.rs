@@ -7,6 +7,7 @@ pub mod console;
 pub mod dhcp;
 pub mod fake_gitea;
 pub mod fake_github;
+pub mod fake_gitlab;
 pub mod fake_kube;
 pub mod fake_oidc;
 pub mod git_http;
@@ -14,6 +15,7 @@ pub mod journey;
 pub mod netns;
 pub mod postgres;
 mod repo;
+pub mod review_forge;
 
 pub use repo::Repo;
 

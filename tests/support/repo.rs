@@ -56,6 +56,13 @@ impl Repo {
         .unwrap();
     }
 
+    /// Deletes `branch`, as a forge does after a merge or on request; gone already is fine.
+    pub fn delete_branch(&self, branch: &str) {
+        if let Ok(mut b) = self.open().find_branch(branch, git2::BranchType::Local) {
+            b.delete().unwrap();
+        }
+    }
+
     pub fn head(&self, branch: &str) -> Option<git2::Oid> {
         self.open()
             .find_branch(branch, git2::BranchType::Local)

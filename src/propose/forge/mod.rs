@@ -1,9 +1,11 @@
 //! Where proposals are reviewed. The `local` forge is the embedded default: proposals are
-//! reviewed through Registrar's own API, approval is a real git merge. A GitHub forge maps
-//! the same calls onto pull requests.
+//! reviewed through Registrar's own API, approval is a real git merge. The GitHub, Forgejo/
+//! Gitea and GitLab forges map the same calls onto pull (merge) requests.
 
 pub mod gitea;
 pub mod github;
+pub mod gitlab;
+pub mod hooks;
 pub mod local;
 
 use async_trait::async_trait;
@@ -104,6 +106,11 @@ pub trait Forge: Send + Sync + 'static {
     /// people edit).
     async fn description(&self, _proposal: &Proposal) -> Result<Option<String>, ForgeError> {
         Ok(None)
+    }
+    /// The labels a proposal carries on the forge now (a reviewer's `workflow/<name>`
+    /// chooses that workflow); none where the forge has no labels.
+    async fn labels(&self, _proposal: &Proposal) -> Result<Vec<String>, ForgeError> {
+        Ok(vec![])
     }
     /// True when the forge reports changes in bulk (a listing, webhooks), so the reconcile
     /// need not ask about every open proposal one by one.

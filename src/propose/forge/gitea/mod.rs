@@ -393,4 +393,10 @@ impl Forge for GiteaForge {
         let Some(n) = proposal.number else { return Ok(None) };
         Ok(self.pull(n).await?.and_then(|p| p.body))
     }
+
+    async fn labels(&self, proposal: &Proposal) -> Result<Vec<String>, ForgeError> {
+        let Some(n) = proposal.number else { return Ok(vec![]) };
+        let pull = self.pull(n).await?;
+        Ok(pull.into_iter().flat_map(|p| p.labels).map(|l| l.name).collect())
+    }
 }

@@ -1,0 +1,126 @@
+//! What a forge's webhook makes Registrar do, whichever forge sent it: a trigger to look,
+//! never news to trust. Each forge only says how its deliveries are checked and what they
+//! name (`Deliveries`); what happens next is one path for all of them (`ForgeHooks`): read
+//! the proposal's state from the forge itself and hand it to `Proposer::observe`, or take a
+//! reviewer's `workflow/<name>` label as the choice of another workflow. GitHub's hooks are
+//! older and richer (grouped proposals, comment commands) and still their own.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::Forge;
+use crate::domain::{Mac, ProposalState, mac_of_branch};
+use crate::propose::{Observation, ProposeError, Proposer};
+
+/// What a verified delivery asks Registrar to look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Look {
+    /// A pull (merge) request from this branch changed: opened, closed, merged, relabelled.
+    Proposal {
+        branch: String,
+    },
+    /// The base branch moved.
+    Base,
+    Nothing,
+}
+
+/// How one forge's deliveries are checked and read. `header` looks a request header up by
+/// its lower-case name.
+pub trait Deliveries: Send + Sync {
+    /// The forge's name in `forge.kind` and in the webhook's path (`/webhooks/<kind>`).
+    fn kind(&self) -> &'static str;
+    /// True when the delivery carries this webhook's secret (compared in constant time).
+    fn verify(&self, header: &dyn Fn(&str) -> Option<String>, body: &[u8]) -> bool;
+    /// What a refused delivery is told is missing or wrong.
+    fn signature_header(&self) -> &'static str;
+    /// The delivery's event and its unique id, which the forge names in headers.
+    fn event_and_id(&self, header: &dyn Fn(&str) -> Option<String>, body: &[u8]) -> Option<(String, String)>;
+    /// True when the delivery is about the configured repository.
+    fn is_ours(&self, payload: &Value) -> bool;
+    /// What `event`'s payload names; a malformed one is an error.
+    fn read(&self, event: &str, payload: &Value) -> Result<Look, String>;
+}
+
+pub struct ForgeHooks {
+    proposer: Arc<Proposer>,
+    forge: Arc<dyn Forge>,
+    pub deliveries: Box<dyn Deliveries>,
+    /// Who acted, as the audit log names it: `<kind>:<repository>`.
+    actor: String,
+}
+
+impl ForgeHooks {
+    pub fn new(proposer: Arc<Proposer>, forge: Arc<dyn Forge>, deliveries: Box<dyn Deliveries>, repo: &str) -> Self {
+        let actor = format!("{}:{repo}", deliveries.kind());
+        ForgeHooks {
+            proposer,
+            forge,
+            deliveries,
+            actor,
+        }
+    }
+
+    pub async fn handle(&self, look: &Look) -> Result<(), ProposeError> {
+        let result = self.look(look).await;
+        self.proposer.metrics.webhook_handled(result.is_ok());
+        result
+    }
+
+    async fn look(&self, look: &Look) -> Result<(), ProposeError> {
+        let branch = match look {
+            Look::Nothing => return Ok(()),
+            Look::Base => return self.proposer.observe_base_moved().await,
+            Look::Proposal { branch } => branch,
+        };
+        let Some(mac) = mac_of_branch(branch) else {
+            return Ok(());
+        };
+        let store = self.proposer.store().clone();
+        let recorded = tokio::task::spawn_blocking(move || store.proposal(mac))
+            .await
+            .map_err(|e| ProposeError::Join(e.to_string()))??;
+        let Some(proposal) = recorded.filter(|p| &p.branch == branch && p.state == ProposalState::Open) else {
+            return Ok(());
+        };
+        let number = proposal.number.unwrap_or_default();
+        match self.forge.state(&proposal).await? {
+            ProposalState::Merged => {
+                self.proposer
+                    .observe(mac, Observation::Merged { number }, &self.actor)
+                    .await
+            }
+            ProposalState::Closed => {
+                self.proposer
+                    .observe(mac, Observation::Closed { number }, &self.actor)
+                    .await
+            }
+            _ => {
+                let labels = self.forge.labels(&proposal).await?;
+                self.choose_workflow(mac, &labels, proposal.workflow.as_deref()).await
+            }
+        }
+    }
+
+    /// A `workflow/<name>` label other than the proposal's workflow (`current`), added by a
+    /// reviewer, chooses that workflow (one the templates know); the proposal is rendered
+    /// again with it, and the old label goes with the next edit.
+    async fn choose_workflow(&self, mac: Mac, labels: &[String], current: Option<&str>) -> Result<(), ProposeError> {
+        let renderer = self.proposer.renderer();
+        let chosen: Vec<&str> = labels
+            .iter()
+            .filter_map(|l| l.strip_prefix("workflow/"))
+            .filter(|w| Some(*w) != current && renderer.has_workflow(w))
+            .collect();
+        let [choice] = chosen.as_slice() else {
+            // None, or several at once: nothing to choose between.
+            return Ok(());
+        };
+        let (store, workflow, who) = (self.proposer.store().clone(), choice.to_string(), self.actor.clone());
+        tokio::task::spawn_blocking(move || store.set_workflow(mac, &workflow, &who, chrono::Utc::now()))
+            .await
+            .map_err(|e| ProposeError::Join(e.to_string()))??;
+        self.proposer.wake();
+        Ok(())
+    }
+}
