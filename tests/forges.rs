@@ -9,19 +9,27 @@
 //! branch deleted; one approved through Registrar is merged at the reviewed head; a merge
 //! whose webhook is lost is found by the reconcile; a delivery without the secret is
 //! refused, and one about another repository ignored.
+//!
+//! Grouped (`discovery.group_by: import`), an import batch becomes one pull request with a
+//! file per machine: a reviewer unchecks a machine in its description and the branch is
+//! rewritten without it, merging registers the rest, a group closed while its delivery is
+//! lost is found by the reconcile, and one whose every machine is unchecked is closed.
 
 mod support;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use support::binary::{Process, eventually, example, listen_on, set, token_env};
 use support::fake_gitea::FakeGitea;
 use support::fake_gitlab::FakeGitlab;
-use support::journey::{report_specs, review, state_reached, step, supermicro};
+use support::journey::{import_csv, report_specs, review, state_reached, step, supermicro};
 use support::review_forge::ReviewForge;
 
-async fn start(forge: &impl ReviewForge, dir: &std::path::Path) -> Process {
+async fn start(forge: &impl ReviewForge, dir: &std::path::Path, extra: &[(&str, Value)]) -> Process {
     let mut config = example(&format!("{}.yaml", forge.kind()));
     forge.point_at(&mut config, dir);
+    for (key, value) in extra {
+        set(&mut config, key, value.clone());
+    }
     // Long enough that what the forge decides reaches Registrar by its webhooks alone;
     // the reconcile runs at start (see the lost delivery below).
     set(&mut config, "queue.reconcile_seconds", json!(3600));
@@ -45,7 +53,7 @@ async fn proposed(p: &Process, forge: &impl ReviewForge, mac: &str, serial: &str
 
 async fn journey(forge: impl ReviewForge, secret: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let mut p = start(&forge, dir.path()).await;
+    let mut p = start(&forge, dir.path(), &[]).await;
 
     step("a machine reports and becomes a pull request with its workflow's label");
     let first = proposed(&p, &forge, "0c:c4:7a:5a:00:01", "GT0001").await;
@@ -125,6 +133,152 @@ async fn journey(forge: impl ReviewForge, secret: &str) {
     assert_eq!(reviews.len(), 5, "{reviews:?}");
 }
 
+/// The MACs a grouped description lists, each with whether it is checked.
+fn checklist(description: &str) -> Vec<(String, bool)> {
+    description
+        .lines()
+        .filter_map(|l| match l.strip_prefix("- [x] `") {
+            Some(rest) => Some((rest, true)),
+            None => l.strip_prefix("- [ ] `").map(|rest| (rest, false)),
+        })
+        .filter_map(|(rest, checked)| rest.split_once('`').map(|(mac, _)| (mac.to_string(), checked)))
+        .collect()
+}
+
+/// Imports machines `serials` of batch `batch` and has each report what its row says.
+async fn import_and_report(p: &Process, batch: &str, machines: &[(&str, &str)]) {
+    let mut csv = String::from("mac,serial\n");
+    for (mac, serial) in machines {
+        csv.push_str(&format!("{mac},{serial}\n"));
+    }
+    import_csv(&p.url, batch, csv).await;
+    for (i, (mac, serial)) in machines.iter().enumerate() {
+        report_specs(&p.url, mac, supermicro(serial, 0x6000 + i as u32)).await;
+    }
+}
+
+/// The grouped pull request whose description lists `n` machines.
+async fn group_listing(forge: &impl ReviewForge, n: usize, except: &[u64]) -> u64 {
+    eventually(60, "a grouped pull request listing the batch", || async {
+        forge
+            .reviews()
+            .into_iter()
+            .filter(|r| r.head.starts_with("registrar/group-import-") && !except.contains(&r.number))
+            .find(|r| checklist(&forge.description(r.number)).len() == n)
+            .map(|r| r.number)
+    })
+    .await
+}
+
+async fn grouped_journey(forge: impl ReviewForge) {
+    let dir = tempfile::tempdir().unwrap();
+    let grouped = [
+        ("discovery.group_by", json!("import")),
+        ("discovery.group_size", json!(3)),
+    ];
+    let mut p = start(&forge, dir.path(), &grouped).await;
+
+    step("an imported batch of three reports and becomes one pull request, a file per machine");
+    let rack_a = [
+        ("0c:c4:7a:6a:00:01", "GR0001"),
+        ("0c:c4:7a:6a:00:02", "GR0002"),
+        ("0c:c4:7a:6a:00:03", "GR0003"),
+    ];
+    import_and_report(&p, "rack-a", &rack_a).await;
+    let group = group_listing(&forge, 3, &[]).await;
+    let branch = forge.review(group).head;
+    for serial in ["gr0001", "gr0002", "gr0003"] {
+        assert!(forge.repo().read(&branch, &format!("hardware/{serial}.yaml")).is_some());
+    }
+    for (mac, _) in rack_a {
+        let m = state_reached(&p, mac, "proposed").await;
+        assert_eq!(m["proposal"]["number"], group, "{m}");
+    }
+
+    step("a reviewer unchecks one: it is rejected, and the branch rewritten without it");
+    let unchecked = forge
+        .description(group)
+        .replace("- [x] `0c:c4:7a:6a:00:02`", "- [ ] `0c:c4:7a:6a:00:02`");
+    assert_eq!(forge.edit_description(group, &unchecked).await.status(), 202);
+    state_reached(&p, "0c:c4:7a:6a:00:02", "rejected").await;
+    eventually(
+        60,
+        "the branch and the description without the machine left out",
+        || async {
+            let listed = checklist(&forge.description(group));
+            let file = forge.repo().read(&branch, "hardware/gr0002.yaml");
+            (listed.len() == 2 && listed.iter().all(|(_, checked)| *checked) && file.is_none()).then_some(())
+        },
+    )
+    .await;
+
+    step("merged in the forge: the other two are approved, and only their files are on main");
+    assert_eq!(forge.merge(group).await.status(), 202);
+    state_reached(&p, "0c:c4:7a:6a:00:01", "approved").await;
+    state_reached(&p, "0c:c4:7a:6a:00:03", "approved").await;
+    let main = forge.repo();
+    assert!(main.read("main", "hardware/gr0001.yaml").is_some());
+    assert!(main.read("main", "hardware/gr0003.yaml").is_some());
+    assert!(main.read("main", "hardware/gr0002.yaml").is_none());
+
+    step("another batch's pull request, closed while its delivery is lost, is found by the reconcile");
+    let rack_b = [("0c:c4:7a:6a:00:11", "GR0011"), ("0c:c4:7a:6a:00:12", "GR0012")];
+    import_and_report(&p, "rack-b", &rack_b).await;
+    let second = group_listing(&forge, 2, &[group]).await;
+    forge.close_quietly(second);
+    p.restart().await;
+    for (mac, _) in rack_b {
+        state_reached(&p, mac, "rejected").await;
+    }
+
+    step("a group whose every machine is unchecked is closed by Registrar, its branch deleted");
+    import_and_report(&p, "rack-c", &[("0c:c4:7a:6a:00:21", "GR0021")]).await;
+    let third = group_listing(&forge, 1, &[group, second]).await;
+    let third_branch = forge.review(third).head;
+    let unchecked = forge.description(third).replace("- [x] `", "- [ ] `");
+    assert_eq!(forge.edit_description(third, &unchecked).await.status(), 202);
+    state_reached(&p, "0c:c4:7a:6a:00:21", "rejected").await;
+    eventually(
+        60,
+        "the emptied group's pull request closed and its branch gone",
+        || async { (!forge.review(third).open && forge.repo().head(&third_branch).is_none()).then_some(()) },
+    )
+    .await;
+
+    step("one pull request per group, none per machine");
+    let reviews = forge.reviews();
+    assert_eq!(reviews.len(), 3, "{reviews:?}");
+}
+
+/// Approval by policy: a group whose every machine reports exactly its import row is
+/// merged by Registrar (these forges have no merge-when-ready), pinned to what it pushed.
+async fn group_approved_by_policy(forge: impl ReviewForge) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [
+        ("discovery.group_by", json!("import")),
+        ("discovery.group_size", json!(2)),
+        ("discovery.auto_approve", json!("expected")),
+    ];
+    let p = start(&forge, dir.path(), &settings).await;
+    let batch = [("0c:c4:7a:6a:00:31", "GR0031"), ("0c:c4:7a:6a:00:32", "GR0032")];
+    import_and_report(&p, "rack-d", &batch).await;
+    for (mac, _) in batch {
+        state_reached(&p, mac, "approved").await;
+    }
+    let reviews = forge.reviews();
+    assert_eq!(reviews.len(), 1, "{reviews:?}");
+    assert!(reviews[0].merged, "{reviews:?}");
+    let merges = forge.merges();
+    assert_eq!(merges.len(), 1, "{merges:?}");
+    assert_eq!(merges[0].0, reviews[0].number);
+    assert!(
+        merges[0].1.is_some(),
+        "the merge names the head Registrar pushed: {merges:?}"
+    );
+    assert!(forge.repo().read("main", "hardware/gr0031.yaml").is_some());
+    assert!(forge.repo().read("main", "hardware/gr0032.yaml").is_some());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_machine_is_reviewed_as_a_pull_request_on_forgejo_or_gitea() {
     journey(FakeGitea::start().await, support::fake_gitea::SECRET).await;
@@ -133,4 +287,24 @@ async fn a_machine_is_reviewed_as_a_pull_request_on_forgejo_or_gitea() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_machine_is_reviewed_as_a_merge_request_on_gitlab() {
     journey(FakeGitlab::start().await, support::fake_gitlab::SECRET).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_batch_is_reviewed_as_one_pull_request_on_forgejo_or_gitea() {
+    grouped_journey(FakeGitea::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_batch_is_reviewed_as_one_merge_request_on_gitlab() {
+    grouped_journey(FakeGitlab::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_approved_by_policy_is_merged_on_forgejo_or_gitea() {
+    group_approved_by_policy(FakeGitea::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_approved_by_policy_is_merged_on_gitlab() {
+    group_approved_by_policy(FakeGitlab::start().await).await;
 }

@@ -29,7 +29,7 @@ pub struct ReviewConfig {
     /// Several machines in one pull request: `import` (the batch that expected them),
     /// `rack` (their import rows' rack), `switch` (their DHCP relay's switch) or `rule`
     /// (the `group` value their rule sets). A machine with no such key is proposed alone.
-    /// `none`: every machine alone. GitHub only.
+    /// `none`: every machine alone. Not with the local forge.
     pub group_by: crate::domain::GroupBy,
     /// At most this many machines in one grouped pull request (1 to 500).
     pub group_size: u64,

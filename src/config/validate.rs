@@ -151,8 +151,10 @@ impl Config {
         }
         if self.discovery.group_by != crate::domain::GroupBy::None {
             // The local forge approves machine by machine through the API and the console.
-            if self.forge.kind != "github" {
-                bail!("discovery.group_by needs forge.kind: github (the local forge reviews machines one by one)");
+            if self.forge.kind == "local" {
+                bail!(
+                    "discovery.group_by needs a forge with pull requests (github, gitea or gitlab): the local forge reviews machines one by one"
+                );
             }
             if !(1..=500).contains(&self.discovery.group_size) {
                 bail!(

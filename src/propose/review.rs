@@ -360,6 +360,7 @@ impl Proposer {
         let started = std::time::Instant::now();
         let store = self.store.clone();
         let proposals = blocking(move || store.proposals(None)).await?;
+        let mut groups_looked_at = std::collections::HashSet::new();
         for p in proposals {
             let result: Result<(), ProposeError> = async {
                 match p.state {
@@ -395,21 +396,30 @@ impl Proposer {
                             .await?;
                     }
                     ProposalState::Open if self.forge.lists_changes() => {}
-                    ProposalState::Open => match self.forge.state(&p).await? {
-                        ProposalState::Merged => {
-                            self.finish_approval(p.mac, &format!("{} found merged", p.branch), "registrar")
+                    ProposalState::Open => {
+                        // A group's pull request is read once, for all its members.
+                        if let Some(group) = crate::domain::group_of_branch(&p.branch) {
+                            if groups_looked_at.insert(group) {
+                                self.look_at_group(group, "registrar").await?;
+                            }
+                            return Ok(());
+                        }
+                        match self.forge.state(&p).await? {
+                            ProposalState::Merged => {
+                                self.finish_approval(p.mac, &format!("{} found merged", p.branch), "registrar")
+                                    .await?;
+                            }
+                            ProposalState::Closed => {
+                                self.reject(
+                                    p.mac,
+                                    "registrar",
+                                    &format!("{} was closed outside Registrar", p.branch),
+                                )
                                 .await?;
+                            }
+                            _ => {}
                         }
-                        ProposalState::Closed => {
-                            self.reject(
-                                p.mac,
-                                "registrar",
-                                &format!("{} was closed outside Registrar", p.branch),
-                            )
-                            .await?;
-                        }
-                        _ => {}
-                    },
+                    }
                 }
                 Ok(())
             }

@@ -212,9 +212,22 @@ impl ReviewForge for FakeGitea {
         self.deliver_pull("closed", number).await
     }
 
-    async fn close(&self, number: u64) -> reqwest::Response {
+    fn close_quietly(&self, number: u64) {
         self.with_pull(number, |p| p.open = false);
+    }
+
+    async fn close(&self, number: u64) -> reqwest::Response {
+        self.close_quietly(number);
         self.deliver_pull("closed", number).await
+    }
+
+    fn description(&self, number: u64) -> String {
+        self.pull(number).body
+    }
+
+    async fn edit_description(&self, number: u64, description: &str) -> reqwest::Response {
+        self.with_pull(number, |p| p.body = description.to_string());
+        self.deliver_pull("edited", number).await
     }
 
     async fn deliver_change(&self, number: u64, secret: Option<&str>, repository: &str) -> reqwest::Response {

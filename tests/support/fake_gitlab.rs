@@ -189,9 +189,22 @@ impl ReviewForge for FakeGitlab {
         self.deliver_merge_request("merge", number).await
     }
 
-    async fn close(&self, number: u64) -> reqwest::Response {
+    fn close_quietly(&self, number: u64) {
         self.with_merge_request(number, |m| m.state = "closed".into());
+    }
+
+    async fn close(&self, number: u64) -> reqwest::Response {
+        self.close_quietly(number);
         self.deliver_merge_request("close", number).await
+    }
+
+    fn description(&self, number: u64) -> String {
+        self.merge_request(number).description
+    }
+
+    async fn edit_description(&self, number: u64, description: &str) -> reqwest::Response {
+        self.with_merge_request(number, |m| m.description = description.to_string());
+        self.deliver_merge_request("update", number).await
     }
 
     async fn deliver_change(&self, number: u64, secret: Option<&str>, repository: &str) -> reqwest::Response {

@@ -32,6 +32,8 @@ pub trait ReviewForge {
         self.reviews().into_iter().find(|r| r.number == number).unwrap()
     }
     fn labels_of(&self, number: u64) -> Vec<String>;
+    /// The description as it is now.
+    fn description(&self, number: u64) -> String;
     /// Each merge asked through the API: the number and the head it was pinned to.
     fn merges(&self) -> Vec<(u64, Option<String>)>;
 
@@ -42,7 +44,11 @@ pub trait ReviewForge {
     /// Merges without telling anyone (a lost delivery).
     fn merge_quietly(&self, number: u64);
     async fn merge(&self, number: u64) -> reqwest::Response;
+    /// Closes without telling anyone (a lost delivery).
+    fn close_quietly(&self, number: u64);
     async fn close(&self, number: u64) -> reqwest::Response;
+    /// A reviewer rewrites the description (unchecks a machine, say).
+    async fn edit_description(&self, number: u64, description: &str) -> reqwest::Response;
     /// A change's delivery about `repository`, carrying `secret` (none with None).
     async fn deliver_change(&self, number: u64, secret: Option<&str>, repository: &str) -> reqwest::Response;
 }

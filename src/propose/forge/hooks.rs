@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::Forge;
-use crate::domain::{Mac, ProposalState, mac_of_branch};
+use crate::domain::{Mac, ProposalState, group_of_branch, mac_of_branch};
 use crate::propose::{Observation, ProposeError, Proposer};
 
 /// What a verified delivery asks Registrar to look at.
@@ -73,6 +73,9 @@ impl ForgeHooks {
             Look::Base => return self.proposer.observe_base_moved().await,
             Look::Proposal { branch } => branch,
         };
+        if let Some(group) = group_of_branch(branch) {
+            return self.proposer.look_at_group(group, &self.actor).await;
+        }
         let Some(mac) = mac_of_branch(branch) else {
             return Ok(());
         };
@@ -84,7 +87,8 @@ impl ForgeHooks {
             return Ok(());
         };
         let number = proposal.number.unwrap_or_default();
-        match self.forge.state(&proposal).await? {
+        let review = self.forge.review(&proposal).await?;
+        match review.state {
             ProposalState::Merged => {
                 self.proposer
                     .observe(mac, Observation::Merged { number }, &self.actor)
@@ -96,8 +100,8 @@ impl ForgeHooks {
                     .await
             }
             _ => {
-                let labels = self.forge.labels(&proposal).await?;
-                self.choose_workflow(mac, &labels, proposal.workflow.as_deref()).await
+                self.choose_workflow(mac, &review.labels, proposal.workflow.as_deref())
+                    .await
             }
         }
     }

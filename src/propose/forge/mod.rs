@@ -59,6 +59,17 @@ impl<'a> Draft<'a> {
     }
 }
 
+/// A proposal as the forge shows it now.
+#[derive(Debug, Clone)]
+pub struct Review {
+    pub state: ProposalState,
+    /// The commit its branch is at, as the forge shows it ("" where unknown).
+    pub head: String,
+    pub description: Option<String>,
+    /// A reviewer's `workflow/<name>` label chooses that workflow.
+    pub labels: Vec<String>,
+}
+
 /// What a forge does with a proposal approved by policy (`discovery.auto_approve`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AutoMerge {
@@ -107,10 +118,16 @@ pub trait Forge: Send + Sync + 'static {
     async fn description(&self, _proposal: &Proposal) -> Result<Option<String>, ForgeError> {
         Ok(None)
     }
-    /// The labels a proposal carries on the forge now (a reviewer's `workflow/<name>`
-    /// chooses that workflow); none where the forge has no labels.
-    async fn labels(&self, _proposal: &Proposal) -> Result<Vec<String>, ForgeError> {
-        Ok(vec![])
+    /// Everything a look at a proposal on the forge needs, read at once: its state, head,
+    /// description and labels. Forges whose deliveries only name a branch implement it
+    /// with one request; the default reads the state and the description.
+    async fn review(&self, proposal: &Proposal) -> Result<Review, ForgeError> {
+        Ok(Review {
+            state: self.state(proposal).await?,
+            head: String::new(),
+            description: self.description(proposal).await?,
+            labels: vec![],
+        })
     }
     /// True when the forge reports changes in bulk (a listing, webhooks), so the reconcile
     /// need not ask about every open proposal one by one.

@@ -19,7 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Draft, Forge, ForgeError, ForgeRef};
+use super::{Draft, Forge, ForgeError, ForgeRef, Review};
 use crate::domain::{Proposal, ProposalState};
 
 /// A pull request as the API shows it (the fields Registrar reads).
@@ -253,6 +253,14 @@ impl GiteaForge {
 const PAGE: usize = 50;
 const PAGES: usize = 40;
 
+/// Not found is never "closed": the forge answers 404 for a repository the token cannot
+/// see (or a renamed one), and reading that as a close would reject every machine.
+fn gone(number: u64) -> ForgeError {
+    ForgeError::Other(format!(
+        "pull request #{number} is not found: does the token still see the repository?"
+    ))
+}
+
 fn snippet(text: &str) -> String {
     text.chars().take(200).collect()
 }
@@ -365,15 +373,7 @@ impl Forge for GiteaForge {
 
     async fn state(&self, proposal: &Proposal) -> Result<ProposalState, ForgeError> {
         match proposal.number {
-            // Not found is never "closed": the forge answers 404 for a repository the token
-            // cannot see (or a renamed one), and reading that as a close would reject every
-            // machine.
-            Some(n) => match self.pull(n).await? {
-                Some(p) => Ok(p.proposal_state()),
-                None => Err(ForgeError::Other(format!(
-                    "pull request #{n} is not found: does the token still see the repository?"
-                ))),
-            },
+            Some(n) => Ok(self.pull(n).await?.ok_or_else(|| gone(n))?.proposal_state()),
             // Not opened yet: nothing was decided.
             None => Ok(self
                 .pull_of_branch(&proposal.branch)
@@ -394,9 +394,25 @@ impl Forge for GiteaForge {
         Ok(self.pull(n).await?.and_then(|p| p.body))
     }
 
-    async fn labels(&self, proposal: &Proposal) -> Result<Vec<String>, ForgeError> {
-        let Some(n) = proposal.number else { return Ok(vec![]) };
-        let pull = self.pull(n).await?;
-        Ok(pull.into_iter().flat_map(|p| p.labels).map(|l| l.name).collect())
+    async fn review(&self, proposal: &Proposal) -> Result<Review, ForgeError> {
+        let pull = match proposal.number {
+            Some(n) => Some(self.pull(n).await?.ok_or_else(|| gone(n))?),
+            None => self.pull_of_branch(&proposal.branch).await?,
+        };
+        Ok(match pull {
+            Some(p) => Review {
+                state: p.proposal_state(),
+                head: p.head.sha,
+                description: p.body,
+                labels: p.labels.into_iter().map(|l| l.name).collect(),
+            },
+            // Not opened yet: nothing was decided.
+            None => Review {
+                state: ProposalState::Open,
+                head: String::new(),
+                description: None,
+                labels: vec![],
+            },
+        })
     }
 }

@@ -21,7 +21,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Draft, Forge, ForgeError, ForgeRef};
+use super::{Draft, Forge, ForgeError, ForgeRef, Review};
 use crate::domain::{Proposal, ProposalState};
 
 /// A merge request as the API shows it (the fields Registrar reads).
@@ -35,6 +35,9 @@ pub struct MergeRequest {
     #[serde(default)]
     pub description: Option<String>,
     pub source_branch: String,
+    /// The head of the source branch.
+    #[serde(default)]
+    pub sha: Option<String>,
     #[serde(default)]
     pub labels: Vec<String>,
 }
@@ -67,6 +70,14 @@ pub struct GitlabForge {
 /// `text` as one path segment or query value (a project path's and a branch's slashes too).
 fn encoded(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// Not found is never "closed": GitLab answers 404 for a project the token cannot see, and
+/// reading that as a close would reject every machine.
+fn gone(iid: u64) -> ForgeError {
+    ForgeError::Other(format!(
+        "merge request !{iid} is not found: does the token still see the project?"
+    ))
 }
 
 fn snippet(text: &str) -> String {
@@ -297,14 +308,11 @@ impl Forge for GitlabForge {
 
     async fn state(&self, proposal: &Proposal) -> Result<ProposalState, ForgeError> {
         match proposal.number {
-            // Not found is never "closed": GitLab answers 404 for a project the token cannot
-            // see, and reading that as a close would reject every machine.
-            Some(iid) => match self.merge_request(iid).await? {
-                Some(m) => Ok(m.proposal_state()),
-                None => Err(ForgeError::Other(format!(
-                    "merge request !{iid} is not found: does the token still see the project?"
-                ))),
-            },
+            Some(iid) => Ok(self
+                .merge_request(iid)
+                .await?
+                .ok_or_else(|| gone(iid))?
+                .proposal_state()),
             // Not opened yet: nothing was decided.
             None => Ok(self
                 .of_branch(&proposal.branch, "all")
@@ -325,8 +333,25 @@ impl Forge for GitlabForge {
         Ok(self.merge_request(iid).await?.and_then(|m| m.description))
     }
 
-    async fn labels(&self, proposal: &Proposal) -> Result<Vec<String>, ForgeError> {
-        let Some(iid) = proposal.number else { return Ok(vec![]) };
-        Ok(self.merge_request(iid).await?.map(|m| m.labels).unwrap_or_default())
+    async fn review(&self, proposal: &Proposal) -> Result<Review, ForgeError> {
+        let mr = match proposal.number {
+            Some(iid) => Some(self.merge_request(iid).await?.ok_or_else(|| gone(iid))?),
+            None => self.of_branch(&proposal.branch, "all").await?,
+        };
+        Ok(match mr {
+            Some(m) => Review {
+                state: m.proposal_state(),
+                head: m.sha.unwrap_or_default(),
+                description: m.description,
+                labels: m.labels,
+            },
+            // Not opened yet: nothing was decided.
+            None => Review {
+                state: ProposalState::Open,
+                head: String::new(),
+                description: None,
+                labels: vec![],
+            },
+        })
     }
 }

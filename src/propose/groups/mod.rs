@@ -9,13 +9,24 @@
 use chrono::Utc;
 
 use super::forge::{AutoMerge, Draft, ForgeRef};
-use super::{MachineGuard, Observation, ProposeError, Proposer, blocking, git, index};
+mod observe;
+
+use super::{MachineGuard, ProposeError, Proposer, blocking, git, index};
 use crate::domain::{
     Basis, Facts, Group, GroupBy, GroupKey, GroupMember, Mac, Machine, Proposal, ProposalKind, ProposalState,
 };
 use crate::render::Rendered;
 use crate::render::markdown::{code, escape};
 use crate::store::Pending;
+
+/// What publishing a group came to.
+enum Published {
+    /// Pushed and shown on the forge (or left alone: nothing to push).
+    Pushed,
+    /// Pushed, and merged by Registrar at once (approval by policy on a forge without
+    /// merge-when-ready): the merge is to be recorded.
+    MergedByPolicy,
+}
 
 /// How a group's pull request ended, as the forge shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,15 +194,26 @@ impl Proposer {
         }
         let git = self.git.clone();
         blocking(move || git.fetch()).await?;
+        let mut merged_now = Vec::new();
         for group in due {
-            if let Err(e) = self.publish_group(&group).await {
-                tracing::warn!(group = %group.branch, error = %e, "could not publish the group; retried at the next pass");
+            match self.publish_group(&group).await {
+                Ok(Published::MergedByPolicy) => merged_now.push(group.id),
+                Ok(Published::Pushed) => {}
+                Err(e) => {
+                    tracing::warn!(group = %group.branch, error = %e, "could not publish the group; retried at the next pass")
+                }
             }
+        }
+        // Registrar merged these itself: recorded now (outside the gate, which recording
+        // takes), not when a delivery or the reconcile happens to look.
+        drop(_gate);
+        for id in merged_now {
+            self.look_at_group(id, super::auto_approve::POLICY_ACTOR).await?;
         }
         Ok(())
     }
 
-    async fn publish_group(&self, group: &Group) -> Result<(), ProposeError> {
+    async fn publish_group(&self, group: &Group) -> Result<Published, ProposeError> {
         let (store, id) = (self.store.clone(), group.id);
         let mut members = blocking(move || store.group_members(id)).await?;
         // Someone pushed to the branch: never overwrite their work.
@@ -201,7 +223,8 @@ impl Proposer {
             if let Some(head) = remote.map(|o| o.to_string())
                 && self.is_foreign_group_head(group, &head).await?
             {
-                return self.hand_over_group(group, &head, &members).await;
+                self.hand_over_group(group, &head, &members).await?;
+                return Ok(Published::Pushed);
             }
         }
         // The description as it is now first: a reviewer may have unchecked a machine since
@@ -215,20 +238,20 @@ impl Proposer {
                 .collect();
             for mac in &left_out {
                 let why = format!("left out of pull request #{number} (unchecked in its description)");
-                self.reject(*mac, "github:description", &why).await?;
+                let actor = format!("{}:description", self.forge.kind());
+                self.reject(*mac, &actor, &why).await?;
             }
             members.retain(|m| !left_out.contains(&m.mac));
         }
         if members.is_empty() {
             // Every machine was left out: the pull request has nothing to register.
             if group.number.is_some() {
-                let nobody = Mac::from_bytes([0; 6]).expect("all zeroes is a unicast MAC");
-                self.forge.reject(&self.shown(group, nobody), "registrar").await?;
+                self.forge.reject(&self.shown(group, no_machine()), "registrar").await?;
             }
             let store = self.store.clone();
             blocking(move || store.finish_group(id)).await?;
             tracing::info!(group = %group.branch, "every machine of the group was left out: its pull request is closed");
-            return Ok(());
+            return Ok(Published::Pushed);
         }
         let git = self.git.clone();
         let base_head = blocking(move || git.base_head()).await?;
@@ -255,7 +278,7 @@ impl Proposer {
         }
         members.retain(|m| !clashing.contains(&m.mac));
         if members.is_empty() {
-            return Ok(());
+            return Ok(Published::Pushed);
         }
         let mut files: Vec<(String, Option<Vec<u8>>)> = Vec::with_capacity(members.len() + 1);
         let mut kustomizations: std::collections::BTreeMap<String, (String, String)> = Default::default();
@@ -309,14 +332,19 @@ impl Proposer {
                 head: published.commit.to_string(),
                 ..self.shown(group, members[0].mac)
             };
-            self.auto_merge_group(id, &shown, &members).await?;
+            return self.auto_merge_group(id, &shown, &members).await;
         }
-        Ok(())
+        Ok(Published::Pushed)
     }
 
     /// Hands a group whose every member matches its import row to the forge's
     /// merge-when-ready; its merge is then observed like a person's.
-    async fn auto_merge_group(&self, id: i64, shown: &Proposal, members: &[GroupMember]) -> Result<(), ProposeError> {
+    async fn auto_merge_group(
+        &self,
+        id: i64,
+        shown: &Proposal,
+        members: &[GroupMember],
+    ) -> Result<Published, ProposeError> {
         match self.forge.auto_merge(shown).await {
             Ok(AutoMerge::Enabled | AutoMerge::Merged) => {
                 let (store, macs) = (self.store.clone(), members.iter().map(|m| m.mac).collect::<Vec<_>>());
@@ -331,13 +359,30 @@ impl Proposer {
                 })
                 .await?;
             }
-            // Only the local forge merges at once, and it takes no groups.
-            Ok(AutoMerge::MergeNow) => {}
+            // A forge without merge-when-ready (Forgejo/Gitea, GitLab): Registrar merges it
+            // now, pinned to the head it just pushed; the merge is then seen like a person's.
+            Ok(AutoMerge::MergeNow) => {
+                if let Err(e) = self.forge.approve(shown, super::auto_approve::POLICY_ACTOR).await {
+                    tracing::warn!(group = %shown.branch, error = %e, "could not merge the group by policy; a person reviews it");
+                    return Ok(Published::Pushed);
+                }
+                let (store, macs) = (self.store.clone(), members.iter().map(|m| m.mac).collect::<Vec<_>>());
+                let number = shown.number.map(|n| format!(" #{n}")).unwrap_or_default();
+                blocking(move || {
+                    let note = format!(
+                        "approved by policy (every machine of its group matches its import row exactly): pull request{number} merged"
+                    );
+                    macs.into_iter()
+                        .try_for_each(|mac| store.note(mac, &note, super::auto_approve::POLICY_ACTOR, Utc::now()))
+                })
+                .await?;
+                return Ok(Published::MergedByPolicy);
+            }
             Err(e) => {
                 tracing::warn!(group = %shown.branch, error = %e, "could not enable auto-merge on the group; a person reviews it");
             }
         }
-        Ok(())
+        Ok(Published::Pushed)
     }
 
     /// Whether `head` is a commit someone other than Registrar pushed to the group's branch.
@@ -415,10 +460,15 @@ impl Proposer {
     /// line per machine. (GitHub makes task-list items clickable; a table's cells are not.)
     fn group_body(&self, group: &Group, members: &[GroupMember], by_policy: bool) -> String {
         let mut body = String::new();
+        // Comment commands and auto-merge are GitHub's; elsewhere a checkbox is the way to
+        // leave a machine out, and Registrar merges what qualifies itself.
+        let github = self.forge.kind() == "github";
         if by_policy {
-            body.push_str(
-                "**Approved by policy** (`discovery.auto_approve: expected`): every machine here reported exactly what its import row says, so auto-merge is on and GitHub merges once the required checks pass. Leaving a machine out, or one that no longer matches, takes it back.\n\n",
-            );
+            body.push_str(if github {
+                "**Approved by policy** (`discovery.auto_approve: expected`): every machine here reported exactly what its import row says, so auto-merge is on and GitHub merges once the required checks pass. Leaving a machine out, or one that no longer matches, takes it back.\n\n"
+            } else {
+                "**Approved by policy** (`discovery.auto_approve: expected`): every machine here reported exactly what its import row says, so Registrar merges it.\n\n"
+            });
         }
         let warned = members.iter().filter(|m| !m.warnings.is_empty()).count();
         if warned > 0 {
@@ -434,12 +484,16 @@ impl Proposer {
             expected,
             members.len() - expected
         ));
-        body.push_str(
+        body.push_str(if github {
             "**Merging registers every machine checked below.** To leave one out, uncheck it, or comment \
              `/registrar reject <mac> [reason]`; `/registrar workflow <mac> <name>` changes one machine's workflow. \
              Registrar then rewrites this branch without it (or re-rendered), and the rest merge together. \
-             Only people with write access to this repository are heard. Closing this pull request rejects every machine in it.\n\n",
-        );
+             Only people with write access to this repository are heard. Closing this pull request rejects every machine in it.\n\n"
+        } else {
+            "**Merging registers every machine checked below.** To leave one out, uncheck it: Registrar then \
+             rewrites this branch without it, and the rest merge together. Closing this pull request rejects \
+             every machine in it.\n\n"
+        });
         for m in members {
             let mut line = format!("- [x] {} **{}**", code(&m.mac.to_string()), escape(&m.name));
             match &m.expected {
@@ -463,118 +517,6 @@ impl Proposer {
         body
     }
 
-    /// What the forge says about group `id`'s pull request `number` now: merged, it
-    /// registers the members whose file the base holds (one that joined after the reviewed
-    /// head goes back to its queue); closed, it rejects the members the reviewed head held
-    /// (the others go back to their queue) and deletes the branch, so the pull request
-    /// cannot be reopened behind Registrar's back; open, the machines its description shows
-    /// unchecked are left out.
-    pub(crate) async fn observe_group(
-        &self,
-        id: i64,
-        number: u64,
-        end: GroupEnd,
-        description: &str,
-        head: &str,
-        actor: &str,
-    ) -> Result<(), ProposeError> {
-        let gate = self.group_gate.lock().await;
-        let store = self.store.clone();
-        let Some(group) = blocking(move || store.group(id))
-            .await?
-            .filter(|g| g.number == Some(number))
-        else {
-            return Ok(());
-        };
-        if end == GroupEnd::Open {
-            let store = self.store.clone();
-            let members = blocking(move || store.group_members(id)).await?;
-            if !group.hands_off && self.is_foreign_group_head(&group, head).await? {
-                self.hand_over_group(&group, head, &members).await?;
-            }
-            let left_out: Vec<Mac> = crate::domain::group::unchecked_members(description)
-                .into_iter()
-                .filter(|mac| members.iter().any(|m| m.mac == *mac))
-                .collect();
-            drop(gate);
-            for mac in left_out {
-                let why = format!("left out of pull request #{number} (unchecked in its description)");
-                self.reject(mac, actor, &why).await?;
-            }
-            self.wake();
-            return Ok(());
-        }
-        // Ended: it takes no member from now on, so the members read next are all it has.
-        let state = if end == GroupEnd::Merged { "merged" } else { "closed" };
-        let store = self.store.clone();
-        let members = blocking(move || {
-            store.set_group_state(id, state)?;
-            store.group_members(id)
-        })
-        .await?;
-        let git = self.git.clone();
-        blocking(move || git.fetch()).await?;
-        // Merged: what the base holds now; closed: what the reviewers were shown.
-        let commit = if end == GroupEnd::Merged {
-            let git = self.git.clone();
-            blocking(move || git.base_head()).await?
-        } else {
-            git2::Oid::from_str(head).map_err(|e| ProposeError::Conflict(format!("head {head}: {e}")))?
-        };
-        for m in members {
-            // Recorded already (a crash cut the last look short): nothing to do again.
-            let (store, mac) = (self.store.clone(), m.mac);
-            let recorded = blocking(move || store.proposal(mac)).await?;
-            if recorded.is_none_or(|p| !matches!(p.state, ProposalState::Open | ProposalState::Approving)) {
-                continue;
-            }
-            // Any file at its path counts (a person may have edited it on the branch): git
-            // holds the machine, and what differs comes back as an update.
-            // (A head that can no longer be read counts as holding it: shown, then closed.)
-            let (git, path) = (self.git.clone(), m.path.clone());
-            let held = blocking(move || {
-                Ok::<_, git::GitError>(git.read_at(commit, &path).map(|f| f.is_some()).unwrap_or(true))
-            })
-            .await?;
-            match (end, held) {
-                (GroupEnd::Merged, true) => self.observe(m.mac, Observation::Merged { number }, actor).await?,
-                (_, true) => self.observe(m.mac, Observation::Closed { number }, actor).await?,
-                (_, false) => {
-                    let (store, mac) = (self.store.clone(), m.mac);
-                    blocking(move || {
-                        store.leave_group(mac)?;
-                        store.requeue(mac, Utc::now()).map(|_| ())
-                    })
-                    .await?;
-                }
-            }
-        }
-        if end == GroupEnd::Closed {
-            let (git, branch) = (self.git.clone(), group.branch.clone());
-            if let Err(e) = blocking(move || git.delete_branch(&branch)).await {
-                tracing::warn!(group = %group.branch, error = %e, "could not delete the closed group's branch");
-            }
-        }
-        let store = self.store.clone();
-        blocking(move || store.finish_group(id)).await?;
-        tracing::info!(group = %group.branch, ?end, "group proposal ended");
-        self.wake();
-        Ok(())
-    }
-
-    /// A member's rejection is recorded (the store took it out of its group): the group
-    /// is rewritten without it at the next pass, so nothing is closed on the forge.
-    pub(super) async fn record_left_group(&self, p: &Proposal) -> Result<(), ProposeError> {
-        let (store, mac) = (self.store.clone(), p.mac);
-        blocking(move || {
-            store.leave_group(mac)?;
-            store.set_proposal_state(mac, ProposalState::Closed, Utc::now())
-        })
-        .await?;
-        self.wake();
-        Ok(())
-    }
-
     /// Groups whose branch is behind the base are rewritten on it.
     pub(super) async fn touch_stale_groups(&self) -> Result<usize, ProposeError> {
         let store = self.store.clone();
@@ -593,6 +535,12 @@ impl Proposer {
         }
         Ok(touched)
     }
+}
+
+/// The machine a group's proposal names when there is none in particular: the forge's calls
+/// about a group read only its branch, number and head. (All zeroes is not a MAC.)
+fn no_machine() -> Mac {
+    Mac::from_bytes([0x02, 0, 0, 0, 0, 0]).expect("a locally administered unicast MAC")
 }
 
 /// The group's commit: which machines it registers (their facts are in each machine's
