@@ -380,6 +380,13 @@ fn an_ended_group_takes_no_one_and_finishing_leaves_nothing(s: &dyn Store) {
     assert!(s.group(g.id).unwrap().is_none());
     assert!(s.group_members(g.id).unwrap().is_empty());
     assert_eq!(s.groups().unwrap().len(), 1);
+    // A finished group's id (its branch's name) is never given to another group.
+    s.set_group_state(next.id, "closed").unwrap();
+    s.finish_group(next.id).unwrap();
+    assert!(s.groups().unwrap().is_empty());
+    let third = s.join_group(&key("1"), 10, &member(3, "c"), now).unwrap();
+    assert!(third.id > next.id, "{} after {}", third.id, next.id);
+    assert_ne!(third.branch, next.branch);
 }
 
 fn a_rejected_member_leaves_its_group_in_the_same_step(s: &dyn Store) {

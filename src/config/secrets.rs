@@ -62,11 +62,8 @@ impl Config {
 
     pub fn github_webhook_secret(&self) -> anyhow::Result<SecretString> {
         let g = &self.forge.github;
-        match (&g.webhook_secret, &g.webhook_secret_file) {
-            (Some(t), _) => Ok(t.clone()),
-            (None, Some(f)) => read_secret(f),
-            (None, None) => bail!("no GitHub webhook secret configured"),
-        }
+        optional_secret("forge.github.webhook_secret", &g.webhook_secret, &g.webhook_secret_file)?
+            .ok_or_else(|| anyhow::anyhow!("no GitHub webhook secret configured"))
     }
 
     /// The API token of the on-premises forge in use (Forgejo/Gitea or GitLab).
@@ -82,25 +79,22 @@ impl Config {
         }
     }
 
-    /// The webhook secret of the on-premises forge in use (Forgejo/Gitea or GitLab).
+    /// The webhook secret of the on-premises forge in use (Forgejo/Gitea or GitLab). At
+    /// least 16 characters wherever it comes from: an empty one would let anyone in.
     pub fn forge_webhook_secret(&self) -> anyhow::Result<SecretString> {
-        let (secret, file, forge) = match self.forge.kind.as_str() {
+        let (secret, file, key) = match self.forge.kind.as_str() {
             "gitlab" => (
                 &self.forge.gitlab.webhook_secret,
                 &self.forge.gitlab.webhook_secret_file,
-                "GitLab",
+                "forge.gitlab.webhook_secret",
             ),
             _ => (
                 &self.forge.gitea.webhook_secret,
                 &self.forge.gitea.webhook_secret_file,
-                "Forgejo/Gitea",
+                "forge.gitea.webhook_secret",
             ),
         };
-        match (secret, file) {
-            (Some(t), _) => Ok(t.clone()),
-            (None, Some(f)) => read_secret(f),
-            (None, None) => bail!("no {forge} webhook secret configured"),
-        }
+        optional_secret(key, secret, file)?.ok_or_else(|| anyhow::anyhow!("{key} is not configured"))
     }
 
     pub fn github_previous_webhook_secret(&self) -> anyhow::Result<Option<SecretString>> {

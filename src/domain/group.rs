@@ -178,7 +178,11 @@ pub fn parse_commands(body: &str) -> (Vec<Command>, Vec<String>) {
 /// reviewer left them out. Only the task-list lines Registrar writes are read.
 pub fn unchecked_members(body: &str) -> Vec<Mac> {
     body.lines()
-        .filter_map(|line| line.trim_start().strip_prefix("- [ ] `"))
+        // `[~]` is GitLab's "inapplicable" task: left out as surely as an unchecked one.
+        .filter_map(|line| {
+            let line = line.trim_start();
+            line.strip_prefix("- [ ] `").or_else(|| line.strip_prefix("- [~] `"))
+        })
         .filter_map(|rest| rest.split_once('`'))
         .filter_map(|(mac, _)| Mac::parse(mac).ok())
         .collect()
@@ -230,5 +234,10 @@ mod tests {
         let body =
             "- [x] `aa:bb:cc:dd:ee:01` node-1\n- [ ] `aa:bb:cc:dd:ee:02` node-2\n* [ ] `aa:bb:cc:dd:ee:03`\n- [ ] `zz`";
         assert_eq!(unchecked_members(body), vec![Mac::parse("aa:bb:cc:dd:ee:02").unwrap()]);
+        let gitlab = "- [~] `aa:bb:cc:dd:ee:04` node-4 (inapplicable)\n- [x] `aa:bb:cc:dd:ee:05`";
+        assert_eq!(
+            unchecked_members(gitlab),
+            vec![Mac::parse("aa:bb:cc:dd:ee:04").unwrap()]
+        );
     }
 }

@@ -18,6 +18,7 @@ pub mod index;
 mod intent;
 mod inventory;
 mod keyed;
+mod labels;
 mod naming;
 mod replace;
 

@@ -404,7 +404,8 @@ impl Proposer {
                             }
                             return Ok(());
                         }
-                        match self.forge.state(&p).await? {
+                        let review = self.forge.review(&p).await?;
+                        match review.state {
                             ProposalState::Merged => {
                                 self.finish_approval(p.mac, &format!("{} found merged", p.branch), "registrar")
                                     .await?;
@@ -417,7 +418,8 @@ impl Proposer {
                                 )
                                 .await?;
                             }
-                            _ => {}
+                            // A reviewer's label whose delivery was lost is followed here.
+                            _ => self.follow_workflow_labels(&p, &review.labels, "registrar").await?,
                         }
                     }
                 }

@@ -352,7 +352,9 @@ impl Proposer {
         tracing::warn!(mac = %proposal.mac, branch = %proposal.branch, %head, "someone pushed to the proposal branch; Registrar stops updating it");
         let (store, mac) = (self.store.clone(), proposal.mac);
         blocking(move || store.set_hands_off(mac, Utc::now())).await?;
-        self.forge.note_hands_off(proposal, head).await?;
+        self.forge
+            .say(proposal, &hands_off_note(&proposal.branch, head))
+            .await?;
         Ok(())
     }
 
@@ -494,5 +496,13 @@ pub fn commit_message(rendered: &Rendered, mac: &Mac, facts: &Facts) -> String {
         rendered.title,
         rendered.decision.rule,
         rendered.decision.workflow.as_deref().unwrap_or("none"),
+    )
+}
+
+/// What reviewers are told, once, when someone else pushed `head` to `branch`.
+pub(super) fn hands_off_note(branch: &str, head: &str) -> String {
+    let short: String = head.chars().take(12).collect();
+    format!(
+        "Someone pushed `{short}` to `{branch}`, so Registrar will not update this branch any more (new facts or workflow labels no longer change it). Merging still registers what it holds and closing still rejects it. To hand the branch back to Registrar, close this pull request and delete the branch."
     )
 }

@@ -32,6 +32,10 @@ pub struct GiteaPull {
     pub open: bool,
     pub merged: bool,
     pub labels: Vec<u64>,
+    /// From a fork's branch of the same name (someone else's repository).
+    pub fork: bool,
+    /// Merges refused ("try again later") before the forge has checked it after a push.
+    pub checking: u32,
 }
 
 #[derive(Default)]
@@ -42,6 +46,8 @@ pub struct GiteaState {
     pub requests: Vec<(String, String)>,
     /// Each merge asked through the API: the pull request and the head it was pinned to.
     pub merges: Vec<(u64, Option<String>)>,
+    /// (pull request, body), oldest first.
+    pub comments: Vec<(u64, String)>,
 }
 
 impl GiteaState {
@@ -212,6 +218,23 @@ impl ReviewForge for FakeGitea {
         self.deliver_pull("closed", number).await
     }
 
+    fn open_fork_request(&self, branch: &str, title: &str) -> u64 {
+        let mut st = self.state.lock().unwrap();
+        let number = st.pulls.len() as u64 + 1;
+        st.pulls.push(GiteaPull {
+            number,
+            title: title.to_string(),
+            body: String::new(),
+            head: branch.to_string(),
+            open: true,
+            merged: false,
+            labels: vec![],
+            fork: true,
+            checking: 0,
+        });
+        number
+    }
+
     fn close_quietly(&self, number: u64) {
         self.with_pull(number, |p| p.open = false);
     }
@@ -219,6 +242,15 @@ impl ReviewForge for FakeGitea {
     async fn close(&self, number: u64) -> reqwest::Response {
         self.close_quietly(number);
         self.deliver_pull("closed", number).await
+    }
+
+    fn comments(&self, number: u64) -> Vec<String> {
+        let st = self.state.lock().unwrap();
+        st.comments
+            .iter()
+            .filter(|(n, _)| *n == number)
+            .map(|(_, b)| b.clone())
+            .collect()
     }
 
     fn description(&self, number: u64) -> String {
@@ -247,8 +279,8 @@ fn pull_json(p: &GiteaPull, url: &str, sha: &str, names: &[(u64, String)]) -> Va
         "merged": p.merged,
         "title": p.title,
         "body": p.body,
-        "head": {"ref": p.head, "sha": sha},
-        "base": {"ref": "main"},
+        "head": {"ref": p.head, "sha": sha, "repo_id": if p.fork { 2 } else { 1 }},
+        "base": {"ref": "main", "repo_id": 1},
         "labels": p.labels.iter().map(|id| {
             let name = names.iter().find(|(l, _)| l == id).map(|(_, n)| n.clone()).unwrap_or_default();
             json!({"id": id, "name": name})
@@ -309,6 +341,14 @@ async fn route(State(g): State<FakeGitea>, method: Method, uri: Uri, headers: He
             }
             reply(StatusCode::OK, json!(pull.labels))
         }
+        (Method::POST, ["issues", n, "comments"]) => {
+            let Some(number) = st.pull_mut(n).map(|p| p.number) else {
+                return not_found();
+            };
+            let body = input["body"].as_str().unwrap_or_default().to_string();
+            st.comments.push((number, body.clone()));
+            reply(StatusCode::CREATED, json!({"id": st.comments.len(), "body": body}))
+        }
         (Method::DELETE, ["issues", n, "labels", id]) => {
             let Some(pull) = st.pull_mut(n) else {
                 return not_found();
@@ -331,7 +371,7 @@ async fn route(State(g): State<FakeGitea>, method: Method, uri: Uri, headers: He
             if repo.head(&head).is_none() {
                 return reply(StatusCode::NOT_FOUND, json!({"message": "head branch does not exist"}));
             }
-            if st.pulls.iter().any(|p| p.open && p.head == head) {
+            if st.pulls.iter().any(|p| p.open && !p.fork && p.head == head) {
                 return reply(
                     StatusCode::CONFLICT,
                     json!({"message": "pull request already exists for these targets"}),
@@ -343,6 +383,8 @@ async fn route(State(g): State<FakeGitea>, method: Method, uri: Uri, headers: He
                 body: input["body"].as_str().unwrap_or_default().into(),
                 head,
                 open: true,
+                fork: false,
+                checking: 1,
                 merged: false,
                 labels: labels_in(&input),
             };
@@ -361,10 +403,6 @@ async fn route(State(g): State<FakeGitea>, method: Method, uri: Uri, headers: He
             }
         }
         (method, ["pulls", n, tail @ ..]) => {
-            if method == Method::POST && tail == ["merge"] {
-                let pinned = input["head_commit_id"].as_str().map(str::to_string);
-                st.merges.push((n.parse().unwrap_or_default(), pinned));
-            }
             let Some(pull) = st.pull_mut(n) else {
                 return not_found();
             };
@@ -389,6 +427,13 @@ async fn route(State(g): State<FakeGitea>, method: Method, uri: Uri, headers: He
                     if !pull.open {
                         return reply(StatusCode::METHOD_NOT_ALLOWED, json!({"message": "not mergeable"}));
                     }
+                    if pull.checking > 0 {
+                        pull.checking -= 1;
+                        return reply(
+                            StatusCode::METHOD_NOT_ALLOWED,
+                            json!({"message": "Please try again later"}),
+                        );
+                    }
                     let head = sha(&pull.head);
                     if input["head_commit_id"].as_str().is_some_and(|want| want != head) {
                         return reply(StatusCode::CONFLICT, json!({"message": "head out of date"}));
@@ -401,10 +446,12 @@ async fn route(State(g): State<FakeGitea>, method: Method, uri: Uri, headers: He
                     );
                     pull.open = false;
                     pull.merged = true;
-                    let branch = pull.head.clone();
+                    let (number, branch) = (pull.number, pull.head.clone());
                     if input["delete_branch_after_merge"] == true {
                         repo.delete_branch(&branch);
                     }
+                    let pinned = input["head_commit_id"].as_str().map(str::to_string);
+                    st.merges.push((number, pinned));
                     reply(StatusCode::OK, Value::Null)
                 }
                 _ => not_found(),

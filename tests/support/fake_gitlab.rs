@@ -32,6 +32,10 @@ pub struct GitlabMergeRequest {
     pub state: String,
     pub labels: Vec<String>,
     pub remove_source_branch: bool,
+    /// From a fork's branch of the same name (another project).
+    pub fork: bool,
+    /// Reads (and merges refused) before GitLab has checked it after a push.
+    pub checking: u32,
 }
 
 #[derive(Default)]
@@ -40,6 +44,8 @@ pub struct GitlabState {
     pub requests: Vec<(String, String)>,
     /// Each merge asked through the API: the merge request and the sha it was pinned to.
     pub merges: Vec<(u64, Option<String>)>,
+    /// (merge request, body), oldest first.
+    pub notes: Vec<(u64, String)>,
 }
 
 impl GitlabState {
@@ -189,6 +195,23 @@ impl ReviewForge for FakeGitlab {
         self.deliver_merge_request("merge", number).await
     }
 
+    fn open_fork_request(&self, branch: &str, title: &str) -> u64 {
+        let mut st = self.state.lock().unwrap();
+        let iid = st.merge_requests.len() as u64 + 1;
+        st.merge_requests.push(GitlabMergeRequest {
+            iid,
+            title: title.to_string(),
+            description: String::new(),
+            source_branch: branch.to_string(),
+            state: "opened".into(),
+            labels: vec![],
+            remove_source_branch: false,
+            fork: true,
+            checking: 0,
+        });
+        iid
+    }
+
     fn close_quietly(&self, number: u64) {
         self.with_merge_request(number, |m| m.state = "closed".into());
     }
@@ -196,6 +219,15 @@ impl ReviewForge for FakeGitlab {
     async fn close(&self, number: u64) -> reqwest::Response {
         self.close_quietly(number);
         self.deliver_merge_request("close", number).await
+    }
+
+    fn comments(&self, number: u64) -> Vec<String> {
+        let st = self.state.lock().unwrap();
+        st.notes
+            .iter()
+            .filter(|(n, _)| *n == number)
+            .map(|(_, b)| b.clone())
+            .collect()
     }
 
     fn description(&self, number: u64) -> String {
@@ -231,6 +263,9 @@ fn merge_request_json(m: &GitlabMergeRequest, url: &str, sha: &str) -> Value {
         "target_branch": "main",
         "sha": sha,
         "labels": m.labels,
+        "source_project_id": if m.fork { 2 } else { 1 },
+        "target_project_id": 1,
+        "detailed_merge_status": if m.checking > 0 { "checking" } else { "mergeable" },
     })
 }
 
@@ -315,7 +350,7 @@ async fn route(State(g): State<FakeGitlab>, method: Method, uri: Uri, headers: H
             if let Some(m) = st
                 .merge_requests
                 .iter()
-                .find(|m| m.state == "opened" && m.source_branch == source)
+                .find(|m| m.state == "opened" && !m.fork && m.source_branch == source)
             {
                 let message = format!(
                     "Another open merge request already exists for this source branch: !{}",
@@ -331,6 +366,8 @@ async fn route(State(g): State<FakeGitlab>, method: Method, uri: Uri, headers: H
                 state: "opened".into(),
                 labels: label_list(&input, "labels"),
                 remove_source_branch: input["remove_source_branch"] == true,
+                fork: false,
+                checking: 2,
             };
             st.merge_requests.push(m.clone());
             reply(
@@ -338,16 +375,24 @@ async fn route(State(g): State<FakeGitlab>, method: Method, uri: Uri, headers: H
                 merge_request_json(&m, &g.url, &sha(&m.source_branch)),
             )
         }
+        (Method::POST, ["merge_requests", iid, "notes"]) => {
+            let Some(number) = st.by_iid(iid).map(|m| m.iid) else {
+                return not_found();
+            };
+            let body = input["body"].as_str().unwrap_or_default().to_string();
+            st.notes.push((number, body.clone()));
+            reply(StatusCode::CREATED, json!({"id": st.notes.len(), "body": body}))
+        }
         (method, ["merge_requests", iid, tail @ ..]) => {
-            if method == Method::PUT && tail == ["merge"] {
-                let pinned = input["sha"].as_str().map(str::to_string);
-                st.merges.push((iid.parse().unwrap_or_default(), pinned));
-            }
             let Some(m) = st.by_iid(iid) else {
                 return not_found();
             };
             match (method, tail) {
-                (Method::GET, []) => reply(StatusCode::OK, merge_request_json(m, &g.url, &sha(&m.source_branch))),
+                (Method::GET, []) => {
+                    let answer = merge_request_json(m, &g.url, &sha(&m.source_branch));
+                    m.checking = m.checking.saturating_sub(1);
+                    reply(StatusCode::OK, answer)
+                }
                 (Method::PUT, []) => {
                     if let Some(t) = input["title"].as_str() {
                         m.title = t.into();
@@ -374,6 +419,13 @@ async fn route(State(g): State<FakeGitlab>, method: Method, uri: Uri, headers: H
                             json!({"message": "405 Method Not Allowed"}),
                         );
                     }
+                    if m.checking > 0 {
+                        m.checking -= 1;
+                        return reply(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            json!({"message": "Branch cannot be merged"}),
+                        );
+                    }
                     let head = sha(&m.source_branch);
                     if input["sha"].as_str().is_some_and(|want| want != head) {
                         return reply(
@@ -392,7 +444,9 @@ async fn route(State(g): State<FakeGitlab>, method: Method, uri: Uri, headers: H
                     if input["should_remove_source_branch"] == true || m.remove_source_branch {
                         repo.delete_branch(&branch);
                     }
-                    reply(StatusCode::OK, merge_request_json(m, &g.url, &head))
+                    let (answer, number) = (merge_request_json(m, &g.url, &head), m.iid);
+                    st.merges.push((number, input["sha"].as_str().map(str::to_string)));
+                    reply(StatusCode::OK, answer)
                 }
                 _ => not_found(),
             }

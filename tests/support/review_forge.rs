@@ -32,6 +32,8 @@ pub trait ReviewForge {
         self.reviews().into_iter().find(|r| r.number == number).unwrap()
     }
     fn labels_of(&self, number: u64) -> Vec<String>;
+    /// The comments on it, oldest first.
+    fn comments(&self, number: u64) -> Vec<String>;
     /// The description as it is now.
     fn description(&self, number: u64) -> String;
     /// Each merge asked through the API: the number and the head it was pinned to.
@@ -44,6 +46,9 @@ pub trait ReviewForge {
     /// Merges without telling anyone (a lost delivery).
     fn merge_quietly(&self, number: u64);
     async fn merge(&self, number: u64) -> reqwest::Response;
+    /// Someone opens a pull request from their fork's branch named `branch` (one Registrar
+    /// will use): its number.
+    fn open_fork_request(&self, branch: &str, title: &str) -> u64;
     /// Closes without telling anyone (a lost delivery).
     fn close_quietly(&self, number: u64);
     async fn close(&self, number: u64) -> reqwest::Response;

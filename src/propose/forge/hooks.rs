@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::Forge;
-use crate::domain::{Mac, ProposalState, group_of_branch, mac_of_branch};
+use crate::domain::{ProposalState, group_of_branch, mac_of_branch};
 use crate::propose::{Observation, ProposeError, Proposer};
 
 /// What a verified delivery asks Registrar to look at.
@@ -100,31 +100,10 @@ impl ForgeHooks {
                     .await
             }
             _ => {
-                self.choose_workflow(mac, &review.labels, proposal.workflow.as_deref())
+                self.proposer
+                    .follow_workflow_labels(&proposal, &review.labels, &self.actor)
                     .await
             }
         }
-    }
-
-    /// A `workflow/<name>` label other than the proposal's workflow (`current`), added by a
-    /// reviewer, chooses that workflow (one the templates know); the proposal is rendered
-    /// again with it, and the old label goes with the next edit.
-    async fn choose_workflow(&self, mac: Mac, labels: &[String], current: Option<&str>) -> Result<(), ProposeError> {
-        let renderer = self.proposer.renderer();
-        let chosen: Vec<&str> = labels
-            .iter()
-            .filter_map(|l| l.strip_prefix("workflow/"))
-            .filter(|w| Some(*w) != current && renderer.has_workflow(w))
-            .collect();
-        let [choice] = chosen.as_slice() else {
-            // None, or several at once: nothing to choose between.
-            return Ok(());
-        };
-        let (store, workflow, who) = (self.proposer.store().clone(), choice.to_string(), self.actor.clone());
-        tokio::task::spawn_blocking(move || store.set_workflow(mac, &workflow, &who, chrono::Utc::now()))
-            .await
-            .map_err(|e| ProposeError::Join(e.to_string()))??;
-        self.proposer.wake();
-        Ok(())
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use git2::Oid;
 
-use super::{Draft, Forge, ForgeError, ForgeRef};
+use super::{Draft, Forge, ForgeError, ForgeRef, Review};
 use crate::domain::{Proposal, ProposalKind, ProposalState};
 use crate::propose::git::{GitRepo, Merged};
 
@@ -65,7 +65,21 @@ impl Forge for LocalForge {
         blocking(move || Ok(git.delete_branch(&branch)?)).await
     }
 
-    async fn state(&self, proposal: &Proposal) -> Result<ProposalState, ForgeError> {
+    /// The local forge keeps no description or labels: what it shows is the branch.
+    async fn review(&self, proposal: &Proposal) -> Result<Review, ForgeError> {
+        Ok(Review {
+            state: self.state_in_git(proposal).await?,
+            head: proposal.head.clone(),
+            description: None,
+            labels: vec![],
+        })
+    }
+}
+
+impl LocalForge {
+    /// Merged when the base holds what was reviewed (however it got there), open while the
+    /// branch is there, closed once it is gone without that.
+    async fn state_in_git(&self, proposal: &Proposal) -> Result<ProposalState, ForgeError> {
         let git = self.git.clone();
         let (branch, path) = (proposal.branch.clone(), proposal.path.clone());
         let head = Oid::from_str(&proposal.head).ok();

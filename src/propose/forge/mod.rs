@@ -30,6 +30,37 @@ pub enum ForgeError {
     Other(String),
 }
 
+/// How long a merge asked of Forgejo/Gitea or GitLab waits for the forge to be ready: after
+/// a push they check mergeability (and update the head they compare with) in the background,
+/// and refuse a merge until then.
+pub(crate) const MERGE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits between tries, longer each time, until a time limit.
+pub(crate) struct Patience {
+    deadline: tokio::time::Instant,
+    pause: std::time::Duration,
+}
+
+impl Patience {
+    pub(crate) fn new(limit: std::time::Duration) -> Self {
+        Patience {
+            deadline: tokio::time::Instant::now() + limit,
+            pause: std::time::Duration::from_millis(250),
+        }
+    }
+
+    /// Waits before the next try; false once the time is up.
+    pub(crate) async fn wait(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if now >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.pause.min(self.deadline - now)).await;
+        self.pause = (self.pause * 2).min(std::time::Duration::from_secs(5));
+        true
+    }
+}
+
 /// The forge's handle on a proposal.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ForgeRef {
@@ -65,9 +96,22 @@ pub struct Review {
     pub state: ProposalState,
     /// The commit its branch is at, as the forge shows it ("" where unknown).
     pub head: String,
+    /// None where the forge keeps no description people edit.
     pub description: Option<String>,
     /// A reviewer's `workflow/<name>` label chooses that workflow.
     pub labels: Vec<String>,
+}
+
+impl Review {
+    /// A proposal the forge has not been asked to show yet: nothing was decided.
+    pub fn unopened() -> Self {
+        Review {
+            state: ProposalState::Open,
+            head: String::new(),
+            description: None,
+            labels: vec![],
+        }
+    }
 }
 
 /// What a forge does with a proposal approved by policy (`discovery.auto_approve`).
@@ -101,10 +145,16 @@ pub trait Forge: Send + Sync + 'static {
     }
     /// Rejects a proposal: closes it and removes its branch.
     async fn reject(&self, proposal: &Proposal, actor: &str) -> Result<(), ForgeError>;
-    /// What the forge says about a proposal now, for the reconcile loop.
-    async fn state(&self, proposal: &Proposal) -> Result<ProposalState, ForgeError>;
-    /// Tells reviewers, once, that Registrar stopped updating a branch someone pushed to.
-    async fn note_hands_off(&self, _proposal: &Proposal, _head: &str) -> Result<(), ForgeError> {
+    /// A proposal as the forge shows it now — its state, head, description and labels, read
+    /// at once — for the reconcile and for a look a delivery asked for.
+    async fn review(&self, proposal: &Proposal) -> Result<Review, ForgeError>;
+    /// What the forge says about a proposal now: merged, closed or open.
+    async fn state(&self, proposal: &Proposal) -> Result<ProposalState, ForgeError> {
+        Ok(self.review(proposal).await?.state)
+    }
+    /// Says `text` (Markdown) on the proposal's pull request for its reviewers; nothing
+    /// where the forge has no such place (the local forge). Callers say each thing once.
+    async fn say(&self, _proposal: &Proposal, _text: &str) -> Result<(), ForgeError> {
         Ok(())
     }
     /// What became of the proposal whose branch is `branch`, found by the branch alone (the
@@ -112,22 +162,6 @@ pub trait Forge: Send + Sync + 'static {
     /// deletes branches it merges or rejects, so a branch it still has is open.
     async fn branch_state(&self, _branch: &str) -> Result<Option<(ProposalState, ForgeRef)>, ForgeError> {
         Ok(Some((ProposalState::Open, ForgeRef::default())))
-    }
-    /// A proposal's description as it is on the forge now (None: the forge keeps none that
-    /// people edit).
-    async fn description(&self, _proposal: &Proposal) -> Result<Option<String>, ForgeError> {
-        Ok(None)
-    }
-    /// Everything a look at a proposal on the forge needs, read at once: its state, head,
-    /// description and labels. Forges whose deliveries only name a branch implement it
-    /// with one request; the default reads the state and the description.
-    async fn review(&self, proposal: &Proposal) -> Result<Review, ForgeError> {
-        Ok(Review {
-            state: self.state(proposal).await?,
-            head: String::new(),
-            description: self.description(proposal).await?,
-            labels: vec![],
-        })
     }
     /// True when the forge reports changes in bulk (a listing, webhooks), so the reconcile
     /// need not ask about every open proposal one by one.

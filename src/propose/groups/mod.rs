@@ -208,7 +208,9 @@ impl Proposer {
         // takes), not when a delivery or the reconcile happens to look.
         drop(_gate);
         for id in merged_now {
-            self.look_at_group(id, super::auto_approve::POLICY_ACTOR).await?;
+            if let Err(e) = self.look_at_group(id, super::auto_approve::POLICY_ACTOR).await {
+                tracing::warn!(group = id, error = %e, "could not record the group's merge; the reconcile will");
+            }
         }
         Ok(())
     }
@@ -230,7 +232,7 @@ impl Proposer {
         // The description as it is now first: a reviewer may have unchecked a machine since
         // the last look, and rewriting it must not undo that.
         if let (Some(number), Some(first)) = (group.number, members.first())
-            && let Some(description) = self.forge.description(&self.shown(group, first.mac)).await?
+            && let Some(description) = self.forge.review(&self.shown(group, first.mac)).await?.description
         {
             let left_out: Vec<Mac> = crate::domain::group::unchecked_members(&description)
                 .into_iter()
@@ -403,7 +405,8 @@ impl Proposer {
         let (store, id) = (self.store.clone(), group.id);
         blocking(move || store.set_group_hands_off(id)).await?;
         let Some(first) = members.first() else { return Ok(()) };
-        self.forge.note_hands_off(&self.shown(group, first.mac), head).await?;
+        let note = super::sync::hands_off_note(&group.branch, head);
+        self.forge.say(&self.shown(group, first.mac), &note).await?;
         let git = self.git.clone();
         blocking(move || git.fetch()).await?;
         let commit = git2::Oid::from_str(head).map_err(|e| ProposeError::Conflict(format!("head {head}: {e}")))?;

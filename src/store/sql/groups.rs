@@ -49,7 +49,7 @@ fn member_from_row(r: &Row) -> Result<GroupMember> {
 
 fn group(tx: &Tx, id: i64) -> Result<Option<Group>> {
     tx.query_row(
-        &format!("SELECT {GROUP_COLUMNS} FROM proposal_groups WHERE id = ?1"),
+        &format!("SELECT {GROUP_COLUMNS} FROM proposal_groups WHERE id = ?1 AND state <> 'finished'"),
         [id],
         group_from_row,
     )
@@ -184,9 +184,11 @@ impl<D: Database> Groups for D {
 
     fn groups(&self) -> Result<Vec<Group>> {
         self.read(|tx| {
-            tx.prepare_cached(&format!("SELECT {GROUP_COLUMNS} FROM proposal_groups ORDER BY id"))?
-                .query_map((), group_from_row)?
-                .collect::<Result<_>>()
+            tx.prepare_cached(&format!(
+                "SELECT {GROUP_COLUMNS} FROM proposal_groups WHERE state <> 'finished' ORDER BY id"
+            ))?
+            .query_map((), group_from_row)?
+            .collect::<Result<_>>()
         })
     }
 
@@ -253,7 +255,16 @@ impl<D: Database> Groups for D {
     fn finish_group(&self, id: i64) -> Result<()> {
         self.write(|tx| {
             tx.execute("DELETE FROM group_members WHERE group_id = ?1", [id])?;
-            tx.execute("DELETE FROM proposal_groups WHERE id = ?1", [id])?;
+            // The newest finished group stays behind, marked, so its id — and so its branch
+            // name — is never handed out again: SQLite numbers a new row after the largest
+            // id present, and a reused branch name would carry an old pull request's history
+            // (one closed there could be reopened onto a new group's branch). At most one
+            // such row is kept.
+            tx.execute("UPDATE proposal_groups SET state = 'finished' WHERE id = ?1", [id])?;
+            tx.execute(
+                "DELETE FROM proposal_groups WHERE state = 'finished' AND id < (SELECT MAX(id) FROM proposal_groups)",
+                (),
+            )?;
             Ok(())
         })
     }

@@ -19,7 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Draft, Forge, ForgeError, ForgeRef, Review};
+use super::{Draft, Forge, ForgeError, ForgeRef, MERGE_PATIENCE, Patience, Review};
 use crate::domain::{Proposal, ProposalState};
 
 /// A pull request as the API shows it (the fields Registrar reads).
@@ -33,6 +33,7 @@ pub struct Pull {
     #[serde(default)]
     pub body: Option<String>,
     pub head: Head,
+    pub base: Head,
     #[serde(default)]
     pub labels: Vec<Label>,
 }
@@ -50,9 +51,17 @@ pub struct Head {
     pub branch: String,
     #[serde(default)]
     pub sha: String,
+    /// A fork's pull request names its own repository here: never one of Registrar's.
+    #[serde(default)]
+    pub repo_id: Option<u64>,
 }
 
 impl Pull {
+    /// From a branch of the repository itself, not a fork's branch of the same name.
+    fn is_from_the_repository(&self) -> bool {
+        self.head.repo_id == self.base.repo_id
+    }
+
     fn forge_ref(&self) -> ForgeRef {
         ForgeRef {
             number: Some(self.number),
@@ -89,7 +98,11 @@ impl GiteaForge {
         timeout: Duration,
     ) -> anyhow::Result<Self> {
         Ok(GiteaForge {
-            http: reqwest::Client::builder().timeout(timeout).build()?,
+            // No redirects: reqwest would carry the token to another host.
+            http: reqwest::Client::builder()
+                .timeout(timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
             repo_api: format!("{}/api/v1/repos/{owner}/{repo}", url.trim_end_matches('/')),
             token,
             base: base.to_string(),
@@ -113,7 +126,15 @@ impl GiteaForge {
             .map_err(|e| ForgeError::Other(format!("{method} {path}: {e}")))?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
-        if status.is_server_error() || status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        if status.is_server_error()
+            || status.is_redirection()
+            || [
+                StatusCode::UNAUTHORIZED,
+                StatusCode::FORBIDDEN,
+                StatusCode::TOO_MANY_REQUESTS,
+            ]
+            .contains(&status)
+        {
             return Err(ForgeError::Other(format!(
                 "{method} {path}: {status}: {}",
                 snippet(&text)
@@ -141,9 +162,17 @@ impl GiteaForge {
         Self::pull_of(status, body, &format!("pull request #{number}"))
     }
 
-    /// A pull request from `branch` into the base branch, open or not (which one, when
-    /// there were several, is the forge's choice).
+    /// A pull request from `branch` of this repository into the base branch, open or not
+    /// (which one, when there were several, is the forge's choice).
     async fn pull_of_branch(&self, branch: &str) -> Result<Option<Pull>, ForgeError> {
+        Ok(self
+            .any_pull_of_branch(branch)
+            .await?
+            .filter(Pull::is_from_the_repository))
+    }
+
+    /// A pull request from a branch named `branch`, a fork's included.
+    async fn any_pull_of_branch(&self, branch: &str) -> Result<Option<Pull>, ForgeError> {
         let path = format!("/pulls/{}/{}", self.base, branch);
         let (status, body) = self.call(Method::GET, &path, None).await?;
         Self::pull_of(status, body, &format!("the pull request of {branch}"))
@@ -152,9 +181,10 @@ impl GiteaForge {
     /// The open pull request from `branch`, if any: looked up by base and head, and where
     /// that finds a closed one (a machine proposed again), among the open ones.
     async fn open_pull_of_branch(&self, branch: &str) -> Result<Option<Pull>, ForgeError> {
-        match self.pull_of_branch(branch).await? {
-            Some(p) if p.proposal_state() == ProposalState::Open => return Ok(Some(p)),
+        match self.any_pull_of_branch(branch).await? {
+            Some(p) if p.proposal_state() == ProposalState::Open && p.is_from_the_repository() => return Ok(Some(p)),
             None => return Ok(None),
+            // Closed, or a fork's: look among the open ones.
             Some(_) => {}
         }
         for page in 1..=PAGES {
@@ -165,7 +195,10 @@ impl GiteaForge {
             }
             let pulls: Vec<Pull> =
                 serde_json::from_value(body).map_err(|e| ForgeError::Other(format!("open pull requests: {e}")))?;
-            if let Some(p) = pulls.iter().find(|p| p.head.branch == branch) {
+            if let Some(p) = pulls
+                .iter()
+                .find(|p| p.head.branch == branch && p.is_from_the_repository())
+            {
                 return Ok(Some(p.clone()));
             }
             if pulls.len() < PAGE {
@@ -173,6 +206,15 @@ impl GiteaForge {
             }
         }
         Ok(None)
+    }
+
+    /// The proposal's pull request: the recorded one (gone is an error, never "nothing to
+    /// do"), or the branch's, if it was never recorded.
+    async fn recorded(&self, proposal: &Proposal) -> Result<Option<Pull>, ForgeError> {
+        match proposal.number {
+            Some(n) => Ok(Some(self.pull(n).await?.ok_or_else(|| gone(n))?)),
+            None => self.pull_of_branch(&proposal.branch).await,
+        }
     }
 
     /// The id of label `name`, made if the repository lacks it.
@@ -218,9 +260,10 @@ impl GiteaForge {
     }
 
     /// Rewrites the title and description. Labels are added and removed one by one (an
-    /// edit's label list would replace the reviewers' labels too); only `workflow/*` ones
-    /// are Registrar's.
-    async fn edit(&self, pull: &Pull, draft: &Draft<'_>) -> Result<ForgeRef, ForgeError> {
+    /// edit's label list would replace the reviewers' labels too), and only the `workflow/*`
+    /// label Registrar set before (`previous`) is taken off: another may be a reviewer's
+    /// choice not read yet.
+    async fn edit(&self, pull: &Pull, draft: &Draft<'_>, previous: Option<&str>) -> Result<ForgeRef, ForgeError> {
         let body = json!({"title": draft.title, "body": draft.body});
         let (status, answer) = self
             .call(Method::PATCH, &format!("/pulls/{}", pull.number), Some(body))
@@ -228,10 +271,11 @@ impl GiteaForge {
         let edited = Self::pull_of(status, answer, &format!("editing pull request #{}", pull.number))?;
         let wanted = self.labels_of(draft).await?;
         let issue = format!("/issues/{}/labels", pull.number);
+        let previous = previous.map(|w| format!("workflow/{w}"));
         for stale in pull
             .labels
             .iter()
-            .filter(|l| l.name.starts_with("workflow/") && !wanted.contains(&l.id))
+            .filter(|l| Some(&l.name) == previous.as_ref() && !wanted.contains(&l.id))
         {
             self.call(Method::DELETE, &format!("{issue}/{}", stale.id), None)
                 .await?;
@@ -281,7 +325,8 @@ impl Forge for GiteaForge {
             None => self.open_pull_of_branch(draft.branch).await?,
         };
         if let Some(pull) = open {
-            return self.edit(&pull, draft).await;
+            let previous = existing.and_then(|p| p.workflow.as_deref());
+            return self.edit(&pull, draft, previous).await;
         }
         let labels = self.labels_of(draft).await?;
         let body = json!({
@@ -307,38 +352,38 @@ impl Forge for GiteaForge {
         let number = proposal
             .number
             .ok_or_else(|| ForgeError::Other(format!("{} has no pull request", proposal.branch)))?;
-        let pull = self
-            .pull(number)
-            .await?
-            .ok_or_else(|| ForgeError::Other(format!("pull request #{number} is gone")))?;
-        match pull.proposal_state() {
-            ProposalState::Merged => return Ok(()),
-            ProposalState::Closed => return Err(ForgeError::Conflict(format!("pull request #{number} is closed"))),
-            _ => {}
+        let mut patience = Patience::new(MERGE_PATIENCE);
+        loop {
+            let pull = self.pull(number).await?.ok_or_else(|| gone(number))?;
+            match pull.proposal_state() {
+                ProposalState::Merged => return Ok(()),
+                ProposalState::Closed => {
+                    return Err(ForgeError::Conflict(format!("pull request #{number} is closed")));
+                }
+                _ => {}
+            }
+            // Pinned to the head that was reviewed: a push after the review is not merged. The
+            // forge answers 405 while it still checks the pull request after a push, and 409
+            // while the head it knows is another (one it has not caught up with, or someone
+            // else's push): both are tried again, within the patience.
+            let body = json!({"Do": "merge", "head_commit_id": proposal.head, "delete_branch_after_merge": true});
+            let (status, answer) = self
+                .call(Method::POST, &format!("/pulls/{number}/merge"), Some(body))
+                .await?;
+            if status.is_success() {
+                return Ok(());
+            }
+            if !patience.wait().await {
+                return Err(ForgeError::Conflict(format!(
+                    "pull request #{number} was not merged: {status}: {}",
+                    snippet(&answer.to_string())
+                )));
+            }
         }
-        // Pinned to the head that was reviewed: a push after the review is not merged.
-        let body = json!({"Do": "merge", "head_commit_id": proposal.head, "delete_branch_after_merge": true});
-        let (status, answer) = self
-            .call(Method::POST, &format!("/pulls/{number}/merge"), Some(body))
-            .await?;
-        if status.is_success() {
-            return Ok(());
-        }
-        if self.pull(number).await?.is_some_and(|p| p.merged) {
-            return Ok(());
-        }
-        Err(ForgeError::Conflict(format!(
-            "pull request #{number} was not merged: {status}: {}",
-            snippet(&answer.to_string())
-        )))
     }
 
     async fn reject(&self, proposal: &Proposal, _actor: &str) -> Result<(), ForgeError> {
-        let pull = match proposal.number {
-            Some(n) => self.pull(n).await?,
-            None => self.pull_of_branch(&proposal.branch).await?,
-        };
-        if let Some(pull) = pull {
+        if let Some(pull) = self.recorded(proposal).await? {
             if pull.merged {
                 return Err(ForgeError::Merged(pull.number));
             }
@@ -371,17 +416,6 @@ impl Forge for GiteaForge {
         }
     }
 
-    async fn state(&self, proposal: &Proposal) -> Result<ProposalState, ForgeError> {
-        match proposal.number {
-            Some(n) => Ok(self.pull(n).await?.ok_or_else(|| gone(n))?.proposal_state()),
-            // Not opened yet: nothing was decided.
-            None => Ok(self
-                .pull_of_branch(&proposal.branch)
-                .await?
-                .map_or(ProposalState::Open, |p| p.proposal_state())),
-        }
-    }
-
     async fn branch_state(&self, branch: &str) -> Result<Option<(ProposalState, ForgeRef)>, ForgeError> {
         Ok(self
             .pull_of_branch(branch)
@@ -389,17 +423,18 @@ impl Forge for GiteaForge {
             .map(|p| (p.proposal_state(), p.forge_ref())))
     }
 
-    async fn description(&self, proposal: &Proposal) -> Result<Option<String>, ForgeError> {
-        let Some(n) = proposal.number else { return Ok(None) };
-        Ok(self.pull(n).await?.and_then(|p| p.body))
+    async fn say(&self, proposal: &Proposal, text: &str) -> Result<(), ForgeError> {
+        let Some(n) = proposal.number else { return Ok(()) };
+        let path = format!("/issues/{n}/comments");
+        let (status, _) = self.call(Method::POST, &path, Some(json!({"body": text}))).await?;
+        if !status.is_success() {
+            return Err(ForgeError::Other(format!("commenting on pull request #{n}: {status}")));
+        }
+        Ok(())
     }
 
     async fn review(&self, proposal: &Proposal) -> Result<Review, ForgeError> {
-        let pull = match proposal.number {
-            Some(n) => Some(self.pull(n).await?.ok_or_else(|| gone(n))?),
-            None => self.pull_of_branch(&proposal.branch).await?,
-        };
-        Ok(match pull {
+        Ok(match self.recorded(proposal).await? {
             Some(p) => Review {
                 state: p.proposal_state(),
                 head: p.head.sha,
@@ -407,12 +442,7 @@ impl Forge for GiteaForge {
                 labels: p.labels.into_iter().map(|l| l.name).collect(),
             },
             // Not opened yet: nothing was decided.
-            None => Review {
-                state: ProposalState::Open,
-                head: String::new(),
-                description: None,
-                labels: vec![],
-            },
+            None => Review::unopened(),
         })
     }
 }

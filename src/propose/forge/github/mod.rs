@@ -28,7 +28,7 @@ use octocrab::models::Label;
 use octocrab::models::pulls::PullRequest as GhPullRequest;
 use serde_json::json;
 
-use super::{AutoMerge, Draft, Forge, ForgeError, ForgeRef};
+use super::{AutoMerge, Draft, Forge, ForgeError, ForgeRef, Review};
 use crate::domain::{Proposal, ProposalState};
 use client::{Client, GhError, Kind, Pacing, pulls, segment};
 
@@ -387,17 +387,9 @@ impl Forge for GithubForge {
         })
     }
 
-    async fn note_hands_off(&self, proposal: &Proposal, head: &str) -> Result<(), ForgeError> {
+    async fn say(&self, proposal: &Proposal, text: &str) -> Result<(), ForgeError> {
         let Some(number) = proposal.number else { return Ok(()) };
-        let short: String = head.chars().take(12).collect();
-        self.comment(
-            number,
-            &format!(
-                "Someone pushed `{short}` to `{}`, so Registrar will not update this branch any more (new facts or workflow labels no longer change it). Merging still registers the machine and closing still rejects it. To hand the branch back to Registrar, close this pull request and delete the branch.",
-                proposal.branch
-            ),
-        )
-        .await?;
+        self.comment(number, text).await?;
         Ok(())
     }
 
@@ -538,11 +530,6 @@ impl Forge for GithubForge {
         Ok(())
     }
 
-    async fn description(&self, proposal: &Proposal) -> Result<Option<String>, ForgeError> {
-        let Some(number) = proposal.number else { return Ok(None) };
-        Ok(Some(self.get(number).await?.body))
-    }
-
     async fn branch_state(&self, branch: &str) -> Result<Option<(ProposalState, ForgeRef)>, ForgeError> {
         Ok(self.find(branch).await?.map(|pr| {
             let state = if pr.merged {
@@ -562,17 +549,24 @@ impl Forge for GithubForge {
         }))
     }
 
-    async fn state(&self, proposal: &Proposal) -> Result<ProposalState, ForgeError> {
+    async fn review(&self, proposal: &Proposal) -> Result<Review, ForgeError> {
         let Some(number) = proposal.number else {
-            return Ok(ProposalState::Open);
+            // Not opened yet: nothing was decided.
+            return Ok(Review::unopened());
         };
         let pr = self.get(number).await?;
-        Ok(if pr.merged {
+        let state = if pr.merged {
             ProposalState::Merged
         } else if pr.open {
             ProposalState::Open
         } else {
             ProposalState::Closed
+        };
+        Ok(Review {
+            state,
+            head: pr.head_sha,
+            description: Some(pr.body),
+            labels: pr.labels,
         })
     }
 }

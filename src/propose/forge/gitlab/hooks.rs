@@ -51,9 +51,12 @@ impl Deliveries for GitlabDeliveries {
 
     fn event_and_id(&self, header: &dyn Fn(&str) -> Option<String>, body: &[u8]) -> Option<(String, String)> {
         let event = header("x-gitlab-event")?;
-        // GitLab names each delivery in X-Gitlab-Event-UUID; where an older one does not, the
-        // body's digest stands in (a repeated identical body would only be a repeated look).
-        let id = header("x-gitlab-event-uuid").unwrap_or_else(|| hex::encode(Sha256::digest(body)));
+        // Idempotency-Key is one delivery's, kept across its retries. X-Gitlab-Event-UUID
+        // (older GitLab) is shared by the hooks one event sets off; where neither is sent,
+        // the body's digest stands in (a repeated identical body is only a repeated look).
+        let id = header("idempotency-key")
+            .or_else(|| header("x-gitlab-event-uuid"))
+            .unwrap_or_else(|| hex::encode(Sha256::digest(body)));
         Some((event, id))
     }
 

@@ -21,7 +21,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Draft, Forge, ForgeError, ForgeRef, Review};
+use super::{Draft, Forge, ForgeError, ForgeRef, MERGE_PATIENCE, Patience, Review};
 use crate::domain::{Proposal, ProposalState};
 
 /// A merge request as the API shows it (the fields Registrar reads).
@@ -38,11 +38,37 @@ pub struct MergeRequest {
     /// The head of the source branch.
     #[serde(default)]
     pub sha: Option<String>,
+    /// A fork's merge request names its own project here: never one of Registrar's.
+    #[serde(default)]
+    pub source_project_id: Option<u64>,
+    #[serde(default)]
+    pub target_project_id: Option<u64>,
+    /// Whether it can be merged, which GitLab works out in the background after a push.
+    #[serde(default)]
+    pub detailed_merge_status: Option<String>,
+    #[serde(default)]
+    pub merge_status: Option<String>,
     #[serde(default)]
     pub labels: Vec<String>,
 }
 
 impl MergeRequest {
+    /// From a branch of the project itself, not a fork's branch of the same name.
+    fn is_from_the_project(&self) -> bool {
+        self.source_project_id == self.target_project_id
+    }
+
+    fn is_being_checked(&self) -> bool {
+        let detailed = self.detailed_merge_status.as_deref();
+        matches!(
+            detailed,
+            Some("unchecked" | "checking" | "preparing" | "approvals_syncing")
+        ) || matches!(
+            self.merge_status.as_deref(),
+            Some("unchecked" | "checking" | "cannot_be_merged_recheck")
+        )
+    }
+
     fn forge_ref(&self) -> ForgeRef {
         ForgeRef {
             number: Some(self.iid),
@@ -80,6 +106,9 @@ fn gone(iid: u64) -> ForgeError {
     ))
 }
 
+/// The merge requests of one branch read at once (a fork's among them).
+const PAGE: usize = 20;
+
 fn snippet(text: &str) -> String {
     text.chars().take(200).collect()
 }
@@ -87,7 +116,11 @@ fn snippet(text: &str) -> String {
 impl GitlabForge {
     pub fn new(url: &str, project: &str, token: SecretString, base: &str, timeout: Duration) -> anyhow::Result<Self> {
         Ok(GitlabForge {
-            http: reqwest::Client::builder().timeout(timeout).build()?,
+            // No redirects: reqwest would carry PRIVATE-TOKEN to another host.
+            http: reqwest::Client::builder()
+                .timeout(timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
             project_api: format!("{}/api/v4/projects/{}", url.trim_end_matches('/'), encoded(project)),
             token,
             base: base.to_string(),
@@ -110,7 +143,15 @@ impl GitlabForge {
             .map_err(|e| ForgeError::Other(format!("{method} {path}: {e}")))?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
-        if status.is_server_error() || status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        if status.is_server_error()
+            || status.is_redirection()
+            || [
+                StatusCode::UNAUTHORIZED,
+                StatusCode::FORBIDDEN,
+                StatusCode::TOO_MANY_REQUESTS,
+            ]
+            .contains(&status)
+        {
             return Err(ForgeError::Other(format!(
                 "{method} {path}: {status}: {}",
                 snippet(&text)
@@ -137,8 +178,9 @@ impl GitlabForge {
     /// The newest merge request from `branch` into the base branch in `state` (`opened`,
     /// or `all`), if any.
     async fn of_branch(&self, branch: &str, state: &str) -> Result<Option<MergeRequest>, ForgeError> {
+        // A fork may have a branch of the same name: read a page, and take the project's own.
         let path = format!(
-            "/merge_requests?source_branch={}&target_branch={}&state={state}&order_by=created_at&sort=desc&per_page=1",
+            "/merge_requests?source_branch={}&target_branch={}&state={state}&order_by=created_at&sort=desc&per_page={PAGE}",
             encoded(branch),
             encoded(&self.base)
         );
@@ -151,7 +193,7 @@ impl GitlabForge {
         }
         let found: Vec<MergeRequest> = serde_json::from_value(body)
             .map_err(|e| ForgeError::Other(format!("the merge requests of {branch}: unexpected answer: {e}")))?;
-        Ok(found.into_iter().next())
+        Ok(found.into_iter().find(MergeRequest::is_from_the_project))
     }
 
     /// The `workflow/<name>` label `draft` should carry, if any.
@@ -160,14 +202,15 @@ impl GitlabForge {
     }
 
     /// Rewrites the title and description, and swaps Registrar's `workflow/*` label, in one
-    /// request that leaves every other label alone.
-    async fn edit(&self, mr: &MergeRequest, draft: &Draft<'_>) -> Result<ForgeRef, ForgeError> {
+    /// request that leaves every other label alone — a reviewer's `workflow/*` label too,
+    /// which may be a choice not read yet: only the label Registrar set before (`previous`)
+    /// is taken off.
+    async fn edit(&self, mr: &MergeRequest, draft: &Draft<'_>, previous: Option<&str>) -> Result<ForgeRef, ForgeError> {
         let wanted = Self::label_of(draft);
-        let stale: Vec<&str> = mr
-            .labels
-            .iter()
-            .filter(|l| l.starts_with("workflow/") && Some(l.as_str()) != wanted.as_deref())
-            .map(String::as_str)
+        let stale: Vec<String> = previous
+            .map(|w| format!("workflow/{w}"))
+            .filter(|old| Some(old) != wanted.as_ref() && mr.labels.contains(old))
+            .into_iter()
             .collect();
         let body = json!({
             "title": draft.title,
@@ -188,9 +231,11 @@ impl GitlabForge {
         Ok(mr.forge_ref())
     }
 
+    /// The proposal's merge request: the recorded one (gone is an error, never "nothing to
+    /// do"), or the branch's, if it was never recorded.
     async fn recorded(&self, proposal: &Proposal) -> Result<Option<MergeRequest>, ForgeError> {
         match proposal.number {
-            Some(iid) => self.merge_request(iid).await,
+            Some(iid) => Ok(Some(self.merge_request(iid).await?.ok_or_else(|| gone(iid))?)),
             None => self.of_branch(&proposal.branch, "all").await,
         }
     }
@@ -212,7 +257,8 @@ impl Forge for GitlabForge {
             None => self.of_branch(draft.branch, "opened").await?,
         };
         if let Some(mr) = open {
-            return self.edit(&mr, draft).await;
+            let previous = existing.and_then(|p| p.workflow.as_deref());
+            return self.edit(&mr, draft, previous).await;
         }
         let body = json!({
             "source_branch": draft.branch,
@@ -245,34 +291,35 @@ impl Forge for GitlabForge {
         let iid = proposal
             .number
             .ok_or_else(|| ForgeError::Other(format!("{} has no merge request", proposal.branch)))?;
-        let mr = self
-            .merge_request(iid)
-            .await?
-            .ok_or_else(|| ForgeError::Other(format!("merge request !{iid} is gone")))?;
-        match mr.proposal_state() {
-            ProposalState::Merged => return Ok(()),
-            ProposalState::Closed => return Err(ForgeError::Conflict(format!("merge request !{iid} is closed"))),
-            _ => {}
+        let mut patience = Patience::new(MERGE_PATIENCE);
+        loop {
+            let mr = self.merge_request(iid).await?.ok_or_else(|| gone(iid))?;
+            match mr.proposal_state() {
+                ProposalState::Merged => return Ok(()),
+                ProposalState::Closed => return Err(ForgeError::Conflict(format!("merge request !{iid} is closed"))),
+                _ => {}
+            }
+            let refusal = if mr.is_being_checked() {
+                "GitLab is still checking whether it can be merged".to_string()
+            } else {
+                // Pinned to the head that was reviewed: GitLab answers 409 while the head it
+                // knows is another (a push it has not caught up with, or someone else's).
+                let body = json!({"sha": proposal.head, "should_remove_source_branch": true});
+                let (status, answer) = self
+                    .call(Method::PUT, &format!("/merge_requests/{iid}/merge"), Some(body))
+                    .await?;
+                // 2xx but not merged: it waits for a pipeline; 405/406/422: not mergeable yet.
+                if status.is_success() && answer["state"] == "merged" {
+                    return Ok(());
+                }
+                format!("{status}: {}", snippet(&answer.to_string()))
+            };
+            if !patience.wait().await {
+                return Err(ForgeError::Conflict(format!(
+                    "merge request !{iid} was not merged: {refusal}"
+                )));
+            }
         }
-        // Pinned to the head that was reviewed: GitLab answers 409 if the branch moved.
-        let body = json!({"sha": proposal.head, "should_remove_source_branch": true});
-        let (status, answer) = self
-            .call(Method::PUT, &format!("/merge_requests/{iid}/merge"), Some(body))
-            .await?;
-        if status.is_success() {
-            return Ok(());
-        }
-        if self
-            .merge_request(iid)
-            .await?
-            .is_some_and(|m| m.proposal_state() == ProposalState::Merged)
-        {
-            return Ok(());
-        }
-        Err(ForgeError::Conflict(format!(
-            "merge request !{iid} was not merged: {status}: {}",
-            snippet(&answer.to_string())
-        )))
     }
 
     async fn reject(&self, proposal: &Proposal, _actor: &str) -> Result<(), ForgeError> {
@@ -306,21 +353,6 @@ impl Forge for GitlabForge {
         }
     }
 
-    async fn state(&self, proposal: &Proposal) -> Result<ProposalState, ForgeError> {
-        match proposal.number {
-            Some(iid) => Ok(self
-                .merge_request(iid)
-                .await?
-                .ok_or_else(|| gone(iid))?
-                .proposal_state()),
-            // Not opened yet: nothing was decided.
-            None => Ok(self
-                .of_branch(&proposal.branch, "all")
-                .await?
-                .map_or(ProposalState::Open, |m| m.proposal_state())),
-        }
-    }
-
     async fn branch_state(&self, branch: &str) -> Result<Option<(ProposalState, ForgeRef)>, ForgeError> {
         Ok(self
             .of_branch(branch, "all")
@@ -328,17 +360,20 @@ impl Forge for GitlabForge {
             .map(|m| (m.proposal_state(), m.forge_ref())))
     }
 
-    async fn description(&self, proposal: &Proposal) -> Result<Option<String>, ForgeError> {
-        let Some(iid) = proposal.number else { return Ok(None) };
-        Ok(self.merge_request(iid).await?.and_then(|m| m.description))
+    async fn say(&self, proposal: &Proposal, text: &str) -> Result<(), ForgeError> {
+        let Some(iid) = proposal.number else { return Ok(()) };
+        let path = format!("/merge_requests/{iid}/notes");
+        let (status, _) = self.call(Method::POST, &path, Some(json!({"body": text}))).await?;
+        if !status.is_success() {
+            return Err(ForgeError::Other(format!(
+                "commenting on merge request !{iid}: {status}"
+            )));
+        }
+        Ok(())
     }
 
     async fn review(&self, proposal: &Proposal) -> Result<Review, ForgeError> {
-        let mr = match proposal.number {
-            Some(iid) => Some(self.merge_request(iid).await?.ok_or_else(|| gone(iid))?),
-            None => self.of_branch(&proposal.branch, "all").await?,
-        };
-        Ok(match mr {
+        Ok(match self.recorded(proposal).await? {
             Some(m) => Review {
                 state: m.proposal_state(),
                 head: m.sha.unwrap_or_default(),
@@ -346,12 +381,7 @@ impl Forge for GitlabForge {
                 labels: m.labels,
             },
             // Not opened yet: nothing was decided.
-            None => Review {
-                state: ProposalState::Open,
-                head: String::new(),
-                description: None,
-                labels: vec![],
-            },
+            None => Review::unopened(),
         })
     }
 }
