@@ -154,7 +154,7 @@ impl Proposer {
         // handled yet: a rejection leaves the forge closed, so it looks rather than trusts.
         let proposal = match proposal {
             Some(p) if p.state == ProposalState::Closed && p.number.is_some() => {
-                if self.forge.state(&p).await? == ProposalState::Open {
+                if self.forge.review(&p).await?.state == ProposalState::Open {
                     let store = self.store.clone();
                     blocking(move || store.set_proposal_state(mac, ProposalState::Rejecting, Utc::now())).await?;
                     Some(Proposal {
@@ -317,7 +317,7 @@ impl Proposer {
         };
         let rejected = machine.state == State::Rejected;
         if !(rejected || recorded.state == ProposalState::Closed)
-            || self.forge.state(&recorded).await? != ProposalState::Open
+            || self.forge.review(&recorded).await?.state != ProposalState::Open
         {
             return Ok(());
         }
@@ -379,7 +379,7 @@ impl Proposer {
                         let Some(p) = self.proposal_in(p.mac, ProposalState::Approving).await? else {
                             return Ok(());
                         };
-                        if self.forge.state(&p).await? != ProposalState::Merged
+                        if self.forge.review(&p).await?.state != ProposalState::Merged
                             && let Err(e) = self.forge.approve(&p, "registrar").await
                         {
                             // Not merged (the head moved, branch protection): back to review,

@@ -7,6 +7,7 @@ pub mod github;
 pub mod gitlab;
 pub mod hooks;
 pub mod local;
+mod rest;
 
 use async_trait::async_trait;
 
@@ -148,10 +149,6 @@ pub trait Forge: Send + Sync + 'static {
     /// A proposal as the forge shows it now — its state, head, description and labels, read
     /// at once — for the reconcile and for a look a delivery asked for.
     async fn review(&self, proposal: &Proposal) -> Result<Review, ForgeError>;
-    /// What the forge says about a proposal now: merged, closed or open.
-    async fn state(&self, proposal: &Proposal) -> Result<ProposalState, ForgeError> {
-        Ok(self.review(proposal).await?.state)
-    }
     /// Says `text` (Markdown) on the proposal's pull request for its reviewers; nothing
     /// where the forge has no such place (the local forge). Callers say each thing once.
     async fn say(&self, _proposal: &Proposal, _text: &str) -> Result<(), ForgeError> {

@@ -19,6 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::rest::{RestApi, snippet};
 use super::{Draft, Forge, ForgeError, ForgeRef, MERGE_PATIENCE, Patience, Review};
 use crate::domain::{Proposal, ProposalState};
 
@@ -79,10 +80,8 @@ impl Pull {
 }
 
 pub struct GiteaForge {
-    http: reqwest::Client,
-    /// `https://git.example/api/v1/repos/<owner>/<repo>`
-    repo_api: String,
-    token: SecretString,
+    /// `https://git.example/api/v1/repos/<owner>/<repo>`, with the token.
+    api: RestApi,
     base: String,
     /// Label ids by name, as the forge gave them.
     labels: tokio::sync::Mutex<HashMap<String, u64>>,
@@ -97,50 +96,17 @@ impl GiteaForge {
         base: &str,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
+        let root = format!("{}/api/v1/repos/{owner}/{repo}", url.trim_end_matches('/'));
+        let auth = SecretString::from(format!("token {}", token.expose_secret()));
         Ok(GiteaForge {
-            // No redirects: reqwest would carry the token to another host.
-            http: reqwest::Client::builder()
-                .timeout(timeout)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
-            repo_api: format!("{}/api/v1/repos/{owner}/{repo}", url.trim_end_matches('/')),
-            token,
+            api: RestApi::new(root, "authorization", auth, timeout)?,
             base: base.to_string(),
             labels: tokio::sync::Mutex::new(HashMap::new()),
         })
     }
 
-    /// One request; the status and the JSON answer (Null when there is none).
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<(StatusCode, Value), ForgeError> {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.repo_api))
-            .header("authorization", format!("token {}", self.token.expose_secret()))
-            .header("accept", "application/json");
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ForgeError::Other(format!("{method} {path}: {e}")))?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        if status.is_server_error()
-            || status.is_redirection()
-            || [
-                StatusCode::UNAUTHORIZED,
-                StatusCode::FORBIDDEN,
-                StatusCode::TOO_MANY_REQUESTS,
-            ]
-            .contains(&status)
-        {
-            return Err(ForgeError::Other(format!(
-                "{method} {path}: {status}: {}",
-                snippet(&text)
-            )));
-        }
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        self.api.call(method, path, body).await
     }
 
     fn pull_of(status: StatusCode, body: Value, what: &str) -> Result<Option<Pull>, ForgeError> {
@@ -303,10 +269,6 @@ fn gone(number: u64) -> ForgeError {
     ForgeError::Other(format!(
         "pull request #{number} is not found: does the token still see the repository?"
     ))
-}
-
-fn snippet(text: &str) -> String {
-    text.chars().take(200).collect()
 }
 
 #[async_trait]

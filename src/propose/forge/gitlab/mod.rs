@@ -17,10 +17,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::rest::{RestApi, snippet};
 use super::{Draft, Forge, ForgeError, ForgeRef, MERGE_PATIENCE, Patience, Review};
 use crate::domain::{Proposal, ProposalState};
 
@@ -86,10 +87,8 @@ impl MergeRequest {
 }
 
 pub struct GitlabForge {
-    http: reqwest::Client,
-    /// `https://gitlab.example/api/v4/projects/<group%2Fproject>`
-    project_api: String,
-    token: SecretString,
+    /// `https://gitlab.example/api/v4/projects/<group%2Fproject>`, with the token.
+    api: RestApi,
     base: String,
 }
 
@@ -109,55 +108,17 @@ fn gone(iid: u64) -> ForgeError {
 /// The merge requests of one branch read at once (a fork's among them).
 const PAGE: usize = 20;
 
-fn snippet(text: &str) -> String {
-    text.chars().take(200).collect()
-}
-
 impl GitlabForge {
     pub fn new(url: &str, project: &str, token: SecretString, base: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let root = format!("{}/api/v4/projects/{}", url.trim_end_matches('/'), encoded(project));
         Ok(GitlabForge {
-            // No redirects: reqwest would carry PRIVATE-TOKEN to another host.
-            http: reqwest::Client::builder()
-                .timeout(timeout)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
-            project_api: format!("{}/api/v4/projects/{}", url.trim_end_matches('/'), encoded(project)),
-            token,
+            api: RestApi::new(root, "private-token", token, timeout)?,
             base: base.to_string(),
         })
     }
 
-    /// One request; the status and the JSON answer (Null when there is none).
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<(StatusCode, Value), ForgeError> {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.project_api))
-            .header("private-token", self.token.expose_secret())
-            .header("accept", "application/json");
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ForgeError::Other(format!("{method} {path}: {e}")))?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        if status.is_server_error()
-            || status.is_redirection()
-            || [
-                StatusCode::UNAUTHORIZED,
-                StatusCode::FORBIDDEN,
-                StatusCode::TOO_MANY_REQUESTS,
-            ]
-            .contains(&status)
-        {
-            return Err(ForgeError::Other(format!(
-                "{method} {path}: {status}: {}",
-                snippet(&text)
-            )));
-        }
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        self.api.call(method, path, body).await
     }
 
     /// Merge request `iid` as GitLab shows it now, if it exists.
