@@ -114,6 +114,25 @@ async fn text(c: &Client, css: &str) -> String {
         .unwrap()
 }
 
+/// Clicks the link reading `text` in the live machines table. The table re-renders rows as
+/// machines change, so a link found a moment ago may be gone by the click ("stale"): find
+/// it again.
+async fn click_link(c: &Client, text: &str) {
+    let mut last = String::new();
+    for _ in 0..50 {
+        match c.find(Locator::LinkText(text)).await {
+            Ok(link) => match link.click().await {
+                Ok(()) => return,
+                Err(e) if e.to_string().contains("stale element") => last = e.to_string(),
+                Err(e) => panic!("clicking {text}: {e}"),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("could not click the link {text} within 5 s: {last}");
+}
+
 /// Waits until `css` matches, polling the live page (no reloads).
 async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
     for _ in 0..150 {
@@ -171,7 +190,7 @@ async fn an_operator_reviews_a_machine_and_imports_expected_ones_in_a_real_brows
     screenshot(&c, "machines.png").await;
 
     // Open it: facts and manifest.
-    c.find(Locator::LinkText(mac)).await.unwrap().click().await.unwrap();
+    click_link(&c, mac).await;
     wait_for(&c, "#manifest").await;
     assert_eq!(text(&c, "#vendor").await, "Supermicro");
     let manifest = text(&c, "#manifest").await;
@@ -255,12 +274,7 @@ async fn an_operator_reviews_a_machine_and_imports_expected_ones_in_a_real_brows
         .is_success()
     );
     wait_for(&c, "tr[data-mac=\"aa:bb:cc:dd:ee:01\"] .st-proposed").await;
-    c.find(Locator::LinkText("aa:bb:cc:dd:ee:01"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_link(&c, "aa:bb:cc:dd:ee:01").await;
     wait_for(&c, "#manifest").await;
     let manifest = text(&c, "#manifest").await;
     assert!(
