@@ -7,11 +7,26 @@
 
 use std::sync::Arc;
 
+use hmac::{Hmac, Mac as _};
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
+use sha2::Sha256;
 
 use super::Forge;
 use crate::domain::{ProposalState, group_of_branch, mac_of_branch};
 use crate::propose::{Observation, ProposeError, Proposer};
+
+/// Whether `hex_signature` is the hex HMAC-SHA256 of `body` under `secret`: how GitHub and
+/// Forgejo/Gitea sign their deliveries (GitHub prefixes it with `sha256=`).
+pub fn hmac_sha256_ok(secret: &SecretString, hex_signature: &str, body: &[u8]) -> bool {
+    let Ok(signature) = hex::decode(hex_signature) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes()).expect("HMAC takes any key");
+    mac.update(body);
+    // verify_slice compares in constant time and rejects wrong lengths.
+    mac.verify_slice(&signature).is_ok()
+}
 
 /// What a verified delivery asks Registrar to look at.
 #[derive(Debug, Clone, PartialEq, Eq)]

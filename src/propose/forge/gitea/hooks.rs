@@ -6,7 +6,7 @@
 use secrecy::SecretString;
 use serde_json::Value;
 
-use crate::propose::forge::hooks::{Deliveries, Look};
+use crate::propose::forge::hooks::{Deliveries, Look, hmac_sha256_ok};
 
 pub struct GiteaDeliveries {
     secret: SecretString,
@@ -36,9 +36,8 @@ impl Deliveries for GiteaDeliveries {
     }
 
     fn verify(&self, header: &dyn Fn(&str) -> Option<String>, body: &[u8]) -> bool {
-        let signature = first(header, &["x-forgejo-signature", "x-gitea-signature"]);
-        let prefixed = signature.map(|s| format!("sha256={}", s.trim()));
-        crate::propose::forge::github::events::signature_ok(&self.secret, prefixed.as_deref(), body)
+        first(header, &["x-forgejo-signature", "x-gitea-signature"])
+            .is_some_and(|signature| hmac_sha256_ok(&self.secret, signature.trim(), body))
     }
 
     fn signature_header(&self) -> &'static str {

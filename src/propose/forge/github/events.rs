@@ -6,10 +6,8 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use hmac::{Hmac, Mac as _};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
-use sha2::Sha256;
 
 use super::{GithubForge, PullRequest, WORKFLOW_PREFIX};
 use crate::domain::{Mac, ProposalState, State};
@@ -36,14 +34,9 @@ pub struct GithubHooks {
 
 /// `X-Hub-Signature-256` is `sha256=` and the lower-case hex HMAC-SHA256 of the raw body.
 pub fn signature_ok(secret: &SecretString, header: Option<&str>, body: &[u8]) -> bool {
-    let Some(hex_sig) = header.and_then(|h| h.strip_prefix("sha256=")) else {
-        return false;
-    };
-    let Ok(sig) = hex::decode(hex_sig) else { return false };
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes()).expect("HMAC takes any key");
-    mac.update(body);
-    // verify_slice compares in constant time and rejects wrong lengths.
-    mac.verify_slice(&sig).is_ok()
+    header
+        .and_then(|h| h.strip_prefix("sha256="))
+        .is_some_and(|hex_sig| crate::propose::forge::hooks::hmac_sha256_ok(secret, hex_sig, body))
 }
 
 /// What Registrar takes from a delivery. Read with octocrab's webhook models, so a
